@@ -1,0 +1,143 @@
+"""Engines and the two ways the service touches its database: reads, and
+write transactions (used only by the single writer, see `storage.writer`).
+
+The execution mechanism is chosen here, per engine, and nowhere else
+(DESIGN §9):
+
+* SQLite: a synchronous engine called directly on the event loop. Its
+  statements take microseconds, so a thread hop would cost more than it saves,
+  and with a single writer the loop thread never contends for the file lock.
+* PostgreSQL: psycopg 3's asyncio driver through SQLAlchemy's async engine;
+  the same synchronous repository code runs inside `run_sync`, so the loop
+  keeps serving while a statement is on the wire.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+T = TypeVar("T")
+
+SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+
+def sync_url(url: str) -> str:
+    """The URL SQLAlchemy's synchronous engine wants (psycopg 3 for PostgreSQL)."""
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u.render_as_string(hide_password=False)
+
+
+def is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def describe(url: str) -> str:
+    """The URL with any password hidden, for logs."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def sqlite_engine(url: str, *, writer: bool, synchronous: str = "FULL", pool_size: int = 1) -> Engine:
+    """A SQLite engine in WAL mode whose transactions we begin ourselves.
+
+    pysqlite's own transaction handling would defer BEGIN and break
+    savepoints, so it is switched off and BEGIN (IMMEDIATE for the writer,
+    which takes the write lock up front) is emitted on our behalf.
+    """
+    if synchronous.upper() not in SQLITE_SYNCHRONOUS:
+        raise ValueError(f"sqlite synchronous must be one of {SQLITE_SYNCHRONOUS}")
+    engine = create_engine(
+        sync_url(url),
+        connect_args={"check_same_thread": False},
+        pool_size=pool_size,
+        max_overflow=4,
+    )
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.close()
+
+    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+class Database(abc.ABC):
+    """Runs synchronous repository code in a transaction, the engine's way."""
+
+    url: str
+
+    @abc.abstractmethod
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` in a read transaction (a consistent snapshot)."""
+
+    @abc.abstractmethod
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        """Run `fn` in a write transaction and commit; roll back if it raises."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+
+class SqliteDatabase(Database):
+    def __init__(self, url: str, *, synchronous: str = "FULL") -> None:
+        self.url = url
+        self._writer = sqlite_engine(url, writer=True, synchronous=synchronous)
+        self._reader = sqlite_engine(url, writer=False, synchronous=synchronous, pool_size=2)
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        with self._reader.connect() as conn, conn.begin():
+            return fn(conn)
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        with self._writer.begin() as conn:
+            return fn(conn)
+
+    async def close(self) -> None:
+        self._writer.dispose()
+        self._reader.dispose()
+
+
+def _in_transaction(conn: Connection, fn: Callable[[Connection], T]) -> T:
+    with conn.begin():
+        return fn(conn)
+
+
+class PostgresDatabase(Database):
+    def __init__(self, url: str, *, pool_size: int = 8) -> None:
+        self.url = url
+        self._engine: AsyncEngine = create_async_engine(sync_url(url), pool_size=pool_size, max_overflow=8)
+
+    async def read(self, fn: Callable[[Connection], T]) -> T:
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(_in_transaction, fn)
+
+    async def write(self, fn: Callable[[Connection], T]) -> T:
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(_in_transaction, fn)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+
+def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Database:
+    if is_sqlite(url):
+        return SqliteDatabase(url, synchronous=sqlite_synchronous)
+    return PostgresDatabase(url)

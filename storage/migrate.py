@@ -1,0 +1,76 @@
+"""Create or upgrade a node's schema with Alembic.
+
+    python -m storage.migrate sqlite:///var/node.db      # upgrade to head
+    python -m storage.migrate URL --revision REV         # to a given revision
+
+The server runs the upgrade at start-up unless told not to, so a fresh node
+needs no separate step.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine
+
+from storage.database import describe, is_sqlite, sqlite_engine, sync_url
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def _engine(url: str) -> Engine:
+    if is_sqlite(url):
+        return sqlite_engine(url, writer=True)
+    return create_engine(sync_url(url))
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Bring the database at `url` to `revision` (idempotent)."""
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, revision)
+            conn.commit()
+    finally:
+        engine.dispose()
+
+
+def current_revision(url: str) -> str | None:
+    engine = _engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Create or upgrade a node's database schema.")
+    parser.add_argument("url", help="database URL: sqlite:///path.db or postgresql://...")
+    parser.add_argument("--revision", default="head")
+    ns = parser.parse_args()
+    upgrade(ns.url, ns.revision)
+    print(f"{describe(ns.url)} is at revision {current_revision(ns.url)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Fixtures: a dev PKI, a database per test on each engine, and running nodes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import (
+    FakeClock,
+    RunningNode,
+    create_pg_database,
+    drop_pg_database,
+    load_config,
+    running_node,
+    write_config,
+)
+from transfer.client import TransferClient
+from transfer.devpki import make_dev_pki
+
+SCHOOLS = ["S1", "S2", "S3"]
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--require-postgres",
+        action="store_true",
+        help="fail (instead of skipping) PostgreSQL cases when TRANSFER_TEST_PG is unset",
+    )
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The node's development PKI: CA, node, admins and schools S1-S3 (+ S9, not registered)."""
+    out = tmp_path_factory.mktemp("pki")
+    make_dev_pki(out, "01", [*SCHOOLS, "S9"], peers=["79"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def rogue_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A PKI from a CA the node does not trust, with the same names."""
+    out = tmp_path_factory.mktemp("rogue-pki")
+    make_dev_pki(out, "01", SCHOOLS)
+    return out
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database for one test, on each engine."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'node.db'}"
+        return
+    base = os.environ.get("TRANSFER_TEST_PG")
+    if not base:
+        if request.config.getoption("--require-postgres"):
+            pytest.fail("TRANSFER_TEST_PG is not set but --require-postgres was given")
+        pytest.skip("PostgreSQL not configured (set TRANSFER_TEST_PG, or run `make test`)")
+    url = create_pg_database(base)
+    try:
+        yield url
+    finally:
+        drop_pg_database(base, url)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def node(tmp_path: Path, pki: Path, database_url: str, clock: FakeClock) -> Iterator[RunningNode]:
+    """A running node (in-process, fake clock) with schools S1-S3 registered."""
+    config = load_config(write_config(tmp_path / "node.toml", pki=pki, database_url=database_url))
+    with running_node(config, pki, clock) as handle:
+        admin = handle.client("province-admin")
+        for code in SCHOOLS:
+            admin.register_school(code, f"Trường {code}")
+        yield handle
+
+
+@pytest.fixture
+def admin(node: RunningNode) -> TransferClient:
+    return node.client("province-admin")
+
+
+@pytest.fixture
+def s1(node: RunningNode) -> TransferClient:
+    return node.client("school-S1")
+
+
+@pytest.fixture
+def s2(node: RunningNode) -> TransferClient:
+    return node.client("school-S2")
+
+
+@pytest.fixture
+def s3(node: RunningNode) -> TransferClient:
+    return node.client("school-S3")

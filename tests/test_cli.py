@@ -1,0 +1,86 @@
+"""The command-line client: readable lines, JSON, exit statuses and one-line reasons."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.support import RunningNode, new_lookup_code, new_national_id
+from transfer.client.cli import main
+from transfer.devpki import main as devpki_main
+
+
+def cli(node: RunningNode, identity: str, *args: str) -> list[str]:
+    return ["--address", node.address, "--pki", str(node.pki), "--as", identity, "--attempts", "2", *args]
+
+
+def test_cli_transfer_flow(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
+    """register, initiate, list, accept and watch from the command line, one line per object."""
+    code = new_lookup_code()
+    assert main(cli(node, "school-S1", "record-register", code, new_national_id(), "primary")) == 0
+    assert f"record {code} primary" in capsys.readouterr().out
+    assert main(cli(node, "school-S1", "--json", "initiate", code, "S2")) == 0
+    transfer = json.loads(capsys.readouterr().out)
+    assert transfer["state"] == "TRANSFER_STATE_REQUESTED" and transfer["to_school"] == "S2"
+    assert main(cli(node, "school-S2", "list", "--incoming", "--state", "requested")) == 0
+    out = capsys.readouterr().out
+    assert transfer["id"] in out and "REQUESTED" in out and "S1 -> S2" in out
+    assert main(cli(node, "school-S2", "accept", transfer["id"])) == 0
+    assert "ACCEPTED" in capsys.readouterr().out
+    assert main(cli(node, "school-S2", "watch", "--count", "2")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and "REQUESTED" in lines[0] and "ACCEPTED" in lines[1] and "cursor" in lines[1]
+    assert main(cli(node, "school-S2", "record-list")) == 0
+    assert code in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line_with_status(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
+    """A refusal prints one line with code and reason and exits 1; bad usage exits 2."""
+    assert main(cli(node, "school-S1", "initiate", "nothex", "S2")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "INVALID_ARGUMENT INVALID_LOOKUP_CODE" in err[0] and "lookup_code" in err[0]
+    assert main(cli(node, "school-S2", "reject", "a" * 32, "--reason", "x")) == 1
+    assert "PERMISSION_DENIED NOT_RECEIVING_SCHOOL" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        main(cli(node, "school-S2", "reject", "a" * 32))  # --reason is required
+    assert info.value.code == 2
+    assert main(["--address", node.address, "--pki", str(node.pki), "--as", "nobody", "list", "--incoming"]) == 2
+
+
+def test_cli_unreachable_node_exits_3(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
+    """When no node answers, the CLI gives up after its attempts with status 3 and says UNAVAILABLE."""
+    args = [
+        "--address",
+        "127.0.0.1:1",
+        "--pki",
+        str(node.pki),
+        "--as",
+        "school-S1",
+        "--attempts",
+        "2",
+        "--timeout",
+        "2",
+    ]
+    assert main([*args, "get", "a" * 32]) == 3
+    assert "UNAVAILABLE" in capsys.readouterr().err
+
+
+def test_cli_school_admin_commands(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
+    """Province admins register, rename, deactivate and list schools from the CLI."""
+    assert main(cli(node, "province-admin", "school-register", "S4", "Trường Số 4")) == 0
+    assert main(cli(node, "province-admin", "school-update", "S4", "--inactive")) == 0
+    assert "INACTIVE" in capsys.readouterr().out.splitlines()[-1]
+    assert main(cli(node, "province-admin", "school-list")) == 0
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines()] == ["S1", "S2", "S3", "S4"]
+
+
+def test_devpki_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The PKI command writes every credential, keys private to their owner, and refuses bad input."""
+    assert devpki_main(["--out", str(tmp_path), "--province", "79", "--school", "A1"]) == 0
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"ca.pem", "node.pem", "school-A1.key", "school-admin-A1.pem", "province-admin.pem"} <= names
+    assert (tmp_path / "school-A1.key").stat().st_mode & 0o077 == 0
+    assert devpki_main(["--out", str(tmp_path / "x"), "--province", "00"]) == 2
+    assert "not a province code" in capsys.readouterr().err

@@ -1,0 +1,80 @@
+"""Node configuration: TOML, environment overrides, and clear errors."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+
+from transfer.server.__main__ import main as server_main
+from transfer.server.config import ConfigError, load
+
+MINIMAL = """
+[node]
+province = "01"
+[tls]
+ca_file = "pki/ca.pem"
+cert_file = "pki/node.pem"
+key_file = "pki/node.key"
+[database]
+url = "sqlite:///var/node.db"
+"""
+
+
+def test_defaults_and_relative_paths(tmp_path: Path) -> None:
+    """Unset keys take documented defaults; relative paths resolve against the config file."""
+    p = tmp_path / "node.toml"
+    p.write_text(MINIMAL)
+    c = load(p, env={})
+    assert c.deadline_working_days == 5 and c.sqlite_synchronous == "FULL"
+    assert c.utc_offset == timedelta(hours=7) and c.listen == "127.0.0.1:50051"
+    assert c.ca_file == tmp_path / "pki/ca.pem"
+    assert c.database_url == f"sqlite:///{tmp_path / 'var/node.db'}"
+
+
+def test_environment_overrides(tmp_path: Path) -> None:
+    """TRANSFER_<SECTION>_<KEY> overrides the file, with types converted."""
+    p = tmp_path / "node.toml"
+    p.write_text(MINIMAL)
+    env = {
+        "TRANSFER_DATABASE_URL": "postgresql://u@127.0.0.1:5432/db",
+        "TRANSFER_TRANSFERS_DEADLINE_WORKING_DAYS": "8",
+        "TRANSFER_TRANSFERS_HOLIDAYS": "2026-09-02, 2026-09-03",
+        "TRANSFER_DATABASE_AUTO_MIGRATE": "false",
+        "UNRELATED": "x",
+    }
+    c = load(p, env=env)
+    assert c.database_url == "postgresql://u@127.0.0.1:5432/db"
+    assert c.deadline_working_days == 8 and not c.auto_migrate
+    assert c.holidays == (date(2026, 9, 2), date(2026, 9, 3))
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        (MINIMAL.replace('"01"', '"00"'), {}, "node.province"),
+        (MINIMAL + "[nope]\n", {}, "unknown section"),
+        (MINIMAL.replace("[database]", "[database]\ncolour = 1"), {}, "unknown key database.colour"),
+        (MINIMAL.replace('url = "sqlite:///var/node.db"', ""), {}, "database.url is required"),
+        (MINIMAL, {"TRANSFER_TRANSFERS_DEADLINE_WORKING_DAYS": "many"}, "cannot read"),
+        (MINIMAL + "[transfers]\nholidays = ['2026-13-01']\n", {}, "not a YYYY-MM-DD"),
+        (MINIMAL + "[transfers]\ndeadline_working_days = '5'\n", {}, "expected int"),
+        ("[node\n", {}, "node.toml"),
+    ],
+)
+def test_bad_configuration_is_explained(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
+    """Each configuration mistake raises ConfigError naming the key."""
+    p = tmp_path / "node.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load(p, env=env)
+
+
+def test_server_exits_2_on_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The server refuses to start on a bad configuration, with status 2 and one line."""
+    p = tmp_path / "node.toml"
+    p.write_text(MINIMAL.replace('"01"', '"00"'))
+    assert server_main(["--config", str(p)]) == 2
+    assert "configuration error: node.province" in capsys.readouterr().err
+    assert server_main(["--config", str(tmp_path / "missing.toml")]) == 2

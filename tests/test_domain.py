@@ -1,0 +1,135 @@
+"""Pure rules: working-day deadlines, validation, paging tokens, the state machine."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from transfer.domain import paging, validation
+from transfer.domain.commands import DecideTransfer, InitiateTransfer, RegisterRecord
+from transfer.domain.errors import InvalidArgument, Violations
+from transfer.domain.model import TRANSITIONS, Actor, Role, Transfer, TransferScope, TransferState
+from transfer.domain.provinces import province_names
+from transfer.domain.workdays import add_working_days, deadline_after
+
+
+def test_provinces_are_the_34_units() -> None:
+    """The packaged list holds the 34 provincial units, Hà Nội 01 and Hồ Chí Minh 79 among them."""
+    names = province_names()
+    assert len(names) == 34
+    assert names["01"] == "Hà Nội" and "79" in names
+
+
+def test_working_days_skip_weekends_and_holidays() -> None:
+    """Counting skips Saturdays, Sundays and configured holidays."""
+    friday = date(2026, 11, 27)
+    assert add_working_days(friday, 1) == date(2026, 11, 30)  # Monday
+    assert add_working_days(friday, 5) == date(2026, 12, 4)
+    assert add_working_days(friday, 1, holidays={date(2026, 11, 30)}) == date(2026, 12, 1)
+    assert add_working_days(friday, 0) == friday
+
+
+def test_deadline_is_end_of_last_working_day_local_time() -> None:
+    """Five working days from Monday 09:00 (UTC+7) end at midnight after the next Monday, local time."""
+    start = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)  # Monday 09:00 in Hà Nội
+    deadline = deadline_after(start, 5)
+    assert deadline == datetime(2026, 12, 1, 0, 0, tzinfo=UTC) - timedelta(hours=7)
+    # 23:30 UTC Sunday is already Monday in Hà Nội.
+    late = datetime(2026, 11, 22, 23, 30, tzinfo=UTC)
+    assert deadline_after(late, 1) == datetime(2026, 11, 25, 0, 0, tzinfo=UTC) - timedelta(hours=7)
+
+
+@given(st.dates(min_value=date(2020, 1, 1), max_value=date(2040, 1, 1)), st.integers(0, 40))
+def test_working_day_count_is_exact(start: date, n: int) -> None:
+    """Between start and the result lie exactly n weekdays, and the result is a weekday (n > 0)."""
+    end = add_working_days(start, n)
+    days = [start + timedelta(days=i) for i in range(1, (end - start).days + 1)]
+    assert sum(d.weekday() < 5 for d in days) == n
+    if n:
+        assert end.weekday() < 5
+
+
+@given(st.text(max_size=40))
+def test_lookup_code_validation_matches_its_definition(s: str) -> None:
+    """A lookup code is valid exactly when it is 32 lowercase hex characters."""
+    v = Violations()
+    validation.lookup_code(v, s)
+    expected = len(s) == 32 and all(c in "0123456789abcdef" for c in s)
+    assert (not v.items) == expected
+
+
+@given(st.text(alphabet="0123456789a ", max_size=14))
+def test_national_id_validation_matches_its_definition(s: str) -> None:
+    """A national id is valid exactly when it is 12 ASCII digits."""
+    v = Violations()
+    validation.national_id(v, s)
+    assert (not v.items) == (len(s) == 12 and s.isdigit())
+
+
+def test_commands_reject_bad_fields_at_construction() -> None:
+    """Commands cannot exist invalid: construction raises InvalidArgument naming each field."""
+    with pytest.raises(InvalidArgument) as info:
+        InitiateTransfer("XYZ", "", "00")
+    assert [v.field for v in info.value.field_violations] == ["lookup_code", "to_school", "to_province"]
+    with pytest.raises(InvalidArgument):
+        DecideTransfer("a" * 32, TransferState.REJECTED, "")
+    assert DecideTransfer("a" * 32, TransferState.CANCELLED, "").reason == ""
+    with pytest.raises(InvalidArgument):
+        RegisterRecord.parse("a" * 32, "001234567890", 4, "")
+
+
+@given(st.one_of(st.integers(-(2**62), 2**62), st.text(max_size=30)), st.integers(0, 10_000))
+def test_page_tokens_round_trip_and_bind_to_query(key: int | str, size: int) -> None:
+    """A token gives back its key for the same query and is refused for any other."""
+    token = paging.next_token(key, ("transfers", "S1", 1))
+    req = paging.page_request(size, token, ("transfers", "S1", 1))
+    assert req.after == key and 1 <= req.size <= paging.MAX_PAGE_SIZE
+    with pytest.raises(InvalidArgument):
+        paging.page_request(size, token, ("transfers", "S1", 2))
+
+
+@given(st.text(max_size=60))
+def test_arbitrary_page_tokens_never_crash(token: str) -> None:
+    """Any string as a page token is either the empty first page or a clean INVALID_ARGUMENT."""
+    try:
+        paging.page_request(10, token, ("x",))
+    except InvalidArgument as err:
+        assert err.reason == "INVALID_PAGE_TOKEN"
+
+
+def _transfer(state: TransferState = TransferState.REQUESTED) -> Transfer:
+    now = datetime(2026, 1, 5, tzinfo=UTC)
+    return Transfer(
+        "a" * 32, "b" * 32, "S1", "01", "S2", "01", TransferScope.INTRA_PROVINCE, state, "", now, now, None, "x", None
+    )
+
+
+@given(st.lists(st.sampled_from(list(TransferState)), max_size=6))
+def test_state_machine_only_leaves_requested_once(moves: list[TransferState]) -> None:
+    """From REQUESTED exactly one move to a terminal state succeeds; terminal states never change."""
+    t = _transfer()
+    applied = []
+    for target in moves:
+        if t.can_move_to(target):
+            t = t.decided(target, by="x", at=t.created_at)
+            applied.append(target)
+        else:
+            with pytest.raises(ValueError):
+                t.decided(target, by="x", at=t.created_at)
+    assert len(applied) <= 1
+    assert all(a is not TransferState.REQUESTED for a in applied)
+    assert all(not TRANSITIONS[s] for s in TransferState if s is not TransferState.REQUESTED)
+
+
+def test_actor_scope() -> None:
+    """Schools act for themselves only; province admins for any school; peers and auditors for none."""
+    assert Actor(Role.SCHOOL, "01", "S1").acts_for("S1")
+    assert not Actor(Role.SCHOOL, "01", "S1").acts_for("S2")
+    assert Actor(Role.SCHOOL_ADMIN, "01", "S1").acts_for("S1")
+    assert Actor(Role.PROVINCE_ADMIN, "01", None, "admin").acts_for("S2")
+    assert not Actor(Role.PEER, "79", None, "node").acts_for("S1")
+    assert not Actor(Role.AUDITOR, "01", None, "a").acts_for("S1")
+    assert Actor(Role.SCHOOL, "01", "S1", "cert A").principal == Actor(Role.SCHOOL, "01", "S1", "cert B").principal

@@ -1,0 +1,160 @@
+"""The intra-province transfer flow end to end, through the client library."""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+
+import pytest
+
+from tests.support import RunningNode, new_lookup_code, new_national_id
+from transfer.client import TransferClient
+from transfer.v1 import common_pb2, records_pb2, transfers_pb2
+
+INCOMING = transfers_pb2.TRANSFER_DIRECTION_INCOMING
+OUTGOING = transfers_pb2.TRANSFER_DIRECTION_OUTGOING
+REQUESTED = transfers_pb2.TRANSFER_STATE_REQUESTED
+ACCEPTED = transfers_pb2.TRANSFER_STATE_ACCEPTED
+REJECTED = transfers_pb2.TRANSFER_STATE_REJECTED
+CANCELLED = transfers_pb2.TRANSFER_STATE_CANCELLED
+
+
+def register(client: TransferClient) -> str:
+    code = new_lookup_code()
+    client.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
+    return code
+
+
+def test_initiate_list_accept_moves_custody(s1: TransferClient, s2: TransferClient) -> None:
+    """A transfer S1 -> S2 shows up as incoming at S2; accepting it moves custody to S2."""
+    code = register(s1)
+    t = s1.initiate_transfer(code, "S2")
+    assert t.state == REQUESTED and t.from_school == "S1" and t.to_school == "S2"
+    assert t.scope == transfers_pb2.TRANSFER_SCOPE_INTRA_PROVINCE
+    assert t.deadline.seconds > t.create_time.seconds
+
+    frozen = s1.get_record(code)
+    assert frozen.status == records_pb2.RECORD_STATUS_FROZEN and frozen.open_transfer_id == t.id
+    incoming = list(s2.iter_transfers(INCOMING, states=[REQUESTED]))
+    assert [x.id for x in incoming] == [t.id]
+    assert [x.id for x in s1.iter_transfers(OUTGOING)] == [t.id]
+
+    accepted = s2.accept_transfer(t.id)
+    assert accepted.state == ACCEPTED and accepted.decide_time.seconds > 0
+    record = s2.get_record(code)
+    assert record.custodian_school == "S2" and record.status == records_pb2.RECORD_STATUS_ACTIVE
+    assert [r.lookup_code for r in s2.iter_records()] == [code]
+    assert list(s1.iter_records()) == []
+    assert list(s2.iter_transfers(INCOMING, states=[REQUESTED])) == []
+
+
+def test_reject_keeps_custody_and_unfreezes(s1: TransferClient, s2: TransferClient) -> None:
+    """A rejected transfer keeps the record at the sender, unfrozen, with the reason kept."""
+    code = register(s1)
+    t = s1.initiate_transfer(code, "S2")
+    rejected = s2.reject_transfer(t.id, "Lớp đã đủ sĩ số")
+    assert rejected.state == REJECTED and rejected.reason == "Lớp đã đủ sĩ số"
+    record = s1.get_record(code)
+    assert record.custodian_school == "S1" and record.status == records_pb2.RECORD_STATUS_ACTIVE
+    # The record can be sent again, elsewhere.
+    assert s1.initiate_transfer(code, "S3").state == REQUESTED
+
+
+def test_cancel_before_decision(s1: TransferClient, s2: TransferClient) -> None:
+    """The sender may cancel an open transfer; the record unfreezes at the sender."""
+    code = register(s1)
+    t = s1.initiate_transfer(code, "S2")
+    cancelled = s1.cancel_transfer(t.id, "gia đình đổi ý")
+    assert cancelled.state == CANCELLED
+    assert s1.get_record(code).status == records_pb2.RECORD_STATUS_ACTIVE
+    assert s2.get_transfer(t.id).state == CANCELLED
+
+
+def test_list_pages_cover_everything_once(s1: TransferClient, s2: TransferClient) -> None:
+    """Paging through incoming transfers and records returns each item exactly once, in order."""
+    ids = [s1.initiate_transfer(register(s1), "S2").id for _ in range(7)]
+    first = s2.list_transfers(INCOMING, page_size=3)
+    assert len(first.transfers) == 3 and first.next_page_token
+    assert [t.id for t in s2.iter_transfers(INCOMING, page_size=3)] == ids
+    codes = sorted(r.lookup_code for r in s1.iter_records(page_size=2))
+    assert len(codes) == 7 and codes == sorted(s1.get_transfer(i).lookup_code for i in ids)
+
+
+def _collect(stream: object, out: queue.Queue[object], stop_after: int) -> None:
+    try:
+        for ev in itertools.islice(stream, stop_after):  # type: ignore[call-overload]
+            out.put(ev)
+    except Exception as exc:  # surfaced by the test through the queue
+        out.put(exc)
+
+
+def _take(q: queue.Queue[object], n: int) -> list[transfers_pb2.WatchTransfersResponse]:
+    items = []
+    for _ in range(n):
+        item = q.get(timeout=15)
+        if isinstance(item, Exception):
+            raise item
+        items.append(item)
+    return items  # type: ignore[return-value]
+
+
+def test_watch_receives_events_as_they_happen(s1: TransferClient, s2: TransferClient) -> None:
+    """A receiving school's open watch stream gets the request and the acceptance live."""
+    events: queue.Queue[object] = queue.Queue()
+    watcher = threading.Thread(target=_collect, args=(s2.watch_transfers(), events, 2), daemon=True)
+    watcher.start()
+    code = register(s1)
+    t = s1.initiate_transfer(code, "S2")
+    (first,) = _take(events, 1)
+    assert first.transfer.id == t.id and first.transfer.state == REQUESTED
+    s2.accept_transfer(t.id)
+    (second,) = _take(events, 1)
+    assert second.transfer.state == ACCEPTED and second.cursor != first.cursor
+    watcher.join(10)
+
+
+def test_watch_resumes_from_cursor_after_drop(s1: TransferClient, s2: TransferClient, s3: TransferClient) -> None:
+    """After a dropped stream, watching from the last cursor yields exactly the missed events."""
+    t1 = s1.initiate_transfer(register(s1), "S2")
+    stream = s2.watch_transfers()
+    first = next(stream)
+    assert first.transfer.id == t1.id
+    stream.close()  # the connection drops: the client cancels the call
+
+    s2.accept_transfer(t1.id)
+    t2 = s1.initiate_transfer(register(s1), "S2")
+    t3 = s3.initiate_transfer(register(s3), "S1")  # not S2's business: must not appear
+
+    resumed = s2.watch_transfers(cursor=first.cursor)
+    got = [next(resumed), next(resumed)]
+    resumed.close()
+    assert [(e.transfer.id, e.transfer.state) for e in got] == [(t1.id, ACCEPTED), (t2.id, REQUESTED)]
+    assert t3.id not in {e.transfer.id for e in got}
+    # From the start, the full history replays in commit order.
+    replay = s2.watch_transfers()
+    assert [next(replay).transfer.state for _ in range(3)] == [REQUESTED, ACCEPTED, REQUESTED]
+    replay.close()
+
+
+def test_watch_stream_ends_unavailable_on_shutdown(node: RunningNode, s2: TransferClient) -> None:
+    """Stopping the node ends open watch streams with UNAVAILABLE, so clients know to resume."""
+    from transfer.client.errors import Unavailable
+
+    stream = s2.watch_transfers(resume=False)
+    result: queue.Queue[object] = queue.Queue()
+    threading.Thread(target=_collect, args=(stream, result, 1), daemon=True).start()
+    assert node.node is not None
+    node.run(lambda: node.node.stop(grace=1))  # type: ignore[union-attr]
+    err = result.get(timeout=15)
+    assert isinstance(err, Unavailable)
+
+
+@pytest.mark.parametrize("level", [1, 2, 3])
+def test_records_of_each_level(s1: TransferClient, level: int) -> None:
+    """Records of every level register and read back unchanged."""
+    code = new_lookup_code()
+    nid = new_national_id()
+    r = s1.register_record(code, nid, level)
+    assert (r.lookup_code, r.national_id, r.level, r.custodian_school) == (code, nid, level, "S1")
+    assert s1.get_record(code) == r

@@ -1,0 +1,118 @@
+"""Storage on each engine: migrations, database-level guards, and the group-commit writer."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import create_engine, insert
+from sqlalchemy.exc import IntegrityError
+
+from storage import migrate
+from storage.database import open_database, sync_url
+from storage.repositories import SqlUnitOfWork, to_us
+from storage.schema import metadata, transfers
+from storage.writer import Writer
+from transfer.domain.model import Record, RecordLevel, School
+from transfer.domain.ports import UnitOfWork
+
+NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+
+
+def test_migrations_build_exactly_the_schema(database_url: str) -> None:
+    """Upgrading to head yields the tables the code declares (Alembic finds no difference), twice over."""
+    migrate.upgrade(database_url)
+    migrate.upgrade(database_url)  # idempotent
+    assert migrate.current_revision(database_url) == migrate.head_revision()
+    engine = create_engine(sync_url(database_url))
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    assert diff == []
+
+
+def test_database_allows_one_open_transfer_per_record(database_url: str) -> None:
+    """Even bypassing the rules, the database refuses a second open transfer of one record."""
+    migrate.upgrade(database_url)
+    engine = create_engine(sync_url(database_url))
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        uow.schools.add(School("S1", "A", "01", True, NOW, NOW))
+        uow.records.add(Record("c" * 32, "001234567890", RecordLevel.PRIMARY, "S1", None, NOW, NOW))
+    row = {
+        "lookup_code": "c" * 32, "from_school": "S1", "from_province": "01", "to_school": "S2",
+        "to_province": "01", "scope": 1, "state": 1, "reason": "", "created_at_us": to_us(NOW),
+        "deadline_us": to_us(NOW), "initiated_by": "t",
+    }  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(insert(transfers).values(id="1" * 32, **row))
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(insert(transfers).values(id="2" * 32, **row))
+    with engine.begin() as conn:  # a closed one may coexist
+        conn.execute(insert(transfers).values(id="3" * 32, **{**row, "state": 3}))
+    engine.dispose()
+
+
+def _add_school(code: str) -> object:
+    def command(uow: UnitOfWork) -> str:
+        uow.schools.add(School(code, code, "01", True, NOW, NOW))
+        return code
+
+    return command
+
+
+def _fail_after_write(uow: UnitOfWork) -> None:
+    uow.schools.add(School("BAD", "bad", "01", True, NOW, NOW))
+    uow.publish("never announced")
+    raise RuntimeError("refused after writing")
+
+
+def test_writer_isolates_failures_within_a_batch(database_url: str) -> None:
+    """In one group commit, a command that fails after writing is undone alone; its neighbours commit."""
+    migrate.upgrade(database_url)
+    announced: list[object] = []
+
+    async def scenario() -> list[object]:
+        db = open_database(database_url)
+        writer = Writer(db, after_commit=announced.extend)
+        writer.start()
+        results = await asyncio.gather(
+            writer.submit(_add_school("A")),  # type: ignore[arg-type]
+            writer.submit(_fail_after_write),
+            writer.submit(_add_school("B")),  # type: ignore[arg-type]
+            return_exceptions=True,
+        )
+        codes = await db.read(lambda conn: [s.code for s in SqlUnitOfWork(conn).schools.page(None, 10)])
+        await writer.stop()
+        await db.close()
+        assert writer.batches == 1  # all three went in one transaction
+        return [*results, codes]
+
+    a, bad, b, codes = asyncio.run(scenario())
+    assert (a, b) == ("A", "B") and isinstance(bad, RuntimeError)
+    assert codes == ["A", "B"]
+    assert announced == []
+
+
+def test_writer_drains_queue_on_stop(database_url: str) -> None:
+    """Stopping the writer finishes every queued command, then refuses new ones."""
+    migrate.upgrade(database_url)
+
+    async def scenario() -> None:
+        db = open_database(database_url)
+        writer = Writer(db, max_batch=4)
+        writer.start()
+        pending = [asyncio.ensure_future(writer.submit(_add_school(f"S{i}"))) for i in range(10)]  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        await writer.stop()
+        assert [p.result() for p in pending] == [f"S{i}" for i in range(10)]
+        from storage.writer import WriterStopped
+
+        with pytest.raises(WriterStopped):
+            await writer.submit(_add_school("late"))  # type: ignore[arg-type]
+        await db.close()
+
+    asyncio.run(scenario())

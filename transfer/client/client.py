@@ -1,0 +1,293 @@
+"""A typed Python client for school systems and admins.
+
+    tls = ClientTls.from_files("pki/ca.pem", "pki/school-S1.pem", "pki/school-S1.key")
+    with TransferClient("127.0.0.1:50051", tls) as c:
+        t = c.initiate_transfer(lookup_code, to_school="S2")
+
+Every call has a deadline (`timeout`, per attempt). Transient failures are
+retried by the policy of `transfer.client.retry`; a mutating call picks one
+request_id up front and sends it on every attempt, so the server applies it
+once and replays its first answer. Failures raise `TransferError` subclasses.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import field_mask_pb2
+
+from transfer.client.errors import TransferError, from_rpc_error
+from transfer.client.retry import RetryPolicy
+from transfer.v1 import records_pb2, records_pb2_grpc, schools_pb2, schools_pb2_grpc, transfers_pb2, transfers_pb2_grpc
+from transfer.v1.records_pb2 import Record
+from transfer.v1.schools_pb2 import School
+from transfer.v1.transfers_pb2 import Transfer, WatchTransfersResponse
+
+T = TypeVar("T")
+log = logging.getLogger("transfer.client")
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """The CA that signed the node's certificate, and the caller's own pair."""
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+
+    @classmethod
+    def from_files(cls, ca: str | Path, cert: str | Path, key: str | Path) -> ClientTls:
+        return cls(Path(ca).read_bytes(), Path(cert).read_bytes(), Path(key).read_bytes())
+
+    @classmethod
+    def from_pki(cls, directory: str | Path, name: str) -> ClientTls:
+        """From a dev PKI directory: `name` is e.g. ``school-S1`` or ``province-admin``."""
+        d = Path(directory)
+        return cls.from_files(d / "ca.pem", d / f"{name}.pem", d / f"{name}.key")
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
+        )
+
+
+def new_request_id() -> str:
+    return str(uuid.uuid4())
+
+
+class TransferClient:
+    def __init__(
+        self,
+        address: str,
+        tls: ClientTls,
+        *,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        server_name: str | None = None,
+        interceptors: Sequence[grpc.UnaryUnaryClientInterceptor] = (),
+    ) -> None:
+        options: list[tuple[str, Any]] = []
+        if server_name:
+            options.append(("grpc.ssl_target_name_override", server_name))
+        self.address = address
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self._channel = grpc.secure_channel(address, tls.credentials(), options=options)
+        channel = grpc.intercept_channel(self._channel, *interceptors) if interceptors else self._channel
+        self.schools = schools_pb2_grpc.SchoolDirectoryServiceStub(channel)
+        self.records = records_pb2_grpc.RecordServiceStub(channel)
+        self.transfers = transfers_pb2_grpc.TransferServiceStub(channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> TransferClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: Callable[..., Any], request: Any) -> Any:
+        """One logical call: attempts with a deadline each, transient ones retried."""
+        for attempt in self.retry.retrying():
+            with attempt:
+                try:
+                    return method(request, timeout=self.timeout)
+                except grpc.RpcError as err:
+                    raise from_rpc_error(err) from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- schools ------------------------------------------------------------
+
+    def register_school(self, code: str, name: str, *, request_id: str | None = None) -> School:
+        req = schools_pb2.RegisterSchoolRequest(request_id=request_id or new_request_id(), code=code, name=name)
+        resp: schools_pb2.RegisterSchoolResponse = self._call(self.schools.RegisterSchool, req)
+        return resp.school
+
+    def update_school(
+        self, code: str, *, name: str | None = None, active: bool | None = None, request_id: str | None = None
+    ) -> School:
+        paths = [p for p, v in (("name", name), ("active", active)) if v is not None]
+        req = schools_pb2.UpdateSchoolRequest(
+            request_id=request_id or new_request_id(),
+            school=schools_pb2.School(code=code, name=name or "", active=bool(active)),
+            update_mask=field_mask_pb2.FieldMask(paths=paths),
+        )
+        resp: schools_pb2.UpdateSchoolResponse = self._call(self.schools.UpdateSchool, req)
+        return resp.school
+
+    def get_school(self, code: str) -> School:
+        resp: schools_pb2.GetSchoolResponse = self._call(
+            self.schools.GetSchool, schools_pb2.GetSchoolRequest(code=code)
+        )
+        return resp.school
+
+    def list_schools(self, *, page_size: int = 0, page_token: str = "") -> schools_pb2.ListSchoolsResponse:
+        resp: schools_pb2.ListSchoolsResponse = self._call(
+            self.schools.ListSchools, schools_pb2.ListSchoolsRequest(page_size=page_size, page_token=page_token)
+        )
+        return resp
+
+    def iter_schools(self, *, page_size: int = 0) -> Iterator[School]:
+        return _pages(lambda tok: self.list_schools(page_size=page_size, page_token=tok), "schools")
+
+    # -- records ------------------------------------------------------------
+
+    def register_record(
+        self,
+        lookup_code: str,
+        national_id: str,
+        level: int,
+        custodian_school: str = "",
+        *,
+        request_id: str | None = None,
+    ) -> Record:
+        req = records_pb2.RegisterRecordRequest(
+            request_id=request_id or new_request_id(),
+            lookup_code=lookup_code,
+            national_id=national_id,
+            level=level,  # type: ignore[arg-type]
+            custodian_school=custodian_school,
+        )
+        resp: records_pb2.RegisterRecordResponse = self._call(self.records.RegisterRecord, req)
+        return resp.record
+
+    def get_record(self, lookup_code: str) -> Record:
+        resp: records_pb2.GetRecordResponse = self._call(
+            self.records.GetRecord, records_pb2.GetRecordRequest(lookup_code=lookup_code)
+        )
+        return resp.record
+
+    def list_records(
+        self, school: str = "", *, page_size: int = 0, page_token: str = ""
+    ) -> records_pb2.ListRecordsResponse:
+        req = records_pb2.ListRecordsRequest(school=school, page_size=page_size, page_token=page_token)
+        resp: records_pb2.ListRecordsResponse = self._call(self.records.ListRecords, req)
+        return resp
+
+    def iter_records(self, school: str = "", *, page_size: int = 0) -> Iterator[Record]:
+        return _pages(lambda tok: self.list_records(school, page_size=page_size, page_token=tok), "records")
+
+    # -- transfers ----------------------------------------------------------
+
+    def initiate_transfer(
+        self, lookup_code: str, to_school: str, to_province: str = "", *, request_id: str | None = None
+    ) -> Transfer:
+        req = transfers_pb2.InitiateTransferRequest(
+            request_id=request_id or new_request_id(),
+            lookup_code=lookup_code,
+            to_school=to_school,
+            to_province=to_province,
+        )
+        resp: transfers_pb2.InitiateTransferResponse = self._call(self.transfers.InitiateTransfer, req)
+        return resp.transfer
+
+    def get_transfer(self, transfer_id: str) -> Transfer:
+        req = transfers_pb2.GetTransferRequest(transfer_id=transfer_id)
+        resp: transfers_pb2.GetTransferResponse = self._call(self.transfers.GetTransfer, req)
+        return resp.transfer
+
+    def list_transfers(
+        self,
+        direction: int,
+        *,
+        school: str = "",
+        states: Iterable[int] = (),
+        page_size: int = 0,
+        page_token: str = "",
+    ) -> transfers_pb2.ListTransfersResponse:
+        req = transfers_pb2.ListTransfersRequest(
+            school=school,
+            direction=direction,  # type: ignore[arg-type]
+            states=list(states),  # type: ignore[arg-type]
+            page_size=page_size,
+            page_token=page_token,
+        )
+        resp: transfers_pb2.ListTransfersResponse = self._call(self.transfers.ListTransfers, req)
+        return resp
+
+    def iter_transfers(
+        self, direction: int, *, school: str = "", states: Iterable[int] = (), page_size: int = 0
+    ) -> Iterator[Transfer]:
+        states = list(states)
+        return _pages(
+            lambda tok: self.list_transfers(
+                direction, school=school, states=states, page_size=page_size, page_token=tok
+            ),
+            "transfers",
+        )
+
+    def accept_transfer(self, transfer_id: str, *, request_id: str | None = None) -> Transfer:
+        req = transfers_pb2.AcceptTransferRequest(request_id=request_id or new_request_id(), transfer_id=transfer_id)
+        resp: transfers_pb2.AcceptTransferResponse = self._call(self.transfers.AcceptTransfer, req)
+        return resp.transfer
+
+    def reject_transfer(self, transfer_id: str, reason: str, *, request_id: str | None = None) -> Transfer:
+        req = transfers_pb2.RejectTransferRequest(
+            request_id=request_id or new_request_id(), transfer_id=transfer_id, reason=reason
+        )
+        resp: transfers_pb2.RejectTransferResponse = self._call(self.transfers.RejectTransfer, req)
+        return resp.transfer
+
+    def cancel_transfer(self, transfer_id: str, reason: str = "", *, request_id: str | None = None) -> Transfer:
+        req = transfers_pb2.CancelTransferRequest(
+            request_id=request_id or new_request_id(), transfer_id=transfer_id, reason=reason
+        )
+        resp: transfers_pb2.CancelTransferResponse = self._call(self.transfers.CancelTransfer, req)
+        return resp.transfer
+
+    def watch_transfers(
+        self,
+        school: str = "",
+        cursor: str = "",
+        *,
+        resume: bool = True,
+        max_reconnects: int = 20,
+    ) -> Generator[WatchTransfersResponse, None, None]:
+        """Events of the school's transfers, in commit order, as they happen.
+
+        With `resume`, a dropped stream (node restart, network failure) is
+        reopened from the last cursor received, with the retry policy's
+        backoff; `max_reconnects` consecutive failures end it with the last
+        error. Events are neither lost nor repeated across reconnects.
+        Closing the iterator cancels the stream.
+        """
+        failures = 0
+        while True:
+            call = self.transfers.WatchTransfers(transfers_pb2.WatchTransfersRequest(school=school, cursor=cursor))
+            try:
+                for event in call:
+                    failures = 0
+                    cursor = event.cursor
+                    yield event
+                return
+            except grpc.RpcError as err:
+                error = from_rpc_error(err)
+                if not (resume and error.transient) or failures >= max_reconnects:
+                    raise error from None
+                failures += 1
+                delay = min(self.retry.max_backoff, self.retry.initial_backoff * 2 ** (failures - 1))
+                log.info("watch stream dropped; resuming", extra={"code": error.code.name, "delay": delay})
+                time.sleep(delay)
+            finally:
+                call.cancel()
+
+
+def _pages(fetch: Callable[[str], Any], field: str) -> Iterator[Any]:
+    token = ""
+    while True:
+        page = fetch(token)
+        yield from getattr(page, field)
+        token = page.next_page_token
+        if not token:
+            return
+
+
+__all__ = ["ClientTls", "TransferClient", "TransferError", "new_request_id"]

@@ -1,0 +1,163 @@
+"""`make demo`: one node, two schools, one transfer accepted and one rejected.
+
+Generates a throwaway development PKI, starts a real node process on a free
+loopback port over mutual TLS, and drives it with the client library exactly
+as school systems would, while a third client watches the receiving school's
+event stream and prints each event as it arrives. Everything lives in a
+temporary directory that is removed at the end (pass --keep to keep it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from transfer.client import ClientTls, TransferClient
+from transfer.client.cli import fmt_record, fmt_transfer
+from transfer.devpki import make_dev_pki
+from transfer.v1 import common_pb2, transfers_pb2
+
+SENDER, RECEIVER = "HN-TH-0001", "HN-TH-0002"
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def start_node(work: Path) -> tuple[subprocess.Popen[bytes], str]:
+    config = work / "node.toml"
+    config.write_text(
+        """
+[node]
+province = "01"
+name = "demo.hocba.hanoi"
+listen = "127.0.0.1:0"
+port_file = "node.port"
+[tls]
+ca_file = "pki/ca.pem"
+cert_file = "pki/node.pem"
+key_file = "pki/node.key"
+[database]
+url = "sqlite:///node.db"
+[logging]
+format = "json"
+""",
+        encoding="utf-8",
+    )
+    log = (work / "node.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "transfer.server", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
+    )
+    port_file = work / "node.port"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if port_file.exists():
+            return proc, f"127.0.0.1:{port_file.read_text().strip()}"
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"the node did not start; see {work / 'node.log'}")
+
+
+def watch(client: TransferClient, stop: threading.Event, seen: list[str]) -> None:
+    stream = client.watch_transfers()
+    for event in stream:
+        say(f"    [watch {RECEIVER}] {fmt_transfer(event.transfer)}")
+        seen.append(event.cursor)
+        if stop.is_set() and len(seen) >= 4:
+            break
+    stream.close()
+
+
+def run(work: Path) -> None:
+    say("1. A development PKI: a CA, the node, a province admin and two schools' systems")
+    make_dev_pki(work / "pki", "01", [SENDER, RECEIVER])
+    say(f"   written to {work / 'pki'}")
+    say("2. Start a node for Hà Nội (province 01) over mutual TLS, SQLite database")
+    proc, address = start_node(work)
+    say(f"   listening on {address} (logs: {work / 'node.log'})")
+    tls = {
+        name: ClientTls.from_pki(work / "pki", name)
+        for name in ("province-admin", f"school-{SENDER}", f"school-{RECEIVER}")
+    }
+    admin = TransferClient(address, tls["province-admin"])
+    sender = TransferClient(address, tls[f"school-{SENDER}"])
+    receiver = TransferClient(address, tls[f"school-{RECEIVER}"])
+    watcher = TransferClient(address, tls[f"school-{RECEIVER}"])
+    try:
+        say("3. The province admin registers both schools")
+        admin.register_school(SENDER, "Trường Tiểu học Kim Liên")
+        admin.register_school(RECEIVER, "Trường Tiểu học Dịch Vọng")
+        say(f"4. {SENDER} registers two pupils' records (synthetic ids)")
+        codes = [uuid.uuid4().hex, uuid.uuid4().hex]
+        for i, code in enumerate(codes):
+            say("   " + fmt_record(sender.register_record(code, f"00120000000{i}", common_pb2.RECORD_LEVEL_PRIMARY)))
+        say(f"5. {RECEIVER} opens a watch stream on its transfers")
+        stop, seen = threading.Event(), list[str]()
+        thread = threading.Thread(target=watch, args=(watcher, stop, seen), daemon=True)
+        thread.start()
+        time.sleep(0.3)
+
+        say(f"6. {SENDER} sends the first record to {RECEIVER}; {RECEIVER} accepts")
+        first = sender.initiate_transfer(codes[0], RECEIVER)
+        say("   " + fmt_transfer(first))
+        time.sleep(0.3)
+        say("   " + fmt_transfer(receiver.accept_transfer(first.id)))
+        time.sleep(0.3)
+
+        say(f"7. {SENDER} sends the second record; {RECEIVER} rejects it with a reason")
+        second = sender.initiate_transfer(codes[1], RECEIVER)
+        say("   " + fmt_transfer(second))
+        time.sleep(0.3)
+        incoming = list(
+            receiver.iter_transfers(
+                transfers_pb2.TRANSFER_DIRECTION_INCOMING, states=[transfers_pb2.TRANSFER_STATE_REQUESTED]
+            )
+        )
+        say(f"   {RECEIVER} has {len(incoming)} transfer(s) waiting for its decision")
+        say("   " + fmt_transfer(receiver.reject_transfer(second.id, "Lớp 3 đã đủ sĩ số")))
+        stop.set()
+        thread.join(10)
+
+        say("8. Where the records are now")
+        say("   " + fmt_record(receiver.get_record(codes[0])))
+        say("   " + fmt_record(sender.get_record(codes[1])))
+        if len(seen) != 4:
+            raise SystemExit(f"the watch stream saw {len(seen)} events, expected 4")
+    finally:
+        for c in (admin, sender, receiver, watcher):
+            c.close()
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(30)
+        say(f"9. Node stopped with SIGTERM (exit status {status})")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="transfer-demo", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    ns = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="hocba-demo-"))
+    os.chdir(work)
+    try:
+        run(work)
+    finally:
+        if ns.keep:
+            say(f"working directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    say("Demo finished.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

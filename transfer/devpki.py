@@ -1,0 +1,200 @@
+"""A complete development PKI in one command, for demos and tests.
+
+    python -m transfer.devpki --out pki --province 01 --school S1 --school S2
+
+writes (ECDSA P-256, PEM):
+
+    ca.pem / ca.key                     the node's CA
+    node.pem / node.key                 the node (server and client auth;
+                                        SAN localhost and 127.0.0.1)
+    school-<code>.pem / .key            each school's system (role school)
+    school-admin-<code>.pem / .key      each school's admin (role school_admin)
+    province-admin.pem / .key           the province admin
+    auditor.pem / .key                  a read-only auditor
+    peer-<province>.pem / .key          for each --peer: a peer node's identity
+
+The identities are URI names (see `transfer.identity`), so the demo and the
+tests use exactly the production mTLS path. Keys are written mode 0600.
+This is for development: production CAs live elsewhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from transfer.domain.model import Role
+from transfer.domain.provinces import is_province
+from transfer.domain.validation import SCHOOL_CODE
+from transfer.identity import province_uri, role_uri, school_uri
+
+
+@dataclass(frozen=True)
+class Credential:
+    cert: Path
+    key: Path
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "hocba dev PKI"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    )
+
+
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+    data = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+class DevCA:
+    def __init__(self, out: Path, *, days: int = 365, common_name: str = "hocba dev CA") -> None:
+        self.out = out
+        self.days = days
+        out.mkdir(parents=True, exist_ok=True)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(UTC)
+        self.name = _name(common_name)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(self.name)
+            .issuer_name(self.name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        (out / "ca.pem").write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(out / "ca.key", self.key)
+
+    @property
+    def ca_file(self) -> Path:
+        return self.out / "ca.pem"
+
+    def issue(
+        self,
+        stem: str,
+        common_name: str,
+        uris: list[str],
+        *,
+        server: bool = False,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+    ) -> Credential:
+        key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(UTC)
+        names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(u) for u in uris]
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+        if server:
+            names += [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(common_name))
+            .issuer_name(self.name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before or now - timedelta(minutes=5))
+            .not_valid_after(not_after or now + timedelta(days=self.days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
+            .sign(self.key, hashes.SHA256())
+        )
+        cred = Credential(self.out / f"{stem}.pem", self.out / f"{stem}.key")
+        cred.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(cred.key, key)
+        return cred
+
+    def node(self, province: str) -> Credential:
+        return self.issue("node", f"node {province}", [role_uri(Role.NODE), province_uri(province)], server=True)
+
+    def school(self, province: str, code: str, *, admin: bool = False) -> Credential:
+        role = Role.SCHOOL_ADMIN if admin else Role.SCHOOL
+        stem = f"school-admin-{code}" if admin else f"school-{code}"
+        return self.issue(stem, f"{role.value} {code}", [role_uri(role), province_uri(province), school_uri(code)])
+
+    def province_admin(self, province: str) -> Credential:
+        return self.issue(
+            "province-admin", f"province admin {province}", [role_uri(Role.PROVINCE_ADMIN), province_uri(province)]
+        )
+
+    def auditor(self, province: str) -> Credential:
+        return self.issue("auditor", f"auditor {province}", [role_uri(Role.AUDITOR), province_uri(province)])
+
+    def peer(self, province: str) -> Credential:
+        return self.issue(f"peer-{province}", f"node {province}", [role_uri(Role.PEER), province_uri(province)])
+
+
+def make_dev_pki(
+    out: Path, province: str, schools: list[str], *, peers: list[str] | None = None, days: int = 365
+) -> DevCA:
+    """Write the whole development PKI for one node into `out`."""
+    if not is_province(province):
+        raise ValueError(f"{province!r} is not a province code")
+    for code in schools:
+        if not SCHOOL_CODE.fullmatch(code):
+            raise ValueError(f"{code!r} is not a valid school code")
+    ca = DevCA(out, days=days, common_name=f"hocba dev CA {province}")
+    ca.node(province)
+    ca.province_admin(province)
+    ca.auditor(province)
+    for code in schools:
+        ca.school(province, code)
+        ca.school(province, code, admin=True)
+    for p in peers or []:
+        ca.peer(p)
+    return ca
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="transfer-devpki", description="Generate a development PKI for one node.")
+    parser.add_argument("--out", type=Path, required=True, help="directory to write into")
+    parser.add_argument("--province", required=True, help="the node's province code, e.g. 01")
+    parser.add_argument("--school", action="append", default=[], help="a school code (repeatable)")
+    parser.add_argument("--peer", action="append", default=[], help="a peer node's province (repeatable)")
+    parser.add_argument("--days", type=int, default=365, help="validity of every certificate")
+    ns = parser.parse_args(argv)
+    try:
+        make_dev_pki(ns.out, ns.province, ns.school, peers=ns.peer, days=ns.days)
+    except ValueError as exc:
+        print(f"transfer-devpki: {exc}", file=sys.stderr)
+        return 2
+    files = sorted(p.name for p in ns.out.iterdir())
+    print(f"wrote {len(files)} files to {ns.out}: {', '.join(files)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

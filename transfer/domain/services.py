@@ -1,0 +1,465 @@
+"""Use cases: the rules of schools, records and transfers (DESIGN §4-§6).
+
+Each method takes the unit of work of the transaction it runs in and the
+authenticated actor. Refusals are raised before anything is written, and the
+caller runs every mutation inside a savepoint, so a refused command leaves no
+trace. Reads and writes both go through the repositories only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+from typing import Generic, TypeVar
+
+from transfer.domain import paging
+from transfer.domain.commands import (
+    DecideTransfer,
+    InitiateTransfer,
+    ListTransfers,
+    RegisterRecord,
+    RegisterSchool,
+    UpdateSchool,
+)
+from transfer.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    PreconditionViolation,
+    Violations,
+)
+from transfer.domain.model import (
+    Actor,
+    Record,
+    School,
+    StoredResponse,
+    Transfer,
+    TransferEvent,
+    TransferScope,
+    TransferState,
+)
+from transfer.domain.ports import Clock, IdSource, UnitOfWork
+from transfer.domain.validation import lookup_code as check_lookup_code
+from transfer.domain.validation import school_code as check_school_code
+from transfer.domain.validation import transfer_id as check_transfer_id
+from transfer.domain.workdays import deadline_after
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    next_page_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferPolicy:
+    """Node configuration the transfer rules depend on."""
+
+    province: str
+    deadline_working_days: int = 5
+    holidays: Collection[date] = ()
+    utc_offset: timedelta = timedelta(hours=7)
+
+
+def run_idempotent(
+    uow: UnitOfWork,
+    actor: Actor,
+    request_id: str,
+    fingerprint: bytes,
+    action: Callable[[], T],
+    encode: Callable[[T], bytes],
+    clock: Clock,
+) -> bytes:
+    """Run `action` once per (caller, request_id); repeats get the first answer.
+
+    The encoded answer is stored in the same transaction as the change it
+    reports, so a retry after a lost reply finds it. The same request id with a
+    different request is refused rather than guessed at.
+    """
+    stored = uow.idempotency.get(actor.principal, request_id)
+    if stored is not None:
+        if stored.fingerprint != fingerprint:
+            raise InvalidArgument(
+                "REQUEST_ID_REUSED",
+                "request_id was already used for a different request",
+                field_violations=(
+                    FieldViolation("request_id", "already used for a different request", "REQUEST_ID_REUSED"),
+                ),
+            )
+        return stored.response
+    response = encode(action())
+    uow.idempotency.put(actor.principal, request_id, StoredResponse(fingerprint, response), clock.now())
+    return response
+
+
+def _require(condition: bool, reason: str, message: str) -> None:
+    if not condition:
+        raise PermissionDenied(reason, message)
+
+
+def _school_of(actor: Actor, requested: str) -> str:
+    """The school a listing is about: the one named, else the caller's own."""
+    if requested:
+        v = Violations()
+        check_school_code(v, requested, "school")
+        v.raise_if_any()
+        _require(actor.acts_for(requested), "NOT_YOUR_SCHOOL", "you may only see your own school's data")
+        return requested
+    if actor.school is None:
+        raise InvalidArgument(
+            "SCHOOL_REQUIRED",
+            "school: required for callers not bound to a school",
+            field_violations=(
+                FieldViolation("school", "required for callers not bound to a school", "SCHOOL_REQUIRED"),
+            ),
+        )
+    _require(actor.acts_for(actor.school), "ROLE_NOT_ALLOWED", f"role {actor.role.value} may not do this")
+    return actor.school
+
+
+class Directory:
+    """The node's directory of schools."""
+
+    def __init__(self, province: str, clock: Clock) -> None:
+        self.province = province
+        self.clock = clock
+
+    def register_school(self, uow: UnitOfWork, actor: Actor, cmd: RegisterSchool) -> School:
+        _require(actor.is_province_admin, "PROVINCE_ADMIN_ONLY", "only a province admin registers schools")
+        if uow.schools.get(cmd.code) is not None:
+            raise AlreadyExists(
+                "SCHOOL_EXISTS", f"school {cmd.code} is already registered", resource=("school", cmd.code)
+            )
+        now = self.clock.now()
+        school = School(cmd.code, cmd.name, self.province, True, now, now)
+        uow.schools.add(school)
+        return school
+
+    def update_school(self, uow: UnitOfWork, actor: Actor, cmd: UpdateSchool) -> School:
+        _require(actor.is_province_admin, "PROVINCE_ADMIN_ONLY", "only a province admin updates schools")
+        school = uow.schools.get(cmd.code)
+        if school is None:
+            raise NotFound("SCHOOL_NOT_FOUND", f"no school {cmd.code} on this node", resource=("school", cmd.code))
+        updated = replace(
+            school,
+            name=school.name if cmd.name is None else cmd.name,
+            active=school.active if cmd.active is None else cmd.active,
+            updated_at=self.clock.now(),
+        )
+        uow.schools.update(updated)
+        return updated
+
+    def get_school(self, uow: UnitOfWork, actor: Actor, code: str) -> School:
+        v = Violations()
+        check_school_code(v, code, "code")
+        v.raise_if_any()
+        school = uow.schools.get(code)
+        if school is None:
+            raise NotFound("SCHOOL_NOT_FOUND", f"no school {code} on this node", resource=("school", code))
+        return school
+
+    def list_schools(self, uow: UnitOfWork, actor: Actor, page_size: int, page_token: str) -> Page[School]:
+        req = paging.page_request(page_size, page_token, ("schools",))
+        after = req.after if isinstance(req.after, str) else None
+        rows = uow.schools.page(after, req.size + 1)
+        token = paging.next_token(rows[req.size - 1].code, ("schools",)) if len(rows) > req.size else ""
+        return Page(rows[: req.size], token)
+
+
+class Records:
+    """Registering and reading records."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def register(self, uow: UnitOfWork, actor: Actor, cmd: RegisterRecord) -> Record:
+        custodian = cmd.custodian_school or (actor.school or "")
+        if not custodian:
+            raise InvalidArgument(
+                "SCHOOL_REQUIRED",
+                "custodian_school: required for callers not bound to a school",
+                field_violations=(FieldViolation("custodian_school", "required", "SCHOOL_REQUIRED"),),
+            )
+        _require(actor.acts_for(custodian), "NOT_YOUR_SCHOOL", "you may only register records of your own school")
+        school = uow.schools.get(custodian)
+        if school is None:
+            raise InvalidArgument(
+                "UNKNOWN_SCHOOL",
+                f"custodian_school: no school {custodian} on this node",
+                field_violations=(FieldViolation("custodian_school", "no such school on this node", "UNKNOWN_SCHOOL"),),
+            )
+        if not school.active:
+            raise FailedPrecondition(
+                "SCHOOL_INACTIVE",
+                f"school {custodian} is inactive",
+                precondition_violations=(
+                    PreconditionViolation("SCHOOL_ACTIVE", f"schools/{custodian}", "school is inactive"),
+                ),
+            )
+        if uow.records.get(cmd.lookup_code) is not None:
+            raise AlreadyExists(
+                "RECORD_EXISTS", "a record with this lookup code exists", resource=("record", cmd.lookup_code)
+            )
+        if uow.records.student_has_record(cmd.national_id, cmd.level):
+            raise AlreadyExists(
+                "STUDENT_RECORD_EXISTS", "this pupil already has a record of this level", resource=("record", "")
+            )
+        now = self.clock.now()
+        record = Record(cmd.lookup_code, cmd.national_id, cmd.level, custodian, None, now, now)
+        uow.records.add(record)
+        return record
+
+    def get(self, uow: UnitOfWork, actor: Actor, lookup_code: str) -> Record:
+        v = Violations()
+        check_lookup_code(v, lookup_code)
+        v.raise_if_any()
+        record = uow.records.get(lookup_code)
+        if record is None or not self._may_read(uow, actor, record):
+            if actor.is_province_admin:
+                raise NotFound("RECORD_NOT_FOUND", "no record with this lookup code", resource=("record", lookup_code))
+            # Same answer whether or not it exists: nothing leaks (AIP-211).
+            raise PermissionDenied("NOT_CUSTODIAN", "your school does not hold this record")
+        return record
+
+    @staticmethod
+    def _may_read(uow: UnitOfWork, actor: Actor, record: Record) -> bool:
+        if actor.acts_for(record.custodian_school):
+            return True
+        if record.open_transfer_id is None or actor.school is None:
+            return False
+        transfer = uow.transfers.get(record.open_transfer_id)
+        return transfer is not None and actor.acts_for(transfer.to_school)
+
+    def list_records(self, uow: UnitOfWork, actor: Actor, school: str, page_size: int, page_token: str) -> Page[Record]:
+        school = _school_of(actor, school)
+        filters = ("records", school)
+        req = paging.page_request(page_size, page_token, filters)
+        after = req.after if isinstance(req.after, str) else None
+        rows = uow.records.list_by_custodian(school, after, req.size + 1)
+        token = paging.next_token(rows[req.size - 1].lookup_code, filters) if len(rows) > req.size else ""
+        return Page(rows[: req.size], token)
+
+
+class Transfers:
+    """The transfer state machine inside one node (DESIGN §6)."""
+
+    def __init__(self, policy: TransferPolicy, clock: Clock, ids: IdSource) -> None:
+        self.policy = policy
+        self.clock = clock
+        self.ids = ids
+
+    # -- commands ---------------------------------------------------------
+
+    def initiate(self, uow: UnitOfWork, actor: Actor, cmd: InitiateTransfer) -> Transfer:
+        to_province = cmd.to_province or self.policy.province
+        record = uow.records.get(cmd.lookup_code)
+        if record is None or not actor.acts_for(record.custodian_school):
+            if actor.is_province_admin:
+                raise NotFound(
+                    "RECORD_NOT_FOUND", "no record with this lookup code", resource=("record", cmd.lookup_code)
+                )
+            raise PermissionDenied("NOT_CUSTODIAN", "only the custodian school may transfer this record")
+        if record.open_transfer_id is not None:
+            raise FailedPrecondition(
+                "TRANSFER_ALREADY_OPEN",
+                "the record already has an open transfer",
+                precondition_violations=(
+                    PreconditionViolation(
+                        "RECORD_NOT_FROZEN",
+                        f"records/{record.lookup_code}",
+                        f"open transfer {record.open_transfer_id}",
+                    ),
+                ),
+                metadata={"open_transfer_id": record.open_transfer_id},
+            )
+        if to_province != self.policy.province:
+            raise FailedPrecondition(
+                "INTER_PROVINCE_UNAVAILABLE",
+                f"transfers to province {to_province} are not served by this node yet",
+                precondition_violations=(
+                    PreconditionViolation("PEER_CONFIGURED", f"provinces/{to_province}", "no peer node configured"),
+                ),
+            )
+        if cmd.to_school == record.custodian_school:
+            raise InvalidArgument(
+                "SAME_SCHOOL",
+                "to_school: the record is already held by this school",
+                field_violations=(FieldViolation("to_school", "must differ from the sending school", "SAME_SCHOOL"),),
+            )
+        target = uow.schools.get(cmd.to_school)
+        if target is None:
+            raise InvalidArgument(
+                "UNKNOWN_SCHOOL",
+                f"to_school: no school {cmd.to_school} on this node",
+                field_violations=(FieldViolation("to_school", "no such school on this node", "UNKNOWN_SCHOOL"),),
+            )
+        if not target.active:
+            raise FailedPrecondition(
+                "SCHOOL_INACTIVE",
+                f"school {cmd.to_school} is inactive and receives no transfers",
+                precondition_violations=(
+                    PreconditionViolation("SCHOOL_ACTIVE", f"schools/{cmd.to_school}", "school is inactive"),
+                ),
+            )
+        now = self.clock.now()
+        transfer = Transfer(
+            id=self.ids.new_id(),
+            lookup_code=record.lookup_code,
+            from_school=record.custodian_school,
+            from_province=self.policy.province,
+            to_school=cmd.to_school,
+            to_province=to_province,
+            scope=TransferScope.INTRA_PROVINCE,
+            state=TransferState.REQUESTED,
+            reason="",
+            created_at=now,
+            deadline=deadline_after(
+                now,
+                self.policy.deadline_working_days,
+                utc_offset=self.policy.utc_offset,
+                holidays=self.policy.holidays,
+            ),
+            decided_at=None,
+            initiated_by=actor.principal,
+            decided_by=None,
+        )
+        uow.transfers.add(transfer)
+        uow.records.update(replace(record, open_transfer_id=transfer.id, updated_at=now))
+        self._emit(uow, transfer)
+        return transfer
+
+    def decide(self, uow: UnitOfWork, actor: Actor, cmd: DecideTransfer) -> Transfer:
+        """Accept or reject (receiving school) or cancel (sending school)."""
+        transfer = uow.transfers.get(cmd.transfer_id)
+        cancelling = cmd.state is TransferState.CANCELLED
+        if transfer is None or not actor.acts_for(transfer.from_school if cancelling else transfer.to_school):
+            if actor.is_province_admin:
+                raise NotFound("TRANSFER_NOT_FOUND", "no such transfer", resource=("transfer", cmd.transfer_id))
+            who = "sending" if cancelling else "receiving"
+            raise PermissionDenied(
+                f"NOT_{who.upper()}_SCHOOL", f"only the {who} school may {_verb(cmd.state)} this transfer"
+            )
+        self._require_open(transfer, cmd.state)
+        now = self.clock.now()
+        if now >= transfer.deadline:
+            raise FailedPrecondition(
+                "TRANSFER_EXPIRED",
+                "the transfer passed its deadline and can no longer be decided",
+                precondition_violations=(
+                    PreconditionViolation(
+                        "TRANSFER_DEADLINE", f"transfers/{transfer.id}", f"deadline {transfer.deadline.isoformat()}"
+                    ),
+                ),
+            )
+        record = uow.records.get(transfer.lookup_code)
+        if record is None or record.open_transfer_id != transfer.id:
+            # The record and the transfer are written together; this is corruption.
+            raise RuntimeError(f"record of transfer {transfer.id} is not frozen by it")
+        if cmd.state is TransferState.ACCEPTED:
+            target = uow.schools.get(transfer.to_school)
+            if target is None or not target.active:
+                raise FailedPrecondition(
+                    "SCHOOL_INACTIVE",
+                    f"school {transfer.to_school} is inactive and receives no transfers",
+                    precondition_violations=(
+                        PreconditionViolation("SCHOOL_ACTIVE", f"schools/{transfer.to_school}", "school is inactive"),
+                    ),
+                )
+            record = replace(record, custodian_school=transfer.to_school)
+        decided = transfer.decided(cmd.state, by=actor.principal, at=now, reason=cmd.reason)
+        uow.transfers.update(decided)
+        uow.records.update(replace(record, open_transfer_id=None, updated_at=now))
+        self._emit(uow, decided)
+        return decided
+
+    def expire_overdue(self, uow: UnitOfWork, limit: int = 500) -> list[Transfer]:
+        """Expire open transfers past their deadline; the records unfreeze."""
+        now = self.clock.now()
+        expired = []
+        for transfer in uow.transfers.overdue(now, limit):
+            decided = transfer.decided(TransferState.EXPIRED, by="system", at=now)
+            record = uow.records.get(transfer.lookup_code)
+            uow.transfers.update(decided)
+            if record is not None and record.open_transfer_id == transfer.id:
+                uow.records.update(replace(record, open_transfer_id=None, updated_at=now))
+            self._emit(uow, decided)
+            expired.append(decided)
+        return expired
+
+    # -- queries ----------------------------------------------------------
+
+    def get(self, uow: UnitOfWork, actor: Actor, transfer_id: str) -> Transfer:
+        v = Violations()
+        check_transfer_id(v, transfer_id)
+        v.raise_if_any()
+        transfer = uow.transfers.get(transfer_id)
+        if transfer is None or not (actor.acts_for(transfer.from_school) or actor.acts_for(transfer.to_school)):
+            if actor.is_province_admin:
+                raise NotFound("TRANSFER_NOT_FOUND", "no such transfer", resource=("transfer", transfer_id))
+            raise PermissionDenied("NOT_A_PARTY", "your school neither sends nor receives this transfer")
+        return transfer
+
+    def list_transfers(
+        self, uow: UnitOfWork, actor: Actor, query: ListTransfers, page_size: int, page_token: str
+    ) -> Page[Transfer]:
+        school = _school_of(actor, query.school)
+        filters = ("transfers", school, int(query.direction), tuple(int(s) for s in query.states))
+        req = paging.page_request(page_size, page_token, filters)
+        after = req.after if isinstance(req.after, int) else None
+        rows = uow.transfers.page(school, query.direction, query.states, after, req.size + 1)
+        token = paging.next_token(rows[req.size - 1][0], filters) if len(rows) > req.size else ""
+        return Page([t for _, t in rows[: req.size]], token)
+
+    def watch_school(self, actor: Actor, school: str) -> str:
+        """The school a watch stream may follow (checks permission only)."""
+        return _school_of(actor, school)
+
+    def events_after(self, uow: UnitOfWork, school: str, after_seq: int, limit: int) -> list[TransferEvent]:
+        return uow.events.after(school, after_seq, limit)
+
+    # -- helpers ----------------------------------------------------------
+
+    @staticmethod
+    def _require_open(transfer: Transfer, target: TransferState) -> None:
+        if not transfer.can_move_to(target):
+            raise FailedPrecondition(
+                "TRANSFER_NOT_OPEN",
+                f"cannot {_verb(target)} a transfer that is {transfer.state.name}",
+                precondition_violations=(
+                    PreconditionViolation(
+                        "TRANSFER_STATE", f"transfers/{transfer.id}", f"transfer is {transfer.state.name}"
+                    ),
+                ),
+                metadata={"state": transfer.state.name},
+            )
+
+    @staticmethod
+    def _emit(uow: UnitOfWork, transfer: Transfer) -> None:
+        event = TransferEvent(0, transfer, transfer.decided_at or transfer.created_at)
+        seq = uow.events.append(event)
+        uow.publish(replace(event, seq=seq))
+
+
+def _verb(state: TransferState) -> str:
+    return {
+        TransferState.ACCEPTED: "accept",
+        TransferState.REJECTED: "reject",
+        TransferState.CANCELLED: "cancel",
+        TransferState.EXPIRED: "expire",
+    }.get(state, "change")
+
+
+__all__ = [
+    "Directory",
+    "Page",
+    "Records",
+    "TransferPolicy",
+    "Transfers",
+    "run_idempotent",
+]

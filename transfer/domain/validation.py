@@ -1,0 +1,94 @@
+"""Syntax rules of the identifiers and texts the API accepts.
+
+Each check adds field violations to a `Violations` collector so one reply can
+name every bad field; use cases then check existence and permissions.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+
+from transfer.domain.errors import Violations
+from transfer.domain.provinces import is_province
+
+LOOKUP_CODE = re.compile(r"[0-9a-f]{32}")
+NATIONAL_ID = re.compile(r"[0-9]{12}")
+SCHOOL_CODE = re.compile(r"[A-Za-z0-9._-]{1,20}")
+TRANSFER_ID = LOOKUP_CODE
+
+MAX_SCHOOL_NAME = 200
+MAX_REASON = 500
+
+
+def request_id(v: Violations, value: str, field: str = "request_id") -> None:
+    """A request id must be a UUID (AIP-155); any common spelling is accepted."""
+    if not value:
+        v.add(field, "required: a UUID chosen by the client for this request", "REQUEST_ID_REQUIRED")
+        return
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        v.add(field, "must be a UUID", "INVALID_REQUEST_ID")
+
+
+def lookup_code(v: Violations, value: str, field: str = "lookup_code") -> None:
+    if not LOOKUP_CODE.fullmatch(value):
+        v.add(field, "must be 32 lowercase hexadecimal characters", "INVALID_LOOKUP_CODE")
+
+
+def national_id(v: Violations, value: str, field: str = "national_id") -> None:
+    if not NATIONAL_ID.fullmatch(value):
+        v.add(field, "must be exactly 12 digits", "INVALID_NATIONAL_ID")
+
+
+def school_code(v: Violations, value: str, field: str, *, required: bool = True) -> None:
+    if not value:
+        if required:
+            v.add(field, "required", "SCHOOL_REQUIRED")
+        return
+    if len(value) > 20:
+        v.add(field, "at most 20 characters", "INVALID_SCHOOL_CODE")
+    elif not SCHOOL_CODE.fullmatch(value):
+        v.add(field, "only letters, digits, '.', '_' and '-'", "INVALID_SCHOOL_CODE")
+
+
+def province_code(v: Violations, value: str, field: str) -> None:
+    if value and not is_province(value):
+        v.add(field, "not one of the 34 province codes", "UNKNOWN_PROVINCE")
+
+
+def transfer_id(v: Violations, value: str, field: str = "transfer_id") -> None:
+    if not TRANSFER_ID.fullmatch(value):
+        v.add(field, "must be 32 lowercase hexadecimal characters", "INVALID_TRANSFER_ID")
+
+
+def text(
+    v: Violations,
+    value: str,
+    field: str,
+    *,
+    max_len: int,
+    required: bool,
+    required_reason: str = "REQUIRED",
+) -> None:
+    """A free text: not blank when required, at most `max_len` characters,
+    no control characters (they break logs and terminals)."""
+    if not value.strip():
+        if required:
+            v.add(field, "required", required_reason)
+        elif value:
+            v.add(field, "must not be only white space", "INVALID_TEXT")
+        return
+    if len(value) > max_len:
+        v.add(field, f"at most {max_len} characters", "TOO_LONG")
+    elif any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
+        v.add(field, "must not contain control characters", "INVALID_TEXT")
+
+
+def enum_value(v: Violations, value: int, allowed: type, field: str) -> None:
+    """An enum field must name a known, non-UNSPECIFIED value."""
+    try:
+        allowed(value)
+    except ValueError:
+        v.add(field, "required" if value == 0 else f"unknown value {value}", "INVALID_ENUM")

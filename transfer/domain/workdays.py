@@ -1,0 +1,40 @@
+"""Deadlines counted in working days (Monday to Friday, minus holidays).
+
+The regulations give schools a number of working days to answer a transfer
+request; the node's configuration says how many and which days are holidays.
+A deadline is the end of the last allowed working day in the node's local
+time (Vietnam keeps UTC+7 all year, so a fixed offset is exact).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import UTC, date, datetime, time, timedelta, timezone
+
+
+def add_working_days(start: date, days: int, holidays: Collection[date] = ()) -> date:
+    """The date `days` working days after `start` (which itself does not count)."""
+    if days < 0:
+        raise ValueError("days must not be negative")
+    current = start
+    remaining = days
+    while remaining:
+        current += timedelta(days=1)
+        if current.weekday() < 5 and current not in holidays:
+            remaining -= 1
+    return current
+
+
+def deadline_after(
+    instant: datetime,
+    days: int,
+    *,
+    utc_offset: timedelta = timedelta(hours=7),
+    holidays: Collection[date] = (),
+) -> datetime:
+    """End (exclusive: midnight after) of the `days`-th working day after `instant`'s local date."""
+    tz = timezone(utc_offset)
+    local_day = instant.astimezone(tz).date()
+    last_day = add_working_days(local_day, days, holidays)
+    end = datetime.combine(last_day + timedelta(days=1), time(0), tzinfo=tz)
+    return end.astimezone(UTC)

@@ -1,0 +1,1 @@
+"""The gRPC node: servicers, authentication, configuration and start-up."""

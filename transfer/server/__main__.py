@@ -1,0 +1,50 @@
+"""Run a node: python -m transfer.server --config node.toml"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+
+from transfer.server import logs
+from transfer.server.app import Node
+from transfer.server.config import ConfigError, load
+
+
+async def _serve(node: Node) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    await stop.wait()
+    await node.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="transfer-server", description="Run a school-record transfer node.")
+    parser.add_argument("--config", type=Path, help="TOML configuration (environment variables override it)")
+    parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    ns = parser.parse_args(argv)
+    try:
+        config = load(ns.config)
+    except ConfigError as exc:
+        print(f"transfer-server: configuration error: {exc}", file=sys.stderr)
+        return 2
+    if ns.check_config:
+        print("configuration is valid")
+        return 0
+    logs.configure(config.log_level, config.log_format)
+    try:
+        asyncio.run(_serve(Node(config)))
+    except OSError as exc:
+        logging.getLogger("transfer.node").error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

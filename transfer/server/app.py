@@ -1,0 +1,173 @@
+"""Wiring of one node: database, writer, use cases, servicers, gRPC server.
+
+`Node` is what `python -m transfer.server` runs, and what tests start
+in-process with a fake clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+from datetime import datetime, timedelta
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from storage import migrate
+from storage.database import Database, describe, open_database
+from storage.store import Store
+from storage.writer import Writer
+from transfer.domain.ports import Clock, IdSource, RandomIds, SystemClock, UnitOfWork
+from transfer.domain.services import Directory, Records, TransferPolicy, Transfers
+from transfer.server.auth import Authenticator
+from transfer.server.config import Config
+from transfer.server.notify import Notifier
+from transfer.server.servicers import RecordServicer, SchoolDirectoryServicer, TransferServicer
+from transfer.v1 import records_pb2, records_pb2_grpc, schools_pb2, schools_pb2_grpc, transfers_pb2, transfers_pb2_grpc
+
+log = logging.getLogger("transfer.node")
+
+SERVICE_NAMES = (
+    schools_pb2.DESCRIPTOR.services_by_name["SchoolDirectoryService"].full_name,
+    records_pb2.DESCRIPTOR.services_by_name["RecordService"].full_name,
+    transfers_pb2.DESCRIPTOR.services_by_name["TransferService"].full_name,
+)
+
+
+def server_credentials(config: Config) -> grpc.ServerCredentials:
+    """Mutual TLS: clients must present a certificate from the node's CA."""
+    return grpc.ssl_server_credentials(
+        [(config.key_file.read_bytes(), config.cert_file.read_bytes())],
+        root_certificates=config.ca_file.read_bytes(),
+        require_client_auth=True,
+    )
+
+
+SWEEP_BATCH = 500
+PRUNE_BATCH = 5_000
+
+
+def _prune(uow: UnitOfWork, older_than: datetime) -> int:
+    return uow.idempotency.prune(older_than, PRUNE_BATCH)
+
+
+class Node:
+    def __init__(self, config: Config, *, clock: Clock | None = None, ids: IdSource | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.ids = ids or RandomIds()
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.db: Database | None = None
+        self.writer: Writer | None = None
+        self.store: Store | None = None
+        self.notifier = Notifier()
+        self.policy = TransferPolicy(
+            province=config.province,
+            deadline_working_days=config.deadline_working_days,
+            holidays=frozenset(config.holidays),
+            utc_offset=config.utc_offset,
+        )
+        self.transfers = Transfers(self.policy, self.clock, self.ids)
+        self.stopped = asyncio.Event()
+
+    async def start(self) -> int:
+        cfg = self.config
+        creds = server_credentials(cfg)  # fail early on unreadable keys
+        if cfg.auto_migrate:
+            migrate.upgrade(cfg.database_url)
+        self.db = open_database(cfg.database_url, sqlite_synchronous=cfg.sqlite_synchronous)
+        self.writer = Writer(self.db, max_batch=cfg.max_batch, after_commit=self.notifier.publish)
+        self.writer.start()
+        store = self.store = Store(self.db, self.writer)
+        auth = Authenticator(cfg.province)
+
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        schools_pb2_grpc.add_SchoolDirectoryServiceServicer_to_server(
+            SchoolDirectoryServicer(store, auth, self.clock, Directory(cfg.province, self.clock)), server
+        )
+        records_pb2_grpc.add_RecordServiceServicer_to_server(
+            RecordServicer(store, auth, self.clock, Records(self.clock)), server
+        )
+        transfers_pb2_grpc.add_TransferServiceServicer_to_server(
+            TransferServicer(store, auth, self.clock, self.transfers, self.notifier), server
+        )
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        self.port = server.add_secure_port(cfg.listen, creds)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {cfg.listen}")
+        await server.start()
+        self._server = server
+        for name in ("", *SERVICE_NAMES):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._tasks.append(asyncio.create_task(self._sweep_forever(), name="expiry-sweeper"))
+        if cfg.port_file is not None:
+            tmp = cfg.port_file.with_suffix(".tmp")
+            tmp.write_text(f"{self.port}\n")
+            os.replace(tmp, cfg.port_file)
+        log.info(
+            "node started",
+            extra={
+                "province": cfg.province,
+                "listen": cfg.listen,
+                "port": self.port,
+                "database": describe(cfg.database_url),
+            },
+        )
+        return self.port
+
+    async def sweep_once(self) -> int:
+        """Expire every overdue transfer and forget request ids past retention.
+
+        Returns how many transfers expired. Runs through the writer, so it is
+        serial with every other change.
+        """
+        assert self.store is not None, "node not started"
+        total = 0
+        while True:
+            expired = await self.store.write(functools.partial(self.transfers.expire_overdue, limit=SWEEP_BATCH))
+            for t in expired:
+                log.info("transfer expired", extra={"transfer_id": t.id})
+            total += len(expired)
+            if len(expired) < SWEEP_BATCH:
+                break
+        cutoff = self.clock.now() - timedelta(days=self.config.idempotency_retention_days)
+        while await self.store.write(functools.partial(_prune, older_than=cutoff)) == PRUNE_BATCH:
+            pass
+        return total
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("expiry sweep failed; will retry")
+            await asyncio.sleep(self.config.expiry_sweep_seconds)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let in-flight ones finish, then close the database."""
+        grace = self.config.shutdown_grace_seconds if grace is None else grace
+        log.info("node stopping", extra={"grace_seconds": grace})
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        self.notifier.close()
+        if self._server is not None:
+            await self._server.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.writer is not None:
+            await self.writer.stop()
+        if self.db is not None:
+            await self.db.close()
+        log.info("node stopped")
+        self.stopped.set()

@@ -1,0 +1,235 @@
+"""Node configuration: a TOML file, then environment overrides.
+
+    [node]
+    province = "01"                 # the node's province code (its id)
+    name = "hocba.hanoi.example"    # the node's name (log origin, peers)
+    listen = "127.0.0.1:50051"      # host:port; port 0 picks a free one
+    port_file = ""                  # if set, the bound port is written here
+
+    [tls]                           # mutual TLS is mandatory
+    ca_file = "pki/ca.pem"          # CA whose certificates clients present
+    cert_file = "pki/node.pem"
+    key_file = "pki/node.key"
+
+    [database]
+    url = "sqlite:///var/node.db"   # or postgresql://user@host:port/db
+    sqlite_synchronous = "FULL"     # FULL: a commit is on disk when answered
+    auto_migrate = true             # run Alembic migrations at start-up
+
+    [transfers]
+    deadline_working_days = 5       # receiving school's time to decide
+    holidays = ["2026-09-02"]       # days that are not working days
+    utc_offset = "+07:00"           # local time of deadlines
+    expiry_sweep_seconds = 30       # how often overdue transfers expire
+
+    [idempotency]
+    retention_days = 30             # how long a request_id is remembered
+
+    [server]
+    shutdown_grace_seconds = 10     # in-flight calls get this long on SIGTERM
+    max_batch = 128                 # commands per group commit
+
+    [logging]
+    level = "INFO"
+    format = "json"                 # or "text"
+
+Every key can be overridden by an environment variable named
+TRANSFER_<SECTION>_<KEY>, e.g. TRANSFER_DATABASE_URL. Relative paths are
+resolved against the config file's directory.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from transfer.domain.provinces import is_province
+
+
+class ConfigError(ValueError):
+    """The configuration is unusable; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class Config:
+    province: str
+    name: str
+    listen: str
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+    database_url: str
+    port_file: Path | None = None
+    sqlite_synchronous: str = "FULL"
+    auto_migrate: bool = True
+    deadline_working_days: int = 5
+    holidays: tuple[date, ...] = ()
+    utc_offset: timedelta = timedelta(hours=7)
+    expiry_sweep_seconds: float = 30.0
+    idempotency_retention_days: int = 30
+    shutdown_grace_seconds: float = 10.0
+    max_batch: int = 128
+    log_level: str = "INFO"
+    log_format: str = "json"
+
+
+# section -> key -> (type, required)
+SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
+    "node": {"province": (str, True), "name": (str, False), "listen": (str, False), "port_file": (str, False)},
+    "tls": {"ca_file": (str, True), "cert_file": (str, True), "key_file": (str, True)},
+    "database": {"url": (str, True), "sqlite_synchronous": (str, False), "auto_migrate": (bool, False)},
+    "transfers": {
+        "deadline_working_days": (int, False),
+        "holidays": (list, False),
+        "utc_offset": (str, False),
+        "expiry_sweep_seconds": (float, False),
+    },
+    "idempotency": {"retention_days": (int, False)},
+    "server": {"shutdown_grace_seconds": (float, False), "max_batch": (int, False)},
+    "logging": {"level": (str, False), "format": (str, False)},
+}
+
+ENV_PREFIX = "TRANSFER_"
+
+
+def _coerce(section: str, key: str, kind: type, value: Any, *, from_env: bool) -> Any:
+    where = f"{section}.{key}"
+    if from_env:
+        text = str(value).strip()
+        try:
+            if kind is bool:
+                if text.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if text.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(text)
+            if kind is int:
+                return int(text)
+            if kind is float:
+                return float(text)
+            if kind is list:
+                return [p.strip() for p in text.split(",") if p.strip()]
+            return text
+        except ValueError:
+            raise ConfigError(f"{where}: cannot read {text!r} as {kind.__name__}") from None
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _merge(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    merged: dict[str, dict[str, Any]] = {}
+    for section, keys in raw.items():
+        if section not in SCHEMA:
+            raise ConfigError(f"unknown section [{section}]; known: {', '.join(SCHEMA)}")
+        if not isinstance(keys, Mapping):
+            raise ConfigError(f"[{section}] must be a table")
+        for key, value in keys.items():
+            if key not in SCHEMA[section]:
+                raise ConfigError(f"unknown key {section}.{key}; known: {', '.join(SCHEMA[section])}")
+            merged.setdefault(section, {})[key] = _coerce(section, key, SCHEMA[section][key][0], value, from_env=False)
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        section, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
+        if section in SCHEMA and key in SCHEMA[section]:
+            merged.setdefault(section, {})[key] = _coerce(section, key, SCHEMA[section][key][0], value, from_env=True)
+    for section, keys in SCHEMA.items():
+        for key, (_, required) in keys.items():
+            if required and key not in merged.get(section, {}):
+                raise ConfigError(f"{section}.{key} is required (or set {ENV_PREFIX}{section.upper()}_{key.upper()})")
+    return merged
+
+
+_OFFSET = re.compile(r"([+-])(\d{2}):(\d{2})")
+
+
+def _sqlite_url_relative_to(url: str, base: Path) -> str:
+    """sqlite:///relative.db is taken relative to the config file."""
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////"):
+        path = url[len(prefix) :]
+        if path and path != ":memory:":
+            return prefix + str((base / path).resolve())
+    return url
+
+
+def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read `path` (may be None: environment only) and apply the environment."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    base = Path.cwd()
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        base = path.resolve().parent
+    c = _merge(raw, env)
+
+    def get(section: str, key: str, default: Any = None) -> Any:
+        return c.get(section, {}).get(key, default)
+
+    province = get("node", "province")
+    if not is_province(province):
+        raise ConfigError(f"node.province: {province!r} is not one of the 34 province codes")
+    sync = get("database", "sqlite_synchronous", "FULL").upper()
+    if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+        raise ConfigError("database.sqlite_synchronous: one of OFF, NORMAL, FULL, EXTRA")
+    days = get("transfers", "deadline_working_days", 5)
+    if not 1 <= days <= 60:
+        raise ConfigError("transfers.deadline_working_days: between 1 and 60")
+    holidays = []
+    for h in get("transfers", "holidays", []):
+        try:
+            holidays.append(date.fromisoformat(str(h)))
+        except ValueError:
+            raise ConfigError(f"transfers.holidays: {h!r} is not a YYYY-MM-DD date") from None
+    m = _OFFSET.fullmatch(get("transfers", "utc_offset", "+07:00"))
+    if not m:
+        raise ConfigError("transfers.utc_offset: like +07:00")
+    offset = timedelta(hours=int(m[2]), minutes=int(m[3])) * (1 if m[1] == "+" else -1)
+    sweep = get("transfers", "expiry_sweep_seconds", 30.0)
+    if sweep <= 0:
+        raise ConfigError("transfers.expiry_sweep_seconds: must be positive")
+    level = get("logging", "level", "INFO").upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError("logging.level: one of DEBUG, INFO, WARNING, ERROR")
+    fmt = get("logging", "format", "json")
+    if fmt not in ("json", "text"):
+        raise ConfigError("logging.format: json or text")
+    max_batch = get("server", "max_batch", 128)
+    if not 1 <= max_batch <= 10_000:
+        raise ConfigError("server.max_batch: between 1 and 10000")
+    port_file = get("node", "port_file", "")
+    return Config(
+        province=province,
+        name=get("node", "name", f"hocba-node-{province}"),
+        listen=get("node", "listen", "127.0.0.1:50051"),
+        port_file=(base / port_file) if port_file else None,
+        ca_file=base / get("tls", "ca_file"),
+        cert_file=base / get("tls", "cert_file"),
+        key_file=base / get("tls", "key_file"),
+        database_url=_sqlite_url_relative_to(get("database", "url"), base),
+        sqlite_synchronous=sync,
+        auto_migrate=get("database", "auto_migrate", True),
+        deadline_working_days=days,
+        holidays=tuple(holidays),
+        utc_offset=offset,
+        expiry_sweep_seconds=sweep,
+        idempotency_retention_days=get("idempotency", "retention_days", 30),
+        shutdown_grace_seconds=get("server", "shutdown_grace_seconds", 10.0),
+        max_batch=max_batch,
+        log_level=level,
+        log_format=fmt,
+    )

@@ -1,0 +1,305 @@
+"""gRPC servicers: convert the request, call one use case, convert back.
+
+Every method runs under `_guard`, which turns domain refusals into statuses
+with details and anything unexpected into INTERNAL (logged with its stack,
+never shown to the caller). Mutations go through `_mutate`: idempotent by
+request_id, executed by the node's single writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+
+from storage.store import Store
+from storage.writer import WriterStopped
+from transfer.domain import commands
+from transfer.domain.errors import DomainError, Unavailable, Violations
+from transfer.domain.model import Actor, TransferState
+from transfer.domain.ports import Clock, UnitOfWork
+from transfer.domain.services import Directory, Records, Transfers, run_idempotent
+from transfer.domain.validation import request_id as check_request_id
+from transfer.server import convert
+from transfer.server.auth import Authenticator
+from transfer.server.errors import code_of, to_status
+from transfer.server.notify import Notifier
+from transfer.v1 import records_pb2, records_pb2_grpc, schools_pb2, schools_pb2_grpc, transfers_pb2, transfers_pb2_grpc
+
+log = logging.getLogger("transfer.rpc")
+M = TypeVar("M", bound=Message)
+R = TypeVar("R")
+
+WATCH_BATCH = 200
+
+
+async def _refuse(context: grpc.aio.ServicerContext[Any, Any], method: str, exc: BaseException) -> None:
+    if isinstance(exc, WriterStopped):
+        exc = Unavailable("SHUTTING_DOWN", "the node is shutting down; retry")
+    if isinstance(exc, DomainError):
+        log.info(
+            "refused",
+            extra={"method": method, "code": code_of(exc).name, "reason": exc.reason},
+        )
+        await context.abort_with_status(to_status(exc))
+    ref = secrets.token_hex(6)
+    log.error("internal error", exc_info=exc, extra={"method": method, "ref": ref})
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
+
+
+def _guard(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    @functools.wraps(fn)
+    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await fn(self, request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _refuse(context, fn.__name__, exc)
+
+    return unary
+
+
+def _guard_stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    @functools.wraps(fn)
+    async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+        try:
+            async for item in fn(self, request, context):
+                yield item
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await _refuse(context, fn.__name__, exc)
+
+    return stream
+
+
+class _Base:
+    def __init__(self, store: Store, auth: Authenticator, clock: Clock) -> None:
+        self.store = store
+        self.auth = auth
+        self.clock = clock
+
+    def _actor(self, context: grpc.aio.ServicerContext[Any, Any]) -> Actor:
+        return self.auth.actor(context)
+
+    async def _mutate(
+        self,
+        context: grpc.aio.ServicerContext[Any, Any],
+        method: str,
+        request: Message,
+        request_id: str,
+        action: Callable[[UnitOfWork, Actor], Any],
+        encode: Callable[[Any], Message],
+        response_type: type[M],
+    ) -> M:
+        """Run `action` once per request_id through the single writer."""
+        actor = self._actor(context)
+        v = Violations()
+        check_request_id(v, request_id)
+        v.raise_if_any()
+        fingerprint = hashlib.sha256(method.encode() + b"\0" + request.SerializeToString(deterministic=True)).digest()
+        blob = await self.store.write(
+            lambda uow: run_idempotent(
+                uow,
+                actor,
+                request_id,
+                fingerprint,
+                lambda: action(uow, actor),
+                lambda result: encode(result).SerializeToString(),
+                self.clock,
+            )
+        )
+        return response_type.FromString(blob)
+
+
+class SchoolDirectoryServicer(_Base, schools_pb2_grpc.SchoolDirectoryServiceServicer):
+    def __init__(self, store: Store, auth: Authenticator, clock: Clock, directory: Directory) -> None:
+        super().__init__(store, auth, clock)
+        self.directory = directory
+
+    @_guard
+    async def RegisterSchool(self, request: schools_pb2.RegisterSchoolRequest, context: Any) -> Any:
+        cmd = commands.RegisterSchool(request.code, request.name)
+        return await self._mutate(
+            context,
+            "RegisterSchool",
+            request,
+            request.request_id,
+            lambda uow, actor: self.directory.register_school(uow, actor, cmd),
+            lambda s: schools_pb2.RegisterSchoolResponse(school=convert.school_pb(s)),
+            schools_pb2.RegisterSchoolResponse,
+        )
+
+    @_guard
+    async def UpdateSchool(self, request: schools_pb2.UpdateSchoolRequest, context: Any) -> Any:
+        paths = set(request.update_mask.paths)
+        v = Violations()
+        for p in sorted(paths - {"name", "active"}):
+            v.add("update_mask", f"unknown or immutable field {p!r} (use name, active)", "INVALID_UPDATE_MASK")
+        v.raise_if_any()
+        cmd = commands.UpdateSchool(
+            request.school.code,
+            request.school.name if "name" in paths else None,
+            request.school.active if "active" in paths else None,
+        )
+        return await self._mutate(
+            context,
+            "UpdateSchool",
+            request,
+            request.request_id,
+            lambda uow, actor: self.directory.update_school(uow, actor, cmd),
+            lambda s: schools_pb2.UpdateSchoolResponse(school=convert.school_pb(s)),
+            schools_pb2.UpdateSchoolResponse,
+        )
+
+    @_guard
+    async def GetSchool(self, request: schools_pb2.GetSchoolRequest, context: Any) -> Any:
+        actor = self._actor(context)
+        school = await self.store.read(lambda uow: self.directory.get_school(uow, actor, request.code))
+        return schools_pb2.GetSchoolResponse(school=convert.school_pb(school))
+
+    @_guard
+    async def ListSchools(self, request: schools_pb2.ListSchoolsRequest, context: Any) -> Any:
+        actor = self._actor(context)
+        page = await self.store.read(
+            lambda uow: self.directory.list_schools(uow, actor, request.page_size, request.page_token)
+        )
+        return schools_pb2.ListSchoolsResponse(
+            schools=[convert.school_pb(s) for s in page.items], next_page_token=page.next_page_token
+        )
+
+
+class RecordServicer(_Base, records_pb2_grpc.RecordServiceServicer):
+    def __init__(self, store: Store, auth: Authenticator, clock: Clock, records: Records) -> None:
+        super().__init__(store, auth, clock)
+        self.records = records
+
+    @_guard
+    async def RegisterRecord(self, request: records_pb2.RegisterRecordRequest, context: Any) -> Any:
+        cmd = commands.RegisterRecord.parse(
+            request.lookup_code, request.national_id, request.level, request.custodian_school
+        )
+        return await self._mutate(
+            context,
+            "RegisterRecord",
+            request,
+            request.request_id,
+            lambda uow, actor: self.records.register(uow, actor, cmd),
+            lambda r: records_pb2.RegisterRecordResponse(record=convert.record_pb(r)),
+            records_pb2.RegisterRecordResponse,
+        )
+
+    @_guard
+    async def GetRecord(self, request: records_pb2.GetRecordRequest, context: Any) -> Any:
+        actor = self._actor(context)
+        record = await self.store.read(lambda uow: self.records.get(uow, actor, request.lookup_code))
+        return records_pb2.GetRecordResponse(record=convert.record_pb(record))
+
+    @_guard
+    async def ListRecords(self, request: records_pb2.ListRecordsRequest, context: Any) -> Any:
+        actor = self._actor(context)
+        page = await self.store.read(
+            lambda uow: self.records.list_records(uow, actor, request.school, request.page_size, request.page_token)
+        )
+        return records_pb2.ListRecordsResponse(
+            records=[convert.record_pb(r) for r in page.items], next_page_token=page.next_page_token
+        )
+
+
+class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
+    def __init__(
+        self, store: Store, auth: Authenticator, clock: Clock, transfers: Transfers, notifier: Notifier
+    ) -> None:
+        super().__init__(store, auth, clock)
+        self.transfers = transfers
+        self.notifier = notifier
+
+    @_guard
+    async def InitiateTransfer(self, request: transfers_pb2.InitiateTransferRequest, context: Any) -> Any:
+        cmd = commands.InitiateTransfer(request.lookup_code, request.to_school, request.to_province)
+        return await self._mutate(
+            context,
+            "InitiateTransfer",
+            request,
+            request.request_id,
+            lambda uow, actor: self.transfers.initiate(uow, actor, cmd),
+            lambda t: transfers_pb2.InitiateTransferResponse(transfer=convert.transfer_pb(t)),
+            transfers_pb2.InitiateTransferResponse,
+        )
+
+    async def _decide(self, context: Any, method: str, request: Any, state: TransferState, response_type: type[M]) -> M:
+        reason = getattr(request, "reason", "")
+        cmd = commands.DecideTransfer(request.transfer_id, state, reason)
+        return await self._mutate(
+            context,
+            method,
+            request,
+            request.request_id,
+            lambda uow, actor: self.transfers.decide(uow, actor, cmd),
+            lambda t: response_type(transfer=convert.transfer_pb(t)),
+            response_type,
+        )
+
+    @_guard
+    async def AcceptTransfer(self, request: transfers_pb2.AcceptTransferRequest, context: Any) -> Any:
+        return await self._decide(
+            context, "AcceptTransfer", request, TransferState.ACCEPTED, transfers_pb2.AcceptTransferResponse
+        )
+
+    @_guard
+    async def RejectTransfer(self, request: transfers_pb2.RejectTransferRequest, context: Any) -> Any:
+        return await self._decide(
+            context, "RejectTransfer", request, TransferState.REJECTED, transfers_pb2.RejectTransferResponse
+        )
+
+    @_guard
+    async def CancelTransfer(self, request: transfers_pb2.CancelTransferRequest, context: Any) -> Any:
+        return await self._decide(
+            context, "CancelTransfer", request, TransferState.CANCELLED, transfers_pb2.CancelTransferResponse
+        )
+
+    @_guard
+    async def GetTransfer(self, request: transfers_pb2.GetTransferRequest, context: Any) -> Any:
+        actor = self._actor(context)
+        transfer = await self.store.read(lambda uow: self.transfers.get(uow, actor, request.transfer_id))
+        return transfers_pb2.GetTransferResponse(transfer=convert.transfer_pb(transfer))
+
+    @_guard
+    async def ListTransfers(self, request: transfers_pb2.ListTransfersRequest, context: Any) -> Any:
+        actor = self._actor(context)
+        query = commands.ListTransfers.parse(request.school, request.direction, list(request.states))
+        page = await self.store.read(
+            lambda uow: self.transfers.list_transfers(uow, actor, query, request.page_size, request.page_token)
+        )
+        return transfers_pb2.ListTransfersResponse(
+            transfers=[convert.transfer_pb(t) for t in page.items], next_page_token=page.next_page_token
+        )
+
+    @_guard_stream
+    async def WatchTransfers(
+        self, request: transfers_pb2.WatchTransfersRequest, context: Any
+    ) -> AsyncIterator[transfers_pb2.WatchTransfersResponse]:
+        actor = self._actor(context)
+        school = self.transfers.watch_school(actor, request.school)
+        after = convert.parse_cursor(request.cursor)
+        with self.notifier.subscribe(school) as changes:
+            while True:
+                changes.clear()
+                events = await self.store.read(
+                    functools.partial(self.transfers.events_after, school=school, after_seq=after, limit=WATCH_BATCH)
+                )
+                for event in events:
+                    yield convert.event_pb(event)
+                    after = event.seq
+                if len(events) == WATCH_BATCH:
+                    continue
+                if not await changes.wait():
+                    raise Unavailable("SHUTTING_DOWN", "the node is shutting down; resume from your last cursor")
