@@ -3,14 +3,13 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: help install gen check test test-sqlite demo bench lint clean
+.PHONY: help install gen check test test-sqlite demo clean
 
 help:
 	@echo "make demo         create the environment, run a node with two schools, show transfers"
 	@echo "make test         generated-code check, ruff, mypy, the suite on SQLite and PostgreSQL"
 	@echo "make test-sqlite  the suite on SQLite only (no PostgreSQL needed)"
 	@echo "make gen          regenerate transfer/v1 from proto/"
-	@echo "make bench        run the benchmarks in bench/"
 
 # The environment: a virtualenv with the project and its pinned tools.
 $(BIN)/.installed: pyproject.toml constraints.txt
@@ -38,9 +37,6 @@ test-sqlite: install
 
 demo: install
 	$(BIN)/python -m transfer.demo
-
-bench: install
-	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

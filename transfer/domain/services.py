@@ -341,9 +341,10 @@ class Transfers:
         if transfer is None or not actor.acts_for(transfer.from_school if cancelling else transfer.to_school):
             if actor.is_province_admin:
                 raise NotFound("TRANSFER_NOT_FOUND", "no such transfer", resource=("transfer", cmd.transfer_id))
-            who = "sending" if cancelling else "receiving"
+            if cancelling:
+                raise PermissionDenied("NOT_SENDING_SCHOOL", "only the sending school may cancel this transfer")
             raise PermissionDenied(
-                f"NOT_{who.upper()}_SCHOOL", f"only the {who} school may {_verb(cmd.state)} this transfer"
+                "NOT_RECEIVING_SCHOOL", f"only the receiving school may {_verb(cmd.state)} this transfer"
             )
         self._require_open(transfer, cmd.state)
         now = self.clock.now()
