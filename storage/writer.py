@@ -64,14 +64,23 @@ class Writer:
 
     async def submit(self, command: Callable[[UnitOfWork], T]) -> T:
         """Run `command` in the next batch; its result once committed."""
-        if self._stopping:
-            raise WriterStopped("the node is shutting down")
+        if self._stopping or self._task is None or self._task.done():
+            raise WriterStopped("the writer is not running")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((command, fut))
         self._wake.set()
         return await fut
 
     async def _run(self) -> None:
+        try:
+            await self._loop()
+        finally:  # whatever ended the loop, nobody may wait forever
+            for _, fut in self._queue:
+                if not fut.done():
+                    fut.set_exception(WriterStopped("the writer stopped"))
+            self._queue.clear()
+
+    async def _loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()

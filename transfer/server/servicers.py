@@ -1,8 +1,9 @@
 """gRPC servicers: convert the request, call one use case, convert back.
 
-Every method runs under `_guard`, which turns domain refusals into statuses
-with details and anything unexpected into INTERNAL (logged with its stack,
-never shown to the caller). Mutations go through `_mutate`: idempotent by
+Every method runs under `_guard`, which authenticates the caller from its
+certificate first, then turns domain refusals into statuses with details and
+anything unexpected into INTERNAL (logged with its stack, never shown to the
+caller). Mutations go through `_mutate`: idempotent by
 request_id, executed by the node's single writer.
 """
 
@@ -55,10 +56,12 @@ async def _refuse(context: grpc.aio.ServicerContext[Any, Any], method: str, exc:
 
 
 def _guard(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """Authenticate the caller, run the method as that actor, map failures to statuses."""
+
     @functools.wraps(fn)
-    async def unary(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def unary(self: _Base, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return await fn(self, request, context)
+            return await fn(self, request, self.auth.actor(context))
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
@@ -69,9 +72,9 @@ def _guard(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
 
 def _guard_stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
     @functools.wraps(fn)
-    async def stream(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+    async def stream(self: _Base, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         try:
-            async for item in fn(self, request, context):
+            async for item in fn(self, request, self.auth.actor(context)):
                 yield item
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
@@ -87,12 +90,9 @@ class _Base:
         self.auth = auth
         self.clock = clock
 
-    def _actor(self, context: grpc.aio.ServicerContext[Any, Any]) -> Actor:
-        return self.auth.actor(context)
-
     async def _mutate(
         self,
-        context: grpc.aio.ServicerContext[Any, Any],
+        actor: Actor,
         method: str,
         request: Message,
         request_id: str,
@@ -101,7 +101,6 @@ class _Base:
         response_type: type[M],
     ) -> M:
         """Run `action` once per request_id through the single writer."""
-        actor = self._actor(context)
         v = Violations()
         check_request_id(v, request_id)
         v.raise_if_any()
@@ -126,10 +125,10 @@ class SchoolDirectoryServicer(_Base, schools_pb2_grpc.SchoolDirectoryServiceServ
         self.directory = directory
 
     @_guard
-    async def RegisterSchool(self, request: schools_pb2.RegisterSchoolRequest, context: Any) -> Any:
+    async def RegisterSchool(self, request: schools_pb2.RegisterSchoolRequest, actor: Actor) -> Any:
         cmd = commands.RegisterSchool(request.code, request.name)
         return await self._mutate(
-            context,
+            actor,
             "RegisterSchool",
             request,
             request.request_id,
@@ -139,7 +138,7 @@ class SchoolDirectoryServicer(_Base, schools_pb2_grpc.SchoolDirectoryServiceServ
         )
 
     @_guard
-    async def UpdateSchool(self, request: schools_pb2.UpdateSchoolRequest, context: Any) -> Any:
+    async def UpdateSchool(self, request: schools_pb2.UpdateSchoolRequest, actor: Actor) -> Any:
         paths = set(request.update_mask.paths)
         v = Violations()
         for p in sorted(paths - {"name", "active"}):
@@ -151,7 +150,7 @@ class SchoolDirectoryServicer(_Base, schools_pb2_grpc.SchoolDirectoryServiceServ
             request.school.active if "active" in paths else None,
         )
         return await self._mutate(
-            context,
+            actor,
             "UpdateSchool",
             request,
             request.request_id,
@@ -161,14 +160,12 @@ class SchoolDirectoryServicer(_Base, schools_pb2_grpc.SchoolDirectoryServiceServ
         )
 
     @_guard
-    async def GetSchool(self, request: schools_pb2.GetSchoolRequest, context: Any) -> Any:
-        actor = self._actor(context)
+    async def GetSchool(self, request: schools_pb2.GetSchoolRequest, actor: Actor) -> Any:
         school = await self.store.read(lambda uow: self.directory.get_school(uow, actor, request.code))
         return schools_pb2.GetSchoolResponse(school=convert.school_pb(school))
 
     @_guard
-    async def ListSchools(self, request: schools_pb2.ListSchoolsRequest, context: Any) -> Any:
-        actor = self._actor(context)
+    async def ListSchools(self, request: schools_pb2.ListSchoolsRequest, actor: Actor) -> Any:
         page = await self.store.read(
             lambda uow: self.directory.list_schools(uow, actor, request.page_size, request.page_token)
         )
@@ -183,12 +180,12 @@ class RecordServicer(_Base, records_pb2_grpc.RecordServiceServicer):
         self.records = records
 
     @_guard
-    async def RegisterRecord(self, request: records_pb2.RegisterRecordRequest, context: Any) -> Any:
+    async def RegisterRecord(self, request: records_pb2.RegisterRecordRequest, actor: Actor) -> Any:
         cmd = commands.RegisterRecord.parse(
             request.lookup_code, request.national_id, request.level, request.custodian_school
         )
         return await self._mutate(
-            context,
+            actor,
             "RegisterRecord",
             request,
             request.request_id,
@@ -198,14 +195,12 @@ class RecordServicer(_Base, records_pb2_grpc.RecordServiceServicer):
         )
 
     @_guard
-    async def GetRecord(self, request: records_pb2.GetRecordRequest, context: Any) -> Any:
-        actor = self._actor(context)
+    async def GetRecord(self, request: records_pb2.GetRecordRequest, actor: Actor) -> Any:
         record = await self.store.read(lambda uow: self.records.get(uow, actor, request.lookup_code))
         return records_pb2.GetRecordResponse(record=convert.record_pb(record))
 
     @_guard
-    async def ListRecords(self, request: records_pb2.ListRecordsRequest, context: Any) -> Any:
-        actor = self._actor(context)
+    async def ListRecords(self, request: records_pb2.ListRecordsRequest, actor: Actor) -> Any:
         page = await self.store.read(
             lambda uow: self.records.list_records(uow, actor, request.school, request.page_size, request.page_token)
         )
@@ -223,10 +218,10 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
         self.notifier = notifier
 
     @_guard
-    async def InitiateTransfer(self, request: transfers_pb2.InitiateTransferRequest, context: Any) -> Any:
+    async def InitiateTransfer(self, request: transfers_pb2.InitiateTransferRequest, actor: Actor) -> Any:
         cmd = commands.InitiateTransfer(request.lookup_code, request.to_school, request.to_province)
         return await self._mutate(
-            context,
+            actor,
             "InitiateTransfer",
             request,
             request.request_id,
@@ -235,11 +230,11 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
             transfers_pb2.InitiateTransferResponse,
         )
 
-    async def _decide(self, context: Any, method: str, request: Any, state: TransferState, response_type: type[M]) -> M:
+    async def _decide(self, actor: Actor, method: str, request: Any, state: TransferState, response_type: type[M]) -> M:
         reason = getattr(request, "reason", "")
         cmd = commands.DecideTransfer(request.transfer_id, state, reason)
         return await self._mutate(
-            context,
+            actor,
             method,
             request,
             request.request_id,
@@ -249,32 +244,30 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
         )
 
     @_guard
-    async def AcceptTransfer(self, request: transfers_pb2.AcceptTransferRequest, context: Any) -> Any:
+    async def AcceptTransfer(self, request: transfers_pb2.AcceptTransferRequest, actor: Actor) -> Any:
         return await self._decide(
-            context, "AcceptTransfer", request, TransferState.ACCEPTED, transfers_pb2.AcceptTransferResponse
+            actor, "AcceptTransfer", request, TransferState.ACCEPTED, transfers_pb2.AcceptTransferResponse
         )
 
     @_guard
-    async def RejectTransfer(self, request: transfers_pb2.RejectTransferRequest, context: Any) -> Any:
+    async def RejectTransfer(self, request: transfers_pb2.RejectTransferRequest, actor: Actor) -> Any:
         return await self._decide(
-            context, "RejectTransfer", request, TransferState.REJECTED, transfers_pb2.RejectTransferResponse
+            actor, "RejectTransfer", request, TransferState.REJECTED, transfers_pb2.RejectTransferResponse
         )
 
     @_guard
-    async def CancelTransfer(self, request: transfers_pb2.CancelTransferRequest, context: Any) -> Any:
+    async def CancelTransfer(self, request: transfers_pb2.CancelTransferRequest, actor: Actor) -> Any:
         return await self._decide(
-            context, "CancelTransfer", request, TransferState.CANCELLED, transfers_pb2.CancelTransferResponse
+            actor, "CancelTransfer", request, TransferState.CANCELLED, transfers_pb2.CancelTransferResponse
         )
 
     @_guard
-    async def GetTransfer(self, request: transfers_pb2.GetTransferRequest, context: Any) -> Any:
-        actor = self._actor(context)
+    async def GetTransfer(self, request: transfers_pb2.GetTransferRequest, actor: Actor) -> Any:
         transfer = await self.store.read(lambda uow: self.transfers.get(uow, actor, request.transfer_id))
         return transfers_pb2.GetTransferResponse(transfer=convert.transfer_pb(transfer))
 
     @_guard
-    async def ListTransfers(self, request: transfers_pb2.ListTransfersRequest, context: Any) -> Any:
-        actor = self._actor(context)
+    async def ListTransfers(self, request: transfers_pb2.ListTransfersRequest, actor: Actor) -> Any:
         query = commands.ListTransfers.parse(request.school, request.direction, list(request.states))
         page = await self.store.read(
             lambda uow: self.transfers.list_transfers(uow, actor, query, request.page_size, request.page_token)
@@ -285,9 +278,8 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
 
     @_guard_stream
     async def WatchTransfers(
-        self, request: transfers_pb2.WatchTransfersRequest, context: Any
+        self, request: transfers_pb2.WatchTransfersRequest, actor: Actor
     ) -> AsyncIterator[transfers_pb2.WatchTransfersResponse]:
-        actor = self._actor(context)
         school = self.transfers.watch_school(actor, request.school)
         after = convert.parse_cursor(request.cursor)
         with self.notifier.subscribe(school) as changes:
