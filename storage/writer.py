@@ -1,10 +1,12 @@
 """The node's single writer: every mutation goes through it (DESIGN §9).
 
 Requests queue commands; the writer takes all that are waiting (up to a
-batch size), runs each inside its own savepoint in one transaction, commits
-once (group commit), then answers them all. A command that raises rolls back
-to its savepoint only, so one refusal never undoes its neighbours, and state
-transitions are serial without any row locks.
+batch size), runs them one after another in one transaction, commits once
+(group commit), then answers them all. State transitions are therefore
+serial without any row locks. A refused command has written nothing (the use
+cases check before they write), so it costs its neighbours nothing; a command
+that fails after writing rolls the batch back, and the writer re-runs each of
+its commands alone so that only the culprit fails.
 
 Items a command publishes (events for the watch streams) reach the
 after-commit listener only if the transaction committed.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,6 +25,7 @@ from sqlalchemy import Connection
 
 from storage.database import Database
 from storage.repositories import SqlUnitOfWork
+from transfer.domain.errors import DomainError
 from transfer.domain.ports import UnitOfWork
 
 T = TypeVar("T")
@@ -93,8 +97,20 @@ class Writer:
 
     async def _commit(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
         try:
-            outcomes, published = await self.db.write(lambda conn: self._execute(conn, batch))
-        except Exception as exc:  # the commit itself failed: nothing was written
+            outcomes, published = await self.db.write(
+                functools.partial(self._execute, batch=batch), busy=len(batch) > 1 or bool(self._queue)
+            )
+        except _Undo as undo:
+            if len(batch) > 1:
+                # Someone in the batch failed half-way: run each alone, so only it fails.
+                for item in batch:
+                    await self._commit([item])
+                return
+            _, fut = batch[0]
+            if not fut.done():
+                fut.set_exception(undo.error)
+            return
+        except Exception as exc:  # the transaction itself failed: nothing was written
             log.exception("write transaction failed", extra={"batch": len(batch)})
             for _, fut in batch:
                 if not fut.done():
@@ -119,18 +135,33 @@ class Writer:
     def _execute(
         conn: Connection, batch: list[tuple[Command, asyncio.Future[Any]]]
     ) -> tuple[list[tuple[bool, Any]], list[object]]:
+        """Run the batch in the open transaction; raise `_Undo` to roll it all back.
+
+        Use cases raise refusals before writing anything, so a refusal needs no
+        rollback and costs its neighbours nothing. A command that fails after
+        writing (or with an unexpected error) undoes the whole transaction; the
+        writer then runs each command of the batch on its own.
+        """
         uow = SqlUnitOfWork(conn)
         outcomes: list[tuple[bool, Any]] = []
         for command, _ in batch:
-            mark = len(uow.published)
-            savepoint = conn.begin_nested()
+            writes, mark = uow.writes, len(uow.published)
             try:
-                result = command(uow)
-            except Exception as exc:
-                savepoint.rollback()
+                outcomes.append((True, command(uow)))
+            except DomainError as exc:
+                if uow.writes != writes:
+                    raise _Undo(exc) from exc
                 del uow.published[mark:]
                 outcomes.append((False, exc))
-            else:
-                savepoint.commit()
-                outcomes.append((True, result))
+            except Exception as exc:
+                raise _Undo(exc) from exc
+        uow.flush()
         return outcomes, uow.published
+
+
+class _Undo(Exception):
+    """Roll back the whole batch transaction because of `error`."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error

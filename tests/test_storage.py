@@ -16,6 +16,7 @@ from storage.database import open_database, sync_url
 from storage.repositories import SqlUnitOfWork, to_us
 from storage.schema import metadata, transfers
 from storage.writer import Writer
+from transfer.domain.errors import AlreadyExists
 from transfer.domain.model import Record, RecordLevel, School
 from transfer.domain.ports import UnitOfWork
 
@@ -71,7 +72,7 @@ def _fail_after_write(uow: UnitOfWork) -> None:
 
 
 def test_writer_isolates_failures_within_a_batch(database_url: str) -> None:
-    """In one group commit, a command that fails after writing is undone alone; its neighbours commit."""
+    """A command that fails after writing is undone entirely; its batch neighbours still commit (re-run alone)."""
     migrate.upgrade(database_url)
     announced: list[object] = []
 
@@ -88,7 +89,7 @@ def test_writer_isolates_failures_within_a_batch(database_url: str) -> None:
         codes = await db.read(lambda conn: [s.code for s in SqlUnitOfWork(conn).schools.page(None, 10)])
         await writer.stop()
         await db.close()
-        assert writer.batches == 1  # all three went in one transaction
+        assert writer.batches == 2  # the batch was rolled back; A and B were re-run on their own
         return [*results, codes]
 
     a, bad, b, codes = asyncio.run(scenario())
@@ -116,3 +117,31 @@ def test_writer_drains_queue_on_stop(database_url: str) -> None:
         await db.close()
 
     asyncio.run(scenario())
+
+
+def _refuse(uow: UnitOfWork) -> None:
+    raise AlreadyExists("SCHOOL_EXISTS", "refused before writing")
+
+
+def test_refusal_in_a_batch_costs_nothing(database_url: str) -> None:
+    """A command refused before writing leaves its batch alone: one transaction commits the others."""
+    migrate.upgrade(database_url)
+
+    async def scenario() -> tuple[list[object], list[str], int]:
+        db = open_database(database_url)
+        writer = Writer(db)
+        writer.start()
+        results = await asyncio.gather(
+            writer.submit(_add_school("A")),  # type: ignore[arg-type]
+            writer.submit(_refuse),
+            writer.submit(_add_school("B")),  # type: ignore[arg-type]
+            return_exceptions=True,
+        )
+        codes = await db.read(lambda conn: [s.code for s in SqlUnitOfWork(conn).schools.page(None, 10)])
+        await writer.stop()
+        await db.close()
+        return results, codes, writer.batches
+
+    results, codes, batches = asyncio.run(scenario())
+    assert results[0] == "A" and results[2] == "B" and isinstance(results[1], AlreadyExists)
+    assert codes == ["A", "B"] and batches == 1

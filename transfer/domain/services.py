@@ -1,9 +1,9 @@
 """Use cases: the rules of schools, records and transfers (DESIGN §4-§6).
 
 Each method takes the unit of work of the transaction it runs in and the
-authenticated actor. Refusals are raised before anything is written, and the
-caller runs every mutation inside a savepoint, so a refused command leaves no
-trace. Reads and writes both go through the repositories only.
+authenticated actor. Every refusal is raised before anything is written: the
+writer relies on it to batch commands in one transaction (a refused command
+leaves no trace and costs its neighbours nothing). Reads and writes both go through the repositories only.
 """
 
 from __future__ import annotations
