@@ -51,12 +51,19 @@ def test_receiver_must_exist_and_differ(s1: TransferClient, database_url: str) -
     assert [v.field for v in caught[0].violations] == ["to_school"]
 
 
-def test_inactive_receiver_refused(s1: TransferClient, admin: TransferClient, database_url: str) -> None:
-    """An inactive school receives no transfers: FAILED_PRECONDITION SCHOOL_INACTIVE."""
+def test_inactive_receiver_refused(
+    s1: TransferClient, s3: TransferClient, admin: TransferClient, database_url: str
+) -> None:
+    """An inactive school receives no transfers, nor accepts one opened before: SCHOOL_INACTIVE; it may still reject."""
     code = register(s1)
     admin.update_school("S2", active=False)
     with refused("FAILED_PRECONDITION", "SCHOOL_INACTIVE", database_url=database_url):
         s1.initiate_transfer(code, "S2")
+    t = s1.initiate_transfer(code, "S3")
+    admin.update_school("S3", active=False)
+    with refused("FAILED_PRECONDITION", "SCHOOL_INACTIVE", database_url=database_url):
+        s3.accept_transfer(t.id)
+    assert s3.reject_transfer(t.id, "trường tạm ngừng hoạt động").state == transfers_pb2.TRANSFER_STATE_REJECTED
 
 
 def test_inter_province_not_served_yet(s1: TransferClient, database_url: str) -> None:

@@ -103,6 +103,28 @@ def _require(condition: bool, reason: str, message: str) -> None:
         raise PermissionDenied(reason, message)
 
 
+def _inactive(code: str) -> FailedPrecondition:
+    return FailedPrecondition(
+        "SCHOOL_INACTIVE",
+        f"school {code} is inactive",
+        precondition_violations=(PreconditionViolation("SCHOOL_ACTIVE", f"schools/{code}", "school is inactive"),),
+    )
+
+
+def _active_school(uow: UnitOfWork, code: str, field: str) -> School:
+    """The named school, which must be registered on this node and active."""
+    school = uow.schools.get(code)
+    if school is None:
+        raise InvalidArgument(
+            "UNKNOWN_SCHOOL",
+            f"{field}: no school {code} on this node",
+            field_violations=(FieldViolation(field, "no such school on this node", "UNKNOWN_SCHOOL"),),
+        )
+    if not school.active:
+        raise _inactive(code)
+    return school
+
+
 def _school_of(actor: Actor, requested: str) -> str:
     """The school a listing is about: the one named, else the caller's own."""
     if requested:
@@ -187,21 +209,7 @@ class Records:
                 field_violations=(FieldViolation("custodian_school", "required", "SCHOOL_REQUIRED"),),
             )
         _require(actor.acts_for(custodian), "NOT_YOUR_SCHOOL", "you may only register records of your own school")
-        school = uow.schools.get(custodian)
-        if school is None:
-            raise InvalidArgument(
-                "UNKNOWN_SCHOOL",
-                f"custodian_school: no school {custodian} on this node",
-                field_violations=(FieldViolation("custodian_school", "no such school on this node", "UNKNOWN_SCHOOL"),),
-            )
-        if not school.active:
-            raise FailedPrecondition(
-                "SCHOOL_INACTIVE",
-                f"school {custodian} is inactive",
-                precondition_violations=(
-                    PreconditionViolation("SCHOOL_ACTIVE", f"schools/{custodian}", "school is inactive"),
-                ),
-            )
+        _active_school(uow, custodian, "custodian_school")
         if uow.records.get(cmd.lookup_code) is not None:
             raise AlreadyExists(
                 "RECORD_EXISTS", "a record with this lookup code exists", resource=("record", cmd.lookup_code)
@@ -292,21 +300,7 @@ class Transfers:
                 "to_school: the record is already held by this school",
                 field_violations=(FieldViolation("to_school", "must differ from the sending school", "SAME_SCHOOL"),),
             )
-        target = uow.schools.get(cmd.to_school)
-        if target is None:
-            raise InvalidArgument(
-                "UNKNOWN_SCHOOL",
-                f"to_school: no school {cmd.to_school} on this node",
-                field_violations=(FieldViolation("to_school", "no such school on this node", "UNKNOWN_SCHOOL"),),
-            )
-        if not target.active:
-            raise FailedPrecondition(
-                "SCHOOL_INACTIVE",
-                f"school {cmd.to_school} is inactive and receives no transfers",
-                precondition_violations=(
-                    PreconditionViolation("SCHOOL_ACTIVE", f"schools/{cmd.to_school}", "school is inactive"),
-                ),
-            )
+        _active_school(uow, cmd.to_school, "to_school")
         now = self.clock.now()
         transfer = Transfer(
             id=self.ids.new_id(),
@@ -365,13 +359,7 @@ class Transfers:
         if cmd.state is TransferState.ACCEPTED:
             target = uow.schools.get(transfer.to_school)
             if target is None or not target.active:
-                raise FailedPrecondition(
-                    "SCHOOL_INACTIVE",
-                    f"school {transfer.to_school} is inactive and receives no transfers",
-                    precondition_violations=(
-                        PreconditionViolation("SCHOOL_ACTIVE", f"schools/{transfer.to_school}", "school is inactive"),
-                    ),
-                )
+                raise _inactive(transfer.to_school)
             record = replace(record, custodian_school=transfer.to_school)
         decided = transfer.decided(cmd.state, by=actor.principal, at=now, reason=cmd.reason)
         uow.transfers.update(decided)
