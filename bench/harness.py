@@ -98,6 +98,8 @@ cert_file = "pki/node.pem"
 key_file = "pki/node.key"
 [database]
 url = "{database_url}"
+[log]
+key_file = "pki/log.key"
 [logging]
 level = "WARNING"
 """,

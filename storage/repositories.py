@@ -14,19 +14,20 @@ contiguous and in commit order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, or_, select
+from sqlalchemy import Connection, and_, delete, or_, select, tuple_
 
-from storage.schema import idempotency_keys, records, schools, transfer_events, transfers
+from storage.schema import idempotency_keys, log_leaves, log_nodes, records, schools, transfer_events, transfers
 from storage.sql import RECORD_COLS, SCHOOL_COLS, TRANSFER_COLS, Runner
 from transfer.domain.model import (
     Record,
     RecordLevel,
     School,
+    StoredCheckpoint,
     StoredResponse,
     Transfer,
     TransferDirection,
@@ -34,6 +35,7 @@ from transfer.domain.model import (
     TransferScope,
     TransferState,
 )
+from transfer.ledger.merkle import Frontier, NodeId, leaf_hash, root_nodes
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -326,16 +328,127 @@ class SqlIdempotency:
         self.staged = {}
 
 
+class LogState:
+    """The writer's memory of the committed log: its frontier (compact range).
+
+    It is only a cache: every write transaction compares it with the head it
+    reads under the write lock and reloads it (O(log n) rows) when another
+    process appended meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self.frontier: Frontier | None = None
+
+
+class SqlLog:
+    def __init__(self, runner: Runner, state: LogState | None) -> None:
+        self.db = runner
+        self.state = state
+        self.staged: list[bytes] = []
+        self._head: int | None = None
+        self._frontier: Frontier | None = None  # working copy for this transaction
+
+    def _committed_size(self) -> int:
+        if self._head is None:
+            row = self.db.one("log_head", {})
+            self._head = int(row[0]) if row else 0
+        return self._head
+
+    def _working_frontier(self) -> Frontier:
+        if self._frontier is None:
+            size = self._committed_size()
+            cached = self.state.frontier if self.state is not None else None
+            if cached is None or cached.size != size:
+                cached = Frontier.from_nodes(size, self.nodes(root_nodes(size)))
+            self._frontier = cached.copy()
+        return self._frontier
+
+    def append(self, leaf: bytes) -> int:
+        index = self._working_frontier().size + len(self.staged)
+        self.staged.append(leaf)
+        return index
+
+    def size(self) -> int:
+        return self._committed_size() + len(self.staged)
+
+    def leaves(self, start: int, end: int) -> list[bytes]:
+        q = (
+            select(log_leaves.c.data)
+            .where(log_leaves.c.idx >= start, log_leaves.c.idx < end)
+            .order_by(log_leaves.c.idx)
+        )
+        return [bytes(r[0]) for r in self.db.conn.execute(q)]
+
+    def nodes(self, ids: Collection[NodeId]) -> dict[NodeId, bytes]:
+        if not ids:
+            return {}
+        q = select(log_nodes.c.level, log_nodes.c.idx, log_nodes.c.hash).where(
+            tuple_(log_nodes.c.level, log_nodes.c.idx).in_(sorted(ids))
+        )
+        return {(int(level), int(idx)): bytes(h) for level, idx, h in self.db.conn.execute(q)}
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        row = self.db.one("checkpoint_latest", {})
+        return None if row is None else _checkpoint(row)
+
+    def checkpoint(self, size: int) -> StoredCheckpoint | None:
+        row = self.db.one("checkpoint_at", {"size": size})
+        return None if row is None else _checkpoint(row)
+
+    def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        self.db.run(
+            "checkpoint_insert",
+            {
+                "size": checkpoint.size,
+                "root": checkpoint.root,
+                "note": checkpoint.note,
+                "created_at_us": to_us(checkpoint.created_at),
+            },
+        )
+
+    def flush(self) -> Callable[[], None] | None:
+        """Hash and write the staged leaves and the subtrees they complete.
+
+        Returns what to do once the transaction committed (install the new
+        frontier in the writer's cache), or None when nothing was staged.
+        """
+        if not self.staged:
+            return None
+        frontier = self._working_frontier()
+        leaf_rows: list[Mapping[str, Any]] = []
+        node_rows: list[Mapping[str, Any]] = []
+        for data in self.staged:
+            leaf_rows.append({"idx": frontier.size, "data": data})
+            for (level, idx), h in frontier.append(leaf_hash(data)):
+                node_rows.append({"level": level, "idx": idx, "hash": h})
+        self.db.many("log_leaf_insert", leaf_rows)
+        self.db.many("log_node_insert", node_rows)
+        self.staged = []
+        state = self.state
+
+        def install() -> None:
+            if state is not None:
+                state.frontier = frontier
+
+        return install
+
+
+def _checkpoint(row: Sequence[Any]) -> StoredCheckpoint:
+    size, root, note, created = row
+    return StoredCheckpoint(int(size), bytes(root), note, from_us(created))
+
+
 class SqlUnitOfWork:
     """The repositories of one transaction and the items to announce after commit."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, log_state: LogState | None = None) -> None:
         self.runner = Runner(conn)
         self.schools = SqlSchools(self.runner)
         self.records = SqlRecords(self.runner)
         self.transfers = SqlTransfers(self.runner)
         self.events = SqlEvents(self.runner)
         self.idempotency = SqlIdempotency(self.runner)
+        self.log = SqlLog(self.runner, log_state)
         self.published: list[object] = []
 
     def publish(self, item: object) -> None:
@@ -344,9 +457,14 @@ class SqlUnitOfWork:
     @property
     def writes(self) -> int:
         """Statements written or staged so far (to tell a clean refusal from a half-done change)."""
-        return self.runner.writes + len(self.events.staged) + len(self.idempotency.staged)
+        return self.runner.writes + len(self.events.staged) + len(self.idempotency.staged) + len(self.log.staged)
 
-    def flush(self) -> None:
-        """Write the staged append-only rows; call once, before commit."""
+    def flush(self) -> list[Callable[[], None]]:
+        """Write the staged append-only rows; call once, before commit.
+
+        Returns the actions to run after the commit succeeded.
+        """
         self.events.flush()
         self.idempotency.flush()
+        install = self.log.flush()
+        return [install] if install is not None else []

@@ -126,3 +126,35 @@ idempotency_keys = Table(
     Column("created_at_us", BigInteger, nullable=False),
     Index("ix_idempotency_keys_created", "created_at_us"),
 )
+
+# -- the append-only log (DESIGN §8) -------------------------------------------
+# Triggers created by the migrations refuse UPDATE and DELETE on these tables.
+
+log_leaves = Table(
+    "log_leaves",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("data", LargeBinary, nullable=False),
+)
+
+# Every complete subtree's hash: (level, idx) covers leaves
+# [idx * 2**level, (idx + 1) * 2**level); level 0 holds the leaf hashes. About
+# two rows per leaf, so any proof reads O(log n) rows.
+log_nodes = Table(
+    "log_nodes",
+    metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+log_checkpoints = Table(
+    "log_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+)
+
+LOG_TABLES = ("log_leaves", "log_nodes", "log_checkpoints")

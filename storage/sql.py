@@ -21,7 +21,16 @@ from sqlalchemy import Connection, bindparam, func, insert, literal_column, sele
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import ClauseElement as Executable
 
-from storage.schema import idempotency_keys, records, schools, transfer_events, transfers
+from storage.schema import (
+    idempotency_keys,
+    log_checkpoints,
+    log_leaves,
+    log_nodes,
+    records,
+    schools,
+    transfer_events,
+    transfers,
+)
 
 P = bindparam
 
@@ -57,6 +66,13 @@ TRANSFER_COLS = (
     transfers.c.decided_at_us,
     transfers.c.initiated_by,
     transfers.c.decided_by,
+)
+
+CHECKPOINT_COLS = (
+    log_checkpoints.c.size,
+    log_checkpoints.c.root,
+    log_checkpoints.c.note,
+    log_checkpoints.c.created_at_us,
 )
 
 
@@ -105,6 +121,15 @@ STATEMENTS: dict[str, Callable[[], Executable]] = {
     "idempotency_insert": lambda: _insert(
         idempotency_keys, ["principal", "request_id", "fingerprint", "response", "created_at_us"]
     ),
+    # max(idx) walks the primary key; count(*) would scan the table.
+    "log_head": lambda: select(func.coalesce(func.max(log_leaves.c.idx) + literal_column("1"), literal_column("0"))),
+    "log_leaf_insert": lambda: _insert(log_leaves, ["idx", "data"]),
+    "log_node_insert": lambda: _insert(log_nodes, ["level", "idx", "hash"]),
+    "checkpoint_insert": lambda: _insert(log_checkpoints, ["size", "root", "note", "created_at_us"]),
+    "checkpoint_latest": lambda: select(*CHECKPOINT_COLS).where(
+        log_checkpoints.c.size == select(func.max(log_checkpoints.c.size)).scalar_subquery()
+    ),
+    "checkpoint_at": lambda: select(*CHECKPOINT_COLS).where(log_checkpoints.c.size == P("size")),
 }
 
 
@@ -120,6 +145,11 @@ class Statements:
         self.order: dict[str, tuple[str, ...]] = {}
         for name, build in STATEMENTS.items():
             compiled = build().compile(dialect=dialect)
+            # A literal in a statement compiles to an anonymous parameter the
+            # caller would not know to pass: write literals with literal_column.
+            anonymous = [key for key, bind in getattr(compiled, "binds", {}).items() if not bind.required]
+            if anonymous:
+                raise ValueError(f"statement {name} has anonymous parameters {anonymous}")
             self.sql[name] = str(compiled)
             if dialect.positional:
                 self.order[name] = tuple(getattr(compiled, "positiontup", None) or ())

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection
 
 from storage.database import Database
-from storage.repositories import SqlUnitOfWork
+from storage.repositories import LogState, SqlUnitOfWork
 from transfer.domain.errors import DomainError
 from transfer.domain.ports import UnitOfWork
 
@@ -53,6 +53,7 @@ class Writer:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self.log_state = LogState()
         self.batches = 0
         self.commands = 0
 
@@ -97,8 +98,9 @@ class Writer:
 
     async def _commit(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
         try:
-            outcomes, published = await self.db.write(
-                functools.partial(self._execute, batch=batch), busy=len(batch) > 1 or bool(self._queue)
+            outcomes, published, committed = await self.db.write(
+                functools.partial(self._execute, batch=batch, log_state=self.log_state),
+                busy=len(batch) > 1 or bool(self._queue),
             )
         except _Undo as undo:
             if len(batch) > 1:
@@ -116,6 +118,8 @@ class Writer:
                 if not fut.done():
                     fut.set_exception(exc)
             return
+        for action in committed:
+            action()
         self.batches += 1
         self.commands += len(batch)
         for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
@@ -133,8 +137,8 @@ class Writer:
 
     @staticmethod
     def _execute(
-        conn: Connection, batch: list[tuple[Command, asyncio.Future[Any]]]
-    ) -> tuple[list[tuple[bool, Any]], list[object]]:
+        conn: Connection, batch: list[tuple[Command, asyncio.Future[Any]]], log_state: LogState
+    ) -> tuple[list[tuple[bool, Any]], list[object], list[Callable[[], None]]]:
         """Run the batch in the open transaction; raise `_Undo` to roll it all back.
 
         Use cases raise refusals before writing anything, so a refusal needs no
@@ -142,7 +146,7 @@ class Writer:
         writing (or with an unexpected error) undoes the whole transaction; the
         writer then runs each command of the batch on its own.
         """
-        uow = SqlUnitOfWork(conn)
+        uow = SqlUnitOfWork(conn, log_state)
         outcomes: list[tuple[bool, Any]] = []
         for command, _ in batch:
             writes, mark = uow.writes, len(uow.published)
@@ -155,8 +159,8 @@ class Writer:
                 outcomes.append((False, exc))
             except Exception as exc:
                 raise _Undo(exc) from exc
-        uow.flush()
-        return outcomes, uow.published
+        committed = uow.flush()
+        return outcomes, uow.published, committed
 
 
 class _Undo(Exception):

@@ -70,6 +70,10 @@ key_file = "{pki / "node.key"}"
 [database]
 url = "{database_url}"
 
+[log]
+key_file = "{pki / "log.key"}"
+checkpoint_interval_seconds = 0.2
+
 [transfers]
 expiry_sweep_seconds = 3600
 

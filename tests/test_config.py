@@ -19,6 +19,8 @@ cert_file = "pki/node.pem"
 key_file = "pki/node.key"
 [database]
 url = "sqlite:///var/node.db"
+[log]
+key_file = "pki/log.key"
 """
 
 

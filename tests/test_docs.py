@@ -11,7 +11,7 @@ from transfer.server.config import SCHEMA
 ROOT = Path(__file__).resolve().parent.parent
 ERROR_TYPES = {
     "InvalidArgument", "NotFound", "AlreadyExists", "PermissionDenied", "FailedPrecondition",
-    "Unauthenticated", "Unavailable", "FieldViolation", "PreconditionViolation",
+    "Unauthenticated", "Unavailable", "FieldViolation", "PreconditionViolation", "OutOfRange", "DataLoss",
 }  # fmt: skip
 
 
@@ -23,8 +23,19 @@ def _reasons_in_code() -> set[str]:
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.FunctionDef):  # defaults such as required_reason="REQUIRED"
-                for arg, default in zip(node.args.kwonlyargs, node.args.kw_defaults, strict=True):
-                    if arg.arg == "required_reason" and isinstance(default, ast.Constant):
+                named = list(zip(node.args.kwonlyargs, node.args.kw_defaults, strict=True))
+                named += list(
+                    zip(
+                        node.args.args[len(node.args.args) - len(node.args.defaults) :], node.args.defaults, strict=True
+                    )
+                )
+                for arg, default in named:
+                    if (
+                        arg.arg in ("required_reason", "reason")
+                        and isinstance(default, ast.Constant)
+                        and isinstance(default.value, str)
+                        and re.fullmatch(r"[A-Z_]+", default.value)
+                    ):
                         found.add(default.value)
             if not isinstance(node, ast.Call):
                 continue
@@ -36,6 +47,8 @@ def _reasons_in_code() -> set[str]:
                 candidates = args[2:3]
             elif name == "_require":  # _require(condition, reason, message)
                 candidates = args[1:2]
+            elif name == "_bad":  # _bad(field, message, reason)
+                candidates = args[2:3]
             else:
                 candidates = []
             candidates += [k.value for k in node.keywords if k.arg in {"reason", "required_reason"}]

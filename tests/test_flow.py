@@ -29,7 +29,7 @@ def register(client: TransferClient) -> str:
 def test_initiate_list_accept_moves_custody(s1: TransferClient, s2: TransferClient) -> None:
     """A transfer S1 -> S2 shows up as incoming at S2; accepting it moves custody to S2."""
     code = register(s1)
-    t = s1.initiate_transfer(code, "S2")
+    t = s1.initiate_transfer(code, "S2").transfer
     assert t.state == REQUESTED and t.from_school == "S1" and t.to_school == "S2"
     assert t.scope == transfers_pb2.TRANSFER_SCOPE_INTRA_PROVINCE
     assert t.deadline.seconds > t.create_time.seconds
@@ -40,7 +40,7 @@ def test_initiate_list_accept_moves_custody(s1: TransferClient, s2: TransferClie
     assert [x.id for x in incoming] == [t.id]
     assert [x.id for x in s1.iter_transfers(OUTGOING)] == [t.id]
 
-    accepted = s2.accept_transfer(t.id)
+    accepted = s2.accept_transfer(t.id).transfer
     assert accepted.state == ACCEPTED and accepted.decide_time.seconds > 0
     record = s2.get_record(code)
     assert record.custodian_school == "S2" and record.status == records_pb2.RECORD_STATUS_ACTIVE
@@ -52,20 +52,20 @@ def test_initiate_list_accept_moves_custody(s1: TransferClient, s2: TransferClie
 def test_reject_keeps_custody_and_unfreezes(s1: TransferClient, s2: TransferClient) -> None:
     """A rejected transfer keeps the record at the sender, unfrozen, with the reason kept."""
     code = register(s1)
-    t = s1.initiate_transfer(code, "S2")
-    rejected = s2.reject_transfer(t.id, "Lớp đã đủ sĩ số")
+    t = s1.initiate_transfer(code, "S2").transfer
+    rejected = s2.reject_transfer(t.id, "Lớp đã đủ sĩ số").transfer
     assert rejected.state == REJECTED and rejected.reason == "Lớp đã đủ sĩ số"
     record = s1.get_record(code)
     assert record.custodian_school == "S1" and record.status == records_pb2.RECORD_STATUS_ACTIVE
     # The record can be sent again, elsewhere.
-    assert s1.initiate_transfer(code, "S3").state == REQUESTED
+    assert s1.initiate_transfer(code, "S3").transfer.state == REQUESTED
 
 
 def test_cancel_before_decision(s1: TransferClient, s2: TransferClient) -> None:
     """The sender may cancel an open transfer; the record unfreezes at the sender."""
     code = register(s1)
-    t = s1.initiate_transfer(code, "S2")
-    cancelled = s1.cancel_transfer(t.id, "gia đình đổi ý")
+    t = s1.initiate_transfer(code, "S2").transfer
+    cancelled = s1.cancel_transfer(t.id, "gia đình đổi ý").transfer
     assert cancelled.state == CANCELLED
     assert s1.get_record(code).status == records_pb2.RECORD_STATUS_ACTIVE
     assert s2.get_transfer(t.id).state == CANCELLED
@@ -73,7 +73,7 @@ def test_cancel_before_decision(s1: TransferClient, s2: TransferClient) -> None:
 
 def test_list_pages_cover_everything_once(s1: TransferClient, s2: TransferClient) -> None:
     """Paging through incoming transfers and records returns each item exactly once, in order."""
-    ids = [s1.initiate_transfer(register(s1), "S2").id for _ in range(7)]
+    ids = [s1.initiate_transfer(register(s1), "S2").transfer.id for _ in range(7)]
     first = s2.list_transfers(INCOMING, page_size=3)
     assert len(first.transfers) == 3 and first.next_page_token
     assert [t.id for t in s2.iter_transfers(INCOMING, page_size=3)] == ids
@@ -105,7 +105,7 @@ def test_watch_receives_events_as_they_happen(s1: TransferClient, s2: TransferCl
     watcher = threading.Thread(target=_collect, args=(s2.watch_transfers(), events, 2), daemon=True)
     watcher.start()
     code = register(s1)
-    t = s1.initiate_transfer(code, "S2")
+    t = s1.initiate_transfer(code, "S2").transfer
     (first,) = _take(events, 1)
     assert first.transfer.id == t.id and first.transfer.state == REQUESTED
     s2.accept_transfer(t.id)
@@ -116,15 +116,15 @@ def test_watch_receives_events_as_they_happen(s1: TransferClient, s2: TransferCl
 
 def test_watch_resumes_from_cursor_after_drop(s1: TransferClient, s2: TransferClient, s3: TransferClient) -> None:
     """After a dropped stream, watching from the last cursor yields exactly the missed events."""
-    t1 = s1.initiate_transfer(register(s1), "S2")
+    t1 = s1.initiate_transfer(register(s1), "S2").transfer
     stream = s2.watch_transfers()
     first = next(stream)
     assert first.transfer.id == t1.id
     stream.close()  # the connection drops: the client cancels the call
 
     s2.accept_transfer(t1.id)
-    t2 = s1.initiate_transfer(register(s1), "S2")
-    t3 = s3.initiate_transfer(register(s3), "S1")  # not S2's business: must not appear
+    t2 = s1.initiate_transfer(register(s1), "S2").transfer
+    t3 = s3.initiate_transfer(register(s3), "S1").transfer  # not S2's business: must not appear
 
     resumed = s2.watch_transfers(cursor=first.cursor)
     got = [next(resumed), next(resumed)]

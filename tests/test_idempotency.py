@@ -20,9 +20,9 @@ def test_repeat_returns_first_answer_and_creates_nothing(s1: TransferClient, dat
     code = new_lookup_code()
     s1.register_record(code, new_national_id(), PRIMARY)
     rid = str(uuid.uuid4())
-    first = s1.initiate_transfer(code, "S2", request_id=rid)
+    first = s1.initiate_transfer(code, "S2", request_id=rid).transfer
     before = db_snapshot(database_url)
-    again = s1.initiate_transfer(code, "S2", request_id=rid)
+    again = s1.initiate_transfer(code, "S2", request_id=rid).transfer
     assert again == first
     assert db_snapshot(database_url) == before
     assert len(list(s1.iter_transfers(transfers_pb2.TRANSFER_DIRECTION_OUTGOING))) == 1
@@ -35,9 +35,10 @@ def test_repeat_replays_the_first_answer_even_after_changes(s1: TransferClient, 
     rid = str(uuid.uuid4())
     first = s1.initiate_transfer(code, "S2", request_id=rid)
     accept_rid = str(uuid.uuid4())
-    accepted = s2.accept_transfer(first.id, request_id=accept_rid)
-    assert s1.initiate_transfer(code, "S2", request_id=rid) == first
-    assert s2.accept_transfer(first.id, request_id=accept_rid) == accepted  # not TRANSFER_NOT_OPEN
+    accepted = s2.accept_transfer(first.transfer.id, request_id=accept_rid)
+    assert s1.initiate_transfer(code, "S2", request_id=rid) == first  # the same receipt too
+    assert s2.accept_transfer(first.transfer.id, request_id=accept_rid) == accepted  # not TRANSFER_NOT_OPEN
+    assert accepted.receipt.index == first.receipt.index + 1
 
 
 def test_same_request_id_other_content_refused(s1: TransferClient, database_url: str) -> None:
@@ -46,7 +47,7 @@ def test_same_request_id_other_content_refused(s1: TransferClient, database_url:
     s1.register_record(a, new_national_id(), PRIMARY)
     s1.register_record(b, new_national_id(), PRIMARY)
     rid = str(uuid.uuid4())
-    t = s1.initiate_transfer(a, "S2", request_id=rid)
+    t = s1.initiate_transfer(a, "S2", request_id=rid).transfer
     with refused("INVALID_ARGUMENT", "REQUEST_ID_REUSED", database_url=database_url) as caught:
         s1.initiate_transfer(b, "S2", request_id=rid)
     assert [v.field for v in caught[0].violations] == ["request_id"]
@@ -71,7 +72,7 @@ def test_refusal_is_not_remembered(s1: TransferClient, admin: TransferClient) ->
     with refused("FAILED_PRECONDITION", "SCHOOL_INACTIVE"):
         s1.initiate_transfer(code, "S2", request_id=rid)
     admin.update_school("S2", active=True)
-    assert s1.initiate_transfer(code, "S2", request_id=rid).to_school == "S2"
+    assert s1.initiate_transfer(code, "S2", request_id=rid).transfer.to_school == "S2"
 
 
 class LoseFirstReplies(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -144,7 +145,7 @@ def test_client_retries_lost_replies_with_same_request_id(node: Any, s1: Transfe
     s1.register_record(code, new_national_id(), PRIMARY)
     fault = LoseFirstReplies(losses=2)
     flaky = node.client("school-S1", interceptors=[fault])
-    t = flaky.initiate_transfer(code, "S2")
+    t = flaky.initiate_transfer(code, "S2").transfer
     assert len(fault.request_ids) == 3 and len(set(fault.request_ids)) == 1
     assert [x.id for x in s1.iter_transfers(transfers_pb2.TRANSFER_DIRECTION_OUTGOING)] == [t.id]
 

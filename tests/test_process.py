@@ -50,7 +50,7 @@ def test_killed_mid_flow_then_restarted(server: ServerProcess, pki: Path) -> Non
     s1, s2 = client(server, pki, "school-S1"), client(server, pki, "school-S2")
     code = new_lookup_code()
     s1.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
-    t = s1.initiate_transfer(code, "S2")
+    t = s1.initiate_transfer(code, "S2").transfer
 
     seen: list[Any] = []
     watcher_done = threading.Event()
@@ -77,7 +77,7 @@ def test_killed_mid_flow_then_restarted(server: ServerProcess, pki: Path) -> Non
     time.sleep(0.5)
     server.start()
     acceptor.join(30)
-    assert accepted and accepted[0].state == transfers_pb2.TRANSFER_STATE_ACCEPTED
+    assert accepted and accepted[0].transfer.state == transfers_pb2.TRANSFER_STATE_ACCEPTED
     assert s2.get_record(code).custodian_school == "S2"
     assert watcher_done.wait(30)
     assert [(e.transfer.id, e.transfer.state) for e in seen] == [
@@ -135,7 +135,7 @@ def test_logs_are_json_without_personal_data(server: ServerProcess, pki: Path) -
     with client(server, pki, "school-S1") as s1, client(server, pki, "school-S2") as s2:
         code = new_lookup_code()
         s1.register_record(code, nid, common_pb2.RECORD_LEVEL_PRIMARY)
-        t = s1.initiate_transfer(code, "S2")
+        t = s1.initiate_transfer(code, "S2").transfer
         with pytest.raises(TransferError):
             s2.reject_transfer(t.id, "")
         s2.reject_transfer(t.id, "Lý do riêng tư của gia đình")

@@ -36,7 +36,7 @@ def test_accept_races_cancel(node: RunningNode) -> None:
     for _ in range(ROUNDS):
         code = new_lookup_code()
         sender.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
-        t = sender.initiate_transfer(code, "S2")
+        t = sender.initiate_transfer(code, "S2").transfer
         tid = t.id
         accepted, cancelled = race(
             lambda tid=tid: receiver.accept_transfer(tid), lambda tid=tid: sender.cancel_transfer(tid)
@@ -63,7 +63,7 @@ def test_two_receivers_race_accept_and_reject(node: RunningNode) -> None:
     for _ in range(ROUNDS):
         code = new_lookup_code()
         sender.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
-        t = sender.initiate_transfer(code, "S2")
+        t = sender.initiate_transfer(code, "S2").transfer
         tid = t.id
         outcomes = race(lambda tid=tid: a.accept_transfer(tid), lambda tid=tid: b.reject_transfer(tid, "full"))
         assert sum(isinstance(o, TransferError) for o in outcomes) == 1, outcomes
@@ -79,7 +79,7 @@ def test_many_initiates_of_one_record(node: RunningNode) -> None:
     ok = [o for o in outcomes if not isinstance(o, TransferError)]
     assert len(ok) == 1
     assert all(o.reason == "TRANSFER_ALREADY_OPEN" for o in outcomes if isinstance(o, TransferError))
-    assert clients[0].get_record(code).open_transfer_id == ok[0].id
+    assert clients[0].get_record(code).open_transfer_id == ok[0].transfer.id
 
 
 def test_concurrent_same_request_id_applies_once(node: RunningNode) -> None:
@@ -90,5 +90,5 @@ def test_concurrent_same_request_id_applies_once(node: RunningNode) -> None:
     rid = "5f0c8e8a-6f4e-4a57-8d0f-2b9a7c3e1d20"
     outcomes = race(*[lambda c=c: c.initiate_transfer(code, "S2", request_id=rid) for c in clients])
     assert not [o for o in outcomes if isinstance(o, TransferError)]
-    assert len({o.id for o in outcomes}) == 1
+    assert len({o.transfer.id for o in outcomes}) == 1
     assert len(list(clients[0].iter_transfers(transfers_pb2.TRANSFER_DIRECTION_OUTGOING))) == 1

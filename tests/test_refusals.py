@@ -33,7 +33,7 @@ def test_only_custodian_may_initiate(s1: TransferClient, s2: TransferClient, dat
 def test_one_open_transfer_per_record(s1: TransferClient, database_url: str) -> None:
     """A frozen record refuses a second transfer, naming the open one."""
     code = register(s1)
-    t = s1.initiate_transfer(code, "S2")
+    t = s1.initiate_transfer(code, "S2").transfer
     with refused("FAILED_PRECONDITION", "TRANSFER_ALREADY_OPEN", database_url=database_url) as caught:
         s1.initiate_transfer(code, "S3")
     assert caught[0].metadata["open_transfer_id"] == t.id
@@ -59,11 +59,13 @@ def test_inactive_receiver_refused(
     admin.update_school("S2", active=False)
     with refused("FAILED_PRECONDITION", "SCHOOL_INACTIVE", database_url=database_url):
         s1.initiate_transfer(code, "S2")
-    t = s1.initiate_transfer(code, "S3")
+    t = s1.initiate_transfer(code, "S3").transfer
     admin.update_school("S3", active=False)
     with refused("FAILED_PRECONDITION", "SCHOOL_INACTIVE", database_url=database_url):
         s3.accept_transfer(t.id)
-    assert s3.reject_transfer(t.id, "trường tạm ngừng hoạt động").state == transfers_pb2.TRANSFER_STATE_REJECTED
+    assert (
+        s3.reject_transfer(t.id, "trường tạm ngừng hoạt động").transfer.state == transfers_pb2.TRANSFER_STATE_REJECTED
+    )
 
 
 def test_inter_province_not_served_yet(s1: TransferClient, database_url: str) -> None:
@@ -156,7 +158,7 @@ def test_school_directory_rules(admin: TransferClient, s1: TransferClient, datab
 
 def test_reject_needs_a_reason(s1: TransferClient, s2: TransferClient, database_url: str) -> None:
     """Rejecting without a reason (or with an over-long one) is INVALID_ARGUMENT on reason."""
-    t = s1.initiate_transfer(register(s1), "S2")
+    t = s1.initiate_transfer(register(s1), "S2").transfer
     with refused("INVALID_ARGUMENT", "REASON_REQUIRED", database_url=database_url) as caught:
         s2.reject_transfer(t.id, "")
     assert [v.field for v in caught[0].violations] == ["reason"]
@@ -168,7 +170,7 @@ def test_reject_needs_a_reason(s1: TransferClient, s2: TransferClient, database_
 
 def test_who_decides(s1: TransferClient, s2: TransferClient, s3: TransferClient, database_url: str) -> None:
     """Only the receiver accepts or rejects, only the sender cancels, strangers see nothing."""
-    t = s1.initiate_transfer(register(s1), "S2")
+    t = s1.initiate_transfer(register(s1), "S2").transfer
     with refused("PERMISSION_DENIED", "NOT_RECEIVING_SCHOOL", database_url=database_url):
         s1.accept_transfer(t.id)
     with refused("PERMISSION_DENIED", "NOT_RECEIVING_SCHOOL", database_url=database_url):
@@ -184,7 +186,7 @@ def test_who_decides(s1: TransferClient, s2: TransferClient, s3: TransferClient,
 @pytest.mark.parametrize("first", ["accept", "reject", "cancel"])
 def test_no_decision_after_a_decision(s1: TransferClient, s2: TransferClient, database_url: str, first: str) -> None:
     """Once decided, a transfer refuses every other decision with FAILED_PRECONDITION TRANSFER_NOT_OPEN."""
-    t = s1.initiate_transfer(register(s1), "S2")
+    t = s1.initiate_transfer(register(s1), "S2").transfer
     decide = {
         "accept": lambda: s2.accept_transfer(t.id),
         "reject": lambda: s2.reject_transfer(t.id, "full"),
@@ -202,7 +204,7 @@ def test_expired_transfer_never_accepts(
 ) -> None:
     """Past its deadline a transfer refuses decisions, then the sweep expires it and unfreezes the record."""
     code = register(s1)
-    t = s1.initiate_transfer(code, "S2")
+    t = s1.initiate_transfer(code, "S2").transfer
     assert node.clock is not None and node.node is not None
     # Created Monday 09:00 (UTC+7): 5 working days -> due end of next Monday.
     node.clock.advance(timedelta(days=7, hours=14))  # Monday 23:00: still open

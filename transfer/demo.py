@@ -48,6 +48,8 @@ cert_file = "pki/node.pem"
 key_file = "pki/node.key"
 [database]
 url = "sqlite:///node.db"
+[log]
+key_file = "pki/log.key"
 [logging]
 format = "json"
 """,
@@ -109,14 +111,14 @@ def run(work: Path) -> None:
         time.sleep(0.3)
 
         say(f"6. {SENDER} sends the first record to {RECEIVER}; {RECEIVER} accepts")
-        first = sender.initiate_transfer(codes[0], RECEIVER)
+        first = sender.initiate_transfer(codes[0], RECEIVER).transfer
         say("   " + fmt_transfer(first))
         time.sleep(0.3)
-        say("   " + fmt_transfer(receiver.accept_transfer(first.id)))
+        say("   " + fmt_transfer(receiver.accept_transfer(first.id).transfer))
         time.sleep(0.3)
 
         say(f"7. {SENDER} sends the second record; {RECEIVER} rejects it with a reason")
-        second = sender.initiate_transfer(codes[1], RECEIVER)
+        second = sender.initiate_transfer(codes[1], RECEIVER).transfer
         say("   " + fmt_transfer(second))
         time.sleep(0.3)
         incoming = list(
@@ -125,7 +127,7 @@ def run(work: Path) -> None:
             )
         )
         say(f"   {RECEIVER} has {len(incoming)} transfer(s) waiting for its decision")
-        say("   " + fmt_transfer(receiver.reject_transfer(second.id, "Lớp 3 đã đủ sĩ số")))
+        say("   " + fmt_transfer(receiver.reject_transfer(second.id, "Lớp 3 đã đủ sĩ số").transfer))
         stop.set()
         thread.join(10)
 

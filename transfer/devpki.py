@@ -12,6 +12,9 @@ writes (ECDSA P-256, PEM):
     province-admin.pem / .key           the province admin
     auditor.pem / .key                  a read-only auditor
     peer-<province>.pem / .key          for each --peer: a peer node's identity
+    log.key / log.vkey                  the node's Ed25519 key for signing log
+                                        checkpoints (signed-note formats), named
+                                        after the node (--node-name)
 
 The identities are URI names (see `transfer.identity`), so the demo and the
 tests use exactly the production mTLS path. Keys are written mode 0600.
@@ -37,6 +40,7 @@ from transfer.domain.model import Role
 from transfer.domain.provinces import is_province
 from transfer.domain.validation import SCHOOL_CODE
 from transfer.identity import province_uri, role_uri, school_uri
+from transfer.ledger.note import generate_key
 
 
 @dataclass(frozen=True)
@@ -157,8 +161,24 @@ class DevCA:
         return self.issue(f"peer-{province}", f"node {province}", [role_uri(Role.PEER), province_uri(province)])
 
 
+def write_log_key(out: Path, node_name: str) -> str:
+    """Write the node's checkpoint-signing key (log.key, private) and log.vkey; return the vkey."""
+    skey, vkey = generate_key(node_name)
+    fd = os.open(out / "log.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(skey + "\n")
+    (out / "log.vkey").write_text(vkey + "\n")
+    return vkey
+
+
 def make_dev_pki(
-    out: Path, province: str, schools: list[str], *, peers: list[str] | None = None, days: int = 365
+    out: Path,
+    province: str,
+    schools: list[str],
+    *,
+    peers: list[str] | None = None,
+    days: int = 365,
+    node_name: str | None = None,
 ) -> DevCA:
     """Write the whole development PKI for one node into `out`."""
     if not is_province(province):
@@ -175,6 +195,7 @@ def make_dev_pki(
         ca.school(province, code, admin=True)
     for p in peers or []:
         ca.peer(p)
+    write_log_key(out, node_name or f"hocba-node-{province}")
     return ca
 
 
@@ -185,9 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--school", action="append", default=[], help="a school code (repeatable)")
     parser.add_argument("--peer", action="append", default=[], help="a peer node's province (repeatable)")
     parser.add_argument("--days", type=int, default=365, help="validity of every certificate")
+    parser.add_argument("--node-name", help="the node's name, also its log key's name (default hocba-node-<province>)")
     ns = parser.parse_args(argv)
     try:
-        make_dev_pki(ns.out, ns.province, ns.school, peers=ns.peer, days=ns.days)
+        make_dev_pki(ns.out, ns.province, ns.school, peers=ns.peer, days=ns.days, node_name=ns.node_name)
     except ValueError as exc:
         print(f"transfer-devpki: {exc}", file=sys.stderr)
         return 2

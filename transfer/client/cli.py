@@ -25,7 +25,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from transfer.client.client import ClientTls, TransferClient
+from transfer.client.client import ClientTls, TransferChange, TransferClient
 from transfer.client.errors import TransferError
 from transfer.client.retry import RetryPolicy
 from transfer.v1 import common_pb2, records_pb2, schools_pb2, transfers_pb2
@@ -83,6 +83,15 @@ def fmt_transfer(t: transfers_pb2.Transfer) -> str:
 class Output:
     def __init__(self, as_json: bool) -> None:
         self.as_json = as_json
+
+    def change(self, change: TransferChange) -> None:
+        """A transfer mutation: the transfer, and where the log recorded it."""
+        if self.as_json:
+            d = MessageToDict(change.transfer, preserving_proto_field_name=True)
+            d["receipt"] = MessageToDict(change.receipt, preserving_proto_field_name=True)
+            print(json.dumps(d, ensure_ascii=False), flush=True)
+        else:
+            print(f"{fmt_transfer(change.transfer)}  [log entry {change.receipt.index}]", flush=True)
 
     def show(self, msg: Message, fmt: Callable[[Any], str]) -> None:
         if self.as_json:
@@ -184,16 +193,13 @@ def run(ns: argparse.Namespace, out: Output) -> None:
     with c:
         match ns.command:
             case "initiate":
-                out.show(
-                    c.initiate_transfer(ns.lookup_code, ns.to_school, ns.to_province, request_id=ns.request_id),
-                    fmt_transfer,
-                )
+                out.change(c.initiate_transfer(ns.lookup_code, ns.to_school, ns.to_province, request_id=ns.request_id))
             case "accept":
-                out.show(c.accept_transfer(ns.transfer_id, request_id=ns.request_id), fmt_transfer)
+                out.change(c.accept_transfer(ns.transfer_id, request_id=ns.request_id))
             case "reject":
-                out.show(c.reject_transfer(ns.transfer_id, ns.reason, request_id=ns.request_id), fmt_transfer)
+                out.change(c.reject_transfer(ns.transfer_id, ns.reason, request_id=ns.request_id))
             case "cancel":
-                out.show(c.cancel_transfer(ns.transfer_id, ns.reason, request_id=ns.request_id), fmt_transfer)
+                out.change(c.cancel_transfer(ns.transfer_id, ns.reason, request_id=ns.request_id))
             case "get":
                 out.show(c.get_transfer(ns.transfer_id), fmt_transfer)
             case "list":

@@ -25,7 +25,16 @@ from google.protobuf import field_mask_pb2
 
 from transfer.client.errors import TransferError, from_rpc_error
 from transfer.client.retry import RetryPolicy
-from transfer.v1 import records_pb2, records_pb2_grpc, schools_pb2, schools_pb2_grpc, transfers_pb2, transfers_pb2_grpc
+from transfer.v1 import (
+    log_pb2,
+    log_pb2_grpc,
+    records_pb2,
+    records_pb2_grpc,
+    schools_pb2,
+    schools_pb2_grpc,
+    transfers_pb2,
+    transfers_pb2_grpc,
+)
 from transfer.v1.records_pb2 import Record
 from transfer.v1.schools_pb2 import School
 from transfer.v1.transfers_pb2 import Transfer, WatchTransfersResponse
@@ -58,6 +67,15 @@ class ClientTls:
         )
 
 
+@dataclass(frozen=True)
+class TransferChange:
+    """What a transfer mutation returns: the transfer as it now is, and the
+    receipt of the log entry that records the change."""
+
+    transfer: Transfer
+    receipt: log_pb2.LogReceipt
+
+
 def new_request_id() -> str:
     return str(uuid.uuid4())
 
@@ -84,6 +102,7 @@ class TransferClient:
         self.schools = schools_pb2_grpc.SchoolDirectoryServiceStub(channel)
         self.records = records_pb2_grpc.RecordServiceStub(channel)
         self.transfers = transfers_pb2_grpc.TransferServiceStub(channel)
+        self.log = log_pb2_grpc.LogServiceStub(channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -179,7 +198,7 @@ class TransferClient:
 
     def initiate_transfer(
         self, lookup_code: str, to_school: str, to_province: str = "", *, request_id: str | None = None
-    ) -> Transfer:
+    ) -> TransferChange:
         req = transfers_pb2.InitiateTransferRequest(
             request_id=request_id or new_request_id(),
             lookup_code=lookup_code,
@@ -187,7 +206,7 @@ class TransferClient:
             to_province=to_province,
         )
         resp: transfers_pb2.InitiateTransferResponse = self._call(self.transfers.InitiateTransfer, req)
-        return resp.transfer
+        return TransferChange(resp.transfer, resp.receipt)
 
     def get_transfer(self, transfer_id: str) -> Transfer:
         req = transfers_pb2.GetTransferRequest(transfer_id=transfer_id)
@@ -224,24 +243,53 @@ class TransferClient:
             "transfers",
         )
 
-    def accept_transfer(self, transfer_id: str, *, request_id: str | None = None) -> Transfer:
+    def accept_transfer(self, transfer_id: str, *, request_id: str | None = None) -> TransferChange:
         req = transfers_pb2.AcceptTransferRequest(request_id=request_id or new_request_id(), transfer_id=transfer_id)
         resp: transfers_pb2.AcceptTransferResponse = self._call(self.transfers.AcceptTransfer, req)
-        return resp.transfer
+        return TransferChange(resp.transfer, resp.receipt)
 
-    def reject_transfer(self, transfer_id: str, reason: str, *, request_id: str | None = None) -> Transfer:
+    def reject_transfer(self, transfer_id: str, reason: str, *, request_id: str | None = None) -> TransferChange:
         req = transfers_pb2.RejectTransferRequest(
             request_id=request_id or new_request_id(), transfer_id=transfer_id, reason=reason
         )
         resp: transfers_pb2.RejectTransferResponse = self._call(self.transfers.RejectTransfer, req)
-        return resp.transfer
+        return TransferChange(resp.transfer, resp.receipt)
 
-    def cancel_transfer(self, transfer_id: str, reason: str = "", *, request_id: str | None = None) -> Transfer:
+    def cancel_transfer(self, transfer_id: str, reason: str = "", *, request_id: str | None = None) -> TransferChange:
         req = transfers_pb2.CancelTransferRequest(
             request_id=request_id or new_request_id(), transfer_id=transfer_id, reason=reason
         )
         resp: transfers_pb2.CancelTransferResponse = self._call(self.transfers.CancelTransfer, req)
-        return resp.transfer
+        return TransferChange(resp.transfer, resp.receipt)
+
+    # -- the log --------------------------------------------------------------
+
+    def get_checkpoint(self, tree_size: int = 0) -> log_pb2.GetCheckpointResponse:
+        """The latest signed checkpoint, or the one signed at `tree_size` (not verified here)."""
+        resp: log_pb2.GetCheckpointResponse = self._call(
+            self.log.GetCheckpoint, log_pb2.GetCheckpointRequest(tree_size=tree_size)
+        )
+        return resp
+
+    def iter_entries(self, start: int = 0, end: int = 0, *, page_size: int = 0) -> Iterator[log_pb2.LogEntry]:
+        """Log entries [start, end) in order (end 0: up to the log's current size)."""
+        return _pages(
+            lambda tok: self._call(
+                self.log.ListEntries,
+                log_pb2.ListEntriesRequest(start=start, end=end, page_size=page_size, page_token=tok),
+            ),
+            "entries",
+        )
+
+    def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        req = log_pb2.GetInclusionProofRequest(index=index, tree_size=tree_size)
+        resp: log_pb2.GetInclusionProofResponse = self._call(self.log.GetInclusionProof, req)
+        return list(resp.proof)
+
+    def consistency_proof(self, first_size: int, second_size: int) -> list[bytes]:
+        req = log_pb2.GetConsistencyProofRequest(first_size=first_size, second_size=second_size)
+        resp: log_pb2.GetConsistencyProofResponse = self._call(self.log.GetConsistencyProof, req)
+        return list(resp.proof)
 
     def watch_transfers(
         self,
@@ -290,4 +338,4 @@ def _pages(fetch: Callable[[str], Any], field: str) -> Iterator[Any]:
             return
 
 
-__all__ = ["ClientTls", "TransferClient", "TransferError", "new_request_id"]
+__all__ = ["ClientTls", "TransferChange", "TransferClient", "TransferError", "new_request_id"]

@@ -79,6 +79,14 @@ class Unauthenticated(DomainError):
     """The caller's identity could not be established."""
 
 
+class OutOfRange(DomainError):
+    """A position past the end of what exists (e.g. an index beyond the log's size)."""
+
+
+class DataLoss(DomainError):
+    """Stored data failed an integrity check; the node refuses to vouch for it."""
+
+
 class Unavailable(DomainError):
     """A transient condition; the same request may succeed later."""
 

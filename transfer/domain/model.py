@@ -9,6 +9,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
 
 
 class Role(enum.Enum):
@@ -174,3 +177,33 @@ class StoredResponse:
 
     fingerprint: bytes
     response: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class LogReceipt:
+    """Where a change was recorded: its log index and the leaf's bytes.
+
+    With a signed checkpoint of a larger tree and an inclusion proof (both
+    from the LogService), anyone can check offline that the log holds it.
+    """
+
+    index: int
+    leaf: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Logged(Generic[T]):
+    """A use case's result together with the receipt of its log entry."""
+
+    value: T
+    receipt: LogReceipt
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCheckpoint:
+    """A checkpoint the node signed: tree size, root hash, and the signed note."""
+
+    size: int
+    root: bytes
+    note: str
+    created_at: datetime

@@ -8,13 +8,14 @@ owns the transaction (one unit of work per batch of commands).
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Protocol
 
 from transfer.domain.model import (
     Record,
     School,
+    StoredCheckpoint,
     StoredResponse,
     Transfer,
     TransferDirection,
@@ -106,6 +107,31 @@ class IdempotencyRepository(Protocol):
     def prune(self, older_than: datetime, limit: int) -> int: ...
 
 
+NodeId = tuple[int, int]
+
+
+class LogRepository(Protocol):
+    """The append-only log: leaves, the hashes of its complete subtrees, checkpoints."""
+
+    def append(self, leaf: bytes) -> int:
+        """Stage `leaf` for this transaction; returns the index it will have."""
+        ...
+
+    def size(self) -> int:
+        """Leaves committed so far (plus those staged by this unit of work)."""
+        ...
+
+    def leaves(self, start: int, end: int) -> list[bytes]: ...
+
+    def nodes(self, ids: Collection[NodeId]) -> dict[NodeId, bytes]:
+        """Stored complete-subtree hashes: (level, index) -> hash."""
+        ...
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None: ...
+    def checkpoint(self, size: int) -> StoredCheckpoint | None: ...
+    def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None: ...
+
+
 class UnitOfWork(Protocol):
     """The repositories of one transaction, plus what to announce after commit."""
 
@@ -119,6 +145,8 @@ class UnitOfWork(Protocol):
     def events(self) -> EventRepository: ...
     @property
     def idempotency(self) -> IdempotencyRepository: ...
+    @property
+    def log(self) -> LogRepository: ...
 
     def publish(self, item: object) -> None:
         """Queue `item` for the after-commit listeners (dropped on rollback)."""

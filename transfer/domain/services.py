@@ -32,8 +32,11 @@ from transfer.domain.errors import (
     PreconditionViolation,
     Violations,
 )
+from transfer.domain.leaves import transfer_leaf
 from transfer.domain.model import (
     Actor,
+    Logged,
+    LogReceipt,
     Record,
     School,
     StoredResponse,
@@ -264,7 +267,7 @@ class Transfers:
 
     # -- commands ---------------------------------------------------------
 
-    def initiate(self, uow: UnitOfWork, actor: Actor, cmd: InitiateTransfer) -> Transfer:
+    def initiate(self, uow: UnitOfWork, actor: Actor, cmd: InitiateTransfer) -> Logged[Transfer]:
         to_province = cmd.to_province or self.policy.province
         record = uow.records.get(cmd.lookup_code)
         if record is None or not actor.acts_for(record.custodian_school):
@@ -325,10 +328,9 @@ class Transfers:
         )
         uow.transfers.add(transfer)
         uow.records.update(replace(record, open_transfer_id=transfer.id, updated_at=now))
-        self._emit(uow, transfer)
-        return transfer
+        return Logged(transfer, self._emit(uow, transfer))
 
-    def decide(self, uow: UnitOfWork, actor: Actor, cmd: DecideTransfer) -> Transfer:
+    def decide(self, uow: UnitOfWork, actor: Actor, cmd: DecideTransfer) -> Logged[Transfer]:
         """Accept or reject (receiving school) or cancel (sending school)."""
         transfer = uow.transfers.get(cmd.transfer_id)
         cancelling = cmd.state is TransferState.CANCELLED
@@ -364,8 +366,7 @@ class Transfers:
         decided = transfer.decided(cmd.state, by=actor.principal, at=now, reason=cmd.reason)
         uow.transfers.update(decided)
         uow.records.update(replace(record, open_transfer_id=None, updated_at=now))
-        self._emit(uow, decided)
-        return decided
+        return Logged(decided, self._emit(uow, decided))
 
     def expire_overdue(self, uow: UnitOfWork, limit: int = 500) -> list[Transfer]:
         """Expire open transfers past their deadline; the records unfreeze."""
@@ -429,10 +430,15 @@ class Transfers:
             )
 
     @staticmethod
-    def _emit(uow: UnitOfWork, transfer: Transfer) -> None:
-        event = TransferEvent(0, transfer, transfer.decided_at or transfer.created_at)
+    def _emit(uow: UnitOfWork, transfer: Transfer) -> LogReceipt:
+        """Record a change: the watch streams' event and the log's leaf."""
+        at = transfer.decided_at or transfer.created_at
+        event = TransferEvent(0, transfer, at)
         seq = uow.events.append(event)
         uow.publish(replace(event, seq=seq))
+        actor = transfer.decided_by if transfer.decided_by is not None else transfer.initiated_by
+        leaf = transfer_leaf(transfer, actor, at).encode()
+        return LogReceipt(uow.log.append(leaf), leaf)
 
 
 def _verb(state: TransferState) -> str:

@@ -20,13 +20,25 @@ from storage import migrate
 from storage.database import Database, describe, open_database
 from storage.store import Store
 from storage.writer import Writer
+from transfer.domain.logbook import Logbook
+from transfer.domain.model import StoredCheckpoint
 from transfer.domain.ports import Clock, IdSource, RandomIds, SystemClock, UnitOfWork
 from transfer.domain.services import Directory, Records, TransferPolicy, Transfers
+from transfer.ledger.note import Ed25519Signer, NoteError, parse_skey
 from transfer.server.auth import Authenticator
 from transfer.server.config import Config
 from transfer.server.notify import Notifier
-from transfer.server.servicers import RecordServicer, SchoolDirectoryServicer, TransferServicer
-from transfer.v1 import records_pb2, records_pb2_grpc, schools_pb2, schools_pb2_grpc, transfers_pb2, transfers_pb2_grpc
+from transfer.server.servicers import LogServicer, RecordServicer, SchoolDirectoryServicer, TransferServicer
+from transfer.v1 import (
+    log_pb2,
+    log_pb2_grpc,
+    records_pb2,
+    records_pb2_grpc,
+    schools_pb2,
+    schools_pb2_grpc,
+    transfers_pb2,
+    transfers_pb2_grpc,
+)
 
 log = logging.getLogger("transfer.node")
 
@@ -34,6 +46,7 @@ SERVICE_NAMES = (
     schools_pb2.DESCRIPTOR.services_by_name["SchoolDirectoryService"].full_name,
     records_pb2.DESCRIPTOR.services_by_name["RecordService"].full_name,
     transfers_pb2.DESCRIPTOR.services_by_name["TransferService"].full_name,
+    log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
 )
 
 
@@ -52,6 +65,16 @@ PRUNE_BATCH = 5_000
 
 def _prune(uow: UnitOfWork, older_than: datetime) -> int:
     return uow.idempotency.prune(older_than, PRUNE_BATCH)
+
+
+def load_log_signer(config: Config) -> Ed25519Signer:
+    try:
+        signer = parse_skey(config.log_key_file.read_text(encoding="utf-8").strip())
+        if not isinstance(signer, Ed25519Signer):
+            raise NoteError("the log key must be an Ed25519 key")
+        return signer
+    except NoteError as exc:
+        raise OSError(f"{config.log_key_file}: not a signed-note private key: {exc}") from None
 
 
 class Node:
@@ -74,11 +97,13 @@ class Node:
             utc_offset=config.utc_offset,
         )
         self.transfers = Transfers(self.policy, self.clock, self.ids)
+        self.logbook: Logbook | None = None
         self.stopped = asyncio.Event()
 
     async def start(self) -> int:
         cfg = self.config
         creds = server_credentials(cfg)  # fail early on unreadable keys
+        self.logbook = logbook = Logbook(cfg.log_origin, load_log_signer(cfg), self.clock)
         if cfg.auto_migrate:
             migrate.upgrade(cfg.database_url)
         self.db = open_database(cfg.database_url, sqlite_synchronous=cfg.sqlite_synchronous)
@@ -95,8 +120,9 @@ class Node:
             RecordServicer(store, auth, self.clock, Records(self.clock)), server
         )
         transfers_pb2_grpc.add_TransferServiceServicer_to_server(
-            TransferServicer(store, auth, self.clock, self.transfers, self.notifier), server
+            TransferServicer(store, auth, self.clock, self.transfers, self.notifier, cfg.log_origin), server
         )
+        log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(store, auth, self.clock, logbook), server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -108,6 +134,7 @@ class Node:
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._sweep_forever(), name="expiry-sweeper"))
+        self._tasks.append(asyncio.create_task(self._publish_forever(), name="checkpoint-publisher"))
         if cfg.port_file is not None:
             tmp = cfg.port_file.with_suffix(".tmp")
             tmp.write_text(f"{self.port}\n")
@@ -153,6 +180,24 @@ class Node:
                 log.exception("expiry sweep failed; will retry")
             await asyncio.sleep(self.config.expiry_sweep_seconds)
 
+    async def publish_checkpoint(self) -> StoredCheckpoint | None:
+        """Sign a checkpoint of the log if it grew since the last one (through the writer)."""
+        assert self.store is not None and self.logbook is not None, "node not started"
+        checkpoint = await self.store.write(self.logbook.publish)
+        if checkpoint is not None:
+            log.info("checkpoint published", extra={"tree_size": checkpoint.size, "root": checkpoint.root.hex()})
+        return checkpoint
+
+    async def _publish_forever(self) -> None:
+        while True:
+            try:
+                await self.publish_checkpoint()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("checkpoint publication failed; will retry")
+            await asyncio.sleep(self.config.checkpoint_interval_seconds)
+
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish, then close the database."""
         grace = self.config.shutdown_grace_seconds if grace is None else grace
@@ -165,6 +210,11 @@ class Node:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.store is not None:
+            try:  # leave a checkpoint covering everything this node wrote
+                await self.publish_checkpoint()
+            except Exception:
+                log.exception("final checkpoint failed; the next start publishes it")
         if self.writer is not None:
             await self.writer.stop()
         if self.db is not None:

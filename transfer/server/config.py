@@ -22,6 +22,11 @@
     utc_offset = "+07:00"           # local time of deadlines
     expiry_sweep_seconds = 30       # how often overdue transfers expire
 
+    [log]
+    key_file = "pki/log.key"        # Ed25519 key signing checkpoints (signed-note skey)
+    origin = ""                     # checkpoints' first line; default: node.name
+    checkpoint_interval_seconds = 1 # how often a grown log gets a new checkpoint
+
     [idempotency]
     retention_days = 30             # how long a request_id is remembered
 
@@ -72,6 +77,9 @@ class Config:
     holidays: tuple[date, ...] = ()
     utc_offset: timedelta = timedelta(hours=7)
     expiry_sweep_seconds: float = 30.0
+    log_key_file: Path = Path("log.key")
+    log_origin: str = ""
+    checkpoint_interval_seconds: float = 1.0
     idempotency_retention_days: int = 30
     shutdown_grace_seconds: float = 10.0
     max_batch: int = 128
@@ -90,6 +98,7 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
         "utc_offset": (str, False),
         "expiry_sweep_seconds": (float, False),
     },
+    "log": {"key_file": (str, True), "origin": (str, False), "checkpoint_interval_seconds": (float, False)},
     "idempotency": {"retention_days": (int, False)},
     "server": {"shutdown_grace_seconds": (float, False), "max_batch": (int, False)},
     "logging": {"level": (str, False), "format": (str, False)},
@@ -212,9 +221,13 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     if not 1 <= max_batch <= 10_000:
         raise ConfigError("server.max_batch: between 1 and 10000")
     port_file = get("node", "port_file", "")
+    interval = get("log", "checkpoint_interval_seconds", 1.0)
+    if interval <= 0:
+        raise ConfigError("log.checkpoint_interval_seconds: must be positive")
+    name = get("node", "name", f"hocba-node-{province}")
     return Config(
         province=province,
-        name=get("node", "name", f"hocba-node-{province}"),
+        name=name,
         listen=get("node", "listen", "127.0.0.1:50051"),
         port_file=(base / port_file) if port_file else None,
         ca_file=base / get("tls", "ca_file"),
@@ -227,6 +240,9 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         holidays=tuple(holidays),
         utc_offset=offset,
         expiry_sweep_seconds=sweep,
+        log_key_file=base / get("log", "key_file"),
+        log_origin=get("log", "origin", "") or name,
+        checkpoint_interval_seconds=interval,
         idempotency_retention_days=get("idempotency", "retention_days", 30),
         shutdown_grace_seconds=get("server", "shutdown_grace_seconds", 10.0),
         max_batch=max_batch,

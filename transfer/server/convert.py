@@ -12,8 +12,8 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from transfer.domain.errors import FieldViolation, InvalidArgument
-from transfer.domain.model import Record, School, Transfer, TransferEvent
-from transfer.v1 import records_pb2, schools_pb2, transfers_pb2
+from transfer.domain.model import LogReceipt, Record, School, StoredCheckpoint, Transfer, TransferEvent
+from transfer.v1 import log_pb2, records_pb2, schools_pb2, transfers_pb2
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -98,3 +98,11 @@ def event_pb(e: TransferEvent) -> transfers_pb2.WatchTransfersResponse:
     return transfers_pb2.WatchTransfersResponse(
         cursor=cursor(e.seq), transfer=transfer_pb(e.transfer), event_time=timestamp(e.occurred_at)
     )
+
+
+def receipt_pb(r: LogReceipt, origin: str) -> log_pb2.LogReceipt:
+    return log_pb2.LogReceipt(index=r.index, leaf=r.leaf, origin=origin)
+
+
+def checkpoint_pb(c: StoredCheckpoint) -> log_pb2.GetCheckpointResponse:
+    return log_pb2.GetCheckpointResponse(checkpoint=c.note, tree_size=c.size, root_hash=c.root)

@@ -14,10 +14,12 @@ from grpc_status import rpc_status
 
 from transfer.domain.errors import (
     AlreadyExists,
+    DataLoss,
     DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    OutOfRange,
     PermissionDenied,
     Unauthenticated,
     Unavailable,
@@ -33,6 +35,8 @@ CODES: dict[type[DomainError], grpc.StatusCode] = {
     FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
     Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    DataLoss: grpc.StatusCode.DATA_LOSS,
 }
 
 

@@ -24,7 +24,8 @@ from storage.store import Store
 from storage.writer import WriterStopped
 from transfer.domain import commands
 from transfer.domain.errors import DomainError, Unavailable, Violations
-from transfer.domain.model import Actor, TransferState
+from transfer.domain.logbook import Logbook
+from transfer.domain.model import Actor, Logged, Transfer, TransferState
 from transfer.domain.ports import Clock, UnitOfWork
 from transfer.domain.services import Directory, Records, Transfers, run_idempotent
 from transfer.domain.validation import request_id as check_request_id
@@ -32,7 +33,16 @@ from transfer.server import convert
 from transfer.server.auth import Authenticator
 from transfer.server.errors import code_of, to_status
 from transfer.server.notify import Notifier
-from transfer.v1 import records_pb2, records_pb2_grpc, schools_pb2, schools_pb2_grpc, transfers_pb2, transfers_pb2_grpc
+from transfer.v1 import (
+    log_pb2,
+    log_pb2_grpc,
+    records_pb2,
+    records_pb2_grpc,
+    schools_pb2,
+    schools_pb2_grpc,
+    transfers_pb2,
+    transfers_pb2_grpc,
+)
 
 log = logging.getLogger("transfer.rpc")
 M = TypeVar("M", bound=Message)
@@ -211,11 +221,20 @@ class RecordServicer(_Base, records_pb2_grpc.RecordServiceServicer):
 
 class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
     def __init__(
-        self, store: Store, auth: Authenticator, clock: Clock, transfers: Transfers, notifier: Notifier
+        self, store: Store, auth: Authenticator, clock: Clock, transfers: Transfers, notifier: Notifier, origin: str
     ) -> None:
         super().__init__(store, auth, clock)
         self.transfers = transfers
         self.notifier = notifier
+        self.origin = origin
+
+    def _logged(self, response_type: type[M]) -> Callable[[Logged[Transfer]], M]:
+        def encode(logged: Logged[Transfer]) -> M:
+            return response_type(
+                transfer=convert.transfer_pb(logged.value), receipt=convert.receipt_pb(logged.receipt, self.origin)
+            )
+
+        return encode
 
     @_guard
     async def InitiateTransfer(self, request: transfers_pb2.InitiateTransferRequest, actor: Actor) -> Any:
@@ -226,7 +245,7 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
             request,
             request.request_id,
             lambda uow, actor: self.transfers.initiate(uow, actor, cmd),
-            lambda t: transfers_pb2.InitiateTransferResponse(transfer=convert.transfer_pb(t)),
+            self._logged(transfers_pb2.InitiateTransferResponse),
             transfers_pb2.InitiateTransferResponse,
         )
 
@@ -239,7 +258,7 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
             request,
             request.request_id,
             lambda uow, actor: self.transfers.decide(uow, actor, cmd),
-            lambda t: response_type(transfer=convert.transfer_pb(t)),
+            self._logged(response_type),
             response_type,
         )
 
@@ -295,3 +314,40 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
                     continue
                 if not await changes.wait():
                     raise Unavailable("SHUTTING_DOWN", "the node is shutting down; resume from your last cursor")
+
+
+class LogServicer(_Base, log_pb2_grpc.LogServiceServicer):
+    """Read-only access to the log for every authenticated caller."""
+
+    def __init__(self, store: Store, auth: Authenticator, clock: Clock, logbook: Logbook) -> None:
+        super().__init__(store, auth, clock)
+        self.logbook = logbook
+
+    @_guard
+    async def GetCheckpoint(self, request: log_pb2.GetCheckpointRequest, actor: Actor) -> Any:
+        checkpoint = await self.store.read(lambda uow: self.logbook.checkpoint(uow, request.tree_size))
+        return convert.checkpoint_pb(checkpoint)
+
+    @_guard
+    async def ListEntries(self, request: log_pb2.ListEntriesRequest, actor: Actor) -> Any:
+        page = await self.store.read(
+            lambda uow: self.logbook.entries(uow, request.start, request.end, request.page_size, request.page_token)
+        )
+        return log_pb2.ListEntriesResponse(
+            entries=[log_pb2.LogEntry(index=i, leaf=leaf) for i, leaf in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    @_guard
+    async def GetInclusionProof(self, request: log_pb2.GetInclusionProofRequest, actor: Actor) -> Any:
+        proof = await self.store.read(lambda uow: self.logbook.inclusion_proof(uow, request.index, request.tree_size))
+        return log_pb2.GetInclusionProofResponse(index=request.index, tree_size=request.tree_size, proof=proof)
+
+    @_guard
+    async def GetConsistencyProof(self, request: log_pb2.GetConsistencyProofRequest, actor: Actor) -> Any:
+        proof = await self.store.read(
+            lambda uow: self.logbook.consistency_proof(uow, request.first_size, request.second_size)
+        )
+        return log_pb2.GetConsistencyProofResponse(
+            first_size=request.first_size, second_size=request.second_size, proof=proof
+        )

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from transfer.v1 import log_pb2 as _log_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -84,10 +85,12 @@ class InitiateTransferRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., lookup_code: _Optional[str] = ..., to_school: _Optional[str] = ..., to_province: _Optional[str] = ...) -> None: ...
 
 class InitiateTransferResponse(_message.Message):
-    __slots__ = ("transfer",)
+    __slots__ = ("transfer", "receipt")
     TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
     transfer: Transfer
-    def __init__(self, transfer: _Optional[_Union[Transfer, _Mapping]] = ...) -> None: ...
+    receipt: _log_pb2.LogReceipt
+    def __init__(self, transfer: _Optional[_Union[Transfer, _Mapping]] = ..., receipt: _Optional[_Union[_log_pb2.LogReceipt, _Mapping]] = ...) -> None: ...
 
 class GetTransferRequest(_message.Message):
     __slots__ = ("transfer_id",)
@@ -132,10 +135,12 @@ class AcceptTransferRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., transfer_id: _Optional[str] = ...) -> None: ...
 
 class AcceptTransferResponse(_message.Message):
-    __slots__ = ("transfer",)
+    __slots__ = ("transfer", "receipt")
     TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
     transfer: Transfer
-    def __init__(self, transfer: _Optional[_Union[Transfer, _Mapping]] = ...) -> None: ...
+    receipt: _log_pb2.LogReceipt
+    def __init__(self, transfer: _Optional[_Union[Transfer, _Mapping]] = ..., receipt: _Optional[_Union[_log_pb2.LogReceipt, _Mapping]] = ...) -> None: ...
 
 class RejectTransferRequest(_message.Message):
     __slots__ = ("request_id", "transfer_id", "reason")
@@ -148,10 +153,12 @@ class RejectTransferRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., transfer_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class RejectTransferResponse(_message.Message):
-    __slots__ = ("transfer",)
+    __slots__ = ("transfer", "receipt")
     TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
     transfer: Transfer
-    def __init__(self, transfer: _Optional[_Union[Transfer, _Mapping]] = ...) -> None: ...
+    receipt: _log_pb2.LogReceipt
+    def __init__(self, transfer: _Optional[_Union[Transfer, _Mapping]] = ..., receipt: _Optional[_Union[_log_pb2.LogReceipt, _Mapping]] = ...) -> None: ...
 
 class CancelTransferRequest(_message.Message):
     __slots__ = ("request_id", "transfer_id", "reason")
@@ -164,10 +171,12 @@ class CancelTransferRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., transfer_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class CancelTransferResponse(_message.Message):
-    __slots__ = ("transfer",)
+    __slots__ = ("transfer", "receipt")
     TRANSFER_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
     transfer: Transfer
-    def __init__(self, transfer: _Optional[_Union[Transfer, _Mapping]] = ...) -> None: ...
+    receipt: _log_pb2.LogReceipt
+    def __init__(self, transfer: _Optional[_Union[Transfer, _Mapping]] = ..., receipt: _Optional[_Union[_log_pb2.LogReceipt, _Mapping]] = ...) -> None: ...
 
 class WatchTransfersRequest(_message.Message):
     __slots__ = ("school", "cursor")

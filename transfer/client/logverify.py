@@ -1,0 +1,194 @@
+"""Client-side verification of the node's log, the way Go's checksum-database
+client checks sum.golang.org.
+
+`LogVerifier` keeps the last checkpoint it trusted in a file the caller names.
+Each newer checkpoint must carry a valid signature from the log's key and be
+proved consistent with the trusted one before it replaces it; a log that
+shrank or rewrote history is refused (`LogForked`), and the file is left as
+it was, as evidence. Receipts from transfer responses are checked for
+inclusion against a trusted checkpoint, and `audit` recomputes the tree from
+every entry and names the first one that does not belong.
+
+`verify_receipt_offline` is the same inclusion check with no network at all:
+a receipt, a signed checkpoint and a proof.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from transfer.client.client import TransferClient
+from transfer.ledger import merkle
+from transfer.ledger.note import Checkpoint, NoteError, Verifier, open_note, parse_checkpoint, parse_vkey
+from transfer.v1 import log_pb2
+
+
+class LogVerificationError(Exception):
+    """The log failed a check; the message says which and why."""
+
+
+class LogForked(LogVerificationError):
+    """The log presented a history inconsistent with a checkpoint already trusted."""
+
+
+class EntryMismatch(LogVerificationError):
+    """An entry served by the log is not the one its checkpoints commit to."""
+
+    def __init__(self, index: int, message: str) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+def open_checkpoint(signed: str, verifier: Verifier, origin: str | None) -> Checkpoint:
+    """A checkpoint whose signature by `verifier` is valid (and whose origin is `origin`)."""
+    try:
+        note, _ = open_note(signed, [verifier])
+        checkpoint = parse_checkpoint(note.text)
+    except NoteError as exc:
+        raise LogVerificationError(f"checkpoint rejected: {exc}") from None
+    if origin is not None and checkpoint.origin != origin:
+        raise LogVerificationError(f"checkpoint is for log {checkpoint.origin!r}, not {origin!r}")
+    return checkpoint
+
+
+def verify_receipt_offline(
+    receipt: log_pb2.LogReceipt, signed_checkpoint: str, proof: Sequence[bytes], verifier: Verifier
+) -> Checkpoint:
+    """Check, without any network, that the signed checkpoint's tree holds the receipt's leaf."""
+    checkpoint = open_checkpoint(signed_checkpoint, verifier, receipt.origin or None)
+    if receipt.index >= checkpoint.size:
+        raise LogVerificationError(f"checkpoint of size {checkpoint.size} does not cover entry {receipt.index}")
+    try:
+        merkle.verify_inclusion(merkle.leaf_hash(receipt.leaf), receipt.index, checkpoint.size, proof, checkpoint.root)
+    except merkle.MerkleError as exc:
+        raise EntryMismatch(receipt.index, f"entry {receipt.index} is not in the signed tree: {exc}") from None
+    return checkpoint
+
+
+class LogVerifier:
+    def __init__(self, client: TransferClient, vkey: str, state_file: str | Path, *, origin: str | None = None) -> None:
+        self.client = client
+        self.verifier = parse_vkey(vkey)
+        self.origin = origin
+        self.state_file = Path(state_file)
+
+    # -- trusted state ------------------------------------------------------
+
+    def trusted(self) -> tuple[Checkpoint, str] | None:
+        """The checkpoint trusted so far and its signed note (re-verified from the file)."""
+        try:
+            signed = self.state_file.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        return open_checkpoint(signed, self.verifier, self.origin), signed
+
+    def _save(self, signed: str) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.state_file.parent, prefix=self.state_file.name + ".")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(signed)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.state_file)
+
+    # -- checks ---------------------------------------------------------------
+
+    def refresh(self) -> Checkpoint:
+        """Fetch the latest checkpoint; trust it only if it extends the trusted one."""
+        signed = self.client.get_checkpoint().checkpoint
+        new = open_checkpoint(signed, self.verifier, self.origin)
+        old = self.trusted()
+        if old is not None:
+            trusted, _ = old
+            if new.size < trusted.size:
+                raise LogForked(f"the log went back from size {trusted.size} to {new.size}")
+            if new.size == trusted.size:
+                if new.root != trusted.root:
+                    raise LogForked(f"two different roots signed for size {new.size}")
+                return trusted
+            if trusted.size > 0:  # the empty tree is consistent with every tree
+                proof = self.client.consistency_proof(trusted.size, new.size)
+                try:
+                    merkle.verify_consistency(trusted.size, new.size, proof, trusted.root, new.root)
+                except merkle.MerkleError as exc:
+                    raise LogForked(
+                        f"checkpoint {new.size} is not consistent with trusted checkpoint {trusted.size}: {exc}"
+                    ) from None
+        self._save(signed)
+        return new
+
+    def verify_receipt(self, receipt: log_pb2.LogReceipt, *, wait_seconds: float = 10.0) -> Checkpoint:
+        """Check that the log holds the receipt's entry, waiting for a checkpoint that covers it."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            checkpoint = self.refresh()
+            if receipt.index < checkpoint.size:
+                break
+            if time.monotonic() > deadline:
+                raise LogVerificationError(f"no checkpoint covers entry {receipt.index} after {wait_seconds} s")
+            time.sleep(0.2)
+        proof = self.client.inclusion_proof(receipt.index, checkpoint.size)
+        try:
+            merkle.verify_inclusion(
+                merkle.leaf_hash(receipt.leaf), receipt.index, checkpoint.size, proof, checkpoint.root
+            )
+        except merkle.MerkleError as exc:
+            raise EntryMismatch(receipt.index, f"entry {receipt.index} is not in the log: {exc}") from None
+        return checkpoint
+
+    def audit(self) -> Checkpoint:
+        """Fetch every entry up to the trusted checkpoint and check they make its root.
+
+        On a mismatch, bisect with inclusion proofs to name the first entry
+        that does not belong (O(log n) proofs).
+        """
+        checkpoint = self.refresh()
+        hashes = [merkle.leaf_hash(e.leaf) for e in self.client.iter_entries(0, checkpoint.size, page_size=1000)]
+        if len(hashes) != checkpoint.size:
+            raise EntryMismatch(
+                len(hashes), f"the log served {len(hashes)} entries, its checkpoint has {checkpoint.size}"
+            )
+        if merkle.root(hashes) == checkpoint.root:
+            return checkpoint
+        index = self._first_bad(hashes, checkpoint)
+        proof = self.client.inclusion_proof(index, checkpoint.size)
+        try:
+            merkle.verify_inclusion(hashes[index], index, checkpoint.size, proof, checkpoint.root)
+        except merkle.MerkleError:
+            raise EntryMismatch(index, f"entry {index} as served does not match the signed tree") from None
+        raise LogVerificationError("the served entries do not make the signed root, and the proofs contradict them")
+
+    def _first_bad(self, hashes: list[bytes], checkpoint: Checkpoint) -> int:
+        # Each served entry is checked against the signed root through its own
+        # inclusion proof; we descend the RFC 9162 split (left half first) by
+        # comparing the subtree hashes the proofs reveal with those computed
+        # from the served entries.
+        lo, hi = 0, checkpoint.size
+        while hi - lo > 1:
+            k = 1 << ((hi - lo - 1).bit_length() - 1)  # largest power of two < hi - lo
+            mid = lo + k
+            # The proof of leaf `mid` reveals MTH(D[lo:mid]) as its sibling at this split.
+            proof = self.client.inclusion_proof(mid, checkpoint.size)
+            depth = _depth_of_split(lo, hi, checkpoint.size)
+            left_signed = proof[len(proof) - 1 - depth]
+            if merkle.root(hashes[lo:mid]) != left_signed:
+                hi = mid
+            else:
+                lo = mid
+        return lo
+
+
+def _depth_of_split(lo: int, hi: int, size: int) -> int:
+    """How many splits down from the root the range [lo, hi) is reached."""
+    depth, start, end = 0, 0, size
+    while (start, end) != (lo, hi):
+        k = 1 << ((end - start - 1).bit_length() - 1)
+        if lo < start + k:
+            end = start + k
+        else:
+            start = start + k
+        depth += 1
+    return depth

@@ -1,0 +1,123 @@
+"""Use cases of the append-only log: checkpoints, entries and proofs (DESIGN §8).
+
+Leaves are appended by the other use cases, in the same transaction as the
+change they record (`uow.log.append`). Here the node publishes checkpoints —
+never two inconsistent ones: each new checkpoint is proved consistent with the
+latest published one before it is signed, and it is stored in the same write
+transaction that read the latest (the writer's lock makes that a
+compare-and-swap) — and serves what verifiers ask for.
+"""
+
+from __future__ import annotations
+
+from transfer.domain import paging
+from transfer.domain.errors import DataLoss, FieldViolation, InvalidArgument, NotFound, OutOfRange
+from transfer.domain.model import StoredCheckpoint
+from transfer.domain.ports import Clock, UnitOfWork
+from transfer.domain.services import Page
+from transfer.ledger import merkle
+from transfer.ledger.note import Checkpoint, Signer, sign_note
+
+MAX_ENTRIES_PAGE = 1000
+
+
+def tree_root(uow: UnitOfWork, size: int) -> bytes:
+    return merkle.root_from_nodes(size, uow.log.nodes(merkle.root_nodes(size)))
+
+
+def _bad(field: str, message: str, reason: str = "INVALID_TREE_SIZE") -> InvalidArgument:
+    return InvalidArgument(reason, f"{field}: {message}", field_violations=(FieldViolation(field, message, reason),))
+
+
+class Logbook:
+    def __init__(self, origin: str, signer: Signer | None, clock: Clock) -> None:
+        self.origin = origin
+        self.signer = signer
+        self.clock = clock
+
+    # -- publishing ---------------------------------------------------------
+
+    def publish(self, uow: UnitOfWork) -> StoredCheckpoint | None:
+        """Sign and store a checkpoint of the whole log if it grew; None if not."""
+        if self.signer is None:
+            raise RuntimeError("this node has no log signing key")
+        size = uow.log.size()
+        latest = uow.log.latest_checkpoint()
+        if latest is not None and latest.size >= size:
+            if latest.size > size:
+                raise DataLoss("LOG_SHRANK", f"the log has {size} entries but checkpoint {latest.size} was signed")
+            return None
+        root = tree_root(uow, size)
+        if latest is not None and latest.size > 0:
+            proof = merkle.consistency_proof(
+                latest.size, size, uow.log.nodes(merkle.consistency_nodes(latest.size, size))
+            )
+            try:
+                merkle.verify_consistency(latest.size, size, proof, latest.root, root)
+            except merkle.MerkleError as exc:
+                # Signing now would put two inconsistent checkpoints in the world.
+                raise DataLoss(
+                    "LOG_INCONSISTENT", f"the log at {size} is not consistent with checkpoint {latest.size}: {exc}"
+                ) from exc
+        note = sign_note(Checkpoint(self.origin, size, root).text(), self.signer)
+        checkpoint = StoredCheckpoint(size, root, note, self.clock.now())
+        uow.log.add_checkpoint(checkpoint)
+        return checkpoint
+
+    # -- reading ------------------------------------------------------------
+
+    def checkpoint(self, uow: UnitOfWork, size: int = 0) -> StoredCheckpoint:
+        """The latest checkpoint (size 0) or the one signed at exactly `size`."""
+        if size < 0:
+            raise _bad("tree_size", "must not be negative")
+        found = uow.log.latest_checkpoint() if size == 0 else uow.log.checkpoint(size)
+        if found is None:
+            raise NotFound(
+                "NO_CHECKPOINT",
+                "no checkpoint has been published yet" if size == 0 else f"no checkpoint was signed at size {size}",
+                resource=("checkpoint", str(size)),
+            )
+        return found
+
+    def entries(
+        self, uow: UnitOfWork, start: int, end: int, page_size: int, page_token: str
+    ) -> Page[tuple[int, bytes]]:
+        """Leaves [start, end) in index order (end 0: up to the current size), paged."""
+        size = uow.log.size()
+        if start < 0 or end < 0:
+            raise _bad("start" if start < 0 else "end", "must not be negative", "INVALID_RANGE")
+        end = size if end == 0 else end
+        if start > end:
+            raise _bad("start", "must not be after end", "INVALID_RANGE")
+        if end > size:
+            raise OutOfRange("BEYOND_LOG", f"end {end} is beyond the log's {size} entries")
+        filters = ("entries", start, end)
+        req = paging.page_request(min(page_size, MAX_ENTRIES_PAGE), page_token, filters)
+        first = req.after + 1 if isinstance(req.after, int) else start
+        last = min(end, first + min(req.size, MAX_ENTRIES_PAGE))
+        leaves = uow.log.leaves(first, last)
+        token = paging.next_token(last - 1, filters) if last < end else ""
+        return Page(list(enumerate(leaves, start=first)), token)
+
+    def inclusion_proof(self, uow: UnitOfWork, index: int, size: int) -> list[bytes]:
+        self._check_size(uow, size, "tree_size")
+        if not 0 <= index < size:
+            raise _bad("index", f"must be within [0, {size})", "INVALID_INDEX")
+        return merkle.inclusion_proof(index, size, uow.log.nodes(merkle.inclusion_nodes(index, size)))
+
+    def consistency_proof(self, uow: UnitOfWork, first: int, second: int) -> list[bytes]:
+        self._check_size(uow, second, "second_size")
+        if not 0 < first <= second:
+            raise _bad("first_size", f"must be within [1, {second}]")
+        return merkle.consistency_proof(first, second, uow.log.nodes(merkle.consistency_nodes(first, second)))
+
+    @staticmethod
+    def _check_size(uow: UnitOfWork, size: int, field: str) -> None:
+        if size <= 0:
+            raise _bad(field, "must be positive")
+        current = uow.log.size()
+        if size > current:
+            raise OutOfRange("BEYOND_LOG", f"{field} {size} is beyond the log's {current} entries")
+
+
+__all__ = ["Logbook", "tree_root"]
