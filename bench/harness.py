@@ -12,6 +12,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -72,6 +73,15 @@ class Workdir:
         self.path = Path(tempfile.mkdtemp(prefix="hocba-bench-"))
         self.pki = self.path / "pki"
         make_dev_pki(self.pki, "01", ["S1", "S2"])
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    def __enter__(self) -> Workdir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
 
     def credentials(self, identity: str) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(

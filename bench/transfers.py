@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             rss = node.rss_mb()
         finally:
             node.stop()
+            work.cleanup()
         summary = stats.summary(ns.seconds)
         mutating = summary["initiate"]["per_s"] + summary["accept"]["per_s"]
         results.append(

@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, func, select, tuple_
+from sqlalchemy import Engine, create_engine, func, select
 
 from storage.database import is_sqlite, sqlite_engine, sync_url
 from storage.repositories import from_us
-from storage.schema import log_checkpoints, log_leaves, log_nodes
+from storage.schema import log_checkpoints, log_leaves, log_nodes, nodes_filter
 from transfer.domain.model import StoredCheckpoint
 from transfer.ledger.merkle import NodeId
 
@@ -53,9 +53,7 @@ class LogScanner:
     def nodes(self, ids: Collection[NodeId]) -> dict[NodeId, bytes]:
         if not ids:
             return {}
-        q = select(log_nodes.c.level, log_nodes.c.idx, log_nodes.c.hash).where(
-            tuple_(log_nodes.c.level, log_nodes.c.idx).in_(sorted(ids))
-        )
+        q = select(log_nodes.c.level, log_nodes.c.idx, log_nodes.c.hash).where(nodes_filter(ids))
         with self.engine.connect() as conn:
             return {(int(lv), int(i)): bytes(h) for lv, i, h in conn.execute(q)}
 

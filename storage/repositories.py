@@ -19,9 +19,16 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, or_, select, tuple_
+from sqlalchemy import Connection, and_, delete, or_, select
 
-from storage.schema import idempotency_keys, log_leaves, log_nodes, records, schools, transfer_events, transfers
+from storage.schema import (
+    idempotency_keys,
+    log_leaves,
+    records,
+    schools,
+    transfer_events,
+    transfers,
+)
 from storage.sql import RECORD_COLS, SCHOOL_COLS, TRANSFER_COLS, Runner
 from transfer.domain.model import (
     Record,
@@ -382,10 +389,7 @@ class SqlLog:
     def nodes(self, ids: Collection[NodeId]) -> dict[NodeId, bytes]:
         if not ids:
             return {}
-        q = select(log_nodes.c.level, log_nodes.c.idx, log_nodes.c.hash).where(
-            tuple_(log_nodes.c.level, log_nodes.c.idx).in_(sorted(ids))
-        )
-        return {(int(level), int(idx)): bytes(h) for level, idx, h in self.db.conn.execute(q)}
+        return {(level, idx): h for level, idx, h in self.db.nodes(ids)}
 
     def latest_checkpoint(self) -> StoredCheckpoint | None:
         row = self.db.one("checkpoint_latest", {})

@@ -6,6 +6,8 @@ same on SQLite and PostgreSQL, exact, and cheap to compare and index.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -20,8 +22,11 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    and_,
+    or_,
     text,
 )
+from sqlalchemy.sql.elements import ColumnElement
 
 # Stable constraint names, so migrations can refer to them on both engines.
 metadata = MetaData(
@@ -158,3 +163,13 @@ log_checkpoints = Table(
 )
 
 LOG_TABLES = ("log_leaves", "log_nodes", "log_checkpoints")
+
+
+def nodes_filter(ids: Iterable[tuple[int, int]]) -> ColumnElement[bool]:
+    """WHERE clause for a set of (level, idx) nodes.
+
+    Written as an OR of equalities: SQLite answers a row-value IN list with a
+    full scan, but each OR term with the primary key (measured: 83 ms against
+    0.06 ms at 200,000 nodes).
+    """
+    return or_(*(and_(log_nodes.c.level == level, log_nodes.c.idx == idx) for level, idx in sorted(ids)))

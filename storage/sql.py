@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, insert, literal_column, select, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, literal_column, or_, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import ClauseElement as Executable
 
@@ -165,6 +165,13 @@ def statements_for(dialect: Dialect) -> Statements:
     return _cache[key]
 
 
+def _nodes_statement(n: int) -> Executable:
+    """SELECT of n (level, idx) nodes, parameters l0, i0, l1, i1, ... (see schema.nodes_filter)."""
+    return select(log_nodes.c.level, log_nodes.c.idx, log_nodes.c.hash).where(
+        or_(*(and_(log_nodes.c.level == P(f"l{k}"), log_nodes.c.idx == P(f"i{k}")) for k in range(n)))
+    )
+
+
 class Runner:
     """Runs named statements on one connection's DBAPI cursor, counting writes.
 
@@ -193,6 +200,24 @@ class Runner:
         self.writes += 1
         self.cursor.execute(self.sql[name], self._params(name, params))
         return int(self.cursor.rowcount)
+
+    def nodes(self, ids: Iterable[tuple[int, int]]) -> list[tuple[int, int, bytes]]:
+        """Rows of the given log nodes, with one statement compiled once per count."""
+        wanted = sorted(ids)
+        if not wanted:
+            return []
+        name = f"nodes_{len(wanted)}"
+        if name not in self.sql:
+            compiled = _nodes_statement(len(wanted)).compile(dialect=self.conn.dialect)
+            self.sql[name] = str(compiled)
+            if self.conn.dialect.positional:
+                self.order[name] = tuple(getattr(compiled, "positiontup", None) or ())
+        params: dict[str, int] = {}
+        for k, (level, idx) in enumerate(wanted):
+            params[f"l{k}"] = level
+            params[f"i{k}"] = idx
+        self.cursor.execute(self.sql[name], self._params(name, params))
+        return [(int(level), int(idx), bytes(h)) for level, idx, h in self.cursor.fetchall()]
 
     def many(self, name: str, rows: list[Mapping[str, Any]]) -> None:
         if rows:

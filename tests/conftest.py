@@ -73,8 +73,8 @@ def clock() -> FakeClock:
 @pytest.fixture
 def node(tmp_path: Path, pki: Path, database_url: str, clock: FakeClock) -> Iterator[RunningNode]:
     """A running node (in-process, fake clock) with schools S1-S3 registered."""
-    config = load_config(write_config(tmp_path / "node.toml", pki=pki, database_url=database_url))
-    with running_node(config, pki, clock) as handle:
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url)
+    with running_node(load_config(path), pki, clock, path) as handle:
         admin = handle.client("province-admin")
         for code in SCHOOLS:
             admin.register_school(code, f"Trường {code}")

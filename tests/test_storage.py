@@ -145,3 +145,40 @@ def test_refusal_in_a_batch_costs_nothing(database_url: str) -> None:
     results, codes, batches = asyncio.run(scenario())
     assert results[0] == "A" and results[2] == "B" and isinstance(results[1], AlreadyExists)
     assert codes == ["A", "B"] and batches == 1
+
+
+def _append(data: bytes) -> object:
+    def command(uow: UnitOfWork) -> int:
+        return uow.log.append(data)
+
+    return command
+
+
+def _append_then_fail(uow: UnitOfWork) -> None:
+    uow.log.append(b"doomed")
+    raise RuntimeError("fails after appending")
+
+
+def test_log_appends_commit_with_their_batch_or_not_at_all(database_url: str) -> None:
+    """Log indices are handed out in order; a rolled-back append leaves no gap and no trace."""
+    migrate.upgrade(database_url)
+
+    async def scenario() -> tuple[list[object], list[bytes]]:
+        db = open_database(database_url)
+        writer = Writer(db)
+        writer.start()
+        first = await asyncio.gather(
+            writer.submit(_append(b"a")),  # type: ignore[arg-type]
+            writer.submit(_append_then_fail),
+            writer.submit(_append(b"b")),  # type: ignore[arg-type]
+            return_exceptions=True,
+        )
+        later = await writer.submit(_append(b"c"))  # type: ignore[arg-type]
+        leaves = await db.read(lambda conn: SqlUnitOfWork(conn).log.leaves(0, 10))
+        await writer.stop()
+        await db.close()
+        return [*first, later], leaves
+
+    results, leaves = asyncio.run(scenario())
+    assert results[0] == 0 and results[2] == 1 and results[3] == 2 and isinstance(results[1], RuntimeError)
+    assert leaves == [b"a", b"b", b"c"]

@@ -1,4 +1,5 @@
-"""`make demo`: one node, two schools, one transfer accepted and one rejected.
+"""`make demo`: one node, two schools, one transfer accepted and one rejected,
+then the node's signed log checkpoint and one receipt verified offline.
 
 Generates a throwaway development PKI, starts a real node process on a free
 loopback port over mutual TLS, and drives it with the client library exactly
@@ -23,7 +24,10 @@ from pathlib import Path
 
 from transfer.client import ClientTls, TransferClient
 from transfer.client.cli import fmt_record, fmt_transfer
+from transfer.client.logverify import verify_receipt_offline
 from transfer.devpki import make_dev_pki
+from transfer.domain.leaves import decode_leaf
+from transfer.ledger.note import parse_vkey
 from transfer.v1 import common_pb2, transfers_pb2
 
 SENDER, RECEIVER = "HN-TH-0001", "HN-TH-0002"
@@ -39,7 +43,7 @@ def start_node(work: Path) -> tuple[subprocess.Popen[bytes], str]:
         """
 [node]
 province = "01"
-name = "demo.hocba.hanoi"
+name = "hocba-node-01"
 listen = "127.0.0.1:0"
 port_file = "node.port"
 [tls]
@@ -114,7 +118,8 @@ def run(work: Path) -> None:
         first = sender.initiate_transfer(codes[0], RECEIVER).transfer
         say("   " + fmt_transfer(first))
         time.sleep(0.3)
-        say("   " + fmt_transfer(receiver.accept_transfer(first.id).transfer))
+        accepted = receiver.accept_transfer(first.id)
+        say("   " + fmt_transfer(accepted.transfer) + f"  [log entry {accepted.receipt.index}]")
         time.sleep(0.3)
 
         say(f"7. {SENDER} sends the second record; {RECEIVER} rejects it with a reason")
@@ -136,12 +141,46 @@ def run(work: Path) -> None:
         say("   " + fmt_record(sender.get_record(codes[1])))
         if len(seen) != 4:
             raise SystemExit(f"the watch stream saw {len(seen)} events, expected 4")
+
+        say("9. The node's log: its latest signed checkpoint")
+        signed = wait_for_checkpoint(receiver, covering=accepted.receipt.index + 2)
+        for line in signed.splitlines():
+            say("   | " + line)
+        size = int(signed.splitlines()[1])
+        proof = receiver.inclusion_proof(accepted.receipt.index, size)
+        say(f"   {RECEIVER} checks its acceptance receipt (entry {accepted.receipt.index}) offline:")
+        vkey = (work / "pki" / "log.vkey").read_text().strip()
+        checkpoint = verify_receipt_offline(accepted.receipt, signed, proof, parse_vkey(vkey))
+        event = decode_leaf(accepted.receipt.leaf)
+        say(
+            f"   verified: {event.kind.name.lower()} of transfer {event.transfer_id} by {event.actor} is in "
+            f"the tree of {checkpoint.size} entries signed by {vkey.split('+')[0]} ({len(proof)} proof hashes)"
+        )
     finally:
         for c in (admin, sender, receiver, watcher):
             c.close()
         proc.send_signal(signal.SIGTERM)
         status = proc.wait(30)
-        say(f"9. Node stopped with SIGTERM (exit status {status})")
+        say(f"10. Node stopped with SIGTERM (exit status {status}); the operator verifies the whole log:")
+    verified = subprocess.run(
+        [sys.executable, "-m", "transfer.server.verify", "--config", str(work / "node.toml"), "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    say("   " + (verified.stdout.strip() or verified.stderr.strip()))
+    if verified.returncode != 0:
+        raise SystemExit("the log did not verify")
+
+
+def wait_for_checkpoint(client: TransferClient, covering: int, timeout: float = 10.0) -> str:
+    """The latest checkpoint once it covers `covering` entries (the node publishes every second)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        checkpoint = client.get_checkpoint()
+        if checkpoint.tree_size >= covering or time.monotonic() > deadline:
+            return checkpoint.checkpoint
+        time.sleep(0.2)
 
 
 def main(argv: list[str] | None = None) -> int:
