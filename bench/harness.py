@@ -110,6 +110,8 @@ key_file = "pki/node.key"
 url = "{database_url}"
 [log]
 key_file = "pki/log.key"
+[signing]
+ca_file = "pki/signing-ca.pem"
 [logging]
 level = "WARNING"
 """,

@@ -14,34 +14,53 @@ contiguous and in commit order.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, or_, select
 
 from storage.schema import (
+    handoffs,
     idempotency_keys,
     log_leaves,
+    pages,
     records,
     schools,
+    signing_tasks,
+    teachers,
     transfer_events,
     transfers,
 )
-from storage.sql import RECORD_COLS, SCHOOL_COLS, TRANSFER_COLS, Runner
+from storage.sql import PAGE_COLS, RECORD_COLS, SCHOOL_COLS, TRANSFER_COLS, Runner
 from transfer.domain.model import (
+    DepartureReason,
+    Duty,
+    DutyKey,
+    Handoff,
+    HandoffState,
+    LockTrack,
+    Page,
+    PageState,
     Record,
     RecordLevel,
+    Requirement,
     School,
+    SignerRole,
+    SigningTask,
     StoredCheckpoint,
     StoredResponse,
+    Teacher,
+    TeacherStatus,
     Transfer,
     TransferDirection,
     TransferEvent,
     TransferScope,
     TransferState,
 )
+from transfer.domain.signatures import CertificateInfo
 from transfer.ledger.merkle import Frontier, NodeId, leaf_hash, root_nodes
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -442,6 +461,331 @@ def _checkpoint(row: Sequence[Any]) -> StoredCheckpoint:
     return StoredCheckpoint(int(size), bytes(root), note, from_us(created))
 
 
+# -- teachers, duties, pages, tasks, handoffs ------------------------------------
+
+_EPOCH_DATE = date(1970, 1, 1)
+
+
+def _chain_bytes(chain: Sequence[bytes]) -> bytes:
+    return b"".join(len(c).to_bytes(4, "big") + c for c in chain)
+
+
+def _chain_parts(blob: bytes) -> tuple[bytes, ...]:
+    out, pos = [], 0
+    while pos < len(blob):
+        n = int.from_bytes(blob[pos : pos + 4], "big")
+        out.append(bytes(blob[pos + 4 : pos + 4 + n]))
+        pos += 4 + n
+    return tuple(out)
+
+
+def _teacher(row: Sequence[Any]) -> Teacher:
+    tid, school, code, name, status, created, updated = row
+    return Teacher(tid, school, code, name, TeacherStatus(status), from_us(created), from_us(updated))
+
+
+def _duty(row: Sequence[Any]) -> Duty:
+    school, role, year, klass, subject, holder, updated = row
+    return Duty(school, DutyKey(SignerRole(role), year, klass, subject), holder, from_us(updated))
+
+
+def _page(row: Sequence[Any]) -> Page:
+    (pid, code, school, year, segment, grade, klass, media, sha, size, version, digest, state, track, created,
+     updated, locked) = row  # fmt: skip
+    return Page(
+        pid, code, school, year, segment, int(grade), klass, media, bytes(sha), int(size), int(version), bytes(digest),
+        PageState(state), LockTrack(track), from_us(created), from_us(updated), _opt_from_us(locked),
+    )  # fmt: skip
+
+
+def _task(row: Sequence[Any]) -> SigningTask:
+    page_id, _, role, subject, _school, duty_key, assignee, signed_by, signature, cert, signed_at = row
+    return SigningTask(
+        page_id, Requirement(SignerRole(role), subject), DutyKey.parse(duty_key), assignee, signed_by,
+        None if signature is None else bytes(signature), cert, _opt_from_us(signed_at),
+    )  # fmt: skip
+
+
+def _handoff(row: Sequence[Any]) -> Handoff:
+    (hid, school, teacher, reason, effective, end, replacement, duties_json, state, created_by, created, applied,
+     ended, moved) = row  # fmt: skip
+    pairs = tuple((DutyKey.parse(k), t) for k, t in json.loads(duties_json))
+    return Handoff(
+        hid, school, teacher, DepartureReason(reason), _EPOCH_DATE + timedelta(days=effective),
+        None if end is None else _EPOCH_DATE + timedelta(days=end), replacement, pairs, HandoffState(state),
+        created_by, from_us(created), _opt_from_us(applied), _opt_from_us(ended), int(moved),
+    )  # fmt: skip
+
+
+def _day(d: date) -> int:
+    return (d - _EPOCH_DATE).days
+
+
+class SqlTeachers:
+    def __init__(self, runner: Runner) -> None:
+        self.db = runner
+
+    def get(self, teacher_id: str) -> Teacher | None:
+        row = self.db.one("teacher_get", {"id": teacher_id})
+        return None if row is None else _teacher(row)
+
+    def by_code(self, school: str, code: str) -> Teacher | None:
+        row = self.db.one("teacher_by_code", {"school": school, "code": code})
+        return None if row is None else _teacher(row)
+
+    def add(self, t: Teacher) -> None:
+        self.db.run(
+            "teacher_insert",
+            {
+                "id": t.id, "school": t.school, "code": t.code, "name": t.name, "status": int(t.status),
+                "created_at_us": to_us(t.created_at), "updated_at_us": to_us(t.updated_at),
+            },
+        )  # fmt: skip
+
+    def update(self, t: Teacher) -> None:
+        self.db.run(
+            "teacher_update",
+            {"id": t.id, "name": t.name, "status": int(t.status), "updated_at_us": to_us(t.updated_at)},
+        )
+
+    def page(self, school: str, after_code: str | None, limit: int) -> list[Teacher]:
+        q = select(*teachers.c).where(teachers.c.school == school).order_by(teachers.c.code).limit(limit)
+        if after_code is not None:
+            q = q.where(teachers.c.code > after_code)
+        return [_teacher(r) for r in self.db.conn.execute(q)]
+
+    def certificates(self, teacher_id: str) -> list[CertificateInfo]:
+        self.db.cursor.execute(
+            self.db.sql["certs_of_teacher"], self.db._params("certs_of_teacher", {"teacher_id": teacher_id})
+        )
+        return [
+            CertificateInfo(sha, bytes(der), kind, from_us(nb), from_us(na), _chain_parts(bytes(chain)))
+            for sha, der, chain, kind, nb, na in self.db.cursor.fetchall()
+        ]
+
+    def add_certificate(self, teacher_id: str, c: CertificateInfo, added_at: datetime) -> None:
+        self.db.run(
+            "cert_insert",
+            {
+                "teacher_id": teacher_id, "sha256": c.sha256, "der": c.der, "chain": _chain_bytes(c.chain),
+                "key_type": c.key_type, "not_before_us": to_us(c.not_before), "not_after_us": to_us(c.not_after),
+                "added_at_us": to_us(added_at),
+            },
+        )  # fmt: skip
+
+
+class SqlDuties:
+    def __init__(self, runner: Runner) -> None:
+        self.db = runner
+
+    def get(self, school: str, key: DutyKey) -> Duty | None:
+        row = self.db.one("duty_get", {"school": school, "duty_key": str(key)})
+        return None if row is None else _duty(row)
+
+    def put(self, d: Duty) -> None:
+        params = {"school": d.school, "duty_key": str(d.key), "holder": d.holder, "updated_at_us": to_us(d.updated_at)}
+        if self.db.run("duty_update", params) == 0:
+            self.db.run(
+                "duty_insert",
+                params
+                | {"role": int(d.key.role), "school_year": d.key.school_year, "class_name": d.key.class_name,
+                   "subject": d.key.subject},
+            )  # fmt: skip
+
+    def _all(self, name: str, params: Mapping[str, Any]) -> list[Duty]:
+        self.db.cursor.execute(self.db.sql[name], self.db._params(name, params))
+        return [_duty(r) for r in self.db.cursor.fetchall()]
+
+    def held_by(self, teacher_id: str) -> list[Duty]:
+        return self._all("duties_held_by", {"holder": teacher_id})
+
+    def of_school(self, school: str) -> list[Duty]:
+        return self._all("duties_of_school", {"school": school})
+
+
+class SqlPages:
+    def __init__(self, runner: Runner) -> None:
+        self.db = runner
+
+    def get(self, page_id: str) -> Page | None:
+        row = self.db.one("page_get", {"id": page_id})
+        return None if row is None else _page(row)
+
+    def find(self, lookup_code: str, school_year: str, segment: str) -> Page | None:
+        row = self.db.one("page_find", {"lookup_code": lookup_code, "school_year": school_year, "segment": segment})
+        return None if row is None else _page(row)
+
+    @staticmethod
+    def _values(p: Page) -> dict[str, Any]:
+        return {
+            "id": p.id, "media_type": p.media_type, "payload_sha256": p.payload_sha256, "payload_size": p.payload_size,
+            "version": p.version, "digest": p.digest, "state": int(p.state), "updated_at_us": to_us(p.updated_at),
+            "locked_at_us": _opt_us(p.locked_at),
+        }  # fmt: skip
+
+    def add(self, p: Page, payload: bytes, lock_due: datetime) -> None:
+        self.db.run(
+            "page_insert",
+            self._values(p)
+            | {
+                "lookup_code": p.lookup_code, "issuing_school": p.issuing_school, "school_year": p.school_year,
+                "segment": p.segment, "grade": p.grade, "class_name": p.class_name, "payload": payload,
+                "lock_track": int(p.lock_track), "lock_due_us": to_us(lock_due), "created_at_us": to_us(p.created_at),
+            },
+        )  # fmt: skip
+
+    def update(self, p: Page, payload: bytes | None = None) -> None:
+        self.db.run("page_update", self._values(p))
+        if payload is not None:
+            self.db.run("page_set_payload", {"id": p.id, "payload": payload})
+
+    def payload(self, page_id: str) -> bytes:
+        row = self.db.one("page_payload", {"id": page_id})
+        return b"" if row is None else bytes(row[0])
+
+    def lock_due(self, page_id: str) -> datetime:
+        row = self.db.one("page_lock_due", {"id": page_id})
+        assert row is not None
+        return from_us(row[0])
+
+    def of_record(self, lookup_code: str, issuing_school: str | None, after_id: str | None, limit: int) -> list[Page]:
+        q = select(*PAGE_COLS).where(pages.c.lookup_code == lookup_code).order_by(pages.c.id).limit(limit)
+        if issuing_school is not None:
+            q = q.where(pages.c.issuing_school == issuing_school)
+        if after_id is not None:
+            q = q.where(pages.c.id > after_id)
+        return [_page(r) for r in self.db.conn.execute(q)]
+
+    def due_for_lock(self, now: datetime, limit: int) -> list[Page]:
+        q = (
+            select(*PAGE_COLS)
+            .where(pages.c.state == int(PageState.SIGNED), pages.c.lock_due_us <= to_us(now))
+            .order_by(pages.c.lock_due_us)
+            .limit(limit)
+        )
+        return [_page(r) for r in self.db.conn.execute(q)]
+
+
+class SqlTasks:
+    def __init__(self, runner: Runner) -> None:
+        self.db = runner
+
+    def of_page(self, page_id: str) -> list[SigningTask]:
+        self.db.cursor.execute(self.db.sql["tasks_of_page"], self.db._params("tasks_of_page", {"page_id": page_id}))
+        return [_task(r) for r in self.db.cursor.fetchall()]
+
+    @staticmethod
+    def _values(t: SigningTask) -> dict[str, Any]:
+        return {
+            "page_id": t.page_id, "requirement": str(t.requirement), "assignee": t.assignee, "signed_by": t.signed_by,
+            "signature": t.signature, "certificate_sha256": t.certificate_sha256, "signed_at_us": _opt_us(t.signed_at),
+        }  # fmt: skip
+
+    def add(self, school: str, tasks: Sequence[SigningTask]) -> None:
+        self.db.many(
+            "task_insert",
+            [
+                self._values(t)
+                | {
+                    "role": int(t.requirement.role),
+                    "subject": t.requirement.subject,
+                    "school": school,
+                    "duty_key": str(t.duty),
+                }
+                for t in tasks
+            ],
+        )
+
+    def update(self, t: SigningTask) -> None:
+        self.db.run("task_update", self._values(t))
+
+    def reassign(self, tasks: Sequence[SigningTask], assignee: str) -> None:
+        self.db.many(
+            "task_reassign",
+            [{"page_id": t.page_id, "requirement": str(t.requirement), "assignee": assignee} for t in tasks],
+        )
+
+    def pending_for(self, teacher_id: str, after: tuple[str, str] | None, limit: int) -> list[SigningTask]:
+        t = signing_tasks
+        q = (
+            select(*t.c)
+            .where(t.c.assignee == teacher_id, t.c.signed_by.is_(None))
+            .order_by(t.c.page_id, t.c.requirement)
+            .limit(limit)
+        )
+        if after is not None:
+            q = q.where(or_(t.c.page_id > after[0], and_(t.c.page_id == after[0], t.c.requirement > after[1])))
+        return [_task(r) for r in self.db.conn.execute(q)]
+
+    def pending_of_duty(self, school: str, duty: DutyKey) -> list[SigningTask]:
+        t = signing_tasks
+        q = select(*t.c).where(t.c.school == school, t.c.duty_key == str(duty), t.c.signed_by.is_(None))
+        return [_task(r) for r in self.db.conn.execute(q)]
+
+
+class SqlHandoffs:
+    def __init__(self, runner: Runner) -> None:
+        self.db = runner
+
+    @staticmethod
+    def _values(h: Handoff) -> dict[str, Any]:
+        return {
+            "id": h.id, "duties_json": json.dumps([[str(k), t] for k, t in h.duties]), "state": int(h.state),
+            "applied_at_us": _opt_us(h.applied_at), "ended_at_us": _opt_us(h.ended_at), "moved_tasks": h.moved_tasks,
+        }  # fmt: skip
+
+    def get(self, handoff_id: str) -> Handoff | None:
+        row = self.db.one("handoff_get", {"id": handoff_id})
+        return None if row is None else _handoff(row)
+
+    def add(self, h: Handoff) -> None:
+        self.db.run(
+            "handoff_insert",
+            self._values(h)
+            | {
+                "school": h.school, "teacher_id": h.teacher_id, "reason": int(h.reason),
+                "effective_day": _day(h.effective_date), "end_day": None if h.end_date is None else _day(h.end_date),
+                "replacement": h.replacement, "created_by": h.created_by, "created_at_us": to_us(h.created_at),
+            },
+        )  # fmt: skip
+
+    def update(self, h: Handoff) -> None:
+        self.db.run("handoff_update", self._values(h))
+
+    def open_for(self, teacher_id: str) -> list[Handoff]:
+        self.db.cursor.execute(
+            self.db.sql["handoffs_open_for"], self.db._params("handoffs_open_for", {"teacher_id": teacher_id})
+        )
+        return [_handoff(r) for r in self.db.cursor.fetchall()]
+
+    def due(self, today: date, limit: int) -> list[Handoff]:
+        h = handoffs
+        day = _day(today)
+        q = (
+            select(*h.c)
+            .where(
+                or_(
+                    and_(h.c.state == int(HandoffState.SCHEDULED), h.c.effective_day <= day),
+                    and_(h.c.state == int(HandoffState.IN_FORCE), h.c.end_day <= day),
+                )
+            )
+            .order_by(h.c.created_at_us)
+            .limit(limit)
+        )
+        return [_handoff(r) for r in self.db.conn.execute(q)]
+
+    def page(self, school: str, teacher_id: str | None, after_key: str | None, limit: int) -> list[Handoff]:
+        h = handoffs
+        q = select(*h.c).where(h.c.school == school).order_by(h.c.created_at_us, h.c.id).limit(limit)
+        if teacher_id is not None:
+            q = q.where(h.c.teacher_id == teacher_id)
+        if after_key is not None:
+            us_text, _, hid = after_key.partition(":")
+            us = int(us_text)
+            q = q.where(or_(h.c.created_at_us > us, and_(h.c.created_at_us == us, h.c.id > hid)))
+        return [_handoff(r) for r in self.db.conn.execute(q)]
+
+
 class SqlUnitOfWork:
     """The repositories of one transaction and the items to announce after commit."""
 
@@ -453,6 +797,11 @@ class SqlUnitOfWork:
         self.events = SqlEvents(self.runner)
         self.idempotency = SqlIdempotency(self.runner)
         self.log = SqlLog(self.runner, log_state)
+        self.teachers = SqlTeachers(self.runner)
+        self.duties = SqlDuties(self.runner)
+        self.pages = SqlPages(self.runner)
+        self.tasks = SqlTasks(self.runner)
+        self.handoffs = SqlHandoffs(self.runner)
         self.published: list[object] = []
 
     def publish(self, item: object) -> None:

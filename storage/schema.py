@@ -173,3 +173,134 @@ def nodes_filter(ids: Iterable[tuple[int, int]]) -> ColumnElement[bool]:
     0.06 ms at 200,000 nodes).
     """
     return or_(*(and_(log_nodes.c.level == level, log_nodes.c.idx == idx) for level, idx in sorted(ids)))
+
+
+# -- teachers, duties, pages, signing tasks, handoffs (DESIGN §5, §7) ----------
+
+SIGNED = 3  # PageState.SIGNED
+
+teachers = Table(
+    "teachers",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("school", String(20), ForeignKey("schools.code"), nullable=False),
+    Column("code", String(20), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("status", SmallInteger, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("updated_at_us", BigInteger, nullable=False),
+    UniqueConstraint("school", "code", name="uq_teachers_school_code"),
+)
+
+teacher_certificates = Table(
+    "teacher_certificates",
+    metadata,
+    Column("teacher_id", String(32), ForeignKey("teachers.id"), primary_key=True),
+    Column("sha256", String(64), primary_key=True),
+    Column("der", LargeBinary, nullable=False),
+    Column("chain", LargeBinary, nullable=False),  # intermediates: DER, each prefixed by a 4-byte length
+    Column("key_type", String(20), nullable=False),
+    Column("not_before_us", BigInteger, nullable=False),
+    Column("not_after_us", BigInteger, nullable=False),
+    Column("added_at_us", BigInteger, nullable=False),
+)
+
+duties = Table(
+    "duties",
+    metadata,
+    Column("school", String(20), ForeignKey("schools.code"), primary_key=True),
+    Column("duty_key", String(80), primary_key=True),
+    Column("role", SmallInteger, nullable=False),
+    Column("school_year", String(9), nullable=False),
+    Column("class_name", String(12), nullable=False),
+    Column("subject", String(30), nullable=False),
+    Column("holder", String(32), ForeignKey("teachers.id"), nullable=True),
+    Column("updated_at_us", BigInteger, nullable=False),
+    Index("ix_duties_holder", "holder"),
+)
+
+pages = Table(
+    "pages",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("lookup_code", String(32), ForeignKey("records.lookup_code"), nullable=False),
+    Column("issuing_school", String(20), nullable=False),
+    Column("school_year", String(9), nullable=False),
+    Column("segment", String(20), nullable=False),
+    Column("grade", SmallInteger, nullable=False),
+    Column("class_name", String(12), nullable=False),
+    Column("media_type", String(100), nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("payload_sha256", LargeBinary(32), nullable=False),
+    Column("payload_size", Integer, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("lock_track", SmallInteger, nullable=False),
+    Column("lock_due_us", BigInteger, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("updated_at_us", BigInteger, nullable=False),
+    Column("locked_at_us", BigInteger, nullable=True),
+    UniqueConstraint("lookup_code", "school_year", "segment", name="uq_pages_record_year_segment"),
+    Index("ix_pages_record", "lookup_code", "id"),
+    Index(
+        "ix_pages_signed_lock_due",
+        "lock_due_us",
+        sqlite_where=text(f"state = {SIGNED}"),
+        postgresql_where=text(f"state = {SIGNED}"),
+    ),
+)
+
+signing_tasks = Table(
+    "signing_tasks",
+    metadata,
+    Column("page_id", String(32), ForeignKey("pages.id"), primary_key=True),
+    Column("requirement", String(40), primary_key=True),
+    Column("role", SmallInteger, nullable=False),
+    Column("subject", String(30), nullable=False),
+    Column("school", String(20), nullable=False),
+    Column("duty_key", String(80), nullable=False),
+    Column("assignee", String(32), nullable=True),
+    Column("signed_by", String(32), nullable=True),
+    Column("signature", LargeBinary, nullable=True),
+    Column("certificate_sha256", String(64), nullable=True),
+    Column("signed_at_us", BigInteger, nullable=True),
+    Index(
+        "ix_signing_tasks_pending_assignee",
+        "assignee",
+        "page_id",
+        "requirement",
+        sqlite_where=text("signed_by IS NULL"),
+        postgresql_where=text("signed_by IS NULL"),
+    ),
+    Index(
+        "ix_signing_tasks_pending_duty",
+        "school",
+        "duty_key",
+        sqlite_where=text("signed_by IS NULL"),
+        postgresql_where=text("signed_by IS NULL"),
+    ),
+)
+
+handoffs = Table(
+    "handoffs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("school", String(20), nullable=False),
+    Column("teacher_id", String(32), ForeignKey("teachers.id"), nullable=False),
+    Column("reason", SmallInteger, nullable=False),
+    Column("effective_day", Integer, nullable=False),  # days since 1970-01-01
+    Column("end_day", Integer, nullable=True),
+    Column("replacement", String(32), nullable=True),
+    Column("duties_json", Text, nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("created_by", String(120), nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("applied_at_us", BigInteger, nullable=True),
+    Column("ended_at_us", BigInteger, nullable=True),
+    Column("moved_tasks", Integer, nullable=False),
+    Index("ix_handoffs_teacher", "teacher_id", "state"),
+    Index("ix_handoffs_school", "school", "created_at_us", "id"),
+    Index("ix_handoffs_state_effective", "state", "effective_day"),
+    Index("ix_handoffs_state_end", "state", "end_day"),
+)

@@ -22,12 +22,18 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import ClauseElement as Executable
 
 from storage.schema import (
+    duties,
+    handoffs,
     idempotency_keys,
     log_checkpoints,
     log_leaves,
     log_nodes,
+    pages,
     records,
     schools,
+    signing_tasks,
+    teacher_certificates,
+    teachers,
     transfer_events,
     transfers,
 )
@@ -75,6 +81,28 @@ CHECKPOINT_COLS = (
     log_checkpoints.c.created_at_us,
 )
 
+TEACHER_COLS = tuple(teachers.c)
+CERT_COLS = (
+    teacher_certificates.c.sha256,
+    teacher_certificates.c.der,
+    teacher_certificates.c.chain,
+    teacher_certificates.c.key_type,
+    teacher_certificates.c.not_before_us,
+    teacher_certificates.c.not_after_us,
+)
+DUTY_COLS = (
+    duties.c.school,
+    duties.c.role,
+    duties.c.school_year,
+    duties.c.class_name,
+    duties.c.subject,
+    duties.c.holder,
+    duties.c.updated_at_us,
+)
+PAGE_COLS = tuple(c for c in pages.c if c.name not in ("payload", "lock_due_us"))
+TASK_COLS = tuple(signing_tasks.c)
+HANDOFF_COLS = tuple(handoffs.c)
+
 
 def _insert(table: Any, columns: Iterable[str]) -> Executable:
     return insert(table).values({c: P(c) for c in columns})
@@ -120,6 +148,95 @@ STATEMENTS: dict[str, Callable[[], Executable]] = {
     ),
     "idempotency_insert": lambda: _insert(
         idempotency_keys, ["principal", "request_id", "fingerprint", "response", "created_at_us"]
+    ),
+    "teacher_get": lambda: select(*TEACHER_COLS).where(teachers.c.id == P("id")),
+    "teacher_by_code": lambda: select(*TEACHER_COLS).where(
+        teachers.c.school == P("school"), teachers.c.code == P("code")
+    ),
+    "teacher_insert": lambda: _insert(teachers, [c.name for c in TEACHER_COLS]),
+    "teacher_update": lambda: (
+        update(teachers)
+        .where(teachers.c.id == P("id"))
+        .values(name=P("name"), status=P("status"), updated_at_us=P("updated_at_us"))
+    ),
+    "certs_of_teacher": lambda: (
+        select(*CERT_COLS)
+        .where(teacher_certificates.c.teacher_id == P("teacher_id"))
+        .order_by(teacher_certificates.c.added_at_us)
+    ),
+    "cert_insert": lambda: _insert(teacher_certificates, [c.name for c in teacher_certificates.c]),
+    "duty_get": lambda: select(*DUTY_COLS).where(duties.c.school == P("school"), duties.c.duty_key == P("duty_key")),
+    "duty_insert": lambda: _insert(duties, [c.name for c in duties.c]),
+    "duty_update": lambda: (
+        update(duties)
+        .where(duties.c.school == P("school"), duties.c.duty_key == P("duty_key"))
+        .values(holder=P("holder"), updated_at_us=P("updated_at_us"))
+    ),
+    "duties_held_by": lambda: select(*DUTY_COLS).where(duties.c.holder == P("holder")).order_by(duties.c.duty_key),
+    "duties_of_school": lambda: select(*DUTY_COLS).where(duties.c.school == P("school")).order_by(duties.c.duty_key),
+    "page_get": lambda: select(*PAGE_COLS).where(pages.c.id == P("id")),
+    "page_find": lambda: select(*PAGE_COLS).where(
+        pages.c.lookup_code == P("lookup_code"),
+        pages.c.school_year == P("school_year"),
+        pages.c.segment == P("segment"),
+    ),
+    "page_insert": lambda: _insert(pages, [c.name for c in pages.c]),
+    "page_update": lambda: (
+        update(pages)
+        .where(pages.c.id == P("id"))
+        .values(
+            media_type=P("media_type"),
+            payload_sha256=P("payload_sha256"),
+            payload_size=P("payload_size"),
+            version=P("version"),
+            digest=P("digest"),
+            state=P("state"),
+            updated_at_us=P("updated_at_us"),
+            locked_at_us=P("locked_at_us"),
+        )
+    ),
+    "page_set_payload": lambda: update(pages).where(pages.c.id == P("id")).values(payload=P("payload")),
+    "page_payload": lambda: select(pages.c.payload).where(pages.c.id == P("id")),
+    "page_lock_due": lambda: select(pages.c.lock_due_us).where(pages.c.id == P("id")),
+    "tasks_of_page": lambda: (
+        select(*TASK_COLS).where(signing_tasks.c.page_id == P("page_id")).order_by(signing_tasks.c.requirement)
+    ),
+    "task_insert": lambda: _insert(signing_tasks, [c.name for c in signing_tasks.c]),
+    "task_update": lambda: (
+        update(signing_tasks)
+        .where(signing_tasks.c.page_id == P("page_id"), signing_tasks.c.requirement == P("requirement"))
+        .values(
+            assignee=P("assignee"),
+            signed_by=P("signed_by"),
+            signature=P("signature"),
+            certificate_sha256=P("certificate_sha256"),
+            signed_at_us=P("signed_at_us"),
+        )
+    ),
+    "task_reassign": lambda: (
+        update(signing_tasks)
+        .where(signing_tasks.c.page_id == P("page_id"), signing_tasks.c.requirement == P("requirement"))
+        .values(assignee=P("assignee"))
+    ),
+    "handoff_get": lambda: select(*HANDOFF_COLS).where(handoffs.c.id == P("id")),
+    "handoff_insert": lambda: _insert(handoffs, [c.name for c in handoffs.c]),
+    "handoff_update": lambda: (
+        update(handoffs)
+        .where(handoffs.c.id == P("id"))
+        .values(
+            duties_json=P("duties_json"),
+            state=P("state"),
+            applied_at_us=P("applied_at_us"),
+            ended_at_us=P("ended_at_us"),
+            moved_tasks=P("moved_tasks"),
+        )
+    ),
+    "handoffs_open_for": lambda: (
+        select(*HANDOFF_COLS)
+        .where(
+            handoffs.c.teacher_id == P("teacher_id"), handoffs.c.state.in_([literal_column("1"), literal_column("2")])
+        )
+        .order_by(handoffs.c.created_at_us)
     ),
     # max(idx) walks the primary key; count(*) would scan the table.
     "log_head": lambda: select(func.coalesce(func.max(log_leaves.c.idx) + literal_column("1"), literal_column("0"))),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from tests.support import (
     write_config,
 )
 from transfer.client import TransferClient
-from transfer.devpki import make_dev_pki
+from transfer.devpki import SigningCA, make_dev_pki
 
 SCHOOLS = ["S1", "S2", "S3"]
 
@@ -36,6 +37,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The node's development PKI: CA, node, admins and schools S1-S3 (+ S9, not registered)."""
     out = tmp_path_factory.mktemp("pki")
     make_dev_pki(out, "01", [*SCHOOLS, "S9"], peers=["79"])
+    # Teachers' certificates must be valid at the fake clock's time, whatever today is.
+    SigningCA(out, not_before=datetime(2020, 1, 1, tzinfo=UTC), not_after=datetime(2040, 1, 1, tzinfo=UTC))
     return out
 
 
@@ -44,6 +47,7 @@ def rogue_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A PKI from a CA the node does not trust, with the same names."""
     out = tmp_path_factory.mktemp("rogue-pki")
     make_dev_pki(out, "01", SCHOOLS)
+    SigningCA(out, not_before=datetime(2020, 1, 1, tzinfo=UTC), not_after=datetime(2040, 1, 1, tzinfo=UTC))
     return out
 
 

@@ -74,6 +74,9 @@ url = "{database_url}"
 key_file = "{pki / "log.key"}"
 checkpoint_interval_seconds = 0.2
 
+[signing]
+ca_file = "{pki / "signing-ca.pem"}"
+
 [transfers]
 expiry_sweep_seconds = 3600
 

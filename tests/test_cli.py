@@ -84,3 +84,100 @@ def test_devpki_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert (tmp_path / "school-A1.key").stat().st_mode & 0o077 == 0
     assert devpki_main(["--out", str(tmp_path / "x"), "--province", "00"]) == 2
     assert "not a province code" in capsys.readouterr().err
+
+
+def test_cli_staff_and_handoff(node: RunningNode, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """Admins register teachers, assign duties, list tasks, record a departure and list handoffs from the CLI."""
+    from datetime import UTC, datetime
+
+    from tests.staffing import YEAR
+    from transfer.devpki import SigningCA
+
+    ca = SigningCA.load(node.pki)
+    ids = {}
+    for code in ("CN", "CN2"):
+        pem, key = ca.teacher(code, "ecdsa", not_before=datetime(2026, 1, 1, tzinfo=UTC), write=False)
+        (tmp_path / f"{code}.pem").write_bytes(pem)
+        from cryptography.hazmat.primitives import serialization
+
+        (tmp_path / f"{code}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        assert (
+            main(
+                cli(
+                    node,
+                    "school-admin-S1",
+                    "--json",
+                    "teacher-register",
+                    code,
+                    f"Cô {code}",
+                    "--cert",
+                    str(tmp_path / f"{code}.pem"),
+                )
+            )
+            == 0
+        )
+        ids[code] = json.loads(capsys.readouterr().out)["id"]
+    assert main(cli(node, "school-admin-S1", "duty-assign", f"homeroom/{YEAR}/3A", ids["CN"])) == 0
+    assert f"homeroom/{YEAR}/3A" in capsys.readouterr().out
+    code = new_lookup_code()
+    assert main(cli(node, "school-S1", "record-register", code, new_national_id(), "primary")) == 0
+    (tmp_path / "page.pdf").write_bytes(b"%PDF-1.7 lop 3A")
+    assert (
+        main(
+            cli(
+                node,
+                "school-S1",
+                "--json",
+                "page-add",
+                code,
+                YEAR,
+                "3",
+                "3A",
+                str(tmp_path / "page.pdf"),
+                "--require",
+                "homeroom",
+            )
+        )
+        == 0
+    )
+    page_id = json.loads(capsys.readouterr().out.splitlines()[-1])["id"]
+    assert main(cli(node, "school-S1", "task-list", ids["CN"])) == 0
+    assert page_id in capsys.readouterr().out
+    assert (
+        main(
+            cli(
+                node,
+                "school-admin-S1",
+                "depart",
+                ids["CN"],
+                "--reason",
+                "retirement",
+                "--effective",
+                "2026-11-23",
+                "--replacement",
+                ids["CN2"],
+            )
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "retirement" in out and "COMPLETED" in out and "moved 1 task" in out
+    assert (
+        main(cli(node, "school-S1", "page-sign", page_id, "homeroom", ids["CN2"], "--key", str(tmp_path / "CN2.key")))
+        == 0
+    )
+    assert "SIGNED" in capsys.readouterr().out
+    assert main(cli(node, "school-S1", "page-lock", page_id)) == 0
+    assert "LOCKED" in capsys.readouterr().out
+    assert main(cli(node, "school-admin-S1", "handoff-list")) == 0
+    assert ids["CN"] in capsys.readouterr().out
+    assert main(cli(node, "school-admin-S1", "duty-list", "--teacher", ids["CN2"])) == 0
+    assert f"homeroom/{YEAR}/3A" in capsys.readouterr().out
+    assert (
+        main(cli(node, "school-S1", "depart", ids["CN2"], "--reason", "retirement", "--effective", "2026-11-23")) == 1
+    )
+    assert "SCHOOL_ADMIN_ONLY" in capsys.readouterr().err

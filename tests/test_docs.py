@@ -49,9 +49,12 @@ def _reasons_in_code() -> set[str]:
                 candidates = args[1:2]
             elif name == "_bad":  # _bad(field, message, reason)
                 candidates = args[2:3]
+            elif name == "_bad_cert":  # _bad_cert(reason, message)
+                candidates = args[:1]
             else:
                 candidates = []
             candidates += [k.value for k in node.keywords if k.arg in {"reason", "required_reason"}]
+            candidates = [c for a in candidates for c in ([a.body, a.orelse] if isinstance(a, ast.IfExp) else [a])]
             for arg in candidates:
                 if isinstance(arg, ast.Constant) and isinstance(arg.value, str) and re.fullmatch(r"[A-Z_]+", arg.value):
                     found.add(arg.value)

@@ -1,5 +1,6 @@
 """`make demo`: one node, two schools, one transfer accepted and one rejected,
-then the node's signed log checkpoint and one receipt verified offline.
+a homeroom teacher retiring mid-year with her class's pages half signed, then
+the node's signed log checkpoint and one receipt verified offline.
 
 Generates a throwaway development PKI, starts a real node process on a free
 loopback port over mutual TLS, and drives it with the client library exactly
@@ -20,13 +21,17 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from transfer.client import ClientTls, TransferClient
-from transfer.client.cli import fmt_record, fmt_transfer
+from transfer.client import ClientTls, TransferClient, TransferError
+from transfer.client.cli import LOCAL, fmt_record, fmt_transfer
 from transfer.client.logverify import verify_receipt_offline
-from transfer.devpki import make_dev_pki
+from transfer.client.signing import sign_digest
+from transfer.devpki import SigningCA, make_dev_pki
 from transfer.domain.leaves import decode_leaf
+from transfer.domain.signatures import verify_signature
 from transfer.ledger.note import parse_vkey
 from transfer.v1 import common_pb2, transfers_pb2
 
@@ -54,6 +59,8 @@ key_file = "pki/node.key"
 url = "sqlite:///node.db"
 [log]
 key_file = "pki/log.key"
+[signing]
+ca_file = "pki/signing-ca.pem"
 [logging]
 format = "json"
 """,
@@ -142,8 +149,10 @@ def run(work: Path) -> None:
         if len(seen) != 4:
             raise SystemExit(f"the watch stream saw {len(seen)} events, expected 4")
 
-        say("9. The node's log: its latest signed checkpoint")
-        signed = wait_for_checkpoint(receiver, covering=accepted.receipt.index + 2)
+        last_entry = retire_homeroom_teacher(work, address, receiver, codes[0])
+
+        say("10. The node's log: its latest signed checkpoint")
+        signed = wait_for_checkpoint(receiver, covering=last_entry + 1)
         for line in signed.splitlines():
             say("   | " + line)
         size = int(signed.splitlines()[1])
@@ -161,7 +170,7 @@ def run(work: Path) -> None:
             c.close()
         proc.send_signal(signal.SIGTERM)
         status = proc.wait(30)
-        say(f"10. Node stopped with SIGTERM (exit status {status}); the operator verifies the whole log:")
+        say(f"11. Node stopped with SIGTERM (exit status {status}); the operator verifies the whole log:")
     verified = subprocess.run(
         [sys.executable, "-m", "transfer.server.verify", "--config", str(work / "node.toml"), "--quiet"],
         capture_output=True,
@@ -171,6 +180,72 @@ def run(work: Path) -> None:
     say("   " + (verified.stdout.strip() or verified.stderr.strip()))
     if verified.returncode != 0:
         raise SystemExit("the log did not verify")
+
+
+def retire_homeroom_teacher(work: Path, address: str, school: TransferClient, first_record: str) -> int:
+    """Part two: a class's homeroom teacher retires mid-year with pages half signed.
+
+    Returns the index of the last log entry it made.
+    """
+    say(f"9. Mid-year at {RECEIVER}: class 3A's homeroom teacher retires with the class's pages half signed")
+    admin = TransferClient(address, ClientTls.from_pki(work / "pki", f"school-admin-{RECEIVER}"))
+    ca = SigningCA.load(work / "pki")
+    staff = {}
+    for code, key_type, role in (
+        ("GV-LAN", "ecdsa", "homeroom teacher"),
+        ("GV-MINH", "rsa", "maths teacher"),
+        ("HT-HOA", "ed25519", "principal"),
+        ("GV-MAI", "ecdsa", "replacement"),
+    ):
+        pem, key = ca.teacher(code, key_type, write=False)
+        teacher = admin.register_teacher(code, code.split("-")[1].title(), [pem])
+        staff[code] = (teacher.id, key)
+        say(f"   registered {code} ({role}, {key_type} certificate) as {teacher.id}")
+    year, homeroom, maths, principal = "2026-2027", (1, ""), (2, "toan"), (3, "")
+    admin.assign_duty((1, year, "3A", ""), staff["GV-LAN"][0])
+    admin.assign_duty((2, year, "3A", "toan"), staff["GV-MINH"][0])
+    admin.assign_duty((3, "", "", ""), staff["HT-HOA"][0])
+    records = [first_record]
+    for i in range(3):
+        code = uuid.uuid4().hex
+        school.register_record(code, f"00130000000{i}", common_pb2.RECORD_LEVEL_PRIMARY)
+        records.append(code)
+    pages = [
+        school.add_page(code, year, 3, "3A", f"%PDF hoc ba lop 3A #{i}".encode(), [homeroom, maths, principal]).page
+        for i, code in enumerate(records)
+    ]
+
+    def sign(page: Any, req: tuple[int, str], code: str) -> Any:
+        teacher_id, key = staff[code]
+        return school.sign_page(page.id, req, teacher_id, page.digest, sign_digest(key, page.digest))
+
+    pages = [sign(p, maths, "GV-MINH") for p in pages]
+    pages[:2] = [sign(p, homeroom, "GV-LAN") for p in pages[:2]]
+    owed = list(school.iter_signing_tasks(staff["GV-LAN"][0]))
+    say(f"   4 pages; GV-LAN has signed 2 and still owes {len(owed)} homeroom signature(s)")
+    handoff, receipt = admin.record_departure(
+        staff["GV-LAN"][0], 1, datetime.now(UTC).astimezone(LOCAL).date().isoformat(), replacement=staff["GV-MAI"][0]
+    )
+    say(
+        f"   retirement recorded: handoff {handoff.id}, {handoff.moved_tasks} task(s) moved to GV-MAI [log entry {receipt.index}]"
+    )
+    try:
+        sign(pages[3], homeroom, "GV-LAN")
+    except TransferError as err:
+        say(f"   a late signature by GV-LAN is refused: {err.code.name} {err.reason}")
+    pages[2:] = [sign(p, homeroom, "GV-MAI") for p in pages[2:]]
+    pages = [sign(p, principal, "HT-HOA") for p in pages]
+    last_entry = max(school.lock_page(p.id).receipt.index for p in pages)
+    lan_cert = school.get_teacher(staff["GV-LAN"][0]).certificates[0].der
+    kept = [
+        verify_signature(lan_cert, p.digest, t.signature)
+        for p in (school.get_page(p.id) for p in pages[:2])
+        for t in p.tasks
+        if t.signed_by_teacher_id == staff["GV-LAN"][0]
+    ]
+    say(f"   all 4 pages signed and LOCKED; GV-LAN's {sum(kept)} earlier signature(s) still verify")
+    admin.close()
+    return last_entry
 
 
 def wait_for_checkpoint(client: TransferClient, covering: int, timeout: float = 10.0) -> str:

@@ -12,6 +12,9 @@ writes (ECDSA P-256, PEM):
     province-admin.pem / .key           the province admin
     auditor.pem / .key                  a read-only auditor
     peer-<province>.pem / .key          for each --peer: a peer node's identity
+    signing-ca.pem / .key               a CA for teachers' signing certificates
+    teacher-<name>.pem / .key           for each --teacher name[:rsa|ecdsa|ed25519]:
+                                        a teacher's signing certificate
     log.key / log.vkey                  the node's Ed25519 key for signing log
                                         checkpoints (signed-note formats), named
                                         after the node (--node-name)
@@ -33,7 +36,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from transfer.domain.model import Role
@@ -55,7 +58,7 @@ def _name(cn: str) -> x509.Name:
     )
 
 
-def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey) -> None:
     data = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -161,6 +164,109 @@ class DevCA:
         return self.issue(f"peer-{province}", f"node {province}", [role_uri(Role.PEER), province_uri(province)])
 
 
+KEY_TYPES = ("ecdsa", "rsa", "ed25519")
+SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
+
+
+def new_signing_key(key_type: str) -> SigningKey:
+    if key_type == "rsa":
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if key_type == "ed25519":
+        return ed25519.Ed25519PrivateKey.generate()
+    if key_type == "ecdsa":
+        return ec.generate_private_key(ec.SECP256R1())
+    raise ValueError(f"key type must be one of {', '.join(KEY_TYPES)}")
+
+
+class SigningCA:
+    """A CA for teachers' personal signing certificates (chứng thư số), as a
+    licensed Vietnamese CA would issue them. Development only."""
+
+    def __init__(
+        self,
+        out: Path,
+        *,
+        days: int = 365,
+        common_name: str = "hocba dev signing CA",
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+    ) -> None:
+        self.out = out
+        self.days = days
+        out.mkdir(parents=True, exist_ok=True)
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        now = datetime.now(UTC)
+        self.name = _name(common_name)
+        self.cert = (
+            x509.CertificateBuilder()
+            .subject_name(self.name)
+            .issuer_name(self.name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before or now - timedelta(minutes=5))
+            .not_valid_after(not_after or now + timedelta(days=days))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .sign(self.key, hashes.SHA256())
+        )
+        (out / "signing-ca.pem").write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
+        _write_key(out / "signing-ca.key", self.key)
+
+    @classmethod
+    def load(cls, out: Path, *, days: int = 365) -> SigningCA:
+        """The signing CA a previous run wrote into `out`."""
+        ca = cls.__new__(cls)
+        ca.out, ca.days = out, days
+        key = serialization.load_pem_private_key((out / "signing-ca.key").read_bytes(), None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        ca.key = key
+        ca.cert = x509.load_pem_x509_certificate((out / "signing-ca.pem").read_bytes())
+        ca.name = ca.cert.subject
+        return ca
+
+    def teacher(
+        self,
+        name: str,
+        key_type: str = "ecdsa",
+        *,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
+        write: bool = True,
+    ) -> tuple[bytes, SigningKey]:
+        """A teacher's certificate (PEM) and private key; written as teacher-<name>.pem/.key."""
+        key = new_signing_key(key_type)
+        now = datetime.now(UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(_name(f"teacher {name}"))
+            .issuer_name(self.name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before or now - timedelta(minutes=5))
+            .not_valid_after(not_after or now + timedelta(days=self.days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(
+                    digital_signature=True,
+                    content_commitment=True,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    encipher_only=False,
+                    decipher_only=False,
+                ),
+                critical=True,
+            )
+            .sign(self.key, hashes.SHA256())
+        )
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        if write:
+            (self.out / f"teacher-{name}.pem").write_bytes(pem)
+            _write_key(self.out / f"teacher-{name}.key", key)
+        return pem, key
+
+
 def write_log_key(out: Path, node_name: str) -> str:
     """Write the node's checkpoint-signing key (log.key, private) and log.vkey; return the vkey."""
     skey, vkey = generate_key(node_name)
@@ -179,8 +285,12 @@ def make_dev_pki(
     peers: list[str] | None = None,
     days: int = 365,
     node_name: str | None = None,
+    teachers: list[str] | None = None,
 ) -> DevCA:
-    """Write the whole development PKI for one node into `out`."""
+    """Write the whole development PKI for one node into `out`.
+
+    `teachers` are "name" or "name:keytype" (ecdsa, rsa, ed25519).
+    """
     if not is_province(province):
         raise ValueError(f"{province!r} is not a province code")
     for code in schools:
@@ -196,6 +306,12 @@ def make_dev_pki(
     for p in peers or []:
         ca.peer(p)
     write_log_key(out, node_name or f"hocba-node-{province}")
+    signing = SigningCA(out, days=days)
+    for spec in teachers or []:
+        name, _, key_type = spec.partition(":")
+        if not SCHOOL_CODE.fullmatch(name):
+            raise ValueError(f"{name!r} is not a valid teacher name (letters, digits, '.', '_', '-')")
+        signing.teacher(name, key_type or "ecdsa")
     return ca
 
 
@@ -206,10 +322,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--school", action="append", default=[], help="a school code (repeatable)")
     parser.add_argument("--peer", action="append", default=[], help="a peer node's province (repeatable)")
     parser.add_argument("--days", type=int, default=365, help="validity of every certificate")
+    parser.add_argument(
+        "--teacher", action="append", default=[], help="a teacher's signing certificate: name[:rsa|ecdsa|ed25519]"
+    )
     parser.add_argument("--node-name", help="the node's name, also its log key's name (default hocba-node-<province>)")
     ns = parser.parse_args(argv)
     try:
-        make_dev_pki(ns.out, ns.province, ns.school, peers=ns.peer, days=ns.days, node_name=ns.node_name)
+        make_dev_pki(
+            ns.out, ns.province, ns.school, peers=ns.peer, days=ns.days, node_name=ns.node_name, teachers=ns.teacher
+        )
     except ValueError as exc:
         print(f"transfer-devpki: {exc}", file=sys.stderr)
         return 2

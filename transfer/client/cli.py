@@ -19,6 +19,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 from google.protobuf.json_format import MessageToDict
@@ -28,7 +29,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from transfer.client.client import ClientTls, TransferChange, TransferClient
 from transfer.client.errors import TransferError
 from transfer.client.retry import RetryPolicy
-from transfer.v1 import common_pb2, records_pb2, schools_pb2, transfers_pb2
+from transfer.client.signing import load_key, sign_digest
+from transfer.v1 import common_pb2, pages_pb2, records_pb2, schools_pb2, staff_pb2, transfers_pb2
 
 LOCAL = timezone(timedelta(hours=7))
 
@@ -185,7 +187,132 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd("school-get", "show one school")
     s.add_argument("code")
     cmd("school-list", "list the node's schools")
+
+    s = cmd("teacher-register", "register a teacher with signing certificate(s) (school admin)")
+    s.add_argument("code", help="the school's staff code")
+    s.add_argument("name")
+    s.add_argument("--cert", action="append", required=True, type=Path, help="PEM certificate file (repeatable)")
+    s.add_argument("--school", default="")
+    s.add_argument("--request-id")
+    s = cmd("teacher-list", "list a school's teachers")
+    s.add_argument("--school", default="")
+    s = cmd("teacher-get", "show a teacher and their certificates")
+    s.add_argument("teacher_id")
+    s = cmd("duty-assign", "give a duty to a teacher (school admin)")
+    s.add_argument("duty", help="principal | homeroom/<year>/<class> | subject/<year>/<class>/<subject>")
+    s.add_argument("teacher_id")
+    s.add_argument("--school", default="")
+    s.add_argument("--request-id")
+    s = cmd("duty-list", "list a school's duties, or those a teacher holds")
+    s.add_argument("--school", default="")
+    s.add_argument("--teacher", default="")
+    s = cmd("task-list", "list the signatures a teacher still owes")
+    s.add_argument("teacher_id")
+    s = cmd("depart", "record a teacher's departure and hand off their duties (school admin)")
+    s.add_argument("teacher_id")
+    s.add_argument("--reason", required=True, choices=sorted(REASONS))
+    s.add_argument("--effective", required=True, help="YYYY-MM-DD: from this day their signatures are refused")
+    s.add_argument("--until", default="", help="YYYY-MM-DD: end of a temporary absence")
+    s.add_argument("--replacement", default="", help="teacher taking every duty not named by --duty")
+    s.add_argument("--duty", action="append", default=[], help="DUTY_KEY=TEACHER_ID (repeatable)")
+    s.add_argument("--request-id")
+    s = cmd("handoff-list", "list a school's handoffs")
+    s.add_argument("--school", default="")
+    s.add_argument("--teacher", default="")
+
+    s = cmd("page-add", "add a page (one school year) to a record your school holds")
+    s.add_argument("lookup_code")
+    s.add_argument("school_year", help="e.g. 2026-2027")
+    s.add_argument("grade", type=int)
+    s.add_argument("class_name")
+    s.add_argument("payload", type=Path, help="the page's content (a file)")
+    s.add_argument("--media-type", default="application/pdf")
+    s.add_argument("--segment", default="")
+    s.add_argument("--supplementary", action="store_true", help="locks at the supplementary date (15 August)")
+    s.add_argument("--require", action="append", required=True, help="homeroom | principal | subject:<code>")
+    s.add_argument("--request-id")
+    s = cmd("page-list", "list a record's pages")
+    s.add_argument("lookup_code")
+    s = cmd("page-get", "show a page and its signatures")
+    s.add_argument("page_id")
+    s = cmd("page-sign", "sign a page's digest with a teacher's key file and submit it")
+    s.add_argument("page_id")
+    s.add_argument("requirement", help="homeroom | principal | subject:<code>")
+    s.add_argument("teacher_id")
+    s.add_argument("--key", required=True, type=Path, help="the teacher's private key (PEM)")
+    s.add_argument("--request-id")
+    s = cmd("page-lock", "lock a fully signed page")
+    s.add_argument("page_id")
+    s.add_argument("--request-id")
     return p
+
+
+REASONS = {
+    name.removeprefix("DEPARTURE_REASON_").lower().replace("_", "-"): num
+    for name, num in staff_pb2.DepartureReason.items()
+    if num
+}
+ROLES = {"homeroom": pages_pb2.SIGNER_ROLE_HOMEROOM, "principal": pages_pb2.SIGNER_ROLE_PRINCIPAL}
+
+
+def parse_requirement(text: str) -> tuple[int, str]:
+    if text.startswith("subject:"):
+        return pages_pb2.SIGNER_ROLE_SUBJECT, text.removeprefix("subject:")
+    if text in ROLES:
+        return ROLES[text], ""
+    raise SystemExit(f"transfer-cli: {text!r} is not homeroom, principal or subject:<code>")
+
+
+def parse_duty_key(text: str) -> tuple[int, str, str, str]:
+    parts = text.split("/")
+    if parts == ["principal"]:
+        return pages_pb2.SIGNER_ROLE_PRINCIPAL, "", "", ""
+    if parts[0] == "homeroom" and len(parts) == 3:
+        return pages_pb2.SIGNER_ROLE_HOMEROOM, parts[1], parts[2], ""
+    if parts[0] == "subject" and len(parts) == 4:
+        return pages_pb2.SIGNER_ROLE_SUBJECT, parts[1], parts[2], parts[3]
+    raise SystemExit(
+        f"transfer-cli: {text!r} is not principal, homeroom/<year>/<class> or subject/<year>/<class>/<subject>"
+    )
+
+
+def fmt_teacher(t: staff_pb2.Teacher) -> str:
+    certs = ", ".join(f"{c.key_type} until {_when(c.not_after)[:10]}" for c in t.certificates)
+    return f"teacher {t.id} {t.code:<12} {_enum(t, 'status', 'TEACHER_STATUS_'):<9} {t.name}" + (
+        f"  [{certs}]" if certs else ""
+    )
+
+
+def fmt_duty(d: staff_pb2.Duty) -> str:
+    return f"duty {d.key:<40} held by {d.holder_teacher_id or '-'}"
+
+
+def _req(r: pages_pb2.RequiredSignature) -> str:
+    return (
+        f"subject:{r.subject}" if r.role == pages_pb2.SIGNER_ROLE_SUBJECT else _enum(r, "role", "SIGNER_ROLE_").lower()
+    )
+
+
+def fmt_task(t: pages_pb2.SigningTask) -> str:
+    done = f"signed by {t.signed_by_teacher_id}" if t.signed_by_teacher_id else f"owed by {t.assignee_teacher_id}"
+    return f"task page {t.page_id} {_req(t.requirement):<16} {done}  digest {t.digest.hex()[:16]}"
+
+
+def fmt_page(p: pages_pb2.Page) -> str:
+    signed = sum(1 for t in p.tasks if t.signed_by_teacher_id)
+    return (
+        f"page {p.id} {p.school_year}{'/' + p.segment if p.segment else ''} grade {p.grade} class {p.class_name} "
+        f"v{p.version} {_enum(p, 'state', 'PAGE_STATE_'):<8} {signed}/{len(p.tasks)} signed  issued by {p.issuing_school}"
+    )
+
+
+def fmt_handoff(h: staff_pb2.Handoff) -> str:
+    until = f" until {h.end_date}" if h.end_date else ""
+    return (
+        f"handoff {h.id} teacher {h.teacher_id} {_enum(h, 'reason', 'DEPARTURE_REASON_').lower():<15} "
+        f"from {h.effective_date}{until} {_enum(h, 'state', 'HANDOFF_STATE_'):<10} moved {h.moved_tasks} task(s)"
+        + (f" -> {h.replacement_teacher_id}" if h.replacement_teacher_id else "")
+    )
 
 
 def run(ns: argparse.Namespace, out: Output) -> None:
@@ -239,6 +366,67 @@ def run(ns: argparse.Namespace, out: Output) -> None:
             case "school-list":
                 for school in c.iter_schools():
                     out.show(school, fmt_school)
+            case "teacher-register":
+                certs = [path.read_bytes() for path in ns.cert]
+                out.show(
+                    c.register_teacher(ns.code, ns.name, certs, school=ns.school, request_id=ns.request_id), fmt_teacher
+                )
+            case "teacher-list":
+                for teacher in c.iter_teachers(ns.school):
+                    out.show(teacher, fmt_teacher)
+            case "teacher-get":
+                out.show(c.get_teacher(ns.teacher_id), fmt_teacher)
+            case "duty-assign":
+                duty = c.assign_duty(parse_duty_key(ns.duty), ns.teacher_id, school=ns.school, request_id=ns.request_id)
+                out.show(duty, fmt_duty)
+            case "duty-list":
+                for d in c.list_duties(school=ns.school, teacher_id=ns.teacher):
+                    out.show(d, fmt_duty)
+            case "task-list":
+                for task in c.iter_signing_tasks(ns.teacher_id):
+                    out.show(task, fmt_task)
+            case "depart":
+                pairs = []
+                for item in ns.duty:
+                    key, sep, teacher = item.partition("=")
+                    if not sep:
+                        raise SystemExit(f"transfer-cli: --duty wants DUTY_KEY=TEACHER_ID, not {item!r}")
+                    pairs.append((parse_duty_key(key), teacher))
+                handoff, receipt = c.record_departure(
+                    ns.teacher_id, REASONS[ns.reason], ns.effective, end_date=ns.until,
+                    replacement=ns.replacement, replacements=pairs, request_id=ns.request_id,
+                )  # fmt: skip
+                out.show(handoff, lambda h: f"{fmt_handoff(h)}  [log entry {receipt.index}]")
+            case "handoff-list":
+                for h in c.iter_handoffs(ns.school, teacher_id=ns.teacher):
+                    out.show(h, fmt_handoff)
+            case "page-add":
+                track = pages_pb2.LOCK_TRACK_SUPPLEMENTARY if ns.supplementary else pages_pb2.LOCK_TRACK_COMPLETED
+                added = c.add_page(
+                    ns.lookup_code, ns.school_year, ns.grade, ns.class_name, ns.payload.read_bytes(),
+                    [parse_requirement(r) for r in ns.require], media_type=ns.media_type, segment=ns.segment,
+                    lock_track=track, request_id=ns.request_id,
+                )  # fmt: skip
+                out.show(added.page, fmt_page)
+            case "page-list":
+                for page in c.iter_pages(ns.lookup_code):
+                    out.show(page, fmt_page)
+            case "page-get":
+                page = c.get_page(ns.page_id)
+                out.show(page, fmt_page)
+                if not out.as_json:
+                    for task in page.tasks:
+                        print("  " + fmt_task(task))
+            case "page-sign":
+                page = c.get_page(ns.page_id)
+                signature = sign_digest(load_key(ns.key.read_bytes()), page.digest)
+                signed = c.sign_page(
+                    ns.page_id, parse_requirement(ns.requirement), ns.teacher_id, page.digest, signature,
+                    request_id=ns.request_id,
+                )  # fmt: skip
+                out.show(signed, fmt_page)
+            case "page-lock":
+                out.show(c.lock_page(ns.page_id, request_id=ns.request_id).page, fmt_page)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

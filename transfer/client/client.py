@@ -12,6 +12,7 @@ once and replays its first answer. Failures raise `TransferError` subclasses.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 import uuid
@@ -28,10 +29,14 @@ from transfer.client.retry import RetryPolicy
 from transfer.v1 import (
     log_pb2,
     log_pb2_grpc,
+    pages_pb2,
+    pages_pb2_grpc,
     records_pb2,
     records_pb2_grpc,
     schools_pb2,
     schools_pb2_grpc,
+    staff_pb2,
+    staff_pb2_grpc,
     transfers_pb2,
     transfers_pb2_grpc,
 )
@@ -76,6 +81,22 @@ class TransferChange:
     receipt: log_pb2.LogReceipt
 
 
+@dataclass(frozen=True)
+class PageChange:
+    """A page mutation's result: the page now, and the receipt of its log entry."""
+
+    page: pages_pb2.Page
+    receipt: log_pb2.LogReceipt
+
+
+Duty = tuple[int, str, str, str]  # (SignerRole, school year, class, subject)
+
+
+def duty_ref(duty: Duty) -> staff_pb2.DutyRef:
+    role, year, klass, subject = duty
+    return staff_pb2.DutyRef(role=role, school_year=year, class_name=klass, subject=subject)  # type: ignore[arg-type]
+
+
 def new_request_id() -> str:
     return str(uuid.uuid4())
 
@@ -103,6 +124,8 @@ class TransferClient:
         self.records = records_pb2_grpc.RecordServiceStub(channel)
         self.transfers = transfers_pb2_grpc.TransferServiceStub(channel)
         self.log = log_pb2_grpc.LogServiceStub(channel)
+        self.pages = pages_pb2_grpc.PageServiceStub(channel)
+        self.staff = staff_pb2_grpc.StaffServiceStub(channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -261,6 +284,204 @@ class TransferClient:
         )
         resp: transfers_pb2.CancelTransferResponse = self._call(self.transfers.CancelTransfer, req)
         return TransferChange(resp.transfer, resp.receipt)
+
+    # -- pages ----------------------------------------------------------------
+
+    def add_page(
+        self,
+        lookup_code: str,
+        school_year: str,
+        grade: int,
+        class_name: str,
+        payload: bytes,
+        required_signatures: Iterable[tuple[int, str]],
+        *,
+        media_type: str = "application/pdf",
+        segment: str = "",
+        lock_track: int = pages_pb2.LOCK_TRACK_COMPLETED,
+        request_id: str | None = None,
+    ) -> PageChange:
+        """Add a page; `required_signatures` are (SignerRole, subject) pairs."""
+        req = pages_pb2.AddPageRequest(
+            request_id=request_id or new_request_id(),
+            lookup_code=lookup_code,
+            school_year=school_year,
+            segment=segment,
+            grade=grade,
+            class_name=class_name,
+            media_type=media_type,
+            payload=payload,
+            payload_sha256=hashlib.sha256(payload).digest(),
+            lock_track=lock_track,  # type: ignore[arg-type]
+            required_signatures=[
+                pages_pb2.RequiredSignature(role=r, subject=s)  # type: ignore[arg-type]
+                for r, s in required_signatures
+            ],
+        )
+        resp: pages_pb2.AddPageResponse = self._call(self.pages.AddPage, req)
+        return PageChange(resp.page, resp.receipt)
+
+    def replace_page(
+        self, page_id: str, payload: bytes, *, media_type: str = "application/pdf", request_id: str | None = None
+    ) -> PageChange:
+        req = pages_pb2.ReplacePageRequest(
+            request_id=request_id or new_request_id(),
+            page_id=page_id,
+            media_type=media_type,
+            payload=payload,
+            payload_sha256=hashlib.sha256(payload).digest(),
+        )
+        resp: pages_pb2.ReplacePageResponse = self._call(self.pages.ReplacePage, req)
+        return PageChange(resp.page, resp.receipt)
+
+    def get_page(self, page_id: str, *, include_payload: bool = False) -> pages_pb2.Page:
+        req = pages_pb2.GetPageRequest(page_id=page_id, include_payload=include_payload)
+        resp: pages_pb2.GetPageResponse = self._call(self.pages.GetPage, req)
+        return resp.page
+
+    def iter_pages(self, lookup_code: str, *, page_size: int = 0) -> Iterator[pages_pb2.Page]:
+        return _pages(
+            lambda tok: self._call(
+                self.pages.ListPages,
+                pages_pb2.ListPagesRequest(lookup_code=lookup_code, page_size=page_size, page_token=tok),
+            ),
+            "pages",
+        )
+
+    def sign_page(
+        self,
+        page_id: str,
+        requirement: tuple[int, str],
+        teacher_id: str,
+        digest: bytes,
+        signature: bytes,
+        *,
+        certificate_sha256: str = "",
+        request_id: str | None = None,
+    ) -> pages_pb2.Page:
+        role, subject = requirement
+        req = pages_pb2.SignPageRequest(
+            request_id=request_id or new_request_id(),
+            page_id=page_id,
+            requirement=pages_pb2.RequiredSignature(role=role, subject=subject),  # type: ignore[arg-type]
+            teacher_id=teacher_id,
+            digest=digest,
+            signature=signature,
+            certificate_sha256=certificate_sha256,
+        )
+        resp: pages_pb2.SignPageResponse = self._call(self.pages.SignPage, req)
+        return resp.page
+
+    def lock_page(self, page_id: str, *, request_id: str | None = None) -> PageChange:
+        req = pages_pb2.LockPageRequest(request_id=request_id or new_request_id(), page_id=page_id)
+        resp: pages_pb2.LockPageResponse = self._call(self.pages.LockPage, req)
+        return PageChange(resp.page, resp.receipt)
+
+    # -- staff ----------------------------------------------------------------
+
+    def register_teacher(
+        self, code: str, name: str, certificates: Iterable[bytes], *, school: str = "", request_id: str | None = None
+    ) -> staff_pb2.Teacher:
+        req = staff_pb2.RegisterTeacherRequest(
+            request_id=request_id or new_request_id(),
+            school=school,
+            code=code,
+            name=name,
+            certificates=list(certificates),
+        )
+        resp: staff_pb2.RegisterTeacherResponse = self._call(self.staff.RegisterTeacher, req)
+        return resp.teacher
+
+    def add_teacher_certificate(
+        self, teacher_id: str, certificate: bytes, *, request_id: str | None = None
+    ) -> staff_pb2.Teacher:
+        req = staff_pb2.AddTeacherCertificateRequest(
+            request_id=request_id or new_request_id(), teacher_id=teacher_id, certificate=certificate
+        )
+        resp: staff_pb2.AddTeacherCertificateResponse = self._call(self.staff.AddTeacherCertificate, req)
+        return resp.teacher
+
+    def get_teacher(self, teacher_id: str) -> staff_pb2.Teacher:
+        resp: staff_pb2.GetTeacherResponse = self._call(
+            self.staff.GetTeacher, staff_pb2.GetTeacherRequest(teacher_id=teacher_id)
+        )
+        return resp.teacher
+
+    def iter_teachers(self, school: str = "", *, page_size: int = 0) -> Iterator[staff_pb2.Teacher]:
+        return _pages(
+            lambda tok: self._call(
+                self.staff.ListTeachers,
+                staff_pb2.ListTeachersRequest(school=school, page_size=page_size, page_token=tok),
+            ),
+            "teachers",
+        )
+
+    def assign_duty(
+        self, duty: Duty, teacher_id: str, *, school: str = "", request_id: str | None = None
+    ) -> staff_pb2.Duty:
+        """Give a duty, (SignerRole, school year, class, subject), to a teacher."""
+        req = staff_pb2.AssignDutyRequest(
+            request_id=request_id or new_request_id(), school=school, duty=duty_ref(duty), teacher_id=teacher_id
+        )
+        resp: staff_pb2.AssignDutyResponse = self._call(self.staff.AssignDuty, req)
+        return resp.duty
+
+    def list_duties(self, *, school: str = "", teacher_id: str = "") -> list[staff_pb2.Duty]:
+        req = staff_pb2.ListDutiesRequest(school=school, teacher_id=teacher_id)
+        resp: staff_pb2.ListDutiesResponse = self._call(self.staff.ListDuties, req)
+        return list(resp.duties)
+
+    def iter_signing_tasks(self, teacher_id: str, *, page_size: int = 0) -> Iterator[pages_pb2.SigningTask]:
+        return _pages(
+            lambda tok: self._call(
+                self.staff.ListSigningTasks,
+                staff_pb2.ListSigningTasksRequest(teacher_id=teacher_id, page_size=page_size, page_token=tok),
+            ),
+            "tasks",
+        )
+
+    def record_departure(
+        self,
+        teacher_id: str,
+        reason: int,
+        effective_date: str,
+        *,
+        end_date: str = "",
+        replacement: str = "",
+        replacements: Iterable[tuple[Duty, str]] = (),
+        request_id: str | None = None,
+    ) -> tuple[staff_pb2.Handoff, log_pb2.LogReceipt]:
+        """Record a departure; `replacement` takes everything not named in `replacements` ((duty, teacher))."""
+        req = staff_pb2.RecordDepartureRequest(
+            request_id=request_id or new_request_id(),
+            teacher_id=teacher_id,
+            reason=reason,  # type: ignore[arg-type]
+            effective_date=effective_date,
+            end_date=end_date,
+            replacement_teacher_id=replacement,
+            replacements=[staff_pb2.DutyReplacement(duty=duty_ref(d), teacher_id=t) for d, t in replacements],
+        )
+        resp: staff_pb2.RecordDepartureResponse = self._call(self.staff.RecordDeparture, req)
+        return resp.handoff, resp.receipt
+
+    def get_handoff(self, handoff_id: str) -> staff_pb2.Handoff:
+        resp: staff_pb2.GetHandoffResponse = self._call(
+            self.staff.GetHandoff, staff_pb2.GetHandoffRequest(handoff_id=handoff_id)
+        )
+        return resp.handoff
+
+    def iter_handoffs(
+        self, school: str = "", *, teacher_id: str = "", page_size: int = 0
+    ) -> Iterator[staff_pb2.Handoff]:
+        return _pages(
+            lambda tok: self._call(
+                self.staff.ListHandoffs,
+                staff_pb2.ListHandoffsRequest(
+                    school=school, teacher_id=teacher_id, page_size=page_size, page_token=tok
+                ),
+            ),
+            "handoffs",
+        )
 
     # -- the log --------------------------------------------------------------
 

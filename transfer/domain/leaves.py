@@ -22,6 +22,25 @@ Transfer events (kinds 1-5) share one body:
     kind 4  transfer.cancelled   extra = reason:digest (of "" when none was given)
     kind 5  transfer.expired     extra = (none)
 
+Pages (kinds 16-18), by the school that issued them:
+
+    page_id:16 || record:digest || school:str8 || school_year:str8 || version:u32
+    || page_digest:digest || actor:str8 || extra
+
+    kind 16 page.added       extra = (none)
+    kind 17 page.replaced    extra = voided:u16 (signatures voided by the replacement)
+    kind 18 page.locked      extra = signatures:u16
+
+Teachers and handoffs (kinds 32-35); teacher ids are the node's opaque ids:
+
+    kind 32 teacher.departed    handoff_id:16 || school:str8 || teacher:16 || reason:u8
+                                || effective:u32 (days since 1970-01-01) || end:u32 (0: none) || actor:str8
+    kind 33 duty.reassigned     handoff_id:16 (zero: not by a handoff) || school:str8 || duty:str8
+                                || from:16 (zero: none) || to:16 || actor:str8
+    kind 34 task.moved          handoff_id:16 (zero: not by a handoff) || page_id:16 || requirement:str8
+                                || from:16 || to:16 || actor:str8
+    kind 35 handoff.ended       handoff_id:16 || school:str8 || teacher:16 || actor:str8
+
 `record` is SHA-256("hocba:record:v1:" || lookup code): whoever knows a
 record's lookup code can find its entries; nobody can read the code back.
 `reason` is SHA-256 of the reason's UTF-8 text. Decoding is strict: unknown
@@ -34,7 +53,7 @@ import enum
 import hashlib
 import struct
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from transfer.domain.model import Transfer, TransferState
 
@@ -49,6 +68,18 @@ class LeafKind(enum.IntEnum):
     TRANSFER_REJECTED = 3
     TRANSFER_CANCELLED = 4
     TRANSFER_EXPIRED = 5
+    PAGE_ADDED = 16
+    PAGE_REPLACED = 17
+    PAGE_LOCKED = 18
+    TEACHER_DEPARTED = 32
+    DUTY_REASSIGNED = 33
+    TASK_MOVED = 34
+    HANDOFF_ENDED = 35
+
+
+TRANSFER_KINDS = frozenset(range(1, 6))
+PAGE_KINDS = frozenset({16, 17, 18})
+NO_ID = "0" * 32
 
 
 _KIND_OF_STATE = {
@@ -197,3 +228,149 @@ def decode_leaf(data: bytes) -> TransferLeaf:
     return TransferLeaf(
         kind, time, transfer_id, record, from_province, from_school, to_province, to_school, actor, deadline, reason
     )
+
+
+# -- pages, teachers, handoffs --------------------------------------------------
+
+_DAY = timedelta(days=1)
+_EPOCH_DATE = date(1970, 1, 1)
+
+
+def _days(d: date | None) -> int:
+    return 0 if d is None else (d - _EPOCH_DATE).days
+
+
+def _from_days(n: int) -> date | None:
+    return None if n == 0 else _EPOCH_DATE + n * _DAY
+
+
+def _header(kind: LeafKind, time: datetime) -> bytearray:
+    return bytearray(struct.pack(">BBQ", VERSION, kind, _us(time)))
+
+
+@dataclass(frozen=True, slots=True)
+class PageLeaf:
+    kind: LeafKind
+    time: datetime
+    page_id: str
+    record: bytes
+    school: str
+    school_year: str
+    version: int
+    page_digest: bytes
+    actor: str
+    count: int = 0  # voided signatures (replaced) or signatures (locked)
+
+    def encode(self) -> bytes:
+        out = _header(self.kind, self.time)
+        out += bytes.fromhex(self.page_id) + self.record + _str8(self.school) + _str8(self.school_year)
+        out += struct.pack(">I", self.version) + self.page_digest + _str8(self.actor)
+        if self.kind is not LeafKind.PAGE_ADDED:
+            out += struct.pack(">H", self.count)
+        return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class DepartureLeaf:
+    time: datetime
+    handoff_id: str
+    school: str
+    teacher_id: str
+    reason: int
+    effective: date
+    end: date | None
+    actor: str
+    kind: LeafKind = LeafKind.TEACHER_DEPARTED
+
+    def encode(self) -> bytes:
+        out = _header(self.kind, self.time)
+        out += bytes.fromhex(self.handoff_id) + _str8(self.school) + bytes.fromhex(self.teacher_id)
+        out += struct.pack(">BII", self.reason, _days(self.effective), _days(self.end)) + _str8(self.actor)
+        return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class MoveLeaf:
+    """A duty reassigned (kind 33; `subject` is the duty key) or a task moved
+    (kind 34; `subject` is the requirement, `page_id` the page)."""
+
+    kind: LeafKind
+    time: datetime
+    handoff_id: str
+    school: str
+    subject: str
+    from_teacher: str
+    to_teacher: str
+    actor: str
+    page_id: str = NO_ID
+
+    def encode(self) -> bytes:
+        out = _header(self.kind, self.time) + bytes.fromhex(self.handoff_id)
+        if self.kind is LeafKind.DUTY_REASSIGNED:
+            out += _str8(self.school) + _str8(self.subject)
+        else:
+            out += bytes.fromhex(self.page_id) + _str8(self.subject)
+        out += bytes.fromhex(self.from_teacher) + bytes.fromhex(self.to_teacher) + _str8(self.actor)
+        return bytes(out)
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffEndLeaf:
+    time: datetime
+    handoff_id: str
+    school: str
+    teacher_id: str
+    actor: str
+    kind: LeafKind = LeafKind.HANDOFF_ENDED
+
+    def encode(self) -> bytes:
+        out = _header(self.kind, self.time) + bytes.fromhex(self.handoff_id) + _str8(self.school)
+        return bytes(out + bytes.fromhex(self.teacher_id) + _str8(self.actor))
+
+
+LogLeaf = TransferLeaf | PageLeaf | DepartureLeaf | MoveLeaf | HandoffEndLeaf
+
+
+def decode_any(data: bytes) -> LogLeaf:
+    """The event any leaf records (see the module docstring for the layouts)."""
+    if len(data) >= 2 and data[1] in TRANSFER_KINDS:
+        return decode_leaf(data)
+    r = _Reader(data)
+    version, kind_value = r.take(1)[0], r.take(1)[0]
+    if version != VERSION:
+        raise LeafError(f"unknown leaf version {version}")
+    try:
+        kind = LeafKind(kind_value)
+    except ValueError:
+        raise LeafError(f"unknown leaf kind {kind_value}") from None
+    time = _EPOCH + timedelta(microseconds=r.u64())
+    leaf: LogLeaf
+    if kind in PAGE_KINDS:
+        page_id, record = r.take(16).hex(), r.take(32)
+        school, year = r.str8(), r.str8()
+        version_no = int(struct.unpack(">I", r.take(4))[0])
+        digest, actor = r.take(32), r.str8()
+        count = 0 if kind is LeafKind.PAGE_ADDED else int(struct.unpack(">H", r.take(2))[0])
+        leaf = PageLeaf(kind, time, page_id, record, school, year, version_no, digest, actor, count)
+    elif kind is LeafKind.TEACHER_DEPARTED:
+        handoff_id, school, teacher = r.take(16).hex(), r.str8(), r.take(16).hex()
+        reason, effective, end = struct.unpack(">BII", r.take(9))
+        start = _from_days(effective)
+        if start is None:
+            raise LeafError("a departure needs an effective date")
+        leaf = DepartureLeaf(time, handoff_id, school, teacher, reason, start, _from_days(end), r.str8())
+    elif kind in (LeafKind.DUTY_REASSIGNED, LeafKind.TASK_MOVED):
+        handoff_id = r.take(16).hex()
+        if kind is LeafKind.DUTY_REASSIGNED:
+            school, page_id, subject = r.str8(), NO_ID, ""
+            subject = r.str8()
+        else:
+            school, page_id, subject = "", r.take(16).hex(), r.str8()
+        from_t, to_t = r.take(16).hex(), r.take(16).hex()
+        leaf = MoveLeaf(kind, time, handoff_id, school, subject, from_t, to_t, r.str8(), page_id)
+    else:
+        handoff_id, school, teacher = r.take(16).hex(), r.str8(), r.take(16).hex()
+        leaf = HandoffEndLeaf(time, handoff_id, school, teacher, r.str8())
+    if r.pos != len(data):
+        raise LeafError("trailing bytes after the leaf")
+    return leaf

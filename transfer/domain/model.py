@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -207,3 +207,177 @@ class StoredCheckpoint:
     root: bytes
     note: str
     created_at: datetime
+
+
+# -- teachers, duties, pages (DESIGN §5, §7) -----------------------------------
+
+
+class TeacherStatus(enum.IntEnum):
+    ACTIVE = 1
+    ON_LEAVE = 2
+    DEPARTED = 3
+
+
+class SignerRole(enum.IntEnum):
+    """Who signs what on a page, and the kind of duty that names the signer."""
+
+    HOMEROOM = 1  # giáo viên chủ nhiệm of the class in the school year
+    SUBJECT = 2  # giáo viên bộ môn of one subject of the class in the school year
+    PRINCIPAL = 3  # hiệu trưởng of the school
+
+
+class PageState(enum.IntEnum):
+    DRAFT = 1  # no signature yet
+    SIGNING = 2  # some signatures
+    SIGNED = 3  # every required signature
+    LOCKED = 4  # chốt dữ liệu: immutable
+
+
+class LockTrack(enum.IntEnum):
+    COMPLETED = 1  # pupils who completed the year: locked by 30 June
+    SUPPLEMENTARY = 2  # pupils needing supplementary assessment: by 15 August
+
+
+class DepartureReason(enum.IntEnum):
+    RETIREMENT = 1
+    MATERNITY_LEAVE = 2
+    TRANSFER = 3
+    RESIGNATION = 4
+    OTHER = 5
+
+
+class HandoffState(enum.IntEnum):
+    SCHEDULED = 1  # recorded; takes effect at its effective date
+    IN_FORCE = 2  # applied; a temporary absence waiting for its end date
+    COMPLETED = 3  # a permanent departure applied, or a temporary one ended
+    SUPERSEDED = 4  # a temporary absence overtaken by a permanent departure
+
+
+@dataclass(frozen=True, slots=True)
+class DutyKey:
+    """Names a duty: (role, school year, class, subject); the school is the duty's."""
+
+    role: SignerRole
+    school_year: str = ""
+    class_name: str = ""
+    subject: str = ""
+
+    @classmethod
+    def parse(cls, key: str) -> DutyKey:
+        """The inverse of str(): "principal", "homeroom/<year>/<class>", "subject/<year>/<class>/<subject>"."""
+        parts = key.split("/")
+        if parts == ["principal"]:
+            return cls(SignerRole.PRINCIPAL)
+        if parts[0] == "homeroom" and len(parts) == 3:
+            return cls(SignerRole.HOMEROOM, parts[1], parts[2])
+        if parts[0] == "subject" and len(parts) == 4:
+            return cls(SignerRole.SUBJECT, parts[1], parts[2], parts[3])
+        raise ValueError(f"not a duty key: {key!r}")
+
+    def __str__(self) -> str:
+        if self.role is SignerRole.PRINCIPAL:
+            return "principal"
+        if self.role is SignerRole.HOMEROOM:
+            return f"homeroom/{self.school_year}/{self.class_name}"
+        return f"subject/{self.school_year}/{self.class_name}/{self.subject}"
+
+
+@dataclass(frozen=True, slots=True)
+class Requirement:
+    """One signature a page needs: a role, and for subject teachers the subject."""
+
+    role: SignerRole
+    subject: str = ""
+
+    def __str__(self) -> str:
+        return f"subject:{self.subject}" if self.role is SignerRole.SUBJECT else self.role.name.lower()
+
+    def duty(self, school_year: str, class_name: str) -> DutyKey:
+        if self.role is SignerRole.PRINCIPAL:
+            return DutyKey(SignerRole.PRINCIPAL)
+        return DutyKey(self.role, school_year, class_name, self.subject)
+
+
+@dataclass(frozen=True, slots=True)
+class Teacher:
+    id: str
+    school: str
+    code: str  # the school's own staff code
+    name: str  # personal data: never logged
+    status: TeacherStatus
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Duty:
+    school: str
+    key: DutyKey
+    holder: str | None  # teacher id
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One school year (or segment) of a record, issued by one school."""
+
+    id: str
+    lookup_code: str
+    issuing_school: str
+    school_year: str
+    segment: str
+    grade: int
+    class_name: str
+    media_type: str
+    payload_sha256: bytes
+    payload_size: int
+    version: int
+    digest: bytes  # what teachers sign (see pages.page_digest)
+    state: PageState
+    lock_track: LockTrack
+    created_at: datetime
+    updated_at: datetime
+    locked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class SigningTask:
+    """A signature a page needs, who owes it, and (once given) the signature."""
+
+    page_id: str
+    requirement: Requirement
+    duty: DutyKey
+    assignee: str | None
+    signed_by: str | None = None
+    signature: bytes | None = None
+    certificate_sha256: str | None = None
+    signed_at: datetime | None = None
+
+    @property
+    def pending(self) -> bool:
+        return self.signed_by is None
+
+
+@dataclass(frozen=True, slots=True)
+class Handoff:
+    id: str
+    school: str
+    teacher_id: str
+    reason: DepartureReason
+    effective_date: date
+    end_date: date | None
+    replacement: str | None  # for every duty and task not named in `duties`
+    duties: tuple[tuple[DutyKey, str], ...]  # (duty, replacement teacher)
+    state: HandoffState
+    created_by: str
+    created_at: datetime
+    applied_at: datetime | None = None
+    ended_at: datetime | None = None
+    moved_tasks: int = 0
+
+    @property
+    def temporary(self) -> bool:
+        return self.end_date is not None
+
+    def replacement_for(self, duty: DutyKey) -> str | None:
+        return next((t for d, t in self.duties if d == duty), self.replacement)

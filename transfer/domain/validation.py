@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import date
 
 from transfer.domain.errors import Violations
 from transfer.domain.provinces import is_province
@@ -92,3 +93,47 @@ def enum_value(v: Violations, value: int, allowed: type, field: str) -> None:
         allowed(value)
     except ValueError:
         v.add(field, "required" if value == 0 else f"unknown value {value}", "INVALID_ENUM")
+
+
+SCHOOL_YEAR = re.compile(r"(\d{4})-(\d{4})")
+CLASS_NAME = re.compile(r"[A-Za-z0-9.-]{1,12}")
+SUBJECT = re.compile(r"[a-z0-9-]{1,30}")
+SEGMENT = re.compile(r"[a-z0-9-]{0,20}")
+STAFF_CODE = SCHOOL_CODE
+ID = LOOKUP_CODE
+MEDIA_TYPE = re.compile(r"[a-z0-9.+-]+/[a-z0-9.+-]+")
+MAX_PAYLOAD = 4 * 1024 * 1024
+
+
+def school_year(v: Violations, value: str, field: str = "school_year") -> None:
+    m = SCHOOL_YEAR.fullmatch(value)
+    if not m or int(m[2]) != int(m[1]) + 1 or not 2000 <= int(m[1]) <= 2100:
+        v.add(field, "must be like 2025-2026 (two consecutive years)", "INVALID_SCHOOL_YEAR")
+
+
+def class_name(v: Violations, value: str, field: str = "class_name") -> None:
+    if not CLASS_NAME.fullmatch(value):
+        v.add(field, "1 to 12 letters, digits, '.' or '-' (e.g. 3A)", "INVALID_CLASS_NAME")
+
+
+def subject(v: Violations, value: str, field: str) -> None:
+    if not SUBJECT.fullmatch(value):
+        v.add(field, "1 to 30 lowercase letters, digits or '-' (e.g. toan)", "INVALID_SUBJECT")
+
+
+def opaque_id(v: Violations, value: str, field: str) -> None:
+    if not ID.fullmatch(value):
+        v.add(field, "must be 32 lowercase hexadecimal characters", "INVALID_ID")
+
+
+def iso_date(v: Violations, value: str, field: str, *, required: bool = True) -> None:
+    if not value:
+        if required:
+            v.add(field, "required: a date like 2026-06-30", "INVALID_DATE")
+        return
+    try:
+        date.fromisoformat(value)
+        if len(value) != 10:
+            raise ValueError(value)
+    except ValueError:
+        v.add(field, "must be a date like 2026-06-30", "INVALID_DATE")

@@ -21,21 +21,35 @@ from storage.database import Database, describe, open_database
 from storage.store import Store
 from storage.writer import Writer
 from transfer.domain.logbook import Logbook
-from transfer.domain.model import StoredCheckpoint
+from transfer.domain.model import HandoffState, StoredCheckpoint
+from transfer.domain.pages import PagePolicy, Pages
 from transfer.domain.ports import Clock, IdSource, RandomIds, SystemClock, UnitOfWork
 from transfer.domain.services import Directory, Records, TransferPolicy, Transfers
+from transfer.domain.signatures import SigningTrust
+from transfer.domain.staff import Staff
 from transfer.ledger.note import Ed25519Signer, NoteError, parse_skey
 from transfer.server.auth import Authenticator
 from transfer.server.config import Config
 from transfer.server.notify import Notifier
-from transfer.server.servicers import LogServicer, RecordServicer, SchoolDirectoryServicer, TransferServicer
+from transfer.server.servicers import (
+    LogServicer,
+    PageServicer,
+    RecordServicer,
+    SchoolDirectoryServicer,
+    StaffServicer,
+    TransferServicer,
+)
 from transfer.v1 import (
     log_pb2,
     log_pb2_grpc,
+    pages_pb2,
+    pages_pb2_grpc,
     records_pb2,
     records_pb2_grpc,
     schools_pb2,
     schools_pb2_grpc,
+    staff_pb2,
+    staff_pb2_grpc,
     transfers_pb2,
     transfers_pb2_grpc,
 )
@@ -47,6 +61,8 @@ SERVICE_NAMES = (
     records_pb2.DESCRIPTOR.services_by_name["RecordService"].full_name,
     transfers_pb2.DESCRIPTOR.services_by_name["TransferService"].full_name,
     log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
+    pages_pb2.DESCRIPTOR.services_by_name["PageService"].full_name,
+    staff_pb2.DESCRIPTOR.services_by_name["StaffService"].full_name,
 )
 
 
@@ -65,6 +81,13 @@ PRUNE_BATCH = 5_000
 
 def _prune(uow: UnitOfWork, older_than: datetime) -> int:
     return uow.idempotency.prune(older_than, PRUNE_BATCH)
+
+
+def load_signing_trust(config: Config) -> SigningTrust:
+    """The CAs teachers' certificates must chain to (none configured: nobody can sign)."""
+    if config.signing_ca_file is None:
+        return SigningTrust([])
+    return SigningTrust.from_pem(config.signing_ca_file.read_bytes())
 
 
 def load_log_signer(config: Config) -> Ed25519Signer:
@@ -97,6 +120,11 @@ class Node:
             utc_offset=config.utc_offset,
         )
         self.transfers = Transfers(self.policy, self.clock, self.ids)
+        trust = load_signing_trust(config)
+        self.pages = Pages(
+            PagePolicy(config.lock_completed, config.lock_supplementary, config.utc_offset), trust, self.clock, self.ids
+        )
+        self.staff = Staff(trust, self.clock, self.ids, config.utc_offset)
         self.logbook: Logbook | None = None
         self.stopped = asyncio.Event()
 
@@ -123,6 +151,8 @@ class Node:
             TransferServicer(store, auth, self.clock, self.transfers, self.notifier, cfg.log_origin), server
         )
         log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(store, auth, self.clock, logbook), server)
+        pages_pb2_grpc.add_PageServiceServicer_to_server(PageServicer(store, auth, self.clock, self.pages), server)
+        staff_pb2_grpc.add_StaffServiceServicer_to_server(StaffServicer(store, auth, self.clock, self.staff), server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -151,7 +181,8 @@ class Node:
         return self.port
 
     async def sweep_once(self) -> int:
-        """Expire every overdue transfer and forget request ids past retention.
+        """Expire overdue transfers, apply due handoffs (and end absences), lock
+        pages whose lock date passed, and forget request ids past retention.
 
         Returns how many transfers expired. Runs through the writer, so it is
         serial with every other change.
@@ -164,6 +195,18 @@ class Node:
                 log.info("transfer expired", extra={"transfer_id": t.id})
             total += len(expired)
             if len(expired) < SWEEP_BATCH:
+                break
+        while handoffs := await self.store.write(functools.partial(self.staff.apply_due, limit=100)):
+            for h in handoffs:
+                if h.state is HandoffState.SCHEDULED:
+                    log.error("handoff cannot take effect: it no longer covers every duty", extra={"handoff_id": h.id})
+                else:
+                    log.info("handoff applied", extra={"handoff_id": h.id, "state": h.state.name})
+            if len(handoffs) < 100:
+                break
+        while locked := await self.store.write(functools.partial(self.pages.lock_due, limit=SWEEP_BATCH)):
+            log.info("pages locked at their lock date", extra={"count": len(locked)})
+            if len(locked) < SWEEP_BATCH:
                 break
         cutoff = self.clock.now() - timedelta(days=self.config.idempotency_retention_days)
         while await self.store.write(functools.partial(_prune, older_than=cutoff)) == PRUNE_BATCH:

@@ -27,6 +27,13 @@
     origin = ""                     # checkpoints' first line; default: node.name
     checkpoint_interval_seconds = 1 # how often a grown log gets a new checkpoint
 
+    [signing]
+    ca_file = "pki/signing-ca.pem"  # CAs of teachers' signing certificates (PEM bundle)
+
+    [pages]
+    lock_completed = "06-30"        # pages of pupils who completed the year lock then
+    lock_supplementary = "08-15"    # pages of pupils needing supplementary assessment
+
     [idempotency]
     retention_days = 30             # how long a request_id is remembered
 
@@ -80,6 +87,9 @@ class Config:
     log_key_file: Path = Path("log.key")
     log_origin: str = ""
     checkpoint_interval_seconds: float = 1.0
+    signing_ca_file: Path | None = None
+    lock_completed: tuple[int, int] = (6, 30)
+    lock_supplementary: tuple[int, int] = (8, 15)
     idempotency_retention_days: int = 30
     shutdown_grace_seconds: float = 10.0
     max_batch: int = 128
@@ -99,6 +109,8 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
         "expiry_sweep_seconds": (float, False),
     },
     "log": {"key_file": (str, True), "origin": (str, False), "checkpoint_interval_seconds": (float, False)},
+    "signing": {"ca_file": (str, False)},
+    "pages": {"lock_completed": (str, False), "lock_supplementary": (str, False)},
     "idempotency": {"retention_days": (int, False)},
     "server": {"shutdown_grace_seconds": (float, False), "max_batch": (int, False)},
     "logging": {"level": (str, False), "format": (str, False)},
@@ -225,6 +237,16 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     if interval <= 0:
         raise ConfigError("log.checkpoint_interval_seconds: must be positive")
     name = get("node", "name", f"hocba-node-{province}")
+    lock_dates = []
+    for key, default in (("lock_completed", "06-30"), ("lock_supplementary", "08-15")):
+        text = get("pages", key, default)
+        try:
+            month, day = (int(x) for x in text.split("-"))
+            date(2024, month, day)  # a leap year admits 02-29
+        except ValueError:
+            raise ConfigError(f"pages.{key}: {text!r} is not a MM-DD date") from None
+        lock_dates.append((month, day))
+    signing_ca = get("signing", "ca_file", "")
     return Config(
         province=province,
         name=name,
@@ -243,6 +265,9 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         log_key_file=base / get("log", "key_file"),
         log_origin=get("log", "origin", "") or name,
         checkpoint_interval_seconds=interval,
+        signing_ca_file=(base / signing_ca) if signing_ca else None,
+        lock_completed=lock_dates[0],
+        lock_supplementary=lock_dates[1],
         idempotency_retention_days=get("idempotency", "retention_days", 30),
         shutdown_grace_seconds=get("server", "shutdown_grace_seconds", 10.0),
         max_batch=max_batch,

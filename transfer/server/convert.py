@@ -7,13 +7,29 @@ objects back. Enum numbers are shared by construction (see model.py).
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from transfer.domain.errors import FieldViolation, InvalidArgument
-from transfer.domain.model import LogReceipt, Record, School, StoredCheckpoint, Transfer, TransferEvent
-from transfer.v1 import log_pb2, records_pb2, schools_pb2, transfers_pb2
+from transfer.domain.model import (
+    Duty,
+    DutyKey,
+    Handoff,
+    LogReceipt,
+    Record,
+    Requirement,
+    School,
+    SigningTask,
+    StoredCheckpoint,
+    Teacher,
+    Transfer,
+    TransferEvent,
+)
+from transfer.domain.pages import PageView
+from transfer.domain.signatures import CertificateInfo
+from transfer.v1 import log_pb2, pages_pb2, records_pb2, schools_pb2, staff_pb2, transfers_pb2
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -106,3 +122,114 @@ def receipt_pb(r: LogReceipt, origin: str) -> log_pb2.LogReceipt:
 
 def checkpoint_pb(c: StoredCheckpoint) -> log_pb2.GetCheckpointResponse:
     return log_pb2.GetCheckpointResponse(checkpoint=c.note, tree_size=c.size, root_hash=c.root)
+
+
+# -- pages and staff -------------------------------------------------------------
+
+
+def requirement_pb(r: Requirement) -> pages_pb2.RequiredSignature:
+    return pages_pb2.RequiredSignature(role=int(r.role), subject=r.subject)  # type: ignore[arg-type]
+
+
+def task_pb(t: SigningTask, digest: bytes = b"") -> pages_pb2.SigningTask:
+    msg = pages_pb2.SigningTask(
+        page_id=t.page_id,
+        requirement=requirement_pb(t.requirement),
+        assignee_teacher_id=t.assignee or "",
+        signed_by_teacher_id=t.signed_by or "",
+        signature=t.signature or b"",
+        certificate_sha256=t.certificate_sha256 or "",
+        digest=digest,
+    )
+    if t.signed_at is not None:
+        msg.sign_time.CopyFrom(timestamp(t.signed_at))
+    return msg
+
+
+def page_pb(view: PageView) -> pages_pb2.Page:
+    p = view.page
+    msg = pages_pb2.Page(
+        id=p.id,
+        lookup_code=p.lookup_code,
+        issuing_school=p.issuing_school,
+        school_year=p.school_year,
+        segment=p.segment,
+        grade=p.grade,
+        class_name=p.class_name,
+        media_type=p.media_type,
+        payload_sha256=p.payload_sha256,
+        payload_size=p.payload_size,
+        version=p.version,
+        digest=p.digest,
+        state=int(p.state),  # type: ignore[arg-type]
+        lock_track=int(p.lock_track),  # type: ignore[arg-type]
+        tasks=[task_pb(t, p.digest) for t in view.tasks],
+        create_time=timestamp(p.created_at),
+        update_time=timestamp(p.updated_at),
+        payload=view.payload or b"",
+    )
+    if p.locked_at is not None:
+        msg.lock_time.CopyFrom(timestamp(p.locked_at))
+    return msg
+
+
+def teacher_pb(t: Teacher, certificates: Sequence[CertificateInfo] = ()) -> staff_pb2.Teacher:
+    return staff_pb2.Teacher(
+        id=t.id,
+        school=t.school,
+        code=t.code,
+        name=t.name,
+        status=int(t.status),  # type: ignore[arg-type]
+        certificates=[
+            staff_pb2.TeacherCertificate(
+                sha256=c.sha256,
+                key_type=c.key_type,
+                not_before=timestamp(c.not_before),
+                not_after=timestamp(c.not_after),
+                der=c.der,
+            )
+            for c in certificates
+        ],
+        create_time=timestamp(t.created_at),
+        update_time=timestamp(t.updated_at),
+    )
+
+
+def duty_ref_pb(k: DutyKey) -> staff_pb2.DutyRef:
+    return staff_pb2.DutyRef(
+        role=int(k.role),  # type: ignore[arg-type]
+        school_year=k.school_year,
+        class_name=k.class_name,
+        subject=k.subject,
+    )
+
+
+def duty_pb(d: Duty) -> staff_pb2.Duty:
+    return staff_pb2.Duty(
+        school=d.school,
+        duty=duty_ref_pb(d.key),
+        key=str(d.key),
+        holder_teacher_id=d.holder or "",
+        update_time=timestamp(d.updated_at),
+    )
+
+
+def handoff_pb(h: Handoff) -> staff_pb2.Handoff:
+    msg = staff_pb2.Handoff(
+        id=h.id,
+        school=h.school,
+        teacher_id=h.teacher_id,
+        reason=int(h.reason),  # type: ignore[arg-type]
+        effective_date=h.effective_date.isoformat(),
+        end_date=h.end_date.isoformat() if h.end_date else "",
+        replacement_teacher_id=h.replacement or "",
+        replacements=[staff_pb2.DutyReplacement(duty=duty_ref_pb(k), teacher_id=t) for k, t in h.duties],
+        state=int(h.state),  # type: ignore[arg-type]
+        moved_tasks=h.moved_tasks,
+        create_time=timestamp(h.created_at),
+    )
+    if h.applied_at is not None:
+        msg.apply_time.CopyFrom(timestamp(h.applied_at))
+    if h.ended_at is not None:
+        msg.end_time.CopyFrom(timestamp(h.ended_at))
+    return msg

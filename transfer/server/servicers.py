@@ -25,9 +25,12 @@ from storage.writer import WriterStopped
 from transfer.domain import commands
 from transfer.domain.errors import DomainError, Unavailable, Violations
 from transfer.domain.logbook import Logbook
-from transfer.domain.model import Actor, Logged, Transfer, TransferState
+from transfer.domain.model import Actor, DutyKey, Logged, Transfer, TransferState
+from transfer.domain.pages import AddPage, Pages, PageView, ReplacePage, SignPage
 from transfer.domain.ports import Clock, UnitOfWork
 from transfer.domain.services import Directory, Records, Transfers, run_idempotent
+from transfer.domain.staff import AssignDuty, RecordDeparture, RegisterTeacher, Staff, parse_duty
+from transfer.domain.validation import opaque_id as check_opaque_id
 from transfer.domain.validation import request_id as check_request_id
 from transfer.server import convert
 from transfer.server.auth import Authenticator
@@ -36,10 +39,14 @@ from transfer.server.notify import Notifier
 from transfer.v1 import (
     log_pb2,
     log_pb2_grpc,
+    pages_pb2,
+    pages_pb2_grpc,
     records_pb2,
     records_pb2_grpc,
     schools_pb2,
     schools_pb2_grpc,
+    staff_pb2,
+    staff_pb2_grpc,
     transfers_pb2,
     transfers_pb2_grpc,
 )
@@ -350,4 +357,192 @@ class LogServicer(_Base, log_pb2_grpc.LogServiceServicer):
         )
         return log_pb2.GetConsistencyProofResponse(
             first_size=request.first_size, second_size=request.second_size, proof=proof
+        )
+
+
+def _logged_page(response_type: type[M]) -> Callable[[Logged[PageView]], M]:
+    def encode(logged: Logged[PageView]) -> M:
+        return response_type(page=convert.page_pb(logged.value), receipt=convert.receipt_pb(logged.receipt, ""))
+
+    return encode
+
+
+class PageServicer(_Base, pages_pb2_grpc.PageServiceServicer):
+    def __init__(self, store: Store, auth: Authenticator, clock: Clock, pages: Pages) -> None:
+        super().__init__(store, auth, clock)
+        self.pages = pages
+
+    @_guard
+    async def AddPage(self, request: pages_pb2.AddPageRequest, actor: Actor) -> Any:
+        cmd = AddPage.parse(
+            request.lookup_code, request.school_year, request.segment, request.grade, request.class_name,
+            request.media_type, request.payload, request.payload_sha256, request.lock_track,
+            [(r.role, r.subject) for r in request.required_signatures],
+        )  # fmt: skip
+        return await self._mutate(
+            actor, "AddPage", request, request.request_id,
+            lambda uow, actor: self.pages.add(uow, actor, cmd),
+            _logged_page(pages_pb2.AddPageResponse), pages_pb2.AddPageResponse,
+        )  # fmt: skip
+
+    @_guard
+    async def ReplacePage(self, request: pages_pb2.ReplacePageRequest, actor: Actor) -> Any:
+        cmd = ReplacePage(request.page_id, request.media_type, request.payload, request.payload_sha256)
+        return await self._mutate(
+            actor, "ReplacePage", request, request.request_id,
+            lambda uow, actor: self.pages.replace(uow, actor, cmd),
+            _logged_page(pages_pb2.ReplacePageResponse), pages_pb2.ReplacePageResponse,
+        )  # fmt: skip
+
+    @_guard
+    async def SignPage(self, request: pages_pb2.SignPageRequest, actor: Actor) -> Any:
+        cmd = SignPage.parse(
+            request.page_id, request.requirement.role, request.requirement.subject, request.teacher_id,
+            request.digest, request.signature, request.certificate_sha256,
+        )  # fmt: skip
+        return await self._mutate(
+            actor, "SignPage", request, request.request_id,
+            lambda uow, actor: self.pages.sign(uow, actor, cmd),
+            lambda view: pages_pb2.SignPageResponse(page=convert.page_pb(view)), pages_pb2.SignPageResponse,
+        )  # fmt: skip
+
+    @_guard
+    async def LockPage(self, request: pages_pb2.LockPageRequest, actor: Actor) -> Any:
+        return await self._mutate(
+            actor, "LockPage", request, request.request_id,
+            lambda uow, actor: self.pages.lock(uow, actor, request.page_id),
+            _logged_page(pages_pb2.LockPageResponse), pages_pb2.LockPageResponse,
+        )  # fmt: skip
+
+    @_guard
+    async def GetPage(self, request: pages_pb2.GetPageRequest, actor: Actor) -> Any:
+        view = await self.store.read(
+            lambda uow: self.pages.get(uow, actor, request.page_id, include_payload=request.include_payload)
+        )
+        return pages_pb2.GetPageResponse(page=convert.page_pb(view))
+
+    @_guard
+    async def ListPages(self, request: pages_pb2.ListPagesRequest, actor: Actor) -> Any:
+        page = await self.store.read(
+            lambda uow: self.pages.list_pages(uow, actor, request.lookup_code, request.page_size, request.page_token)
+        )
+        return pages_pb2.ListPagesResponse(
+            pages=[convert.page_pb(v) for v in page.items], next_page_token=page.next_page_token
+        )
+
+
+def _duty(ref: staff_pb2.DutyRef, field: str) -> DutyKey:
+    v = Violations()
+    duty = parse_duty(v, ref.role, ref.school_year, ref.class_name, ref.subject, field)
+    v.raise_if_any()
+    assert duty is not None
+    return duty
+
+
+class StaffServicer(_Base, staff_pb2_grpc.StaffServiceServicer):
+    def __init__(self, store: Store, auth: Authenticator, clock: Clock, staff: Staff) -> None:
+        super().__init__(store, auth, clock)
+        self.staff = staff
+
+    @_guard
+    async def RegisterTeacher(self, request: staff_pb2.RegisterTeacherRequest, actor: Actor) -> Any:
+        cmd = RegisterTeacher(request.school, request.code, request.name, tuple(request.certificates))
+        return await self._mutate(
+            actor, "RegisterTeacher", request, request.request_id,
+            lambda uow, actor: (t := self.staff.register_teacher(uow, actor, cmd), uow.teachers.certificates(t.id)),
+            lambda r: staff_pb2.RegisterTeacherResponse(teacher=convert.teacher_pb(*r)),
+            staff_pb2.RegisterTeacherResponse,
+        )  # fmt: skip
+
+    @_guard
+    async def AddTeacherCertificate(self, request: staff_pb2.AddTeacherCertificateRequest, actor: Actor) -> Any:
+        return await self._mutate(
+            actor, "AddTeacherCertificate", request, request.request_id,
+            lambda uow, actor: (
+                t := self.staff.add_certificate(uow, actor, request.teacher_id, request.certificate),
+                uow.teachers.certificates(t.id),
+            ),
+            lambda r: staff_pb2.AddTeacherCertificateResponse(teacher=convert.teacher_pb(*r)),
+            staff_pb2.AddTeacherCertificateResponse,
+        )  # fmt: skip
+
+    @_guard
+    async def GetTeacher(self, request: staff_pb2.GetTeacherRequest, actor: Actor) -> Any:
+        teacher, certs = await self.store.read(lambda uow: self.staff.get_teacher(uow, actor, request.teacher_id))
+        return staff_pb2.GetTeacherResponse(teacher=convert.teacher_pb(teacher, certs))
+
+    @_guard
+    async def ListTeachers(self, request: staff_pb2.ListTeachersRequest, actor: Actor) -> Any:
+        page = await self.store.read(
+            lambda uow: self.staff.list_teachers(uow, actor, request.school, request.page_size, request.page_token)
+        )
+        return staff_pb2.ListTeachersResponse(
+            teachers=[convert.teacher_pb(t) for t in page.items], next_page_token=page.next_page_token
+        )
+
+    @_guard
+    async def AssignDuty(self, request: staff_pb2.AssignDutyRequest, actor: Actor) -> Any:
+        v = Violations()
+        check_opaque_id(v, request.teacher_id, "teacher_id")
+        v.raise_if_any()
+        cmd = AssignDuty(request.school, _duty(request.duty, "duty"), request.teacher_id)
+        return await self._mutate(
+            actor, "AssignDuty", request, request.request_id,
+            lambda uow, actor: self.staff.assign_duty(uow, actor, cmd),
+            lambda r: staff_pb2.AssignDutyResponse(duty=convert.duty_pb(r.value), receipt=convert.receipt_pb(r.receipt, "")),
+            staff_pb2.AssignDutyResponse,
+        )  # fmt: skip
+
+    @_guard
+    async def ListDuties(self, request: staff_pb2.ListDutiesRequest, actor: Actor) -> Any:
+        duties = await self.store.read(
+            lambda uow: self.staff.list_duties(uow, actor, request.school, request.teacher_id)
+        )
+        return staff_pb2.ListDutiesResponse(duties=[convert.duty_pb(d) for d in duties])
+
+    @_guard
+    async def ListSigningTasks(self, request: staff_pb2.ListSigningTasksRequest, actor: Actor) -> Any:
+        def read(uow: UnitOfWork) -> tuple[Any, dict[str, bytes]]:
+            page = self.staff.list_tasks(uow, actor, request.teacher_id, request.page_size, request.page_token)
+            digests = {}
+            for task in page.items:
+                found = uow.pages.get(task.page_id)
+                digests[task.page_id] = found.digest if found is not None else b""
+            return page, digests
+
+        page, digests = await self.store.read(read)
+        return staff_pb2.ListSigningTasksResponse(
+            tasks=[convert.task_pb(t, digests[t.page_id]) for t in page.items], next_page_token=page.next_page_token
+        )
+
+    @_guard
+    async def RecordDeparture(self, request: staff_pb2.RecordDepartureRequest, actor: Actor) -> Any:
+        cmd = RecordDeparture.parse(
+            request.teacher_id, request.reason, request.effective_date, request.end_date,
+            request.replacement_teacher_id,
+            [(r.duty.role, r.duty.school_year, r.duty.class_name, r.duty.subject, r.teacher_id) for r in request.replacements],
+        )  # fmt: skip
+        return await self._mutate(
+            actor, "RecordDeparture", request, request.request_id,
+            lambda uow, actor: self.staff.record_departure(uow, actor, cmd),
+            lambda r: staff_pb2.RecordDepartureResponse(
+                handoff=convert.handoff_pb(r.value), receipt=convert.receipt_pb(r.receipt, "")
+            ),
+            staff_pb2.RecordDepartureResponse,
+        )  # fmt: skip
+
+    @_guard
+    async def GetHandoff(self, request: staff_pb2.GetHandoffRequest, actor: Actor) -> Any:
+        handoff = await self.store.read(lambda uow: self.staff.get_handoff(uow, actor, request.handoff_id))
+        return staff_pb2.GetHandoffResponse(handoff=convert.handoff_pb(handoff))
+
+    @_guard
+    async def ListHandoffs(self, request: staff_pb2.ListHandoffsRequest, actor: Actor) -> Any:
+        page = await self.store.read(
+            lambda uow: self.staff.list_handoffs(
+                uow, actor, request.school, request.teacher_id, request.page_size, request.page_token
+            )
+        )
+        return staff_pb2.ListHandoffsResponse(
+            handoffs=[convert.handoff_pb(h) for h in page.items], next_page_token=page.next_page_token
         )

@@ -1,0 +1,208 @@
+"""Teachers who leave: the handoff moves every duty and pending signature to a
+living owner, refuses to orphan any, and brings duties back after a leave."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.staffing import CLASS, HOMEROOM, MATH, PRINCIPAL, YEAR, add_page, duty, hire, new_record, sign, signing_ca
+from tests.support import RunningNode, refused
+from transfer.client import TransferClient
+from transfer.domain.leaves import LeafKind, decode_any
+from transfer.domain.signatures import verify_signature
+from transfer.v1 import pages_pb2, staff_pb2
+
+TODAY = "2026-11-23"  # the fake clock's date in Hà Nội
+
+
+@pytest.fixture
+def admin(node: RunningNode) -> TransferClient:
+    return node.client("school-admin-S1")
+
+
+@pytest.fixture
+def system(node: RunningNode) -> TransferClient:
+    return node.client("school-S1")
+
+
+def test_homeroom_teacher_retires_with_a_class_half_signed(
+    node: RunningNode, pki: Path, admin: TransferClient, system: TransferClient
+) -> None:
+    """40 pupils, homeroom signatures half given: after the retirement the replacement signs the rest and
+    all 40 lock; the retired teacher's signatures still verify; a late one of theirs is refused."""
+    ca = signing_ca(pki)
+    home, math, head, new = (
+        hire(admin, ca, c, k) for c, k in [("CN", "ecdsa"), ("TOAN", "rsa"), ("HT", "ed25519"), ("CN2", "rsa")]
+    )
+    admin.assign_duty(duty(HOMEROOM), home.id)
+    admin.assign_duty(duty(MATH), math.id)
+    admin.assign_duty(duty(PRINCIPAL), head.id)
+    pages = [add_page(system, new_record(system)) for _ in range(40)]
+    pages = [sign(system, p, MATH, math) for p in pages]
+    pages = [sign(system, p, HOMEROOM, home) if i < 20 else p for i, p in enumerate(pages)]
+    owed = list(system.iter_signing_tasks(home.id))
+    assert len(owed) == 20 and all(t.digest for t in owed)
+
+    handoff, receipt = admin.record_departure(home.id, staff_pb2.DEPARTURE_REASON_RETIREMENT, TODAY, replacement=new.id)
+    assert handoff.state == staff_pb2.HANDOFF_STATE_COMPLETED and handoff.moved_tasks == 20
+    assert decode_any(receipt.leaf).kind is LeafKind.TEACHER_DEPARTED
+    assert system.get_teacher(home.id).status == staff_pb2.TEACHER_STATUS_DEPARTED
+    assert list(system.iter_signing_tasks(home.id)) == []
+    assert len(list(system.iter_signing_tasks(new.id))) == 20
+    assert [d.key for d in system.list_duties(teacher_id=new.id)] == [f"homeroom/{YEAR}/{CLASS}"]
+
+    with refused("PERMISSION_DENIED", "NOT_YOUR_TASK"):
+        sign(system, pages[30], HOMEROOM, home)  # a late signature by the retired teacher
+    for i in range(20, 40):
+        pages[i] = sign(system, pages[i], HOMEROOM, new)
+    pages = [sign(system, p, PRINCIPAL, head) for p in pages]
+    for p in pages:
+        assert system.lock_page(p.id).page.state == pages_pb2.PAGE_STATE_LOCKED
+    retired_cert = system.get_teacher(home.id).certificates[0].der
+    for p in pages[:20]:
+        locked = system.get_page(p.id)
+        task = next(t for t in locked.tasks if t.requirement.role == HOMEROOM[0])
+        assert task.signed_by_teacher_id == home.id
+        assert verify_signature(retired_cert, locked.digest, task.signature)
+    kinds = [decode_any(e.leaf).kind for e in system.iter_entries()]
+    assert kinds.count(LeafKind.TASK_MOVED) == 20 and kinds.count(LeafKind.DUTY_REASSIGNED) >= 4
+    assert kinds.count(LeafKind.PAGE_LOCKED) == 40
+
+
+def test_signatures_refused_from_the_effective_date(
+    node: RunningNode, pki: Path, admin: TransferClient, system: TransferClient
+) -> None:
+    """A departure dated in the future: signatures are fine before it, refused from its first day,
+    and the node moves the duties and tasks at that date."""
+    ca = signing_ca(pki)
+    home, sub = hire(admin, ca, "CN"), hire(admin, ca, "CN2")
+    admin.assign_duty(duty(HOMEROOM), home.id)
+    a, b = (add_page(system, new_record(system), requirements=[HOMEROOM]) for _ in range(2))
+    handoff, _ = admin.record_departure(home.id, staff_pb2.DEPARTURE_REASON_TRANSFER, "2026-11-30", replacement=sub.id)
+    assert handoff.state == staff_pb2.HANDOFF_STATE_SCHEDULED
+    sign(system, a, HOMEROOM, home)  # before the date
+    assert node.clock is not None and node.node is not None
+    node.clock.advance(timedelta(days=6, hours=22))  # 30 November, 07:00 in Hà Nội; sweeper not run yet
+    with refused("FAILED_PRECONDITION", "TEACHER_NOT_ACTIVE"):
+        sign(system, b, HOMEROOM, home)
+    node.run(node.node.sweep_once)
+    assert system.get_handoff(handoff.id).state == staff_pb2.HANDOFF_STATE_COMPLETED
+    assert sign(system, b, HOMEROOM, sub).state == pages_pb2.PAGE_STATE_SIGNED
+    assert system.get_page(a.id).tasks[0].signed_by_teacher_id == home.id  # stays valid
+
+
+def test_maternity_leave_ends_and_duties_come_back(
+    node: RunningNode, pki: Path, admin: TransferClient, system: TransferClient
+) -> None:
+    """During a leave new pages go to the replacement; at its end the duty returns, moved tasks stay."""
+    ca = signing_ca(pki)
+    home, sub = hire(admin, ca, "CN"), hire(admin, ca, "CN2")
+    admin.assign_duty(duty(HOMEROOM), home.id)
+    before = add_page(system, new_record(system), requirements=[HOMEROOM])
+    handoff, _ = admin.record_departure(
+        home.id, staff_pb2.DEPARTURE_REASON_MATERNITY_LEAVE, TODAY, end_date="2027-05-24", replacement=sub.id
+    )
+    assert handoff.state == staff_pb2.HANDOFF_STATE_IN_FORCE
+    assert system.get_teacher(home.id).status == staff_pb2.TEACHER_STATUS_ON_LEAVE
+    during = add_page(system, new_record(system), requirements=[HOMEROOM])
+    assert during.tasks[0].assignee_teacher_id == sub.id
+    assert node.clock is not None and node.node is not None
+    node.clock.advance(datetime(2027, 5, 24, 1, tzinfo=UTC) - node.clock.now())
+    node.run(node.node.sweep_once)
+    assert system.get_handoff(handoff.id).state == staff_pb2.HANDOFF_STATE_COMPLETED
+    assert system.get_teacher(home.id).status == staff_pb2.TEACHER_STATUS_ACTIVE
+    assert [d.holder_teacher_id for d in system.list_duties()] == [home.id]
+    after = add_page(system, new_record(system), requirements=[HOMEROOM])
+    assert after.tasks[0].assignee_teacher_id == home.id  # new duties go back to the returning teacher
+    assert system.get_page(before.id).tasks[0].assignee_teacher_id == sub.id  # moved tasks stay
+    assert system.get_page(during.id).tasks[0].assignee_teacher_id == sub.id
+    kinds = [decode_any(e.leaf).kind for e in system.iter_entries()]
+    assert LeafKind.HANDOFF_ENDED in kinds
+
+
+def test_handoff_that_would_orphan_tasks_is_refused(
+    pki: Path, admin: TransferClient, system: TransferClient, database_url: str
+) -> None:
+    """A replacement for only some duties: refused, listing each uncovered duty and pending signature."""
+    ca = signing_ca(pki)
+    teacher, sub = hire(admin, ca, "GV"), hire(admin, ca, "GV2")
+    admin.assign_duty(duty(HOMEROOM), teacher.id)
+    admin.assign_duty(duty(MATH), teacher.id)
+    page = add_page(system, new_record(system), requirements=[HOMEROOM, MATH])
+    with refused("FAILED_PRECONDITION", "HANDOFF_INCOMPLETE", database_url=database_url) as caught:
+        admin.record_departure(
+            teacher.id, staff_pb2.DEPARTURE_REASON_RESIGNATION, TODAY, replacements=[(duty(HOMEROOM), sub.id)]
+        )
+    subjects = {v.subject for v in caught[0].preconditions}
+    assert subjects == {f"duties/subject/{YEAR}/{CLASS}/toan", f"pages/{page.id}/subject:toan"}
+    assert caught[0].metadata["uncovered"] == "2"
+    handoff, _ = admin.record_departure(
+        teacher.id, staff_pb2.DEPARTURE_REASON_RESIGNATION, TODAY,
+        replacements=[(duty(HOMEROOM), sub.id), (duty(MATH), sub.id)],
+    )  # fmt: skip
+    assert handoff.moved_tasks == 2
+
+
+def test_handoff_rules(
+    node: RunningNode, pki: Path, admin: TransferClient, system: TransferClient, database_url: str
+) -> None:
+    """Replacements must be active teachers of the same school; one open handoff per teacher, except that a
+    permanent departure supersedes a leave; only admins record departures; a replacement may leave in turn."""
+    ca = signing_ca(pki)
+    a, b, c = (hire(admin, ca, code) for code in ("A", "B", "C"))
+    other = hire(node.client("school-admin-S2"), ca, "Z")
+    admin.assign_duty(duty(HOMEROOM), a.id)
+    reason = staff_pb2.DEPARTURE_REASON_RETIREMENT
+    with refused("FAILED_PRECONDITION", "REPLACEMENT_NOT_ACTIVE", database_url=database_url):
+        admin.record_departure(a.id, reason, TODAY, replacement=other.id)
+    with refused("FAILED_PRECONDITION", "REPLACEMENT_NOT_ACTIVE", database_url=database_url):
+        admin.record_departure(a.id, reason, TODAY, replacement=a.id)
+    with refused("PERMISSION_DENIED", "SCHOOL_ADMIN_ONLY", database_url=database_url):
+        system.record_departure(a.id, reason, TODAY, replacement=b.id)
+    with refused("INVALID_ARGUMENT", "END_DATE_NOT_ALLOWED", database_url=database_url):
+        admin.record_departure(a.id, reason, TODAY, end_date="2027-01-01", replacement=b.id)
+    with refused("INVALID_ARGUMENT", "END_DATE_REQUIRED", database_url=database_url):
+        admin.record_departure(a.id, staff_pb2.DEPARTURE_REASON_MATERNITY_LEAVE, TODAY, replacement=b.id)
+    with refused("INVALID_ARGUMENT", "INVALID_DATE", database_url=database_url):
+        admin.record_departure(a.id, reason, "23/11/2026", replacement=b.id)
+    with refused("INVALID_ARGUMENT", "NOT_A_DUTY_OF_TEACHER", database_url=database_url):
+        admin.record_departure(a.id, reason, TODAY, replacements=[(duty(MATH), b.id)])
+
+    leave, _ = admin.record_departure(
+        a.id, staff_pb2.DEPARTURE_REASON_OTHER, TODAY, end_date="2027-02-01", replacement=b.id
+    )
+    with refused("FAILED_PRECONDITION", "HANDOFF_ALREADY_OPEN", database_url=database_url):
+        admin.record_departure(a.id, staff_pb2.DEPARTURE_REASON_OTHER, TODAY, end_date="2027-03-01", replacement=c.id)
+    with refused(
+        "FAILED_PRECONDITION", "TEACHER_LEAVING" if False else "REPLACEMENT_NOT_ACTIVE", database_url=database_url
+    ):
+        admin.assign_duty(duty(MATH), a.id)  # a teacher on leave gets no new duty
+    # The replacement leaves in turn: everything they hold (what they received too) moves on.
+    page = add_page(system, new_record(system), requirements=[HOMEROOM])
+    moved, _ = admin.record_departure(b.id, staff_pb2.DEPARTURE_REASON_TRANSFER, TODAY, replacement=c.id)
+    assert moved.moved_tasks == 1 and system.get_page(page.id).tasks[0].assignee_teacher_id == c.id
+    # A permanent departure supersedes the open leave: the duty will not come back to A.
+    final, _ = admin.record_departure(a.id, reason, TODAY)
+    assert final.state == staff_pb2.HANDOFF_STATE_COMPLETED
+    assert system.get_handoff(leave.id).state == staff_pb2.HANDOFF_STATE_SUPERSEDED
+    assert node.clock is not None and node.node is not None
+    node.clock.advance(timedelta(days=90))
+    node.run(node.node.sweep_once)
+    assert [d.holder_teacher_id for d in system.list_duties()] == [c.id]
+    assert {h.id for h in system.iter_handoffs(teacher_id=a.id)} == {leave.id, final.id}
+
+
+def test_handoff_is_idempotent(pki: Path, admin: TransferClient, system: TransferClient) -> None:
+    """The same RecordDeparture sent twice hands off once and answers the same."""
+    ca = signing_ca(pki)
+    a, b = hire(admin, ca, "A"), hire(admin, ca, "B")
+    admin.assign_duty(duty(HOMEROOM), a.id)
+    add_page(system, new_record(system), requirements=[HOMEROOM])
+    rid = "3f5e2a0c-7d1b-4c8e-9a6f-2b1c0d9e8f7a"
+    first = admin.record_departure(a.id, staff_pb2.DEPARTURE_REASON_RETIREMENT, TODAY, replacement=b.id, request_id=rid)
+    again = admin.record_departure(a.id, staff_pb2.DEPARTURE_REASON_RETIREMENT, TODAY, replacement=b.id, request_id=rid)
+    assert first == again
+    assert len(list(system.iter_handoffs())) == 1
