@@ -20,12 +20,13 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, or_, select
+from sqlalchemy import Connection, and_, case, delete, func, or_, select
 
 from storage.schema import (
     handoffs,
     idempotency_keys,
     log_leaves,
+    outbox,
     pages,
     records,
     schools,
@@ -36,12 +37,18 @@ from storage.schema import (
 )
 from storage.sql import PAGE_COLS, RECORD_COLS, SCHOOL_COLS, TRANSFER_COLS, Runner
 from transfer.domain.model import (
+    DeliveryState,
+    DeliveryStats,
     DepartureReason,
     Duty,
     DutyKey,
     Handoff,
     HandoffState,
+    InboundMessage,
     LockTrack,
+    MessageKind,
+    OutboxMessage,
+    OutboxState,
     Page,
     PageState,
     Record,
@@ -89,13 +96,13 @@ def _school(row: Sequence[Any]) -> School:
 
 
 def _record(row: Sequence[Any]) -> Record:
-    code, nid, level, custodian, open_id, created, updated = row
-    return Record(code, nid, RecordLevel(level), custodian, open_id, from_us(created), from_us(updated))
+    code, nid, level, custodian, open_id, created, updated, out = row
+    return Record(code, nid, RecordLevel(level), custodian, open_id, from_us(created), from_us(updated), bool(out))
 
 
 def _transfer(row: Sequence[Any]) -> Transfer:
     (tid, code, from_school, from_prov, to_school, to_prov, scope, state, reason, created, deadline, decided,
-     initiated_by, decided_by) = row  # fmt: skip
+     initiated_by, decided_by, cancel_requested, delivery, delivery_error, salt) = row  # fmt: skip
     return Transfer(
         id=tid,
         lookup_code=code,
@@ -111,7 +118,24 @@ def _transfer(row: Sequence[Any]) -> Transfer:
         decided_at=_opt_from_us(decided),
         initiated_by=initiated_by,
         decided_by=decided_by,
+        cancel_requested=bool(cancel_requested),
+        delivery=None if delivery is None else DeliveryState(delivery),
+        delivery_error=delivery_error,
+        salt=b"" if salt is None else bytes(salt),
     )
+
+
+def _transfer_changes(t: Transfer) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "state": int(t.state),
+        "reason": t.reason,
+        "decided_at_us": _opt_us(t.decided_at),
+        "decided_by": t.decided_by,
+        "cancel_requested": t.cancel_requested,
+        "delivery_state": None if t.delivery is None else int(t.delivery),
+        "delivery_error": t.delivery_error,
+    }
 
 
 class SqlSchools:
@@ -169,6 +193,7 @@ class SqlRecords:
                 "open_transfer_id": r.open_transfer_id,
                 "created_at_us": to_us(r.created_at),
                 "updated_at_us": to_us(r.updated_at),
+                "transferred_out": r.transferred_out,
             },
         )
 
@@ -180,6 +205,7 @@ class SqlRecords:
                 "custodian_school": r.custodian_school,
                 "open_transfer_id": r.open_transfer_id,
                 "updated_at_us": to_us(r.updated_at),
+                "transferred_out": r.transferred_out,
             },
         )
 
@@ -206,56 +232,54 @@ class SqlTransfers:
     def add(self, t: Transfer) -> None:
         self.db.run(
             "transfer_insert",
-            {
-                "id": t.id,
+            _transfer_changes(t)
+            | {
                 "lookup_code": t.lookup_code,
                 "from_school": t.from_school,
                 "from_province": t.from_province,
                 "to_school": t.to_school,
                 "to_province": t.to_province,
                 "scope": int(t.scope),
-                "state": int(t.state),
-                "reason": t.reason,
                 "created_at_us": to_us(t.created_at),
                 "deadline_us": to_us(t.deadline),
-                "decided_at_us": _opt_us(t.decided_at),
                 "initiated_by": t.initiated_by,
-                "decided_by": t.decided_by,
+                "salt": t.salt or None,
             },
         )
 
     def update(self, t: Transfer) -> None:
-        self.db.run(
-            "transfer_update",
-            {
-                "id": t.id,
-                "state": int(t.state),
-                "reason": t.reason,
-                "decided_at_us": _opt_us(t.decided_at),
-                "decided_by": t.decided_by,
-            },
-        )
+        self.db.run("transfer_update", _transfer_changes(t))
 
     def page(
         self,
         school: str,
+        province: str,
         direction: TransferDirection,
         states: Sequence[TransferState],
         after_key: int | None,
         limit: int,
     ) -> list[tuple[int, Transfer]]:
-        col = transfers.c.to_school if direction is TransferDirection.INCOMING else transfers.c.from_school
-        q = select(transfers.c.seq, *TRANSFER_COLS).where(col == school).order_by(transfers.c.seq).limit(limit)
+        t = transfers.c
+        if direction is TransferDirection.INCOMING:
+            where = and_(t.to_school == school, t.to_province == province)
+        else:
+            where = and_(t.from_school == school, t.from_province == province)
+        q = select(t.seq, *TRANSFER_COLS).where(where).order_by(t.seq).limit(limit)
         if states:
             q = q.where(transfers.c.state.in_([int(s) for s in states]))
         if after_key is not None:
             q = q.where(transfers.c.seq > after_key)
         return [(r[0], _transfer(r[1:])) for r in self.db.conn.execute(q)]
 
-    def overdue(self, now: datetime, limit: int) -> list[Transfer]:
+    def overdue(self, now: datetime, limit: int, province: str) -> list[Transfer]:
         q = (
             select(*TRANSFER_COLS)
-            .where(transfers.c.state == int(TransferState.REQUESTED), transfers.c.deadline_us <= to_us(now))
+            .where(
+                transfers.c.state == int(TransferState.REQUESTED),
+                transfers.c.deadline_us <= to_us(now),
+                # only the decisions this node owns: the receiving node decides inter-province transfers
+                transfers.c.to_province == province,
+            )
             .order_by(transfers.c.deadline_us)
             .limit(limit)
         )
@@ -289,12 +313,18 @@ class SqlEvents:
         )
         return seq
 
-    def after(self, school: str, after_seq: int, limit: int) -> list[TransferEvent]:
+    def after(self, school: str, province: str, after_seq: int, limit: int) -> list[TransferEvent]:
         e = transfer_events
         q = (
             select(e.c.seq, e.c.state, e.c.reason, e.c.decided_by, e.c.occurred_at_us, *TRANSFER_COLS)
             .join(transfers, transfers.c.id == e.c.transfer_id)
-            .where(or_(e.c.from_school == school, e.c.to_school == school), e.c.seq > after_seq)
+            .where(
+                or_(
+                    and_(e.c.from_school == school, transfers.c.from_province == province),
+                    and_(e.c.to_school == school, transfers.c.to_province == province),
+                ),
+                e.c.seq > after_seq,
+            )
             .order_by(e.c.seq)
             .limit(limit)
         )
@@ -491,10 +521,10 @@ def _duty(row: Sequence[Any]) -> Duty:
 
 def _page(row: Sequence[Any]) -> Page:
     (pid, code, school, year, segment, grade, klass, media, sha, size, version, digest, state, track, created,
-     updated, locked) = row  # fmt: skip
+     updated, locked, province) = row  # fmt: skip
     return Page(
         pid, code, school, year, segment, int(grade), klass, media, bytes(sha), int(size), int(version), bytes(digest),
-        PageState(state), LockTrack(track), from_us(created), from_us(updated), _opt_from_us(locked),
+        PageState(state), LockTrack(track), from_us(created), from_us(updated), _opt_from_us(locked), province,
     )  # fmt: skip
 
 
@@ -623,16 +653,23 @@ class SqlPages:
             "locked_at_us": _opt_us(p.locked_at),
         }  # fmt: skip
 
+    @staticmethod
+    def _all_values(p: Page, payload: bytes, lock_due: datetime) -> dict[str, Any]:
+        return SqlPages._values(p) | {
+            "lookup_code": p.lookup_code, "issuing_school": p.issuing_school, "school_year": p.school_year,
+            "segment": p.segment, "grade": p.grade, "class_name": p.class_name, "payload": payload,
+            "lock_track": int(p.lock_track), "lock_due_us": to_us(lock_due), "created_at_us": to_us(p.created_at),
+            "issuing_province": p.issuing_province,
+        }  # fmt: skip
+
     def add(self, p: Page, payload: bytes, lock_due: datetime) -> None:
-        self.db.run(
-            "page_insert",
-            self._values(p)
-            | {
-                "lookup_code": p.lookup_code, "issuing_school": p.issuing_school, "school_year": p.school_year,
-                "segment": p.segment, "grade": p.grade, "class_name": p.class_name, "payload": payload,
-                "lock_track": int(p.lock_track), "lock_due_us": to_us(lock_due), "created_at_us": to_us(p.created_at),
-            },
-        )  # fmt: skip
+        self.db.run("page_insert", self._all_values(p, payload, lock_due))
+
+    def upsert(self, p: Page, payload: bytes, lock_due: datetime) -> None:
+        if self.get(p.id) is None:
+            self.add(p, payload, lock_due)
+        else:
+            self.update(p, payload)
 
     def update(self, p: Page, payload: bytes | None = None) -> None:
         self.db.run("page_update", self._values(p))
@@ -648,10 +685,12 @@ class SqlPages:
         assert row is not None
         return from_us(row[0])
 
-    def of_record(self, lookup_code: str, issuing_school: str | None, after_id: str | None, limit: int) -> list[Page]:
+    def of_record(
+        self, lookup_code: str, issuer: tuple[str, str] | None, after_id: str | None, limit: int
+    ) -> list[Page]:
         q = select(*PAGE_COLS).where(pages.c.lookup_code == lookup_code).order_by(pages.c.id).limit(limit)
-        if issuing_school is not None:
-            q = q.where(pages.c.issuing_school == issuing_school)
+        if issuer is not None:
+            q = q.where(pages.c.issuing_province == issuer[0], pages.c.issuing_school == issuer[1])
         if after_id is not None:
             q = q.where(pages.c.id > after_id)
         return [_page(r) for r in self.db.conn.execute(q)]
@@ -698,6 +737,10 @@ class SqlTasks:
 
     def update(self, t: SigningTask) -> None:
         self.db.run("task_update", self._values(t))
+
+    def replace_all(self, page_id: str, school: str, tasks: Sequence[SigningTask]) -> None:
+        self.db.run("page_delete_tasks", {"page_id": page_id})
+        self.add(school, tasks)
 
     def reassign(self, tasks: Sequence[SigningTask], assignee: str) -> None:
         self.db.many(
@@ -786,6 +829,158 @@ class SqlHandoffs:
         return [_handoff(r) for r in self.db.conn.execute(q)]
 
 
+def _outbox(row: Sequence[Any]) -> OutboxMessage:
+    mid, tid, peer, kind, payload, state, attempts, next_us, error, created, delivered, receipt = row
+    return OutboxMessage(
+        int(mid), tid, peer, MessageKind(kind), bytes(payload), OutboxState(state), int(attempts), from_us(next_us),
+        error, from_us(created), _opt_from_us(delivered), None if receipt is None else bytes(receipt),
+    )  # fmt: skip
+
+
+class SqlOutbox:
+    def __init__(self, runner: Runner) -> None:
+        self.db = runner
+
+    def add(self, m: OutboxMessage) -> None:
+        self.db.run(
+            "outbox_insert",
+            {
+                "transfer_id": m.transfer_id, "peer": m.peer, "kind": int(m.kind), "payload": m.payload,
+                "state": int(m.state), "attempts": m.attempts, "next_attempt_us": to_us(m.next_attempt_at),
+                "last_error": m.last_error, "created_at_us": to_us(m.created_at),
+                "delivered_at_us": _opt_us(m.delivered_at), "receipt": m.receipt,
+            },
+        )  # fmt: skip
+
+    def get(self, message_id: int) -> OutboxMessage | None:
+        row = self.db.one("outbox_get", {"id": message_id})
+        return None if row is None else _outbox(row)
+
+    def update(self, m: OutboxMessage) -> None:
+        self.db.run(
+            "outbox_update",
+            {
+                "id": m.id, "state": int(m.state), "attempts": m.attempts, "next_attempt_us": to_us(m.next_attempt_at),
+                "last_error": m.last_error, "delivered_at_us": _opt_us(m.delivered_at), "receipt": m.receipt,
+            },
+        )  # fmt: skip
+
+    def due(self, now: datetime, limit: int) -> list[OutboxMessage]:
+        o = outbox
+        earlier = outbox.alias("earlier")
+        blocked = (
+            select(earlier.c.id)
+            .where(
+                earlier.c.transfer_id == o.c.transfer_id,
+                earlier.c.id < o.c.id,
+                earlier.c.state == int(OutboxState.PENDING),
+            )
+            .exists()
+        )
+        q = (
+            select(*o.c)
+            .where(o.c.state == int(OutboxState.PENDING), o.c.next_attempt_us <= to_us(now), ~blocked)
+            .order_by(o.c.next_attempt_us, o.c.id)
+            .limit(limit)
+        )
+        return [_outbox(r) for r in self.db.conn.execute(q)]
+
+    def next_attempt(self) -> datetime | None:
+        row = self.db.one("outbox_next", {})
+        return None if row is None or row[0] is None else from_us(row[0])
+
+    def stats(self) -> list[DeliveryStats]:
+        o = outbox
+        pending = o.c.state == int(OutboxState.PENDING)
+        q = (
+            select(
+                o.c.peer,
+                func.sum(case((pending, 1), else_=0)),
+                func.sum(case((o.c.state == int(OutboxState.FAILED), 1), else_=0)),
+                func.sum(case((o.c.state == int(OutboxState.DELIVERED), 1), else_=0)),
+                func.min(case((pending, o.c.created_at_us), else_=None)),
+                func.max(case((pending, o.c.attempts), else_=0)),
+            )
+            .group_by(o.c.peer)
+            .order_by(o.c.peer)
+        )
+        out = []
+        for peer, n_pending, n_failed, n_done, oldest, attempts in self.db.conn.execute(q):
+            last = self.db.conn.execute(
+                select(o.c.last_error).where(o.c.peer == peer, o.c.last_error != "").order_by(o.c.id.desc()).limit(1)
+            ).scalar()
+            out.append(
+                DeliveryStats(
+                    peer,
+                    int(n_pending or 0),
+                    int(n_failed or 0),
+                    int(n_done or 0),
+                    _opt_from_us(oldest),
+                    int(attempts or 0),
+                    last or "",
+                )
+            )
+        return out
+
+
+class SqlInbound:
+    def __init__(self, runner: Runner) -> None:
+        self.db = runner
+
+    def get(self, peer: str, transfer_id: str, kind: MessageKind) -> InboundMessage | None:
+        row = self.db.one("inbound_get", {"peer": peer, "transfer_id": transfer_id, "kind": int(kind)})
+        if row is None:
+            return None
+        p, tid, k, digest, index, received, receipt = row
+        return InboundMessage(
+            p,
+            tid,
+            MessageKind(k),
+            bytes(digest),
+            int(index),
+            from_us(received),
+            None if receipt is None else bytes(receipt),
+        )
+
+    def add(self, m: InboundMessage) -> None:
+        self.db.run(
+            "inbound_insert",
+            {
+                "peer": m.peer, "transfer_id": m.transfer_id, "kind": int(m.kind), "digest": m.digest,
+                "log_index": m.log_index, "received_at_us": to_us(m.received_at), "receipt": m.receipt,
+            },
+        )  # fmt: skip
+
+    def set_receipt(self, peer: str, transfer_id: str, kind: MessageKind, receipt: bytes) -> None:
+        self.db.run(
+            "inbound_receipt", {"peer": peer, "transfer_id": transfer_id, "kind": int(kind), "receipt": receipt}
+        )
+
+    def add_package(self, transfer_id: str, peer: str, package: bytes, seal: bytes) -> None:
+        self.db.run("package_insert", {"transfer_id": transfer_id, "peer": peer, "package": package, "seal": seal})
+
+    def package(self, transfer_id: str) -> bytes | None:
+        row = self.db.one("package_get", {"transfer_id": transfer_id})
+        return None if row is None else bytes(row[0])
+
+    def import_certificate(self, c: CertificateInfo) -> None:
+        if self.db.one("imported_cert_get", {"sha256": c.sha256}) is None:
+            self.db.run(
+                "imported_cert_insert",
+                {
+                    "sha256": c.sha256, "der": c.der, "chain": _chain_bytes(c.chain),
+                    "not_before_us": to_us(c.not_before), "not_after_us": to_us(c.not_after),
+                },
+            )  # fmt: skip
+
+    def certificate(self, sha256: str) -> CertificateInfo | None:
+        row = self.db.one("imported_cert_get", {"sha256": sha256})
+        if row is None:
+            return None
+        sha, der, chain, nb, na = row
+        return CertificateInfo(sha, bytes(der), "imported", from_us(nb), from_us(na), _chain_parts(bytes(chain)))
+
+
 class SqlUnitOfWork:
     """The repositories of one transaction and the items to announce after commit."""
 
@@ -802,6 +997,8 @@ class SqlUnitOfWork:
         self.pages = SqlPages(self.runner)
         self.tasks = SqlTasks(self.runner)
         self.handoffs = SqlHandoffs(self.runner)
+        self.outbox = SqlOutbox(self.runner)
+        self.inbound = SqlInbound(self.runner)
         self.published: list[object] = []
 
     def publish(self, item: object) -> None:

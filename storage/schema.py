@@ -23,6 +23,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    false,
     or_,
     text,
 )
@@ -64,6 +65,7 @@ records = Table(
     Column("open_transfer_id", String(32), nullable=True),
     Column("created_at_us", BigInteger, nullable=False),
     Column("updated_at_us", BigInteger, nullable=False),
+    Column("transferred_out", Boolean, nullable=False, server_default=false()),
     UniqueConstraint("national_id", "level", name="uq_records_student_level"),
     Index("ix_records_custodian", "custodian_school", "lookup_code"),
 )
@@ -73,7 +75,9 @@ transfers = Table(
     metadata,
     Column("seq", Seq, primary_key=True, autoincrement=True),
     Column("id", String(32), nullable=False, unique=True),
-    Column("lookup_code", String(32), ForeignKey("records.lookup_code"), nullable=False),
+    # No foreign key to records: a transfer arriving from another province
+    # exists before its record (created on acceptance).
+    Column("lookup_code", String(32), nullable=False),
     Column("from_school", String(20), nullable=False),
     Column("from_province", String(2), nullable=False),
     Column("to_school", String(20), nullable=False),
@@ -86,6 +90,10 @@ transfers = Table(
     Column("decided_at_us", BigInteger, nullable=True),
     Column("initiated_by", String(120), nullable=False),
     Column("decided_by", String(120), nullable=True),
+    Column("cancel_requested", Boolean, nullable=False, server_default=false()),
+    Column("delivery_state", SmallInteger, nullable=True),
+    Column("delivery_error", Text, nullable=False, server_default=""),
+    Column("salt", LargeBinary(16), nullable=True),  # None for transfers made before migration 0004
     Index("ix_transfers_to", "to_school", "seq"),
     Index("ix_transfers_to_state", "to_school", "state", "seq"),
     Index("ix_transfers_from", "from_school", "seq"),
@@ -241,6 +249,7 @@ pages = Table(
     Column("created_at_us", BigInteger, nullable=False),
     Column("updated_at_us", BigInteger, nullable=False),
     Column("locked_at_us", BigInteger, nullable=True),
+    Column("issuing_province", String(2), nullable=False, server_default=""),
     UniqueConstraint("lookup_code", "school_year", "segment", name="uq_pages_record_year_segment"),
     Index("ix_pages_record", "lookup_code", "id"),
     Index(
@@ -303,4 +312,58 @@ handoffs = Table(
     Index("ix_handoffs_school", "school", "created_at_us", "id"),
     Index("ix_handoffs_state_effective", "state", "effective_day"),
     Index("ix_handoffs_state_end", "state", "end_day"),
+)
+
+
+# -- between provinces (DESIGN §6) -----------------------------------------------
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", Seq, primary_key=True, autoincrement=True),
+    Column("transfer_id", String(32), nullable=False),
+    Column("peer", String(2), nullable=False),
+    Column("kind", SmallInteger, nullable=False),
+    Column("payload", LargeBinary, nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_us", BigInteger, nullable=False),
+    Column("last_error", Text, nullable=False),
+    Column("created_at_us", BigInteger, nullable=False),
+    Column("delivered_at_us", BigInteger, nullable=True),
+    Column("receipt", LargeBinary, nullable=True),
+    Index("ix_outbox_state_due", "state", "next_attempt_us"),
+    Index("ix_outbox_transfer", "transfer_id", "id"),
+    Index("ix_outbox_peer_state", "peer", "state"),
+)
+
+inbound_messages = Table(
+    "inbound_messages",
+    metadata,
+    Column("peer", String(2), primary_key=True),
+    Column("transfer_id", String(32), primary_key=True),
+    Column("kind", SmallInteger, primary_key=True, autoincrement=False),
+    Column("digest", LargeBinary(32), nullable=False),
+    Column("log_index", BigInteger, nullable=False),
+    Column("received_at_us", BigInteger, nullable=False),
+    Column("receipt", LargeBinary, nullable=True),
+)
+
+inbound_packages = Table(
+    "inbound_packages",
+    metadata,
+    Column("transfer_id", String(32), primary_key=True),
+    Column("peer", String(2), nullable=False),
+    Column("package", LargeBinary, nullable=False),
+    Column("seal", LargeBinary, nullable=False),
+)
+
+imported_certificates = Table(
+    "imported_certificates",
+    metadata,
+    Column("sha256", String(64), primary_key=True),
+    Column("der", LargeBinary, nullable=False),
+    Column("chain", LargeBinary, nullable=False),
+    Column("not_before_us", BigInteger, nullable=False),
+    Column("not_after_us", BigInteger, nullable=False),
 )

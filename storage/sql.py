@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, func, insert, literal_column, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, literal_column, or_, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import ClauseElement as Executable
 
@@ -25,9 +25,13 @@ from storage.schema import (
     duties,
     handoffs,
     idempotency_keys,
+    imported_certificates,
+    inbound_messages,
+    inbound_packages,
     log_checkpoints,
     log_leaves,
     log_nodes,
+    outbox,
     pages,
     records,
     schools,
@@ -56,6 +60,7 @@ RECORD_COLS = (
     records.c.open_transfer_id,
     records.c.created_at_us,
     records.c.updated_at_us,
+    records.c.transferred_out,
 )
 TRANSFER_COLS = (
     transfers.c.id,
@@ -72,6 +77,10 @@ TRANSFER_COLS = (
     transfers.c.decided_at_us,
     transfers.c.initiated_by,
     transfers.c.decided_by,
+    transfers.c.cancel_requested,
+    transfers.c.delivery_state,
+    transfers.c.delivery_error,
+    transfers.c.salt,
 )
 
 CHECKPOINT_COLS = (
@@ -129,6 +138,7 @@ STATEMENTS: dict[str, Callable[[], Executable]] = {
             custodian_school=P("custodian_school"),
             open_transfer_id=P("open_transfer_id"),
             updated_at_us=P("updated_at_us"),
+            transferred_out=P("transferred_out"),
         )
     ),
     "transfer_get": lambda: select(*TRANSFER_COLS).where(transfers.c.id == P("id")),
@@ -136,7 +146,15 @@ STATEMENTS: dict[str, Callable[[], Executable]] = {
     "transfer_update": lambda: (
         update(transfers)
         .where(transfers.c.id == P("id"))
-        .values(state=P("state"), reason=P("reason"), decided_at_us=P("decided_at_us"), decided_by=P("decided_by"))
+        .values(
+            state=P("state"),
+            reason=P("reason"),
+            decided_at_us=P("decided_at_us"),
+            decided_by=P("decided_by"),
+            cancel_requested=P("cancel_requested"),
+            delivery_state=P("delivery_state"),
+            delivery_error=P("delivery_error"),
+        )
     ),
     "event_insert": lambda: _insert(
         transfer_events,
@@ -238,6 +256,41 @@ STATEMENTS: dict[str, Callable[[], Executable]] = {
         )
         .order_by(handoffs.c.created_at_us)
     ),
+    "outbox_insert": lambda: _insert(outbox, [c.name for c in outbox.c if c.name != "id"]),
+    "outbox_get": lambda: select(*outbox.c).where(outbox.c.id == P("id")),
+    "outbox_update": lambda: (
+        update(outbox)
+        .where(outbox.c.id == P("id"))
+        .values(
+            state=P("state"),
+            attempts=P("attempts"),
+            next_attempt_us=P("next_attempt_us"),
+            last_error=P("last_error"),
+            delivered_at_us=P("delivered_at_us"),
+            receipt=P("receipt"),
+        )
+    ),
+    "outbox_next": lambda: select(func.min(outbox.c.next_attempt_us)).where(outbox.c.state == literal_column("1")),
+    "inbound_get": lambda: select(*inbound_messages.c).where(
+        inbound_messages.c.peer == P("peer"),
+        inbound_messages.c.transfer_id == P("transfer_id"),
+        inbound_messages.c.kind == P("kind"),
+    ),
+    "inbound_insert": lambda: _insert(inbound_messages, [c.name for c in inbound_messages.c]),
+    "inbound_receipt": lambda: (
+        update(inbound_messages)
+        .where(
+            inbound_messages.c.peer == P("peer"),
+            inbound_messages.c.transfer_id == P("transfer_id"),
+            inbound_messages.c.kind == P("kind"),
+        )
+        .values(receipt=P("receipt"))
+    ),
+    "package_insert": lambda: _insert(inbound_packages, [c.name for c in inbound_packages.c]),
+    "package_get": lambda: select(inbound_packages.c.package).where(inbound_packages.c.transfer_id == P("transfer_id")),
+    "imported_cert_get": lambda: select(*imported_certificates.c).where(imported_certificates.c.sha256 == P("sha256")),
+    "imported_cert_insert": lambda: _insert(imported_certificates, [c.name for c in imported_certificates.c]),
+    "page_delete_tasks": lambda: delete(signing_tasks).where(signing_tasks.c.page_id == P("page_id")),
     # max(idx) walks the primary key; count(*) would scan the table.
     "log_head": lambda: select(func.coalesce(func.max(log_leaves.c.idx) + literal_column("1"), literal_column("0"))),
     "log_leaf_insert": lambda: _insert(log_leaves, ["idx", "data"]),

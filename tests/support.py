@@ -53,6 +53,7 @@ def write_config(
     province: str = "01",
     listen: str = "127.0.0.1:0",
     extra: str = "",
+    signing_ca: Path | None = None,
 ) -> Path:
     path.write_text(
         f"""
@@ -75,7 +76,7 @@ key_file = "{pki / "log.key"}"
 checkpoint_interval_seconds = 0.2
 
 [signing]
-ca_file = "{pki / "signing-ca.pem"}"
+ca_file = "{signing_ca or pki / "signing-ca.pem"}"
 
 [transfers]
 expiry_sweep_seconds = 3600

@@ -46,9 +46,11 @@ def test_every_change_is_an_entry_with_a_receipt(node: RunningNode, s1: Transfer
     first, second = decode_leaf(sent.receipt.leaf), decode_leaf(rejected.receipt.leaf)
     assert (first.kind, second.kind) == (LeafKind.TRANSFER_REQUESTED, LeafKind.TRANSFER_REJECTED)
     assert first.transfer_id == second.transfer_id == sent.transfer.id
-    assert first.record == record_digest(code) and (first.from_school, first.to_school) == ("S1", "S2")
+    salt = sent.transfer.log_salt
+    assert len(salt) == 16 and first.record == record_digest(code, salt)
+    assert (first.from_school, first.to_school) == ("S1", "S2")
     assert (first.actor, second.actor) == ("school:S1", "school:S2")
-    assert second.reason == text_digest("Lớp đã đủ sĩ số")
+    assert second.reason == text_digest("Lớp đã đủ sĩ số", salt)
     assert first.deadline is not None and int(first.deadline.timestamp()) == sent.transfer.deadline.seconds
     for leaf in (sent.receipt.leaf, rejected.receipt.leaf):
         assert nid.encode() not in leaf and code.encode() not in leaf and "đủ".encode() not in leaf

@@ -1,9 +1,10 @@
-"""`make demo`: one node, two schools, one transfer accepted and one rejected,
-a homeroom teacher retiring mid-year with her class's pages half signed, then
-the node's signed log checkpoint and one receipt verified offline.
+"""`make demo`: two nodes (Hà Nội and Hồ Chí Minh City); in Hà Nội one transfer
+accepted and one rejected, a homeroom teacher retiring mid-year with her
+class's pages half signed, the node's signed log checkpoint and one receipt
+verified offline; then a record moved from Hà Nội's node to Hồ Chí Minh City's.
 
-Generates a throwaway development PKI, starts a real node process on a free
-loopback port over mutual TLS, and drives it with the client library exactly
+Generates throwaway development PKIs, starts real node processes on free
+loopback ports over mutual TLS, and drives them with the client library exactly
 as school systems would, while a third client watches the receiving school's
 event stream and prints each event as it arrives. Everything lives in a
 temporary directory that is removed at the end (pass --keep to keep it).
@@ -15,6 +16,7 @@ import argparse
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from transfer.client import ClientTls, TransferClient, TransferError
-from transfer.client.cli import LOCAL, fmt_record, fmt_transfer
+from transfer.client.cli import LOCAL, fmt_deliveries, fmt_record, fmt_transfer
 from transfer.client.logverify import verify_receipt_offline
 from transfer.client.signing import sign_digest
 from transfer.devpki import SigningCA, make_dev_pki
@@ -36,50 +38,69 @@ from transfer.ledger.note import parse_vkey
 from transfer.v1 import common_pb2, transfers_pb2
 
 SENDER, RECEIVER = "HN-TH-0001", "HN-TH-0002"
+FAR = "HCM-TH-0001"  # a school of Hồ Chí Minh City, on the other node
+DELIVERED = transfers_pb2.DELIVERY_STATE_DELIVERED
 
 
 def say(text: str) -> None:
     print(text, flush=True)
 
 
-def start_node(work: Path) -> tuple[subprocess.Popen[bytes], str]:
-    config = work / "node.toml"
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_node(work: Path, province: str, port: int, peer: str, peer_port: int) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the node of `province` (PKI in pki<province>/), with the other province as its peer."""
+    own, other = f"pki{province}", f"pki{peer}"
+    config = work / f"node{province}.toml"
     config.write_text(
-        """
+        f"""
 [node]
-province = "01"
-name = "hocba-node-01"
-listen = "127.0.0.1:0"
-port_file = "node.port"
+province = "{province}"
+name = "hocba-node-{province}"
+listen = "127.0.0.1:{port}"
+port_file = "node{province}.port"
 [tls]
-ca_file = "pki/ca.pem"
-cert_file = "pki/node.pem"
-key_file = "pki/node.key"
+ca_file = "{own}/ca.pem"
+cert_file = "{own}/node.pem"
+key_file = "{own}/node.key"
 [database]
-url = "sqlite:///node.db"
+url = "sqlite:///node{province}.db"
 [log]
-key_file = "pki/log.key"
+key_file = "{own}/log.key"
 [signing]
-ca_file = "pki/signing-ca.pem"
+ca_file = "signing-cas.pem"
+[seal]
+key_file = "{own}/seal.key"
 [logging]
 format = "json"
+[[peers]]
+province = "{peer}"
+address = "127.0.0.1:{peer_port}"
+server_name = "localhost"
+ca_file = "{other}/ca.pem"
+seal_vkey_file = "{other}/seal.vkey"
+log_vkey_file = "{other}/log.vkey"
 """,
         encoding="utf-8",
     )
-    log = (work / "node.log").open("wb")
+    log = (work / f"node{province}.log").open("wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "transfer.server", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT
     )
-    port_file = work / "node.port"
+    port_file = work / f"node{province}.port"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if port_file.exists():
+        if port_file.exists() and port_file.read_text().strip():
             return proc, f"127.0.0.1:{port_file.read_text().strip()}"
         if proc.poll() is not None:
             break
         time.sleep(0.05)
     proc.kill()
-    raise SystemExit(f"the node did not start; see {work / 'node.log'}")
+    raise SystemExit(f"the node did not start; see {work / f'node{province}.log'}")
 
 
 def watch(client: TransferClient, stop: threading.Event, seen: list[str]) -> None:
@@ -93,24 +114,36 @@ def watch(client: TransferClient, stop: threading.Event, seen: list[str]) -> Non
 
 
 def run(work: Path) -> None:
-    say("1. A development PKI: a CA, the node, a province admin and two schools' systems")
-    make_dev_pki(work / "pki", "01", [SENDER, RECEIVER])
-    say(f"   written to {work / 'pki'}")
-    say("2. Start a node for Hà Nội (province 01) over mutual TLS, SQLite database")
-    proc, address = start_node(work)
-    say(f"   listening on {address} (logs: {work / 'node.log'})")
-    tls = {
-        name: ClientTls.from_pki(work / "pki", name)
-        for name in ("province-admin", f"school-{SENDER}", f"school-{RECEIVER}")
-    }
+    say("1. Development PKIs for two provinces: a CA, the node, admins and schools' systems each")
+    make_dev_pki(work / "pki01", "01", [SENDER, RECEIVER])
+    make_dev_pki(work / "pki79", "79", [FAR])
+    # Each node trusts both provinces' teacher CAs: signatures travel with the pages.
+    (work / "signing-cas.pem").write_bytes(
+        (work / "pki01" / "signing-ca.pem").read_bytes() + (work / "pki79" / "signing-ca.pem").read_bytes()
+    )
+    say(f"   written to {work / 'pki01'} and {work / 'pki79'}")
+    say("2. Start two nodes over mutual TLS, each with its SQLite database, each the other's peer:")
+    port01, port79 = free_port(), free_port()
+    procs = []
+    proc, address = start_node(work, "01", port01, "79", port79)
+    procs.append(proc)
+    say(f"   Hà Nội (01) on {address}")
+    proc79, address79 = start_node(work, "79", port79, "01", port01)
+    procs.append(proc79)
+    say(f"   Hồ Chí Minh City (79) on {address79} (logs: {work}/node01.log, node79.log)")
+    pki = work / "pki01"
+    tls = {name: ClientTls.from_pki(pki, name) for name in ("province-admin", f"school-{SENDER}", f"school-{RECEIVER}")}
     admin = TransferClient(address, tls["province-admin"])
     sender = TransferClient(address, tls[f"school-{SENDER}"])
     receiver = TransferClient(address, tls[f"school-{RECEIVER}"])
     watcher = TransferClient(address, tls[f"school-{RECEIVER}"])
+    admin79 = TransferClient(address79, ClientTls.from_pki(work / "pki79", "province-admin"))
+    far = TransferClient(address79, ClientTls.from_pki(work / "pki79", f"school-{FAR}"))
     try:
-        say("3. The province admin registers both schools")
+        say("3. The province admins register their schools")
         admin.register_school(SENDER, "Trường Tiểu học Kim Liên")
         admin.register_school(RECEIVER, "Trường Tiểu học Dịch Vọng")
+        admin79.register_school(FAR, "Trường Tiểu học Lê Ngọc Hân")
         say(f"4. {SENDER} registers two pupils' records (synthetic ids)")
         codes = [uuid.uuid4().hex, uuid.uuid4().hex]
         for i, code in enumerate(codes):
@@ -158,28 +191,67 @@ def run(work: Path) -> None:
         size = int(signed.splitlines()[1])
         proof = receiver.inclusion_proof(accepted.receipt.index, size)
         say(f"   {RECEIVER} checks its acceptance receipt (entry {accepted.receipt.index}) offline:")
-        vkey = (work / "pki" / "log.vkey").read_text().strip()
+        vkey = (pki / "log.vkey").read_text().strip()
         checkpoint = verify_receipt_offline(accepted.receipt, signed, proof, parse_vkey(vkey))
         event = decode_leaf(accepted.receipt.leaf)
         say(
             f"   verified: {event.kind.name.lower()} of transfer {event.transfer_id} by {event.actor} is in "
             f"the tree of {checkpoint.size} entries signed by {vkey.split('+')[0]} ({len(proof)} proof hashes)"
         )
+
+        move_to_another_province(receiver, far, admin, codes[0])
     finally:
-        for c in (admin, sender, receiver, watcher):
+        for c in (admin, sender, receiver, watcher, admin79, far):
             c.close()
-        proc.send_signal(signal.SIGTERM)
-        status = proc.wait(30)
-        say(f"11. Node stopped with SIGTERM (exit status {status}); the operator verifies the whole log:")
-    verified = subprocess.run(
-        [sys.executable, "-m", "transfer.server.verify", "--config", str(work / "node.toml"), "--quiet"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    say("   " + (verified.stdout.strip() or verified.stderr.strip()))
-    if verified.returncode != 0:
-        raise SystemExit("the log did not verify")
+        statuses = []
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            statuses.append(p.wait(30))
+        say(f"12. Both nodes stopped with SIGTERM (exit status {statuses}); the operators verify their logs:")
+    for province in ("01", "79"):
+        verified = subprocess.run(
+            [sys.executable, "-m", "transfer.server.verify", "--config", str(work / f"node{province}.toml"), "--quiet"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        say(f"   {province}: " + (verified.stdout.strip() or verified.stderr.strip()))
+        if verified.returncode != 0:
+            raise SystemExit(f"the log of {province} did not verify")
+
+
+def move_to_another_province(
+    holder: TransferClient, far: TransferClient, admin: TransferClient, lookup_code: str
+) -> None:
+    """Part three: the pupil moves to Hồ Chí Minh City, whose node is another one."""
+    say(f"11. The pupil moves to Hồ Chí Minh City: {RECEIVER} (node 01) sends the record to {FAR} (node 79)")
+    sent = holder.initiate_transfer(lookup_code, FAR, "79").transfer
+    say("   " + fmt_transfer(sent))
+    offered = _until(lambda: next(iter(far.iter_transfers(transfers_pb2.TRANSFER_DIRECTION_INCOMING)), None))
+    say(f"   node 79 verified the sealed package (record, 1 page, 3 teacher signatures) and shows {FAR}:")
+    say("   " + fmt_transfer(offered))
+    acked = _until(lambda: (t := holder.get_transfer(sent.id)).delivery_state == DELIVERED and t)
+    say(f"   node 01 holds node 79's sealed receipt: {fmt_transfer(acked)}")
+    say("   " + fmt_transfer(far.accept_transfer(sent.id).transfer))
+    say("   " + fmt_record(far.get_record(lookup_code)))
+    pages = list(far.iter_pages(lookup_code))
+    signed = sum(1 for p in pages for t in far.get_page(p.id).tasks if t.signed_by_teacher_id)
+    say(f"   {len(pages)} page(s) arrived with {signed} signature(s), still verifiable at node 79")
+    done = _until(lambda: (t := holder.get_transfer(sent.id)).state == transfers_pb2.TRANSFER_STATE_ACCEPTED and t)
+    say(f"   node 01 learned the decision: {fmt_transfer(done)}")
+    say("   " + fmt_record(holder.get_record(lookup_code)))
+    for peer in admin.list_deliveries():
+        say(f"   node 01 deliveries: {fmt_deliveries(peer)}")
+
+
+def _until(fn: Any, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = fn()
+        if found:
+            return found
+        time.sleep(0.1)
+    raise SystemExit("the nodes did not finish the transfer in time; see node01.log and node79.log")
 
 
 def retire_homeroom_teacher(work: Path, address: str, school: TransferClient, first_record: str) -> int:
@@ -188,8 +260,8 @@ def retire_homeroom_teacher(work: Path, address: str, school: TransferClient, fi
     Returns the index of the last log entry it made.
     """
     say(f"9. Mid-year at {RECEIVER}: class 3A's homeroom teacher retires with the class's pages half signed")
-    admin = TransferClient(address, ClientTls.from_pki(work / "pki", f"school-admin-{RECEIVER}"))
-    ca = SigningCA.load(work / "pki")
+    admin = TransferClient(address, ClientTls.from_pki(work / "pki01", f"school-admin-{RECEIVER}"))
+    ca = SigningCA.load(work / "pki01")
     staff = {}
     for code, key_type, role in (
         ("GV-LAN", "ecdsa", "homeroom teacher"),

@@ -11,13 +11,17 @@ writes (ECDSA P-256, PEM):
     school-admin-<code>.pem / .key      each school's admin (role school_admin)
     province-admin.pem / .key           the province admin
     auditor.pem / .key                  a read-only auditor
-    peer-<province>.pem / .key          for each --peer: a peer node's identity
     signing-ca.pem / .key               a CA for teachers' signing certificates
     teacher-<name>.pem / .key           for each --teacher name[:rsa|ecdsa|ed25519]:
                                         a teacher's signing certificate
     log.key / log.vkey                  the node's Ed25519 key for signing log
                                         checkpoints (signed-note formats), named
                                         after the node (--node-name)
+    seal.key / seal.vkey                the node's Ed25519 key sealing transfer
+                                        packages and receipts it sends to peers
+
+The node certificate doubles as its client certificate towards peer nodes,
+which trust this CA for this province only.
 
 The identities are URI names (see `transfer.identity`), so the demo and the
 tests use exactly the production mTLS path. Keys are written mode 0600.
@@ -160,9 +164,6 @@ class DevCA:
     def auditor(self, province: str) -> Credential:
         return self.issue("auditor", f"auditor {province}", [role_uri(Role.AUDITOR), province_uri(province)])
 
-    def peer(self, province: str) -> Credential:
-        return self.issue(f"peer-{province}", f"node {province}", [role_uri(Role.PEER), province_uri(province)])
-
 
 KEY_TYPES = ("ecdsa", "rsa", "ed25519")
 SigningKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
@@ -267,13 +268,13 @@ class SigningCA:
         return pem, key
 
 
-def write_log_key(out: Path, node_name: str) -> str:
-    """Write the node's checkpoint-signing key (log.key, private) and log.vkey; return the vkey."""
-    skey, vkey = generate_key(node_name)
-    fd = os.open(out / "log.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def write_note_key(out: Path, stem: str, name: str) -> str:
+    """Write an Ed25519 signed-note key pair: <stem>.key (private) and <stem>.vkey; return the vkey."""
+    skey, vkey = generate_key(name)
+    fd = os.open(out / f"{stem}.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(skey + "\n")
-    (out / "log.vkey").write_text(vkey + "\n")
+    (out / f"{stem}.vkey").write_text(vkey + "\n")
     return vkey
 
 
@@ -282,7 +283,6 @@ def make_dev_pki(
     province: str,
     schools: list[str],
     *,
-    peers: list[str] | None = None,
     days: int = 365,
     node_name: str | None = None,
     teachers: list[str] | None = None,
@@ -303,9 +303,9 @@ def make_dev_pki(
     for code in schools:
         ca.school(province, code)
         ca.school(province, code, admin=True)
-    for p in peers or []:
-        ca.peer(p)
-    write_log_key(out, node_name or f"hocba-node-{province}")
+    name = node_name or f"hocba-node-{province}"
+    write_note_key(out, "log", name)
+    write_note_key(out, "seal", f"{name}-seal")
     signing = SigningCA(out, days=days)
     for spec in teachers or []:
         name, _, key_type = spec.partition(":")
@@ -320,7 +320,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="directory to write into")
     parser.add_argument("--province", required=True, help="the node's province code, e.g. 01")
     parser.add_argument("--school", action="append", default=[], help="a school code (repeatable)")
-    parser.add_argument("--peer", action="append", default=[], help="a peer node's province (repeatable)")
     parser.add_argument("--days", type=int, default=365, help="validity of every certificate")
     parser.add_argument(
         "--teacher", action="append", default=[], help="a teacher's signing certificate: name[:rsa|ecdsa|ed25519]"
@@ -328,9 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--node-name", help="the node's name, also its log key's name (default hocba-node-<province>)")
     ns = parser.parse_args(argv)
     try:
-        make_dev_pki(
-            ns.out, ns.province, ns.school, peers=ns.peer, days=ns.days, node_name=ns.node_name, teachers=ns.teacher
-        )
+        make_dev_pki(ns.out, ns.province, ns.school, days=ns.days, node_name=ns.node_name, teachers=ns.teacher)
     except ValueError as exc:
         print(f"transfer-devpki: {exc}", file=sys.stderr)
         return 2

@@ -84,8 +84,24 @@ def actor_from_certificate(cert: x509.Certificate, node_province: str) -> Actor:
         return Actor(role, province, schools[0], cn)
     if values["school"]:
         raise PermissionDenied("BAD_SCHOOL", f"a {role.value} certificate must not name a school")
-    if role in (Role.PROVINCE_ADMIN, Role.AUDITOR, Role.NODE) and province != node_province:
+    if role is Role.PEER:
+        raise PermissionDenied("PEER_IDENTITY", "peer nodes are known by their own CA, not this node's")
+    if province != node_province:
         raise PermissionDenied("WRONG_PROVINCE", f"this node serves province {node_province} only")
-    if role is Role.PEER and not provinces:
-        raise PermissionDenied("BAD_PROVINCE", "a peer certificate must name its province")
     return Actor(role, province, None, cn)
+
+
+def peer_from_certificate(cert: x509.Certificate, province: str) -> Actor:
+    """The peer node a certificate issued by province `province`'s CA names.
+
+    It must be that node's own certificate: role node, and that province —
+    a peer's CA vouches for its own province and nothing else.
+    """
+    roles = [u for u in uris_of(cert) if u.startswith(f"{PREFIX}role:")]
+    provinces = [u for u in uris_of(cert) if u.startswith(f"{PREFIX}province:")]
+    if roles != [role_uri(Role.NODE)] or provinces != [province_uri(province)]:
+        raise PermissionDenied(
+            "PEER_IDENTITY",
+            f"a certificate from province {province}'s CA must be that node's own (role node, province {province})",
+        )
+    return Actor(Role.PEER, province, None, common_name(cert))

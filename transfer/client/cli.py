@@ -30,7 +30,7 @@ from transfer.client.client import ClientTls, TransferChange, TransferClient
 from transfer.client.errors import TransferError
 from transfer.client.retry import RetryPolicy
 from transfer.client.signing import load_key, sign_digest
-from transfer.v1 import common_pb2, pages_pb2, records_pb2, schools_pb2, staff_pb2, transfers_pb2
+from transfer.v1 import common_pb2, pages_pb2, peers_pb2, records_pb2, schools_pb2, staff_pb2, transfers_pb2
 
 LOCAL = timezone(timedelta(hours=7))
 
@@ -69,16 +69,32 @@ def fmt_record(r: records_pb2.Record) -> str:
 
 
 def fmt_transfer(t: transfers_pb2.Transfer) -> str:
-    line = (
-        f"transfer {t.id} {_enum(t, 'state', 'TRANSFER_STATE_'):<9} record {t.lookup_code} "
-        f"{t.from_school} -> {t.to_school}"
-    )
+    inter = t.from_province != t.to_province
+    src = f"{t.from_province}/{t.from_school}" if inter else t.from_school
+    dst = f"{t.to_province}/{t.to_school}" if inter else t.to_school
+    line = f"transfer {t.id} {_enum(t, 'state', 'TRANSFER_STATE_'):<9} record {t.lookup_code} {src} -> {dst}"
     if t.state == transfers_pb2.TRANSFER_STATE_REQUESTED:
         line += f"  deadline {_when(t.deadline)}"
     else:
         line += f"  decided {_when(t.decide_time)}"
+    if t.delivery_state:
+        line += f"  delivery {_enum(t, 'delivery_state', 'DELIVERY_STATE_').lower()}"
+    if t.cancel_requested:
+        line += "  cancellation requested"
     if t.reason:
         line += f"  reason: {t.reason}"
+    if t.delivery_error:
+        line += f"  delivery error: {t.delivery_error}"
+    return line
+
+
+def fmt_deliveries(d: peers_pb2.PeerDeliveries) -> str:
+    line = (
+        f"peer {d.peer_province}  pending {d.pending}  failed {d.failed}  delivered {d.delivered}"
+        f"  oldest pending {d.oldest_pending_seconds}s  max attempts {d.max_attempts}"
+    )
+    if d.last_error:
+        line += f"  last error: {d.last_error}"
     return line
 
 
@@ -90,10 +106,16 @@ class Output:
         """A transfer mutation: the transfer, and where the log recorded it."""
         if self.as_json:
             d = MessageToDict(change.transfer, preserving_proto_field_name=True)
-            d["receipt"] = MessageToDict(change.receipt, preserving_proto_field_name=True)
+            if change.logged:
+                d["receipt"] = MessageToDict(change.receipt, preserving_proto_field_name=True)
             print(json.dumps(d, ensure_ascii=False), flush=True)
         else:
-            print(f"{fmt_transfer(change.transfer)}  [log entry {change.receipt.index}]", flush=True)
+            where = (
+                f"[log entry {change.receipt.index}]"
+                if change.logged
+                else "[not logged yet: the receiving node decides]"
+            )
+            print(f"{fmt_transfer(change.transfer)}  {where}", flush=True)
 
     def show(self, msg: Message, fmt: Callable[[Any], str]) -> None:
         if self.as_json:
@@ -161,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--school", default="")
     s.add_argument("--cursor", default="", help="resume after this cursor")
     s.add_argument("--count", type=int, default=0, help="stop after this many events")
+
+    cmd("deliveries", "messages to other provinces' nodes, per peer (province admin)")
 
     s = cmd("record-register", "register a record held by your school")
     s.add_argument("lookup_code")
@@ -397,6 +421,9 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                     replacement=ns.replacement, replacements=pairs, request_id=ns.request_id,
                 )  # fmt: skip
                 out.show(handoff, lambda h: f"{fmt_handoff(h)}  [log entry {receipt.index}]")
+            case "deliveries":
+                for peer in c.list_deliveries():
+                    out.show(peer, fmt_deliveries)
             case "handoff-list":
                 for h in c.iter_handoffs(ns.school, teacher_id=ns.teacher):
                     out.show(h, fmt_handoff)

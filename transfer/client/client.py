@@ -31,6 +31,8 @@ from transfer.v1 import (
     log_pb2_grpc,
     pages_pb2,
     pages_pb2_grpc,
+    peers_pb2,
+    peers_pb2_grpc,
     records_pb2,
     records_pb2_grpc,
     schools_pb2,
@@ -75,10 +77,16 @@ class ClientTls:
 @dataclass(frozen=True)
 class TransferChange:
     """What a transfer mutation returns: the transfer as it now is, and the
-    receipt of the log entry that records the change."""
+    receipt of the log entry that records the change. A cancellation request
+    sent to another province's node makes no entry (its decision will): then
+    the receipt is empty and `logged` is False."""
 
     transfer: Transfer
     receipt: log_pb2.LogReceipt
+
+    @property
+    def logged(self) -> bool:
+        return bool(self.receipt.leaf)
 
 
 @dataclass(frozen=True)
@@ -126,6 +134,7 @@ class TransferClient:
         self.log = log_pb2_grpc.LogServiceStub(channel)
         self.pages = pages_pb2_grpc.PageServiceStub(channel)
         self.staff = staff_pb2_grpc.StaffServiceStub(channel)
+        self.deliveries = peers_pb2_grpc.DeliveryServiceStub(channel)
 
     def close(self) -> None:
         self._channel.close()
@@ -216,6 +225,15 @@ class TransferClient:
 
     def iter_records(self, school: str = "", *, page_size: int = 0) -> Iterator[Record]:
         return _pages(lambda tok: self.list_records(school, page_size=page_size, page_token=tok), "records")
+
+    # -- deliveries to peer nodes ---------------------------------------------
+
+    def list_deliveries(self) -> list[peers_pb2.PeerDeliveries]:
+        """The node's outgoing messages to other provinces' nodes, per peer (province admins)."""
+        resp: peers_pb2.ListDeliveriesResponse = self._call(
+            self.deliveries.ListDeliveries, peers_pb2.ListDeliveriesRequest()
+        )
+        return list(resp.peers)
 
     # -- transfers ----------------------------------------------------------
 

@@ -22,6 +22,13 @@ Transfer events (kinds 1-5) share one body:
     kind 4  transfer.cancelled   extra = reason:digest (of "" when none was given)
     kind 5  transfer.expired     extra = (none)
 
+Between nodes (kinds 6-8); `peer` is the other node's province:
+
+    kind 6 transfer.offered         transfer_id:16 || peer:2 || package:digest || actor:str8
+    kind 7 message.acknowledged     transfer_id:16 || peer:2 || message_kind:u8 || message:digest
+                                    || peer_log_index:u64 (the peer's receipt for our message)
+    kind 8 offer.refused            transfer_id:16 || peer:2 || package:digest || reason:str8
+
 Pages (kinds 16-18), by the school that issued them:
 
     page_id:16 || record:digest || school:str8 || school_year:str8 || version:u32
@@ -41,9 +48,12 @@ Teachers and handoffs (kinds 32-35); teacher ids are the node's opaque ids:
                                 || from:16 || to:16 || actor:str8
     kind 35 handoff.ended       handoff_id:16 || school:str8 || teacher:16 || actor:str8
 
-`record` is SHA-256("hocba:record:v1:" || lookup code): whoever knows a
-record's lookup code can find its entries; nobody can read the code back.
-`reason` is SHA-256 of the reason's UTF-8 text. Decoding is strict: unknown
+In transfer entries `record` is SHA-256("hocba:record:v2:" || salt || lookup
+code) and `reason` SHA-256("hocba:text:v2:" || salt || reason), where salt is
+16 random bytes of the transfer, known to its two schools only: nobody else
+can link a transfer's entries to a record (or to the record's later moves), or
+confirm a guessed reason. In page entries `record` is
+SHA-256("hocba:page-record:v1:" || page id || lookup code). Decoding is strict: unknown
 versions or kinds, truncated input and trailing bytes are refused.
 """
 
@@ -68,6 +78,9 @@ class LeafKind(enum.IntEnum):
     TRANSFER_REJECTED = 3
     TRANSFER_CANCELLED = 4
     TRANSFER_EXPIRED = 5
+    TRANSFER_OFFERED = 6
+    MESSAGE_ACKNOWLEDGED = 7
+    OFFER_REFUSED = 8
     PAGE_ADDED = 16
     PAGE_REPLACED = 17
     PAGE_LOCKED = 18
@@ -95,12 +108,18 @@ class LeafError(ValueError):
     """Bytes that are not a leaf of this format."""
 
 
-def record_digest(lookup_code: str) -> bytes:
-    return hashlib.sha256(b"hocba:record:v1:" + lookup_code.encode("ascii")).digest()
+def record_digest(lookup_code: str, salt: bytes = b"") -> bytes:
+    """The record as transfer entries name it: salted per transfer (see Transfer.salt)."""
+    return hashlib.sha256(b"hocba:record:v2:" + salt + lookup_code.encode("ascii")).digest()
 
 
-def text_digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8")).digest()
+def text_digest(text: str, salt: bytes = b"") -> bytes:
+    return hashlib.sha256(b"hocba:text:v2:" + salt + text.encode("utf-8")).digest()
+
+
+def page_record_digest(page_id: str, lookup_code: str) -> bytes:
+    """The record as a page's entries name it: linkable only by who knows the page id."""
+    return hashlib.sha256(b"hocba:page-record:v1:" + page_id.encode("ascii") + lookup_code.encode("ascii")).digest()
 
 
 def _us(instant: datetime) -> int:
@@ -147,14 +166,14 @@ def transfer_leaf(transfer: Transfer, actor: str, at: datetime) -> TransferLeaf:
         kind=kind,
         time=at,
         transfer_id=transfer.id,
-        record=record_digest(transfer.lookup_code),
+        record=record_digest(transfer.lookup_code, transfer.salt),
         from_province=transfer.from_province,
         from_school=transfer.from_school,
         to_province=transfer.to_province,
         to_school=transfer.to_school,
         actor=actor,
         deadline=transfer.deadline if kind is LeafKind.TRANSFER_REQUESTED else None,
-        reason=text_digest(transfer.reason)
+        reason=text_digest(transfer.reason, transfer.salt)
         if kind in (LeafKind.TRANSFER_REJECTED, LeafKind.TRANSFER_CANCELLED)
         else None,
     )
@@ -328,7 +347,29 @@ class HandoffEndLeaf:
         return bytes(out + bytes.fromhex(self.teacher_id) + _str8(self.actor))
 
 
-LogLeaf = TransferLeaf | PageLeaf | DepartureLeaf | MoveLeaf | HandoffEndLeaf
+@dataclass(frozen=True, slots=True)
+class PeerLeaf:
+    """Kinds 6-8: what crossed (or failed to cross) to another node."""
+
+    kind: LeafKind
+    time: datetime
+    transfer_id: str
+    peer: str
+    digest: bytes
+    text: str = ""  # the actor (kind 6) or the refusal's reason (kind 8)
+    message_kind: int = 0  # kind 7
+    peer_log_index: int = 0  # kind 7
+
+    def encode(self) -> bytes:
+        out = _header(self.kind, self.time) + bytes.fromhex(self.transfer_id) + _province(self.peer)
+        if self.kind is LeafKind.MESSAGE_ACKNOWLEDGED:
+            out += struct.pack(">B", self.message_kind) + self.digest + struct.pack(">Q", self.peer_log_index)
+        else:
+            out += self.digest + _str8(self.text)
+        return bytes(out)
+
+
+LogLeaf = TransferLeaf | PageLeaf | DepartureLeaf | MoveLeaf | HandoffEndLeaf | PeerLeaf
 
 
 def decode_any(data: bytes) -> LogLeaf:
@@ -345,7 +386,14 @@ def decode_any(data: bytes) -> LogLeaf:
         raise LeafError(f"unknown leaf kind {kind_value}") from None
     time = _EPOCH + timedelta(microseconds=r.u64())
     leaf: LogLeaf
-    if kind in PAGE_KINDS:
+    if kind in (LeafKind.TRANSFER_OFFERED, LeafKind.MESSAGE_ACKNOWLEDGED, LeafKind.OFFER_REFUSED):
+        transfer_id, peer = r.take(16).hex(), r.ascii(2)
+        if kind is LeafKind.MESSAGE_ACKNOWLEDGED:
+            message_kind, digest = r.take(1)[0], r.take(32)
+            leaf = PeerLeaf(kind, time, transfer_id, peer, digest, "", message_kind, r.u64())
+        else:
+            leaf = PeerLeaf(kind, time, transfer_id, peer, r.take(32), r.str8())
+    elif kind in PAGE_KINDS:
         page_id, record = r.take(16).hex(), r.take(32)
         school, year = r.str8(), r.str8()
         version_no = int(struct.unpack(">I", r.take(4))[0])

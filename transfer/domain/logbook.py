@@ -13,8 +13,8 @@ from __future__ import annotations
 from transfer.domain import paging
 from transfer.domain.errors import DataLoss, FieldViolation, InvalidArgument, NotFound, OutOfRange
 from transfer.domain.model import StoredCheckpoint
+from transfer.domain.paging import Page
 from transfer.domain.ports import Clock, UnitOfWork
-from transfer.domain.services import Page
 from transfer.ledger import merkle
 from transfer.ledger.note import Checkpoint, Signer, sign_note
 

@@ -65,6 +65,7 @@ class RecordLevel(enum.IntEnum):
 class RecordStatus(enum.IntEnum):
     ACTIVE = 1
     FROZEN = 2
+    TRANSFERRED_OUT = 3  # its home is now another province's node: read-only here
 
 
 class TransferState(enum.IntEnum):
@@ -82,6 +83,28 @@ class TransferState(enum.IntEnum):
 class TransferScope(enum.IntEnum):
     INTRA_PROVINCE = 1
     INTER_PROVINCE = 2
+
+
+class DeliveryState(enum.IntEnum):
+    """Where an inter-province transfer's offer is on its way to the receiving node."""
+
+    PENDING = 1
+    DELIVERED = 2
+    FAILED = 3
+
+
+class MessageKind(enum.IntEnum):
+    """Node-to-node messages (PeerService), each idempotent by (transfer, kind)."""
+
+    OFFER = 1  # sender -> receiver: the sealed package
+    CANCEL_REQUEST = 2  # sender -> receiver: please cancel, if not yet decided
+    RESOLVE = 3  # receiver -> sender: the decision
+
+
+class OutboxState(enum.IntEnum):
+    PENDING = 1
+    DELIVERED = 2
+    FAILED = 3
 
 
 class TransferDirection(enum.IntEnum):
@@ -108,9 +131,12 @@ class Record:
     open_transfer_id: str | None
     created_at: datetime
     updated_at: datetime
+    transferred_out: bool = False
 
     @property
     def status(self) -> RecordStatus:
+        if self.transferred_out:
+            return RecordStatus.TRANSFERRED_OUT
         return RecordStatus.FROZEN if self.open_transfer_id else RecordStatus.ACTIVE
 
 
@@ -148,6 +174,17 @@ class Transfer:
     decided_at: datetime | None
     initiated_by: str
     decided_by: str | None
+    cancel_requested: bool = False
+    delivery: DeliveryState | None = None  # inter-province offers sent from this node
+    delivery_error: str = ""
+    # Random per transfer: the log's digests of the record and the reason are
+    # salted with it, so only the two schools (who can see the transfer) can
+    # link its entries to a record or test a guessed reason.
+    salt: bytes = b""
+
+    @property
+    def inter_province(self) -> bool:
+        return self.scope is TransferScope.INTER_PROVINCE
 
     def can_move_to(self, state: TransferState) -> bool:
         return state in TRANSITIONS[self.state]
@@ -338,6 +375,7 @@ class Page:
     created_at: datetime
     updated_at: datetime
     locked_at: datetime | None
+    issuing_province: str = ""  # the issuing school's province (another one for imported pages)
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,3 +419,49 @@ class Handoff:
 
     def replacement_for(self, duty: DutyKey) -> str | None:
         return next((t for d, t in self.duties if d == duty), self.replacement)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """A message to a peer node, written with the change that causes it and
+    delivered (with retries) by the node's dispatcher."""
+
+    id: int  # 0 until stored
+    transfer_id: str
+    peer: str  # province code
+    kind: MessageKind
+    payload: bytes
+    state: OutboxState
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str
+    created_at: datetime
+    delivered_at: datetime | None = None
+    receipt: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message a peer delivered here: what it was, where it was logged, and
+    the receipt returned (replayed to repeats)."""
+
+    peer: str
+    transfer_id: str
+    kind: MessageKind
+    digest: bytes
+    log_index: int
+    received_at: datetime
+    receipt: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryStats:
+    """Deliveries to one peer, for operators."""
+
+    peer: str
+    pending: int
+    failed: int
+    delivered: int
+    oldest_pending_at: datetime | None
+    max_attempts: int
+    last_error: str

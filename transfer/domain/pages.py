@@ -37,7 +37,7 @@ from transfer.domain.errors import (
     PreconditionViolation,
     Violations,
 )
-from transfer.domain.leaves import LeafKind, PageLeaf, record_digest
+from transfer.domain.leaves import LeafKind, PageLeaf, page_record_digest, record_digest
 from transfer.domain.model import (
     Actor,
     LockTrack,
@@ -52,8 +52,8 @@ from transfer.domain.model import (
     SigningTask,
     TeacherStatus,
 )
+from transfer.domain.paging import Page as ListPage
 from transfer.domain.ports import Clock, IdSource, UnitOfWork
-from transfer.domain.services import Page as ListPage
 from transfer.domain.signatures import SigningTrust, load_certificate, verify_signature
 
 GRADES = {
@@ -223,7 +223,10 @@ def _is_hex(s: str) -> bool:
 
 
 class Pages:
-    def __init__(self, policy: PagePolicy, trust: SigningTrust, clock: Clock, ids: IdSource) -> None:
+    def __init__(
+        self, policy: PagePolicy, trust: SigningTrust, clock: Clock, ids: IdSource, province: str = ""
+    ) -> None:
+        self.province = province
         self.policy = policy
         self.trust = trust
         self.clock = clock
@@ -236,6 +239,14 @@ class Pages:
         record = uow.records.get(lookup_code)
         if record is None:
             raise RuntimeError(f"page of unknown record {lookup_code}")
+        if record.transferred_out:
+            raise FailedPrecondition(
+                "RECORD_TRANSFERRED_OUT",
+                "the record now lives on another province's node; its copy here is read-only",
+                precondition_violations=(
+                    PreconditionViolation("RECORD_HERE", f"records/{lookup_code}", "transferred out"),
+                ),
+            )
         if record.open_transfer_id is not None:
             raise FailedPrecondition(
                 "RECORD_FROZEN",
@@ -250,8 +261,9 @@ class Pages:
 
     def _page_for(self, uow: UnitOfWork, actor: Actor, page_id: str, *, issuer_only: bool) -> Page:
         page = uow.pages.get(page_id)
+        ours = page is not None and page.issuing_province in ("", self.province)
         allowed = page is not None and (
-            actor.acts_for(page.issuing_school)
+            (ours and actor.acts_for(page.issuing_school))
             or (
                 not issuer_only
                 and (record := uow.records.get(page.lookup_code)) is not None
@@ -280,7 +292,7 @@ class Pages:
 
     def _log(self, uow: UnitOfWork, kind: LeafKind, page: Page, actor: str, count: int = 0) -> LogReceipt:
         leaf = PageLeaf(
-            kind, self.clock.now(), page.id, record_digest(page.lookup_code), page.issuing_school,
+            kind, self.clock.now(), page.id, page_record_digest(page.id, page.lookup_code), page.issuing_school,
             page.school_year, page.version, page.digest, actor, count,
         ).encode()  # fmt: skip
         return LogReceipt(uow.log.append(leaf), leaf)
@@ -332,7 +344,7 @@ class Pages:
             page_id, cmd.lookup_code, school, cmd.school_year, cmd.segment, cmd.grade, cmd.class_name,
             cmd.media_type, sha, len(cmd.payload), 1,
             page_digest(page_id, 1, sha, cmd.media_type, cmd.lookup_code, cmd.school_year, cmd.segment, cmd.grade, cmd.class_name),
-            PageState.DRAFT, cmd.lock_track, now, now, None,
+            PageState.DRAFT, cmd.lock_track, now, now, None, self.province,
         )  # fmt: skip
         tasks = tuple(
             SigningTask(page_id, req, req.duty(cmd.school_year, cmd.class_name), owner) for req, owner in owners
@@ -520,7 +532,7 @@ class Pages:
         if actor.acts_for(record.custodian_school):
             issuer = None
         elif actor.school is not None and actor.acts_for(actor.school):
-            issuer = actor.school
+            issuer = (self.province, actor.school)
         else:
             raise PermissionDenied("NOT_CUSTODIAN", "your school does not hold this record")
         after = req.after if isinstance(req.after, str) else None

@@ -11,8 +11,11 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from transfer.domain.errors import FieldViolation, InvalidArgument, Violations
+
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
@@ -64,3 +67,11 @@ def next_token(last_key: str | int, filters: tuple[object, ...]) -> str:
 
 def _token_violation(why: str) -> tuple[FieldViolation, ...]:
     return (FieldViolation("page_token", why, "INVALID_PAGE_TOKEN"),)
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing and the token of the next (empty on the last)."""
+
+    items: list[T]
+    next_page_token: str

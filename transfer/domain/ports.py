@@ -13,9 +13,13 @@ from datetime import UTC, date, datetime
 from typing import Protocol
 
 from transfer.domain.model import (
+    DeliveryStats,
     Duty,
     DutyKey,
     Handoff,
+    InboundMessage,
+    MessageKind,
+    OutboxMessage,
     Page,
     Record,
     School,
@@ -79,6 +83,7 @@ class TransferRepository(Protocol):
     def page(
         self,
         school: str,
+        province: str,
         direction: TransferDirection,
         states: Sequence[TransferState],
         after_key: int | None,
@@ -87,8 +92,9 @@ class TransferRepository(Protocol):
         """Transfers of `school` in creation order, each with its paging key."""
         ...
 
-    def overdue(self, now: datetime, limit: int) -> list[Transfer]:
-        """Open transfers whose deadline is at or before `now`."""
+    def overdue(self, now: datetime, limit: int, province: str) -> list[Transfer]:
+        """Open transfers whose deadline is at or before `now` and whose decision
+        belongs to this node (those received by `province`)."""
         ...
 
 
@@ -97,8 +103,8 @@ class EventRepository(Protocol):
         """Stores the event; returns its sequence number."""
         ...
 
-    def after(self, school: str, after_seq: int, limit: int) -> list[TransferEvent]:
-        """Events of transfers `school` sends or receives, after `after_seq`."""
+    def after(self, school: str, province: str, after_seq: int, limit: int) -> list[TransferEvent]:
+        """Events of transfers `school` (of `province`) sends or receives, after `after_seq`."""
         ...
 
 
@@ -166,8 +172,15 @@ class PageRepository(Protocol):
     def update(self, page: Page, payload: bytes | None = None) -> None: ...
     def payload(self, page_id: str) -> bytes: ...
     def of_record(
-        self, lookup_code: str, issuing_school: str | None, after_id: str | None, limit: int
-    ) -> list[Page]: ...
+        self, lookup_code: str, issuer: tuple[str, str] | None, after_id: str | None, limit: int
+    ) -> list[Page]:
+        """A record's pages, ordered by id; only those issued by (province, school) if given."""
+        ...
+
+    def upsert(self, page: Page, payload: bytes, lock_due: datetime) -> None:
+        """Insert, or overwrite every field of, the page (imported from another node)."""
+        ...
+
     def due_for_lock(self, now: datetime, limit: int) -> list[Page]:
         """SIGNED pages whose lock date has passed."""
         ...
@@ -179,6 +192,7 @@ class TaskRepository(Protocol):
     def of_page(self, page_id: str) -> list[SigningTask]: ...
     def add(self, school: str, tasks: Sequence[SigningTask]) -> None: ...
     def update(self, task: SigningTask) -> None: ...
+    def replace_all(self, page_id: str, school: str, tasks: Sequence[SigningTask]) -> None: ...
     def pending_for(self, teacher_id: str, after: tuple[str, str] | None, limit: int) -> list[SigningTask]:
         """Unsigned tasks assigned to the teacher, ordered by (page id, requirement)."""
         ...
@@ -200,6 +214,34 @@ class HandoffRepository(Protocol):
         ...
 
     def page(self, school: str, teacher_id: str | None, after_key: str | None, limit: int) -> list[Handoff]: ...
+
+
+class OutboxRepository(Protocol):
+    def add(self, message: OutboxMessage) -> None: ...
+    def get(self, message_id: int) -> OutboxMessage | None: ...
+    def due(self, now: datetime, limit: int) -> list[OutboxMessage]:
+        """PENDING messages whose time has come, oldest first, at most one per
+        transfer (a later message waits for the earlier one to be delivered)."""
+        ...
+
+    def update(self, message: OutboxMessage) -> None: ...
+    def next_attempt(self) -> datetime | None:
+        """When the earliest PENDING message is due (None: nothing pending)."""
+        ...
+
+    def stats(self) -> list[DeliveryStats]: ...
+
+
+class InboundRepository(Protocol):
+    def get(self, peer: str, transfer_id: str, kind: MessageKind) -> InboundMessage | None: ...
+    def add(self, message: InboundMessage) -> None: ...
+    def set_receipt(self, peer: str, transfer_id: str, kind: MessageKind, receipt: bytes) -> None: ...
+    def add_package(self, transfer_id: str, peer: str, package: bytes, seal: bytes) -> None: ...
+    def package(self, transfer_id: str) -> bytes | None: ...
+    def import_certificate(self, certificate: CertificateInfo) -> None: ...
+    def certificate(self, sha256: str) -> CertificateInfo | None:
+        """A certificate imported with another node's pages."""
+        ...
 
 
 class UnitOfWork(Protocol):
@@ -227,6 +269,10 @@ class UnitOfWork(Protocol):
     def tasks(self) -> TaskRepository: ...
     @property
     def handoffs(self) -> HandoffRepository: ...
+    @property
+    def outbox(self) -> OutboxRepository: ...
+    @property
+    def inbound(self) -> InboundRepository: ...
 
     def publish(self, item: object) -> None:
         """Queue `item` for the after-commit listeners (dropped on rollback)."""

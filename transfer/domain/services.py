@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, replace
-from datetime import date, timedelta
-from typing import Generic, TypeVar
+from datetime import date, datetime, timedelta
+from typing import TypeVar
 
 from transfer.domain import paging
 from transfer.domain.commands import (
@@ -32,6 +32,7 @@ from transfer.domain.errors import (
     PreconditionViolation,
     Violations,
 )
+from transfer.domain.federation import Federation
 from transfer.domain.leaves import transfer_leaf
 from transfer.domain.model import (
     Actor,
@@ -45,6 +46,7 @@ from transfer.domain.model import (
     TransferScope,
     TransferState,
 )
+from transfer.domain.paging import Page
 from transfer.domain.ports import Clock, IdSource, UnitOfWork
 from transfer.domain.validation import lookup_code as check_lookup_code
 from transfer.domain.validation import school_code as check_school_code
@@ -52,12 +54,6 @@ from transfer.domain.validation import transfer_id as check_transfer_id
 from transfer.domain.workdays import deadline_after
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class Page(Generic[T]):
-    items: list[T]
-    next_page_token: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -260,10 +256,20 @@ class Records:
 class Transfers:
     """The transfer state machine inside one node (DESIGN §6)."""
 
-    def __init__(self, policy: TransferPolicy, clock: Clock, ids: IdSource) -> None:
+    def __init__(
+        self, policy: TransferPolicy, clock: Clock, ids: IdSource, federation: Federation | None = None
+    ) -> None:
         self.policy = policy
         self.clock = clock
         self.ids = ids
+        self.federation = federation
+
+    def _sender(self, actor: Actor, transfer: Transfer) -> bool:
+        """Whether the actor may act for the sending school (a school of this node)."""
+        return transfer.from_province == self.policy.province and actor.acts_for(transfer.from_school)
+
+    def _receiver(self, actor: Actor, transfer: Transfer) -> bool:
+        return transfer.to_province == self.policy.province and actor.acts_for(transfer.to_school)
 
     # -- commands ---------------------------------------------------------
 
@@ -276,6 +282,14 @@ class Transfers:
                     "RECORD_NOT_FOUND", "no record with this lookup code", resource=("record", cmd.lookup_code)
                 )
             raise PermissionDenied("NOT_CUSTODIAN", "only the custodian school may transfer this record")
+        if record.transferred_out:
+            raise FailedPrecondition(
+                "RECORD_TRANSFERRED_OUT",
+                "the record now lives on another province's node; its copy here is read-only",
+                precondition_violations=(
+                    PreconditionViolation("RECORD_HERE", f"records/{record.lookup_code}", "transferred out"),
+                ),
+            )
         if record.open_transfer_id is not None:
             raise FailedPrecondition(
                 "TRANSFER_ALREADY_OPEN",
@@ -290,12 +304,17 @@ class Transfers:
                 metadata={"open_transfer_id": record.open_transfer_id},
             )
         if to_province != self.policy.province:
-            raise FailedPrecondition(
-                "INTER_PROVINCE_UNAVAILABLE",
-                f"transfers to province {to_province} are not served by this node yet",
-                precondition_violations=(
-                    PreconditionViolation("PEER_CONFIGURED", f"provinces/{to_province}", "no peer node configured"),
-                ),
+            if self.federation is None or not self.federation.has_peer(to_province):
+                raise FailedPrecondition(
+                    "INTER_PROVINCE_UNAVAILABLE",
+                    f"this node has no peer for province {to_province}",
+                    precondition_violations=(
+                        PreconditionViolation("PEER_CONFIGURED", f"provinces/{to_province}", "no peer node configured"),
+                    ),
+                )
+            # The receiving school is on the other node: only its syntax can be checked here.
+            return self.federation.offer(
+                uow, actor, record, cmd.to_school, to_province, self.ids.new_id(), bytes.fromhex(self.ids.new_id())
             )
         if cmd.to_school == record.custodian_school:
             raise InvalidArgument(
@@ -325,6 +344,7 @@ class Transfers:
             decided_at=None,
             initiated_by=actor.principal,
             decided_by=None,
+            salt=bytes.fromhex(self.ids.new_id()),
         )
         uow.transfers.add(transfer)
         uow.records.update(replace(record, open_transfer_id=transfer.id, updated_at=now))
@@ -334,7 +354,7 @@ class Transfers:
         """Accept or reject (receiving school) or cancel (sending school)."""
         transfer = uow.transfers.get(cmd.transfer_id)
         cancelling = cmd.state is TransferState.CANCELLED
-        if transfer is None or not actor.acts_for(transfer.from_school if cancelling else transfer.to_school):
+        if transfer is None or not (self._sender(actor, transfer) if cancelling else self._receiver(actor, transfer)):
             if actor.is_province_admin:
                 raise NotFound("TRANSFER_NOT_FOUND", "no such transfer", resource=("transfer", cmd.transfer_id))
             if cancelling:
@@ -354,6 +374,8 @@ class Transfers:
                     ),
                 ),
             )
+        if transfer.inter_province:
+            return self._decide_inter(uow, actor, transfer, cmd, now)
         record = uow.records.get(transfer.lookup_code)
         if record is None or record.open_transfer_id != transfer.id:
             # The record and the transfer are written together; this is corruption.
@@ -368,12 +390,31 @@ class Transfers:
         uow.records.update(replace(record, open_transfer_id=None, updated_at=now))
         return Logged(decided, self._emit(uow, decided))
 
+    def _decide_inter(
+        self, uow: UnitOfWork, actor: Actor, transfer: Transfer, cmd: DecideTransfer, now: datetime
+    ) -> Logged[Transfer]:
+        assert self.federation is not None, "an inter-province transfer on a node without peers"
+        if cmd.state is TransferState.CANCELLED:  # the sender asks; the receiving node decides
+            return self.federation.request_cancel(uow, actor, transfer, cmd.reason)
+        if cmd.state is TransferState.ACCEPTED:
+            target = uow.schools.get(transfer.to_school)
+            if target is None or not target.active:
+                raise _inactive(transfer.to_school)
+        decided = transfer.decided(cmd.state, by=actor.principal, at=now, reason=cmd.reason)
+        index = self.federation.decided_here(uow, decided, actor.principal)
+        leaf = transfer_leaf(decided, actor.principal, now).encode()
+        return Logged(decided, LogReceipt(index, leaf))
+
     def expire_overdue(self, uow: UnitOfWork, limit: int = 500) -> list[Transfer]:
         """Expire open transfers past their deadline; the records unfreeze."""
         now = self.clock.now()
         expired = []
-        for transfer in uow.transfers.overdue(now, limit):
+        for transfer in uow.transfers.overdue(now, limit, self.policy.province):
             decided = transfer.decided(TransferState.EXPIRED, by="system", at=now)
+            if transfer.inter_province and self.federation is not None:
+                self.federation.decided_here(uow, decided, "system")
+                expired.append(decided)
+                continue
             record = uow.records.get(transfer.lookup_code)
             uow.transfers.update(decided)
             if record is not None and record.open_transfer_id == transfer.id:
@@ -389,7 +430,7 @@ class Transfers:
         check_transfer_id(v, transfer_id)
         v.raise_if_any()
         transfer = uow.transfers.get(transfer_id)
-        if transfer is None or not (actor.acts_for(transfer.from_school) or actor.acts_for(transfer.to_school)):
+        if transfer is None or not (self._sender(actor, transfer) or self._receiver(actor, transfer)):
             if actor.is_province_admin:
                 raise NotFound("TRANSFER_NOT_FOUND", "no such transfer", resource=("transfer", transfer_id))
             raise PermissionDenied("NOT_A_PARTY", "your school neither sends nor receives this transfer")
@@ -402,7 +443,7 @@ class Transfers:
         filters = ("transfers", school, int(query.direction), tuple(int(s) for s in query.states))
         req = paging.page_request(page_size, page_token, filters)
         after = req.after if isinstance(req.after, int) else None
-        rows = uow.transfers.page(school, query.direction, query.states, after, req.size + 1)
+        rows = uow.transfers.page(school, self.policy.province, query.direction, query.states, after, req.size + 1)
         token = paging.next_token(rows[req.size - 1][0], filters) if len(rows) > req.size else ""
         return Page([t for _, t in rows[: req.size]], token)
 
@@ -411,7 +452,7 @@ class Transfers:
         return _school_of(actor, school)
 
     def events_after(self, uow: UnitOfWork, school: str, after_seq: int, limit: int) -> list[TransferEvent]:
-        return uow.events.after(school, after_seq, limit)
+        return uow.events.after(school, self.policy.province, after_seq, limit)
 
     # -- helpers ----------------------------------------------------------
 

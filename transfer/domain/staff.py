@@ -59,8 +59,8 @@ from transfer.domain.model import (
     Teacher,
     TeacherStatus,
 )
+from transfer.domain.paging import Page
 from transfer.domain.ports import Clock, IdSource, UnitOfWork
-from transfer.domain.services import Page
 from transfer.domain.signatures import CertificateInfo, SigningTrust
 
 TEMPORARY_REASONS = frozenset({DepartureReason.MATERNITY_LEAVE, DepartureReason.OTHER})

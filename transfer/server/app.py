@@ -20,6 +20,8 @@ from storage import migrate
 from storage.database import Database, describe, open_database
 from storage.store import Store
 from storage.writer import Writer
+from transfer.domain.errors import DomainError
+from transfer.domain.federation import Federation
 from transfer.domain.logbook import Logbook
 from transfer.domain.model import HandoffState, StoredCheckpoint
 from transfer.domain.pages import PagePolicy, Pages
@@ -28,9 +30,20 @@ from transfer.domain.services import Directory, Records, TransferPolicy, Transfe
 from transfer.domain.signatures import SigningTrust
 from transfer.domain.staff import Staff
 from transfer.ledger.note import Ed25519Signer, NoteError, parse_skey
+from transfer.server import faults
 from transfer.server.auth import Authenticator
 from transfer.server.config import Config
 from transfer.server.notify import Notifier
+from transfer.server.peers import (
+    DeliveryServicer,
+    Dispatcher,
+    PeerLinks,
+    PeerServicer,
+    Sealer,
+    load_peers,
+    load_seal_key,
+    peer_keys,
+)
 from transfer.server.servicers import (
     LogServicer,
     PageServicer,
@@ -44,6 +57,8 @@ from transfer.v1 import (
     log_pb2_grpc,
     pages_pb2,
     pages_pb2_grpc,
+    peers_pb2,
+    peers_pb2_grpc,
     records_pb2,
     records_pb2_grpc,
     schools_pb2,
@@ -62,15 +77,21 @@ SERVICE_NAMES = (
     transfers_pb2.DESCRIPTOR.services_by_name["TransferService"].full_name,
     log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
     pages_pb2.DESCRIPTOR.services_by_name["PageService"].full_name,
+    peers_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name,
+    peers_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name,
     staff_pb2.DESCRIPTOR.services_by_name["StaffService"].full_name,
 )
 
 
 def server_credentials(config: Config) -> grpc.ServerCredentials:
-    """Mutual TLS: clients must present a certificate from the node's CA."""
+    """Mutual TLS: clients must present a certificate from the node's CA, or
+    (peer nodes) from their own province's CA; `Authenticator` tells them apart."""
+    roots = config.ca_file.read_bytes()
+    for peer in config.peers:
+        roots += b"\n" + peer.ca_file.read_bytes()
     return grpc.ssl_server_credentials(
         [(config.key_file.read_bytes(), config.cert_file.read_bytes())],
-        root_certificates=config.ca_file.read_bytes(),
+        root_certificates=roots,
         require_client_auth=True,
     )
 
@@ -119,11 +140,18 @@ class Node:
             holidays=frozenset(config.holidays),
             utc_offset=config.utc_offset,
         )
-        self.transfers = Transfers(self.policy, self.clock, self.ids)
         trust = load_signing_trust(config)
-        self.pages = Pages(
-            PagePolicy(config.lock_completed, config.lock_supplementary, config.utc_offset), trust, self.clock, self.ids
-        )
+        page_policy = PagePolicy(config.lock_completed, config.lock_supplementary, config.utc_offset)
+        self.peers = load_peers(config)
+        self.seal_key = load_seal_key(config)
+        self.federation = Federation(
+            config.province, peer_keys(self.peers), self.seal_key, trust, page_policy,
+            config.inter_province_deadline_working_days, self.clock,
+        )  # fmt: skip
+        self.transfers = Transfers(self.policy, self.clock, self.ids, self.federation)
+        self.pages = Pages(page_policy, trust, self.clock, self.ids, config.province)
+        self.dispatcher: Dispatcher | None = None
+        self.links: PeerLinks | None = None
         self.staff = Staff(trust, self.clock, self.ids, config.utc_offset)
         self.logbook: Logbook | None = None
         self.stopped = asyncio.Event()
@@ -135,10 +163,13 @@ class Node:
         if cfg.auto_migrate:
             migrate.upgrade(cfg.database_url)
         self.db = open_database(cfg.database_url, sqlite_synchronous=cfg.sqlite_synchronous)
-        self.writer = Writer(self.db, max_batch=cfg.max_batch, after_commit=self.notifier.publish)
+        self.writer = Writer(self.db, max_batch=cfg.max_batch, after_commit=self._after_commit)
         self.writer.start()
         store = self.store = Store(self.db, self.writer)
-        auth = Authenticator(cfg.province)
+        auth = Authenticator(cfg.province, {p: peer.ca for p, peer in self.peers.items()})
+        if self.peers:
+            self.links = PeerLinks(cfg, self.peers)
+            self.dispatcher = Dispatcher(store, self.federation, self.links, self.peers, self.clock)
 
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         schools_pb2_grpc.add_SchoolDirectoryServiceServicer_to_server(
@@ -152,6 +183,11 @@ class Node:
         )
         log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(store, auth, self.clock, logbook), server)
         pages_pb2_grpc.add_PageServiceServicer_to_server(PageServicer(store, auth, self.clock, self.pages), server)
+        sealer = Sealer(cfg.province, self.seal_key)
+        peers_pb2_grpc.add_PeerServiceServicer_to_server(
+            PeerServicer(store, auth, self.clock, self.federation, sealer, self.checkpoint_covering), server
+        )
+        peers_pb2_grpc.add_DeliveryServiceServicer_to_server(DeliveryServicer(store, auth, self.clock), server)
         staff_pb2_grpc.add_StaffServiceServicer_to_server(StaffServicer(store, auth, self.clock, self.staff), server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -165,6 +201,10 @@ class Node:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._sweep_forever(), name="expiry-sweeper"))
         self._tasks.append(asyncio.create_task(self._publish_forever(), name="checkpoint-publisher"))
+        if self.dispatcher is not None:
+            self.dispatcher.start()
+        if faults.active():
+            log.warning("injected faults are active (TRANSFER_FAULTS): test use only")
         if cfg.port_file is not None:
             tmp = cfg.port_file.with_suffix(".tmp")
             tmp.write_text(f"{self.port}\n")
@@ -231,6 +271,25 @@ class Node:
             log.info("checkpoint published", extra={"tree_size": checkpoint.size, "root": checkpoint.root.hex()})
         return checkpoint
 
+    def _after_commit(self, items: list[object]) -> None:
+        self.notifier.publish(items)
+        if self.dispatcher is not None:
+            self.dispatcher.notify(items)
+
+    async def checkpoint_covering(self, index: int) -> str:
+        """A signed checkpoint whose tree holds entry `index` (publishing one if needed)."""
+        assert self.store is not None and self.logbook is not None
+        logbook = self.logbook
+        for _ in range(3):
+            try:
+                latest = await self.store.read(logbook.checkpoint)
+            except DomainError:
+                latest = None
+            if latest is not None and latest.size > index:
+                return latest.note
+            await self.publish_checkpoint()
+        return "" if latest is None else latest.note
+
     async def _publish_forever(self) -> None:
         while True:
             try:
@@ -253,6 +312,10 @@ class Node:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        if self.links is not None:
+            await self.links.close()
         if self.store is not None:
             try:  # leave a checkpoint covering everything this node wrote
                 await self.publish_checkpoint()

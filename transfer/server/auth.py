@@ -8,13 +8,15 @@ costs far more than a call, so results are cached per certificate.
 from __future__ import annotations
 
 import collections
+from collections.abc import Mapping
 from typing import Protocol
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 
 from transfer.domain.errors import DomainError, Unauthenticated
 from transfer.domain.model import Actor
-from transfer.identity import actor_from_certificate
+from transfer.identity import actor_from_certificate, peer_from_certificate
 
 
 class HasAuthContext(Protocol):
@@ -22,8 +24,18 @@ class HasAuthContext(Protocol):
 
 
 class Authenticator:
-    def __init__(self, node_province: str, cache_size: int = 4096) -> None:
+    """Client certificate -> actor.
+
+    Certificates issued by a peer province's CA (`peer_cas`) can only name
+    that peer node; everything else is judged as issued by the node's own CA
+    (gRPC already refused certificates from CAs outside the trust bundle).
+    """
+
+    def __init__(
+        self, node_province: str, peer_cas: Mapping[str, x509.Certificate] | None = None, cache_size: int = 4096
+    ) -> None:
         self.node_province = node_province
+        self.peer_cas = dict(peer_cas or {})
         self.cache_size = cache_size
         self._cache: collections.OrderedDict[bytes, Actor | DomainError] = collections.OrderedDict()
 
@@ -35,7 +47,7 @@ class Authenticator:
         hit = self._cache.get(pem)
         if hit is None:
             try:
-                hit = actor_from_certificate(x509.load_pem_x509_certificate(pem), self.node_province)
+                hit = self._identify(x509.load_pem_x509_certificate(pem))
             except DomainError as exc:
                 hit = exc
             except ValueError:
@@ -47,3 +59,13 @@ class Authenticator:
             # A fresh exception each time: re-raising one instance would grow its traceback.
             raise type(hit)(hit.reason, hit.message)
         return hit
+
+    def _identify(self, cert: x509.Certificate) -> Actor:
+        for province, ca in self.peer_cas.items():
+            if cert.issuer == ca.subject:
+                try:
+                    cert.verify_directly_issued_by(ca)
+                except (ValueError, TypeError, InvalidSignature):
+                    continue
+                return peer_from_certificate(cert, province)
+        return actor_from_certificate(cert, self.node_province)

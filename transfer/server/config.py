@@ -18,6 +18,7 @@
 
     [transfers]
     deadline_working_days = 5       # receiving school's time to decide
+    inter_province_deadline_working_days = 8  # the same for transfers from other provinces
     holidays = ["2026-09-02"]       # days that are not working days
     utc_offset = "+07:00"           # local time of deadlines
     expiry_sweep_seconds = 30       # how often overdue transfers expire
@@ -34,6 +35,17 @@
     lock_completed = "06-30"        # pages of pupils who completed the year lock then
     lock_supplementary = "08-15"    # pages of pupils needing supplementary assessment
 
+    [seal]
+    key_file = "pki/seal.key"       # Ed25519 key sealing packages and receipts sent to peers
+
+    [[peers]]                       # one table per peer node (another province)
+    province = "79"
+    address = "node79.example:50051"
+    server_name = "node79.example"  # the name its TLS certificate carries
+    ca_file = "peers/79/ca.pem"     # the CA that issued its node certificate
+    seal_vkey_file = "peers/79/seal.vkey"
+    log_vkey_file = "peers/79/log.vkey"
+
     [idempotency]
     retention_days = 30             # how long a request_id is remembered
 
@@ -45,8 +57,8 @@
     level = "INFO"
     format = "json"                 # or "text"
 
-Every key can be overridden by an environment variable named
-TRANSFER_<SECTION>_<KEY>, e.g. TRANSFER_DATABASE_URL. Relative paths are
+Every key except the peers' can be overridden by an environment variable
+named TRANSFER_<SECTION>_<KEY>, e.g. TRANSFER_DATABASE_URL. Relative paths are
 resolved against the config file's directory.
 """
 
@@ -66,6 +78,18 @@ from transfer.domain.provinces import is_province
 
 class ConfigError(ValueError):
     """The configuration is unusable; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class PeerConfig:
+    """Another province's node this node exchanges transfers with."""
+
+    province: str
+    address: str
+    ca_file: Path
+    seal_vkey_file: Path
+    log_vkey_file: Path
+    server_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,6 +114,9 @@ class Config:
     signing_ca_file: Path | None = None
     lock_completed: tuple[int, int] = (6, 30)
     lock_supplementary: tuple[int, int] = (8, 15)
+    inter_province_deadline_working_days: int = 8
+    seal_key_file: Path | None = None
+    peers: tuple[PeerConfig, ...] = ()
     idempotency_retention_days: int = 30
     shutdown_grace_seconds: float = 10.0
     max_batch: int = 128
@@ -102,8 +129,10 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
     "node": {"province": (str, True), "name": (str, False), "listen": (str, False), "port_file": (str, False)},
     "tls": {"ca_file": (str, True), "cert_file": (str, True), "key_file": (str, True)},
     "database": {"url": (str, True), "sqlite_synchronous": (str, False), "auto_migrate": (bool, False)},
+    "seal": {"key_file": (str, False)},
     "transfers": {
         "deadline_working_days": (int, False),
+        "inter_province_deadline_working_days": (int, False),
         "holidays": (list, False),
         "utc_offset": (str, False),
         "expiry_sweep_seconds": (float, False),
@@ -196,6 +225,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
         base = path.resolve().parent
+    peers_raw = raw.pop("peers", []) if isinstance(raw, dict) else []
     c = _merge(raw, env)
 
     def get(section: str, key: str, default: Any = None) -> Any:
@@ -247,6 +277,13 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
             raise ConfigError(f"pages.{key}: {text!r} is not a MM-DD date") from None
         lock_dates.append((month, day))
     signing_ca = get("signing", "ca_file", "")
+    peers = _peers(peers_raw, base, province)
+    seal_key = get("seal", "key_file", "")
+    if peers and not seal_key:
+        raise ConfigError("seal.key_file is required when peers are configured")
+    inter_days = get("transfers", "inter_province_deadline_working_days", 8)
+    if not 1 <= inter_days <= 60:
+        raise ConfigError("transfers.inter_province_deadline_working_days: between 1 and 60")
     return Config(
         province=province,
         name=name,
@@ -268,9 +305,47 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         signing_ca_file=(base / signing_ca) if signing_ca else None,
         lock_completed=lock_dates[0],
         lock_supplementary=lock_dates[1],
+        inter_province_deadline_working_days=inter_days,
+        seal_key_file=(base / seal_key) if seal_key else None,
+        peers=peers,
         idempotency_retention_days=get("idempotency", "retention_days", 30),
         shutdown_grace_seconds=get("server", "shutdown_grace_seconds", 10.0),
         max_batch=max_batch,
         log_level=level,
         log_format=fmt,
     )
+
+
+PEER_KEYS = {"province", "address", "server_name", "ca_file", "seal_vkey_file", "log_vkey_file"}
+
+
+def _peers(raw: Any, base: Path, own: str) -> tuple[PeerConfig, ...]:
+    if not isinstance(raw, list):
+        raise ConfigError("peers must be an array of tables: [[peers]]")
+    out: list[PeerConfig] = []
+    for i, item in enumerate(raw):
+        where = f"peers[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        unknown = set(item) - PEER_KEYS
+        if unknown:
+            raise ConfigError(f"unknown key {where}.{sorted(unknown)[0]}; known: {', '.join(sorted(PEER_KEYS))}")
+        for key in PEER_KEYS - {"server_name"}:
+            if not isinstance(item.get(key), str) or not item[key]:
+                raise ConfigError(f"{where}.{key} is required (a string)")
+        province = item["province"]
+        if not is_province(province) or province == own:
+            raise ConfigError(f"{where}.province: {province!r} must be another province's code")
+        if any(p.province == province for p in out):
+            raise ConfigError(f"{where}.province: {province} is configured twice")
+        out.append(
+            PeerConfig(
+                province=province,
+                address=item["address"],
+                ca_file=base / item["ca_file"],
+                seal_vkey_file=base / item["seal_vkey_file"],
+                log_vkey_file=base / item["log_vkey_file"],
+                server_name=str(item.get("server_name", "")),
+            )
+        )
+    return tuple(out)

@@ -80,6 +80,13 @@ def transfer_pb(t: Transfer) -> transfers_pb2.Transfer:
     )
     if t.decided_at is not None:
         msg.decide_time.CopyFrom(timestamp(t.decided_at))
+    if t.cancel_requested:
+        msg.cancel_requested = True
+    if t.delivery is not None:
+        msg.delivery_state = int(t.delivery)  # type: ignore[assignment]
+        msg.delivery_error = t.delivery_error
+    if t.salt:
+        msg.log_salt = t.salt
     return msg
 
 
@@ -116,7 +123,11 @@ def event_pb(e: TransferEvent) -> transfers_pb2.WatchTransfersResponse:
     )
 
 
-def receipt_pb(r: LogReceipt, origin: str) -> log_pb2.LogReceipt:
+def receipt_pb(r: LogReceipt, origin: str) -> log_pb2.LogReceipt | None:
+    """The receipt of a change; None when it made no log entry (a cancellation
+    request between provinces: the entry comes with the receiving node's decision)."""
+    if r.index < 0:
+        return None
     return log_pb2.LogReceipt(index=r.index, leaf=r.leaf, origin=origin)
 
 

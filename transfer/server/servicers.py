@@ -23,9 +23,9 @@ from google.protobuf.message import Message
 from storage.store import Store
 from storage.writer import WriterStopped
 from transfer.domain import commands
-from transfer.domain.errors import DomainError, Unavailable, Violations
+from transfer.domain.errors import DomainError, PermissionDenied, Unavailable, Violations
 from transfer.domain.logbook import Logbook
-from transfer.domain.model import Actor, DutyKey, Logged, Transfer, TransferState
+from transfer.domain.model import Actor, DutyKey, Logged, Role, Transfer, TransferState
 from transfer.domain.pages import AddPage, Pages, PageView, ReplacePage, SignPage
 from transfer.domain.ports import Clock, UnitOfWork
 from transfer.domain.services import Directory, Records, Transfers, run_idempotent
@@ -78,7 +78,7 @@ def _guard(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
     @functools.wraps(fn)
     async def unary(self: _Base, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
-            return await fn(self, request, self.auth.actor(context))
+            return await fn(self, request, self._caller(context))
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
@@ -91,7 +91,7 @@ def _guard_stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncI
     @functools.wraps(fn)
     async def stream(self: _Base, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
         try:
-            async for item in fn(self, request, self.auth.actor(context)):
+            async for item in fn(self, request, self._caller(context)):
                 yield item
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
@@ -102,10 +102,19 @@ def _guard_stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncI
 
 
 class _Base:
+    # Peer nodes may call PeerService and nothing else.
+    peer_service = False
+
     def __init__(self, store: Store, auth: Authenticator, clock: Clock) -> None:
         self.store = store
         self.auth = auth
         self.clock = clock
+
+    def _caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Actor:
+        actor = self.auth.actor(context)
+        if actor.role is Role.PEER and not self.peer_service:
+            raise PermissionDenied("ROLE_NOT_ALLOWED", "peer nodes may call only PeerService")
+        return actor
 
     async def _mutate(
         self,

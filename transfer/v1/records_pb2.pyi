@@ -16,9 +16,11 @@ class RecordStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     RECORD_STATUS_UNSPECIFIED: _ClassVar[RecordStatus]
     RECORD_STATUS_ACTIVE: _ClassVar[RecordStatus]
     RECORD_STATUS_FROZEN: _ClassVar[RecordStatus]
+    RECORD_STATUS_TRANSFERRED_OUT: _ClassVar[RecordStatus]
 RECORD_STATUS_UNSPECIFIED: RecordStatus
 RECORD_STATUS_ACTIVE: RecordStatus
 RECORD_STATUS_FROZEN: RecordStatus
+RECORD_STATUS_TRANSFERRED_OUT: RecordStatus
 
 class Record(_message.Message):
     __slots__ = ("lookup_code", "national_id", "level", "custodian_school", "status", "open_transfer_id", "create_time", "update_time")

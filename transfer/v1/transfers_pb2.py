@@ -26,49 +26,51 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from transfer.v1 import log_pb2 as transfer_dot_v1_dot_log__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btransfer/v1/transfers.proto\x12\x0btransfer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15transfer/v1/log.proto\"\xf5\x02\n\x08Transfer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0blookup_code\x18\x02 \x01(\t\x12\x13\n\x0b\x66rom_school\x18\x03 \x01(\t\x12\x15\n\rfrom_province\x18\x04 \x01(\t\x12\x11\n\tto_school\x18\x05 \x01(\t\x12\x13\n\x0bto_province\x18\x06 \x01(\t\x12)\n\x05scope\x18\x07 \x01(\x0e\x32\x1a.transfer.v1.TransferScope\x12)\n\x05state\x18\x08 \x01(\x0e\x32\x1a.transfer.v1.TransferState\x12\x0e\n\x06reason\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64\x65\x61\x64line\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64\x65\x63ide_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"j\n\x17InitiateTransferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0blookup_code\x18\x02 \x01(\t\x12\x11\n\tto_school\x18\x03 \x01(\t\x12\x13\n\x0bto_province\x18\x04 \x01(\t\"m\n\x18InitiateTransferResponse\x12\'\n\x08transfer\x18\x01 \x01(\x0b\x32\x15.transfer.v1.Transfer\x12(\n\x07receipt\x18\x02 \x01(\x0b\x32\x17.transfer.v1.LogReceipt\")\n\x12GetTransferRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\">\n\x13GetTransferResponse\x12\'\n\x08transfer\x18\x01 \x01(\x0b\x32\x15.transfer.v1.Transfer\"\xac\x01\n\x14ListTransfersRequest\x12\x0e\n\x06school\x18\x01 \x01(\t\x12\x31\n\tdirection\x18\x02 \x01(\x0e\x32\x1e.transfer.v1.TransferDirection\x12*\n\x06states\x18\x03 \x03(\x0e\x32\x1a.transfer.v1.TransferState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"Z\n\x15ListTransfersResponse\x12(\n\ttransfers\x18\x01 \x03(\x0b\x32\x15.transfer.v1.Transfer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x15\x41\x63\x63\x65ptTransferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\"k\n\x16\x41\x63\x63\x65ptTransferResponse\x12\'\n\x08transfer\x18\x01 \x01(\x0b\x32\x15.transfer.v1.Transfer\x12(\n\x07receipt\x18\x02 \x01(\x0b\x32\x17.transfer.v1.LogReceipt\"P\n\x15RejectTransferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"k\n\x16RejectTransferResponse\x12\'\n\x08transfer\x18\x01 \x01(\x0b\x32\x15.transfer.v1.Transfer\x12(\n\x07receipt\x18\x02 \x01(\x0b\x32\x17.transfer.v1.LogReceipt\"P\n\x15\x43\x61ncelTransferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"k\n\x16\x43\x61ncelTransferResponse\x12\'\n\x08transfer\x18\x01 \x01(\x0b\x32\x15.transfer.v1.Transfer\x12(\n\x07receipt\x18\x02 \x01(\x0b\x32\x17.transfer.v1.LogReceipt\"7\n\x15WatchTransfersRequest\x12\x0e\n\x06school\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"\x81\x01\n\x16WatchTransfersResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\'\n\x08transfer\x18\x02 \x01(\x0b\x32\x15.transfer.v1.Transfer\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xc1\x01\n\rTransferState\x12\x1e\n\x1aTRANSFER_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18TRANSFER_STATE_REQUESTED\x10\x01\x12\x1b\n\x17TRANSFER_STATE_ACCEPTED\x10\x02\x12\x1b\n\x17TRANSFER_STATE_REJECTED\x10\x03\x12\x1c\n\x18TRANSFER_STATE_CANCELLED\x10\x04\x12\x1a\n\x16TRANSFER_STATE_EXPIRED\x10\x05*u\n\rTransferScope\x12\x1e\n\x1aTRANSFER_SCOPE_UNSPECIFIED\x10\x00\x12!\n\x1dTRANSFER_SCOPE_INTRA_PROVINCE\x10\x01\x12!\n\x1dTRANSFER_SCOPE_INTER_PROVINCE\x10\x02*y\n\x11TransferDirection\x12\"\n\x1eTRANSFER_DIRECTION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bTRANSFER_DIRECTION_INCOMING\x10\x01\x12\x1f\n\x1bTRANSFER_DIRECTION_OUTGOING\x10\x02\x32\x8a\x05\n\x0fTransferService\x12_\n\x10InitiateTransfer\x12$.transfer.v1.InitiateTransferRequest\x1a%.transfer.v1.InitiateTransferResponse\x12P\n\x0bGetTransfer\x12\x1f.transfer.v1.GetTransferRequest\x1a .transfer.v1.GetTransferResponse\x12V\n\rListTransfers\x12!.transfer.v1.ListTransfersRequest\x1a\".transfer.v1.ListTransfersResponse\x12Y\n\x0e\x41\x63\x63\x65ptTransfer\x12\".transfer.v1.AcceptTransferRequest\x1a#.transfer.v1.AcceptTransferResponse\x12Y\n\x0eRejectTransfer\x12\".transfer.v1.RejectTransferRequest\x1a#.transfer.v1.RejectTransferResponse\x12Y\n\x0e\x43\x61ncelTransfer\x12\".transfer.v1.CancelTransferRequest\x1a#.transfer.v1.CancelTransferResponse\x12[\n\x0eWatchTransfers\x12\".transfer.v1.WatchTransfersRequest\x1a#.transfer.v1.WatchTransfersResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btransfer/v1/transfers.proto\x12\x0btransfer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x15transfer/v1/log.proto\"\xed\x03\n\x08Transfer\x12\n\n\x02id\x18\x01 \x01(\t\x12\x13\n\x0blookup_code\x18\x02 \x01(\t\x12\x13\n\x0b\x66rom_school\x18\x03 \x01(\t\x12\x15\n\rfrom_province\x18\x04 \x01(\t\x12\x11\n\tto_school\x18\x05 \x01(\t\x12\x13\n\x0bto_province\x18\x06 \x01(\t\x12)\n\x05scope\x18\x07 \x01(\x0e\x32\x1a.transfer.v1.TransferScope\x12)\n\x05state\x18\x08 \x01(\x0e\x32\x1a.transfer.v1.TransferState\x12\x0e\n\x06reason\x18\t \x01(\t\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x64\x65\x61\x64line\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64\x65\x63ide_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x10\x63\x61ncel_requested\x18\r \x01(\x08\x12\x32\n\x0e\x64\x65livery_state\x18\x0e \x01(\x0e\x32\x1a.transfer.v1.DeliveryState\x12\x16\n\x0e\x64\x65livery_error\x18\x0f \x01(\t\x12\x10\n\x08log_salt\x18\x10 \x01(\x0c\"j\n\x17InitiateTransferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0blookup_code\x18\x02 \x01(\t\x12\x11\n\tto_school\x18\x03 \x01(\t\x12\x13\n\x0bto_province\x18\x04 \x01(\t\"m\n\x18InitiateTransferResponse\x12\'\n\x08transfer\x18\x01 \x01(\x0b\x32\x15.transfer.v1.Transfer\x12(\n\x07receipt\x18\x02 \x01(\x0b\x32\x17.transfer.v1.LogReceipt\")\n\x12GetTransferRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\">\n\x13GetTransferResponse\x12\'\n\x08transfer\x18\x01 \x01(\x0b\x32\x15.transfer.v1.Transfer\"\xac\x01\n\x14ListTransfersRequest\x12\x0e\n\x06school\x18\x01 \x01(\t\x12\x31\n\tdirection\x18\x02 \x01(\x0e\x32\x1e.transfer.v1.TransferDirection\x12*\n\x06states\x18\x03 \x03(\x0e\x32\x1a.transfer.v1.TransferState\x12\x11\n\tpage_size\x18\x04 \x01(\x05\x12\x12\n\npage_token\x18\x05 \x01(\t\"Z\n\x15ListTransfersResponse\x12(\n\ttransfers\x18\x01 \x03(\x0b\x32\x15.transfer.v1.Transfer\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"@\n\x15\x41\x63\x63\x65ptTransferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\"k\n\x16\x41\x63\x63\x65ptTransferResponse\x12\'\n\x08transfer\x18\x01 \x01(\x0b\x32\x15.transfer.v1.Transfer\x12(\n\x07receipt\x18\x02 \x01(\x0b\x32\x17.transfer.v1.LogReceipt\"P\n\x15RejectTransferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"k\n\x16RejectTransferResponse\x12\'\n\x08transfer\x18\x01 \x01(\x0b\x32\x15.transfer.v1.Transfer\x12(\n\x07receipt\x18\x02 \x01(\x0b\x32\x17.transfer.v1.LogReceipt\"P\n\x15\x43\x61ncelTransferRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0btransfer_id\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"k\n\x16\x43\x61ncelTransferResponse\x12\'\n\x08transfer\x18\x01 \x01(\x0b\x32\x15.transfer.v1.Transfer\x12(\n\x07receipt\x18\x02 \x01(\x0b\x32\x17.transfer.v1.LogReceipt\"7\n\x15WatchTransfersRequest\x12\x0e\n\x06school\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"\x81\x01\n\x16WatchTransfersResponse\x12\x0e\n\x06\x63ursor\x18\x01 \x01(\t\x12\'\n\x08transfer\x18\x02 \x01(\x0b\x32\x15.transfer.v1.Transfer\x12.\n\nevent_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp*\xc1\x01\n\rTransferState\x12\x1e\n\x1aTRANSFER_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18TRANSFER_STATE_REQUESTED\x10\x01\x12\x1b\n\x17TRANSFER_STATE_ACCEPTED\x10\x02\x12\x1b\n\x17TRANSFER_STATE_REJECTED\x10\x03\x12\x1c\n\x18TRANSFER_STATE_CANCELLED\x10\x04\x12\x1a\n\x16TRANSFER_STATE_EXPIRED\x10\x05*u\n\rTransferScope\x12\x1e\n\x1aTRANSFER_SCOPE_UNSPECIFIED\x10\x00\x12!\n\x1dTRANSFER_SCOPE_INTRA_PROVINCE\x10\x01\x12!\n\x1dTRANSFER_SCOPE_INTER_PROVINCE\x10\x02*y\n\x11TransferDirection\x12\"\n\x1eTRANSFER_DIRECTION_UNSPECIFIED\x10\x00\x12\x1f\n\x1bTRANSFER_DIRECTION_INCOMING\x10\x01\x12\x1f\n\x1bTRANSFER_DIRECTION_OUTGOING\x10\x02*\x84\x01\n\rDeliveryState\x12\x1e\n\x1a\x44\x45LIVERY_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16\x44\x45LIVERY_STATE_PENDING\x10\x01\x12\x1c\n\x18\x44\x45LIVERY_STATE_DELIVERED\x10\x02\x12\x19\n\x15\x44\x45LIVERY_STATE_FAILED\x10\x03\x32\x8a\x05\n\x0fTransferService\x12_\n\x10InitiateTransfer\x12$.transfer.v1.InitiateTransferRequest\x1a%.transfer.v1.InitiateTransferResponse\x12P\n\x0bGetTransfer\x12\x1f.transfer.v1.GetTransferRequest\x1a .transfer.v1.GetTransferResponse\x12V\n\rListTransfers\x12!.transfer.v1.ListTransfersRequest\x1a\".transfer.v1.ListTransfersResponse\x12Y\n\x0e\x41\x63\x63\x65ptTransfer\x12\".transfer.v1.AcceptTransferRequest\x1a#.transfer.v1.AcceptTransferResponse\x12Y\n\x0eRejectTransfer\x12\".transfer.v1.RejectTransferRequest\x1a#.transfer.v1.RejectTransferResponse\x12Y\n\x0e\x43\x61ncelTransfer\x12\".transfer.v1.CancelTransferRequest\x1a#.transfer.v1.CancelTransferResponse\x12[\n\x0eWatchTransfers\x12\".transfer.v1.WatchTransfersRequest\x1a#.transfer.v1.WatchTransfersResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'transfer.v1.transfers_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TRANSFERSTATE']._serialized_start=1816
-  _globals['_TRANSFERSTATE']._serialized_end=2009
-  _globals['_TRANSFERSCOPE']._serialized_start=2011
-  _globals['_TRANSFERSCOPE']._serialized_end=2128
-  _globals['_TRANSFERDIRECTION']._serialized_start=2130
-  _globals['_TRANSFERDIRECTION']._serialized_end=2251
+  _globals['_TRANSFERSTATE']._serialized_start=1936
+  _globals['_TRANSFERSTATE']._serialized_end=2129
+  _globals['_TRANSFERSCOPE']._serialized_start=2131
+  _globals['_TRANSFERSCOPE']._serialized_end=2248
+  _globals['_TRANSFERDIRECTION']._serialized_start=2250
+  _globals['_TRANSFERDIRECTION']._serialized_end=2371
+  _globals['_DELIVERYSTATE']._serialized_start=2374
+  _globals['_DELIVERYSTATE']._serialized_end=2506
   _globals['_TRANSFER']._serialized_start=101
-  _globals['_TRANSFER']._serialized_end=474
-  _globals['_INITIATETRANSFERREQUEST']._serialized_start=476
-  _globals['_INITIATETRANSFERREQUEST']._serialized_end=582
-  _globals['_INITIATETRANSFERRESPONSE']._serialized_start=584
-  _globals['_INITIATETRANSFERRESPONSE']._serialized_end=693
-  _globals['_GETTRANSFERREQUEST']._serialized_start=695
-  _globals['_GETTRANSFERREQUEST']._serialized_end=736
-  _globals['_GETTRANSFERRESPONSE']._serialized_start=738
-  _globals['_GETTRANSFERRESPONSE']._serialized_end=800
-  _globals['_LISTTRANSFERSREQUEST']._serialized_start=803
-  _globals['_LISTTRANSFERSREQUEST']._serialized_end=975
-  _globals['_LISTTRANSFERSRESPONSE']._serialized_start=977
-  _globals['_LISTTRANSFERSRESPONSE']._serialized_end=1067
-  _globals['_ACCEPTTRANSFERREQUEST']._serialized_start=1069
-  _globals['_ACCEPTTRANSFERREQUEST']._serialized_end=1133
-  _globals['_ACCEPTTRANSFERRESPONSE']._serialized_start=1135
-  _globals['_ACCEPTTRANSFERRESPONSE']._serialized_end=1242
-  _globals['_REJECTTRANSFERREQUEST']._serialized_start=1244
-  _globals['_REJECTTRANSFERREQUEST']._serialized_end=1324
-  _globals['_REJECTTRANSFERRESPONSE']._serialized_start=1326
-  _globals['_REJECTTRANSFERRESPONSE']._serialized_end=1433
-  _globals['_CANCELTRANSFERREQUEST']._serialized_start=1435
-  _globals['_CANCELTRANSFERREQUEST']._serialized_end=1515
-  _globals['_CANCELTRANSFERRESPONSE']._serialized_start=1517
-  _globals['_CANCELTRANSFERRESPONSE']._serialized_end=1624
-  _globals['_WATCHTRANSFERSREQUEST']._serialized_start=1626
-  _globals['_WATCHTRANSFERSREQUEST']._serialized_end=1681
-  _globals['_WATCHTRANSFERSRESPONSE']._serialized_start=1684
-  _globals['_WATCHTRANSFERSRESPONSE']._serialized_end=1813
-  _globals['_TRANSFERSERVICE']._serialized_start=2254
-  _globals['_TRANSFERSERVICE']._serialized_end=2904
+  _globals['_TRANSFER']._serialized_end=594
+  _globals['_INITIATETRANSFERREQUEST']._serialized_start=596
+  _globals['_INITIATETRANSFERREQUEST']._serialized_end=702
+  _globals['_INITIATETRANSFERRESPONSE']._serialized_start=704
+  _globals['_INITIATETRANSFERRESPONSE']._serialized_end=813
+  _globals['_GETTRANSFERREQUEST']._serialized_start=815
+  _globals['_GETTRANSFERREQUEST']._serialized_end=856
+  _globals['_GETTRANSFERRESPONSE']._serialized_start=858
+  _globals['_GETTRANSFERRESPONSE']._serialized_end=920
+  _globals['_LISTTRANSFERSREQUEST']._serialized_start=923
+  _globals['_LISTTRANSFERSREQUEST']._serialized_end=1095
+  _globals['_LISTTRANSFERSRESPONSE']._serialized_start=1097
+  _globals['_LISTTRANSFERSRESPONSE']._serialized_end=1187
+  _globals['_ACCEPTTRANSFERREQUEST']._serialized_start=1189
+  _globals['_ACCEPTTRANSFERREQUEST']._serialized_end=1253
+  _globals['_ACCEPTTRANSFERRESPONSE']._serialized_start=1255
+  _globals['_ACCEPTTRANSFERRESPONSE']._serialized_end=1362
+  _globals['_REJECTTRANSFERREQUEST']._serialized_start=1364
+  _globals['_REJECTTRANSFERREQUEST']._serialized_end=1444
+  _globals['_REJECTTRANSFERRESPONSE']._serialized_start=1446
+  _globals['_REJECTTRANSFERRESPONSE']._serialized_end=1553
+  _globals['_CANCELTRANSFERREQUEST']._serialized_start=1555
+  _globals['_CANCELTRANSFERREQUEST']._serialized_end=1635
+  _globals['_CANCELTRANSFERRESPONSE']._serialized_start=1637
+  _globals['_CANCELTRANSFERRESPONSE']._serialized_end=1744
+  _globals['_WATCHTRANSFERSREQUEST']._serialized_start=1746
+  _globals['_WATCHTRANSFERSREQUEST']._serialized_end=1801
+  _globals['_WATCHTRANSFERSRESPONSE']._serialized_start=1804
+  _globals['_WATCHTRANSFERSRESPONSE']._serialized_end=1933
+  _globals['_TRANSFERSERVICE']._serialized_start=2509
+  _globals['_TRANSFERSERVICE']._serialized_end=3159
 # @@protoc_insertion_point(module_scope)

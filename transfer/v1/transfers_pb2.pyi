@@ -31,6 +31,13 @@ class TransferDirection(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TRANSFER_DIRECTION_UNSPECIFIED: _ClassVar[TransferDirection]
     TRANSFER_DIRECTION_INCOMING: _ClassVar[TransferDirection]
     TRANSFER_DIRECTION_OUTGOING: _ClassVar[TransferDirection]
+
+class DeliveryState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DELIVERY_STATE_UNSPECIFIED: _ClassVar[DeliveryState]
+    DELIVERY_STATE_PENDING: _ClassVar[DeliveryState]
+    DELIVERY_STATE_DELIVERED: _ClassVar[DeliveryState]
+    DELIVERY_STATE_FAILED: _ClassVar[DeliveryState]
 TRANSFER_STATE_UNSPECIFIED: TransferState
 TRANSFER_STATE_REQUESTED: TransferState
 TRANSFER_STATE_ACCEPTED: TransferState
@@ -43,9 +50,13 @@ TRANSFER_SCOPE_INTER_PROVINCE: TransferScope
 TRANSFER_DIRECTION_UNSPECIFIED: TransferDirection
 TRANSFER_DIRECTION_INCOMING: TransferDirection
 TRANSFER_DIRECTION_OUTGOING: TransferDirection
+DELIVERY_STATE_UNSPECIFIED: DeliveryState
+DELIVERY_STATE_PENDING: DeliveryState
+DELIVERY_STATE_DELIVERED: DeliveryState
+DELIVERY_STATE_FAILED: DeliveryState
 
 class Transfer(_message.Message):
-    __slots__ = ("id", "lookup_code", "from_school", "from_province", "to_school", "to_province", "scope", "state", "reason", "create_time", "deadline", "decide_time")
+    __slots__ = ("id", "lookup_code", "from_school", "from_province", "to_school", "to_province", "scope", "state", "reason", "create_time", "deadline", "decide_time", "cancel_requested", "delivery_state", "delivery_error", "log_salt")
     ID_FIELD_NUMBER: _ClassVar[int]
     LOOKUP_CODE_FIELD_NUMBER: _ClassVar[int]
     FROM_SCHOOL_FIELD_NUMBER: _ClassVar[int]
@@ -58,6 +69,10 @@ class Transfer(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_FIELD_NUMBER: _ClassVar[int]
     DECIDE_TIME_FIELD_NUMBER: _ClassVar[int]
+    CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_STATE_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_ERROR_FIELD_NUMBER: _ClassVar[int]
+    LOG_SALT_FIELD_NUMBER: _ClassVar[int]
     id: str
     lookup_code: str
     from_school: str
@@ -70,7 +85,11 @@ class Transfer(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     deadline: _timestamp_pb2.Timestamp
     decide_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., lookup_code: _Optional[str] = ..., from_school: _Optional[str] = ..., from_province: _Optional[str] = ..., to_school: _Optional[str] = ..., to_province: _Optional[str] = ..., scope: _Optional[_Union[TransferScope, str]] = ..., state: _Optional[_Union[TransferState, str]] = ..., reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decide_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    cancel_requested: bool
+    delivery_state: DeliveryState
+    delivery_error: str
+    log_salt: bytes
+    def __init__(self, id: _Optional[str] = ..., lookup_code: _Optional[str] = ..., from_school: _Optional[str] = ..., from_province: _Optional[str] = ..., to_school: _Optional[str] = ..., to_province: _Optional[str] = ..., scope: _Optional[_Union[TransferScope, str]] = ..., state: _Optional[_Union[TransferState, str]] = ..., reason: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., deadline: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., decide_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cancel_requested: _Optional[bool] = ..., delivery_state: _Optional[_Union[DeliveryState, str]] = ..., delivery_error: _Optional[str] = ..., log_salt: _Optional[bytes] = ...) -> None: ...
 
 class InitiateTransferRequest(_message.Message):
     __slots__ = ("request_id", "lookup_code", "to_school", "to_province")

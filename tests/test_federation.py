@@ -1,0 +1,574 @@
+"""Transfers between provinces: two node processes (01 and 79) on loopback,
+each with its own PKI and database, talking PeerService to each other.
+
+After each scenario: exactly one custodian across both nodes, and both logs
+verify (`transfer-verify-log` on each database)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import threading
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from tests.federation import (
+    Node,
+    Pair,
+    free_port,
+    issue_from_ca,
+    make_node,
+    node_uris,
+    peer_channel,
+    peer_stub,
+    wait_for,
+)
+from tests.staffing import HOMEROOM, MATH, PRINCIPAL, add_page, duty, hire, new_record, sign
+from tests.support import create_pg_database, drop_pg_database
+from transfer.client import NO_RETRY, ClientTls, TransferClient, TransferError
+from transfer.client.signing import sign_digest
+from transfer.devpki import SigningCA, make_dev_pki
+from transfer.domain.leaves import LeafKind, PeerLeaf, TransferLeaf
+from transfer.domain.model import Role
+from transfer.domain.package import seal_message
+from transfer.ledger.note import parse_skey
+from transfer.v1 import peers_pb2, records_pb2, transfers_pb2
+
+pytestmark = pytest.mark.slow
+
+REQUESTED = transfers_pb2.TRANSFER_STATE_REQUESTED
+ACCEPTED = transfers_pb2.TRANSFER_STATE_ACCEPTED
+REJECTED = transfers_pb2.TRANSFER_STATE_REJECTED
+CANCELLED = transfers_pb2.TRANSFER_STATE_CANCELLED
+DELIVERED = transfers_pb2.DELIVERY_STATE_DELIVERED
+FAILED = transfers_pb2.DELIVERY_STATE_FAILED
+INCOMING = transfers_pb2.TRANSFER_DIRECTION_INCOMING
+
+
+@pytest.fixture(scope="session")
+def pki79(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("pki79")
+    make_dev_pki(out, "79", ["D1", "D2"])
+    SigningCA(out, not_before=datetime(2020, 1, 1, tzinfo=UTC), not_after=datetime(2040, 1, 1, tzinfo=UTC))
+    return out
+
+
+@pytest.fixture(scope="session")
+def signing_bundle(tmp_path_factory: pytest.TempPathFactory, pki: Path, pki79: Path) -> Path:
+    """Both provinces' teacher CAs: each node trusts the signatures of the other's teachers."""
+    out = tmp_path_factory.mktemp("bundle") / "signing-cas.pem"
+    out.write_bytes((pki / "signing-ca.pem").read_bytes() + (pki79 / "signing-ca.pem").read_bytes())
+    return out
+
+
+StartPair = Callable[..., Pair]
+
+
+@pytest.fixture
+def start_pair(
+    request: pytest.FixtureRequest, tmp_path: Path, pki: Path, pki79: Path, signing_bundle: Path
+) -> Iterator[StartPair]:
+    nodes: list[Node] = []
+    pg_urls: list[str] = []
+    base = os.environ.get("TRANSFER_TEST_PG", "")
+
+    def start(
+        engine: str = "sqlite",
+        *,
+        env_a: dict[str, str] | None = None,
+        env_b: dict[str, str] | None = None,
+        start_b: bool = True,
+        a_peer_port: int | None = None,
+    ) -> Pair:
+        urls = []
+        for name in ("a", "b"):
+            if engine == "sqlite":
+                urls.append(f"sqlite:///{tmp_path / name / 'node.db'}")
+            else:
+                if not base:
+                    if request.config.getoption("--require-postgres"):
+                        pytest.fail("TRANSFER_TEST_PG is not set but --require-postgres was given")
+                    pytest.skip("PostgreSQL not configured (set TRANSFER_TEST_PG, or run `make test`)")
+                urls.append(create_pg_database(base))
+                pg_urls.append(urls[-1])
+        port_a, port_b = free_port(), free_port()
+        a = make_node(tmp_path / "a", pki, "01", urls[0], port_a, (pki79, "79", a_peer_port or port_b),
+                      signing_bundle, env_a)  # fmt: skip
+        b = make_node(tmp_path / "b", pki79, "79", urls[1], port_b, (pki, "01", port_a), signing_bundle, env_b)
+        nodes.extend([a, b])
+        a.proc.start()
+        a.admin.register_school("S1", "Trường Tiểu học Số 1 (Hà Nội)")
+        if start_b:
+            b.proc.start()
+            b.admin.register_school("D1", "Trường Tiểu học Quận 1")
+        return Pair(a, b)
+
+    try:
+        yield start
+    finally:
+        for n in nodes:
+            n.close()
+        for url in pg_urls:
+            drop_pg_database(base, url)
+
+
+def prepared_record(node: Node) -> tuple[str, str]:
+    """A record at 01/S1 with one page, homeroom-signed, math and principal still pending.
+
+    Returns (lookup code, page id)."""
+    if "home" not in node.teachers:
+        ca = SigningCA.load(node.pki)
+        admin = node.client("school-admin-S1")
+        home, other = hire(admin, ca, "GV-home"), hire(admin, ca, "GV-other")
+        admin.assign_duty(duty(HOMEROOM), home.id)
+        admin.assign_duty(duty(MATH), other.id)
+        admin.assign_duty(duty(PRINCIPAL), other.id)
+        node.teachers["home"] = home
+    s1 = node.client("school-S1")
+    code = new_record(s1)
+    page = add_page(s1, code)
+    sign(s1, page, HOMEROOM, node.teachers["home"])
+    return code, page.id
+
+
+def offer(pair: Pair, code: str) -> transfers_pb2.Transfer:
+    sent = pair.a.client("school-S1").initiate_transfer(code, "D1", "79")
+    t = sent.transfer
+    assert t.state == REQUESTED and t.to_province == "79" and t.from_province == "01"
+    assert t.delivery_state == transfers_pb2.DELIVERY_STATE_PENDING
+    assert pair.a.client("school-S1").get_record(code).status == records_pb2.RECORD_STATUS_FROZEN
+    return t
+
+
+def arrived(pair: Pair, transfer_id: str) -> transfers_pb2.Transfer:
+    d1 = pair.b.client("school-D1")
+    return wait_for(
+        "the offer to arrive at 79",
+        lambda: next((t for t in d1.iter_transfers(INCOMING) if t.id == transfer_id), None),
+    )
+
+
+def settled(pair: Pair, transfer_id: str, state: int) -> transfers_pb2.Transfer:
+    """Wait until the sending node learned the decision."""
+    s1 = pair.a.client("school-S1")
+    return wait_for(
+        f"the decision to reach 01 ({state})", lambda: (t := s1.get_transfer(transfer_id)).state == state and t
+    )
+
+
+def drained(node: Node) -> None:
+    """Wait until the node's outbox is empty (its last acknowledgement logged)."""
+    admin = node.admin
+    wait_for(f"{node.province}'s outbox to drain", lambda: all(d.pending == 0 for d in admin.list_deliveries()))
+
+
+def kinds(leaves: list[Any], transfer_id: str) -> list[LeafKind]:
+    return [leaf.kind for leaf in leaves if getattr(leaf, "transfer_id", None) == transfer_id]
+
+
+# -- the happy path, rejection, cancellation ---------------------------------------
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_record_moves_to_another_province(start_pair: StartPair, engine: str) -> None:
+    pair = start_pair(engine)
+    code, page_id = prepared_record(pair.a)
+    t = offer(pair, code)
+
+    incoming = arrived(pair, t.id)
+    assert (incoming.from_province, incoming.from_school, incoming.to_school) == ("01", "S1", "D1")
+    assert incoming.log_salt == t.log_salt  # both logs name the record by the same digest
+    delivered = wait_for(
+        "the acknowledgement", lambda: (x := pair.a.admin.get_transfer(t.id)).delivery_state == DELIVERED and x
+    )
+    assert delivered.state == REQUESTED
+    d1 = pair.b.client("school-D1")
+    # While undecided, the record does not exist on 79: the only holder is S1 (frozen).
+    assert pair.holders(code) == [("01", "S1")]
+
+    accepted = d1.accept_transfer(t.id)
+    assert accepted.transfer.state == ACCEPTED and accepted.logged
+    record = d1.get_record(code)
+    assert (record.custodian_school, record.status) == ("D1", records_pb2.RECORD_STATUS_ACTIVE)
+    pages = list(d1.iter_pages(code))
+    assert [p.id for p in pages] == [page_id]
+    signed = [task for task in d1.get_page(page_id).tasks if task.signed_by_teacher_id]
+    assert len(signed) == 1 and signed[0].signature  # the homeroom teacher's signature travelled with the page
+
+    final = settled(pair, t.id, ACCEPTED)
+    assert final.decide_time == accepted.transfer.decide_time  # the receiving node's decision, as it made it
+    s1 = pair.a.client("school-S1")
+    assert s1.get_record(code).status == records_pb2.RECORD_STATUS_TRANSFERRED_OUT
+    assert s1.get_page(page_id).id == page_id  # the old school still reads the pages it issued
+    with pytest.raises(TransferError) as err:
+        add_page(s1, code)
+    assert err.value.reason in ("RECORD_TRANSFERRED_OUT", "NOT_CUSTODIAN")
+    with pytest.raises(TransferError) as err:
+        s1.initiate_transfer(code, "D1", "79")
+    assert err.value.reason in ("RECORD_TRANSFERRED_OUT", "NOT_CUSTODIAN")
+    # The new custodian adds the next year's page on its own node, with its own teachers.
+    staff79 = pair.b.client("school-admin-D1")
+    teacher79 = hire(staff79, SigningCA.load(pair.b.pki), "GV79")
+    for requirement in (HOMEROOM, MATH, PRINCIPAL):
+        staff79.assign_duty(duty(requirement, "2027-2028", "4B"), teacher79.id)
+    next_year = d1.add_page(code, "2027-2028", 4, "4B", b"%PDF-1.7 lop 4", [HOMEROOM, MATH, PRINCIPAL]).page
+    assert next_year.issuing_school == "D1"
+
+    drained(pair.b)
+    pair.assert_consistent(code)
+    # Evidence: 01's log holds the offer and the acknowledgements, naming 79's log entries.
+    leaves_a, leaves_b = pair.a.leaves(), pair.b.leaves()
+    assert kinds(leaves_a, t.id) == [
+        LeafKind.TRANSFER_REQUESTED, LeafKind.TRANSFER_OFFERED, LeafKind.MESSAGE_ACKNOWLEDGED, LeafKind.TRANSFER_ACCEPTED,
+    ]  # fmt: skip
+    assert kinds(leaves_b, t.id) == [
+        LeafKind.TRANSFER_REQUESTED, LeafKind.TRANSFER_ACCEPTED, LeafKind.MESSAGE_ACKNOWLEDGED,
+    ]  # fmt: skip
+    ack = next(x for x in leaves_a if isinstance(x, PeerLeaf) and x.kind is LeafKind.MESSAGE_ACKNOWLEDGED)
+    at_b = leaves_b[ack.peer_log_index]
+    assert isinstance(at_b, TransferLeaf) and at_b.kind is LeafKind.TRANSFER_REQUESTED and at_b.transfer_id == t.id
+    offered = next(x for x in leaves_a if isinstance(x, PeerLeaf) and x.kind is LeafKind.TRANSFER_OFFERED)
+    assert ack.digest == offered.digest  # 79 acknowledged exactly the package 01 logged
+    requested_a = next(x for x in leaves_a if isinstance(x, TransferLeaf) and x.transfer_id == t.id)
+    assert requested_a.record == at_b.record
+
+    deliveries = {d.peer_province: d for d in pair.a.admin.list_deliveries()}
+    assert deliveries["79"].delivered == 1 and deliveries["79"].pending == 0 and deliveries["79"].failed == 0
+    assert {d.peer_province: d.delivered for d in pair.b.admin.list_deliveries()} == {"01": 1}
+
+
+def test_rejection(start_pair: StartPair) -> None:
+    pair = start_pair()
+    code, page_id = prepared_record(pair.a)
+    t = offer(pair, code)
+    arrived(pair, t.id)
+    with pytest.raises(TransferError) as err:
+        pair.a.client("school-S1").replace_page(page_id, b"%PDF-1.7 sua diem")
+    assert err.value.reason == "RECORD_FROZEN"
+    rejected = pair.b.client("school-D1").reject_transfer(t.id, "Trường đã đủ sĩ số")
+    assert rejected.transfer.state == REJECTED
+    final = settled(pair, t.id, REJECTED)
+    assert final.reason == "Trường đã đủ sĩ số"
+    s1 = pair.a.client("school-S1")
+    assert s1.get_record(code).status == records_pb2.RECORD_STATUS_ACTIVE
+    s1.replace_page(page_id, b"%PDF-1.7 sua diem")  # unfrozen: S1 goes on
+    with pytest.raises(TransferError) as err:
+        pair.b.admin.get_record(code)
+    assert err.value.reason == "RECORD_NOT_FOUND"  # the package never became a record at 79
+    pair.assert_consistent(code)
+
+
+def test_cancellation(start_pair: StartPair) -> None:
+    pair = start_pair()
+    code, _ = prepared_record(pair.a)
+    t = offer(pair, code)
+    arrived(pair, t.id)
+    s1 = pair.a.client("school-S1")
+    asked = s1.cancel_transfer(t.id, "Gia đình đổi ý")
+    assert asked.transfer.state == REQUESTED and asked.transfer.cancel_requested and not asked.logged
+    with pytest.raises(TransferError) as err:
+        s1.cancel_transfer(t.id)
+    assert (err.value.code, err.value.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "CANCEL_ALREADY_REQUESTED")
+    final = settled(pair, t.id, CANCELLED)
+    assert not final.cancel_requested
+    assert pair.b.admin.get_transfer(t.id).state == CANCELLED
+    with pytest.raises(TransferError) as err:
+        pair.b.client("school-D1").accept_transfer(t.id)
+    assert err.value.reason == "TRANSFER_NOT_OPEN"
+    assert s1.get_record(code).status == records_pb2.RECORD_STATUS_ACTIVE
+    pair.assert_consistent(code)
+
+
+def test_cancellation_racing_an_acceptance(start_pair: StartPair) -> None:
+    """The sender's cancellation and the receiver's acceptance at the same moment:
+    the receiving node decides one, and both nodes end with that decision."""
+    pair = start_pair()
+    s1, d1 = pair.a.client("school-S1"), pair.b.client("school-D1")
+    outcomes = []
+    for _ in range(4):
+        code = new_record(s1)
+        t = offer(pair, code)
+        arrived(pair, t.id)
+        results: dict[str, Any] = {}
+        barrier = threading.Barrier(2, timeout=10)
+
+        def run(
+            name: str, fn: Callable[[], Any], barrier: threading.Barrier = barrier, results: dict[str, Any] = results
+        ) -> None:
+            barrier.wait()
+            try:
+                results[name] = fn()
+            except TransferError as err:
+                results[name] = err
+
+        threads = [
+            threading.Thread(target=run, args=("cancel", lambda t=t: s1.cancel_transfer(t.id))),
+            threading.Thread(target=run, args=("accept", lambda t=t: d1.accept_transfer(t.id))),
+        ]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(30)
+        assert not isinstance(results["cancel"], TransferError)  # the request itself is always taken
+        if isinstance(results["accept"], TransferError):
+            assert results["accept"].reason == "TRANSFER_NOT_OPEN"
+            expected, holder = CANCELLED, ("01", "S1")
+        else:
+            expected, holder = ACCEPTED, ("79", "D1")
+        settled(pair, t.id, expected)
+        assert pair.b.admin.get_transfer(t.id).state == expected
+        assert pair.holders(code) == [holder]
+        outcomes.append(expected)
+    pair.assert_consistent()
+
+
+# -- failures: a peer down, a crash, lost acknowledgements ---------------------------
+
+
+def test_receiving_node_down_then_back(start_pair: StartPair) -> None:
+    pair = start_pair(start_b=False)
+    code, _ = prepared_record(pair.a)
+    t = offer(pair, code)
+    admin = pair.a.admin
+    pending = wait_for(
+        "failed attempts to show",
+        lambda: next((d for d in admin.list_deliveries() if d.peer_province == "79" and d.max_attempts >= 2), None),
+    )
+    assert pending.pending == 1 and pending.last_error.startswith("UNAVAILABLE")
+    assert "79" in pending.peer_province and pending.oldest_pending_seconds >= 0
+    shown = admin.get_transfer(t.id)
+    assert shown.delivery_state == transfers_pb2.DELIVERY_STATE_PENDING and shown.delivery_error == ""
+
+    pair.b.proc.start()
+    pair.b.admin.register_school("D1", "Trường Tiểu học Quận 1")
+    arrived(pair, t.id)
+    wait_for("the acknowledgement", lambda: admin.get_transfer(t.id).delivery_state == DELIVERED)
+    pair.b.client("school-D1").accept_transfer(t.id)
+    settled(pair, t.id, ACCEPTED)
+    pair.assert_consistent(code)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_sender_killed_after_commit_before_delivery(start_pair: StartPair, engine: str) -> None:
+    """SIGKILL right after the offer committed (the peer is not up, so it cannot have
+    been delivered); restarted, the node delivers it by itself."""
+    pair = start_pair(engine, start_b=False)
+    code, _ = prepared_record(pair.a)
+    t = offer(pair, code)
+    pair.a.proc.kill()
+    for c in pair.a.clients:
+        c.close()
+    pair.a.clients.clear()
+
+    pair.b.proc.start()
+    pair.b.admin.register_school("D1", "Trường Tiểu học Quận 1")
+    pair.a.proc.start()
+    arrived(pair, t.id)
+    pair.b.client("school-D1").accept_transfer(t.id)
+    settled(pair, t.id, ACCEPTED)
+    assert pair.b.client("school-D1").get_record(code).custodian_school == "D1"
+    drained(pair.b)
+    pair.assert_consistent(code)
+    assert kinds(pair.b.leaves(), t.id) == [
+        LeafKind.TRANSFER_REQUESTED, LeafKind.TRANSFER_ACCEPTED, LeafKind.MESSAGE_ACKNOWLEDGED,
+    ]  # fmt: skip
+
+
+def test_lost_acknowledgements(start_pair: StartPair) -> None:
+    """Each node drops its first acknowledgements: the same offer and the same decision
+    arrive several times, and are processed once."""
+    faults = {"TRANSFER_FAULTS": "drop_peer_acks=3"}
+    pair = start_pair(env_a=faults, env_b=faults)
+    code, _ = prepared_record(pair.a)
+    t = offer(pair, code)
+    arrived(pair, t.id)
+    wait_for("the acknowledgement", lambda: pair.a.admin.get_transfer(t.id).delivery_state == DELIVERED)
+    pair.b.client("school-D1").accept_transfer(t.id)
+    settled(pair, t.id, ACCEPTED)
+    drained(pair.b)
+
+    (offer_row,) = [r for r in pair.a.rows("outbox") if r[1] == t.id]
+    assert offer_row[6] >= 3  # attempts that failed: the offer was sent at least 4 times
+    (resolve_row,) = [r for r in pair.b.rows("outbox") if r[1] == t.id]
+    assert resolve_row[6] >= 3
+    assert len(pair.b.rows("inbound_messages")) == 1  # one offer, processed once
+    assert len(pair.a.rows("inbound_messages")) == 1  # one decision, applied once
+    assert kinds(pair.b.leaves(), t.id).count(LeafKind.TRANSFER_REQUESTED) == 1
+    assert kinds(pair.a.leaves(), t.id).count(LeafKind.TRANSFER_ACCEPTED) == 1
+    pair.assert_consistent(code)
+
+
+# -- refusals: permanent, tampered, forged, not yours, wrong identity ------------------
+
+
+def test_peer_refusing_for_good(start_pair: StartPair) -> None:
+    pair = start_pair(env_b={"TRANSFER_FAULTS": "refuse_offers"})
+    code, _ = prepared_record(pair.a)
+    t = offer(pair, code)
+    final = settled(pair, t.id, REJECTED)
+    assert final.delivery_state == FAILED and "FAILED_PRECONDITION" in final.delivery_error
+    assert pair.a.client("school-S1").get_record(code).status == records_pb2.RECORD_STATUS_ACTIVE
+    (peer,) = pair.a.admin.list_deliveries()
+    assert (peer.peer_province, peer.failed, peer.pending) == ("79", 1, 0) and "INJECTED_FAULT" in peer.last_error
+    assert LeafKind.OFFER_REFUSED in kinds(pair.a.leaves(), t.id)
+    pair.assert_consistent(code)
+
+
+def test_tampered_package_is_refused(start_pair: StartPair) -> None:
+    pair = start_pair(env_a={"TRANSFER_FAULTS": "tamper_packages"})
+    code, _ = prepared_record(pair.a)
+    t = offer(pair, code)
+    final = settled(pair, t.id, REJECTED)
+    assert final.delivery_state == FAILED and "BAD_SEAL" in final.delivery_error
+    assert pair.b.rows("transfers") == [] and pair.b.rows("records") == []
+    refusals = [x for x in pair.b.leaves() if isinstance(x, PeerLeaf) and x.kind is LeafKind.OFFER_REFUSED]
+    assert len(refusals) == 1 and refusals[0].transfer_id == t.id and refusals[0].text == "BAD_SEAL"
+    pair.assert_consistent(code)
+
+
+def _stored_offer(node: Node, transfer_id: str) -> tuple[bytes, bytes]:
+    (row,) = [r for r in node.rows("outbox") if r[1] == transfer_id]
+    payload = bytes(row[4])
+    return payload[64:], payload[:64]
+
+
+def test_forged_packages_are_refused(start_pair: StartPair, pki: Path, rogue_pki: Path) -> None:
+    """Packages sealed with 01's real key but with altered content: every page digest and
+    teacher signature is checked against 79's trusted CAs before anything is acknowledged."""
+    pair = start_pair(a_peer_port=free_port())  # 01 cannot reach 79: its offer stays in the outbox
+    code, _ = prepared_record(pair.a)
+    t = offer(pair, code)
+    package, seal = _stored_offer(pair.a, t.id)
+    seal_key = parse_skey((pki / "seal.key").read_text().strip())._key  # type: ignore[attr-defined]
+    stub = peer_stub(peer_channel(pki, pair.b.pki, pair.b.proc.address))
+    before = pair.b.rows("transfers")
+
+    def reseal(doc: dict[str, Any]) -> tuple[bytes, bytes]:
+        raw = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return raw, seal_key.sign(seal_message(raw))
+
+    def refused(raw: bytes, sig: bytes) -> tuple[grpc.StatusCode, str]:
+        with pytest.raises(grpc.RpcError) as err:
+            stub.OfferTransfer(peers_pb2.OfferTransferRequest(package=raw, seal=sig), timeout=10)
+        return err.value.code(), err.value.details()
+
+    doc = json.loads(package)
+    content = json.loads(package)
+    content["pages"][0]["payload"] = base64.b64encode(b"%PDF-1.7 diem da sua").decode()
+    assert refused(*reseal(content))[0] == grpc.StatusCode.INVALID_ARGUMENT
+
+    wrong_sig = json.loads(package)
+    sig = bytearray(base64.b64decode(wrong_sig["pages"][0]["signatures"][0]["signature"]))
+    sig[10] ^= 1
+    wrong_sig["pages"][0]["signatures"][0]["signature"] = base64.b64encode(bytes(sig)).decode()
+    code_, details = refused(*reseal(wrong_sig))
+    assert code_ == grpc.StatusCode.INVALID_ARGUMENT and "does not verify" in details
+
+    # A teacher certificate from a CA 79 does not trust, with a signature that verifies.
+    rogue = SigningCA.load(rogue_pki)
+    pem, key = rogue.teacher("rogue", "ecdsa", write=False)
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    untrusted = json.loads(package)
+    page = untrusted["pages"][0]
+    page["signatures"][0]["certificate"] = base64.b64encode(der).decode()
+    page["signatures"][0]["chain"] = []
+    page["signatures"][0]["signature"] = base64.b64encode(sign_digest(key, bytes.fromhex(page["digest"]))).decode()
+    code_, details = refused(*reseal(untrusted))
+    assert code_ == grpc.StatusCode.INVALID_ARGUMENT
+
+    elsewhere = json.loads(package)
+    elsewhere["transfer"]["from_province"] = "48"
+    assert refused(*reseal(elsewhere))[0] == grpc.StatusCode.PERMISSION_DENIED
+
+    assert refused(package, bytes(64))[0] == grpc.StatusCode.INVALID_ARGUMENT  # the real package, a bad seal
+    assert pair.b.rows("transfers") == before and pair.b.rows("records") == []
+    reasons = [x.text for x in pair.b.leaves() if isinstance(x, PeerLeaf) and x.kind is LeafKind.OFFER_REFUSED]
+    assert reasons == ["BAD_PAGE_DIGEST", "BAD_TEACHER_SIGNATURE", "UNTRUSTED_TEACHER_CERTIFICATE", "BAD_SEAL"]
+
+    # The genuine package, sent the same way, is acknowledged with a receipt sealed by 79.
+    response = stub.OfferTransfer(peers_pb2.OfferTransferRequest(package=package, seal=seal), timeout=10)
+    body = peers_pb2.PeerReceiptBody.FromString(response.receipt.body)
+    assert body.transfer_id == t.id and body.receiver_province == "79" and body.logged
+    assert body.state == REQUESTED and body.checkpoint.startswith("hocba-node-79\n")
+    assert doc["transfer"]["id"] == t.id
+    again = stub.OfferTransfer(peers_pb2.OfferTransferRequest(package=package, seal=seal), timeout=10)
+    assert again.receipt == response.receipt  # a repeat returns the stored receipt
+    assert pair.holders(code) == [("01", "S1")]
+    pair.a.verify_log()
+    pair.b.verify_log()
+
+
+def test_peer_acting_on_transfers_not_its_own(start_pair: StartPair, pki: Path, pki79: Path) -> None:
+    pair = start_pair()
+    s1 = pair.a.client("school-S1")
+    pair.a.admin.register_school("S2", "Trường Tiểu học Số 2")
+    local_code = new_record(s1)
+    local = s1.initiate_transfer(local_code, "S2").transfer  # inside province 01
+    as_79 = peer_stub(peer_channel(pki79, pki, pair.a.proc.address))
+
+    decision = json.dumps({"state": 2, "reason": "", "decided_us": 0, "decided_by": "school:D1"}).encode()
+    with pytest.raises(grpc.RpcError) as err:
+        as_79.ResolveTransfer(peers_pb2.ResolveTransferRequest(transfer_id=local.id, decision=decision), timeout=10)
+    assert (
+        err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "not offered to your province" in err.value.details()
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        as_79.RequestCancellation(
+            peers_pb2.RequestCancellationRequest(transfer_id=local.id, request=b'{"reason":""}'), timeout=10
+        )
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert pair.a.admin.get_transfer(local.id).state == REQUESTED  # untouched
+
+    # A peer may call nothing but PeerService; nobody else may call PeerService.
+    tls = ClientTls.from_files(pki / "ca.pem", pki79 / "node.pem", pki79 / "node.key")
+    with TransferClient(pair.a.proc.address, tls, server_name="localhost", retry=NO_RETRY) as c:
+        with pytest.raises(TransferError) as terr:
+            c.get_transfer(local.id)
+        assert (terr.value.code, terr.value.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
+    school_channel = grpc.secure_channel(
+        pair.a.proc.address,
+        grpc.ssl_channel_credentials(
+            (pki / "ca.pem").read_bytes(), (pki / "school-S1.key").read_bytes(), (pki / "school-S1.pem").read_bytes()
+        ),
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        peer_stub(school_channel).ResolveTransfer(
+            peers_pb2.ResolveTransferRequest(transfer_id=local.id, decision=decision), timeout=10
+        )
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "peer node" in err.value.details()
+    pair.assert_consistent(local_code)
+
+
+@pytest.mark.parametrize(
+    ("uris", "what"),
+    [
+        (node_uris("48"), "a node certificate of 79's CA naming province 48"),
+        ([*node_uris("79", Role.SCHOOL), "urn:hocba:school:D1"], "a school certificate of 79's CA"),
+        (node_uris("79", Role.PEER), "a peer-role certificate of 79's CA"),
+    ],
+)
+def test_peer_certificate_naming_another_identity(
+    start_pair: StartPair, pki: Path, pki79: Path, tmp_path: Path, uris: list[str], what: str
+) -> None:
+    pair = start_pair(start_b=False)
+    out = tmp_path / "forged"
+    out.mkdir()
+    issue_from_ca(pki79, out, "forged", uris)
+    creds = grpc.ssl_channel_credentials(
+        (pki / "ca.pem").read_bytes(), (out / "forged.key").read_bytes(), (out / "forged.pem").read_bytes()
+    )
+    channel = grpc.secure_channel(pair.a.proc.address, creds, options=[("grpc.ssl_target_name_override", "localhost")])
+    with pytest.raises(grpc.RpcError) as err:
+        peer_stub(channel).OfferTransfer(peers_pb2.OfferTransferRequest(package=b"{}", seal=bytes(64)), timeout=10)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, what
+    assert "province 79" in err.value.details()
+    channel.close()
+    pair.a.verify_log()

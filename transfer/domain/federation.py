@@ -1,0 +1,510 @@
+"""Transfers between provinces: the node-to-node protocol (DESIGN §6).
+
+The sending node writes the transfer, its log entries and an outbox message
+(the sealed package) in one transaction; its dispatcher delivers the message
+with retries. The receiving node verifies the package, records the transfer
+as REQUESTED and acknowledges with a sealed receipt. The receiving school
+decides on its own node; the decision travels back the same way. On
+acceptance the receiving node becomes the record's home; the sending node
+marks its copy transferred out (read-only) when the decision reaches it.
+
+A cancellation from the sender is a request: the receiving node decides it
+atomically against a concurrent acceptance, and whatever it decided comes back
+as the decision. Every message is idempotent by (transfer, kind): a repeat
+returns the stored receipt.
+
+Exactly one school may change the record at every moment: the sender's copy is
+frozen from the offer until the decision arrives, and the receiver's copy only
+exists once accepted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from transfer.domain import package as pkg
+from transfer.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied, PreconditionViolation
+from transfer.domain.leaves import LeafKind, PeerLeaf, transfer_leaf
+from transfer.domain.model import (
+    Actor,
+    DeliveryState,
+    InboundMessage,
+    Logged,
+    LogReceipt,
+    MessageKind,
+    OutboxMessage,
+    OutboxState,
+    Record,
+    SigningTask,
+    Transfer,
+    TransferEvent,
+    TransferScope,
+    TransferState,
+)
+from transfer.domain.pages import PagePolicy
+from transfer.domain.ports import Clock, UnitOfWork
+from transfer.domain.signatures import CertificateInfo, SigningTrust
+from transfer.domain.workdays import deadline_after
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_CLAIMED_ID = re.compile(rb'"transfer":\{[^{}]*?"id":"([0-9a-f]{32})"')
+_US = timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class PeerKeys:
+    """What this node knows of a peer node: its province and its seal key."""
+
+    province: str
+    seal_key: ed25519.Ed25519PublicKey
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The receiving node's decision on a transfer, as the RESOLVE message carries it."""
+
+    state: TransferState
+    reason: str
+    decided_at: datetime
+    decided_by: str
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "state": int(self.state),
+                "reason": self.reason,
+                "decided_us": (self.decided_at - _EPOCH) // _US,
+                "decided_by": self.decided_by,
+            },
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode("utf-8")
+
+    @classmethod
+    def decode(cls, data: bytes) -> Decision:
+        try:
+            doc = json.loads(data.decode("utf-8"))
+            state = TransferState(int(doc["state"]))
+            if state is TransferState.REQUESTED:
+                raise ValueError("not a decision")
+            return cls(
+                state,
+                str(doc["reason"]),
+                _EPOCH + timedelta(microseconds=int(doc["decided_us"])),
+                str(doc["decided_by"]),
+            )
+        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+            raise InvalidArgument("MALFORMED_DECISION", f"decision: cannot be read ({exc})") from None
+
+
+def split_sealed(payload: bytes) -> tuple[bytes, bytes]:
+    """An OFFER payload is the 64-byte seal followed by the package bytes."""
+    return payload[64:], payload[:64]
+
+
+def _digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+class Federation:
+    def __init__(
+        self,
+        province: str,
+        peers: Mapping[str, PeerKeys],
+        seal_key: ed25519.Ed25519PrivateKey | None,
+        trust: SigningTrust,
+        page_policy: PagePolicy,
+        deadline_days: int,
+        clock: Clock,
+    ) -> None:
+        self.province = province
+        self.peers = dict(peers)
+        self.seal_key = seal_key
+        self.trust = trust
+        self.page_policy = page_policy
+        self.deadline_days = deadline_days
+        self.clock = clock
+
+    def has_peer(self, province: str) -> bool:
+        return province in self.peers and self.seal_key is not None
+
+    def _peer_of(self, actor: Actor) -> str:
+        if actor.role.value != "peer" or actor.province not in self.peers:
+            raise PermissionDenied("PEERS_ONLY", "only a configured peer node may send this")
+        return actor.province
+
+    # -- helpers ---------------------------------------------------------------
+
+    def _log(self, uow: UnitOfWork, leaf: bytes) -> LogReceipt:
+        return LogReceipt(uow.log.append(leaf), leaf)
+
+    def _emit(self, uow: UnitOfWork, transfer: Transfer, actor: str) -> LogReceipt:
+        at = transfer.decided_at or transfer.created_at
+        seq = uow.events.append(TransferEvent(0, transfer, at))
+        uow.publish(TransferEvent(seq, transfer, at))
+        return self._log(uow, transfer_leaf(transfer, actor, at).encode())
+
+    def _enqueue(self, uow: UnitOfWork, transfer: Transfer, peer: str, kind: MessageKind, payload: bytes) -> None:
+        now = self.clock.now()
+        uow.outbox.add(OutboxMessage(0, transfer.id, peer, kind, payload, OutboxState.PENDING, 0, now, "", now))
+        uow.publish(OutboxWake())
+
+    def _certificate(self, uow: UnitOfWork, task: SigningTask) -> CertificateInfo:
+        assert task.signed_by and task.certificate_sha256
+        for cert in uow.teachers.certificates(task.signed_by):
+            if cert.sha256 == task.certificate_sha256:
+                return cert
+        found = uow.inbound.certificate(task.certificate_sha256)
+        if found is None:
+            raise RuntimeError(f"certificate {task.certificate_sha256} of a stored signature is missing")
+        return found
+
+    # -- sender ----------------------------------------------------------------
+
+    def offer(
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        record: Record,
+        to_school: str,
+        to_province: str,
+        transfer_id: str,
+        salt: bytes,
+    ) -> Logged[Transfer]:
+        """Open an inter-province transfer: freeze the record, seal its package, queue the offer."""
+        assert self.seal_key is not None
+        now = self.clock.now()
+        transfer = Transfer(
+            id=transfer_id, lookup_code=record.lookup_code, from_school=record.custodian_school,
+            from_province=self.province, to_school=to_school, to_province=to_province,
+            scope=TransferScope.INTER_PROVINCE, state=TransferState.REQUESTED, reason="", created_at=now,
+            deadline=deadline_after(now, self.deadline_days, utc_offset=self.page_policy.utc_offset),
+            decided_at=None, initiated_by=actor.principal, decided_by=None, salt=salt,
+            delivery=DeliveryState.PENDING,
+        )  # fmt: skip
+        pages = []
+        after = None
+        while True:
+            batch = uow.pages.of_record(record.lookup_code, None, after, 200)
+            for page in batch:
+                tasks = uow.tasks.of_page(page.id)
+                certs = {
+                    t.certificate_sha256: self._certificate(uow, t)
+                    for t in tasks
+                    if not t.pending and t.certificate_sha256
+                }
+                pages.append(
+                    pkg.build_page(
+                        page, page.issuing_province or self.province, uow.pages.payload(page.id), tasks, certs
+                    )
+                )
+            if len(batch) < 200:
+                break
+            after = batch[-1].id
+        package = pkg.Package(
+            transfer.id, self.province, record.custodian_school, to_province, to_school, now, record, tuple(pages), salt
+        ).encode()
+        seal = self.seal_key.sign(pkg.seal_message(package))
+        uow.transfers.add(transfer)
+        uow.records.update(replace(record, open_transfer_id=transfer.id, updated_at=now))
+        receipt = self._emit(uow, transfer, actor.principal)
+        self._log(
+            uow,
+            PeerLeaf(
+                LeafKind.TRANSFER_OFFERED, now, transfer.id, to_province, pkg.digest_of(package), actor.principal
+            ).encode(),
+        )
+        self._enqueue(uow, transfer, to_province, MessageKind.OFFER, seal + package)
+        return Logged(transfer, receipt)
+
+    def request_cancel(self, uow: UnitOfWork, actor: Actor, transfer: Transfer, reason: str) -> Logged[Transfer]:
+        """The sender asks the receiving node to cancel; its decision comes back as RESOLVE."""
+        if transfer.cancel_requested:
+            raise FailedPrecondition(
+                "CANCEL_ALREADY_REQUESTED",
+                "a cancellation was already requested; the receiving node's decision will follow",
+                precondition_violations=(
+                    PreconditionViolation("TRANSFER_STATE", f"transfers/{transfer.id}", "cancel requested"),
+                ),
+            )
+        updated = replace(transfer, cancel_requested=True, reason=reason)
+        uow.transfers.update(updated)
+        self._enqueue(
+            uow, updated, transfer.to_province, MessageKind.CANCEL_REQUEST, json.dumps({"reason": reason}).encode()
+        )
+        # The request is not a decision: no log entry until the decision comes back.
+        return Logged(updated, LogReceipt(-1, b""))
+
+    def delivered(self, uow: UnitOfWork, message: OutboxMessage, receipt: bytes, peer_log_index: int) -> None:
+        now = self.clock.now()
+        uow.outbox.update(
+            replace(message, state=OutboxState.DELIVERED, delivered_at=now, receipt=receipt, last_error="")
+        )
+        transfer = uow.transfers.get(message.transfer_id)
+        if message.kind is MessageKind.OFFER and transfer is not None and transfer.delivery is DeliveryState.PENDING:
+            uow.transfers.update(replace(transfer, delivery=DeliveryState.DELIVERED, delivery_error=""))
+        digest = (
+            pkg.digest_of(split_sealed(message.payload)[0])
+            if message.kind is MessageKind.OFFER
+            else _digest(message.payload)
+        )
+        self._log(
+            uow,
+            PeerLeaf(
+                LeafKind.MESSAGE_ACKNOWLEDGED,
+                now,
+                message.transfer_id,
+                message.peer,
+                digest,
+                "",
+                int(message.kind),
+                peer_log_index,
+            ).encode(),
+        )
+
+    def retry(self, uow: UnitOfWork, message: OutboxMessage, error: str, next_at: datetime) -> None:
+        uow.outbox.update(replace(message, attempts=message.attempts + 1, next_attempt_at=next_at, last_error=error))
+
+    def failed(self, uow: UnitOfWork, message: OutboxMessage, error: str) -> None:
+        """A peer refused a message for good: record it where both schools can see it."""
+        now = self.clock.now()
+        uow.outbox.update(replace(message, state=OutboxState.FAILED, attempts=message.attempts + 1, last_error=error))
+        transfer = uow.transfers.get(message.transfer_id)
+        if transfer is None:
+            return
+        if message.kind is MessageKind.OFFER and transfer.state is TransferState.REQUESTED:
+            refused = replace(
+                transfer.decided(
+                    TransferState.REJECTED,
+                    by=f"node:{message.peer}",
+                    at=now,
+                    reason=f"refused by province {message.peer}: {error}"[:500],
+                ),
+                delivery=DeliveryState.FAILED,
+                delivery_error=error[:500],
+            )
+            uow.transfers.update(refused)
+            record = uow.records.get(transfer.lookup_code)
+            if record is not None and record.open_transfer_id == transfer.id:
+                uow.records.update(replace(record, open_transfer_id=None, updated_at=now))
+            self._emit(uow, refused, f"node:{message.peer}")
+            package = split_sealed(message.payload)[0]
+            self._log(
+                uow,
+                PeerLeaf(
+                    LeafKind.OFFER_REFUSED, now, transfer.id, message.peer, pkg.digest_of(package), error[:255]
+                ).encode(),
+            )
+        else:
+            uow.transfers.update(
+                replace(transfer, delivery_error=f"{message.kind.name.lower()} refused: {error}"[:500])
+            )
+
+    def receive_decision(self, uow: UnitOfWork, actor: Actor, transfer_id: str, payload: bytes) -> tuple[Transfer, int]:
+        """RESOLVE at the sender: apply the receiving node's decision (idempotent)."""
+        peer = self._peer_of(actor)
+        stored = uow.inbound.get(peer, transfer_id, MessageKind.RESOLVE)
+        transfer = uow.transfers.get(transfer_id)
+        if transfer is None or transfer.from_province != self.province or transfer.to_province != peer:
+            raise PermissionDenied("NOT_YOUR_TRANSFER", "this transfer was not offered to your province by this node")
+        if stored is not None:
+            if stored.digest != _digest(payload):
+                raise FailedPrecondition(
+                    "CONFLICTING_MESSAGE", "a different decision for this transfer was already received"
+                )
+            return transfer, stored.log_index
+        decision = Decision.decode(payload)
+        if transfer.state is not TransferState.REQUESTED:
+            if transfer.state is decision.state:
+                index = -1  # e.g. a repeat after our own receipt was lost before storing: keep the first
+            else:
+                raise FailedPrecondition(
+                    "CONFLICTING_MESSAGE", f"the transfer is already {transfer.state.name}, not {decision.state.name}"
+                )
+        else:
+            now = self.clock.now()
+            decided = replace(
+                transfer.decided(
+                    decision.state, by=decision.decided_by, at=decision.decided_at, reason=decision.reason
+                ),
+                cancel_requested=False,
+            )
+            uow.transfers.update(decided)
+            record = uow.records.get(transfer.lookup_code)
+            if record is not None and record.open_transfer_id == transfer.id:
+                moved = decision.state is TransferState.ACCEPTED
+                uow.records.update(replace(record, open_transfer_id=None, transferred_out=moved, updated_at=now))
+            index = self._emit(uow, decided, f"peer:{peer}").index
+            transfer = decided
+        uow.inbound.add(
+            InboundMessage(peer, transfer_id, MessageKind.RESOLVE, _digest(payload), index, self.clock.now())
+        )
+        return transfer, index
+
+    # -- receiver --------------------------------------------------------------
+
+    def check_offer(self, actor: Actor, package_bytes: bytes, seal: bytes) -> pkg.Package:
+        """Everything about an offer that needs no database: the seal, the content, the signatures."""
+        peer = self._peer_of(actor)
+        # The seal first: nothing unauthenticated is parsed.
+        pkg.verify_seal(package_bytes, seal, self.peers[peer].seal_key)
+        package = pkg.decode(package_bytes)
+        if package.from_province != peer or package.to_province != self.province:
+            raise PermissionDenied(
+                "NOT_YOUR_TRANSFER",
+                f"a package from {package.from_province} to {package.to_province} is not yours to offer here",
+            )
+        pkg.verify_signatures(package, self.trust)
+        return package
+
+    def stored_inbound(
+        self, uow: UnitOfWork, actor: Actor, transfer_id: str, kind: MessageKind, digest: bytes
+    ) -> InboundMessage | None:
+        """The earlier delivery of the same message (a repeat), or None; a different message is refused."""
+        peer = self._peer_of(actor)
+        stored = uow.inbound.get(peer, transfer_id, kind)
+        if stored is not None and stored.digest != digest:
+            raise FailedPrecondition(
+                "CONFLICTING_MESSAGE",
+                f"a different {kind.name.lower()} for transfer {transfer_id} was already received",
+            )
+        return stored
+
+    def receive_offer(
+        self, uow: UnitOfWork, actor: Actor, package: pkg.Package, package_bytes: bytes, seal: bytes
+    ) -> tuple[Transfer, int]:
+        """OFFER at the receiver, after `check_offer`: record the incoming transfer (idempotent)."""
+        peer = self._peer_of(actor)
+        digest = pkg.digest_of(package_bytes)
+        stored = self.stored_inbound(uow, actor, package.transfer_id, MessageKind.OFFER, digest)
+        if stored is not None:
+            existing = uow.transfers.get(package.transfer_id)
+            assert existing is not None
+            return existing, stored.log_index
+        if uow.transfers.get(package.transfer_id) is not None:
+            raise FailedPrecondition("CONFLICTING_MESSAGE", "a transfer with this id already exists here")
+        school = uow.schools.get(package.to_school)
+        if school is None or not school.active:
+            raise FailedPrecondition(
+                "UNKNOWN_SCHOOL" if school is None else "SCHOOL_INACTIVE",
+                f"school {package.to_school} does not receive transfers on this node",
+                precondition_violations=(
+                    PreconditionViolation("SCHOOL_ACTIVE", f"schools/{package.to_school}", "unknown or inactive"),
+                ),
+            )
+        local = uow.records.get(package.record.lookup_code)
+        if local is not None and not local.transferred_out:
+            raise FailedPrecondition(
+                "RECORD_ALREADY_HERE",
+                "this node already holds the record: it cannot arrive twice",
+                precondition_violations=(
+                    PreconditionViolation("RECORD_ELSEWHERE", f"records/{package.record.lookup_code}", "held here"),
+                ),
+            )
+        now = self.clock.now()
+        transfer = Transfer(
+            id=package.transfer_id, lookup_code=package.record.lookup_code, from_school=package.from_school,
+            from_province=peer, to_school=package.to_school, to_province=self.province,
+            scope=TransferScope.INTER_PROVINCE, state=TransferState.REQUESTED, reason="", created_at=now,
+            deadline=deadline_after(now, self.deadline_days, utc_offset=self.page_policy.utc_offset),
+            decided_at=None, initiated_by=f"peer:{peer}", decided_by=None, salt=package.salt,
+        )  # fmt: skip
+        uow.transfers.add(transfer)
+        uow.inbound.add_package(transfer.id, peer, package_bytes, seal)
+        index = self._emit(uow, transfer, f"peer:{peer}").index
+        uow.inbound.add(InboundMessage(peer, transfer.id, MessageKind.OFFER, digest, index, now))
+        return transfer, index
+
+    def refused_offer(self, uow: UnitOfWork, actor: Actor, package_bytes: bytes, reason: str) -> None:
+        """Log a package this node refused (tampered, unverifiable): it never becomes a record."""
+        # The transfer id the package claims (it may not parse: it was refused), for the log only.
+        found = _CLAIMED_ID.search(package_bytes)
+        transfer_id = found.group(1).decode("ascii") if found else "0" * 32
+        leaf = PeerLeaf(
+            LeafKind.OFFER_REFUSED,
+            self.clock.now(),
+            transfer_id,
+            actor.province,
+            pkg.digest_of(package_bytes),
+            reason[:255],
+        )
+        self._log(uow, leaf.encode())
+
+    def receive_cancel(self, uow: UnitOfWork, actor: Actor, transfer_id: str, payload: bytes) -> tuple[Transfer, int]:
+        """CANCEL_REQUEST at the receiver: cancel if still undecided, atomically with any acceptance."""
+        peer = self._peer_of(actor)
+        digest = _digest(payload)
+        transfer = uow.transfers.get(transfer_id)
+        if transfer is None or transfer.from_province != peer or transfer.to_province != self.province:
+            raise PermissionDenied("NOT_YOUR_TRANSFER", "no transfer from your province has this id here")
+        stored = self.stored_inbound(uow, actor, transfer_id, MessageKind.CANCEL_REQUEST, digest)
+        if stored is not None:
+            return transfer, stored.log_index
+        try:
+            reason = str(json.loads(payload.decode("utf-8")).get("reason", ""))[:500]
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            raise InvalidArgument("MALFORMED_CANCEL", "the cancellation request cannot be read") from None
+        index = -1
+        if transfer.state is TransferState.REQUESTED:
+            cancelled = transfer.decided(TransferState.CANCELLED, by=f"peer:{peer}", at=self.clock.now(), reason=reason)
+            index = self.decided_here(uow, cancelled, f"peer:{peer}")
+            transfer = cancelled
+        uow.inbound.add(InboundMessage(peer, transfer_id, MessageKind.CANCEL_REQUEST, digest, index, self.clock.now()))
+        return transfer, index
+
+    def decided_here(self, uow: UnitOfWork, decided: Transfer, actor: str) -> int:
+        """An incoming transfer was decided on this node: store it, and on
+        acceptance make this node the record's home; queue the decision back."""
+        uow.transfers.update(decided)
+        if decided.state is TransferState.ACCEPTED:
+            self._import(uow, decided)
+        index = self._emit(uow, decided, actor).index
+        decision = Decision(
+            decided.state, decided.reason, decided.decided_at or self.clock.now(), decided.decided_by or actor
+        )
+        self._enqueue(uow, decided, decided.from_province, MessageKind.RESOLVE, decision.encode())
+        return index
+
+    def _import(self, uow: UnitOfWork, transfer: Transfer) -> None:
+        data = uow.inbound.package(transfer.id)
+        if data is None:
+            raise RuntimeError(f"the package of transfer {transfer.id} is missing")
+        package = pkg.decode(data)
+        now = self.clock.now()
+        record = replace(package.record, custodian_school=transfer.to_school, created_at=now, updated_at=now)
+        existing = uow.records.get(record.lookup_code)
+        if existing is None:
+            uow.records.add(record)
+        else:  # the record comes back to a node that held it before
+            uow.records.update(replace(existing, custodian_school=transfer.to_school, open_transfer_id=None,
+                                       transferred_out=False, updated_at=now))  # fmt: skip
+        for p in package.pages:
+            page = replace(p.page, issuing_province=p.issuing_province)
+            uow.pages.upsert(page, p.payload, self.page_policy.lock_due(page.school_year, page.lock_track))
+            signed = {s.requirement: s for s in p.signatures}
+            tasks = []
+            for req in [*signed, *p.pending]:
+                s = signed.get(req)
+                duty = req.duty(page.school_year, page.class_name)
+                if s is None:
+                    tasks.append(SigningTask(page.id, req, duty, None))
+                    continue
+                cert = pkg.certificate_of(s)
+                uow.inbound.import_certificate(cert)
+                tasks.append(SigningTask(page.id, req, duty, None, s.teacher_id, s.signature, cert.sha256, s.signed_at))
+            uow.tasks.replace_all(page.id, page.issuing_school, tasks)
+
+
+class OutboxWake:
+    """Published after a commit that queued an outbox message: wakes the dispatcher."""
+
+
+__all__ = ["Decision", "Federation", "OutboxWake", "PeerKeys", "split_sealed"]

@@ -1,0 +1,449 @@
+"""This node's side of the node-to-node protocol: links to the peers, the
+PeerService other nodes call, sealed receipts, and the outbox dispatcher.
+
+The dispatcher delivers what the outbox holds, oldest first and one message at
+a time per transfer, several transfers in parallel. Each attempt is one call
+with a deadline; the schedule (attempts, next attempt, last error) is written
+back to the database, so a restarted node resumes where it stopped. Transient
+failures are retried with tenacity's exponential backoff with jitter; a
+permanent refusal is recorded (and, for an offer, ends the transfer where both
+schools see it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import hashlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import grpc
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
+from tenacity import wait_exponential_jitter
+
+from storage.store import Store
+from transfer.domain.errors import PermissionDenied
+from transfer.domain.federation import Federation, OutboxWake, PeerKeys, split_sealed
+from transfer.domain.model import Actor, MessageKind, OutboxMessage
+from transfer.domain.package import PackageError, digest_of
+from transfer.domain.ports import Clock, UnitOfWork
+from transfer.ledger.note import (
+    Ed25519Signer,
+    NoteError,
+    Verifier,
+    open_note,
+    parse_checkpoint,
+    parse_skey,
+    parse_vkey,
+)
+from transfer.server import convert, faults
+from transfer.server.auth import Authenticator
+from transfer.server.config import Config, PeerConfig
+from transfer.server.servicers import _Base, _guard
+from transfer.v1 import peers_pb2, peers_pb2_grpc
+
+log = logging.getLogger("transfer.peers")
+
+RECEIPT_CONTEXT = b"hocba:receipt:v1\n"
+ATTEMPT_DEADLINE = 10.0  # seconds per delivery attempt
+PARALLEL = 32  # messages in flight at once
+# Codes after which the same message can never succeed: recorded, not retried.
+PERMANENT = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.ALREADY_EXISTS,
+        grpc.StatusCode.UNAUTHENTICATED,
+        grpc.StatusCode.OUT_OF_RANGE,
+        grpc.StatusCode.UNIMPLEMENTED,
+    }
+)
+BACKOFF = wait_exponential_jitter(multiplier=0.2, max=60.0, jitter=0.5)
+
+
+def _reason_of(err: grpc.aio.AioRpcError) -> str:
+    """The ErrorInfo reason a peer gave with its refusal, if any."""
+    for key, value in err.trailing_metadata() or ():
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except DecodeError:
+            return ""
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                return str(info.reason)
+    return ""
+
+
+def receipt_message(body: bytes) -> bytes:
+    return RECEIPT_CONTEXT + hashlib.sha256(body).digest()
+
+
+@dataclass(frozen=True)
+class Peer:
+    config: PeerConfig
+    ca: x509.Certificate
+    seal_key: ed25519.Ed25519PublicKey
+    log_key: Verifier
+
+
+def load_peers(config: Config) -> dict[str, Peer]:
+    """Each configured peer's CA and seal key, read once at start-up."""
+    peers = {}
+    for p in config.peers:
+        try:
+            vkey = parse_vkey(p.seal_vkey_file.read_text(encoding="utf-8").strip())
+        except NoteError as exc:
+            raise OSError(f"{p.seal_vkey_file}: not a verifier key: {exc}") from None
+        key = ed25519.Ed25519PublicKey.from_public_bytes(getattr(vkey, "public_key", b""))
+        try:
+            log_key = parse_vkey(p.log_vkey_file.read_text(encoding="utf-8").strip())
+        except NoteError as exc:
+            raise OSError(f"{p.log_vkey_file}: not a verifier key: {exc}") from None
+        peers[p.province] = Peer(p, x509.load_pem_x509_certificate(p.ca_file.read_bytes()), key, log_key)
+    return peers
+
+
+def load_seal_key(config: Config) -> ed25519.Ed25519PrivateKey | None:
+    if config.seal_key_file is None:
+        return None
+    try:
+        signer = parse_skey(config.seal_key_file.read_text(encoding="utf-8").strip())
+    except NoteError as exc:
+        raise OSError(f"{config.seal_key_file}: not a signed-note private key: {exc}") from None
+    assert isinstance(signer, Ed25519Signer)
+    return signer._key
+
+
+def peer_keys(peers: Mapping[str, Peer]) -> dict[str, PeerKeys]:
+    return {p: PeerKeys(p, peer.seal_key) for p, peer in peers.items()}
+
+
+class PeerLinks:
+    """gRPC channels to the peers, presenting this node's certificate."""
+
+    def __init__(self, config: Config, peers: Mapping[str, Peer]) -> None:
+        self.config = config
+        self.peers = peers
+        self._stubs: dict[str, peers_pb2_grpc.PeerServiceStub] = {}
+        self._channels: list[grpc.aio.Channel] = []
+
+    def stub(self, province: str) -> peers_pb2_grpc.PeerServiceStub:
+        if province not in self._stubs:
+            peer = self.peers[province]
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=peer.config.ca_file.read_bytes(),
+                private_key=self.config.key_file.read_bytes(),
+                certificate_chain=self.config.cert_file.read_bytes(),
+            )
+            options: list[tuple[str, Any]] = (
+                [("grpc.ssl_target_name_override", peer.config.server_name)] if peer.config.server_name else []
+            )
+            # Reconnect soon after a peer comes back: the dispatcher has its own backoff.
+            options += [
+                ("grpc.initial_reconnect_backoff_ms", 500),
+                ("grpc.min_reconnect_backoff_ms", 500),
+                ("grpc.max_reconnect_backoff_ms", 5000),
+            ]
+            channel = grpc.aio.secure_channel(peer.config.address, creds, options=options)
+            self._channels.append(channel)
+            self._stubs[province] = peers_pb2_grpc.PeerServiceStub(channel)
+        return self._stubs[province]
+
+    async def close(self) -> None:
+        for channel in self._channels:
+            await channel.close()
+
+
+class Sealer:
+    """Builds this node's sealed receipts for the messages peers deliver to it."""
+
+    def __init__(self, province: str, key: ed25519.Ed25519PrivateKey | None) -> None:
+        self.province = province
+        self.key = key
+
+    def receipt(self, transfer_id: str, kind: MessageKind, digest: bytes, index: int, checkpoint: str,
+                state: int, at: datetime) -> bytes:  # fmt: skip
+        assert self.key is not None
+        body = peers_pb2.PeerReceiptBody(
+            transfer_id=transfer_id,
+            kind=int(kind),  # type: ignore[arg-type]
+            message_sha256=digest,
+            receiver_province=self.province,
+            log_index=max(index, 0),
+            logged=index >= 0,
+            checkpoint=checkpoint,
+            state=state,  # type: ignore[arg-type]
+            receive_time=convert.timestamp(at),
+        ).SerializeToString(deterministic=True)
+        return peers_pb2.PeerReceipt(body=body, seal=self.key.sign(receipt_message(body))).SerializeToString()
+
+
+class PeerServicer(_Base, peers_pb2_grpc.PeerServiceServicer):
+    """What other nodes call. Thin: verification and rules live in the domain."""
+
+    peer_service = True
+
+    def __init__(self, store: Store, auth: Authenticator, clock: Clock, federation: Federation, sealer: Sealer,
+                 checkpoint: Any) -> None:  # fmt: skip
+        super().__init__(store, auth, clock)
+        self.federation = federation
+        self.sealer = sealer
+        self.checkpoint = checkpoint  # async (index) -> signed checkpoint covering it
+
+    async def _answer(self, actor: Actor, transfer_id: str, kind: MessageKind, digest: bytes, write: Any) -> bytes:
+        """The stored receipt of this message, or process it, seal and store a receipt."""
+        stored = await self.store.read(
+            lambda uow: self.federation.stored_inbound(uow, actor, transfer_id, kind, digest)
+        )
+        if stored is not None and stored.receipt is not None:
+            faults.maybe_drop_ack()
+            return stored.receipt
+        transfer, index = await self.store.write(write)
+        checkpoint = await self.checkpoint(index)
+        receipt = self.sealer.receipt(
+            transfer_id, kind, digest, index, checkpoint, int(transfer.state), self.clock.now()
+        )
+
+        def keep(uow: UnitOfWork) -> None:
+            uow.inbound.set_receipt(actor.province, transfer_id, kind, receipt)
+
+        await self.store.write(keep)
+        faults.maybe_drop_ack()
+        return receipt
+
+    @_guard
+    async def OfferTransfer(self, request: peers_pb2.OfferTransferRequest, actor: Actor) -> Any:
+        faults.maybe_refuse_offer()
+        package_bytes, seal = request.package, request.seal
+        try:
+            package = self.federation.check_offer(actor, package_bytes, seal)
+        except PackageError as exc:
+            log.warning("package refused", extra={"peer": actor.province, "reason": exc.reason})
+            reason = exc.reason
+            await self.store.write(lambda uow: self.federation.refused_offer(uow, actor, package_bytes, reason))
+            raise
+
+        receipt = await self._answer(
+            actor, package.transfer_id, MessageKind.OFFER, digest_of(package_bytes),
+            lambda uow: self.federation.receive_offer(uow, actor, package, package_bytes, seal),
+        )  # fmt: skip
+        return peers_pb2.OfferTransferResponse(receipt=peers_pb2.PeerReceipt.FromString(receipt))
+
+    @_guard
+    async def RequestCancellation(self, request: peers_pb2.RequestCancellationRequest, actor: Actor) -> Any:
+        receipt = await self._answer(
+            actor, request.transfer_id, MessageKind.CANCEL_REQUEST, hashlib.sha256(request.request).digest(),
+            lambda uow: self.federation.receive_cancel(uow, actor, request.transfer_id, request.request),
+        )  # fmt: skip
+        return peers_pb2.RequestCancellationResponse(receipt=peers_pb2.PeerReceipt.FromString(receipt))
+
+    @_guard
+    async def ResolveTransfer(self, request: peers_pb2.ResolveTransferRequest, actor: Actor) -> Any:
+        receipt = await self._answer(
+            actor, request.transfer_id, MessageKind.RESOLVE, hashlib.sha256(request.decision).digest(),
+            lambda uow: self.federation.receive_decision(uow, actor, request.transfer_id, request.decision),
+        )  # fmt: skip
+        return peers_pb2.ResolveTransferResponse(receipt=peers_pb2.PeerReceipt.FromString(receipt))
+
+
+class DeliveryServicer(_Base, peers_pb2_grpc.DeliveryServiceServicer):
+    @_guard
+    async def ListDeliveries(self, request: peers_pb2.ListDeliveriesRequest, actor: Actor) -> Any:
+        if not actor.is_province_admin:
+            raise PermissionDenied("PROVINCE_ADMIN_ONLY", "only a province admin sees the node's deliveries")
+        stats = await self.store.read(lambda uow: uow.outbox.stats())
+        now = self.clock.now()
+        return peers_pb2.ListDeliveriesResponse(
+            peers=[
+                peers_pb2.PeerDeliveries(
+                    peer_province=s.peer,
+                    pending=s.pending,
+                    failed=s.failed,
+                    delivered=s.delivered,
+                    oldest_pending_seconds=int((now - s.oldest_pending_at).total_seconds())
+                    if s.oldest_pending_at
+                    else 0,
+                    max_attempts=s.max_attempts,
+                    last_error=s.last_error,
+                )
+                for s in stats
+            ]
+        )
+
+
+class Dispatcher:
+    """Delivers the outbox to the peers until stopped."""
+
+    def __init__(
+        self, store: Store, federation: Federation, links: PeerLinks, peers: Mapping[str, Peer], clock: Clock
+    ) -> None:
+        self.store = store
+        self.federation = federation
+        self.links = links
+        self.peers = peers
+        self.clock = clock
+        self.wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._in_flight: set[int] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def notify(self, items: list[object]) -> None:
+        if any(isinstance(i, OutboxWake) for i in items):
+            self.wake.set()
+
+    async def _run(self) -> None:
+        sem = asyncio.Semaphore(PARALLEL)
+        tasks: set[asyncio.Task[None]] = set()
+        while True:
+            try:
+                due = await self.store.read(lambda uow: uow.outbox.due(self.clock.now(), PARALLEL * 2))
+                for message in due:
+                    if message.id in self._in_flight:
+                        continue
+                    self._in_flight.add(message.id)
+                    await sem.acquire()
+                    task = asyncio.create_task(self._deliver(message, sem))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+                if due:
+                    await asyncio.sleep(0)  # let deliveries start before looking again
+                    if len(self._in_flight) >= len(due):
+                        await self._sleep(0.05)
+                    continue
+                nxt = await self.store.read(lambda uow: uow.outbox.next_attempt())
+                delay = 5.0 if nxt is None else max(0.0, min(5.0, (nxt - self.clock.now()).total_seconds()))
+                await self._sleep(delay)
+            except asyncio.CancelledError:
+                for t in tasks:
+                    t.cancel()
+                raise
+            except Exception:
+                log.exception("dispatcher loop failed; retrying")
+                await asyncio.sleep(1.0)
+
+    async def _sleep(self, seconds: float) -> None:
+        self.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wake.wait(), timeout=seconds)
+
+    async def _deliver(self, message: OutboxMessage, sem: asyncio.Semaphore) -> None:
+        try:
+            await self._attempt(message)
+        except Exception:
+            log.exception("delivery attempt crashed", extra={"message_id": message.id})
+        finally:
+            self._in_flight.discard(message.id)
+            sem.release()
+
+    async def _attempt(self, message: OutboxMessage) -> None:
+        stub = self.links.stub(message.peer)
+        try:
+            if message.kind is MessageKind.OFFER:
+                package, seal = split_sealed(message.payload)
+                package = faults.maybe_tamper(package)
+                response: Any = await stub.OfferTransfer(
+                    peers_pb2.OfferTransferRequest(package=package, seal=seal), timeout=ATTEMPT_DEADLINE
+                )
+            elif message.kind is MessageKind.CANCEL_REQUEST:
+                response = await stub.RequestCancellation(
+                    peers_pb2.RequestCancellationRequest(transfer_id=message.transfer_id, request=message.payload),
+                    timeout=ATTEMPT_DEADLINE,
+                )
+            else:
+                response = await stub.ResolveTransfer(
+                    peers_pb2.ResolveTransferRequest(transfer_id=message.transfer_id, decision=message.payload),
+                    timeout=ATTEMPT_DEADLINE,
+                )
+        except grpc.aio.AioRpcError as err:
+            reason = _reason_of(err)
+            await self._failed_attempt(
+                message, err.code(), f"{reason}: {err.details() or ''}" if reason else err.details() or ""
+            )
+            return
+        try:
+            body = self._check_receipt(message, response.receipt)
+        except ValueError as exc:  # a receipt we cannot trust: the peer must answer again
+            await self._failed_attempt(message, grpc.StatusCode.UNKNOWN, f"bad receipt: {exc}")
+            return
+        receipt = response.receipt.SerializeToString()
+        await self.store.write(
+            functools.partial(
+                self.federation.delivered, message=message, receipt=receipt, peer_log_index=body.log_index
+            )
+        )
+        log.info(
+            "delivered", extra={"peer": message.peer, "kind": message.kind.name, "transfer_id": message.transfer_id}
+        )
+
+    def _check_receipt(self, message: OutboxMessage, receipt: peers_pb2.PeerReceipt) -> peers_pb2.PeerReceiptBody:
+        try:
+            self.peers[message.peer].seal_key.verify(receipt.seal, receipt_message(receipt.body))
+        except InvalidSignature:
+            raise ValueError("the seal does not verify with the peer's key") from None
+        try:
+            body = peers_pb2.PeerReceiptBody.FromString(receipt.body)
+        except DecodeError:
+            raise ValueError("unreadable body") from None
+        if (
+            body.transfer_id != message.transfer_id
+            or body.kind != int(message.kind)
+            or body.receiver_province != message.peer
+        ):
+            raise ValueError("it acknowledges another message")
+        if body.logged or body.checkpoint:
+            # The receipt's checkpoint must be the peer's log, signed, and hold the entry it names.
+            try:
+                note, _ = open_note(body.checkpoint, [self.peers[message.peer].log_key])
+                checkpoint = parse_checkpoint(note.text)
+            except NoteError as exc:
+                raise ValueError(f"its checkpoint does not verify with the peer's log key: {exc}") from None
+            if body.logged and body.log_index >= checkpoint.size:
+                raise ValueError(f"its checkpoint (size {checkpoint.size}) does not cover entry {body.log_index}")
+        return body
+
+    async def _failed_attempt(self, message: OutboxMessage, code: grpc.StatusCode, details: str) -> None:
+        error = f"{code.name}: {details}"[:500]
+        if code in PERMANENT:
+            log.warning(
+                "delivery refused for good", extra={"peer": message.peer, "kind": message.kind.name, "code": code.name}
+            )
+            await self.store.write(functools.partial(self.federation.failed, message=message, error=error))
+            return
+        wait = BACKOFF(SimpleNamespace(attempt_number=message.attempts + 1))  # type: ignore[arg-type]
+        next_at = self.clock.now() + timedelta(seconds=wait)
+        log.info("delivery will be retried", extra={"peer": message.peer, "code": code.name, "in_s": round(wait, 2)})
+        await self.store.write(functools.partial(self.federation.retry, message=message, error=error, next_at=next_at))
+
+
+__all__ = [
+    "DeliveryServicer",
+    "Dispatcher",
+    "PeerLinks",
+    "PeerServicer",
+    "Sealer",
+    "load_peers",
+    "load_seal_key",
+    "peer_keys",
+]
