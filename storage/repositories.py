@@ -885,6 +885,11 @@ class SqlOutbox:
         )
         return [_outbox(r) for r in self.db.conn.execute(q)]
 
+    def pending_of(self, transfer_id: str) -> list[OutboxMessage]:
+        o = outbox
+        q = select(*o.c).where(o.c.transfer_id == transfer_id, o.c.state == int(OutboxState.PENDING)).order_by(o.c.id)
+        return [_outbox(r) for r in self.db.conn.execute(q)]
+
     def next_attempt(self) -> datetime | None:
         row = self.db.one("outbox_next", {})
         return None if row is None or row[0] is None else from_us(row[0])

@@ -7,11 +7,12 @@ verify (`transfer-verify-log` on each database)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import threading
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +28,20 @@ from tests.federation import (
     issue_from_ca,
     make_node,
     node_uris,
+    peer_block,
     peer_channel,
     peer_stub,
     wait_for,
 )
 from tests.staffing import HOMEROOM, MATH, PRINCIPAL, add_page, duty, hire, new_record, sign
-from tests.support import create_pg_database, drop_pg_database
+from tests.support import (
+    FakeClock,
+    create_pg_database,
+    drop_pg_database,
+    load_config,
+    running_node,
+    write_config,
+)
 from transfer.client import NO_RETRY, ClientTls, TransferClient, TransferError
 from transfer.client.signing import sign_digest
 from transfer.devpki import SigningCA, make_dev_pki
@@ -572,3 +581,65 @@ def test_peer_certificate_naming_another_identity(
     assert "province 79" in err.value.details()
     channel.close()
     pair.a.verify_log()
+
+
+def test_cancellation_queued_behind_a_refused_offer(start_pair: StartPair) -> None:
+    """The sender asks to cancel while its offer is still undelivered; the offer is then
+    refused for good: the transfer ends refused and the cancellation is never sent."""
+    pair = start_pair(start_b=False, env_b={"TRANSFER_FAULTS": "refuse_offers"})
+    code, _ = prepared_record(pair.a)
+    t = offer(pair, code)
+    asked = pair.a.client("school-S1").cancel_transfer(t.id)
+    assert asked.transfer.cancel_requested
+    pair.b.proc.start()
+    final = settled(pair, t.id, REJECTED)
+    assert final.delivery_state == FAILED
+    (peer,) = pair.a.admin.list_deliveries()
+    assert (peer.pending, peer.failed, peer.delivered) == (0, 2, 0)
+    assert pair.b.rows("transfers") == []
+    pair.assert_consistent(code)
+
+
+def test_expiry_decided_by_the_receiving_node(tmp_path: Path, pki: Path, pki79: Path, signing_bundle: Path) -> None:
+    """Nobody decides: the receiving node's deadline passes, its sweeper expires the
+    transfer and sends EXPIRED back; the sender unfreezes the record. (In-process
+    nodes with fake clocks; the sender never expires what the receiver decides.)"""
+    clock = FakeClock()
+    ports = {"01": free_port(), "79": free_port()}
+    nodes = {}
+    with contextlib.ExitStack() as stack:
+        for province, own, other, peer in (("01", pki, pki79, "79"), ("79", pki79, pki, "01")):
+            (tmp_path / province).mkdir()
+            path = write_config(
+                tmp_path / province / "node.toml",
+                pki=own,
+                database_url=f"sqlite:///{tmp_path / province / 'node.db'}",
+                province=province,
+                listen=f"127.0.0.1:{ports[province]}",
+                extra=f'\n[seal]\nkey_file = "{own / "seal.key"}"\n' + peer_block(other, peer, ports[peer]),
+                signing_ca=signing_bundle,
+            )
+            nodes[province] = stack.enter_context(running_node(load_config(path), own, clock, path))
+        a, b = nodes["01"], nodes["79"]
+        a.client("province-admin").register_school("S1", "Trường Số 1")
+        b.client("province-admin").register_school("D1", "Trường Quận 1")
+        s1 = a.client("school-S1")
+        code = new_record(s1)
+        t = s1.initiate_transfer(code, "D1", "79").transfer
+        d1 = b.client("school-D1")
+        incoming = wait_for("the offer", lambda: next(iter(d1.iter_transfers(INCOMING)), None))
+        assert incoming.id == t.id
+        assert a.run(a.node.sweep_once) == 0  # the sender's sweeper leaves it to the receiver
+
+        clock.advance(timedelta(days=14))
+        assert b.run(b.node.sweep_once) == 1
+        assert d1.get_transfer(t.id).state == transfers_pb2.TRANSFER_STATE_EXPIRED
+        with pytest.raises(TransferError) as err:
+            d1.accept_transfer(t.id)
+        assert err.value.reason in ("TRANSFER_NOT_OPEN", "TRANSFER_EXPIRED")
+        final = wait_for(
+            "EXPIRED to reach 01",
+            lambda: (x := s1.get_transfer(t.id)).state == transfers_pb2.TRANSFER_STATE_EXPIRED and x,
+        )
+        assert final.decide_time.seconds > 0
+        assert s1.get_record(code).status == records_pb2.RECORD_STATUS_ACTIVE

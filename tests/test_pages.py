@@ -258,3 +258,17 @@ def test_pages_lock_themselves_at_the_lock_date(school: School, node: RunningNod
     node.clock.advance(timedelta(days=46))  # 16 August
     node.run(node.node.sweep_once)
     assert school.system.get_page(late.id).state == pages_pb2.PAGE_STATE_LOCKED
+
+
+def test_largest_page_travels_through_the_api(school: School, database_url: str) -> None:
+    """A page of exactly the largest payload (4 MiB) is taken and read back whole: the
+    transport's message limit is above it. One byte more is refused by the rules, not the transport."""
+    from transfer.domain.validation import MAX_PAYLOAD
+
+    code = new_record(school.system)
+    big = bytes(range(256)) * (MAX_PAYLOAD // 256)
+    page = add_page(school.system, code, payload=big)
+    assert page.payload_size == MAX_PAYLOAD
+    assert school.system.get_page(page.id, include_payload=True).payload == big
+    with refused("INVALID_ARGUMENT", "TOO_LONG", database_url=database_url):
+        school.system.replace_page(page.id, big + b"x")

@@ -47,6 +47,8 @@ from transfer.v1.schools_pb2 import School
 from transfer.v1.transfers_pb2 import Transfer, WatchTransfersResponse
 
 T = TypeVar("T")
+# The node's message limit (a 4 MiB page with its envelope fits).
+MAX_MESSAGE = 64 * 1024 * 1024
 log = logging.getLogger("transfer.client")
 
 
@@ -120,7 +122,10 @@ class TransferClient:
         server_name: str | None = None,
         interceptors: Sequence[grpc.UnaryUnaryClientInterceptor] = (),
     ) -> None:
-        options: list[tuple[str, Any]] = []
+        options: list[tuple[str, Any]] = [
+            ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ("grpc.max_send_message_length", MAX_MESSAGE),
+        ]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
         self.address = address

@@ -51,6 +51,7 @@ from transfer.domain.model import (
 from transfer.domain.pages import PagePolicy
 from transfer.domain.ports import Clock, UnitOfWork
 from transfer.domain.signatures import CertificateInfo, SigningTrust
+from transfer.domain.validation import MAX_PACKAGE
 from transfer.domain.workdays import deadline_after
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -212,6 +213,14 @@ class Federation:
         package = pkg.Package(
             transfer.id, self.province, record.custodian_school, to_province, to_school, now, record, tuple(pages), salt
         ).encode()
+        if len(package) > MAX_PACKAGE:
+            raise FailedPrecondition(
+                "PACKAGE_TOO_LARGE",
+                f"the record's pages make a {len(package)}-byte package; at most {MAX_PACKAGE} can travel",
+                precondition_violations=(
+                    PreconditionViolation("PACKAGE_SIZE", f"records/{record.lookup_code}", f"{len(package)} bytes"),
+                ),
+            )
         seal = self.seal_key.sign(pkg.seal_message(package))
         uow.transfers.add(transfer)
         uow.records.update(replace(record, open_transfer_id=transfer.id, updated_at=now))
@@ -296,6 +305,12 @@ class Federation:
             if record is not None and record.open_transfer_id == transfer.id:
                 uow.records.update(replace(record, open_transfer_id=None, updated_at=now))
             self._emit(uow, refused, f"node:{message.peer}")
+            # A cancellation requested meanwhile has nothing left to cancel: it is not sent.
+            for later in uow.outbox.pending_of(transfer.id):
+                if later.id != message.id:
+                    uow.outbox.update(
+                        replace(later, state=OutboxState.FAILED, last_error="not sent: the offer was refused")
+                    )
             package = split_sealed(message.payload)[0]
             self._log(
                 uow,

@@ -103,6 +103,11 @@ STAFF_CODE = SCHOOL_CODE
 ID = LOOKUP_CODE
 MEDIA_TYPE = re.compile(r"[a-z0-9.+-]+/[a-z0-9.+-]+")
 MAX_PAYLOAD = 4 * 1024 * 1024
+# Largest message the node and its clients exchange: a page with its payload
+# fits with room to spare, and so does a transfer package (the whole record,
+# payloads in base64) up to MAX_PACKAGE.
+MAX_PACKAGE = 48 * 1024 * 1024
+MAX_MESSAGE = 64 * 1024 * 1024
 
 
 def school_year(v: Violations, value: str, field: str = "school_year") -> None:

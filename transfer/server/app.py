@@ -29,6 +29,7 @@ from transfer.domain.ports import Clock, IdSource, RandomIds, SystemClock, UnitO
 from transfer.domain.services import Directory, Records, TransferPolicy, Transfers
 from transfer.domain.signatures import SigningTrust
 from transfer.domain.staff import Staff
+from transfer.domain.validation import MAX_MESSAGE
 from transfer.ledger.note import Ed25519Signer, NoteError, parse_skey
 from transfer.server import faults
 from transfer.server.auth import Authenticator
@@ -171,7 +172,13 @@ class Node:
             self.links = PeerLinks(cfg, self.peers)
             self.dispatcher = Dispatcher(store, self.federation, self.links, self.peers, self.clock)
 
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        server = grpc.aio.server(
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", MAX_MESSAGE),
+                ("grpc.max_send_message_length", MAX_MESSAGE),
+            ]
+        )
         schools_pb2_grpc.add_SchoolDirectoryServiceServicer_to_server(
             SchoolDirectoryServicer(store, auth, self.clock, Directory(cfg.province, self.clock)), server
         )

@@ -37,6 +37,7 @@ from transfer.domain.federation import Federation, OutboxWake, PeerKeys, split_s
 from transfer.domain.model import Actor, MessageKind, OutboxMessage
 from transfer.domain.package import PackageError, digest_of
 from transfer.domain.ports import Clock, UnitOfWork
+from transfer.domain.validation import MAX_MESSAGE
 from transfer.ledger.note import (
     Ed25519Signer,
     NoteError,
@@ -155,6 +156,8 @@ class PeerLinks:
             )
             # Reconnect soon after a peer comes back: the dispatcher has its own backoff.
             options += [
+                ("grpc.max_receive_message_length", MAX_MESSAGE),
+                ("grpc.max_send_message_length", MAX_MESSAGE),
                 ("grpc.initial_reconnect_backoff_ms", 500),
                 ("grpc.min_reconnect_backoff_ms", 500),
                 ("grpc.max_reconnect_backoff_ms", 5000),
