@@ -427,6 +427,9 @@ class SqlLog:
     def size(self) -> int:
         return self._committed_size() + len(self.staged)
 
+    def committed_size(self) -> int:
+        return self._committed_size()
+
     def leaves(self, start: int, end: int) -> list[bytes]:
         q = (
             select(log_leaves.c.data)

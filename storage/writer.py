@@ -159,7 +159,10 @@ class Writer:
                 outcomes.append((False, exc))
             except Exception as exc:
                 raise _Undo(exc) from exc
-        committed = uow.flush()
+        try:
+            committed = uow.flush()
+        except Exception as exc:  # e.g. a constraint two commands of the batch break together
+            raise _Undo(exc) from exc
         return outcomes, uow.published, committed
 
 

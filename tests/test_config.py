@@ -63,6 +63,10 @@ def test_environment_overrides(tmp_path: Path) -> None:
         (MINIMAL + "[transfers]\nholidays = ['2026-13-01']\n", {}, "not a YYYY-MM-DD"),
         (MINIMAL + "[transfers]\ndeadline_working_days = '5'\n", {}, "expected int"),
         ("[node\n", {}, "node.toml"),
+        (MINIMAL + "[transfers]\nutc_offset = '+15:00'\n", {}, "between -12:00 and \\+14:00"),
+        (MINIMAL + "[transfers]\nutc_offset = '+07:75'\n", {}, "like \\+07:00"),
+        (MINIMAL + "[idempotency]\nretention_days = 0\n", {}, "retention_days: between 1"),
+        (MINIMAL, {"TRANSFER_DATABASE_URI": "postgresql://x"}, "TRANSFER_DATABASE_URI: unknown key database.uri"),
     ],
 )
 def test_bad_configuration_is_explained(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:

@@ -41,6 +41,20 @@ def test_repeat_replays_the_first_answer_even_after_changes(s1: TransferClient, 
     assert accepted.receipt.index == first.receipt.index + 1
 
 
+def test_every_spelling_of_a_request_id_is_the_same_request(s1: TransferClient, database_url: str) -> None:
+    """A UUID in upper case, in braces or as a URN is the same request id: one transfer, the first answer."""
+    code = new_lookup_code()
+    s1.register_record(code, new_national_id(), PRIMARY)
+    rid = uuid.uuid4()
+    first = s1.initiate_transfer(code, "S2", request_id=str(rid))
+    before = db_snapshot(database_url)
+    for spelling in (str(rid).upper(), "{" + str(rid) + "}", rid.urn, rid.hex):
+        assert s1.initiate_transfer(code, "S2", request_id=spelling) == first
+    assert db_snapshot(database_url) == before
+    with refused("INVALID_ARGUMENT", "INVALID_REQUEST_ID", database_url=database_url):
+        s1.initiate_transfer(code, "S2", request_id="urn:uuid:" + str(rid) + "0" * 100)
+
+
 def test_same_request_id_other_content_refused(s1: TransferClient, database_url: str) -> None:
     """The same request_id with a different request (or another method) is INVALID_ARGUMENT REQUEST_ID_REUSED."""
     a, b = new_lookup_code(), new_lookup_code()

@@ -4,6 +4,7 @@ the database's refusal to rewrite it, and tampering behind the service's back.""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -113,6 +114,48 @@ def test_log_service_refusals(node: RunningNode, s1: TransferClient, s2: Transfe
         list(s1.iter_entries(2, 1))
     with refused("NOT_FOUND", "NO_CHECKPOINT"):
         s1.get_checkpoint(1)
+    with refused("OUT_OF_RANGE", "BEYOND_LOG"):
+        s1.get_checkpoint(2**64 - 1)
+    with refused("OUT_OF_RANGE", "BEYOND_LOG"):
+        s1.inclusion_proof(0, 2**64 - 1)
+
+
+def test_paging_entries_up_to_the_current_size_while_the_log_grows(
+    node: RunningNode, s1: TransferClient, s2: TransferClient
+) -> None:
+    """With end 0, the first page fixes the range: the next pages continue it though the
+    log grew in between; forged or foreign tokens are refused, not run."""
+    import base64
+    import json
+
+    from transfer.v1 import log_pb2
+
+    flow(s1, s2, 3)  # 6 entries
+    first = s1.log.ListEntries(log_pb2.ListEntriesRequest(page_size=4), timeout=5)
+    assert [e.index for e in first.entries] == [0, 1, 2, 3] and first.next_page_token
+    flow(s1, s2, 1)  # 8 entries now
+    rest = s1.log.ListEntries(log_pb2.ListEntriesRequest(page_token=first.next_page_token), timeout=5)
+    assert [e.index for e in rest.entries] == [4, 5] and not rest.next_page_token
+    assert [e.index for e in s1.iter_entries(page_size=3)] == list(range(8))
+    raw = json.loads(base64.urlsafe_b64decode(first.next_page_token + "=" * (-len(first.next_page_token) % 4)))
+    for key in (2**70, "99999999999999999999999:5", "-5:6", "x:y", "3:6:7", "7:6"):
+        forged = base64.urlsafe_b64encode(json.dumps({"k": key, "f": raw["f"]}).encode()).decode().rstrip("=")
+        with refused("INVALID_ARGUMENT", "INVALID_PAGE_TOKEN"):
+            _entries(s1, log_pb2.ListEntriesRequest(page_token=forged))
+    with refused("INVALID_ARGUMENT", "INVALID_PAGE_TOKEN"):  # the token of another range
+        _entries(s1, log_pb2.ListEntriesRequest(start=1, page_token=first.next_page_token))
+
+
+def _entries(client: TransferClient, request: Any) -> Any:
+    """A raw ListEntries call, its failure as the client library reports it."""
+    import grpc
+
+    from transfer.client.errors import from_rpc_error
+
+    try:
+        return client.log.ListEntries(request, timeout=5)
+    except grpc.RpcError as err:
+        raise from_rpc_error(err) from None
 
 
 def _engine(url: str):  # type: ignore[no-untyped-def]

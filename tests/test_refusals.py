@@ -3,6 +3,7 @@ details, and that it leaves the database exactly as it was."""
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 
 import grpc
@@ -127,6 +128,9 @@ def test_duplicate_records_refused(s1: TransferClient, s2: TransferClient, datab
         ("S7", "   ", "REQUIRED"),
         ("S7", "x" * 201, "TOO_LONG"),
         ("S7", "tab\there", "INVALID_TEXT"),
+        ("S7", "Trường \u202eA", "INVALID_TEXT"),  # a bidi override reorders what others see
+        ("S7", "Trường\u200bA", "INVALID_TEXT"),  # zero-width space
+        ("S7", "Trường\u2028A", "INVALID_TEXT"),  # line separator
     ],
 )
 def test_school_fields_validated(admin: TransferClient, database_url: str, code: str, name: str, reason: str) -> None:
@@ -271,6 +275,10 @@ def test_listing_arguments_validated(s1: TransferClient, s2: TransferClient) -> 
         s2.list_transfers(transfers_pb2.TRANSFER_DIRECTION_INCOMING, states=[9])
     with refused("INVALID_ARGUMENT", "INVALID_CURSOR"):
         next(s2.watch_transfers(cursor="%%%", resume=False))
+    for body in (b"ev1:" + b"9" * 30, b"ev1:-1", b"ev1: 7", b"ev1:1_0", "ev1:١٢".encode()):
+        forged = base64.urlsafe_b64encode(body).decode().rstrip("=")
+        with refused("INVALID_ARGUMENT", "INVALID_CURSOR"):
+            next(s2.watch_transfers(cursor=forged, resume=False))
     with refused("INVALID_ARGUMENT", "INVALID_TRANSFER_ID"):
         s2.get_transfer("123")
     page = s2.list_transfers(transfers_pb2.TRANSFER_DIRECTION_INCOMING, page_size=10_000)

@@ -14,7 +14,10 @@ server's interceptor reads them.
 
 from __future__ import annotations
 
+import hashlib
+
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509.oid import NameOID
 
 from transfer.domain.errors import PermissionDenied
@@ -50,6 +53,13 @@ def common_name(cert: x509.Certificate) -> str:
     return str(attrs[0].value) if attrs else ""
 
 
+def key_id(cert: x509.Certificate) -> str:
+    """An opaque, stable id of the certificate's key: how admins, auditors and
+    peer nodes are named in idempotency keys and log entries (never a person's name)."""
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return "k" + hashlib.sha256(spki).hexdigest()[:16]
+
+
 def actor_from_certificate(cert: x509.Certificate, node_province: str) -> Actor:
     """The actor a (chain-verified) client certificate names, for this node.
 
@@ -74,7 +84,7 @@ def actor_from_certificate(cert: x509.Certificate, node_province: str) -> Actor:
     if len(provinces) > 1 or (provinces and not is_province(provinces[0])):
         raise PermissionDenied("BAD_PROVINCE", "the client certificate must name at most one valid province")
     province = provinces[0] if provinces else node_province
-    cn = common_name(cert)
+    cn = key_id(cert)
     if role in (Role.SCHOOL, Role.SCHOOL_ADMIN):
         schools = values["school"]
         if len(schools) != 1 or not SCHOOL_CODE.fullmatch(schools[0]):
@@ -104,4 +114,4 @@ def peer_from_certificate(cert: x509.Certificate, province: str) -> Actor:
             "PEER_IDENTITY",
             f"a certificate from province {province}'s CA must be that node's own (role node, province {province})",
         )
-    return Actor(Role.PEER, province, None, common_name(cert))
+    return Actor(Role.PEER, province, None, key_id(cert))

@@ -25,6 +25,18 @@ def tree_root(uow: UnitOfWork, size: int) -> bytes:
     return merkle.root_from_nodes(size, uow.log.nodes(merkle.root_nodes(size)))
 
 
+def _entries_key(key: str | int) -> tuple[int, int]:
+    """A ListEntries token's key: "<last index read>:<end of the range>"."""
+    last, sep, end = str(key).partition(":")
+    if not (sep and last.lstrip("-").isdigit() and end.isdigit() and last.isascii() and end.isascii()):
+        raise InvalidArgument(
+            "INVALID_PAGE_TOKEN",
+            "page_token is not one this service issued",
+            field_violations=(FieldViolation("page_token", "malformed", "INVALID_PAGE_TOKEN"),),
+        )
+    return int(last), int(end)
+
+
 def _bad(field: str, message: str, reason: str = "INVALID_TREE_SIZE") -> InvalidArgument:
     return InvalidArgument(reason, f"{field}: {message}", field_violations=(FieldViolation(field, message, reason),))
 
@@ -38,10 +50,14 @@ class Logbook:
     # -- publishing ---------------------------------------------------------
 
     def publish(self, uow: UnitOfWork) -> StoredCheckpoint | None:
-        """Sign and store a checkpoint of the whole log if it grew; None if not."""
+        """Sign and store a checkpoint of the whole log if it grew; None if not.
+
+        "The whole log" is what earlier transactions committed: entries staged by
+        commands in the same batch have no stored subtree hashes yet, and are
+        covered by the next checkpoint."""
         if self.signer is None:
             raise RuntimeError("this node has no log signing key")
-        size = uow.log.size()
+        size = uow.log.committed_size()
         latest = uow.log.latest_checkpoint()
         if latest is not None and latest.size >= size:
             if latest.size > size:
@@ -70,6 +86,9 @@ class Logbook:
         """The latest checkpoint (size 0) or the one signed at exactly `size`."""
         if size < 0:
             raise _bad("tree_size", "must not be negative")
+        current = uow.log.size()
+        if size > current:
+            raise OutOfRange("BEYOND_LOG", f"tree_size {size} is beyond the log's {current} entries")
         found = uow.log.latest_checkpoint() if size == 0 else uow.log.checkpoint(size)
         if found is None:
             raise NotFound(
@@ -86,17 +105,29 @@ class Logbook:
         size = uow.log.size()
         if start < 0 or end < 0:
             raise _bad("start" if start < 0 else "end", "must not be negative", "INVALID_RANGE")
-        end = size if end == 0 else end
+        # The token is bound to the request as given (end 0 included) and carries
+        # the end it was resolved to on the first page, so paging through "up to
+        # the current size" reads one fixed range however much the log grows.
+        filters = ("entries", start, end)
+        req = paging.page_request(page_size, page_token, filters, MAX_ENTRIES_PAGE)
+        first = start
+        if req.after is not None:
+            after, resolved = _entries_key(req.after)
+            if not (start - 1 <= after < resolved) or (end and resolved != end):
+                raise InvalidArgument(
+                    "INVALID_PAGE_TOKEN",
+                    "page_token does not continue this range",
+                    field_violations=(FieldViolation("page_token", "out of range", "INVALID_PAGE_TOKEN"),),
+                )
+            first, end = after + 1, resolved
+        end = end or size
         if start > end:
             raise _bad("start", "must not be after end", "INVALID_RANGE")
         if end > size:
             raise OutOfRange("BEYOND_LOG", f"end {end} is beyond the log's {size} entries")
-        filters = ("entries", start, end)
-        req = paging.page_request(min(page_size, MAX_ENTRIES_PAGE), page_token, filters)
-        first = req.after + 1 if isinstance(req.after, int) else start
         last = min(end, first + min(req.size, MAX_ENTRIES_PAGE))
         leaves = uow.log.leaves(first, last)
-        token = paging.next_token(last - 1, filters) if last < end else ""
+        token = paging.next_token(f"{last - 1}:{end}", filters) if last < end else ""
         return Page(list(enumerate(leaves, start=first)), token)
 
     def inclusion_proof(self, uow: UnitOfWork, index: int, size: int) -> list[bytes]:

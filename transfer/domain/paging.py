@@ -31,13 +31,15 @@ def _filter_digest(filters: tuple[object, ...]) -> str:
     return hashlib.sha256(repr(filters).encode()).hexdigest()[:16]
 
 
-def page_request(page_size: int, page_token: str, filters: tuple[object, ...]) -> PageRequest:
+def page_request(
+    page_size: int, page_token: str, filters: tuple[object, ...], max_size: int = MAX_PAGE_SIZE
+) -> PageRequest:
     """Validate size and token; sizes above the maximum are coerced down."""
     v = Violations()
     if page_size < 0:
         v.add("page_size", "must not be negative", "INVALID_PAGE_SIZE")
     v.raise_if_any()
-    size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+    size = min(page_size or DEFAULT_PAGE_SIZE, max_size)
     if not page_token:
         return PageRequest(size, None)
     try:
@@ -45,6 +47,11 @@ def page_request(page_size: int, page_token: str, filters: tuple[object, ...]) -
         key, digest = raw["k"], raw["f"]
         if not isinstance(key, (str, int)) or isinstance(key, bool):
             raise ValueError("bad key")
+        # Keys go to the database: integers within 64 bits, strings of a sane length.
+        if isinstance(key, int) and not -(2**63) <= key < 2**63:
+            raise ValueError("key out of range")
+        if isinstance(key, str) and len(key) > 200:
+            raise ValueError("key too long")
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidArgument(
             "INVALID_PAGE_TOKEN",

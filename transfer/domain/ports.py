@@ -134,6 +134,10 @@ class LogRepository(Protocol):
         """Leaves committed so far (plus those staged by this unit of work)."""
         ...
 
+    def committed_size(self) -> int:
+        """Leaves committed by earlier transactions: those whose subtree hashes are stored."""
+        ...
+
     def leaves(self, start: int, end: int) -> list[bytes]: ...
 
     def nodes(self, ids: Collection[NodeId]) -> dict[NodeId, bytes]:

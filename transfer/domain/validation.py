@@ -7,6 +7,7 @@ name every bad field; use cases then check existence and permissions.
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from datetime import date
 
@@ -27,10 +28,18 @@ def request_id(v: Violations, value: str, field: str = "request_id") -> None:
     if not value:
         v.add(field, "required: a UUID chosen by the client for this request", "REQUEST_ID_REQUIRED")
         return
+    if len(value) > 45:  # "urn:uuid:" + 36: the longest spelling uuid.UUID takes
+        v.add(field, "must be a UUID", "INVALID_REQUEST_ID")
+        return
     try:
         uuid.UUID(value)
     except ValueError:
         v.add(field, "must be a UUID", "INVALID_REQUEST_ID")
+
+
+def canonical_request_id(value: str) -> str:
+    """The one spelling of a (valid) request id: every spelling of a UUID is the same request."""
+    return str(uuid.UUID(value))
 
 
 def lookup_code(v: Violations, value: str, field: str = "lookup_code") -> None:
@@ -64,6 +73,12 @@ def transfer_id(v: Violations, value: str, field: str = "transfer_id") -> None:
         v.add(field, "must be 32 lowercase hexadecimal characters", "INVALID_TRANSFER_ID")
 
 
+# Control (incl. C1), format (bidi overrides, zero-width marks), line and
+# paragraph separators, lone surrogates: they reorder or hide text in logs,
+# terminals and other schools' screens.
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+
+
 def text(
     v: Violations,
     value: str,
@@ -83,8 +98,8 @@ def text(
         return
     if len(value) > max_len:
         v.add(field, f"at most {max_len} characters", "TOO_LONG")
-    elif any(ord(c) < 32 or 127 <= ord(c) < 160 for c in value):
-        v.add(field, "must not contain control characters", "INVALID_TEXT")
+    elif any(unicodedata.category(c) in _INVISIBLE for c in value):
+        v.add(field, "must not contain control, format or line-separator characters", "INVALID_TEXT")
 
 
 def enum_value(v: Violations, value: int, allowed: type, field: str) -> None:

@@ -190,8 +190,11 @@ def _merge(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, dict[str
         if not name.startswith(ENV_PREFIX):
             continue
         section, _, key = name[len(ENV_PREFIX) :].lower().partition("_")
-        if section in SCHEMA and key in SCHEMA[section]:
-            merged.setdefault(section, {})[key] = _coerce(section, key, SCHEMA[section][key][0], value, from_env=True)
+        if section not in SCHEMA:
+            continue  # TRANSFER_* variables of other tools (the CLI, the tests)
+        if key not in SCHEMA[section]:  # most likely a typo: say so rather than run without it
+            raise ConfigError(f"{name}: unknown key {section}.{key}; known: {', '.join(SCHEMA[section])}")
+        merged.setdefault(section, {})[key] = _coerce(section, key, SCHEMA[section][key][0], value, from_env=True)
     for section, keys in SCHEMA.items():
         for key, (_, required) in keys.items():
             if required and key not in merged.get(section, {}):
@@ -247,9 +250,14 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         except ValueError:
             raise ConfigError(f"transfers.holidays: {h!r} is not a YYYY-MM-DD date") from None
     m = _OFFSET.fullmatch(get("transfers", "utc_offset", "+07:00"))
-    if not m:
+    if not m or int(m[3]) >= 60:
         raise ConfigError("transfers.utc_offset: like +07:00")
     offset = timedelta(hours=int(m[2]), minutes=int(m[3])) * (1 if m[1] == "+" else -1)
+    if not timedelta(hours=-12) <= offset <= timedelta(hours=14):
+        raise ConfigError("transfers.utc_offset: between -12:00 and +14:00")
+    retention = get("idempotency", "retention_days", 30)
+    if not 1 <= retention <= 3650:
+        raise ConfigError("idempotency.retention_days: between 1 and 3650")
     sweep = get("transfers", "expiry_sweep_seconds", 30.0)
     if sweep <= 0:
         raise ConfigError("transfers.expiry_sweep_seconds: must be positive")
@@ -308,7 +316,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         inter_province_deadline_working_days=inter_days,
         seal_key_file=(base / seal_key) if seal_key else None,
         peers=peers,
-        idempotency_retention_days=get("idempotency", "retention_days", 30),
+        idempotency_retention_days=retention,
         shutdown_grace_seconds=get("server", "shutdown_grace_seconds", 10.0),
         max_batch=max_batch,
         log_level=level,

@@ -91,6 +91,7 @@ def transfer_pb(t: Transfer) -> transfers_pb2.Transfer:
 
 
 _CURSOR_PREFIX = b"ev1:"
+_MAX_SEQ = 2**63 - 1
 
 
 def cursor(seq: int) -> str:
@@ -105,9 +106,13 @@ def parse_cursor(value: str) -> int:
         raw = base64.urlsafe_b64decode(value.encode() + b"=" * (-len(value) % 4))
         if not raw.startswith(_CURSOR_PREFIX):
             raise ValueError("prefix")
-        seq = int(raw[len(_CURSOR_PREFIX) :])
-        if seq < 0:
-            raise ValueError("negative")
+        digits = raw[len(_CURSOR_PREFIX) :]
+        # Exactly what cursor() writes: ASCII digits, no sign, spaces or underscores, within 64 bits.
+        if not digits.isdigit() or not digits.isascii() or len(digits) > 19:
+            raise ValueError("not a sequence number")
+        seq = int(digits)
+        if seq > _MAX_SEQ:
+            raise ValueError("too large")
         return seq
     except ValueError as exc:
         raise InvalidArgument(

@@ -30,6 +30,7 @@ from transfer.domain.pages import AddPage, Pages, PageView, ReplacePage, SignPag
 from transfer.domain.ports import Clock, UnitOfWork
 from transfer.domain.services import Directory, Records, Transfers, run_idempotent
 from transfer.domain.staff import AssignDuty, RecordDeparture, RegisterTeacher, Staff, parse_duty
+from transfer.domain.validation import canonical_request_id
 from transfer.domain.validation import opaque_id as check_opaque_id
 from transfer.domain.validation import request_id as check_request_id
 from transfer.server import convert
@@ -130,12 +131,18 @@ class _Base:
         v = Violations()
         check_request_id(v, request_id)
         v.raise_if_any()
+        key = canonical_request_id(request_id)
+        if key != request_id:  # fingerprint the request as if spelled canonically
+            canonical = type(request)()
+            canonical.CopyFrom(request)
+            canonical.request_id = key  # type: ignore[attr-defined]
+            request = canonical
         fingerprint = hashlib.sha256(method.encode() + b"\0" + request.SerializeToString(deterministic=True)).digest()
         blob = await self.store.write(
             lambda uow: run_idempotent(
                 uow,
                 actor,
-                request_id,
+                key,
                 fingerprint,
                 lambda: action(uow, actor),
                 lambda result: encode(result).SerializeToString(),
