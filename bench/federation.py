@@ -256,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--records", type=int, default=3000, help="records seeded per run (one per offer)")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--keep", action="store_true", help="keep the nodes' directories (logs, databases)")
     ns = parser.parse_args(argv)
     results = []
     for c in [int(x) for x in ns.concurrency.split(",")]:
@@ -333,7 +334,10 @@ def main(argv: list[str] | None = None) -> int:
             print("  (the records ran out inside the window: raise --records)", file=sys.stderr)
         import shutil
 
-        shutil.rmtree(work, ignore_errors=True)
+        if ns.keep:
+            print(f"  kept {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
     emit({"benchmark": "federation", "db": ns.db, "seconds": ns.seconds, "results": results}, ns.out)
     return 0
 

@@ -44,6 +44,7 @@ class Stats:
 
     samples: dict[str, list[float]] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
+    server_cpu_s: float = float("nan")
 
     def merge(self, other: dict[str, Any]) -> None:
         for op, values in other["samples"].items():
@@ -179,13 +180,44 @@ def _client_main(
     out.put({"samples": samples, "errors": errors})
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process (all its threads) has used so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _measure_cpu(pid: int, start_at: float, seconds: float, out: list[float]) -> None:
+    time.sleep(max(0.0, start_at - time.time()))
+    first = cpu_seconds(pid)
+    time.sleep(max(0.0, start_at + seconds - time.time()))
+    out.append(cpu_seconds(pid) - first)
+
+
 def run_clients(
-    worker_path: str, args: dict[str, Any], *, concurrency: int, processes: int, seconds: float, warmup: float
+    worker_path: str,
+    args: dict[str, Any],
+    *,
+    concurrency: int,
+    processes: int,
+    seconds: float,
+    warmup: float,
+    server_pid: int | None = None,
 ) -> Stats:
-    """Run `concurrency` workers spread over `processes` client processes for warmup + seconds."""
+    """Run `concurrency` workers spread over `processes` client processes for warmup + seconds.
+
+    With `server_pid`, the server's CPU seconds within the measured window land in
+    `stats.server_cpu_s`."""
+    import threading
+
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     start_at = time.time() + 2.0 + warmup  # time for the processes to start, then warm up
+    cpu: list[float] = []
+    meter = None
+    if server_pid is not None:
+        meter = threading.Thread(target=_measure_cpu, args=(server_pid, start_at, seconds, cpu), daemon=True)
+        meter.start()
     procs = []
     per = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
     first = 0
@@ -201,6 +233,9 @@ def run_clients(
         stats.merge(out.get(timeout=seconds + warmup + 120))
     for p in procs:
         p.join(30)
+    if meter is not None:
+        meter.join(seconds + 5)
+        stats.server_cpu_s = cpu[0] if cpu else float("nan")
     return stats
 
 

@@ -91,6 +91,7 @@ def seed(address: str, work: Workdir, n: int) -> None:
 
 
 def echo_rate(work: Workdir, concurrency: int, processes: int, seconds: float, warmup: float) -> dict[str, Any]:
+    """The bare echo's rate and latency under the same load, and its server's CPU per call."""
     port_file = work.path / "echo.port"
     port_file.unlink(missing_ok=True)
     proc = subprocess.Popen(
@@ -107,11 +108,14 @@ def echo_rate(work: Workdir, concurrency: int, processes: int, seconds: float, w
             processes=processes,
             seconds=seconds,
             warmup=warmup,
+            server_pid=proc.pid,
         )
     finally:
         proc.terminate()
         proc.wait(10)
-    return stats.summary(seconds)["echo"]
+    summary = stats.summary(seconds)["echo"]
+    summary["server_cpu_ms_per_call"] = stats.server_cpu_s * 1000 / max(1, summary["count"])
+    return summary
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +128,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--out", type=Path)
+    parser.add_argument(
+        "--sqlite-synchronous", default="FULL", choices=["FULL", "NORMAL"], help="database.sqlite_synchronous"
+    )
+    parser.add_argument(
+        "--profile", type=Path, help="record the node with py-spy during the run (collapsed stacks, one file per level)"
+    )
     ns = parser.parse_args(argv)
     levels = [int(c) for c in ns.concurrency.split(",")]
     results = []
@@ -139,9 +149,16 @@ def main(argv: list[str] | None = None) -> int:
 
             url = create_pg_database(base)
         echo = echo_rate(work, c, min(ns.processes, c), ns.seconds, ns.warmup)
-        node = NodeProcess(work, url)
+        node = NodeProcess(work, url, extra_env={"TRANSFER_DATABASE_SQLITE_SYNCHRONOUS": ns.sqlite_synchronous})
         try:
             seed(node.address, work, c)
+            spy = None
+            if ns.profile is not None:
+                spy = subprocess.Popen(
+                    ["py-spy", "record", "-p", str(node.proc.pid), "-f", "raw", "-r", "200", "--nonblocking",
+                     "-d", str(int(ns.seconds + ns.warmup + 2)), "-o", f"{ns.profile}.c{c}.txt"],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )  # fmt: skip
             stats = run_clients(
                 "bench.transfers:transfer_worker",
                 {"address": node.address, "pki": str(work.pki)},
@@ -149,13 +166,17 @@ def main(argv: list[str] | None = None) -> int:
                 processes=min(ns.processes, c),
                 seconds=ns.seconds,
                 warmup=ns.warmup,
+                server_pid=node.proc.pid,
             )
             rss = node.rss_mb()
+            if spy is not None:
+                spy.wait(60)
         finally:
             node.stop()
             work.cleanup()
         summary = stats.summary(ns.seconds)
         mutating = summary["initiate"]["per_s"] + summary["accept"]["per_s"]
+        cpu_per_rpc = stats.server_cpu_s * 1000 / max(1.0, mutating * ns.seconds)
         results.append(
             {
                 "concurrency": c,
@@ -166,15 +187,27 @@ def main(argv: list[str] | None = None) -> int:
                 "ratio_to_echo": mutating / echo["per_s"],
                 "rpcs": summary,
                 "node_rss_mb": rss,
+                "node_cpu_ms_per_rpc": cpu_per_rpc,
+                "echo_cpu_ms_per_call": echo["server_cpu_ms_per_call"],
             }
         )
         print(
             f"c={c:<3} echo {echo['per_s']:8.0f}/s  transfers {summary['transfer']['per_s']:7.0f}/s  "
             f"mutating {mutating:7.0f}/s  ratio {mutating / echo['per_s']:.2f}  "
-            f"p99 initiate {summary['initiate']['p99_ms']:.1f} ms accept {summary['accept']['p99_ms']:.1f} ms",
+            f"p99 initiate {summary['initiate']['p99_ms']:.1f} ms accept {summary['accept']['p99_ms']:.1f} ms  "
+            f"server CPU/RPC {cpu_per_rpc:.2f} ms (echo {echo['server_cpu_ms_per_call']:.2f} ms)",
             file=sys.stderr,
         )
-    emit({"benchmark": "transfers", "db": ns.db, "seconds": ns.seconds, "results": results}, ns.out)
+    emit(
+        {
+            "benchmark": "transfers",
+            "db": ns.db,
+            "sqlite_synchronous": ns.sqlite_synchronous,
+            "seconds": ns.seconds,
+            "results": results,
+        },
+        ns.out,
+    )
     return 0
 
 

@@ -152,6 +152,7 @@ class Node:
         self.transfers = Transfers(self.policy, self.clock, self.ids, self.federation)
         self.pages = Pages(page_policy, trust, self.clock, self.ids, config.province)
         self.dispatcher: Dispatcher | None = None
+        self._publishing: asyncio.Task[StoredCheckpoint | None] | None = None
         self.links: PeerLinks | None = None
         self.staff = Staff(trust, self.clock, self.ids, config.utc_offset)
         self.logbook: Logbook | None = None
@@ -287,14 +288,20 @@ class Node:
         """A signed checkpoint whose tree holds entry `index` (publishing one if needed)."""
         assert self.store is not None and self.logbook is not None
         logbook = self.logbook
-        for _ in range(3):
+        latest = None
+        for _ in range(4):
             try:
                 latest = await self.store.read(logbook.checkpoint)
             except DomainError:
                 latest = None
             if latest is not None and latest.size > index:
                 return latest.note
-            await self.publish_checkpoint()
+            # Concurrent callers share one publication: checkpoints are signed per
+            # batch of entries, not per entry. One that started before our entry
+            # committed may not cover it; the loop then starts the next.
+            if self._publishing is None or self._publishing.done():
+                self._publishing = asyncio.get_running_loop().create_task(self.publish_checkpoint())
+            await asyncio.shield(self._publishing)
         return "" if latest is None else latest.note
 
     async def _publish_forever(self) -> None:

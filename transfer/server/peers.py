@@ -321,6 +321,8 @@ class Dispatcher:
         tasks: set[asyncio.Task[None]] = set()
         while True:
             try:
+                # Cleared before looking, so a message queued while we look wakes the next wait.
+                self.wake.clear()
                 due = await self.store.read(lambda uow: uow.outbox.due(self.clock.now(), PARALLEL * 2))
                 for message in due:
                     if message.id in self._in_flight:
@@ -347,7 +349,6 @@ class Dispatcher:
                 await asyncio.sleep(1.0)
 
     async def _sleep(self, seconds: float) -> None:
-        self.wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout=seconds)
 
