@@ -20,7 +20,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, delete, func, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, case, delete, func, literal_column, or_, select
 
 from storage.schema import (
     handoffs,
@@ -35,7 +35,7 @@ from storage.schema import (
     transfer_events,
     transfers,
 )
-from storage.sql import PAGE_COLS, RECORD_COLS, SCHOOL_COLS, TRANSFER_COLS, Runner
+from storage.sql import PAGE_COLS, RECORD_COLS, SCHOOL_COLS, TRANSFER_COLS, P, Runner
 from transfer.domain.model import (
     DeliveryState,
     DeliveryStats,
@@ -72,6 +72,11 @@ from transfer.ledger.merkle import Frontier, NodeId, leaf_hash, root_nodes
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
+
+
+# A LIMIT given as a parameter makes SQLite's compiler add "OFFSET ?" with an
+# anonymous parameter; a literal offset keeps every parameter named.
+_NO_OFFSET: ColumnElement[Any] = literal_column("0")
 
 
 def to_us(instant: datetime) -> int:
@@ -165,10 +170,12 @@ class SqlSchools:
         )
 
     def page(self, after_code: str | None, limit: int) -> list[School]:
-        q = select(*SCHOOL_COLS).order_by(schools.c.code).limit(limit)
-        if after_code is not None:
-            q = q.where(schools.c.code > after_code)
-        return [_school(r) for r in self.db.conn.execute(q)]
+        def build() -> Select[Any]:
+            q = select(*SCHOOL_COLS).order_by(schools.c.code).limit(P("limit")).offset(_NO_OFFSET)
+            return q if after_code is None else q.where(schools.c.code > P("after"))
+
+        rows = self.db.all(f"schools_page_{after_code is None}", build, {"after": after_code, "limit": limit})
+        return [_school(r) for r in rows]
 
 
 class SqlRecords:
@@ -210,15 +217,18 @@ class SqlRecords:
         )
 
     def list_by_custodian(self, school: str, after_lookup_code: str | None, limit: int) -> list[Record]:
-        q = (
-            select(*RECORD_COLS)
-            .where(records.c.custodian_school == school)
-            .order_by(records.c.lookup_code)
-            .limit(limit)
-        )
-        if after_lookup_code is not None:
-            q = q.where(records.c.lookup_code > after_lookup_code)
-        return [_record(r) for r in self.db.conn.execute(q)]
+        def build() -> Select[Any]:
+            q = (
+                select(*RECORD_COLS)
+                .where(records.c.custodian_school == P("school"))
+                .order_by(records.c.lookup_code)
+                .limit(P("limit"))
+                .offset(_NO_OFFSET)
+            )
+            return q if after_lookup_code is None else q.where(records.c.lookup_code > P("after"))
+
+        params = {"school": school, "after": after_lookup_code, "limit": limit}
+        return [_record(r) for r in self.db.all(f"records_page_{after_lookup_code is None}", build, params)]
 
 
 class SqlTransfers:
@@ -260,30 +270,41 @@ class SqlTransfers:
         limit: int,
     ) -> list[tuple[int, Transfer]]:
         t = transfers.c
-        if direction is TransferDirection.INCOMING:
-            where = and_(t.to_school == school, t.to_province == province)
-        else:
-            where = and_(t.from_school == school, t.from_province == province)
-        q = select(t.seq, *TRANSFER_COLS).where(where).order_by(t.seq).limit(limit)
-        if states:
-            q = q.where(transfers.c.state.in_([int(s) for s in states]))
-        if after_key is not None:
-            q = q.where(transfers.c.seq > after_key)
-        return [(r[0], _transfer(r[1:])) for r in self.db.conn.execute(q)]
+        incoming = direction is TransferDirection.INCOMING
+        n_states = len(states)
+
+        def build() -> Select[Any]:
+            if incoming:
+                where = and_(t.to_school == P("school"), t.to_province == P("province"))
+            else:
+                where = and_(t.from_school == P("school"), t.from_province == P("province"))
+            q = select(t.seq, *TRANSFER_COLS).where(where).order_by(t.seq).limit(P("limit")).offset(_NO_OFFSET)
+            if n_states:
+                q = q.where(t.state.in_([P(f"s{i}") for i in range(n_states)]))
+            return q if after_key is None else q.where(t.seq > P("after"))
+
+        params: dict[str, Any] = {"school": school, "province": province, "after": after_key, "limit": limit}
+        params |= {f"s{i}": int(s) for i, s in enumerate(states)}
+        key = f"transfers_page_{incoming}_{n_states}_{after_key is None}"
+        return [(r[0], _transfer(r[1:])) for r in self.db.all(key, build, params)]
 
     def overdue(self, now: datetime, limit: int, province: str) -> list[Transfer]:
-        q = (
-            select(*TRANSFER_COLS)
-            .where(
-                transfers.c.state == int(TransferState.REQUESTED),
-                transfers.c.deadline_us <= to_us(now),
-                # only the decisions this node owns: the receiving node decides inter-province transfers
-                transfers.c.to_province == province,
+        def build() -> Select[Any]:
+            return (
+                select(*TRANSFER_COLS)
+                .where(
+                    transfers.c.state == literal_column(str(int(TransferState.REQUESTED))),
+                    transfers.c.deadline_us <= P("now"),
+                    # only the decisions this node owns: the receiving node decides inter-province transfers
+                    transfers.c.to_province == P("province"),
+                )
+                .order_by(transfers.c.deadline_us)
+                .limit(P("limit"))
+                .offset(_NO_OFFSET)
             )
-            .order_by(transfers.c.deadline_us)
-            .limit(limit)
-        )
-        return [_transfer(r) for r in self.db.conn.execute(q)]
+
+        params = {"now": to_us(now), "province": province, "limit": limit}
+        return [_transfer(r) for r in self.db.all("transfers_overdue", build, params)]
 
 
 class SqlEvents:
@@ -315,21 +336,26 @@ class SqlEvents:
 
     def after(self, school: str, province: str, after_seq: int, limit: int) -> list[TransferEvent]:
         e = transfer_events
-        q = (
-            select(e.c.seq, e.c.state, e.c.reason, e.c.decided_by, e.c.occurred_at_us, *TRANSFER_COLS)
-            .join(transfers, transfers.c.id == e.c.transfer_id)
-            .where(
-                or_(
-                    and_(e.c.from_school == school, transfers.c.from_province == province),
-                    and_(e.c.to_school == school, transfers.c.to_province == province),
-                ),
-                e.c.seq > after_seq,
+
+        def build() -> Select[Any]:
+            return (
+                select(e.c.seq, e.c.state, e.c.reason, e.c.decided_by, e.c.occurred_at_us, *TRANSFER_COLS)
+                .join(transfers, transfers.c.id == e.c.transfer_id)
+                .where(
+                    or_(
+                        and_(e.c.from_school == P("school"), transfers.c.from_province == P("province")),
+                        and_(e.c.to_school == P("school"), transfers.c.to_province == P("province")),
+                    ),
+                    e.c.seq > P("after"),
+                )
+                .order_by(e.c.seq)
+                .limit(P("limit"))
+                .offset(_NO_OFFSET)
             )
-            .order_by(e.c.seq)
-            .limit(limit)
-        )
+
+        params = {"school": school, "province": province, "after": after_seq, "limit": limit}
         out = []
-        for r in self.db.conn.execute(q):
+        for r in self.db.all("events_after", build, params):
             seq, state_value, reason, decided_by, occurred_us = r[:5]
             state = TransferState(state_value)
             occurred = from_us(occurred_us)
@@ -431,12 +457,14 @@ class SqlLog:
         return self._committed_size()
 
     def leaves(self, start: int, end: int) -> list[bytes]:
-        q = (
-            select(log_leaves.c.data)
-            .where(log_leaves.c.idx >= start, log_leaves.c.idx < end)
-            .order_by(log_leaves.c.idx)
-        )
-        return [bytes(r[0]) for r in self.db.conn.execute(q)]
+        def build() -> Select[Any]:
+            return (
+                select(log_leaves.c.data)
+                .where(log_leaves.c.idx >= P("start"), log_leaves.c.idx < P("end"))
+                .order_by(log_leaves.c.idx)
+            )
+
+        return [bytes(r[0]) for r in self.db.all("log_leaves_range", build, {"start": start, "end": end})]
 
     def nodes(self, ids: Collection[NodeId]) -> dict[NodeId, bytes]:
         if not ids:
@@ -445,6 +473,10 @@ class SqlLog:
 
     def latest_checkpoint(self) -> StoredCheckpoint | None:
         row = self.db.one("checkpoint_latest", {})
+        return None if row is None else _checkpoint(row)
+
+    def checkpoint_covering(self, index: int) -> StoredCheckpoint | None:
+        row = self.db.one("checkpoint_covering", {"index": index})
         return None if row is None else _checkpoint(row)
 
     def checkpoint(self, size: int) -> StoredCheckpoint | None:
@@ -582,10 +614,18 @@ class SqlTeachers:
         )
 
     def page(self, school: str, after_code: str | None, limit: int) -> list[Teacher]:
-        q = select(*teachers.c).where(teachers.c.school == school).order_by(teachers.c.code).limit(limit)
-        if after_code is not None:
-            q = q.where(teachers.c.code > after_code)
-        return [_teacher(r) for r in self.db.conn.execute(q)]
+        def build() -> Select[Any]:
+            q = (
+                select(*teachers.c)
+                .where(teachers.c.school == P("school"))
+                .order_by(teachers.c.code)
+                .limit(P("limit"))
+                .offset(_NO_OFFSET)
+            )
+            return q if after_code is None else q.where(teachers.c.code > P("after"))
+
+        params = {"school": school, "after": after_code, "limit": limit}
+        return [_teacher(r) for r in self.db.all(f"teachers_page_{after_code is None}", build, params)]
 
     def certificates(self, teacher_id: str) -> list[CertificateInfo]:
         self.db.cursor.execute(
@@ -691,21 +731,36 @@ class SqlPages:
     def of_record(
         self, lookup_code: str, issuer: tuple[str, str] | None, after_id: str | None, limit: int
     ) -> list[Page]:
-        q = select(*PAGE_COLS).where(pages.c.lookup_code == lookup_code).order_by(pages.c.id).limit(limit)
-        if issuer is not None:
-            q = q.where(pages.c.issuing_province == issuer[0], pages.c.issuing_school == issuer[1])
-        if after_id is not None:
-            q = q.where(pages.c.id > after_id)
-        return [_page(r) for r in self.db.conn.execute(q)]
+        def build() -> Select[Any]:
+            q = (
+                select(*PAGE_COLS)
+                .where(pages.c.lookup_code == P("code"))
+                .order_by(pages.c.id)
+                .limit(P("limit"))
+                .offset(_NO_OFFSET)
+            )
+            if issuer is not None:
+                q = q.where(pages.c.issuing_province == P("province"), pages.c.issuing_school == P("school"))
+            return q if after_id is None else q.where(pages.c.id > P("after"))
+
+        params = {
+            "code": lookup_code, "province": issuer[0] if issuer else None, "school": issuer[1] if issuer else None,
+            "after": after_id, "limit": limit,
+        }  # fmt: skip
+        key = f"pages_of_record_{issuer is None}_{after_id is None}"
+        return [_page(r) for r in self.db.all(key, build, params)]
 
     def due_for_lock(self, now: datetime, limit: int) -> list[Page]:
-        q = (
-            select(*PAGE_COLS)
-            .where(pages.c.state == int(PageState.SIGNED), pages.c.lock_due_us <= to_us(now))
-            .order_by(pages.c.lock_due_us)
-            .limit(limit)
-        )
-        return [_page(r) for r in self.db.conn.execute(q)]
+        def build() -> Select[Any]:
+            return (
+                select(*PAGE_COLS)
+                .where(pages.c.state == literal_column(str(int(PageState.SIGNED))), pages.c.lock_due_us <= P("now"))
+                .order_by(pages.c.lock_due_us)
+                .limit(P("limit"))
+                .offset(_NO_OFFSET)
+            )
+
+        return [_page(r) for r in self.db.all("pages_due_for_lock", build, {"now": to_us(now), "limit": limit})]
 
 
 class SqlTasks:
@@ -753,20 +808,30 @@ class SqlTasks:
 
     def pending_for(self, teacher_id: str, after: tuple[str, str] | None, limit: int) -> list[SigningTask]:
         t = signing_tasks
-        q = (
-            select(*t.c)
-            .where(t.c.assignee == teacher_id, t.c.signed_by.is_(None))
-            .order_by(t.c.page_id, t.c.requirement)
-            .limit(limit)
-        )
-        if after is not None:
-            q = q.where(or_(t.c.page_id > after[0], and_(t.c.page_id == after[0], t.c.requirement > after[1])))
-        return [_task(r) for r in self.db.conn.execute(q)]
+
+        def build() -> Select[Any]:
+            q = (
+                select(*t.c)
+                .where(t.c.assignee == P("teacher"), t.c.signed_by.is_(None))
+                .order_by(t.c.page_id, t.c.requirement)
+                .limit(P("limit"))
+                .offset(_NO_OFFSET)
+            )
+            if after is None:
+                return q
+            return q.where(or_(t.c.page_id > P("page"), and_(t.c.page_id == P("page"), t.c.requirement > P("req"))))
+
+        params = {"teacher": teacher_id, "page": after[0] if after else None, "req": after[1] if after else None,
+                  "limit": limit}  # fmt: skip
+        return [_task(r) for r in self.db.all(f"tasks_pending_for_{after is None}", build, params)]
 
     def pending_of_duty(self, school: str, duty: DutyKey) -> list[SigningTask]:
         t = signing_tasks
-        q = select(*t.c).where(t.c.school == school, t.c.duty_key == str(duty), t.c.signed_by.is_(None))
-        return [_task(r) for r in self.db.conn.execute(q)]
+
+        def build() -> Select[Any]:
+            return select(*t.c).where(t.c.school == P("school"), t.c.duty_key == P("duty"), t.c.signed_by.is_(None))
+
+        return [_task(r) for r in self.db.all("tasks_of_duty", build, {"school": school, "duty": str(duty)})]
 
 
 class SqlHandoffs:
@@ -806,30 +871,50 @@ class SqlHandoffs:
 
     def due(self, today: date, limit: int) -> list[Handoff]:
         h = handoffs
-        day = _day(today)
-        q = (
-            select(*h.c)
-            .where(
-                or_(
-                    and_(h.c.state == int(HandoffState.SCHEDULED), h.c.effective_day <= day),
-                    and_(h.c.state == int(HandoffState.IN_FORCE), h.c.end_day <= day),
+
+        def build() -> Select[Any]:
+            return (
+                select(*h.c)
+                .where(
+                    or_(
+                        and_(
+                            h.c.state == literal_column(str(int(HandoffState.SCHEDULED))),
+                            h.c.effective_day <= P("day"),
+                        ),
+                        and_(h.c.state == literal_column(str(int(HandoffState.IN_FORCE))), h.c.end_day <= P("day")),
+                    )
                 )
+                .order_by(h.c.created_at_us)
+                .limit(P("limit"))
+                .offset(_NO_OFFSET)
             )
-            .order_by(h.c.created_at_us)
-            .limit(limit)
-        )
-        return [_handoff(r) for r in self.db.conn.execute(q)]
+
+        return [_handoff(r) for r in self.db.all("handoffs_due", build, {"day": _day(today), "limit": limit})]
 
     def page(self, school: str, teacher_id: str | None, after_key: str | None, limit: int) -> list[Handoff]:
         h = handoffs
-        q = select(*h.c).where(h.c.school == school).order_by(h.c.created_at_us, h.c.id).limit(limit)
-        if teacher_id is not None:
-            q = q.where(h.c.teacher_id == teacher_id)
+        us, hid = None, None
         if after_key is not None:
             us_text, _, hid = after_key.partition(":")
             us = int(us_text)
-            q = q.where(or_(h.c.created_at_us > us, and_(h.c.created_at_us == us, h.c.id > hid)))
-        return [_handoff(r) for r in self.db.conn.execute(q)]
+
+        def build() -> Select[Any]:
+            q = (
+                select(*h.c)
+                .where(h.c.school == P("school"))
+                .order_by(h.c.created_at_us, h.c.id)
+                .limit(P("limit"))
+                .offset(_NO_OFFSET)
+            )
+            if teacher_id is not None:
+                q = q.where(h.c.teacher_id == P("teacher"))
+            if after_key is None:
+                return q
+            return q.where(or_(h.c.created_at_us > P("us"), and_(h.c.created_at_us == P("us"), h.c.id > P("hid"))))
+
+        params = {"school": school, "teacher": teacher_id, "us": us, "hid": hid, "limit": limit}
+        key = f"handoffs_page_{teacher_id is None}_{after_key is None}"
+        return [_handoff(r) for r in self.db.all(key, build, params)]
 
 
 def _outbox(row: Sequence[Any]) -> OutboxMessage:
@@ -869,29 +954,32 @@ class SqlOutbox:
         )  # fmt: skip
 
     def due(self, now: datetime, limit: int) -> list[OutboxMessage]:
-        o = outbox
-        earlier = outbox.alias("earlier")
-        blocked = (
-            select(earlier.c.id)
-            .where(
-                earlier.c.transfer_id == o.c.transfer_id,
-                earlier.c.id < o.c.id,
-                earlier.c.state == int(OutboxState.PENDING),
+        def build() -> Select[Any]:
+            o = outbox
+            earlier = outbox.alias("earlier")
+            pending: ColumnElement[Any] = literal_column(str(int(OutboxState.PENDING)))
+            blocked = (
+                select(earlier.c.id)
+                .where(earlier.c.transfer_id == o.c.transfer_id, earlier.c.id < o.c.id, earlier.c.state == pending)
+                .exists()
             )
-            .exists()
-        )
-        q = (
-            select(*o.c)
-            .where(o.c.state == int(OutboxState.PENDING), o.c.next_attempt_us <= to_us(now), ~blocked)
-            .order_by(o.c.next_attempt_us, o.c.id)
-            .limit(limit)
-        )
-        return [_outbox(r) for r in self.db.conn.execute(q)]
+            return (
+                select(*o.c)
+                .where(o.c.state == pending, o.c.next_attempt_us <= P("now"), ~blocked)
+                .order_by(o.c.next_attempt_us, o.c.id)
+                .limit(P("limit"))
+                .offset(_NO_OFFSET)
+            )
+
+        return [_outbox(r) for r in self.db.all("outbox_due", build, {"now": to_us(now), "limit": limit})]
 
     def pending_of(self, transfer_id: str) -> list[OutboxMessage]:
-        o = outbox
-        q = select(*o.c).where(o.c.transfer_id == transfer_id, o.c.state == int(OutboxState.PENDING)).order_by(o.c.id)
-        return [_outbox(r) for r in self.db.conn.execute(q)]
+        def build() -> Select[Any]:
+            o = outbox
+            pending: ColumnElement[Any] = literal_column(str(int(OutboxState.PENDING)))
+            return select(*o.c).where(o.c.transfer_id == P("transfer_id"), o.c.state == pending).order_by(o.c.id)
+
+        return [_outbox(r) for r in self.db.all("outbox_pending_of", build, {"transfer_id": transfer_id})]
 
     def next_attempt(self) -> datetime | None:
         row = self.db.one("outbox_next", {})
@@ -939,15 +1027,9 @@ class SqlInbound:
         row = self.db.one("inbound_get", {"peer": peer, "transfer_id": transfer_id, "kind": int(kind)})
         if row is None:
             return None
-        p, tid, k, digest, index, received, receipt = row
+        p, tid, k, digest, index, received, state = row
         return InboundMessage(
-            p,
-            tid,
-            MessageKind(k),
-            bytes(digest),
-            int(index),
-            from_us(received),
-            None if receipt is None else bytes(receipt),
+            p, tid, MessageKind(k), bytes(digest), int(index), from_us(received), TransferState(state)
         )
 
     def add(self, m: InboundMessage) -> None:
@@ -955,14 +1037,9 @@ class SqlInbound:
             "inbound_insert",
             {
                 "peer": m.peer, "transfer_id": m.transfer_id, "kind": int(m.kind), "digest": m.digest,
-                "log_index": m.log_index, "received_at_us": to_us(m.received_at), "receipt": m.receipt,
+                "log_index": m.log_index, "received_at_us": to_us(m.received_at), "state": int(m.state),
             },
         )  # fmt: skip
-
-    def set_receipt(self, peer: str, transfer_id: str, kind: MessageKind, receipt: bytes) -> None:
-        self.db.run(
-            "inbound_receipt", {"peer": peer, "transfer_id": transfer_id, "kind": int(kind), "receipt": receipt}
-        )
 
     def add_package(self, transfer_id: str, peer: str, package: bytes, seal: bytes) -> None:
         self.db.run("package_insert", {"transfer_id": transfer_id, "peer": peer, "package": package, "seal": seal})

@@ -277,15 +277,6 @@ STATEMENTS: dict[str, Callable[[], Executable]] = {
         inbound_messages.c.kind == P("kind"),
     ),
     "inbound_insert": lambda: _insert(inbound_messages, [c.name for c in inbound_messages.c]),
-    "inbound_receipt": lambda: (
-        update(inbound_messages)
-        .where(
-            inbound_messages.c.peer == P("peer"),
-            inbound_messages.c.transfer_id == P("transfer_id"),
-            inbound_messages.c.kind == P("kind"),
-        )
-        .values(receipt=P("receipt"))
-    ),
     "package_insert": lambda: _insert(inbound_packages, [c.name for c in inbound_packages.c]),
     "package_get": lambda: select(inbound_packages.c.package).where(inbound_packages.c.transfer_id == P("transfer_id")),
     "imported_cert_get": lambda: select(*imported_certificates.c).where(imported_certificates.c.sha256 == P("sha256")),
@@ -300,6 +291,10 @@ STATEMENTS: dict[str, Callable[[], Executable]] = {
         log_checkpoints.c.size == select(func.max(log_checkpoints.c.size)).scalar_subquery()
     ),
     "checkpoint_at": lambda: select(*CHECKPOINT_COLS).where(log_checkpoints.c.size == P("size")),
+    "checkpoint_covering": lambda: select(*CHECKPOINT_COLS).where(
+        log_checkpoints.c.size
+        == select(func.min(log_checkpoints.c.size)).where(log_checkpoints.c.size > P("index")).scalar_subquery()
+    ),
 }
 
 
@@ -388,6 +383,24 @@ class Runner:
             params[f"i{k}"] = idx
         self.cursor.execute(self.sql[name], self._params(name, params))
         return [(int(level), int(idx), bytes(h)) for level, idx, h in self.cursor.fetchall()]
+
+    def all(self, key: str, build: Callable[[], Executable], params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Rows of a query built (and compiled) once per `key`, then run on the cursor.
+
+        For queries whose shape varies (optional filters): the key names the
+        shape, every value is a named parameter (limits too), so each call
+        costs what a precompiled statement costs, not a SQLAlchemy compile."""
+        sql = self.sql.get(key)
+        if sql is None:
+            compiled = build().compile(dialect=self.conn.dialect)
+            anonymous = [k for k, bind in getattr(compiled, "binds", {}).items() if not bind.required]
+            if anonymous:
+                raise ValueError(f"query {key} has anonymous parameters {anonymous}")
+            sql = self.sql[key] = str(compiled)
+            if self.conn.dialect.positional:
+                self.order[key] = tuple(getattr(compiled, "positiontup", None) or ())
+        self.cursor.execute(sql, self._params(key, params))
+        return [tuple(r) for r in self.cursor.fetchall()]
 
     def many(self, name: str, rows: list[Mapping[str, Any]]) -> None:
         if rows:

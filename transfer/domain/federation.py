@@ -323,7 +323,7 @@ class Federation:
                 replace(transfer, delivery_error=f"{message.kind.name.lower()} refused: {error}"[:500])
             )
 
-    def receive_decision(self, uow: UnitOfWork, actor: Actor, transfer_id: str, payload: bytes) -> tuple[Transfer, int]:
+    def receive_decision(self, uow: UnitOfWork, actor: Actor, transfer_id: str, payload: bytes) -> InboundMessage:
         """RESOLVE at the sender: apply the receiving node's decision (idempotent)."""
         peer = self._peer_of(actor)
         stored = uow.inbound.get(peer, transfer_id, MessageKind.RESOLVE)
@@ -335,7 +335,7 @@ class Federation:
                 raise FailedPrecondition(
                     "CONFLICTING_MESSAGE", "a different decision for this transfer was already received"
                 )
-            return transfer, stored.log_index
+            return stored
         decision = Decision.decode(payload)
         if transfer.state is not TransferState.REQUESTED:
             if transfer.state is decision.state:
@@ -359,10 +359,11 @@ class Federation:
                 uow.records.update(replace(record, open_transfer_id=None, transferred_out=moved, updated_at=now))
             index = self._emit(uow, decided, f"peer:{peer}").index
             transfer = decided
-        uow.inbound.add(
-            InboundMessage(peer, transfer_id, MessageKind.RESOLVE, _digest(payload), index, self.clock.now())
+        message = InboundMessage(
+            peer, transfer_id, MessageKind.RESOLVE, _digest(payload), index, self.clock.now(), transfer.state
         )
-        return transfer, index
+        uow.inbound.add(message)
+        return message
 
     # -- receiver --------------------------------------------------------------
 
@@ -395,15 +396,13 @@ class Federation:
 
     def receive_offer(
         self, uow: UnitOfWork, actor: Actor, package: pkg.Package, package_bytes: bytes, seal: bytes
-    ) -> tuple[Transfer, int]:
+    ) -> InboundMessage:
         """OFFER at the receiver, after `check_offer`: record the incoming transfer (idempotent)."""
         peer = self._peer_of(actor)
         digest = pkg.digest_of(package_bytes)
         stored = self.stored_inbound(uow, actor, package.transfer_id, MessageKind.OFFER, digest)
         if stored is not None:
-            existing = uow.transfers.get(package.transfer_id)
-            assert existing is not None
-            return existing, stored.log_index
+            return stored
         if uow.transfers.get(package.transfer_id) is not None:
             raise FailedPrecondition("CONFLICTING_MESSAGE", "a transfer with this id already exists here")
         school = uow.schools.get(package.to_school)
@@ -435,8 +434,9 @@ class Federation:
         uow.transfers.add(transfer)
         uow.inbound.add_package(transfer.id, peer, package_bytes, seal)
         index = self._emit(uow, transfer, f"peer:{peer}").index
-        uow.inbound.add(InboundMessage(peer, transfer.id, MessageKind.OFFER, digest, index, now))
-        return transfer, index
+        message = InboundMessage(peer, transfer.id, MessageKind.OFFER, digest, index, now, transfer.state)
+        uow.inbound.add(message)
+        return message
 
     def refused_offer(self, uow: UnitOfWork, actor: Actor, package_bytes: bytes, reason: str) -> None:
         """Log a package this node refused (tampered, unverifiable): it never becomes a record."""
@@ -453,7 +453,7 @@ class Federation:
         )
         self._log(uow, leaf.encode())
 
-    def receive_cancel(self, uow: UnitOfWork, actor: Actor, transfer_id: str, payload: bytes) -> tuple[Transfer, int]:
+    def receive_cancel(self, uow: UnitOfWork, actor: Actor, transfer_id: str, payload: bytes) -> InboundMessage:
         """CANCEL_REQUEST at the receiver: cancel if still undecided, atomically with any acceptance."""
         peer = self._peer_of(actor)
         digest = _digest(payload)
@@ -462,7 +462,7 @@ class Federation:
             raise PermissionDenied("NOT_YOUR_TRANSFER", "no transfer from your province has this id here")
         stored = self.stored_inbound(uow, actor, transfer_id, MessageKind.CANCEL_REQUEST, digest)
         if stored is not None:
-            return transfer, stored.log_index
+            return stored
         try:
             reason = str(json.loads(payload.decode("utf-8")).get("reason", ""))[:500]
         except (ValueError, AttributeError, UnicodeDecodeError):
@@ -472,8 +472,11 @@ class Federation:
             cancelled = transfer.decided(TransferState.CANCELLED, by=f"peer:{peer}", at=self.clock.now(), reason=reason)
             index = self.decided_here(uow, cancelled, f"peer:{peer}")
             transfer = cancelled
-        uow.inbound.add(InboundMessage(peer, transfer_id, MessageKind.CANCEL_REQUEST, digest, index, self.clock.now()))
-        return transfer, index
+        message = InboundMessage(
+            peer, transfer_id, MessageKind.CANCEL_REQUEST, digest, index, self.clock.now(), transfer.state
+        )
+        uow.inbound.add(message)
+        return message
 
     def decided_here(self, uow: UnitOfWork, decided: Transfer, actor: str) -> int:
         """An incoming transfer was decided on this node: store it, and on

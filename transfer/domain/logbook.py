@@ -98,6 +98,12 @@ class Logbook:
             )
         return found
 
+    def first_covering(self, uow: UnitOfWork, index: int) -> StoredCheckpoint | None:
+        """The first checkpoint signed over entry `index` (None: not signed yet).
+
+        Always the same one once it exists: what receipts to peers name."""
+        return uow.log.checkpoint_covering(index)
+
     def entries(
         self, uow: UnitOfWork, start: int, end: int, page_size: int, page_token: str
     ) -> Page[tuple[int, bytes]]:

@@ -442,8 +442,9 @@ class OutboxMessage:
 
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
-    """A message a peer delivered here: what it was, where it was logged, and
-    the receipt returned (replayed to repeats)."""
+    """A message a peer delivered here: what it was, where it was logged
+    (-1: it made no entry), and the transfer's state after it. Its receipt is
+    built from these alone, so a repeat gets the very same one."""
 
     peer: str
     transfer_id: str
@@ -451,7 +452,7 @@ class InboundMessage:
     digest: bytes
     log_index: int
     received_at: datetime
-    receipt: bytes | None = None
+    state: TransferState
 
 
 @dataclass(frozen=True, slots=True)

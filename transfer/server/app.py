@@ -20,7 +20,7 @@ from storage import migrate
 from storage.database import Database, describe, open_database
 from storage.store import Store
 from storage.writer import Writer
-from transfer.domain.errors import DomainError
+from transfer.domain.errors import Unavailable
 from transfer.domain.federation import Federation
 from transfer.domain.logbook import Logbook
 from transfer.domain.model import HandoffState, StoredCheckpoint
@@ -285,24 +285,20 @@ class Node:
             self.dispatcher.notify(items)
 
     async def checkpoint_covering(self, index: int) -> str:
-        """A signed checkpoint whose tree holds entry `index` (publishing one if needed)."""
+        """The first signed checkpoint whose tree holds entry `index` (publishing one if needed)."""
         assert self.store is not None and self.logbook is not None
         logbook = self.logbook
-        latest = None
         for _ in range(4):
-            try:
-                latest = await self.store.read(logbook.checkpoint)
-            except DomainError:
-                latest = None
-            if latest is not None and latest.size > index:
-                return latest.note
+            found = await self.store.read(lambda uow: logbook.first_covering(uow, index))
+            if found is not None:
+                return found.note
             # Concurrent callers share one publication: checkpoints are signed per
             # batch of entries, not per entry. One that started before our entry
             # committed may not cover it; the loop then starts the next.
             if self._publishing is None or self._publishing.done():
                 self._publishing = asyncio.get_running_loop().create_task(self.publish_checkpoint())
             await asyncio.shield(self._publishing)
-        return "" if latest is None else latest.note
+        raise Unavailable("NO_CHECKPOINT_YET", "no checkpoint covers the entry yet; retry")
 
     async def _publish_forever(self) -> None:
         while True:

@@ -34,9 +34,9 @@ from tenacity import wait_exponential_jitter
 from storage.store import Store
 from transfer.domain.errors import PermissionDenied
 from transfer.domain.federation import Federation, OutboxWake, PeerKeys, split_sealed
-from transfer.domain.model import Actor, MessageKind, OutboxMessage
+from transfer.domain.model import Actor, InboundMessage, MessageKind, OutboxMessage
 from transfer.domain.package import PackageError, digest_of
-from transfer.domain.ports import Clock, UnitOfWork
+from transfer.domain.ports import Clock
 from transfer.domain.validation import MAX_MESSAGE
 from transfer.ledger.note import (
     Ed25519Signer,
@@ -206,26 +206,19 @@ class PeerServicer(_Base, peers_pb2_grpc.PeerServiceServicer):
         super().__init__(store, auth, clock)
         self.federation = federation
         self.sealer = sealer
-        self.checkpoint = checkpoint  # async (index) -> signed checkpoint covering it
+        self.checkpoint = checkpoint  # async (index) -> the first signed checkpoint covering it
 
-    async def _answer(self, actor: Actor, transfer_id: str, kind: MessageKind, digest: bytes, write: Any) -> bytes:
-        """The stored receipt of this message, or process it, seal and store a receipt."""
-        stored = await self.store.read(
-            lambda uow: self.federation.stored_inbound(uow, actor, transfer_id, kind, digest)
-        )
-        if stored is not None and stored.receipt is not None:
-            faults.maybe_drop_ack()
-            return stored.receipt
-        transfer, index = await self.store.write(write)
-        checkpoint = await self.checkpoint(index)
+    async def _answer(self, kind: MessageKind, digest: bytes, write: Any) -> bytes:
+        """Process the message (a repeat changes nothing) and seal its receipt.
+
+        The receipt is built from what was stored with the message and the
+        first checkpoint covering its entry, and Ed25519 signatures are
+        deterministic: a repeat, even after a restart, gets the same bytes."""
+        message: InboundMessage = await self.store.write(write)
+        checkpoint = "" if message.log_index < 0 else await self.checkpoint(message.log_index)
         receipt = self.sealer.receipt(
-            transfer_id, kind, digest, index, checkpoint, int(transfer.state), self.clock.now()
+            message.transfer_id, kind, digest, message.log_index, checkpoint, int(message.state), message.received_at
         )
-
-        def keep(uow: UnitOfWork) -> None:
-            uow.inbound.set_receipt(actor.province, transfer_id, kind, receipt)
-
-        await self.store.write(keep)
         faults.maybe_drop_ack()
         return receipt
 
@@ -242,7 +235,7 @@ class PeerServicer(_Base, peers_pb2_grpc.PeerServiceServicer):
             raise
 
         receipt = await self._answer(
-            actor, package.transfer_id, MessageKind.OFFER, digest_of(package_bytes),
+            MessageKind.OFFER, digest_of(package_bytes),
             lambda uow: self.federation.receive_offer(uow, actor, package, package_bytes, seal),
         )  # fmt: skip
         return peers_pb2.OfferTransferResponse(receipt=peers_pb2.PeerReceipt.FromString(receipt))
@@ -250,7 +243,7 @@ class PeerServicer(_Base, peers_pb2_grpc.PeerServiceServicer):
     @_guard
     async def RequestCancellation(self, request: peers_pb2.RequestCancellationRequest, actor: Actor) -> Any:
         receipt = await self._answer(
-            actor, request.transfer_id, MessageKind.CANCEL_REQUEST, hashlib.sha256(request.request).digest(),
+            MessageKind.CANCEL_REQUEST, hashlib.sha256(request.request).digest(),
             lambda uow: self.federation.receive_cancel(uow, actor, request.transfer_id, request.request),
         )  # fmt: skip
         return peers_pb2.RequestCancellationResponse(receipt=peers_pb2.PeerReceipt.FromString(receipt))
@@ -258,7 +251,7 @@ class PeerServicer(_Base, peers_pb2_grpc.PeerServiceServicer):
     @_guard
     async def ResolveTransfer(self, request: peers_pb2.ResolveTransferRequest, actor: Actor) -> Any:
         receipt = await self._answer(
-            actor, request.transfer_id, MessageKind.RESOLVE, hashlib.sha256(request.decision).digest(),
+            MessageKind.RESOLVE, hashlib.sha256(request.decision).digest(),
             lambda uow: self.federation.receive_decision(uow, actor, request.transfer_id, request.decision),
         )  # fmt: skip
         return peers_pb2.ResolveTransferResponse(receipt=peers_pb2.PeerReceipt.FromString(receipt))

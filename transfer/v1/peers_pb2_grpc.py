@@ -29,7 +29,7 @@ class PeerServiceStub:
     """PeerService is how province nodes exchange transfers. Only peer nodes call
     it (their certificates, issued by their own province's CA, name their
     province), and only about transfers between the two of them. Every message
-    is idempotent by transfer and kind: a repeat returns the stored receipt.
+    is idempotent by transfer and kind: a repeat gets the same receipt.
     """
 
     def __init__(self, channel):
@@ -59,7 +59,7 @@ class PeerServiceServicer:
     """PeerService is how province nodes exchange transfers. Only peer nodes call
     it (their certificates, issued by their own province's CA, name their
     province), and only about transfers between the two of them. Every message
-    is idempotent by transfer and kind: a repeat returns the stored receipt.
+    is idempotent by transfer and kind: a repeat gets the same receipt.
     """
 
     def OfferTransfer(self, request, context):
@@ -113,7 +113,7 @@ class PeerService:
     """PeerService is how province nodes exchange transfers. Only peer nodes call
     it (their certificates, issued by their own province's CA, name their
     province), and only about transfers between the two of them. Every message
-    is idempotent by transfer and kind: a repeat returns the stored receipt.
+    is idempotent by transfer and kind: a repeat gets the same receipt.
     """
 
     @staticmethod

@@ -34,7 +34,7 @@ def upgrade() -> None:
         sa.Column("digest", sa.LargeBinary(length=32), nullable=False),
         sa.Column("log_index", sa.BigInteger(), nullable=False),
         sa.Column("received_at_us", sa.BigInteger(), nullable=False),
-        sa.Column("receipt", sa.LargeBinary(), nullable=True),
+        sa.Column("state", sa.SmallInteger(), nullable=False),
         sa.PrimaryKeyConstraint("peer", "transfer_id", "kind", name=op.f("pk_inbound_messages")),
     )
     op.create_table(
