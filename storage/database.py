@@ -76,7 +76,7 @@ def sqlite_engine(url: str, *, writer: bool, synchronous: str = "FULL", pool_siz
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
-        conn.exec_driver_sql(begin)
+        conn.connection.driver_connection.execute(begin)  # type: ignore[union-attr]
 
     return engine
 
@@ -108,10 +108,22 @@ class SqliteDatabase(Database):
         self._writer = sqlite_engine(url, writer=True, synchronous=synchronous)
         self._reader = sqlite_engine(url, writer=False, synchronous=synchronous, pool_size=2)
         self._wconn: Connection | None = None
+        self._rconn: Connection | None = None
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
-        with self._reader.connect() as conn, conn.begin():
+        # Reads run on the event loop, one at a time, on one kept connection:
+        # a read transaction is then two driver calls, not a pool checkout and
+        # a SQLAlchemy transaction (about 25 us instead of 160 us here).
+        if self._rconn is None or self._rconn.closed:
+            self._rconn = self._reader.connect()
+        conn = self._rconn
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.execute("BEGIN")  # repositories run on the driver cursor (storage.sql.Runner)
+        try:
             return fn(conn)
+        finally:
+            driver.execute("ROLLBACK")  # a read changed nothing
 
     async def write(self, fn: Callable[[Connection], T], *, busy: bool = False) -> T:
         if self._wconn is None or self._wconn.closed:
@@ -133,6 +145,8 @@ class SqliteDatabase(Database):
         return result
 
     async def close(self) -> None:
+        if self._rconn is not None:
+            self._rconn.close()
         if self._wconn is not None:
             self._wconn.close()
         self._writer.dispose()

@@ -987,24 +987,40 @@ class SqlOutbox:
 
     def stats(self) -> list[DeliveryStats]:
         o = outbox
-        pending = o.c.state == int(OutboxState.PENDING)
-        q = (
-            select(
-                o.c.peer,
-                func.sum(case((pending, 1), else_=0)),
-                func.sum(case((o.c.state == int(OutboxState.FAILED), 1), else_=0)),
-                func.sum(case((o.c.state == int(OutboxState.DELIVERED), 1), else_=0)),
-                func.min(case((pending, o.c.created_at_us), else_=None)),
-                func.max(case((pending, o.c.attempts), else_=0)),
+        one: ColumnElement[Any] = literal_column("1")
+        zero: ColumnElement[Any] = literal_column("0")
+
+        def state_is(state: OutboxState) -> ColumnElement[bool]:
+            return o.c.state == literal_column(str(int(state)))
+
+        def counts() -> Select[Any]:
+            pending = state_is(OutboxState.PENDING)
+            return (
+                select(
+                    o.c.peer,
+                    func.sum(case((pending, one), else_=zero)),
+                    func.sum(case((state_is(OutboxState.FAILED), one), else_=zero)),
+                    func.sum(case((state_is(OutboxState.DELIVERED), one), else_=zero)),
+                    func.min(case((pending, o.c.created_at_us), else_=literal_column("NULL"))),
+                    func.max(case((pending, o.c.attempts), else_=zero)),
+                )
+                .group_by(o.c.peer)
+                .order_by(o.c.peer)
             )
-            .group_by(o.c.peer)
-            .order_by(o.c.peer)
-        )
+
+        def last_error() -> Select[Any]:
+            return (
+                select(o.c.last_error)
+                .where(o.c.peer == P("peer"), o.c.last_error != literal_column("''"))
+                .order_by(o.c.id.desc())
+                .limit(P("limit"))
+                .offset(_NO_OFFSET)
+            )
+
         out = []
-        for peer, n_pending, n_failed, n_done, oldest, attempts in self.db.conn.execute(q):
-            last = self.db.conn.execute(
-                select(o.c.last_error).where(o.c.peer == peer, o.c.last_error != "").order_by(o.c.id.desc()).limit(1)
-            ).scalar()
+        for peer, n_pending, n_failed, n_done, oldest, attempts in self.db.all("outbox_stats", counts, {}):
+            rows = self.db.all("outbox_last_error", last_error, {"peer": peer, "limit": 1})
+            last = rows[0][0] if rows else ""
             out.append(
                 DeliveryStats(
                     peer,
