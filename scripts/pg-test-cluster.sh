@@ -7,12 +7,19 @@
 # Installs PostgreSQL's server from Debian packages when it is missing (as
 # root). PostgreSQL refuses to run as root, so when we are root the cluster
 # belongs to an unprivileged user (pgtest), created if needed. The cluster
-# trades durability for speed (fsync off): it holds test data only.
+# trades durability for speed (fsync off) unless PGTEST_DURABLE=1: it holds
+# test data only.
 set -euo pipefail
 
 STATE=${PGTEST_STATE:-/tmp/hocba-pgtest}
 PORT=${PGTEST_PORT:-54329}
 RUN_AS=${PGTEST_USER:-pgtest}
+# Tests trade durability for speed; benchmarks (PGTEST_DURABLE=1) keep it.
+if [ "${PGTEST_DURABLE:-0}" = 1 ]; then
+  DURABILITY=""
+else
+  DURABILITY="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+fi
 
 find_bin() {
   local d
@@ -56,7 +63,7 @@ start() {
   as_owner "$bin/initdb" -D "$STATE/data" -U postgres --auth=trust -E UTF8 --no-locale >"$STATE/initdb.log" 2>&1 \
     || { cat "$STATE/initdb.log" >&2; exit 1; }
   as_owner "$bin/pg_ctl" -D "$STATE/data" -l "$STATE/server.log" -w -t 60 \
-    -o "-c listen_addresses=127.0.0.1 -p $PORT -k $STATE -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300" \
+    -o "-c listen_addresses=127.0.0.1 -p $PORT -k $STATE $DURABILITY -c max_connections=300" \
     start >&2 || { cat "$STATE/server.log" >&2; exit 1; }
   echo "$bin" > "$STATE/bin"
   echo "export TRANSFER_TEST_PG=postgresql://postgres@127.0.0.1:$PORT/postgres"

@@ -189,6 +189,20 @@ class SqlRecords:
     def student_has_record(self, national_id: str, level: int) -> bool:
         return self.db.one("record_by_student", {"national_id": national_id, "level": int(level)}) is not None
 
+    def add_many(self, rs: list[Record]) -> None:
+        self.db.many(
+            "record_insert",
+            [
+                {
+                    "lookup_code": r.lookup_code, "national_id": r.national_id, "level": int(r.level),
+                    "custodian_school": r.custodian_school, "open_transfer_id": r.open_transfer_id,
+                    "created_at_us": to_us(r.created_at), "updated_at_us": to_us(r.updated_at),
+                    "transferred_out": r.transferred_out,
+                }
+                for r in rs
+            ],
+        )  # fmt: skip
+
     def add(self, r: Record) -> None:
         self.db.run(
             "record_insert",

@@ -8,8 +8,8 @@ leaves no trace and costs its neighbours nothing). Reads and writes both go thro
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import TypeVar
 
@@ -222,6 +222,46 @@ class Records:
         uow.records.add(record)
         return record
 
+    def import_batch(self, uow: UnitOfWork, rows: Sequence[tuple[int, RegisterRecord]]) -> ImportOutcome:
+        """Register many records at once (an operator's bulk import), with the
+        rules of `register`: each row is taken, skipped as already present
+        (the same record, so an import can be re-run after an interruption) or
+        refused with its reason; refused rows change nothing."""
+        outcome = ImportOutcome()
+        schools: dict[str, bool] = {}
+        seen: set[str] = set()
+        students: set[tuple[str, int]] = set()
+        now = self.clock.now()
+        fresh = []
+        for line, cmd in rows:
+            school = cmd.custodian_school
+            if school not in schools:
+                found = uow.schools.get(school)
+                schools[school] = found is not None and found.active
+            if not schools[school]:
+                outcome.refused.append((line, "UNKNOWN_SCHOOL", f"school {school} is not an active school here"))
+                continue
+            existing = uow.records.get(cmd.lookup_code)
+            if existing is not None or cmd.lookup_code in seen:
+                same = existing is not None and (existing.national_id, existing.level, existing.custodian_school) == (
+                    cmd.national_id, cmd.level, school,
+                )  # fmt: skip
+                if same:
+                    outcome.present += 1
+                else:
+                    outcome.refused.append((line, "RECORD_EXISTS", "another record has this lookup code"))
+                continue
+            student = (cmd.national_id, int(cmd.level))
+            if student in students or uow.records.student_has_record(cmd.national_id, cmd.level):
+                outcome.refused.append((line, "STUDENT_RECORD_EXISTS", "this pupil already has a record of this level"))
+                continue
+            seen.add(cmd.lookup_code)
+            students.add(student)
+            fresh.append(Record(cmd.lookup_code, cmd.national_id, cmd.level, school, None, now, now))
+        uow.records.add_many(fresh)
+        outcome.added = len(fresh)
+        return outcome
+
     def get(self, uow: UnitOfWork, actor: Actor, lookup_code: str) -> Record:
         v = Violations()
         check_lookup_code(v, lookup_code)
@@ -251,6 +291,15 @@ class Records:
         rows = uow.records.list_by_custodian(school, after, req.size + 1)
         token = paging.next_token(rows[req.size - 1].lookup_code, filters) if len(rows) > req.size else ""
         return Page(rows[: req.size], token)
+
+
+@dataclass
+class ImportOutcome:
+    """What a bulk import did with its rows (line numbers are the caller's)."""
+
+    added: int = 0
+    present: int = 0
+    refused: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 class Transfers:

@@ -1,0 +1,73 @@
+"""Bulk import of records (`transfer-import`) into a live node's database."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from tests.support import RunningNode, new_lookup_code, new_national_id
+from transfer.client import TransferClient
+from transfer.server.importer import main as import_main
+from transfer.v1 import common_pb2
+
+
+def _write(path: Path, rows: list[list[str]]) -> Path:
+    with path.open("w", encoding="utf-8", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["lookup_code", "national_id", "level", "custodian_school"])
+        w.writerows(rows)
+    return path
+
+
+def test_import_takes_good_rows_refuses_bad_ones_and_can_be_rerun(
+    node: RunningNode, s1: TransferClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert node.config_path is not None
+    present_code, present_nid = new_lookup_code(), new_national_id()
+    s1.register_record(present_code, present_nid, common_pb2.RECORD_LEVEL_PRIMARY)
+    taken = new_lookup_code()
+    s1.register_record(taken, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
+    good = [[new_lookup_code(), new_national_id(), "primary", "S2"] for _ in range(1200)]
+    dup_student = new_national_id()
+    rows = [
+        *good[:600],
+        [present_code, present_nid, "1", "S1"],  # line 602: the same record: already present
+        [taken, new_national_id(), "1", "S1"],  # 603: another record has this lookup code
+        ["not-hex", new_national_id(), "1", "S1"],  # 604: malformed
+        [new_lookup_code(), new_national_id(), "1", "S404"],  # 605: unknown school
+        [new_lookup_code(), dup_student, "2", "S1"],  # 606
+        [new_lookup_code(), dup_student, "lower_secondary", "S1"],  # 607: the same pupil and level again
+        [new_lookup_code(), new_national_id(), "9", "S1"],  # 608: no such level
+        ["a", "b"],  # 609: wrong column count
+        *good[600:],
+    ]
+    data = _write(tmp_path / "records.csv", rows)
+    assert import_main(["--config", str(node.config_path), str(data)]) == 1
+    assert "imported 1201, already present 1, refused 6" in capsys.readouterr().err
+    with (tmp_path / "records.rejects.csv").open(encoding="utf-8") as f:
+        refused = {int(r["line"]): r["reason"] for r in csv.DictReader(f)}
+    assert refused == {
+        603: "RECORD_EXISTS",
+        604: "INVALID_LOOKUP_CODE",
+        605: "UNKNOWN_SCHOOL",
+        607: "STUDENT_RECORD_EXISTS",
+        608: "INVALID_ENUM",
+        609: "BAD_ROW",
+    }
+    s2 = node.client("school-S2")
+    assert sum(1 for _ in s2.iter_records(page_size=500)) == 1200
+    assert s2.get_record(good[0][0]).national_id == good[0][1]
+
+    # Run again (as after an interruption): nothing new, nothing doubled.
+    assert import_main(["--config", str(node.config_path), str(data)]) == 1
+    assert "imported 0, already present 1202, refused 6" in capsys.readouterr().err
+    assert sum(1 for _ in s2.iter_records(page_size=500)) == 1200
+
+
+def test_import_refuses_a_file_without_the_header(node: RunningNode, tmp_path: Path) -> None:
+    assert node.config_path is not None
+    bad = tmp_path / "bad.csv"
+    bad.write_text("code,id\n1,2\n", encoding="utf-8")
+    assert import_main(["--config", str(node.config_path), str(bad)]) == 2

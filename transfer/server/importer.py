@@ -1,0 +1,164 @@
+"""Bulk import of records: `transfer-import --config node.toml records.csv`.
+
+For a province bringing its existing records onto a node (and for the
+benchmarks' million-record seeding). The CSV has a header line and the
+columns `lookup_code,national_id,level,custodian_school`; `level` is 1, 2, 3
+or `primary`, `lower_secondary`, `upper_secondary`. Each row gets the checks
+of RegisterRecord (formats, an active school of this node, no second record
+with that lookup code, one record per pupil and level).
+
+Rows go through the node's writer in batches (one transaction per batch), so
+the import may run beside a live node. A row already imported with the same
+content counts as present, so an interrupted import is simply run again.
+Refused rows are written, with their line and reason, to the rejects file;
+the exit status is then 1. Progress (rows, rate, ETA) goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TextIO
+
+from storage import migrate
+from storage.database import open_database
+from storage.store import Store
+from storage.writer import Writer
+from transfer.domain.commands import RegisterRecord
+from transfer.domain.errors import DomainError
+from transfer.domain.model import RecordLevel
+from transfer.domain.ports import SystemClock
+from transfer.domain.services import ImportOutcome, Records
+from transfer.server.config import ConfigError, load
+
+COLUMNS = ["lookup_code", "national_id", "level", "custodian_school"]
+BATCH = 5000
+
+
+def _level(text: str) -> int:
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        return int(RecordLevel[text.upper()])
+    except KeyError:
+        return 0  # refused by the checks, with the field named
+
+
+def _rows(f: TextIO, rejects: list[tuple[int, str, str]]) -> Iterator[tuple[int, RegisterRecord]]:
+    reader = csv.reader(f)
+    header = next(reader, None)
+    if header is None or [h.strip() for h in header] != COLUMNS:
+        raise ValueError(f"the first line must be the header {','.join(COLUMNS)}")
+    for line, row in enumerate(reader, start=2):
+        if not row:
+            continue
+        if len(row) != len(COLUMNS):
+            rejects.append((line, "BAD_ROW", f"expected {len(COLUMNS)} columns, got {len(row)}"))
+            continue
+        code, nid, level, school = (c.strip() for c in row)
+        try:
+            yield line, RegisterRecord.parse(code, nid, _level(level), school)
+        except DomainError as exc:
+            where = "; ".join(f"{v.field}: {v.description}" for v in exc.field_violations) or exc.message
+            rejects.append((line, exc.reason, where))
+
+
+class Progress:
+    def __init__(self, total: int, out: TextIO = sys.stderr) -> None:
+        self.total = total
+        self.out = out
+        self.start = time.monotonic()
+        self.last = 0.0
+
+    def show(self, done: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self.last < 0.5:
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        width = 30
+        filled = width * done // max(self.total, 1)
+        eta = (self.total - done) / rate if rate > 0 else 0
+        bar = "#" * filled + "." * (width - filled)
+        end = "\n" if final else ""
+        self.out.write(f"\r[{bar}] {done}/{self.total} rows  {rate:,.0f}/s  ETA {eta:4.0f} s{end}")
+        self.out.flush()
+
+
+async def run_import(config_path: Path, csv_path: Path, rejects_path: Path) -> tuple[ImportOutcome, int]:
+    cfg = load(config_path)
+    if cfg.auto_migrate:
+        migrate.upgrade(cfg.database_url)
+    db = open_database(cfg.database_url, sqlite_synchronous=cfg.sqlite_synchronous)
+    writer = Writer(db, max_batch=1)
+    writer.start()
+    store = Store(db, writer)
+    records = Records(SystemClock())
+    with csv_path.open(encoding="utf-8") as f:
+        total = sum(1 for _ in f) - 1
+    progress = Progress(total)
+    outcome = ImportOutcome()
+    rejects: list[tuple[int, str, str]] = []
+    done = 0
+    try:
+        with csv_path.open(encoding="utf-8", newline="") as f:
+            batch: list[tuple[int, RegisterRecord]] = []
+            for item in _rows(f, rejects):
+                batch.append(item)
+                if len(batch) == BATCH:
+                    done += await _flush(store, records, batch, outcome)
+                    progress.show(done + len(rejects))
+                    batch = []
+            if batch:
+                done += await _flush(store, records, batch, outcome)
+        progress.show(done + len(rejects), final=True)
+    finally:
+        await writer.stop()
+        await db.close()
+    rejects += outcome.refused
+    rejects.sort()
+    if rejects:
+        with rejects_path.open("w", encoding="utf-8", newline="") as out:
+            w = csv.writer(out)
+            w.writerow(["line", "reason", "detail"])
+            w.writerows(rejects)
+    return outcome, len(rejects)
+
+
+async def _flush(
+    store: Store, records: Records, batch: list[tuple[int, RegisterRecord]], outcome: ImportOutcome
+) -> int:
+    result: ImportOutcome = await store.write(lambda uow: records.import_batch(uow, batch))
+    outcome.added += result.added
+    outcome.present += result.present
+    outcome.refused += result.refused
+    return len(batch)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="transfer-import", description="Import records from a CSV file.")
+    parser.add_argument("--config", type=Path, required=True, help="the node's configuration file")
+    parser.add_argument("csv", type=Path, help=f"header {','.join(COLUMNS)}, then one record per line")
+    parser.add_argument("--rejects", type=Path, help="where refused rows go (default: <csv>.rejects.csv)")
+    ns = parser.parse_args(argv)
+    rejects_path = ns.rejects or ns.csv.with_suffix(".rejects.csv")
+    try:
+        outcome, refused = asyncio.run(run_import(ns.config, ns.csv, rejects_path))
+    except (ConfigError, OSError, ValueError) as exc:
+        print(f"transfer-import: {exc}", file=sys.stderr)
+        return 2
+    print(f"imported {outcome.added}, already present {outcome.present}, refused {refused}", file=sys.stderr)
+    if refused:
+        print(f"refused rows (line, reason, detail): {rejects_path}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
