@@ -54,7 +54,7 @@ def transfer_figures(db: str) -> list[Figure]:
                 "≥ 0.6",
                 lambda v: v >= 0.6,
                 lambda r, c=c: _by_c(r, c)["ratio_to_echo"],
-            )  # fmt: skip
+            )
         )
         figs.append(
             Figure(
@@ -63,7 +63,7 @@ def transfer_figures(db: str) -> list[Figure]:
                 "≥ 1000" if db == "sqlite" else "≥ 800",
                 (lambda v: v >= 1000) if db == "sqlite" else (lambda v: v >= 800),
                 lambda r, c=c: _by_c(r, c)["transfers_per_s"],
-            )  # fmt: skip
+            )
         )
         figs.append(
             Figure(
@@ -72,7 +72,7 @@ def transfer_figures(db: str) -> list[Figure]:
                 "",
                 None,
                 lambda r, c=c: _by_c(r, c)["node_cpu_ms_per_rpc"],
-            )  # fmt: skip
+            )
         )
     figs.append(
         Figure(
@@ -81,7 +81,7 @@ def transfer_figures(db: str) -> list[Figure]:
             "≤ 25",
             lambda v: v <= 25,
             lambda r: max(_by_c(r, 16)["rpcs"]["initiate"]["p99_ms"], _by_c(r, 16)["rpcs"]["accept"]["p99_ms"]),
-        )  # fmt: skip
+        )
     )
     figs.append(Figure(f"intra {db} c=16: bare echo", "calls/s", "", None, lambda r: _by_c(r, 16)["echo_per_s"]))
     return figs
