@@ -114,13 +114,15 @@ key_file = "pki/log.key"
 [signing]
 ca_file = "pki/signing-ca.pem"
 [logging]
-level = "WARNING"
+level = "INFO"
+format = "json"
 """,
             encoding="utf-8",
         )
         port_file = work.path / "node.port"
         port_file.unlink(missing_ok=True)
-        self.log = (work.path / "node.log").open("ab")
+        self.log_path = work.path / "node.log"
+        self.log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "transfer.server", "--config", str(cfg)],
             cwd=ROOT,
@@ -149,6 +151,14 @@ level = "WARNING"
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+    def writer_stats(self) -> dict[str, Any]:
+        """What the stopped node's writer logged: commands, batches (group commits), mean batch."""
+        for line in reversed(self.log_path.read_text(encoding="utf-8", errors="replace").splitlines()):
+            if '"writer stopped"' in line:
+                entry = json.loads(line)
+                return {k: entry[k] for k in ("commands", "batches", "mean_batch")}
+        return {}
 
 
 Worker = Callable[[dict[str, Any], int, Callable[[str, float], None], Callable[[str], None]], Awaitable[None]]

@@ -173,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 spy.wait(60)
         finally:
             node.stop()
+            writer = node.writer_stats()
             work.cleanup()
         summary = stats.summary(ns.seconds)
         mutating = summary["initiate"]["per_s"] + summary["accept"]["per_s"]
@@ -189,13 +190,15 @@ def main(argv: list[str] | None = None) -> int:
                 "node_rss_mb": rss,
                 "node_cpu_ms_per_rpc": cpu_per_rpc,
                 "echo_cpu_ms_per_call": echo["server_cpu_ms_per_call"],
+                "writer": writer,  # whole run, seeding included
             }
         )
         print(
             f"c={c:<3} echo {echo['per_s']:8.0f}/s  transfers {summary['transfer']['per_s']:7.0f}/s  "
             f"mutating {mutating:7.0f}/s  ratio {mutating / echo['per_s']:.2f}  "
             f"p99 initiate {summary['initiate']['p99_ms']:.1f} ms accept {summary['accept']['p99_ms']:.1f} ms  "
-            f"server CPU/RPC {cpu_per_rpc:.2f} ms (echo {echo['server_cpu_ms_per_call']:.2f} ms)",
+            f"server CPU/RPC {cpu_per_rpc:.2f} ms (echo {echo['server_cpu_ms_per_call']:.2f} ms)  "
+            f"mean group commit {writer.get('mean_batch', float('nan')):.1f}",
             file=sys.stderr,
         )
     emit(

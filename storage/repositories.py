@@ -14,13 +14,14 @@ contiguous and in commit order.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Select, and_, case, delete, func, literal_column, or_, select
+from sqlalchemy import ColumnElement, Connection, Select, and_, case, func, literal_column, or_, select
 
 from storage.schema import (
     handoffs,
@@ -389,15 +390,46 @@ class SqlEvents:
         self.staged = []
 
 
+def _idempotency_batch(n: int) -> Select[Any]:
+    """The stored answers of n requests, parameters p0, r0, p1, r1, ... (principal, request_id)."""
+    k = idempotency_keys
+    return select(k.c.principal, k.c.request_id, k.c.fingerprint, k.c.response).where(
+        or_(*(and_(k.c.principal == P(f"p{i}"), k.c.request_id == P(f"r{i}")) for i in range(n)))
+    )
+
+
 class SqlIdempotency:
     def __init__(self, runner: Runner) -> None:
         self.db = runner
         self.staged: dict[tuple[str, str], Mapping[str, Any]] = {}
+        # (principal, request_id) -> stored answer or None, read for a whole batch at once
+        self.known: dict[tuple[str, str], StoredResponse | None] = {}
+
+    def prefetch(self, keys: list[tuple[str, str]]) -> None:
+        """Read the stored answers of many requests in one statement (the writer's batch).
+
+        `get` then answers these keys from memory: one query per batch instead
+        of one per command (on PostgreSQL, one round trip instead of many)."""
+        wanted = sorted(set(keys) - self.known.keys())
+        for start in range(0, len(wanted), 64):
+            chunk = wanted[start : start + 64]
+            n = len(chunk)
+            params: dict[str, str] = {}
+            for i, (principal, request_id) in enumerate(chunk):
+                params[f"p{i}"] = principal
+                params[f"r{i}"] = request_id
+            rows = self.db.all(f"idempotency_batch_{n}", functools.partial(_idempotency_batch, n), params)
+            found = {(r[0], r[1]): StoredResponse(bytes(r[2]), bytes(r[3])) for r in rows}
+            for key in chunk:
+                self.known[key] = found.get(key)
 
     def get(self, principal: str, request_id: str) -> StoredResponse | None:
         staged = self.staged.get((principal, request_id))
         if staged is not None:
             return StoredResponse(staged["fingerprint"], staged["response"])
+        key = (principal, request_id)
+        if key in self.known:
+            return self.known[key]
         row = self.db.one("idempotency_get", {"principal": principal, "request_id": request_id})
         return None if row is None else StoredResponse(bytes(row[0]), bytes(row[1]))
 
@@ -412,11 +444,18 @@ class SqlIdempotency:
 
     def prune(self, older_than: datetime, limit: int) -> int:
         k = idempotency_keys
-        victims = select(k.c.principal, k.c.request_id).where(k.c.created_at_us < to_us(older_than)).limit(limit)
-        rows = self.db.conn.execute(victims).all()
+
+        def build() -> Select[Any]:
+            return (
+                select(k.c.principal, k.c.request_id)
+                .where(k.c.created_at_us < P("older_than_us"))
+                .limit(P("limit"))
+                .offset(_NO_OFFSET)
+            )
+
+        rows = self.db.all("idempotency_expired", build, {"older_than_us": to_us(older_than), "limit": limit})
         for principal, request_id in rows:
-            self.db.writes += 1
-            self.db.conn.execute(delete(k).where(and_(k.c.principal == principal, k.c.request_id == request_id)))
+            self.db.run("idempotency_delete", {"principal": principal, "request_id": request_id})
         return len(rows)
 
     def flush(self) -> None:
@@ -671,7 +710,7 @@ class SqlDuties:
 
     def put(self, d: Duty) -> None:
         params = {"school": d.school, "duty_key": str(d.key), "holder": d.holder, "updated_at_us": to_us(d.updated_at)}
-        if self.db.run("duty_update", params) == 0:
+        if self.db.count("duty_update", params) == 0:
             self.db.run(
                 "duty_insert",
                 params
@@ -1132,4 +1171,5 @@ class SqlUnitOfWork:
         self.events.flush()
         self.idempotency.flush()
         install = self.log.flush()
+        self.runner.sync()  # every write answered: an error belongs to this transaction's commands
         return [install] if install is not None else []

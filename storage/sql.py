@@ -167,6 +167,9 @@ STATEMENTS: dict[str, Callable[[], Executable]] = {
     "idempotency_insert": lambda: _insert(
         idempotency_keys, ["principal", "request_id", "fingerprint", "response", "created_at_us"]
     ),
+    "idempotency_delete": lambda: delete(idempotency_keys).where(
+        idempotency_keys.c.principal == P("principal"), idempotency_keys.c.request_id == P("request_id")
+    ),
     "teacher_get": lambda: select(*TEACHER_COLS).where(teachers.c.id == P("id")),
     "teacher_by_code": lambda: select(*TEACHER_COLS).where(
         teachers.c.school == P("school"), teachers.c.code == P("code")
@@ -342,10 +345,20 @@ class Runner:
 
     The SQLAlchemy `Connection` owns the transaction (BEGIN, COMMIT); these
     statements run inside it on the same driver connection.
+
+    On PostgreSQL the writer's transaction runs in psycopg's pipeline mode
+    (`storage.database` puts the pipeline in `conn.info["pipeline"]`): a
+    write is sent without waiting for its answer, and the next read (a fetch)
+    brings back every pending answer in one round trip. So writes cost no
+    round trip of their own, an error of a write surfaces at the next fetch or
+    `sync()`, and `rowcount` needs `count()`, which syncs first. Only these
+    cursor-level calls run inside the pipeline, never SQLAlchemy `execute()`
+    (its result handling needs the answer at once).
     """
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
+        self.pipeline = conn.info.get("pipeline")
         statements = statements_for(conn.dialect)
         self.sql = statements.sql
         self.order = statements.order
@@ -361,10 +374,20 @@ class Runner:
         row = self.cursor.fetchone()
         return None if row is None else tuple(row)
 
-    def run(self, name: str, params: Mapping[str, Any]) -> int:
+    def run(self, name: str, params: Mapping[str, Any]) -> None:
         self.writes += 1
         self.cursor.execute(self.sql[name], self._params(name, params))
+
+    def count(self, name: str, params: Mapping[str, Any]) -> int:
+        """Run a write and return how many rows it touched (waits for the answer)."""
+        self.run(name, params)
+        self.sync()
         return int(self.cursor.rowcount)
+
+    def sync(self) -> None:
+        """Wait for every pending answer; raise the first error among them."""
+        if self.pipeline is not None:
+            self.pipeline.sync()
 
     def nodes(self, ids: Iterable[tuple[int, int]]) -> list[tuple[int, int, bytes]]:
         """Rows of the given log nodes, with one statement compiled once per count."""

@@ -22,6 +22,9 @@ class Store:
     async def read(self, fn: Callable[[UnitOfWork], T]) -> T:
         return await self.db.read(lambda conn: fn(SqlUnitOfWork(conn)))
 
-    async def write(self, fn: Callable[[UnitOfWork], T]) -> T:
-        """Run `fn` in the writer's next group commit; its result once durable."""
-        return await self.writer.submit(fn)
+    async def write(self, fn: Callable[[UnitOfWork], T], idempotency_key: tuple[str, str] | None = None) -> T:
+        """Run `fn` in the writer's next group commit; its result once durable.
+
+        `idempotency_key` (principal, request_id): the request id `fn` looks up,
+        read together with the rest of the batch's."""
+        return await self.writer.submit(fn, idempotency_key)

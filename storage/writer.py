@@ -32,6 +32,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 Command = Callable[[UnitOfWork], Any]
+IdempotencyKey = tuple[str, str]  # (principal, request_id)
+Item = tuple[Command, "asyncio.Future[Any]", IdempotencyKey | None]
 
 
 class WriterStopped(RuntimeError):
@@ -49,7 +51,7 @@ class Writer:
         self.db = db
         self.max_batch = max_batch
         self.after_commit = after_commit
-        self._queue: collections.deque[tuple[Command, asyncio.Future[Any]]] = collections.deque()
+        self._queue: collections.deque[Item] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -67,12 +69,15 @@ class Writer:
         if self._task is not None:
             await self._task
 
-    async def submit(self, command: Callable[[UnitOfWork], T]) -> T:
-        """Run `command` in the next batch; its result once committed."""
+    async def submit(self, command: Callable[[UnitOfWork], T], idempotency_key: IdempotencyKey | None = None) -> T:
+        """Run `command` in the next batch; its result once committed.
+
+        `idempotency_key` names the request id the command will look up: the
+        writer reads those of a whole batch in one statement beforehand."""
         if self._stopping or self._task is None or self._task.done():
             raise WriterStopped("the writer is not running")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append((command, fut))
+        self._queue.append((command, fut, idempotency_key))
         self._wake.set()
         return await fut
 
@@ -80,7 +85,7 @@ class Writer:
         try:
             await self._loop()
         finally:  # whatever ended the loop, nobody may wait forever
-            for _, fut in self._queue:
+            for _, fut, _ in self._queue:
                 if not fut.done():
                     fut.set_exception(WriterStopped("the writer stopped"))
             self._queue.clear()
@@ -96,7 +101,7 @@ class Writer:
             if self._stopping and not self._queue:
                 return
 
-    async def _commit(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
+    async def _commit(self, batch: list[Item]) -> None:
         try:
             outcomes, published, committed = await self.db.write(
                 functools.partial(self._execute, batch=batch, log_state=self.log_state),
@@ -108,13 +113,13 @@ class Writer:
                 for item in batch:
                     await self._commit([item])
                 return
-            _, fut = batch[0]
+            _, fut, _ = batch[0]
             if not fut.done():
                 fut.set_exception(undo.error)
             return
         except Exception as exc:  # the transaction itself failed: nothing was written
             log.exception("write transaction failed", extra={"batch": len(batch)})
-            for _, fut in batch:
+            for _, fut, _ in batch:
                 if not fut.done():
                     fut.set_exception(exc)
             return
@@ -122,7 +127,7 @@ class Writer:
             action()
         self.batches += 1
         self.commands += len(batch)
-        for (_, fut), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, fut, _), (ok, value) in zip(batch, outcomes, strict=True):
             if fut.done():  # the caller went away; the change stands
                 continue
             if ok:
@@ -137,7 +142,7 @@ class Writer:
 
     @staticmethod
     def _execute(
-        conn: Connection, batch: list[tuple[Command, asyncio.Future[Any]]], log_state: LogState
+        conn: Connection, batch: list[Item], log_state: LogState
     ) -> tuple[list[tuple[bool, Any]], list[object], list[Callable[[], None]]]:
         """Run the batch in the open transaction; raise `_Undo` to roll it all back.
 
@@ -147,8 +152,12 @@ class Writer:
         writer then runs each command of the batch on its own.
         """
         uow = SqlUnitOfWork(conn, log_state)
+        try:
+            uow.idempotency.prefetch([key for _, _, key in batch if key is not None])
+        except Exception as exc:
+            raise _Undo(exc) from exc
         outcomes: list[tuple[bool, Any]] = []
-        for command, _ in batch:
+        for command, _, _ in batch:
             writes, mark = uow.writes, len(uow.published)
             try:
                 outcomes.append((True, command(uow)))

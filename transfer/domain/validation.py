@@ -18,6 +18,8 @@ LOOKUP_CODE = re.compile(r"[0-9a-f]{32}")
 NATIONAL_ID = re.compile(r"[0-9]{12}")
 SCHOOL_CODE = re.compile(r"[A-Za-z0-9._-]{1,20}")
 TRANSFER_ID = LOOKUP_CODE
+# The spelling uuid.UUID's str() gives (what clients send almost always): no parse needed.
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 MAX_SCHOOL_NAME = 200
 MAX_REASON = 500
@@ -27,6 +29,8 @@ def request_id(v: Violations, value: str, field: str = "request_id") -> None:
     """A request id must be a UUID (AIP-155); any common spelling is accepted."""
     if not value:
         v.add(field, "required: a UUID chosen by the client for this request", "REQUEST_ID_REQUIRED")
+        return
+    if CANONICAL_UUID.fullmatch(value):
         return
     if len(value) > 45:  # "urn:uuid:" + 36: the longest spelling uuid.UUID takes
         v.add(field, "must be a UUID", "INVALID_REQUEST_ID")
@@ -39,6 +43,8 @@ def request_id(v: Violations, value: str, field: str = "request_id") -> None:
 
 def canonical_request_id(value: str) -> str:
     """The one spelling of a (valid) request id: every spelling of a UUID is the same request."""
+    if CANONICAL_UUID.fullmatch(value):
+        return value
     return str(uuid.UUID(value))
 
 

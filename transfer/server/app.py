@@ -333,6 +333,15 @@ class Node:
                 log.exception("final checkpoint failed; the next start publishes it")
         if self.writer is not None:
             await self.writer.stop()
+            w = self.writer
+            log.info(
+                "writer stopped",
+                extra={
+                    "commands": w.commands,
+                    "batches": w.batches,
+                    "mean_batch": round(w.commands / max(w.batches, 1), 1),
+                },
+            )
         if self.db is not None:
             await self.db.close()
         log.info("node stopped")

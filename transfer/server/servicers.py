@@ -147,7 +147,8 @@ class _Base:
                 lambda: action(uow, actor),
                 lambda result: encode(result).SerializeToString(),
                 self.clock,
-            )
+            ),
+            (actor.principal, key),
         )
         return response_type.FromString(blob)
 
