@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime
 
+import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -96,6 +98,49 @@ def test_writer_isolates_failures_within_a_batch(database_url: str) -> None:
     assert (a, b) == ("A", "B") and isinstance(bad, RuntimeError)
     assert codes == ["A", "B"]
     assert announced == []
+
+
+def test_writer_finds_the_command_a_database_error_belongs_to(database_url: str) -> None:
+    """A write the database refuses (here a duplicate key) fails only its own command.
+
+    On PostgreSQL the batch runs in pipeline mode, where the error of a write
+    surfaces later, at the next command's read or at the end of the batch: the
+    writer must still roll back, re-run each command alone and blame only the
+    culprit, with the same idempotency records as any batch."""
+    migrate.upgrade(database_url)
+
+    def duplicate_then_read(uow: UnitOfWork) -> None:
+        uow.schools.add(School("DUP", "again", "01", True, NOW, NOW))  # already there: the database refuses
+
+    def read_after(code: str) -> object:
+        def command(uow: UnitOfWork) -> str:
+            assert uow.schools.get("DUP") is not None  # a read right after the refused write
+            uow.schools.add(School(code, code, "01", True, NOW, NOW))
+            return code
+
+        return command
+
+    async def scenario() -> list[object]:
+        db = open_database(database_url)
+        writer = Writer(db)
+        writer.start()
+        await writer.submit(_add_school("DUP"))  # type: ignore[arg-type]
+        results = await asyncio.gather(
+            writer.submit(_add_school("A")),  # type: ignore[arg-type]
+            writer.submit(duplicate_then_read),
+            writer.submit(read_after("B")),
+            writer.submit(_add_school("C")),  # type: ignore[arg-type]
+            return_exceptions=True,
+        )
+        codes = await db.read(lambda conn: [s.code for s in SqlUnitOfWork(conn).schools.page(None, 10)])
+        await writer.stop()
+        await db.close()
+        return [*results, codes]
+
+    a, dup, b, c, codes = asyncio.run(scenario())
+    assert (a, b, c) == ("A", "B", "C")
+    assert isinstance(dup, (sqlite3.IntegrityError, psycopg.IntegrityError))  # the driver's own error
+    assert codes == ["A", "B", "C", "DUP"]
 
 
 def test_writer_drains_queue_on_stop(database_url: str) -> None:
