@@ -23,11 +23,16 @@ from __future__ import annotations
 import abc
 import asyncio
 import concurrent.futures
+import contextlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import psycopg
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
+
+from transfer.domain.errors import Unavailable
 
 T = TypeVar("T")
 
@@ -178,13 +183,39 @@ class PostgresDatabase(Database):
         return await asyncio.get_running_loop().run_in_executor(self._read_threads, self._read, fn)
 
     def _read(self, fn: Callable[[Connection], T]) -> T:
-        with self._engine.connect() as conn, conn.begin():
-            return fn(conn)
+        try:
+            with self._engine.connect() as conn:
+                try:
+                    with conn.begin():
+                        return fn(conn)
+                except Exception:
+                    if _lost(conn):
+                        conn.invalidate()  # the pool must not hand it out again
+                    raise
+        except Exception as exc:
+            if _connection_error(exc):
+                raise _unavailable() from exc
+            raise
 
     async def write(self, fn: Callable[[Connection], T], *, busy: bool = False) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._write_thread, self._write, fn)
 
     def _write(self, fn: Callable[[Connection], T]) -> T:
+        try:
+            return self._write_once(fn)
+        except Exception as exc:
+            if self._wconn is not None and _lost(self._wconn):
+                conn, self._wconn = self._wconn, None
+                with contextlib.suppress(Exception):  # already gone
+                    conn.invalidate()
+            if _connection_error(exc):
+                # Nothing of the batch may be assumed committed (not even when
+                # the link broke during COMMIT): the callers retry with their
+                # request ids, which the idempotency records make safe.
+                raise _unavailable() from exc
+            raise
+
+    def _write_once(self, fn: Callable[[Connection], T]) -> T:
         conn = self._wconn
         if conn is None or conn.closed or conn.invalidated:
             if conn is not None:
@@ -212,6 +243,35 @@ class PostgresDatabase(Database):
         self._write_thread.shutdown(wait=True)
         self._read_threads.shutdown(wait=True)
         self._engine.dispose()
+
+
+def _lost(conn: Connection) -> bool:
+    """Whether the connection to the server is gone (a restart, a dropped link)."""
+    if conn.closed or conn.invalidated:
+        return True
+    driver = conn.connection.driver_connection
+    return driver is None or bool(driver.closed) or bool(getattr(driver, "broken", False))
+
+
+def _connection_error(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) says the database could not be reached or dropped us.
+
+    The repositories run statements on the driver's cursor, so the driver's
+    own exceptions arrive here too, sometimes wrapped by the writer."""
+    seen = 0
+    cause: BaseException | None = exc
+    while cause is not None and seen < 8:
+        if isinstance(cause, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return True
+        if isinstance(cause, (psycopg.OperationalError, psycopg.InterfaceError)):
+            return True
+        cause = cause.__cause__ or cause.__context__
+        seen += 1
+    return False
+
+
+def _unavailable() -> Unavailable:
+    return Unavailable("DATABASE_UNAVAILABLE", "the node lost its database connection; retry")
 
 
 def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Database:

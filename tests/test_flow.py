@@ -5,10 +5,12 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import uuid
+from pathlib import Path
 
 import pytest
 
-from tests.support import RunningNode, new_lookup_code, new_national_id
+from tests.support import FakeClock, RunningNode, new_lookup_code, new_national_id, running_node, write_config
 from transfer.client import TransferClient
 from transfer.v1 import common_pb2, records_pb2, transfers_pb2
 
@@ -158,3 +160,48 @@ def test_records_of_each_level(s1: TransferClient, level: int) -> None:
     r = s1.register_record(code, nid, level)
     assert (r.lookup_code, r.national_id, r.level, r.custodian_school) == (code, nid, level, "S1")
     assert s1.get_record(code) == r
+
+
+def test_node_recovers_when_its_database_connections_drop(
+    database_url: str, tmp_path: Path, pki: Path, clock: FakeClock
+) -> None:
+    """PostgreSQL drops every connection of the node (as on a server restart): the next call
+    answers UNAVAILABLE (DATABASE_UNAVAILABLE), nothing half-done, and a retry with the same
+    request id completes it, once."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("connections to a database server")
+    import psycopg
+
+    from transfer.client import NO_RETRY
+    from transfer.client.errors import Unavailable
+    from transfer.server.config import load
+
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url)
+    # No background checkpoint publication: the next write after the drop must be ours.
+    config = load(path, env={"TRANSFER_LOG_CHECKPOINT_INTERVAL_SECONDS": "3600"})
+    with running_node(config, pki, clock, path) as node:
+        admin = node.client("province-admin")
+        admin.register_school("S1", "Trường S1")
+        admin.register_school("S2", "Trường S2")
+        s1 = node.client("school-S1")
+        s2 = node.client("school-S2", retry=NO_RETRY)
+        code = register(s1)
+        transfer_id = s1.initiate_transfer(code, "S2").transfer.id
+        s1.get_record(code)  # a reader connection in the pool too
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()) AS t"
+            ).fetchone()
+        assert row is not None and row[0] >= 1
+
+        request_id = str(uuid.uuid4())
+        with pytest.raises(Unavailable) as refused:
+            s2.accept_transfer(transfer_id, request_id=request_id)
+        assert refused.value.reason == "DATABASE_UNAVAILABLE"
+        assert s1.get_transfer(transfer_id).state == REQUESTED  # nothing of it was kept
+        accepted = s2.accept_transfer(transfer_id, request_id=request_id).transfer  # the retry
+        assert accepted.state == ACCEPTED
+        assert s2.accept_transfer(transfer_id, request_id=request_id).transfer == accepted  # a repeat
+        assert s2.get_record(code).custodian_school == "S2"
+        assert s2.initiate_transfer(code, "S1").transfer.state == REQUESTED
