@@ -162,14 +162,13 @@ def test_records_of_each_level(s1: TransferClient, level: int) -> None:
     assert s1.get_record(code) == r
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # connections to a database server
 def test_node_recovers_when_its_database_connections_drop(
     database_url: str, tmp_path: Path, pki: Path, clock: FakeClock
 ) -> None:
     """PostgreSQL drops every connection of the node (as on a server restart): the next call
     answers UNAVAILABLE (DATABASE_UNAVAILABLE), nothing half-done, and a retry with the same
     request id completes it, once."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("connections to a database server")
     import psycopg
 
     from transfer.client import NO_RETRY
