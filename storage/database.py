@@ -173,54 +173,84 @@ WRITE_LOCK_KEY = 0x686F6362  # "hocb"
 class PostgresDatabase(Database):
     def __init__(self, url: str, *, readers: int = 4) -> None:
         self.url = url
-        self._engine: Engine = create_engine(sync_url(url), pool_size=readers + 1, max_overflow=readers)
+        self._engine: Engine = create_engine(
+            sync_url(url),
+            pool_size=readers + 1,
+            max_overflow=readers,
+            # A cut network (not a restart) must end in an error, not a call that hangs for minutes.
+            connect_args={
+                "connect_timeout": 10,
+                "keepalives": 1,
+                "keepalives_idle": 30,
+                "keepalives_interval": 10,
+                "keepalives_count": 3,
+                "tcp_user_timeout": 60_000,
+            },
+        )
         self._write_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pg-writer")
         self._read_threads = concurrent.futures.ThreadPoolExecutor(readers, thread_name_prefix="pg-reader")
         self._wconn: Connection | None = None
         self._closed = False
+        self._closing: asyncio.Task[None] | None = None
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
+        if self._closed:
+            raise _closed()
         return await asyncio.get_running_loop().run_in_executor(self._read_threads, self._read, fn)
 
     def _read(self, fn: Callable[[Connection], T]) -> T:
         try:
-            with self._engine.connect() as conn:
-                try:
-                    with conn.begin():
-                        return fn(conn)
-                except Exception:
-                    if _lost(conn):
-                        conn.invalidate()  # the pool must not hand it out again
-                    raise
+            conn = self._engine.connect()
         except Exception as exc:
-            if _connection_error(exc):
+            if _connect_error(exc):
                 raise _unavailable() from exc
             raise
+        with conn:
+            try:
+                with conn.begin():
+                    return fn(conn)
+            except Exception as exc:
+                if _lost(conn) or _disconnected(exc):
+                    with contextlib.suppress(Exception):
+                        conn.invalidate()  # the pool must not hand it out again
+                    raise _unavailable() from exc
+                raise
 
     async def write(self, fn: Callable[[Connection], T], *, busy: bool = False) -> T:
+        if self._closed:
+            raise _closed()
         return await asyncio.get_running_loop().run_in_executor(self._write_thread, self._write, fn)
 
     def _write(self, fn: Callable[[Connection], T]) -> T:
-        try:
-            return self._write_once(fn)
-        except Exception as exc:
-            if self._wconn is not None and _lost(self._wconn):
-                conn, self._wconn = self._wconn, None
-                with contextlib.suppress(Exception):  # already gone
-                    conn.invalidate()
-            if _connection_error(exc):
-                # Nothing of the batch may be assumed committed (not even when
-                # the link broke during COMMIT): the callers retry with their
-                # request ids, which the idempotency records make safe.
-                raise _unavailable() from exc
-            raise
-
-    def _write_once(self, fn: Callable[[Connection], T]) -> T:
         conn = self._wconn
         if conn is None or conn.closed or conn.invalidated:
             if conn is not None:
-                conn.close()
-            conn = self._wconn = self._engine.connect()  # the writer keeps its connection
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._wconn = None
+            try:
+                conn = self._wconn = self._engine.connect()  # the writer keeps its connection
+            except Exception as exc:
+                if _connect_error(exc):
+                    raise _unavailable() from exc
+                raise
+        try:
+            return self._write_in(conn, fn)
+        except Exception as exc:
+            # Only a broken link is "unavailable"; any other error (a refused
+            # statement, a timeout, a bug) goes back to the writer, which re-runs
+            # the batch's commands one by one so that only the culprit fails.
+            if _lost(conn) or _disconnected(exc):
+                self._wconn = None
+                with contextlib.suppress(Exception):
+                    conn.invalidate()
+                # Nothing of the batch may be assumed committed (not even when
+                # the link broke during COMMIT): callers retry with their request
+                # ids, which the idempotency records make safe.
+                raise _unavailable() from exc
+            raise
+
+    def _write_in(self, conn: Connection, fn: Callable[[Connection], T]) -> T:
         with conn.begin():
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
             driver = conn.connection.driver_connection
@@ -234,14 +264,24 @@ class PostgresDatabase(Database):
                 finally:
                     del conn.info["pipeline"]
 
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
+    def _close_writer(self) -> None:
         if self._wconn is not None:
-            await asyncio.get_running_loop().run_in_executor(self._write_thread, self._wconn.close)
-        self._write_thread.shutdown(wait=True)
-        self._read_threads.shutdown(wait=True)
+            with contextlib.suppress(Exception):
+                self._wconn.close()
+            self._wconn = None
+
+    async def close(self) -> None:
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
+        self._closed = True
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._write_thread, self._close_writer)
+        # Waiting for the threads would block the event loop: wait in a thread.
+        await asyncio.to_thread(self._write_thread.shutdown, True)
+        await asyncio.to_thread(self._read_threads.shutdown, True)
         self._engine.dispose()
 
 
@@ -249,29 +289,51 @@ def _lost(conn: Connection) -> bool:
     """Whether the connection to the server is gone (a restart, a dropped link)."""
     if conn.closed or conn.invalidated:
         return True
-    driver = conn.connection.driver_connection
+    try:
+        driver = conn.connection.driver_connection
+    except Exception:
+        return True
     return driver is None or bool(driver.closed) or bool(getattr(driver, "broken", False))
 
 
-def _connection_error(exc: BaseException) -> bool:
-    """Whether `exc` (or what caused it) says the database could not be reached or dropped us.
+# SQLSTATEs of a lost session: connection exceptions (class 08), and the
+# server shutting down or restarting (57P01 admin_shutdown, 57P02
+# crash_shutdown, 57P03 cannot_connect_now).
+_DISCONNECT_STATES = ("57P01", "57P02", "57P03")
 
-    The repositories run statements on the driver's cursor, so the driver's
-    own exceptions arrive here too, sometimes wrapped by the writer."""
-    seen = 0
+
+def _disconnected(exc: BaseException) -> bool:
+    """Whether `exc`, or what caused it, says the session with the server ended.
+
+    Statement timeouts, deadlocks, full disks and the like are not: they are
+    errors of a command, for the writer to pin on it. The repositories run
+    statements on the driver's cursor, so driver exceptions arrive here too,
+    sometimes wrapped by the writer."""
     cause: BaseException | None = exc
-    while cause is not None and seen < 8:
-        if isinstance(cause, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+    for _ in range(8):
+        if cause is None:
+            return False
+        if isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated:
             return True
-        if isinstance(cause, (psycopg.OperationalError, psycopg.InterfaceError)):
-            return True
+        if isinstance(cause, psycopg.Error):
+            state = cause.sqlstate or ""
+            if state.startswith("08") or state in _DISCONNECT_STATES:
+                return True
         cause = cause.__cause__ or cause.__context__
-        seen += 1
     return False
+
+
+def _connect_error(exc: BaseException) -> bool:
+    """Whether opening a connection failed because the server could not be reached."""
+    return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError, psycopg.OperationalError))
 
 
 def _unavailable() -> Unavailable:
     return Unavailable("DATABASE_UNAVAILABLE", "the node lost its database connection; retry")
+
+
+def _closed() -> Unavailable:
+    return Unavailable("SHUTTING_DOWN", "the node is shutting down; retry")
 
 
 def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Database:

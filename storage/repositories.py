@@ -456,6 +456,7 @@ class SqlIdempotency:
         rows = self.db.all("idempotency_expired", build, {"older_than_us": to_us(older_than), "limit": limit})
         for principal, request_id in rows:
             self.db.run("idempotency_delete", {"principal": principal, "request_id": request_id})
+            self.known.pop((principal, request_id), None)  # a later command of the batch must not see it
         return len(rows)
 
     def flush(self) -> None:

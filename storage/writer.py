@@ -47,10 +47,14 @@ class Writer:
         *,
         max_batch: int = 128,
         after_commit: Callable[[list[object]], None] | None = None,
+        after_uncertain: Callable[[], None] | None = None,
     ) -> None:
         self.db = db
         self.max_batch = max_batch
         self.after_commit = after_commit
+        # Called when a transaction failed in a way that leaves open whether it
+        # committed (the link broke during COMMIT): listeners should re-read.
+        self.after_uncertain = after_uncertain
         self._queue: collections.deque[Item] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -117,11 +121,16 @@ class Writer:
             if not fut.done():
                 fut.set_exception(undo.error)
             return
-        except Exception as exc:  # the transaction itself failed: nothing was written
+        except Exception as exc:  # the transaction itself failed
             log.exception("write transaction failed", extra={"batch": len(batch)})
             for _, fut, _ in batch:
                 if not fut.done():
                     fut.set_exception(exc)
+            if self.after_uncertain is not None:
+                try:
+                    self.after_uncertain()
+                except Exception:
+                    log.exception("after-uncertain listener failed")
             return
         for action in committed:
             action()

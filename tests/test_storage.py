@@ -143,6 +143,39 @@ def test_writer_finds_the_command_a_database_error_belongs_to(database_url: str)
     assert codes == ["A", "B", "C", "DUP"]
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_statement_timeout_is_the_commands_fault_not_the_databases(database_url: str) -> None:
+    """A statement the server cancels (a timeout) is an error of its command: the batch is re-run
+    command by command, the others commit, and nothing is reported as the database being away."""
+    migrate.upgrade(database_url)
+
+    def too_slow(uow: UnitOfWork) -> None:
+        cursor = uow.runner.cursor  # type: ignore[attr-defined]
+        cursor.execute("SET LOCAL statement_timeout = 50")
+        cursor.execute("SELECT pg_sleep(2)")
+        cursor.fetchone()
+
+    async def scenario() -> list[object]:
+        db = open_database(database_url)
+        writer = Writer(db)
+        writer.start()
+        results = await asyncio.gather(
+            writer.submit(_add_school("A")),  # type: ignore[arg-type]
+            writer.submit(too_slow),
+            writer.submit(_add_school("B")),  # type: ignore[arg-type]
+            return_exceptions=True,
+        )
+        codes = await db.read(lambda conn: [s.code for s in SqlUnitOfWork(conn).schools.page(None, 10)])
+        await writer.stop()
+        await db.close()
+        return [*results, codes]
+
+    a, slow, b, codes = asyncio.run(scenario())
+    assert (a, b) == ("A", "B")
+    assert isinstance(slow, psycopg.errors.QueryCanceled)
+    assert codes == ["A", "B"]
+
+
 def test_writer_drains_queue_on_stop(database_url: str) -> None:
     """Stopping the writer finishes every queued command, then refuses new ones."""
     migrate.upgrade(database_url)

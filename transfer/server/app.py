@@ -165,7 +165,9 @@ class Node:
         if cfg.auto_migrate:
             migrate.upgrade(cfg.database_url)
         self.db = open_database(cfg.database_url, sqlite_synchronous=cfg.sqlite_synchronous)
-        self.writer = Writer(self.db, max_batch=cfg.max_batch, after_commit=self._after_commit)
+        self.writer = Writer(
+            self.db, max_batch=cfg.max_batch, after_commit=self._after_commit, after_uncertain=self._after_uncertain
+        )
         self.writer.start()
         store = self.store = Store(self.db, self.writer)
         auth = Authenticator(cfg.province, {p: peer.ca for p, peer in self.peers.items()})
@@ -283,6 +285,13 @@ class Node:
         self.notifier.publish(items)
         if self.dispatcher is not None:
             self.dispatcher.notify(items)
+
+    def _after_uncertain(self) -> None:
+        # A batch may have committed without our knowing (the database link broke
+        # during COMMIT): watchers and the dispatcher re-read rather than miss it.
+        self.notifier.wake_all()
+        if self.dispatcher is not None:
+            self.dispatcher.wake.set()
 
     async def checkpoint_covering(self, index: int) -> str:
         """The first signed checkpoint whose tree holds entry `index` (publishing one if needed)."""

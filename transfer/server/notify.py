@@ -66,6 +66,12 @@ class Notifier:
                     for sub in self._subs.get(school, ()):
                         sub.wake()
 
+    def wake_all(self) -> None:
+        """Wake every stream to re-read (when a commit may have happened unannounced)."""
+        for subs in self._subs.values():
+            for sub in subs:
+                sub.wake()
+
     def close(self) -> None:
         self.closed = True
         for subs in self._subs.values():
