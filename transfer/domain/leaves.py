@@ -208,6 +208,17 @@ class _Reader:
     def u64(self) -> int:
         return int(struct.unpack(">Q", self.take(8))[0])
 
+    def header(self) -> tuple[LeafKind, datetime]:
+        """The version (which must be ours), kind and time every leaf starts with."""
+        version, kind_value = self.take(1)[0], self.take(1)[0]
+        if version != VERSION:
+            raise LeafError(f"unknown leaf version {version}")
+        try:
+            kind = LeafKind(kind_value)
+        except ValueError:
+            raise LeafError(f"unknown leaf kind {kind_value}") from None
+        return kind, _EPOCH + timedelta(microseconds=self.u64())
+
     def str8(self) -> str:
         try:
             return self.take(self.take(1)[0]).decode("utf-8")
@@ -224,14 +235,7 @@ class _Reader:
 def decode_leaf(data: bytes) -> TransferLeaf:
     """The event a leaf records; LeafError if `data` is not exactly one valid leaf."""
     r = _Reader(data)
-    version, kind_value = r.take(1)[0], r.take(1)[0]
-    if version != VERSION:
-        raise LeafError(f"unknown leaf version {version}")
-    try:
-        kind = LeafKind(kind_value)
-    except ValueError:
-        raise LeafError(f"unknown leaf kind {kind_value}") from None
-    time = _EPOCH + timedelta(microseconds=r.u64())
+    kind, time = r.header()
     transfer_id = r.take(16).hex()
     record = r.take(32)
     from_province, from_school = r.ascii(2), r.str8()
@@ -377,14 +381,7 @@ def decode_any(data: bytes) -> LogLeaf:
     if len(data) >= 2 and data[1] in TRANSFER_KINDS:
         return decode_leaf(data)
     r = _Reader(data)
-    version, kind_value = r.take(1)[0], r.take(1)[0]
-    if version != VERSION:
-        raise LeafError(f"unknown leaf version {version}")
-    try:
-        kind = LeafKind(kind_value)
-    except ValueError:
-        raise LeafError(f"unknown leaf kind {kind_value}") from None
-    time = _EPOCH + timedelta(microseconds=r.u64())
+    kind, time = r.header()
     leaf: LogLeaf
     if kind in (LeafKind.TRANSFER_OFFERED, LeafKind.MESSAGE_ACKNOWLEDGED, LeafKind.OFFER_REFUSED):
         transfer_id, peer = r.take(16).hex(), r.ascii(2)

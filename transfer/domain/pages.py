@@ -222,6 +222,18 @@ def _is_hex(s: str) -> bool:
     return all(c in "0123456789abcdef" for c in s)
 
 
+def require_here(record: Record) -> None:
+    """Refuse changes to a record that moved to another province's node (its copy here is read-only)."""
+    if record.transferred_out:
+        raise FailedPrecondition(
+            "RECORD_TRANSFERRED_OUT",
+            "the record now lives on another province's node; its copy here is read-only",
+            precondition_violations=(
+                PreconditionViolation("RECORD_HERE", f"records/{record.lookup_code}", "transferred out"),
+            ),
+        )
+
+
 class Pages:
     def __init__(
         self, policy: PagePolicy, trust: SigningTrust, clock: Clock, ids: IdSource, province: str = ""
@@ -239,14 +251,7 @@ class Pages:
         record = uow.records.get(lookup_code)
         if record is None:
             raise RuntimeError(f"page of unknown record {lookup_code}")
-        if record.transferred_out:
-            raise FailedPrecondition(
-                "RECORD_TRANSFERRED_OUT",
-                "the record now lives on another province's node; its copy here is read-only",
-                precondition_violations=(
-                    PreconditionViolation("RECORD_HERE", f"records/{lookup_code}", "transferred out"),
-                ),
-            )
+        require_here(record)
         if record.open_transfer_id is not None:
             raise FailedPrecondition(
                 "RECORD_FROZEN",

@@ -46,6 +46,7 @@ from transfer.domain.model import (
     TransferScope,
     TransferState,
 )
+from transfer.domain.pages import require_here
 from transfer.domain.paging import Page
 from transfer.domain.ports import Clock, IdSource, UnitOfWork
 from transfer.domain.validation import lookup_code as check_lookup_code
@@ -331,14 +332,7 @@ class Transfers:
                     "RECORD_NOT_FOUND", "no record with this lookup code", resource=("record", cmd.lookup_code)
                 )
             raise PermissionDenied("NOT_CUSTODIAN", "only the custodian school may transfer this record")
-        if record.transferred_out:
-            raise FailedPrecondition(
-                "RECORD_TRANSFERRED_OUT",
-                "the record now lives on another province's node; its copy here is read-only",
-                precondition_violations=(
-                    PreconditionViolation("RECORD_HERE", f"records/{record.lookup_code}", "transferred out"),
-                ),
-            )
+        require_here(record)
         if record.open_transfer_id is not None:
             raise FailedPrecondition(
                 "TRANSFER_ALREADY_OPEN",
