@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +36,7 @@ from typing import Any
 
 import grpc
 
-from bench.harness import ROOT, percentile, run_clients
+from bench.harness import NodeProcess, credentials, database_url, percentile, run_clients
 from transfer.devpki import SigningCA, make_dev_pki
 from transfer.v1 import transfers_pb2, transfers_pb2_grpc
 
@@ -53,7 +51,9 @@ def lookup_code(i: int) -> str:
     return f"{i:032x}"
 
 
-class Node:
+class Node(NodeProcess):
+    """A node of a two-province federation, each the other's peer."""
+
     def __init__(self, work: Path, province: str, url: str, port: int, peer: str, peer_port: int) -> None:
         own, other = work / f"pki{province}", work / f"pki{peer}"
         self.pki = own
@@ -89,50 +89,16 @@ log_vkey_file = "{other}/log.vkey"
 """,
             encoding="utf-8",
         )
-        port_file = work / f"node{province}.port"
-        self.log = (work / f"node{province}.log").open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "transfer.server", "--config", str(cfg)],
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while not (port_file.exists() and port_file.read_text().strip()):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node {province} did not start; see {work / f'node{province}.log'}")
-            time.sleep(0.05)
-        self.address = f"127.0.0.1:{port}"
-
-    def rss_mb(self) -> float:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return float("nan")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self.log.close()
-
-
-def _creds(pki: Path, identity: str) -> grpc.ChannelCredentials:
-    return grpc.ssl_channel_credentials(
-        (pki / "ca.pem").read_bytes(), (pki / f"{identity}.key").read_bytes(), (pki / f"{identity}.pem").read_bytes()
-    )
+        self._launch(cfg, work / f"node{province}.port", work / f"node{province}.log")
 
 
 async def offer_worker(args: dict[str, Any]) -> Callable[..., Awaitable[None]]:
     """One process: initiate at 01, learn arrivals from D1's watch stream at 79."""
     sender = transfers_pb2_grpc.TransferServiceStub(
-        grpc.aio.secure_channel(args["sender"], _creds(Path(args["pki01"]), "school-S1"))
+        grpc.aio.secure_channel(args["sender"], credentials(Path(args["pki01"]), "school-S1"))
     )
     watcher = transfers_pb2_grpc.TransferServiceStub(
-        grpc.aio.secure_channel(args["receiver"], _creds(Path(args["pki79"]), "school-D1"))
+        grpc.aio.secure_channel(args["receiver"], credentials(Path(args["pki79"]), "school-D1"))
     )
     waiting: dict[str, asyncio.Future[None]] = {}
     arrived: set[str] = set()
@@ -275,15 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         (work / "signing-cas.pem").write_bytes(
             (work / "pki01" / "signing-ca.pem").read_bytes() + (work / "pki79" / "signing-ca.pem").read_bytes()
         )
-        if ns.db == "sqlite":
-            urls = [f"sqlite:///{work / 'node01.db'}", f"sqlite:///{work / 'node79.db'}"]
-        else:
-            base = os.environ.get("TRANSFER_BENCH_PG") or os.environ.get("TRANSFER_TEST_PG")
-            if not base:
-                raise SystemExit("set TRANSFER_BENCH_PG to a PostgreSQL URL whose server may create databases")
-            from tests.support import create_pg_database
-
-            urls = [create_pg_database(base), create_pg_database(base)]
+        urls = [database_url(ns.db, work / "node01.db"), database_url(ns.db, work / "node79.db")]
         # The echo baseline uses the same TLS settings (node 01's PKI).
         from bench.harness import Workdir
 

@@ -67,6 +67,25 @@ class Stats:
         return out
 
 
+def credentials(pki: Path, identity: str) -> grpc.ChannelCredentials:
+    """Client credentials of `identity` (a dev PKI's certificate and key) for mTLS."""
+    return grpc.ssl_channel_credentials(
+        (pki / "ca.pem").read_bytes(), (pki / f"{identity}.key").read_bytes(), (pki / f"{identity}.pem").read_bytes()
+    )
+
+
+def database_url(db: str, sqlite_path: Path) -> str:
+    """A fresh database: a SQLite file, or a new database on TRANSFER_BENCH_PG's server."""
+    if db == "sqlite":
+        return f"sqlite:///{sqlite_path}"
+    base = os.environ.get("TRANSFER_BENCH_PG") or os.environ.get("TRANSFER_TEST_PG")
+    if not base:
+        raise SystemExit("set TRANSFER_BENCH_PG to a PostgreSQL URL whose server may create databases")
+    from tests.support import create_pg_database
+
+    return create_pg_database(base)
+
+
 class Workdir:
     """A temporary directory with a dev PKI for one node (province 01, schools S1, S2)."""
 
@@ -85,11 +104,7 @@ class Workdir:
         self.cleanup()
 
     def credentials(self, identity: str) -> grpc.ChannelCredentials:
-        return grpc.ssl_channel_credentials(
-            (self.pki / "ca.pem").read_bytes(),
-            (self.pki / f"{identity}.key").read_bytes(),
-            (self.pki / f"{identity}.pem").read_bytes(),
-        )
+        return credentials(self.pki, identity)
 
 
 class NodeProcess:
@@ -119,10 +134,13 @@ format = "json"
 """,
             encoding="utf-8",
         )
-        port_file = work.path / "node.port"
+        self._launch(cfg, work.path / "node.port", work.path / "node.log", extra_env)
+
+    def _launch(self, cfg: Path, port_file: Path, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
+        """Start `transfer.server` on `cfg` and wait until it wrote `port_file`."""
         port_file.unlink(missing_ok=True)
-        self.log_path = work.path / "node.log"
-        self.log = self.log_path.open("ab")
+        self.log_path = log_path
+        self.log = log_path.open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "transfer.server", "--config", str(cfg)],
             cwd=ROOT,
@@ -131,9 +149,9 @@ format = "json"
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
-        while not port_file.exists():
+        while not (port_file.exists() and port_file.read_text().strip()):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"node did not start; see {work.path / 'node.log'}")
+                raise RuntimeError(f"node did not start; see {log_path}")
             time.sleep(0.05)
         self.address = f"127.0.0.1:{port_file.read_text().strip()}"
 

@@ -18,14 +18,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import csv
-import os
 import random
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import NodeProcess, Workdir, emit, percentile
+from bench.harness import NodeProcess, Workdir, database_url, emit, percentile
 from bench.log import _seed as seed_log
 from transfer.client import ClientTls, TransferClient
 from transfer.server.importer import run_import
@@ -72,15 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path)
     ns = parser.parse_args(argv)
     work = Workdir()
-    if ns.db == "sqlite":
-        url = f"sqlite:///{work.path / 'node.db'}"
-    else:
-        base = os.environ.get("TRANSFER_BENCH_PG") or os.environ.get("TRANSFER_TEST_PG")
-        if not base:
-            raise SystemExit("set TRANSFER_BENCH_PG to a PostgreSQL URL whose server may create databases")
-        from tests.support import create_pg_database
-
-        url = create_pg_database(base)
+    url = database_url(ns.db, work.path / "node.db")
     result: dict[str, Any] = {"benchmark": "scale", "db": ns.db, "records": ns.records, "entries": ns.entries}
     try:
         node = NodeProcess(work, url)  # creates the schema; registers the schools

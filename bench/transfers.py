@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from bench.harness import ROOT, NodeProcess, Workdir, emit, run_clients
+from bench.harness import ROOT, NodeProcess, Workdir, credentials, database_url, emit, run_clients
 from transfer.v1 import transfers_pb2, transfers_pb2_grpc
 
 
@@ -36,11 +36,7 @@ async def transfer_worker(args: dict[str, Any]) -> Callable[..., Awaitable[None]
     pki = Path(args["pki"])
     stubs = {}
     for school in ("S1", "S2"):
-        creds = grpc.ssl_channel_credentials(
-            (pki / "ca.pem").read_bytes(),
-            (pki / f"school-{school}.key").read_bytes(),
-            (pki / f"school-{school}.pem").read_bytes(),
-        )
+        creds = credentials(pki, f"school-{school}")
         stubs[school] = transfers_pb2_grpc.TransferServiceStub(grpc.aio.secure_channel(args["address"], creds))
 
     async def run(i: int, end: float, record: Callable[[str, float], None], failed: Callable[[str], None]) -> None:
@@ -119,7 +115,6 @@ def echo_rate(work: Workdir, concurrency: int, processes: int, seconds: float, w
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--db", choices=["sqlite", "postgresql"], default="sqlite")
@@ -139,15 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for c in levels:
         work = Workdir()
-        if ns.db == "sqlite":
-            url = f"sqlite:///{work.path / 'node.db'}"
-        else:
-            base = os.environ.get("TRANSFER_BENCH_PG") or os.environ.get("TRANSFER_TEST_PG")
-            if not base:
-                raise SystemExit("set TRANSFER_BENCH_PG to a PostgreSQL URL whose server may create databases")
-            from tests.support import create_pg_database
-
-            url = create_pg_database(base)
+        url = database_url(ns.db, work.path / "node.db")
         echo = echo_rate(work, c, min(ns.processes, c), ns.seconds, ns.warmup)
         node = NodeProcess(work, url, extra_env={"TRANSFER_DATABASE_SQLITE_SYNCHRONOUS": ns.sqlite_synchronous})
         try:
