@@ -120,6 +120,8 @@ class SqliteDatabase(Database):
         self._reader = sqlite_engine(url, writer=False, synchronous=synchronous, pool_size=2)
         self._wconn: Connection | None = None
         self._rconn: Connection | None = None
+        # One thread waits for the disk at COMMIT while the loop serves (see write).
+        self._commit_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         # Reads run on the event loop, one at a time, on one kept connection:
@@ -140,22 +142,33 @@ class SqliteDatabase(Database):
         if self._wconn is None or self._wconn.closed:
             self._wconn = self._writer.connect()  # the writer keeps its connection
         conn = self._wconn
-        transaction = conn.begin()
+        # The transaction is driven on the driver connection itself, like the
+        # statements (storage.sql.Runner): a SQLAlchemy Transaction object and
+        # its events cost more than the two statements they send.
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        driver.execute("BEGIN IMMEDIATE")  # the write lock up front
         try:
             result = fn(conn)
         except BaseException:
-            transaction.rollback()
+            driver.rollback()
             raise
-        if busy:
-            # The commit waits for the disk (fsync with synchronous=FULL): under
-            # load, let the event loop serve requests meanwhile, which also
-            # gathers the next group commit. Nobody else uses this connection.
-            await asyncio.to_thread(transaction.commit)
-        else:  # a lone command: a thread hop would cost more than it saves
-            transaction.commit()
+        try:
+            if busy:
+                # The commit waits for the disk (fsync with synchronous=FULL): under
+                # load, let the event loop serve requests meanwhile, which also
+                # gathers the next group commit. Nobody else uses this connection.
+                await asyncio.get_running_loop().run_in_executor(self._commit_thread, driver.commit)
+            else:  # a lone command: a thread hop would cost more than it saves
+                driver.commit()
+        except BaseException:
+            if driver.in_transaction:  # e.g. SQLITE_BUSY at COMMIT: leave no transaction open
+                driver.rollback()
+            raise
         return result
 
     async def close(self) -> None:
+        self._commit_thread.shutdown(wait=False)  # idle: every commit was awaited
         if self._rconn is not None:
             self._rconn.close()
         if self._wconn is not None:

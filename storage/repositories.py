@@ -1137,24 +1137,67 @@ class SqlInbound:
 
 
 class SqlUnitOfWork:
-    """The repositories of one transaction and the items to announce after commit."""
+    """The repositories of one transaction and the items to announce after commit.
+
+    A repository is made when first used: a batch of transfers touches five
+    of the fourteen, and the writer makes a unit of work per batch."""
 
     def __init__(self, conn: Connection, log_state: LogState | None = None) -> None:
         self.runner = Runner(conn)
-        self.schools = SqlSchools(self.runner)
-        self.records = SqlRecords(self.runner)
-        self.transfers = SqlTransfers(self.runner)
-        self.events = SqlEvents(self.runner)
-        self.idempotency = SqlIdempotency(self.runner)
-        self.log = SqlLog(self.runner, log_state)
-        self.teachers = SqlTeachers(self.runner)
-        self.duties = SqlDuties(self.runner)
-        self.pages = SqlPages(self.runner)
-        self.tasks = SqlTasks(self.runner)
-        self.handoffs = SqlHandoffs(self.runner)
-        self.outbox = SqlOutbox(self.runner)
-        self.inbound = SqlInbound(self.runner)
+        self._log_state = log_state
         self.published: list[object] = []
+
+    @functools.cached_property
+    def schools(self) -> SqlSchools:
+        return SqlSchools(self.runner)
+
+    @functools.cached_property
+    def records(self) -> SqlRecords:
+        return SqlRecords(self.runner)
+
+    @functools.cached_property
+    def transfers(self) -> SqlTransfers:
+        return SqlTransfers(self.runner)
+
+    @functools.cached_property
+    def events(self) -> SqlEvents:
+        return SqlEvents(self.runner)
+
+    @functools.cached_property
+    def idempotency(self) -> SqlIdempotency:
+        return SqlIdempotency(self.runner)
+
+    @functools.cached_property
+    def log(self) -> SqlLog:
+        return SqlLog(self.runner, self._log_state)
+
+    @functools.cached_property
+    def teachers(self) -> SqlTeachers:
+        return SqlTeachers(self.runner)
+
+    @functools.cached_property
+    def duties(self) -> SqlDuties:
+        return SqlDuties(self.runner)
+
+    @functools.cached_property
+    def pages(self) -> SqlPages:
+        return SqlPages(self.runner)
+
+    @functools.cached_property
+    def tasks(self) -> SqlTasks:
+        return SqlTasks(self.runner)
+
+    @functools.cached_property
+    def handoffs(self) -> SqlHandoffs:
+        return SqlHandoffs(self.runner)
+
+    @functools.cached_property
+    def outbox(self) -> SqlOutbox:
+        return SqlOutbox(self.runner)
+
+    @functools.cached_property
+    def inbound(self) -> SqlInbound:
+        return SqlInbound(self.runner)
 
     def publish(self, item: object) -> None:
         self.published.append(item)
@@ -1162,15 +1205,23 @@ class SqlUnitOfWork:
     @property
     def writes(self) -> int:
         """Statements written or staged so far (to tell a clean refusal from a half-done change)."""
-        return self.runner.writes + len(self.events.staged) + len(self.idempotency.staged) + len(self.log.staged)
+        staged = 0
+        for name in ("events", "idempotency", "log"):
+            repo = self.__dict__.get(name)  # only those made can hold staged rows
+            if repo is not None:
+                staged += len(repo.staged)
+        return self.runner.writes + staged
 
     def flush(self) -> list[Callable[[], None]]:
         """Write the staged append-only rows; call once, before commit.
 
         Returns the actions to run after the commit succeeded.
         """
-        self.events.flush()
-        self.idempotency.flush()
-        install = self.log.flush()
+        made = self.__dict__
+        if "events" in made:
+            self.events.flush()
+        if "idempotency" in made:
+            self.idempotency.flush()
+        install = self.log.flush() if "log" in made else None
         self.runner.sync()  # every write answered: an error belongs to this transaction's commands
         return [install] if install is not None else []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -133,3 +134,36 @@ def test_actor_scope() -> None:
     assert not Actor(Role.PEER, "79", None, "node").acts_for("S1")
     assert not Actor(Role.AUDITOR, "01", None, "a").acts_for("S1")
     assert Actor(Role.SCHOOL, "01", "S1", "cert A").principal == Actor(Role.SCHOOL, "01", "S1", "cert B").principal
+
+
+def test_remembered_chain_links_never_vouch_for_an_impostor(tmp_path: Path) -> None:
+    """The trust remembers verified certificate links; a certificate with the
+    same names but another issuer key must still be refused, also once the
+    genuine one is remembered, and after the memory overflowed."""
+    from cryptography import x509
+
+    from transfer.devpki import SigningCA
+    from transfer.domain.errors import FailedPrecondition
+    from transfer.domain.signatures import SigningTrust
+
+    genuine = SigningCA(tmp_path / "genuine")
+    impostor = SigningCA(tmp_path / "impostor")  # same CA name, other key
+    trust = SigningTrust([genuine.cert], remember=2)
+    now = datetime.now(UTC)
+    good = x509.load_pem_x509_certificate(genuine.teacher("A", write=False)[0])
+    bad = x509.load_pem_x509_certificate(impostor.teacher("A", write=False)[0])
+    assert good.issuer == bad.issuer and good.subject == bad.subject
+    for _ in range(2):  # the second round runs from memory
+        trust.check_chain(good, [], now)
+        with pytest.raises(FailedPrecondition) as refused:
+            trust.check_chain(bad, [], now)
+        assert refused.value.reason == "UNTRUSTED_CERTIFICATE"
+    others = [x509.load_pem_x509_certificate(genuine.teacher(f"T{i}", write=False)[0]) for i in range(3)]
+    for cert in others:  # more links than it remembers: the oldest are forgotten
+        trust.check_chain(cert, [], now)
+    trust.check_chain(good, [], now)
+    with pytest.raises(FailedPrecondition):
+        trust.check_chain(bad, [], now)
+    with pytest.raises(FailedPrecondition) as expired:  # dates are checked every time
+        trust.check_chain(good, [], now + timedelta(days=4000))
+    assert expired.value.reason == "CERTIFICATE_NOT_VALID"

@@ -17,6 +17,8 @@ question, up to a configured anchor.
 
 from __future__ import annotations
 
+import collections
+import functools
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +28,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from transfer.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, PreconditionViolation
 
@@ -90,10 +93,34 @@ def _is_ca(cert: x509.Certificate) -> bool:
 
 
 class SigningTrust:
-    """The CAs whose certificates the node accepts for teachers' signatures."""
+    """The CAs whose certificates the node accepts for teachers' signatures.
 
-    def __init__(self, anchors: Sequence[x509.Certificate]) -> None:
+    A teacher signs many pages with one certificate, and a package carries
+    the same few certificates again and again: each "issued by" link whose
+    signature verified is remembered (a bounded set of certificate pairs,
+    compared by their full DER encoding), so a chain costs one signature
+    check per distinct link, not per page. Validity dates are checked every
+    time, against the time of the signature.
+    """
+
+    def __init__(self, anchors: Sequence[x509.Certificate], *, remember: int = 4096) -> None:
         self.anchors = list(anchors)
+        self._remember = remember
+        self._verified: collections.OrderedDict[tuple[x509.Certificate, x509.Certificate], None] = (
+            collections.OrderedDict()
+        )
+
+    def _issued_by(self, cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+        link = (cert, issuer)
+        if link in self._verified:
+            self._verified.move_to_end(link)
+            return True
+        if not _issued_by(cert, issuer):
+            return False
+        self._verified[link] = None
+        if len(self._verified) > self._remember:
+            self._verified.popitem(last=False)
+        return True
 
     @classmethod
     def from_pem(cls, pem: bytes) -> SigningTrust:
@@ -116,9 +143,9 @@ class SigningTrust:
         pool = list(intermediates)
         for _ in range(MAX_CHAIN + 1):
             for anchor in self.anchors:
-                if _issued_by(current, anchor) and _valid_at(anchor, at):
+                if self._issued_by(current, anchor) and _valid_at(anchor, at):
                     return
-            issuer = next((c for c in pool if _issued_by(current, c) and _is_ca(c) and _valid_at(c, at)), None)
+            issuer = next((c for c in pool if self._issued_by(current, c) and _is_ca(c) and _valid_at(c, at)), None)
             if issuer is None:
                 break
             pool.remove(issuer)
@@ -164,9 +191,15 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=1024)
+def _public_key(cert_der: bytes) -> CertificatePublicKeyTypes:
+    """The key of a certificate (a teacher signs many pages with one: parse it once)."""
+    return x509.load_der_x509_certificate(cert_der).public_key()
+
+
 def verify_signature(cert_der: bytes, message: bytes, signature: bytes) -> bool:
     """Whether `signature` over `message` verifies with the certificate's key."""
-    key = x509.load_der_x509_certificate(cert_der).public_key()
+    key = _public_key(cert_der)
     try:
         if isinstance(key, rsa.RSAPublicKey):
             key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())

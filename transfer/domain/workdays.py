@@ -8,6 +8,7 @@ time (Vietnam keeps UTC+7 all year, so a fixed offset is exact).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 from datetime import UTC, date, datetime, time, timedelta, timezone
 
@@ -33,8 +34,17 @@ def deadline_after(
     holidays: Collection[date] = (),
 ) -> datetime:
     """End (exclusive: midnight after) of the `days`-th working day after `instant`'s local date."""
+    local_day = instant.astimezone(timezone(utc_offset)).date()
+    try:
+        return _deadline(local_day, days, utc_offset, holidays)  # type: ignore[arg-type]
+    except TypeError:  # unhashable holidays: compute without the memo
+        return _deadline.__wrapped__(local_day, days, utc_offset, holidays)
+
+
+@functools.lru_cache(maxsize=64)
+def _deadline(local_day: date, days: int, utc_offset: timedelta, holidays: Collection[date]) -> datetime:
+    """Every transfer opened on one local day has the same deadline: computed once."""
     tz = timezone(utc_offset)
-    local_day = instant.astimezone(tz).date()
     last_day = add_working_days(local_day, days, holidays)
     end = datetime.combine(last_day + timedelta(days=1), time(0), tzinfo=tz)
     return end.astimezone(UTC)

@@ -138,19 +138,21 @@ class _Base:
             canonical.request_id = key  # type: ignore[attr-defined]
             request = canonical
         fingerprint = hashlib.sha256(method.encode() + b"\0" + request.SerializeToString(deterministic=True)).digest()
+        built: list[Message] = []  # the answer as made, when this call ran the action
+
+        def answer(result: Any) -> bytes:
+            message = encode(result)
+            built.append(message)
+            return message.SerializeToString()
+
         blob = await self.store.write(
-            lambda uow: run_idempotent(
-                uow,
-                actor,
-                key,
-                fingerprint,
-                lambda: action(uow, actor),
-                lambda result: encode(result).SerializeToString(),
-                self.clock,
-            ),
+            lambda uow: run_idempotent(uow, actor, key, fingerprint, lambda: action(uow, actor), answer, self.clock),
             (actor.principal, key),
         )
-        return response_type.FromString(blob)
+        # The writer may have run the command twice (a batch undone, then the
+        # command alone): the last answer made is the committed one. A repeat
+        # of an earlier request made none and gets the stored bytes.
+        return built[-1] if built else response_type.FromString(blob)  # type: ignore[return-value]
 
 
 class SchoolDirectoryServicer(_Base, schools_pb2_grpc.SchoolDirectoryServiceServicer):
