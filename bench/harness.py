@@ -110,14 +110,17 @@ class Workdir:
 class NodeProcess:
     """A node started with `python -m transfer.server` on a free loopback port."""
 
-    def __init__(self, work: Workdir, database_url: str, *, extra_env: dict[str, str] | None = None) -> None:
-        cfg = work.path / "node.toml"
+    def __init__(
+        self, work: Workdir, database_url: str, *, extra_env: dict[str, str] | None = None, name: str = "node"
+    ) -> None:
+        """`name` names its files in `work` (<name>.toml, .port, .log): several nodes may share one database."""
+        cfg = work.path / f"{name}.toml"
         cfg.write_text(
             f"""
 [node]
 province = "01"
 listen = "127.0.0.1:0"
-port_file = "node.port"
+port_file = "{name}.port"
 [tls]
 ca_file = "pki/ca.pem"
 cert_file = "pki/node.pem"
@@ -134,7 +137,7 @@ format = "json"
 """,
             encoding="utf-8",
         )
-        self._launch(cfg, work.path / "node.port", work.path / "node.log", extra_env)
+        self._launch(cfg, work.path / f"{name}.port", work.path / f"{name}.log", extra_env)
 
     def _launch(self, cfg: Path, port_file: Path, log_path: Path, extra_env: dict[str, str] | None = None) -> None:
         """Start `transfer.server` on `cfg` and wait until it wrote `port_file`."""
@@ -215,11 +218,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _measure_cpu(pid: int, start_at: float, seconds: float, out: list[float]) -> None:
+def _measure_cpu(pids: list[int], start_at: float, seconds: float, out: list[float]) -> None:
     time.sleep(max(0.0, start_at - time.time()))
-    first = cpu_seconds(pid)
+    first = sum(cpu_seconds(pid) for pid in pids)
     time.sleep(max(0.0, start_at + seconds - time.time()))
-    out.append(cpu_seconds(pid) - first)
+    out.append(sum(cpu_seconds(pid) for pid in pids) - first)
 
 
 def run_clients(
@@ -230,12 +233,12 @@ def run_clients(
     processes: int,
     seconds: float,
     warmup: float,
-    server_pid: int | None = None,
+    server_pid: int | list[int] | None = None,
 ) -> Stats:
     """Run `concurrency` workers spread over `processes` client processes for warmup + seconds.
 
-    With `server_pid`, the server's CPU seconds within the measured window land in
-    `stats.server_cpu_s`."""
+    With `server_pid` (one or several processes), the server's CPU seconds
+    within the measured window land in `stats.server_cpu_s`."""
     import threading
 
     ctx = mp.get_context("spawn")
@@ -244,7 +247,8 @@ def run_clients(
     cpu: list[float] = []
     meter = None
     if server_pid is not None:
-        meter = threading.Thread(target=_measure_cpu, args=(server_pid, start_at, seconds, cpu), daemon=True)
+        pids = [server_pid] if isinstance(server_pid, int) else server_pid
+        meter = threading.Thread(target=_measure_cpu, args=(pids, start_at, seconds, cpu), daemon=True)
         meter.start()
     procs = []
     per = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]

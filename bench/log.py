@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import os
 import random
 import subprocess
@@ -23,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import Connection
 
 from bench.harness import ROOT, NodeProcess, Workdir, emit, percentile
 from storage import migrate
@@ -86,6 +89,14 @@ async def _seed(url: str, size: int, progress: bool) -> float:
     return size / (time.perf_counter() - started)
 
 
+def _inclusion(logbook: Logbook, conn: Connection, *, index: int, size: int) -> list[bytes]:
+    return logbook.inclusion_proof(SqlUnitOfWork(conn), index, size)
+
+
+def _consistency(logbook: Logbook, conn: Connection, *, first: int, size: int) -> list[bytes]:
+    return logbook.consistency_proof(SqlUnitOfWork(conn), first, size)
+
+
 def _in_process_proofs(url: str, size: int, n: int) -> dict[str, float]:
     db = open_database(url)
     logbook = Logbook("hocba-node-01", None, SystemClock())
@@ -97,11 +108,11 @@ def _in_process_proofs(url: str, size: int, n: int) -> dict[str, float]:
         for _ in range(n):
             index = rng.randrange(size)
             t = time.perf_counter()
-            await db.read(lambda conn, index=index: logbook.inclusion_proof(SqlUnitOfWork(conn), index, size))
+            await db.read(functools.partial(_inclusion, logbook, index=index, size=size))
             inc.append(time.perf_counter() - t)
             first = rng.randrange(1, size)
             t = time.perf_counter()
-            await db.read(lambda conn, first=first: logbook.consistency_proof(SqlUnitOfWork(conn), first, size))
+            await db.read(functools.partial(_consistency, logbook, first=first, size=size))
             con.append(time.perf_counter() - t)
         await db.close()
 

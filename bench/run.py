@@ -46,6 +46,11 @@ def _by_c(result: dict[str, Any], c: int) -> dict[str, Any]:
     return next(r for r in result["results"] if r["concurrency"] == c)
 
 
+def _at(c: int, key: str) -> Callable[[dict[str, Any]], float]:
+    """The figure `key` of concurrency `c` in a transfers result."""
+    return lambda r: float(_by_c(r, c)[key])
+
+
 def transfer_figures(db: str) -> list[Figure]:
     figs = []
     for c in (1, 16, 64):
@@ -55,7 +60,7 @@ def transfer_figures(db: str) -> list[Figure]:
                 "ratio",
                 "≥ 0.6",
                 lambda v: v >= 0.6,
-                lambda r, c=c: _by_c(r, c)["ratio_to_echo"],
+                _at(c, "ratio_to_echo"),
             )
         )
         figs.append(
@@ -64,7 +69,7 @@ def transfer_figures(db: str) -> list[Figure]:
                 "/s",
                 "≥ 1000" if db == "sqlite" else "≥ 800",
                 (lambda v: v >= 1000) if db == "sqlite" else (lambda v: v >= 800),
-                lambda r, c=c: _by_c(r, c)["transfers_per_s"],
+                _at(c, "transfers_per_s"),
             )
         )
         figs.append(
@@ -73,7 +78,7 @@ def transfer_figures(db: str) -> list[Figure]:
                 "ms",
                 "",
                 None,
-                lambda r, c=c: _by_c(r, c)["node_cpu_ms_per_rpc"],
+                _at(c, "node_cpu_ms_per_rpc"),
             )
         )
     figs.append(

@@ -9,6 +9,11 @@ authorization, validation and an idempotency record. Each worker owns one
 record and moves it back and forth between two schools. Prints JSON: rates,
 latency percentiles per RPC, the ratio of mutating RPCs to echo calls, and the
 node's resident memory.
+
+`--nodes 2` runs two node processes on the one database (the workers spread
+over them; CPU, memory and group commits are their sums): the experiment of
+using the second core with whole nodes, kept to repeat it (see
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -34,12 +39,16 @@ def lookup_code(i: int) -> str:
 
 async def transfer_worker(args: dict[str, Any]) -> Callable[..., Awaitable[None]]:
     pki = Path(args["pki"])
-    stubs = {}
-    for school in ("S1", "S2"):
-        creds = credentials(pki, f"school-{school}")
-        stubs[school] = transfers_pb2_grpc.TransferServiceStub(grpc.aio.secure_channel(args["address"], creds))
+    nodes = []  # one pair of stubs per node process; worker i talks to node i mod n
+    for address in args["addresses"]:
+        stubs = {}
+        for school in ("S1", "S2"):
+            creds = credentials(pki, f"school-{school}")
+            stubs[school] = transfers_pb2_grpc.TransferServiceStub(grpc.aio.secure_channel(address, creds))
+        nodes.append(stubs)
 
     async def run(i: int, end: float, record: Callable[[str, float], None], failed: Callable[[str], None]) -> None:
+        stubs = nodes[i % len(nodes)]
         holder, other = "S1", "S2"
         code = lookup_code(i)
         while time.time() < end:
@@ -114,6 +123,14 @@ def echo_rate(work: Workdir, concurrency: int, processes: int, seconds: float, w
     return summary
 
 
+def _writers(stats: list[dict[str, Any]]) -> dict[str, Any]:
+    """The writers' figures of every node process, added up."""
+    if not all(stats):
+        return {}
+    commands, batches = sum(s["commands"] for s in stats), sum(s["batches"] for s in stats)
+    return {"commands": commands, "batches": batches, "mean_batch": commands / max(1, batches)}
+
+
 def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
@@ -129,6 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=Path, help="record the node with py-spy during the run (collapsed stacks, one file per level)"
     )
+    parser.add_argument(
+        "--nodes",
+        type=int,
+        default=1,
+        help="node processes sharing the one database, the workers spread over them (an experiment: default 1)",
+    )
     ns = parser.parse_args(argv)
     levels = [int(c) for c in ns.concurrency.split(",")]
     results = []
@@ -136,9 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         work = Workdir()
         url = database_url(ns.db, work.path / "node.db")
         echo = echo_rate(work, c, min(ns.processes, c), ns.seconds, ns.warmup)
-        node = NodeProcess(work, url, extra_env={"TRANSFER_DATABASE_SQLITE_SYNCHRONOUS": ns.sqlite_synchronous})
+        env = {"TRANSFER_DATABASE_SQLITE_SYNCHRONOUS": ns.sqlite_synchronous}
+        node = NodeProcess(work, url, extra_env=env)
+        nodes = [node]
         try:
             seed(node.address, work, c)
+            nodes += [NodeProcess(work, url, extra_env=env, name=f"node{k}") for k in range(2, ns.nodes + 1)]
             spy = None
             if ns.profile is not None:
                 spy = subprocess.Popen(
@@ -148,19 +174,20 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
             stats = run_clients(
                 "bench.transfers:transfer_worker",
-                {"address": node.address, "pki": str(work.pki)},
+                {"addresses": [n.address for n in nodes], "pki": str(work.pki)},
                 concurrency=c,
                 processes=min(ns.processes, c),
                 seconds=ns.seconds,
                 warmup=ns.warmup,
-                server_pid=node.proc.pid,
+                server_pid=[n.proc.pid for n in nodes],
             )
-            rss = node.rss_mb()
+            rss = sum(n.rss_mb() for n in nodes)
             if spy is not None:
                 spy.wait(60)
         finally:
-            node.stop()
-            writer = node.writer_stats()
+            for n in nodes:
+                n.stop()
+            writer = _writers([n.writer_stats() for n in nodes])
             work.cleanup()
         summary = stats.summary(ns.seconds)
         mutating = summary["initiate"]["per_s"] + summary["accept"]["per_s"]
@@ -168,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(
             {
                 "concurrency": c,
+                "nodes": ns.nodes,
                 "echo_per_s": echo["per_s"],
                 "echo_p99_ms": echo["p99_ms"],
                 "transfers_per_s": summary["transfer"]["per_s"],
