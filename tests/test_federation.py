@@ -148,12 +148,15 @@ def prepared_record(node: Node) -> tuple[str, str]:
     return code, page.id
 
 
-def offer(pair: Pair, code: str) -> transfers_pb2.Transfer:
+def offer(pair: Pair, code: str, *, refused_at_once: bool = False) -> transfers_pb2.Transfer:
+    """Initiate at 01; the record is frozen until 79 answers (which a peer
+    refusing everything may do before we look: then it is active again)."""
     sent = pair.a.client("school-S1").initiate_transfer(code, "D1", "79")
     t = sent.transfer
     assert t.state == REQUESTED and t.to_province == "79" and t.from_province == "01"
     assert t.delivery_state == transfers_pb2.DELIVERY_STATE_PENDING
-    assert pair.a.client("school-S1").get_record(code).status == records_pb2.RECORD_STATUS_FROZEN
+    if not refused_at_once:
+        assert pair.a.client("school-S1").get_record(code).status == records_pb2.RECORD_STATUS_FROZEN
     return t
 
 
@@ -421,7 +424,7 @@ def test_lost_acknowledgements(start_pair: StartPair) -> None:
 def test_peer_refusing_for_good(start_pair: StartPair) -> None:
     pair = start_pair(env_b={"TRANSFER_FAULTS": "refuse_offers"})
     code, _ = prepared_record(pair.a)
-    t = offer(pair, code)
+    t = offer(pair, code, refused_at_once=True)
     final = settled(pair, t.id, REJECTED)
     assert final.delivery_state == FAILED and "FAILED_PRECONDITION" in final.delivery_error
     assert pair.a.client("school-S1").get_record(code).status == records_pb2.RECORD_STATUS_ACTIVE
@@ -434,7 +437,7 @@ def test_peer_refusing_for_good(start_pair: StartPair) -> None:
 def test_tampered_package_is_refused(start_pair: StartPair) -> None:
     pair = start_pair(env_a={"TRANSFER_FAULTS": "tamper_packages"})
     code, _ = prepared_record(pair.a)
-    t = offer(pair, code)
+    t = offer(pair, code, refused_at_once=True)
     final = settled(pair, t.id, REJECTED)
     assert final.delivery_state == FAILED and "BAD_SEAL" in final.delivery_error
     assert pair.b.rows("transfers") == [] and pair.b.rows("records") == []

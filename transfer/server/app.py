@@ -98,6 +98,11 @@ def server_credentials(config: Config) -> grpc.ServerCredentials:
 
 
 SWEEP_BATCH = 500
+# A receipt for a peer needs a signed checkpoint covering its entry. The first
+# caller without one waits this long before the publication starts, so that the
+# entries committed meanwhile share it: one checkpoint (a signature, a
+# consistency check, a writer command) per handful of offers, not per offer.
+RECEIPT_LINGER_SECONDS = 0.005
 PRUNE_BATCH = 5_000
 
 
@@ -301,13 +306,18 @@ class Node:
             found = await self.store.read(lambda uow: logbook.first_covering(uow, index))
             if found is not None:
                 return found.note
-            # Concurrent callers share one publication: checkpoints are signed per
-            # batch of entries, not per entry. One that started before our entry
-            # committed may not cover it; the loop then starts the next.
+            # Concurrent callers share one publication, which lingers a moment
+            # first: checkpoints are signed per group of entries, not per entry.
+            # One that started before our entry committed may not cover it; the
+            # loop then starts the next.
             if self._publishing is None or self._publishing.done():
-                self._publishing = asyncio.get_running_loop().create_task(self.publish_checkpoint())
+                self._publishing = asyncio.get_running_loop().create_task(self._publish_soon())
             await asyncio.shield(self._publishing)
         raise Unavailable("NO_CHECKPOINT_YET", "no checkpoint covers the entry yet; retry")
+
+    async def _publish_soon(self) -> StoredCheckpoint | None:
+        await asyncio.sleep(RECEIPT_LINGER_SECONDS)  # let the entries committing now share it
+        return await self.publish_checkpoint()
 
     async def _publish_forever(self) -> None:
         while True:

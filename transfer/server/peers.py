@@ -13,6 +13,7 @@ schools see it).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import functools
 import hashlib
@@ -58,6 +59,7 @@ log = logging.getLogger("transfer.peers")
 RECEIPT_CONTEXT = b"hocba:receipt:v1\n"
 ATTEMPT_DEADLINE = 10.0  # seconds per delivery attempt
 PARALLEL = 32  # messages in flight at once
+VERIFIED_CHECKPOINTS = 256  # peers' checkpoint notes remembered as verified
 # Codes after which the same message can never succeed: recorded, not retried.
 PERMANENT = frozenset(
     {
@@ -296,6 +298,7 @@ class Dispatcher:
         self.wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[int] = set()
+        self._verified_checkpoints: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
@@ -411,14 +414,30 @@ class Dispatcher:
             raise ValueError("it acknowledges another message")
         if body.logged or body.checkpoint:
             # The receipt's checkpoint must be the peer's log, signed, and hold the entry it names.
-            try:
-                note, _ = open_note(body.checkpoint, [self.peers[message.peer].log_key])
-                checkpoint = parse_checkpoint(note.text)
-            except NoteError as exc:
-                raise ValueError(f"its checkpoint does not verify with the peer's log key: {exc}") from None
-            if body.logged and body.log_index >= checkpoint.size:
-                raise ValueError(f"its checkpoint (size {checkpoint.size}) does not cover entry {body.log_index}")
+            size = self._checkpoint_size(message.peer, body.checkpoint)
+            if body.logged and body.log_index >= size:
+                raise ValueError(f"its checkpoint (size {size}) does not cover entry {body.log_index}")
         return body
+
+    def _checkpoint_size(self, peer: str, note_text: str) -> int:
+        """The tree size of a peer's checkpoint note, once its signature verified.
+
+        Receipts in a burst carry the same few checkpoints: each distinct note
+        is verified once (a bounded memory of verified notes)."""
+        key = (peer, note_text)
+        size = self._verified_checkpoints.get(key)
+        if size is not None:
+            self._verified_checkpoints.move_to_end(key)
+            return size
+        try:
+            note, _ = open_note(note_text, [self.peers[peer].log_key])
+            size = parse_checkpoint(note.text).size
+        except NoteError as exc:
+            raise ValueError(f"its checkpoint does not verify with the peer's log key: {exc}") from None
+        self._verified_checkpoints[key] = size
+        if len(self._verified_checkpoints) > VERIFIED_CHECKPOINTS:
+            self._verified_checkpoints.popitem(last=False)
+        return size
 
     async def _failed_attempt(self, message: OutboxMessage, code: grpc.StatusCode, details: str) -> None:
         error = f"{code.name}: {details}"[:500]
