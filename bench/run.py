@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             ["--concurrency", "1,16,64", *secs],
             ns.runs,
         ),
-        ("federation", FEDERATION, "bench.federation", ["--concurrency", "1,16", "--records", "2000", *secs], ns.runs),
+        ("federation", FEDERATION, "bench.federation", ["--concurrency", "1,16", "--records", "1500", *secs], ns.runs),
         # one process, its own median over the runs (a handoff takes a fraction of a second)
         ("handoff", HANDOFF, "bench.handoff", ["--runs", str(ns.runs), "--verify-seconds", "1"], 1),
     ]
