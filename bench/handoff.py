@@ -8,8 +8,8 @@
    replacement is timed (median of --runs fresh nodes). Every moved task is a
    log entry in the same transaction.
 2. Signatures verified per second for each key type: the raw public-key
-   operation, and what the node does per SignPage (load the certificate from
-   DER, then verify).
+   operation, what the node does per signature (the certificate's key parsed
+   once and remembered), and with the certificate parsed from DER every time.
 Prints a summary on stderr and JSON on stdout.
 """
 
@@ -87,8 +87,14 @@ def _verify_rates(seconds: float) -> dict[str, dict[str, float]]:
             assert verify_signature(der, digest, sig)
             rates = {}
             for label, fn in (
-                ("with_certificate_load", lambda der=der, sig=sig: verify_signature(der, digest, sig)),
                 ("raw", lambda public=public, sig=sig: _raw(public, digest, sig)),
+                # what the node does per signature: the certificate's key is parsed once and remembered
+                ("node", lambda der=der, sig=sig: verify_signature(der, digest, sig)),
+                # the certificate parsed from DER for every signature (the node did so before)
+                (
+                    "with_certificate_load",
+                    lambda der=der, sig=sig: _raw(x509.load_der_x509_certificate(der), digest, sig),
+                ),
             ):
                 n, start = 0, time.perf_counter()
                 while time.perf_counter() - start < seconds:
@@ -129,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     rates = _verify_rates(ns.verify_seconds)
     for kind, r in rates.items():
         print(
-            f"signature verification {kind:<8}: {r['raw']:8,.0f}/s raw, {r['with_certificate_load']:8,.0f}/s "
-            "with the certificate loaded from DER (per SignPage)",
+            f"signature verification {kind:<8}: {r['raw']:8,.0f}/s raw, {r['node']:8,.0f}/s as the node does it "
+            f"(key remembered), {r['with_certificate_load']:8,.0f}/s parsing the certificate each time",
             file=sys.stderr,
         )
     result: dict[str, Any] = {
