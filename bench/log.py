@@ -148,7 +148,8 @@ def _api_proofs(work: Workdir, url: str, size: int, n: int) -> dict[str, float]:
     return _stats("api_inclusion", inc) | _stats("api_consistency", con) | {"node_rss_mb": rss}
 
 
-def _verify_seconds(work: Workdir) -> float:
+def verify_seconds(work: Workdir) -> float:
+    """Wall time of `transfer-verify-log` over the node's whole log (its node.toml in `work`)."""
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "transfer.server.verify", "--config", str(work.path / "node.toml"), "--quiet"],
@@ -187,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         row |= _in_process_proofs(url, size, ns.proofs)
         row |= _api_proofs(work, url, size, ns.proofs)
         if not ns.no_verify:
-            row["verify_s"] = _verify_seconds(work)
+            row["verify_s"] = verify_seconds(work)
         row["db_mb"] = sum(p.stat().st_size for p in work.path.glob("node.db*")) / 1e6
         work.cleanup()
         result["sizes"].append(row)

@@ -9,8 +9,10 @@ progress bar and rate on stderr), the log to the wanted size through the
 node's writer (batched appends), and incoming transfers for one school
 through the API. Then, against the node process over mTLS, one client times
 GetRecord, ListRecords (a page from the middle of a school's records),
-ListTransfers (incoming, a page) and GetInclusionProof at random points, and
-the node's resident memory is read. Prints a table on stderr and JSON on stdout.
+ListTransfers (incoming, a page), GetInclusionProof and GetConsistencyProof at
+random points, and the node's resident memory is read; then
+`transfer-verify-log` checks the whole log and is timed. Prints a table on
+stderr and JSON on stdout.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 
 from bench.harness import NodeProcess, Workdir, database_url, emit, percentile
 from bench.log import _seed as seed_log
+from bench.log import verify_seconds
 from transfer.client import ClientTls, TransferClient
 from transfer.server.importer import run_import
 from transfer.v1 import transfers_pb2
@@ -68,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--entries", type=int, default=1_000_000, help="log size (at least the transfers' entries)")
     parser.add_argument("--incoming", type=int, default=2000, help="open transfers to school S1 (through the API)")
     parser.add_argument("--calls", type=int, default=2000, help="timed calls per kind")
+    parser.add_argument("--no-verify", action="store_true", help="skip timing transfer-verify-log over the log")
     parser.add_argument("--out", type=Path)
     ns = parser.parse_args(argv)
     work = Workdir()
@@ -124,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                 "list_records_page": timed(lambda k: s1.list_records(page_size=50, page_token=token), ns.calls),
                 "list_incoming_page": timed(lambda k: s1.list_transfers(incoming, page_size=50), ns.calls),
                 "inclusion_proof": timed(lambda k: s1.inclusion_proof(rng.randrange(size), size), ns.calls),
+                "consistency_proof": timed(lambda k: s1.consistency_proof(rng.randrange(1, size), size), ns.calls),
             }
             result["reads"] = figures
             result["log_size"] = size
@@ -132,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             s2.close()
         finally:
             node.stop()
+        if not ns.no_verify:  # the operator's check of the whole log, as stored (docs/operations.md)
+            print(f"verifying the {size:,}-entry log with transfer-verify-log ...", file=sys.stderr)
+            result["verify_s"] = verify_seconds(work)
         result["db_mb"] = (
             sum(p.stat().st_size for p in work.path.glob("node.db*")) / 2**20 if ns.db == "sqlite" else None
         )
@@ -144,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         f"import {result['import_rows_per_s']:,.0f} rows/s  log seed {result['log_seed_entries_per_s']:,.0f} entries/s  "
-        f"node RSS {result.get('node_rss_mb', float('nan')):.0f} MB",
+        f"node RSS {result.get('node_rss_mb', float('nan')):.0f} MB  verify {result.get('verify_s', float('nan')):.1f} s",
         file=sys.stderr,
     )
     emit(result, ns.out)
