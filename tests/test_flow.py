@@ -204,3 +204,25 @@ def test_node_recovers_when_its_database_connections_drop(
         assert s2.accept_transfer(transfer_id, request_id=request_id).transfer == accepted  # a repeat
         assert s2.get_record(code).custodian_school == "S2"
         assert s2.initiate_transfer(code, "S1").transfer.state == REQUESTED
+
+
+def test_a_stream_that_subscribes_after_shutdown_began_ends_at_once() -> None:
+    """The watch loop clears its flag before each read: a close that came
+    before (or between) must still end the wait, not leave the stream hanging
+    until the server cancels it."""
+    import asyncio
+
+    from transfer.server.notify import Notifier
+
+    async def scenario() -> tuple[bool, bool]:
+        notifier = Notifier()
+        early = notifier.subscribe("S1")
+        notifier.close()
+        late = notifier.subscribe("S1")  # a stream whose handler started during shutdown
+        results = []
+        for sub in (early, late):
+            sub.clear()  # what the loop does before reading
+            results.append(await asyncio.wait_for(sub.wait(), timeout=5))
+        return results[0], results[1]
+
+    assert asyncio.run(scenario()) == (False, False)

@@ -27,8 +27,12 @@ class Subscription:
         self._flag.set()
 
     async def wait(self) -> bool:
-        """Wait for a change; False once the node is shutting down."""
-        await self._flag.wait()
+        """Wait for a change; False once the node is shutting down.
+
+        A closed notifier answers at once: its wake-up may have been cleared
+        by a stream that subscribed, or cleared its flag, after the close."""
+        if not self._notifier.closed:
+            await self._flag.wait()
         return not self._notifier.closed
 
     def __enter__(self) -> Subscription:
