@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
 import pytest
@@ -100,6 +102,27 @@ def test_writer_isolates_failures_within_a_batch(database_url: str) -> None:
     assert announced == []
 
 
+def _one_batch(
+    database_url: str, commands: Sequence[Any], *, before: Sequence[Any] = ()
+) -> tuple[list[object], list[str], int]:
+    """Submit `commands` together (one batch, unless the writer splits it), after
+    `before` one by one; their outcomes, the schools' codes after, the writer's batches."""
+
+    async def scenario() -> tuple[list[object], list[str], int]:
+        db = open_database(database_url)
+        writer = Writer(db)
+        writer.start()
+        for command in before:
+            await writer.submit(command)
+        results = await asyncio.gather(*(writer.submit(c) for c in commands), return_exceptions=True)
+        codes = await db.read(lambda conn: [s.code for s in SqlUnitOfWork(conn).schools.page(None, 10)])
+        await writer.stop()
+        await db.close()
+        return list(results), codes, writer.batches
+
+    return asyncio.run(scenario())
+
+
 def test_writer_finds_the_command_a_database_error_belongs_to(database_url: str) -> None:
     """A write the database refuses (here a duplicate key) fails only its own command.
 
@@ -120,24 +143,11 @@ def test_writer_finds_the_command_a_database_error_belongs_to(database_url: str)
 
         return command
 
-    async def scenario() -> list[object]:
-        db = open_database(database_url)
-        writer = Writer(db)
-        writer.start()
-        await writer.submit(_add_school("DUP"))  # type: ignore[arg-type]
-        results = await asyncio.gather(
-            writer.submit(_add_school("A")),  # type: ignore[arg-type]
-            writer.submit(duplicate_then_read),
-            writer.submit(read_after("B")),
-            writer.submit(_add_school("C")),  # type: ignore[arg-type]
-            return_exceptions=True,
-        )
-        codes = await db.read(lambda conn: [s.code for s in SqlUnitOfWork(conn).schools.page(None, 10)])
-        await writer.stop()
-        await db.close()
-        return [*results, codes]
-
-    a, dup, b, c, codes = asyncio.run(scenario())
+    (a, dup, b, c), codes, _ = _one_batch(
+        database_url,
+        [_add_school("A"), duplicate_then_read, read_after("B"), _add_school("C")],
+        before=[_add_school("DUP")],
+    )
     assert (a, b, c) == ("A", "B", "C")
     assert isinstance(dup, (sqlite3.IntegrityError, psycopg.IntegrityError))  # the driver's own error
     assert codes == ["A", "B", "C", "DUP"]
@@ -155,22 +165,7 @@ def test_a_statement_timeout_is_the_commands_fault_not_the_databases(database_ur
         cursor.execute("SELECT pg_sleep(2)")
         cursor.fetchone()
 
-    async def scenario() -> list[object]:
-        db = open_database(database_url)
-        writer = Writer(db)
-        writer.start()
-        results = await asyncio.gather(
-            writer.submit(_add_school("A")),  # type: ignore[arg-type]
-            writer.submit(too_slow),
-            writer.submit(_add_school("B")),  # type: ignore[arg-type]
-            return_exceptions=True,
-        )
-        codes = await db.read(lambda conn: [s.code for s in SqlUnitOfWork(conn).schools.page(None, 10)])
-        await writer.stop()
-        await db.close()
-        return [*results, codes]
-
-    a, slow, b, codes = asyncio.run(scenario())
+    (a, slow, b), codes, _ = _one_batch(database_url, [_add_school("A"), too_slow, _add_school("B")])
     assert (a, b) == ("A", "B")
     assert isinstance(slow, psycopg.errors.QueryCanceled)
     assert codes == ["A", "B"]
@@ -205,22 +200,7 @@ def test_refusal_in_a_batch_costs_nothing(database_url: str) -> None:
     """A command refused before writing leaves its batch alone: one transaction commits the others."""
     migrate.upgrade(database_url)
 
-    async def scenario() -> tuple[list[object], list[str], int]:
-        db = open_database(database_url)
-        writer = Writer(db)
-        writer.start()
-        results = await asyncio.gather(
-            writer.submit(_add_school("A")),  # type: ignore[arg-type]
-            writer.submit(_refuse),
-            writer.submit(_add_school("B")),  # type: ignore[arg-type]
-            return_exceptions=True,
-        )
-        codes = await db.read(lambda conn: [s.code for s in SqlUnitOfWork(conn).schools.page(None, 10)])
-        await writer.stop()
-        await db.close()
-        return results, codes, writer.batches
-
-    results, codes, batches = asyncio.run(scenario())
+    results, codes, batches = _one_batch(database_url, [_add_school("A"), _refuse, _add_school("B")])
     assert results[0] == "A" and results[2] == "B" and isinstance(results[1], AlreadyExists)
     assert codes == ["A", "B"] and batches == 1
 

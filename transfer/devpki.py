@@ -71,6 +71,15 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey |
         f.write(data)
 
 
+def _key_usage(**allowed: bool) -> x509.KeyUsage:
+    """Digital signatures plus the `allowed` usages; everything else off."""
+    flags = dict.fromkeys(
+        ("content_commitment", "key_encipherment", "data_encipherment", "key_agreement", "key_cert_sign", "crl_sign"),
+        False,
+    )
+    return x509.KeyUsage(digital_signature=True, **(flags | allowed), encipher_only=False, decipher_only=False)
+
+
 def _self_signed_ca(
     key: ec.EllipticCurvePrivateKey,
     name: x509.Name,
@@ -90,20 +99,7 @@ def _self_signed_ca(
         .not_valid_before(not_before or now - timedelta(minutes=5))
         .not_valid_after(not_after or now + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                key_cert_sign=True,
-                crl_sign=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(key_cert_sign=True, crl_sign=True), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -246,20 +242,7 @@ class SigningCA:
             .not_valid_before(not_before or now - timedelta(minutes=5))
             .not_valid_after(not_after or now + timedelta(days=self.days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=True,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(_key_usage(content_commitment=True), critical=True)
             .sign(self.key, hashes.SHA256())
         )
         pem = cert.public_bytes(serialization.Encoding.PEM)
