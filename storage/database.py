@@ -181,6 +181,7 @@ class SqliteDatabase(Database):
 # gets the same from BEGIN IMMEDIATE). Sequence numbers read inside the
 # transaction are then the true head.
 WRITE_LOCK_KEY = 0x686F6362  # "hocb"
+_TAKE_WRITE_LOCK = f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
 
 
 class PostgresDatabase(Database):
@@ -265,12 +266,14 @@ class PostgresDatabase(Database):
 
     def _write_in(self, conn: Connection, fn: Callable[[Connection], T]) -> T:
         with conn.begin():
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
             driver = conn.connection.driver_connection
             assert driver is not None
             # Pipeline mode: writes go out without waiting for their answers
             # (see storage.sql.Runner); the batch waits only where it reads.
             with driver.pipeline() as pipeline:
+                # Queued like a write (the server takes the lock before running
+                # what follows); on the driver, as SQLAlchemy's execute costs more.
+                driver.execute(_TAKE_WRITE_LOCK)
                 conn.info["pipeline"] = pipeline
                 try:
                     return fn(conn)

@@ -68,6 +68,7 @@ from transfer.domain.model import (
     TransferScope,
     TransferState,
 )
+from transfer.domain.ports import ReadAhead
 from transfer.domain.signatures import CertificateInfo
 from transfer.ledger.merkle import Frontier, NodeId, leaf_hash, root_nodes
 
@@ -144,15 +145,52 @@ def _transfer_changes(t: Transfer) -> dict[str, Any]:
     }
 
 
+_IN_CHUNK = 64  # keys per statement when reading rows by a list of keys
+
+
+def _in_statement(cols: Sequence[Any], key: Any, n: int) -> Select[Any]:
+    return select(*cols).where(key.in_([P(f"k{i}") for i in range(n)]))
+
+
+def _rows_in(db: Runner, name: str, cols: Sequence[Any], key: Any, keys: Collection[str]) -> list[tuple[Any, ...]]:
+    """The rows whose `key` column is one of `keys`, up to 64 keys a statement
+    (each statement shape is compiled once, then costs what the others cost)."""
+    wanted = sorted(keys)
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(wanted), _IN_CHUNK):
+        chunk = wanted[start : start + _IN_CHUNK]
+        build = functools.partial(_in_statement, cols, key, len(chunk))
+        rows += db.all(f"{name}_in_{len(chunk)}", build, {f"k{i}": k for i, k in enumerate(chunk)})
+    return rows
+
+
+# The repositories of the three rows every transfer reads (schools, records,
+# transfers) remember what they read in their unit of work, and the writer
+# reads those a batch will need in one statement each (`SqlUnitOfWork.read_ahead`).
+# Every change of these rows goes through the repository, which forgets the
+# row it changes: the next `get` reads it again, inside the same transaction.
+
+
 class SqlSchools:
     def __init__(self, runner: Runner) -> None:
         self.db = runner
+        self.known: dict[str, School | None] = {}
 
     def get(self, code: str) -> School | None:
+        if code in self.known:
+            return self.known[code]
         row = self.db.one("school_get", {"code": code})
-        return None if row is None else _school(row)
+        school = self.known[code] = None if row is None else _school(row)
+        return school
+
+    def prefetch(self, codes: Collection[str]) -> None:
+        wanted = [c for c in codes if c not in self.known]
+        found = {s.code: s for s in map(_school, _rows_in(self.db, "schools", SCHOOL_COLS, schools.c.code, wanted))}
+        for code in wanted:
+            self.known[code] = found.get(code)
 
     def add(self, s: School) -> None:
+        self.known.pop(s.code, None)
         self.db.run(
             "school_insert",
             {
@@ -166,6 +204,7 @@ class SqlSchools:
         )
 
     def update(self, s: School) -> None:
+        self.known.pop(s.code, None)
         self.db.run(
             "school_update", {"code": s.code, "name": s.name, "active": s.active, "updated_at_us": to_us(s.updated_at)}
         )
@@ -182,15 +221,28 @@ class SqlSchools:
 class SqlRecords:
     def __init__(self, runner: Runner) -> None:
         self.db = runner
+        self.known: dict[str, Record | None] = {}
 
     def get(self, lookup_code: str) -> Record | None:
+        if lookup_code in self.known:
+            return self.known[lookup_code]
         row = self.db.one("record_get", {"lookup_code": lookup_code})
-        return None if row is None else _record(row)
+        record = self.known[lookup_code] = None if row is None else _record(row)
+        return record
+
+    def prefetch(self, lookup_codes: Collection[str]) -> None:
+        wanted = [c for c in lookup_codes if c not in self.known]
+        rows = _rows_in(self.db, "records", RECORD_COLS, records.c.lookup_code, wanted)
+        found = {r.lookup_code: r for r in map(_record, rows)}
+        for code in wanted:
+            self.known[code] = found.get(code)
 
     def student_has_record(self, national_id: str, level: int) -> bool:
         return self.db.one("record_by_student", {"national_id": national_id, "level": int(level)}) is not None
 
     def add_many(self, rs: list[Record]) -> None:
+        for r in rs:
+            self.known.pop(r.lookup_code, None)
         self.db.many(
             "record_insert",
             [
@@ -205,6 +257,7 @@ class SqlRecords:
         )  # fmt: skip
 
     def add(self, r: Record) -> None:
+        self.known.pop(r.lookup_code, None)
         self.db.run(
             "record_insert",
             {
@@ -220,6 +273,7 @@ class SqlRecords:
         )
 
     def update(self, r: Record) -> None:
+        self.known.pop(r.lookup_code, None)
         self.db.run(
             "record_update",
             {
@@ -249,12 +303,25 @@ class SqlRecords:
 class SqlTransfers:
     def __init__(self, runner: Runner) -> None:
         self.db = runner
+        self.known: dict[str, Transfer | None] = {}
 
     def get(self, transfer_id: str) -> Transfer | None:
+        if transfer_id in self.known:
+            return self.known[transfer_id]
         row = self.db.one("transfer_get", {"id": transfer_id})
-        return None if row is None else _transfer(row)
+        transfer = self.known[transfer_id] = None if row is None else _transfer(row)
+        return transfer
+
+    def prefetch(self, ids: Collection[str]) -> list[Transfer]:
+        """Read these transfers (those not read yet); the ones found."""
+        wanted = [i for i in ids if i not in self.known]
+        found = {t.id: t for t in map(_transfer, _rows_in(self.db, "transfers", TRANSFER_COLS, transfers.c.id, wanted))}
+        for transfer_id in wanted:
+            self.known[transfer_id] = found.get(transfer_id)
+        return list(found.values())
 
     def add(self, t: Transfer) -> None:
+        self.known.pop(t.id, None)
         self.db.run(
             "transfer_insert",
             _transfer_changes(t)
@@ -273,6 +340,7 @@ class SqlTransfers:
         )
 
     def update(self, t: Transfer) -> None:
+        self.known.pop(t.id, None)
         self.db.run("transfer_update", _transfer_changes(t))
 
     def page(
@@ -1198,6 +1266,28 @@ class SqlUnitOfWork:
     @functools.cached_property
     def inbound(self) -> SqlInbound:
         return SqlInbound(self.runner)
+
+    def read_ahead(self, hints: Sequence[ReadAhead]) -> None:
+        """Read the rows a batch of commands named (`ReadAhead`), a statement
+        per table instead of one per command: first the transfers, then the
+        records and schools they and the hints name."""
+        if not hints:
+            return
+        codes: set[str] = set()
+        school_codes: set[str] = set()
+        ids: set[str] = set()
+        for h in hints:
+            codes.update(h.records)
+            school_codes.update(h.schools)
+            ids.update(h.transfers)
+        if ids:
+            for t in self.transfers.prefetch(ids):
+                codes.add(t.lookup_code)
+                school_codes.add(t.to_school)
+        if codes:
+            self.records.prefetch(codes)
+        if school_codes:
+            self.schools.prefetch(school_codes)
 
     def publish(self, item: object) -> None:
         self.published.append(item)

@@ -9,7 +9,7 @@ from typing import TypeVar
 from storage.database import Database
 from storage.repositories import SqlUnitOfWork
 from storage.writer import Writer
-from transfer.domain.ports import UnitOfWork
+from transfer.domain.ports import ReadAhead, UnitOfWork
 
 T = TypeVar("T")
 
@@ -22,9 +22,15 @@ class Store:
     async def read(self, fn: Callable[[UnitOfWork], T]) -> T:
         return await self.db.read(lambda conn: fn(SqlUnitOfWork(conn)))
 
-    async def write(self, fn: Callable[[UnitOfWork], T], idempotency_key: tuple[str, str] | None = None) -> T:
+    async def write(
+        self,
+        fn: Callable[[UnitOfWork], T],
+        idempotency_key: tuple[str, str] | None = None,
+        reads: ReadAhead | None = None,
+    ) -> T:
         """Run `fn` in the writer's next group commit; its result once durable.
 
-        `idempotency_key` (principal, request_id): the request id `fn` looks up,
-        read together with the rest of the batch's."""
-        return await self.writer.submit(fn, idempotency_key)
+        `idempotency_key` (principal, request_id): the request id `fn` looks up;
+        `reads`: rows it will read. Both are read together with the rest of
+        the batch's."""
+        return await self.writer.submit(fn, idempotency_key, reads)

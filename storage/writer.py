@@ -26,14 +26,14 @@ from sqlalchemy import Connection
 from storage.database import Database
 from storage.repositories import LogState, SqlUnitOfWork
 from transfer.domain.errors import DomainError
-from transfer.domain.ports import UnitOfWork
+from transfer.domain.ports import ReadAhead, UnitOfWork
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 Command = Callable[[UnitOfWork], Any]
 IdempotencyKey = tuple[str, str]  # (principal, request_id)
-Item = tuple[Command, "asyncio.Future[Any]", IdempotencyKey | None]
+Item = tuple[Command, "asyncio.Future[Any]", IdempotencyKey | None, ReadAhead | None]
 
 
 class WriterStopped(RuntimeError):
@@ -73,15 +73,21 @@ class Writer:
         if self._task is not None:
             await self._task
 
-    async def submit(self, command: Callable[[UnitOfWork], T], idempotency_key: IdempotencyKey | None = None) -> T:
+    async def submit(
+        self,
+        command: Callable[[UnitOfWork], T],
+        idempotency_key: IdempotencyKey | None = None,
+        reads: ReadAhead | None = None,
+    ) -> T:
         """Run `command` in the next batch; its result once committed.
 
-        `idempotency_key` names the request id the command will look up: the
-        writer reads those of a whole batch in one statement beforehand."""
+        `idempotency_key` names the request id the command will look up and
+        `reads` the rows it will read: the writer reads those of a whole batch
+        in a few statements beforehand."""
         if self._stopping or self._task is None or self._task.done():
             raise WriterStopped("the writer is not running")
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append((command, fut, idempotency_key))
+        self._queue.append((command, fut, idempotency_key, reads))
         self._wake.set()
         return await fut
 
@@ -89,7 +95,7 @@ class Writer:
         try:
             await self._loop()
         finally:  # whatever ended the loop, nobody may wait forever
-            for _, fut, _ in self._queue:
+            for _, fut, _, _ in self._queue:
                 if not fut.done():
                     fut.set_exception(WriterStopped("the writer stopped"))
             self._queue.clear()
@@ -117,13 +123,13 @@ class Writer:
                 for item in batch:
                     await self._commit([item])
                 return
-            _, fut, _ = batch[0]
+            _, fut, _, _ = batch[0]
             if not fut.done():
                 fut.set_exception(undo.error)
             return
         except Exception as exc:  # the transaction itself failed
             log.exception("write transaction failed", extra={"batch": len(batch)})
-            for _, fut, _ in batch:
+            for _, fut, _, _ in batch:
                 if not fut.done():
                     fut.set_exception(exc)
             if self.after_uncertain is not None:
@@ -136,7 +142,7 @@ class Writer:
             action()
         self.batches += 1
         self.commands += len(batch)
-        for (_, fut, _), (ok, value) in zip(batch, outcomes, strict=True):
+        for (_, fut, _, _), (ok, value) in zip(batch, outcomes, strict=True):
             if fut.done():  # the caller went away; the change stands
                 continue
             if ok:
@@ -162,11 +168,12 @@ class Writer:
         """
         uow = SqlUnitOfWork(conn, log_state)
         try:
-            uow.idempotency.prefetch([key for _, _, key in batch if key is not None])
+            uow.idempotency.prefetch([key for _, _, key, _ in batch if key is not None])
+            uow.read_ahead([reads for _, _, _, reads in batch if reads is not None])
         except Exception as exc:
             raise _Undo(exc) from exc
         outcomes: list[tuple[bool, Any]] = []
-        for command, _, _ in batch:
+        for command, _, _, _ in batch:
             writes, mark = uow.writes, len(uow.published)
             try:
                 outcomes.append((True, command(uow)))

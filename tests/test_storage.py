@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -21,8 +22,8 @@ from storage.repositories import SqlUnitOfWork, to_us
 from storage.schema import metadata, transfers
 from storage.writer import Writer
 from transfer.domain.errors import AlreadyExists
-from transfer.domain.model import Record, RecordLevel, School
-from transfer.domain.ports import UnitOfWork
+from transfer.domain.model import Record, RecordLevel, School, Transfer, TransferScope, TransferState
+from transfer.domain.ports import ReadAhead, UnitOfWork
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
@@ -58,6 +59,70 @@ def test_database_allows_one_open_transfer_per_record(database_url: str) -> None
         conn.execute(insert(transfers).values(id="2" * 32, **row))
     with engine.begin() as conn:  # a closed one may coexist
         conn.execute(insert(transfers).values(id="3" * 32, **{**row, "state": 3}))
+    engine.dispose()
+
+
+class _CountingCursor:
+    """The driver's cursor, counting the statements sent through it."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.cursor = cursor
+        self.executed = 0
+
+    def execute(self, *args: Any) -> Any:
+        self.executed += 1
+        return self.cursor.execute(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cursor, name)
+
+
+def test_rows_read_ahead_come_from_memory_and_changes_are_read_back(database_url: str) -> None:
+    """The writer's read-ahead: one statement per table for a whole batch's hints; `get` then answers
+    from memory exactly what the database would (absent rows too), and a row the batch changes is read again."""
+    migrate.upgrade(database_url)
+    engine = create_engine(sync_url(database_url))
+    later = NOW + timedelta(hours=1)
+    record = Record("a" * 32, "001234567890", RecordLevel.PRIMARY, "S1", None, NOW, NOW)
+    transfer = Transfer(
+        "1" * 32, record.lookup_code, "S1", "01", "S2", "01", TransferScope.INTRA_PROVINCE,
+        TransferState.REQUESTED, "", NOW, NOW + timedelta(days=7), None, "teacher", None, salt=b"s" * 16,
+    )  # fmt: skip
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        uow.schools.add(School("S1", "A", "01", True, NOW, NOW))
+        uow.schools.add(School("S2", "B", "01", True, NOW, NOW))
+        uow.records.add(record)
+        uow.transfers.add(transfer)
+        uow.records.update(replace(record, open_transfer_id=transfer.id))
+
+    def reads(u: UnitOfWork) -> tuple[object, ...]:
+        return (
+            u.transfers.get(transfer.id),
+            u.records.get(record.lookup_code),
+            u.schools.get("S2"),
+            u.records.get("b" * 32),  # no such record
+            u.schools.get("S9"),  # no such school
+        )
+
+    with engine.begin() as conn:
+        want = reads(SqlUnitOfWork(conn))
+        assert want[0] == transfer and want[3] is None and want[4] is None
+        uow = SqlUnitOfWork(conn)
+        counter = _CountingCursor(uow.runner.cursor)
+        uow.runner.cursor = counter
+        uow.read_ahead([ReadAhead(transfers=(transfer.id,)), ReadAhead(records=("b" * 32,), schools=("S9",))])
+        assert counter.executed == 3  # transfers; records of the transfers and hints; schools
+        assert reads(uow) == want and counter.executed == 3  # from memory
+
+        uow.records.update(replace(record, custodian_school="S2", open_transfer_id=None, updated_at=later))
+        uow.schools.update(School("S2", "B", "01", False, NOW, later))
+        uow.records.add(Record("b" * 32, "001234567891", RecordLevel.PRIMARY, "S1", None, NOW, NOW))
+        moved, s2, added = uow.records.get(record.lookup_code), uow.schools.get("S2"), uow.records.get("b" * 32)
+        assert moved is not None and moved.custodian_school == "S2" and moved.updated_at == later
+        assert s2 is not None and not s2.active
+        assert added is not None and added.custodian_school == "S1"
+        assert counter.executed == 3 + 3 + 3  # the three writes, and the three rows read again
     engine.dispose()
 
 

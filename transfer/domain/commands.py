@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from transfer.domain import validation as check
 from transfer.domain.errors import Violations
 from transfer.domain.model import RecordLevel, TransferDirection, TransferState
+from transfer.domain.ports import ReadAhead
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +73,9 @@ class InitiateTransfer:
         check.province_code(v, self.to_province, "to_province")
         v.raise_if_any()
 
+    def reads(self) -> ReadAhead:
+        return ReadAhead(records=(self.lookup_code,), schools=(self.to_school,))
+
 
 @dataclass(frozen=True, slots=True)
 class DecideTransfer:
@@ -93,6 +97,9 @@ class DecideTransfer:
             required_reason="REASON_REQUIRED",
         )
         v.raise_if_any()
+
+    def reads(self) -> ReadAhead:
+        return ReadAhead(transfers=(self.transfer_id,))
 
 
 @dataclass(frozen=True, slots=True)

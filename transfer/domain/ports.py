@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Protocol
 
@@ -33,6 +34,21 @@ from transfer.domain.model import (
     TransferState,
 )
 from transfer.domain.signatures import CertificateInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ReadAhead:
+    """The rows a command is about to read, named before it runs.
+
+    A hint for the store: the single writer reads the rows of a whole batch
+    of commands in a few statements (on PostgreSQL, a few round trips instead
+    of one per read). It changes no answer: a row not named is read when
+    asked for, a row named but never asked for costs nothing more.
+    """
+
+    records: tuple[str, ...] = ()  # lookup codes
+    schools: tuple[str, ...] = ()  # school codes
+    transfers: tuple[str, ...] = ()  # transfer ids; each brings its record and both schools
 
 
 class Clock(Protocol):

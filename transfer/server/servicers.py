@@ -27,7 +27,7 @@ from transfer.domain.errors import DomainError, PermissionDenied, Unavailable, V
 from transfer.domain.logbook import Logbook
 from transfer.domain.model import Actor, DutyKey, Logged, Role, Transfer, TransferState
 from transfer.domain.pages import AddPage, Pages, PageView, ReplacePage, SignPage
-from transfer.domain.ports import Clock, UnitOfWork
+from transfer.domain.ports import Clock, ReadAhead, UnitOfWork
 from transfer.domain.services import Directory, Records, Transfers, run_idempotent
 from transfer.domain.staff import AssignDuty, RecordDeparture, RegisterTeacher, Staff, parse_duty
 from transfer.domain.validation import canonical_request_id
@@ -126,8 +126,12 @@ class _Base:
         action: Callable[[UnitOfWork, Actor], Any],
         encode: Callable[[Any], Message],
         response_type: type[M],
+        reads: ReadAhead | None = None,
     ) -> M:
-        """Run `action` once per request_id through the single writer."""
+        """Run `action` once per request_id through the single writer.
+
+        `reads` names rows the action will read, for the writer to fetch with
+        the rest of its batch."""
         v = Violations()
         check_request_id(v, request_id)
         v.raise_if_any()
@@ -148,6 +152,7 @@ class _Base:
         blob = await self.store.write(
             lambda uow: run_idempotent(uow, actor, key, fingerprint, lambda: action(uow, actor), answer, self.clock),
             (actor.principal, key),
+            reads,
         )
         # The writer may have run the command twice (a batch undone, then the
         # command alone): the last answer made is the committed one. A repeat
@@ -273,6 +278,7 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
             lambda uow, actor: self.transfers.initiate(uow, actor, cmd),
             self._logged(transfers_pb2.InitiateTransferResponse),
             transfers_pb2.InitiateTransferResponse,
+            cmd.reads(),
         )
 
     async def _decide(self, actor: Actor, method: str, request: Any, state: TransferState, response_type: type[M]) -> M:
@@ -286,6 +292,7 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
             lambda uow, actor: self.transfers.decide(uow, actor, cmd),
             self._logged(response_type),
             response_type,
+            cmd.reads(),
         )
 
     @_guard
