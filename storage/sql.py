@@ -14,6 +14,7 @@ Dynamic queries (lists with optional filters) still go through Core.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -395,16 +396,12 @@ class Runner:
         if not wanted:
             return []
         name = f"nodes_{len(wanted)}"
-        if name not in self.sql:
-            compiled = _nodes_statement(len(wanted)).compile(dialect=self.conn.dialect)
-            self.sql[name] = str(compiled)
-            if self.conn.dialect.positional:
-                self.order[name] = tuple(getattr(compiled, "positiontup", None) or ())
+        sql = self._compiled(name, functools.partial(_nodes_statement, len(wanted)))
         params: dict[str, int] = {}
         for k, (level, idx) in enumerate(wanted):
             params[f"l{k}"] = level
             params[f"i{k}"] = idx
-        self.cursor.execute(self.sql[name], self._params(name, params))
+        self.cursor.execute(sql, self._params(name, params))
         return [(int(level), int(idx), bytes(h)) for level, idx, h in self.cursor.fetchall()]
 
     def all(self, key: str, build: Callable[[], Executable], params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
@@ -413,6 +410,12 @@ class Runner:
         For queries whose shape varies (optional filters): the key names the
         shape, every value is a named parameter (limits too), so each call
         costs what a precompiled statement costs, not a SQLAlchemy compile."""
+        sql = self._compiled(key, build)
+        self.cursor.execute(sql, self._params(key, params))
+        return [tuple(r) for r in self.cursor.fetchall()]
+
+    def _compiled(self, key: str, build: Callable[[], Executable]) -> str:
+        """The SQL of a statement shape, compiled on first use."""
         sql = self.sql.get(key)
         if sql is None:
             compiled = build().compile(dialect=self.conn.dialect)
@@ -422,8 +425,7 @@ class Runner:
             sql = self.sql[key] = str(compiled)
             if self.conn.dialect.positional:
                 self.order[key] = tuple(getattr(compiled, "positiontup", None) or ())
-        self.cursor.execute(sql, self._params(key, params))
-        return [tuple(r) for r in self.cursor.fetchall()]
+        return sql
 
     def many(self, name: str, rows: list[Mapping[str, Any]]) -> None:
         if rows:

@@ -22,8 +22,10 @@ from storage.repositories import SqlUnitOfWork, to_us
 from storage.schema import metadata, transfers
 from storage.writer import Writer
 from transfer.domain.errors import AlreadyExists
+from transfer.domain.logbook import tree_root
 from transfer.domain.model import Record, RecordLevel, School, Transfer, TransferScope, TransferState
 from transfer.domain.ports import ReadAhead, UnitOfWork
+from transfer.ledger import merkle
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
@@ -305,3 +307,29 @@ def test_log_appends_commit_with_their_batch_or_not_at_all(database_url: str) ->
     results, leaves = asyncio.run(scenario())
     assert results[0] == 0 and results[2] == 1 and results[3] == 2 and isinstance(results[1], RuntimeError)
     assert leaves == [b"a", b"b", b"c"]
+
+
+def test_many_rows_of_one_batch_are_all_written_in_order(database_url: str) -> None:
+    """A batch's staged rows of one table (here 77 log leaves and their tree nodes) arrive whole and in order."""
+    migrate.upgrade(database_url)
+    data = [f"leaf {i}".encode() for i in range(77)]
+
+    def append_all(uow: UnitOfWork) -> list[int]:
+        return [uow.log.append(d) for d in data]
+
+    async def scenario() -> tuple[object, list[bytes], bytes]:
+        db = open_database(database_url)
+        writer = Writer(db)
+        writer.start()
+        indices = await writer.submit(append_all)
+        leaves, root = await db.read(
+            lambda conn: (SqlUnitOfWork(conn).log.leaves(0, 100), tree_root(SqlUnitOfWork(conn), 77))
+        )
+        await writer.stop()
+        await db.close()
+        return indices, leaves, root
+
+    indices, leaves, root = asyncio.run(scenario())
+    assert indices == list(range(77))
+    assert leaves == data
+    assert root == merkle.root([merkle.leaf_hash(d) for d in data])  # the stored nodes are the tree's
