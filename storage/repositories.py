@@ -313,12 +313,12 @@ class SqlTransfers:
         return transfer
 
     def prefetch(self, ids: Collection[str]) -> list[Transfer]:
-        """Read these transfers (those not read yet); the ones found."""
+        """Read these transfers (those not read yet); the ones that exist."""
         wanted = [i for i in ids if i not in self.known]
         found = {t.id: t for t in map(_transfer, _rows_in(self.db, "transfers", TRANSFER_COLS, transfers.c.id, wanted))}
         for transfer_id in wanted:
             self.known[transfer_id] = found.get(transfer_id)
-        return list(found.values())
+        return [t for t in (self.known[i] for i in ids) if t is not None]
 
     def add(self, t: Transfer) -> None:
         self.known.pop(t.id, None)

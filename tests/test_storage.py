@@ -125,6 +125,16 @@ def test_rows_read_ahead_come_from_memory_and_changes_are_read_back(database_url
         assert s2 is not None and not s2.active
         assert added is not None and added.custodian_school == "S1"
         assert counter.executed == 3 + 3 + 3  # the three writes, and the three rows read again
+
+        # A transfer the unit of work has already read still brings its record and school along.
+        uow = SqlUnitOfWork(conn)
+        counter = _CountingCursor(uow.runner.cursor)
+        uow.runner.cursor = counter
+        assert uow.transfers.get(transfer.id) == transfer and counter.executed == 1
+        uow.read_ahead([ReadAhead(transfers=(transfer.id,))])
+        assert counter.executed == 3  # records, schools; not the transfer again
+        assert uow.records.get(record.lookup_code) == moved and uow.schools.get("S2") == s2
+        assert counter.executed == 3
     engine.dispose()
 
 
