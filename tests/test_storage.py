@@ -22,9 +22,22 @@ from storage.repositories import SqlUnitOfWork, to_us
 from storage.schema import metadata, transfers
 from storage.writer import Writer
 from transfer.domain.errors import AlreadyExists
+from transfer.domain.federation import Federation
 from transfer.domain.logbook import tree_root
-from transfer.domain.model import Record, RecordLevel, School, Transfer, TransferScope, TransferState
+from transfer.domain.model import (
+    MessageKind,
+    OutboxMessage,
+    OutboxState,
+    Record,
+    RecordLevel,
+    School,
+    Transfer,
+    TransferScope,
+    TransferState,
+)
+from transfer.domain.pages import PagePolicy
 from transfer.domain.ports import ReadAhead, UnitOfWork
+from transfer.domain.signatures import SigningTrust
 from transfer.ledger import merkle
 
 NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
@@ -343,3 +356,43 @@ def test_many_rows_of_one_batch_are_all_written_in_order(database_url: str) -> N
     assert indices == list(range(77))
     assert leaves == data
     assert root == merkle.root([merkle.leaf_hash(d) for d in data])  # the stored nodes are the tree's
+
+
+class _Clock:
+    def now(self) -> datetime:
+        return NOW
+
+
+def test_a_delivery_outcome_is_recorded_once_against_the_stored_message(database_url: str) -> None:
+    """The dispatcher records an attempt's outcome from a message it read before sending. When two attempts
+    overlapped (a read begun before the other's commit), the second outcome finds the message no longer pending
+    and records nothing: one acknowledgement in the log, and a late retry or refusal cannot undo the delivery."""
+    migrate.upgrade(database_url)
+    engine = create_engine(sync_url(database_url))
+    federation = Federation("01", {}, None, SigningTrust([]), PagePolicy(), 40, _Clock())
+    stale = OutboxMessage(
+        0, "1" * 32, "79", MessageKind.RESOLVE, b"{}", OutboxState.PENDING, 0, NOW, "", NOW
+    )  # fmt: skip
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        uow.outbox.add(stale)
+    with engine.begin() as conn:
+        (message,) = SqlUnitOfWork(conn).outbox.due(NOW, 10)
+    for _ in range(2):  # both overlapping attempts got the peer's (same) receipt
+        with engine.begin() as conn:
+            uow = SqlUnitOfWork(conn)
+            federation.delivered(uow, message, b"receipt", 5)
+            uow.flush()
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        federation.retry(uow, message, "deadline exceeded", NOW)  # a third attempt that timed out, late
+        federation.failed(uow, message, "refused")
+        uow.flush()
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        stored = uow.outbox.get(message.id)
+        leaves = uow.log.leaves(0, 10)
+    engine.dispose()
+    assert stored is not None and stored.state is OutboxState.DELIVERED and stored.attempts == 0
+    assert stored.receipt == b"receipt" and stored.last_error == ""
+    assert len(leaves) == 1  # one MESSAGE_ACKNOWLEDGED

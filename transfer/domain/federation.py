@@ -252,7 +252,22 @@ class Federation:
         # The request is not a decision: no log entry until the decision comes back.
         return Logged(updated, LogReceipt(-1, b""))
 
+    @staticmethod
+    def _still_pending(uow: UnitOfWork, message: OutboxMessage) -> OutboxMessage | None:
+        """The message as stored now, if it still waits for delivery.
+
+        The dispatcher works from a read taken before it sent: by the time an
+        outcome is recorded, an attempt that overlapped this one (a read that
+        began before the other's commit) may already have recorded its own.
+        Each outcome is recorded once, against the stored row."""
+        current = uow.outbox.get(message.id)
+        return current if current is not None and current.state is OutboxState.PENDING else None
+
     def delivered(self, uow: UnitOfWork, message: OutboxMessage, receipt: bytes, peer_log_index: int) -> None:
+        pending = self._still_pending(uow, message)
+        if pending is None:
+            return  # already recorded (the peer answered both attempts with the same receipt)
+        message = pending
         now = self.clock.now()
         uow.outbox.update(
             replace(message, state=OutboxState.DELIVERED, delivered_at=now, receipt=receipt, last_error="")
@@ -280,10 +295,18 @@ class Federation:
         )
 
     def retry(self, uow: UnitOfWork, message: OutboxMessage, error: str, next_at: datetime) -> None:
+        pending = self._still_pending(uow, message)
+        if pending is None:
+            return  # another attempt has delivered it (or it failed for good) meanwhile
+        message = pending
         uow.outbox.update(replace(message, attempts=message.attempts + 1, next_attempt_at=next_at, last_error=error))
 
     def failed(self, uow: UnitOfWork, message: OutboxMessage, error: str) -> None:
         """A peer refused a message for good: record it where both schools can see it."""
+        pending = self._still_pending(uow, message)
+        if pending is None:
+            return
+        message = pending
         now = self.clock.now()
         uow.outbox.update(replace(message, state=OutboxState.FAILED, attempts=message.attempts + 1, last_error=error))
         transfer = uow.transfers.get(message.transfer_id)
