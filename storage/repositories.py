@@ -152,16 +152,20 @@ def _in_statement(cols: Sequence[Any], key: Any, n: int) -> Select[Any]:
     return select(*cols).where(key.in_([P(f"k{i}") for i in range(n)]))
 
 
-def _rows_in(db: Runner, name: str, cols: Sequence[Any], key: Any, keys: Collection[str]) -> list[tuple[Any, ...]]:
-    """The rows whose `key` column is one of `keys`, up to 64 keys a statement
-    (each statement shape is compiled once, then costs what the others cost)."""
-    wanted = sorted(keys)
-    rows: list[tuple[Any, ...]] = []
+def _remember(
+    known: dict[str, Any], db: Runner, name: str, cols: Sequence[Any], keys: Collection[str], make: Callable[..., Any]
+) -> None:
+    """Read into `known` the rows of `keys` it does not hold yet (None for
+    those that do not exist), keyed by the first of `cols`: up to 64 keys a
+    statement, each statement shape compiled once."""
+    wanted = sorted(k for k in keys if k not in known)
     for start in range(0, len(wanted), _IN_CHUNK):
         chunk = wanted[start : start + _IN_CHUNK]
-        build = functools.partial(_in_statement, cols, key, len(chunk))
-        rows += db.all(f"{name}_in_{len(chunk)}", build, {f"k{i}": k for i, k in enumerate(chunk)})
-    return rows
+        build = functools.partial(_in_statement, cols, cols[0], len(chunk))
+        rows = db.all(f"{name}_in_{len(chunk)}", build, {f"k{i}": k for i, k in enumerate(chunk)})
+        found = {row[0]: make(row) for row in rows}
+        for k in chunk:
+            known[k] = found.get(k)
 
 
 # The repositories of the three rows every transfer reads (schools, records,
@@ -184,10 +188,7 @@ class SqlSchools:
         return school
 
     def prefetch(self, codes: Collection[str]) -> None:
-        wanted = [c for c in codes if c not in self.known]
-        found = {s.code: s for s in map(_school, _rows_in(self.db, "schools", SCHOOL_COLS, schools.c.code, wanted))}
-        for code in wanted:
-            self.known[code] = found.get(code)
+        _remember(self.known, self.db, "schools", SCHOOL_COLS, codes, _school)
 
     def add(self, s: School) -> None:
         self.known.pop(s.code, None)
@@ -231,11 +232,7 @@ class SqlRecords:
         return record
 
     def prefetch(self, lookup_codes: Collection[str]) -> None:
-        wanted = [c for c in lookup_codes if c not in self.known]
-        rows = _rows_in(self.db, "records", RECORD_COLS, records.c.lookup_code, wanted)
-        found = {r.lookup_code: r for r in map(_record, rows)}
-        for code in wanted:
-            self.known[code] = found.get(code)
+        _remember(self.known, self.db, "records", RECORD_COLS, lookup_codes, _record)
 
     def student_has_record(self, national_id: str, level: int) -> bool:
         return self.db.one("record_by_student", {"national_id": national_id, "level": int(level)}) is not None
@@ -314,10 +311,7 @@ class SqlTransfers:
 
     def prefetch(self, ids: Collection[str]) -> list[Transfer]:
         """Read these transfers (those not read yet); the ones that exist."""
-        wanted = [i for i in ids if i not in self.known]
-        found = {t.id: t for t in map(_transfer, _rows_in(self.db, "transfers", TRANSFER_COLS, transfers.c.id, wanted))}
-        for transfer_id in wanted:
-            self.known[transfer_id] = found.get(transfer_id)
+        _remember(self.known, self.db, "transfers", TRANSFER_COLS, ids, _transfer)
         return [t for t in (self.known[i] for i in ids) if t is not None]
 
     def add(self, t: Transfer) -> None:
