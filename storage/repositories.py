@@ -985,11 +985,23 @@ class SqlHandoffs:
         )
         return [_handoff(r) for r in self.db.cursor.fetchall()]
 
-    def due(self, today: date, limit: int) -> list[Handoff]:
+    def scheduled_in_school(self, school: str) -> list[Handoff]:
         h = handoffs
 
         def build() -> Select[Any]:
             return (
+                select(*h.c)
+                .where(h.c.school == P("school"), h.c.state == literal_column(str(int(HandoffState.SCHEDULED))))
+                .order_by(h.c.created_at_us, h.c.id)
+            )
+
+        return [_handoff(r) for r in self.db.all("handoffs_scheduled_in_school", build, {"school": school})]
+
+    def due(self, today: date, limit: int, after: tuple[datetime, str] | None = None) -> list[Handoff]:
+        h = handoffs
+
+        def build() -> Select[Any]:
+            q = (
                 select(*h.c)
                 .where(
                     or_(
@@ -1000,12 +1012,19 @@ class SqlHandoffs:
                         and_(h.c.state == literal_column(str(int(HandoffState.IN_FORCE))), h.c.end_day <= P("day")),
                     )
                 )
-                .order_by(h.c.created_at_us)
+                .order_by(h.c.created_at_us, h.c.id)
                 .limit(P("limit"))
                 .offset(_NO_OFFSET)
             )
+            if after is None:
+                return q
+            return q.where(or_(h.c.created_at_us > P("us"), and_(h.c.created_at_us == P("us"), h.c.id > P("hid"))))
 
-        return [_handoff(r) for r in self.db.all("handoffs_due", build, {"day": _day(today), "limit": limit})]
+        params: dict[str, Any] = {"day": _day(today), "limit": limit}
+        if after is not None:
+            params |= {"us": to_us(after[0]), "hid": after[1]}
+        rows = self.db.all(f"handoffs_due_{after is None}", build, params)
+        return [_handoff(r) for r in rows]
 
     def page(self, school: str, teacher_id: str | None, after_key: str | None, limit: int) -> list[Handoff]:
         h = handoffs

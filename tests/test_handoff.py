@@ -3,8 +3,10 @@ living owner, refuses to orphan any, and brings duties back after a leave."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -168,6 +170,9 @@ def test_handoff_rules(
         admin.record_departure(a.id, staff_pb2.DEPARTURE_REASON_MATERNITY_LEAVE, TODAY, replacement=b.id)
     with refused("INVALID_ARGUMENT", "INVALID_DATE", database_url=database_url):
         admin.record_departure(a.id, reason, "23/11/2026", replacement=b.id)
+    for out_of_range in ("1969-12-31", "1970-01-01", "3000-01-01"):  # the log counts days from 1970, 0 is "none"
+        with refused("INVALID_ARGUMENT", "INVALID_DATE", database_url=database_url):
+            admin.record_departure(a.id, reason, out_of_range, replacement=b.id)
     with refused("INVALID_ARGUMENT", "NOT_A_DUTY_OF_TEACHER", database_url=database_url):
         admin.record_departure(a.id, reason, TODAY, replacements=[(duty(MATH), b.id)])
 
@@ -206,3 +211,123 @@ def test_handoff_is_idempotent(pki: Path, admin: TransferClient, system: Transfe
     again = admin.record_departure(a.id, staff_pb2.DEPARTURE_REASON_RETIREMENT, TODAY, replacement=b.id, request_id=rid)
     assert first == again
     assert len(list(system.iter_handoffs())) == 1
+
+
+def test_a_replaced_page_owes_its_voided_signatures_to_whoever_holds_the_duty_now(
+    node: RunningNode, pki: Path, admin: TransferClient, system: TransferClient
+) -> None:
+    """The homeroom teacher signs, retires; the page is then replaced: the voided signature is owed by the
+    teacher who took the duty over, not by the one who left (who could never sign it again)."""
+    ca = signing_ca(pki)
+    home, successor = hire(admin, ca, "CN"), hire(admin, ca, "CN2")
+    admin.assign_duty(duty(HOMEROOM), home.id)
+    page = add_page(system, new_record(system), requirements=[HOMEROOM])
+    sign(system, page, HOMEROOM, home)
+    handoff, _ = admin.record_departure(home.id, staff_pb2.DEPARTURE_REASON_RETIREMENT, TODAY, replacement=successor.id)
+    assert handoff.state == staff_pb2.HANDOFF_STATE_COMPLETED
+    replaced = system.replace_page(page.id, b"%PDF-1.7 corrected").page
+    assert replaced.version == 2
+    assert [t.assignee_teacher_id for t in replaced.tasks] == [successor.id]
+    assert [t.page_id for t in system.iter_signing_tasks(successor.id)] == [page.id]
+    signed = sign(system, replaced, HOMEROOM, successor)
+    assert signed.state == pages_pb2.PAGE_STATE_SIGNED
+
+
+def test_a_named_replacement_cannot_leave_before_the_handoff_naming_them_takes_effect(
+    node: RunningNode, pki: Path, admin: TransferClient, system: TransferClient, database_url: str
+) -> None:
+    """T retires on the 30th and hands over to R. R may not record a departure (now, or the same day, whether R
+    names a replacement or not) until T's handoff has taken effect: else the duty would reach a teacher who is
+    gone. Once it has, R's departure moves it on."""
+    ca = signing_ca(pki)
+    t, r, s = hire(admin, ca, "T"), hire(admin, ca, "R"), hire(admin, ca, "S")
+    admin.assign_duty(duty(HOMEROOM), t.id)
+    retire = staff_pb2.DEPARTURE_REASON_RETIREMENT
+    scheduled, _ = admin.record_departure(t.id, retire, "2026-11-30", replacement=r.id)
+    assert scheduled.state == staff_pb2.HANDOFF_STATE_SCHEDULED
+    for when, replacement in ((TODAY, s.id), ("2026-11-30", None), ("2026-12-15", s.id)):
+        with refused("FAILED_PRECONDITION", "TEACHER_NAMED_IN_HANDOFF", database_url=database_url) as caught:
+            admin.record_departure(r.id, staff_pb2.DEPARTURE_REASON_TRANSFER, when, replacement=replacement)
+        assert scheduled.id in caught[0].message
+    # Named for one duty only (not as the blanket replacement) counts the same.
+    u = hire(admin, ca, "U")
+    admin.assign_duty(duty(MATH), u.id)
+    admin.record_departure(u.id, retire, "2026-12-01", replacements=[(duty(MATH), s.id)])
+    with refused("FAILED_PRECONDITION", "TEACHER_NAMED_IN_HANDOFF", database_url=database_url):
+        admin.record_departure(s.id, retire, TODAY)
+    assert node.clock is not None and node.node is not None
+    node.clock.advance(timedelta(days=7))  # 2026-11-30
+    node.run(node.node.sweep_once)
+    assert system.get_handoff(scheduled.id).state == staff_pb2.HANDOFF_STATE_COMPLETED
+    moved, _ = admin.record_departure(r.id, staff_pb2.DEPARTURE_REASON_TRANSFER, "2026-11-30", replacement=s.id)
+    assert moved.state == staff_pb2.HANDOFF_STATE_COMPLETED
+    holders = {d.key: d.holder_teacher_id for d in system.list_duties()}
+    assert holders[f"homeroom/{YEAR}/{CLASS}"] == s.id
+
+
+@pytest.mark.parametrize("first_back", ["holder", "stand-in"])
+def test_nested_leaves_give_each_duty_back_to_its_own_holder(
+    node: RunningNode, pki: Path, admin: TransferClient, system: TransferClient, first_back: str
+) -> None:
+    """T goes on maternity leave and R stands in; R then takes a leave too and S stands in for both. Whoever
+    comes back first, T ends up with T's duty: R's return does not take it from T."""
+    ca = signing_ca(pki)
+    t, r, s = hire(admin, ca, "T"), hire(admin, ca, "R"), hire(admin, ca, "S")
+    admin.assign_duty(duty(HOMEROOM), t.id)
+    admin.assign_duty(duty(MATH), r.id)
+    t_end, r_end = ("2027-01-10", "2027-02-10") if first_back == "holder" else ("2027-02-10", "2027-01-10")
+    admin.record_departure(t.id, staff_pb2.DEPARTURE_REASON_MATERNITY_LEAVE, TODAY, end_date=t_end, replacement=r.id)
+    admin.record_departure(r.id, staff_pb2.DEPARTURE_REASON_OTHER, TODAY, end_date=r_end, replacement=s.id)
+
+    def holders() -> dict[str, str]:
+        return {d.key.split("/")[0]: d.holder_teacher_id for d in system.list_duties()}
+
+    assert holders() == {"homeroom": s.id, "subject": s.id}
+    assert node.clock is not None and node.node is not None
+    node.clock.advance(datetime(2027, 1, 10, 1, tzinfo=UTC) - node.clock.now())
+    node.run(node.node.sweep_once)
+    if first_back == "holder":
+        assert holders() == {"homeroom": t.id, "subject": s.id}
+    else:  # R is back and stands in for T again
+        assert holders() == {"homeroom": r.id, "subject": r.id}
+    node.clock.advance(datetime(2027, 2, 10, 1, tzinfo=UTC) - node.clock.now())
+    node.run(node.node.sweep_once)
+    assert holders() == {"homeroom": t.id, "subject": r.id}
+    assert {h.state for h in system.iter_handoffs()} == {staff_pb2.HANDOFF_STATE_COMPLETED}
+
+
+def test_the_sweeper_passes_handoffs_it_cannot_apply(
+    node: RunningNode, pki: Path, admin: TransferClient, system: TransferClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Handoffs that can no longer take effect (here: their replacement was made inactive behind the rules'
+    back, an injected fault) stay SCHEDULED and are reported; the sweep still ends, and a handoff due behind
+    a full page of them is applied."""
+    from transfer.domain.model import TeacherStatus
+    from transfer.server import app
+
+    monkeypatch.setattr(app, "HANDOFF_BATCH", 2)
+    ca = signing_ca(pki)
+    stuck = []
+    for i in range(5):
+        t, r = hire(admin, ca, f"T{i}"), hire(admin, ca, f"R{i}")
+        admin.assign_duty((HOMEROOM[0], YEAR, f"{CLASS}{i}", ""), t.id)
+        handoff, _ = admin.record_departure(t.id, staff_pb2.DEPARTURE_REASON_RETIREMENT, "2026-11-30", replacement=r.id)
+        stuck.append((handoff.id, r.id))
+    t, r = hire(admin, ca, "T9"), hire(admin, ca, "R9")
+    admin.assign_duty((HOMEROOM[0], YEAR, f"{CLASS}9", ""), t.id)
+    good, _ = admin.record_departure(t.id, staff_pb2.DEPARTURE_REASON_RETIREMENT, "2026-11-30", replacement=r.id)
+    assert node.node is not None and node.node.store is not None and node.clock is not None
+    store = node.node.store
+
+    def deactivate(uow: Any) -> None:
+        for _, replacement in stuck:
+            teacher = uow.teachers.get(replacement)
+            uow.teachers.update(replace(teacher, status=TeacherStatus.DEPARTED))
+
+    node.run(lambda: store.write(deactivate))
+    node.clock.advance(timedelta(days=7))
+    node.run(node.node.sweep_once, timeout=20)
+    assert system.get_handoff(good.id).state == staff_pb2.HANDOFF_STATE_COMPLETED
+    for handoff_id, _ in stuck:
+        assert system.get_handoff(handoff_id).state == staff_pb2.HANDOFF_STATE_SCHEDULED
+    node.run(node.node.sweep_once, timeout=20)  # and again: the stuck ones do not stop it

@@ -4,6 +4,7 @@ locked, stale, frozen)."""
 
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -138,6 +139,15 @@ def test_certificates_must_chain_to_a_trusted_ca_and_be_valid(
         school.admin.register_teacher("GV-Y", "Y", [old])
     with refused("INVALID_ARGUMENT", "BAD_CERTIFICATE"):
         school.admin.register_teacher("GV-Z", "Z", [b"not a certificate"])
+    # A key algorithm the node cannot read (the key's OID changed) is refused, not an internal error.
+    good, _ = school.ca.teacher("W", "ecdsa", write=False)
+    der = base64.b64decode(b"".join(line for line in good.splitlines() if not line.startswith(b"-----")))
+    ec_public_key = bytes.fromhex("06072a8648ce3d0201")  # OID 1.2.840.10045.2.1
+    assert der.count(ec_public_key) == 1
+    odd = der.replace(ec_public_key, bytes.fromhex("06072a8648ce3d0209"))
+    odd_pem = b"-----BEGIN CERTIFICATE-----\n" + base64.encodebytes(odd) + b"-----END CERTIFICATE-----\n"
+    with refused("INVALID_ARGUMENT", "UNSUPPORTED_KEY"):
+        school.admin.register_teacher("GV-W", "W", [odd_pem])
     assert node.clock is not None
     short = hire(school.admin, school.ca, "GV-NGAN", "rsa", not_after=node.clock.now() + timedelta(days=2))
     school.admin.assign_duty(duty(HOMEROOM, klass="3B"), short.id)

@@ -420,6 +420,13 @@ class Handoff:
     def replacement_for(self, duty: DutyKey) -> str | None:
         return next((t for d, t in self.duties if d == duty), self.replacement)
 
+    def stand_ins(self) -> set[str]:
+        """Every teacher the handoff names to take something over."""
+        named = {t for _, t in self.duties}
+        if self.replacement is not None:
+            named.add(self.replacement)
+        return named
+
 
 @dataclass(frozen=True, slots=True)
 class OutboxMessage:

@@ -40,6 +40,7 @@ from transfer.domain.errors import (
 from transfer.domain.leaves import LeafKind, PageLeaf, page_record_digest, record_digest
 from transfer.domain.model import (
     Actor,
+    DutyKey,
     LockTrack,
     Logged,
     LogReceipt,
@@ -105,6 +106,25 @@ def page_digest(page_id: str, version: int, payload_sha256: bytes, media_type: s
 
 def _violations(field: str, message: str, reason: str) -> tuple[FieldViolation, ...]:
     return (FieldViolation(field, message, reason),)
+
+
+def _active_holder(uow: UnitOfWork, school: str, duty: DutyKey) -> str | None:
+    """The active teacher who holds `duty` at `school`, if there is one."""
+    held = uow.duties.get(school, duty)
+    holder = uow.teachers.get(held.holder) if held is not None and held.holder else None
+    return holder.id if holder is not None and holder.status is TeacherStatus.ACTIVE else None
+
+
+def _unassigned(duty: DutyKey) -> PreconditionViolation:
+    return PreconditionViolation("DUTY_ASSIGNED", f"duties/{duty}", f"no active teacher holds {duty}")
+
+
+def _duties_unassigned(missing: Sequence[PreconditionViolation]) -> FailedPrecondition:
+    return FailedPrecondition(
+        "DUTY_UNASSIGNED",
+        f"{len(missing)} required signature(s) have no teacher to owe them: assign the duties first",
+        precondition_violations=tuple(missing),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,20 +348,13 @@ class Pages:
         missing: list[PreconditionViolation] = []
         for req in cmd.requirements:
             duty = req.duty(cmd.school_year, cmd.class_name)
-            held = uow.duties.get(school, duty)
-            holder = uow.teachers.get(held.holder) if held is not None and held.holder else None
-            if holder is None or holder.status is not TeacherStatus.ACTIVE:
-                missing.append(
-                    PreconditionViolation("DUTY_ASSIGNED", f"duties/{duty}", f"no active teacher holds {duty}")
-                )
+            holder = _active_holder(uow, school, duty)
+            if holder is None:
+                missing.append(_unassigned(duty))
             else:
-                owners.append((req, holder.id))
+                owners.append((req, holder))
         if missing:
-            raise FailedPrecondition(
-                "DUTY_UNASSIGNED",
-                f"{len(missing)} required signature(s) have no teacher to owe them: assign the duties first",
-                precondition_violations=tuple(missing),
-            )
+            raise _duties_unassigned(missing)
         now = self.clock.now()
         page_id = self.ids.new_id()
         sha = cmd.payload_sha256
@@ -372,16 +385,29 @@ class Pages:
             page, media_type=cmd.media_type, payload_sha256=cmd.payload_sha256, payload_size=len(cmd.payload),
             version=version, digest=digest, state=PageState.DRAFT, updated_at=now,
         )  # fmt: skip
-        voided = 0
+        # A voided signature is owed again by whoever holds its duty now: the
+        # signer may have left since, and the duty moved on with their handoff.
         tasks = []
+        cleared = []
+        missing: list[PreconditionViolation] = []
         for task in uow.tasks.of_page(page.id):
             if task.pending:
                 tasks.append(task)
                 continue
-            voided += 1
-            cleared = replace(task, signed_by=None, signature=None, certificate_sha256=None, signed_at=None)
-            uow.tasks.update(cleared)
-            tasks.append(cleared)
+            holder = _active_holder(uow, page.issuing_school, task.duty)
+            if holder is None:
+                missing.append(_unassigned(task.duty))
+                continue
+            owed = replace(
+                task, assignee=holder, signed_by=None, signature=None, certificate_sha256=None, signed_at=None
+            )
+            cleared.append(owed)
+            tasks.append(owed)
+        if missing:  # refused before anything is written
+            raise _duties_unassigned(missing)
+        for task in cleared:
+            uow.tasks.update(task)
+        voided = len(cleared)
         uow.pages.update(new, cmd.payload)
         return Logged(PageView(new, tuple(tasks)), self._log(uow, LeafKind.PAGE_REPLACED, new, actor.principal, voided))
 

@@ -237,8 +237,13 @@ class HandoffRepository(Protocol):
         """SCHEDULED or IN_FORCE handoffs of the teacher."""
         ...
 
-    def due(self, today: date, limit: int) -> list[Handoff]:
-        """SCHEDULED ones effective by `today`, and IN_FORCE temporary ones ending by `today`."""
+    def scheduled_in_school(self, school: str) -> list[Handoff]:
+        """The school's SCHEDULED handoffs (not yet in effect)."""
+        ...
+
+    def due(self, today: date, limit: int, after: tuple[datetime, str] | None = None) -> list[Handoff]:
+        """SCHEDULED ones effective by `today`, and IN_FORCE temporary ones ending by `today`,
+        in order of creation (then id), those after `after` (a creation instant and id)."""
         ...
 
     def page(self, school: str, teacher_id: str | None, after_key: str | None, limit: int) -> list[Handoff]: ...

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -56,7 +56,10 @@ def _bad_cert(reason: str, message: str, field: str = "certificates") -> Invalid
 
 
 def key_type(cert: x509.Certificate) -> str:
-    key = cert.public_key()
+    try:
+        key = cert.public_key()
+    except (UnsupportedAlgorithm, ValueError):  # a key algorithm the library cannot read
+        raise _bad_cert("UNSUPPORTED_KEY", "the certificate's key algorithm is not supported") from None
     if isinstance(key, rsa.RSAPublicKey):
         if key.key_size < 2048:
             raise _bad_cert("UNSUPPORTED_KEY", f"RSA keys must have at least 2048 bits, not {key.key_size}")
@@ -186,7 +189,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
         return False
     try:
         cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
 

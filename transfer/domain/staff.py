@@ -331,6 +331,19 @@ class Staff:
                         ),
                     ),
                 )
+        for named in uow.handoffs.scheduled_in_school(teacher.school):
+            if named.teacher_id != teacher.id and teacher.id in named.stand_ins():
+                # Its duties would reach a teacher who is gone, or already leaving.
+                raise FailedPrecondition(
+                    "TEACHER_NAMED_IN_HANDOFF",
+                    f"the teacher takes over duties in handoff {named.id}, which takes effect on "
+                    f"{named.effective_date.isoformat()}: record this departure once it has",
+                    precondition_violations=(
+                        PreconditionViolation(
+                            "NOT_A_PENDING_REPLACEMENT", f"handoffs/{named.id}", "names this teacher as replacement"
+                        ),
+                    ),
+                )
         for i, (_, replacement) in enumerate(cmd.duties):
             self._replacement(uow, replacement, teacher.school, f"replacements[{i}].teacher_id", teacher.id)
         if cmd.replacement:
@@ -373,13 +386,27 @@ class Staff:
         return Logged(handoff, receipt)
 
     def _uncovered(self, uow: UnitOfWork, handoff: Handoff, held: Sequence[Duty]) -> list[PreconditionViolation]:
+        """What the handoff would leave without an active owner: duties and
+        pending signatures it names nobody for, or only a teacher who is no
+        longer active."""
+        active: dict[str, bool] = {}
+
+        def covered(duty: DutyKey) -> bool:
+            to = handoff.replacement_for(duty)
+            if to is None:
+                return False
+            if to not in active:
+                t = uow.teachers.get(to)
+                active[to] = t is not None and t.status is TeacherStatus.ACTIVE
+            return active[to]
+
         out = [
-            PreconditionViolation("DUTY_COVERED", f"duties/{d.key}", "no replacement named for this duty")
+            PreconditionViolation("DUTY_COVERED", f"duties/{d.key}", "no active replacement named for this duty")
             for d in held
-            if handoff.replacement_for(d.key) is None
+            if not covered(d.key)
         ]
         for task in self._all_pending(uow, handoff.teacher_id):
-            if handoff.replacement_for(task.duty) is None:
+            if not covered(task.duty):
                 out.append(
                     PreconditionViolation(
                         "TASK_COVERED", f"pages/{task.page_id}/{task.requirement}", f"pending signature for {task.duty}"
@@ -443,10 +470,11 @@ class Staff:
     def _end(self, uow: UnitOfWork, handoff: Handoff) -> Handoff:
         """A temporary absence is over: the duties it moved come back; moved tasks stay."""
         now = self.clock.now()
-        for key, _ in handoff.duties:
+        for key, stand_in in handoff.duties:
             current = uow.duties.get(handoff.school, key)
             previous = current.holder if current is not None else None
             uow.duties.put(Duty(handoff.school, key, handoff.teacher_id, now))
+            self._release_stand_ins(uow, key, stand_in)
             self._log_move(
                 uow,
                 LeafKind.DUTY_REASSIGNED,
@@ -466,16 +494,38 @@ class Staff:
         uow.log.append(leaf)
         return ended
 
-    def apply_due(self, uow: UnitOfWork, limit: int = 100) -> list[Handoff]:
+    @staticmethod
+    def _release_stand_ins(uow: UnitOfWork, key: DutyKey, stand_in: str) -> None:
+        """The duty `key` went back to its holder: the stand-in (and theirs, when
+        the stand-in is away too) no longer hold it, so the end of their own
+        absence must not take it back."""
+        seen: set[str] = set()
+        while stand_in not in seen:
+            seen.add(stand_in)
+            for h in uow.handoffs.open_for(stand_in):
+                if h.state is HandoffState.IN_FORCE and any(k == key for k, _ in h.duties):
+                    uow.handoffs.update(replace(h, duties=tuple((k, t) for k, t in h.duties if k != key)))
+                    stand_in = h.replacement_for(key) or stand_in
+                    break
+            else:
+                return
+
+    def apply_due(
+        self, uow: UnitOfWork, limit: int = 100, after: tuple[datetime, str] | None = None
+    ) -> tuple[list[Handoff], tuple[datetime, str] | None]:
         """Apply handoffs whose effective date came, end absences whose end date came (the sweeper).
 
-        A handoff that no longer covers everything (which the rules above
-        prevent) stays SCHEDULED rather than orphaning a task; it is returned
-        unchanged so the caller can report it.
+        Looks at up to `limit` due handoffs, those created after `after`, and
+        returns what it did, with the place to go on from (None when it saw
+        the last). A handoff that no longer covers everything (which the rules
+        above prevent) stays SCHEDULED rather than orphaning a task; it is
+        returned unchanged so the caller can report it, and the next call goes
+        on past it.
         """
         today = self.today()
         done = []
-        for handoff in uow.handoffs.due(today, limit):
+        due = uow.handoffs.due(today, limit, after)
+        for handoff in due:
             if handoff.state is HandoffState.SCHEDULED:
                 if self._uncovered(uow, handoff, uow.duties.held_by(handoff.teacher_id)):
                     done.append(handoff)
@@ -485,7 +535,8 @@ class Staff:
                     done.append(self._end(uow, done[-1]))
             elif handoff.state is HandoffState.IN_FORCE:
                 done.append(self._end(uow, handoff))
-        return done
+        more = (due[-1].created_at, due[-1].id) if len(due) == limit else None
+        return done, more
 
     def get_handoff(self, uow: UnitOfWork, actor: Actor, handoff_id: str) -> Handoff:
         v = Violations()

@@ -152,14 +152,23 @@ def opaque_id(v: Violations, value: str, field: str) -> None:
         v.add(field, "must be 32 lowercase hexadecimal characters", "INVALID_ID")
 
 
+# The dates staff changes may carry (departures, leaves).
+EARLIEST_DATE = date(2000, 1, 1)
+LATEST_DATE = date(2999, 12, 31)
+
+
 def iso_date(v: Violations, value: str, field: str, *, required: bool = True) -> None:
     if not value:
         if required:
             v.add(field, "required: a date like 2026-06-30", "INVALID_DATE")
         return
     try:
-        date.fromisoformat(value)
+        day = date.fromisoformat(value)
         if len(value) != 10:
             raise ValueError(value)
     except ValueError:
         v.add(field, "must be a date like 2026-06-30", "INVALID_DATE")
+        return
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        # The log counts days from 1970 in four bytes, with 0 for "no date".
+        v.add(field, f"must be between {EARLIEST_DATE} and {LATEST_DATE}", "INVALID_DATE")

@@ -104,6 +104,8 @@ SWEEP_BATCH = 500
 # consistency check, a writer command) per handful of offers, not per offer.
 RECEIPT_LINGER_SECONDS = 0.005
 PRUNE_BATCH = 5_000
+# Due handoffs looked at per write transaction of the sweeper.
+HANDOFF_BATCH = 100
 
 
 def _prune(uow: UnitOfWork, older_than: datetime) -> int:
@@ -251,13 +253,17 @@ class Node:
             total += len(expired)
             if len(expired) < SWEEP_BATCH:
                 break
-        while handoffs := await self.store.write(functools.partial(self.staff.apply_due, limit=100)):
+        after: tuple[datetime, str] | None = None
+        while True:  # pages through the due handoffs: one that cannot take effect is passed, not retried
+            handoffs, after = await self.store.write(
+                functools.partial(self.staff.apply_due, limit=HANDOFF_BATCH, after=after)
+            )
             for h in handoffs:
                 if h.state is HandoffState.SCHEDULED:
                     log.error("handoff cannot take effect: it no longer covers every duty", extra={"handoff_id": h.id})
                 else:
                     log.info("handoff applied", extra={"handoff_id": h.id, "state": h.state.name})
-            if len(handoffs) < 100:
+            if after is None:
                 break
         while locked := await self.store.write(functools.partial(self.pages.lock_due, limit=SWEEP_BATCH)):
             log.info("pages locked at their lock date", extra={"count": len(locked)})
