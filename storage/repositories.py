@@ -1060,6 +1060,18 @@ def _outbox(row: Sequence[Any]) -> OutboxMessage:
     )  # fmt: skip
 
 
+def _sendable() -> tuple[ColumnElement[bool], ...]:
+    """PENDING outbox messages with no earlier PENDING message of the same transfer."""
+    earlier = outbox.alias("earlier")
+    pending: ColumnElement[Any] = literal_column(str(int(OutboxState.PENDING)))
+    blocked = (
+        select(earlier.c.id)
+        .where(earlier.c.transfer_id == outbox.c.transfer_id, earlier.c.id < outbox.c.id, earlier.c.state == pending)
+        .exists()
+    )
+    return (outbox.c.state == pending, ~blocked)
+
+
 class SqlOutbox:
     def __init__(self, runner: Runner) -> None:
         self.db = runner
@@ -1090,18 +1102,10 @@ class SqlOutbox:
 
     def due(self, now: datetime, limit: int) -> list[OutboxMessage]:
         def build() -> Select[Any]:
-            o = outbox
-            earlier = outbox.alias("earlier")
-            pending: ColumnElement[Any] = literal_column(str(int(OutboxState.PENDING)))
-            blocked = (
-                select(earlier.c.id)
-                .where(earlier.c.transfer_id == o.c.transfer_id, earlier.c.id < o.c.id, earlier.c.state == pending)
-                .exists()
-            )
             return (
-                select(*o.c)
-                .where(o.c.state == pending, o.c.next_attempt_us <= P("now"), ~blocked)
-                .order_by(o.c.next_attempt_us, o.c.id)
+                select(*outbox.c)
+                .where(*_sendable(), outbox.c.next_attempt_us <= P("now"))
+                .order_by(outbox.c.next_attempt_us, outbox.c.id)
                 .limit(P("limit"))
                 .offset(_NO_OFFSET)
             )
@@ -1117,8 +1121,10 @@ class SqlOutbox:
         return [_outbox(r) for r in self.db.all("outbox_pending_of", build, {"transfer_id": transfer_id})]
 
     def next_attempt(self) -> datetime | None:
-        row = self.db.one("outbox_next", {})
-        return None if row is None or row[0] is None else from_us(row[0])
+        # Over the messages `due` may return: one waiting behind an earlier
+        # message of its transfer is not due before that one is delivered.
+        rows = self.db.all("outbox_next", lambda: select(func.min(outbox.c.next_attempt_us)).where(*_sendable()), {})
+        return None if not rows or rows[0][0] is None else from_us(rows[0][0])
 
     def stats(self) -> list[DeliveryStats]:
         o = outbox

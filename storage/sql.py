@@ -274,7 +274,6 @@ STATEMENTS: dict[str, Callable[[], Executable]] = {
             receipt=P("receipt"),
         )
     ),
-    "outbox_next": lambda: select(func.min(outbox.c.next_attempt_us)).where(outbox.c.state == literal_column("1")),
     "inbound_get": lambda: select(*inbound_messages.c).where(
         inbound_messages.c.peer == P("peer"),
         inbound_messages.c.transfer_id == P("transfer_id"),

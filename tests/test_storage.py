@@ -396,3 +396,32 @@ def test_a_delivery_outcome_is_recorded_once_against_the_stored_message(database
     assert stored is not None and stored.state is OutboxState.DELIVERED and stored.attempts == 0
     assert stored.receipt == b"receipt" and stored.last_error == ""
     assert len(leaves) == 1  # one MESSAGE_ACKNOWLEDGED
+
+
+def test_the_next_attempt_ignores_messages_waiting_behind_another(database_url: str) -> None:
+    """A cancellation queued behind an offer that backs off (the peer is down) is not due before the offer is
+    delivered: the dispatcher's next wake-up is the offer's retry time, not now (else it would spin)."""
+    migrate.upgrade(database_url)
+    engine = create_engine(sync_url(database_url))
+    retry_at = NOW + timedelta(seconds=60)
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        uow.outbox.add(OutboxMessage(
+            0, "1" * 32, "79", MessageKind.OFFER, b"x" * 80, OutboxState.PENDING, 7, retry_at, "UNAVAILABLE", NOW
+        ))  # fmt: skip
+        uow.outbox.add(
+            OutboxMessage(0, "1" * 32, "79", MessageKind.CANCEL_REQUEST, b"{}", OutboxState.PENDING, 0, NOW, "", NOW)
+        )
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        due, next_at = uow.outbox.due(NOW, 10), uow.outbox.next_attempt()
+    with engine.begin() as conn:  # another transfer's message, due now, is due now
+        uow = SqlUnitOfWork(conn)
+        uow.outbox.add(
+            OutboxMessage(0, "2" * 32, "79", MessageKind.RESOLVE, b"{}", OutboxState.PENDING, 0, NOW, "", NOW)
+        )
+    with engine.begin() as conn:
+        later = SqlUnitOfWork(conn).outbox.next_attempt()
+    engine.dispose()
+    assert due == [] and next_at == retry_at
+    assert later == NOW

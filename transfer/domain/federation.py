@@ -30,7 +30,13 @@ from datetime import UTC, datetime, timedelta
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from transfer.domain import package as pkg
-from transfer.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied, PreconditionViolation
+from transfer.domain.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    PermissionDenied,
+    PreconditionViolation,
+    Unavailable,
+)
 from transfer.domain.leaves import LeafKind, PeerLeaf, transfer_leaf
 from transfer.domain.model import (
     Actor,
@@ -51,7 +57,7 @@ from transfer.domain.model import (
 from transfer.domain.pages import PagePolicy
 from transfer.domain.ports import Clock, UnitOfWork
 from transfer.domain.signatures import CertificateInfo, SigningTrust
-from transfer.domain.validation import MAX_PACKAGE
+from transfer.domain.validation import MAX_PACKAGE, MAX_PRINCIPAL, MAX_REASON
 from transfer.domain.workdays import deadline_after
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -96,13 +102,19 @@ class Decision:
             state = TransferState(int(doc["state"]))
             if state is TransferState.REQUESTED:
                 raise ValueError("not a decision")
-            return cls(
-                state,
-                str(doc["reason"]),
-                _EPOCH + timedelta(microseconds=int(doc["decided_us"])),
-                str(doc["decided_by"]),
-            )
-        except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+            reason, decided_by = str(doc["reason"]), str(doc["decided_by"])
+            if len(reason) > MAX_REASON or not 0 < len(decided_by) <= MAX_PRINCIPAL:
+                raise ValueError(f"reason at most {MAX_REASON} characters, decided_by 1 to {MAX_PRINCIPAL}")
+            return cls(state, reason, _EPOCH + timedelta(microseconds=int(doc["decided_us"])), decided_by)
+        except (
+            KeyError,
+            TypeError,
+            ValueError,
+            AttributeError,
+            OverflowError,
+            RecursionError,
+            UnicodeDecodeError,
+        ) as exc:
             raise InvalidArgument("MALFORMED_DECISION", f"decision: cannot be read ({exc})") from None
 
 
@@ -390,8 +402,8 @@ class Federation:
 
     # -- receiver --------------------------------------------------------------
 
-    def check_offer(self, actor: Actor, package_bytes: bytes, seal: bytes) -> pkg.Package:
-        """Everything about an offer that needs no database: the seal, the content, the signatures."""
+    def open_offer(self, actor: Actor, package_bytes: bytes, seal: bytes) -> pkg.Package:
+        """An offer's package once its seal verified and its content reads, sent by its sender to us."""
         peer = self._peer_of(actor)
         # The seal first: nothing unauthenticated is parsed.
         pkg.verify_seal(package_bytes, seal, self.peers[peer].seal_key)
@@ -401,8 +413,11 @@ class Federation:
                 "NOT_YOUR_TRANSFER",
                 f"a package from {package.from_province} to {package.to_province} is not yours to offer here",
             )
-        pkg.verify_signatures(package, self.trust)
         return package
+
+    def check_signatures(self, package: pkg.Package) -> None:
+        """The pages' signatures verify and chain to the signing CAs this node trusts (a new offer only)."""
+        pkg.verify_signatures(package, self.trust)
 
     def stored_inbound(
         self, uow: UnitOfWork, actor: Actor, transfer_id: str, kind: MessageKind, digest: bytes
@@ -420,7 +435,7 @@ class Federation:
     def receive_offer(
         self, uow: UnitOfWork, actor: Actor, package: pkg.Package, package_bytes: bytes, seal: bytes
     ) -> InboundMessage:
-        """OFFER at the receiver, after `check_offer`: record the incoming transfer (idempotent)."""
+        """OFFER at the receiver, after `open_offer` (and, for a new one, `check_signatures`): record the incoming transfer (idempotent)."""
         peer = self._peer_of(actor)
         digest = pkg.digest_of(package_bytes)
         stored = self.stored_inbound(uow, actor, package.transfer_id, MessageKind.OFFER, digest)
@@ -437,7 +452,23 @@ class Federation:
                     PreconditionViolation("SCHOOL_ACTIVE", f"schools/{package.to_school}", "unknown or inactive"),
                 ),
             )
+        for p in package.pages:  # page ids are the sender's; one must not land on another record's page
+            here = uow.pages.get(p.page.id)
+            if here is not None and here.lookup_code != package.record.lookup_code:
+                raise pkg.PackageError(
+                    "MALFORMED_PACKAGE", f"page {p.page.id} is a page of another record on this node"
+                )
         local = uow.records.get(package.record.lookup_code)
+        if local is not None and not local.transferred_out and local.open_transfer_id is not None:
+            sent = uow.transfers.get(local.open_transfer_id)
+            if sent is not None and sent.to_province == peer and sent.state is TransferState.REQUESTED:
+                # We sent the record to this peer and its answer has not arrived:
+                # the peer accepted it and is sending it straight back. Not a
+                # refusal: the sender retries, and the answer arrives meanwhile.
+                raise Unavailable(
+                    "RESOLUTION_PENDING",
+                    f"transfer {sent.id} of this record to {peer} is not resolved here yet; retry",
+                )
         if local is not None and not local.transferred_out:
             raise FailedPrecondition(
                 "RECORD_ALREADY_HERE",

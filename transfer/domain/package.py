@@ -226,7 +226,7 @@ def decode(package: bytes) -> Package:
         pages = tuple(_decode_page(p, r["lookup_code"]) for p in doc["pages"])
     except PackageError:
         raise
-    except (KeyError, TypeError, ValueError, UnicodeDecodeError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError, UnicodeDecodeError) as exc:
         raise PackageError("MALFORMED_PACKAGE", f"the package cannot be read: {type(exc).__name__}: {exc}") from None
     return Package(
         t["id"], t["from_province"], t["from_school"], t["to_province"], t["to_school"], created, record, pages, salt

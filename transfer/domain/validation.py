@@ -23,6 +23,8 @@ CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0
 
 MAX_SCHOOL_NAME = 200
 MAX_REASON = 500
+# A principal (who initiated or decided a transfer) as stored: 120 characters.
+MAX_PRINCIPAL = 120
 
 
 def request_id(v: Violations, value: str, field: str = "request_id") -> None:

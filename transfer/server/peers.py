@@ -18,6 +18,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -61,6 +62,8 @@ ATTEMPT_DEADLINE = 10.0  # seconds per delivery attempt
 PARALLEL = 32  # messages in flight at once
 VERIFIED_CHECKPOINTS = 256  # peers' checkpoint notes remembered as verified
 # Codes after which the same message can never succeed: recorded, not retried.
+# How long a message rests when its attempt crashed and not even the retry could be recorded.
+CRASH_REST_SECONDS = 5.0
 PERMANENT = frozenset(
     {
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -228,8 +231,18 @@ class PeerServicer(_Base, peers_pb2_grpc.PeerServiceServicer):
     async def OfferTransfer(self, request: peers_pb2.OfferTransferRequest, actor: Actor) -> Any:
         faults.maybe_refuse_offer()
         package_bytes, seal = request.package, request.seal
+        digest = digest_of(package_bytes)
         try:
-            package = self.federation.check_offer(actor, package_bytes, seal)
+            package = self.federation.open_offer(actor, package_bytes, seal)
+            # A repeat of an offer already stored (its receipt was lost) is answered
+            # from what was stored, before the checks that depend on today's
+            # configuration (the signing CAs): a CA dropped since must not turn an
+            # offer this node holds into a refusal the sender takes as final.
+            stored = await self.store.read(
+                lambda uow: self.federation.stored_inbound(uow, actor, package.transfer_id, MessageKind.OFFER, digest)
+            )
+            if stored is None:
+                self.federation.check_signatures(package)
         except PackageError as exc:
             log.warning("package refused", extra={"peer": actor.province, "reason": exc.reason})
             reason = exc.reason
@@ -237,7 +250,7 @@ class PeerServicer(_Base, peers_pb2_grpc.PeerServiceServicer):
             raise
 
         receipt = await self._answer(
-            MessageKind.OFFER, digest_of(package_bytes),
+            MessageKind.OFFER, digest,
             lambda uow: self.federation.receive_offer(uow, actor, package, package_bytes, seal),
         )  # fmt: skip
         return peers_pb2.OfferTransferResponse(receipt=peers_pb2.PeerReceipt.FromString(receipt))
@@ -298,6 +311,9 @@ class Dispatcher:
         self.wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[int] = set()
+        # Messages whose attempt crashed and whose retry could not be recorded
+        # either: left alone until this (monotonic) time, not retried in a loop.
+        self._resting: dict[int, float] = {}
         self._verified_checkpoints: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()
 
     def start(self) -> None:
@@ -320,17 +336,20 @@ class Dispatcher:
                 # Cleared before looking, so a message queued while we look wakes the next wait.
                 self.wake.clear()
                 due = await self.store.read(lambda uow: uow.outbox.due(self.clock.now(), PARALLEL * 2))
+                started = 0
                 for message in due:
-                    if message.id in self._in_flight:
+                    if message.id in self._in_flight or self._resting.get(message.id, 0.0) > time.monotonic():
                         continue
+                    self._resting.pop(message.id, None)
                     self._in_flight.add(message.id)
+                    started += 1
                     await sem.acquire()
                     task = asyncio.create_task(self._deliver(message, sem))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 if due:
                     await asyncio.sleep(0)  # let deliveries start before looking again
-                    if len(self._in_flight) >= len(due):
+                    if not started or len(self._in_flight) >= len(due):
                         await self._sleep(0.05)
                     continue
                 nxt = await self.store.read(lambda uow: uow.outbox.next_attempt())
@@ -351,8 +370,13 @@ class Dispatcher:
     async def _deliver(self, message: OutboxMessage, sem: asyncio.Semaphore) -> None:
         try:
             await self._attempt(message)
-        except Exception:
+        except Exception as exc:
             log.exception("delivery attempt crashed", extra={"message_id": message.id})
+            try:  # back off as after any transient failure, so the message is not retried at once
+                await self._failed_attempt(message, grpc.StatusCode.UNKNOWN, f"attempt crashed: {type(exc).__name__}")
+            except Exception:
+                log.exception("cannot record the crashed attempt", extra={"message_id": message.id})
+                self._resting[message.id] = time.monotonic() + CRASH_REST_SECONDS
         finally:
             self._in_flight.discard(message.id)
             sem.release()
@@ -410,6 +434,7 @@ class Dispatcher:
             body.transfer_id != message.transfer_id
             or body.kind != int(message.kind)
             or body.receiver_province != message.peer
+            or body.message_sha256 != _sent_digest(message)
         ):
             raise ValueError("it acknowledges another message")
         if body.logged or body.checkpoint:
@@ -463,3 +488,10 @@ __all__ = [
     "load_seal_key",
     "peer_keys",
 ]
+
+
+def _sent_digest(message: OutboxMessage) -> bytes:
+    """The digest the peer's receipt must name: of the package for an offer, else of the payload."""
+    if message.kind is MessageKind.OFFER:
+        return digest_of(split_sealed(message.payload)[0])
+    return hashlib.sha256(message.payload).digest()

@@ -1,0 +1,288 @@
+"""What a node does with what its peers send, and with its own failed deliveries, checked on the domain and
+servicer objects over a real database (faster and more pointed than two node processes, tests/test_federation.py):
+repeats answered from what was stored, page ids that belong to another record, an offer that overtakes the
+answer to our own, receipts for another message, attempts that crash, and documents that do not parse."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+from sqlalchemy import Engine, create_engine
+
+from storage import migrate
+from storage.database import open_database, sync_url
+from storage.repositories import SqlUnitOfWork
+from storage.store import Store
+from storage.writer import Writer
+from transfer.domain import package as pkg
+from transfer.domain.errors import InvalidArgument, Unavailable
+from transfer.domain.federation import Decision, Federation, PeerKeys
+from transfer.domain.model import (
+    Actor,
+    LockTrack,
+    MessageKind,
+    OutboxMessage,
+    OutboxState,
+    Page,
+    PageState,
+    Record,
+    RecordLevel,
+    Role,
+    School,
+    TransferState,
+)
+from transfer.domain.pages import PagePolicy, page_digest
+from transfer.domain.signatures import SigningTrust
+from transfer.server.auth import Authenticator
+from transfer.server.peers import Dispatcher, Peer, PeerServicer, Sealer
+from transfer.v1 import peers_pb2
+
+NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+FROM_01 = Actor(Role.PEER, "01")
+FROM_79 = Actor(Role.PEER, "79")
+
+
+class _Clock:
+    def now(self) -> datetime:
+        return NOW
+
+
+@dataclass
+class Keys:
+    k01: ed25519.Ed25519PrivateKey
+    k79: ed25519.Ed25519PrivateKey
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys(ed25519.Ed25519PrivateKey.generate(), ed25519.Ed25519PrivateKey.generate())
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    migrate.upgrade(database_url)
+    e = create_engine(sync_url(database_url))
+    yield e
+    e.dispose()
+
+
+def node(province: str, keys: Keys) -> Federation:
+    """This province's federation rules, with the other province as its peer."""
+    own, other = (keys.k01, keys.k79) if province == "01" else (keys.k79, keys.k01)
+    peer = "79" if province == "01" else "01"
+    return Federation(
+        province, {peer: PeerKeys(peer, other.public_key())}, own, SigningTrust([]), PagePolicy(), 8, _Clock()
+    )
+
+
+def _page(page_id: str, lookup_code: str, payload: bytes) -> Page:
+    sha = hashlib.sha256(payload).digest()
+    digest = page_digest(page_id, 1, sha, "application/pdf", lookup_code, "2025-2026", "", 1, "1A")
+    return Page(
+        page_id, lookup_code, "D1", "2025-2026", "", 1, "1A", "application/pdf", sha, len(payload), 1, digest,
+        PageState.DRAFT, LockTrack.COMPLETED, NOW, NOW, None, "79",
+    )  # fmt: skip
+
+
+def sealed_offer(
+    keys: Keys, transfer_id: str, lookup_code: str, pages: tuple[pkg.PackagedPage, ...] = ()
+) -> tuple[bytes, bytes]:
+    """A package from 01/S1 to 79/D1, sealed by node 01."""
+    record = Record(lookup_code, "210987654321", RecordLevel.PRIMARY, "S1", None, NOW, NOW)
+    data = pkg.Package(transfer_id, "01", "S1", "79", "D1", NOW, record, pages, b"\x01" * 16).encode()
+    return data, keys.k01.sign(pkg.seal_message(data))
+
+
+def test_a_repeated_offer_is_answered_from_what_was_stored(database_url: str, keys: Keys) -> None:
+    """The receipt of a stored offer was lost and the receiving node's configuration changed since (here: its
+    signature check now refuses everything, an injected fault standing for a signing CA dropped from its
+    bundle). The repeat gets the same receipt as the first delivery, not a refusal the sender would take as
+    final while this node holds the transfer; a new offer is still checked, and refused."""
+    migrate.upgrade(database_url)
+    federation = node("79", keys)
+
+    async def scenario() -> tuple[bytes, bytes, str]:
+        db = open_database(database_url)
+        writer = Writer(db)
+        writer.start()
+        store = Store(db, writer)
+        try:
+            await store.write(lambda uow: uow.schools.add(School("D1", "D1", "79", True, NOW, NOW)))
+
+            async def no_checkpoint(index: int) -> str:
+                return ""
+
+            servicer = PeerServicer(
+                store, Authenticator("79"), _Clock(), federation, Sealer("79", keys.k79), no_checkpoint
+            )
+            offer = PeerServicer.OfferTransfer.__wrapped__  # type: ignore[attr-defined]  # past the mTLS guard
+            data, seal = sealed_offer(keys, "d" * 32, "b" * 32)
+            request = peers_pb2.OfferTransferRequest(package=data, seal=seal)
+            first = await offer(servicer, request, FROM_01)
+
+            def untrusted(package: pkg.Package) -> None:
+                raise pkg.PackageError("UNTRUSTED_CERTIFICATE", "injected: the pages' CA is no longer trusted")
+
+            federation.check_signatures = untrusted  # type: ignore[method-assign]
+            again = await offer(servicer, request, FROM_01)
+            other_data, other_seal = sealed_offer(keys, "e" * 32, "c" * 32)
+            with pytest.raises(pkg.PackageError) as refused:
+                await offer(servicer, peers_pb2.OfferTransferRequest(package=other_data, seal=other_seal), FROM_01)
+            return first.receipt.SerializeToString(), again.receipt.SerializeToString(), refused.value.reason
+        finally:
+            await writer.stop()
+            await db.close()
+
+    first, again, reason = asyncio.run(scenario())
+    assert again == first
+    assert reason == "UNTRUSTED_CERTIFICATE"
+
+
+def test_a_package_reusing_another_records_page_id_is_refused(engine: Engine, keys: Keys) -> None:
+    """Page ids come from the sender: one that names a page of another record here would overwrite that
+    page on acceptance. The offer is refused (MALFORMED_PACKAGE) before anything is stored."""
+    federation = node("79", keys)
+    mine, page_id = "a" * 32, "c" * 32
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        uow.schools.add(School("D1", "D1", "79", True, NOW, NOW))
+        uow.records.add(Record(mine, "123456789012", RecordLevel.PRIMARY, "D1", None, NOW, NOW))
+        uow.pages.add(_page(page_id, mine, b"D1's own page"), b"D1's own page", NOW)
+    forged = pkg.PackagedPage(_page(page_id, "b" * 32, b"overwritten"), "01", b"overwritten", (), ())
+    data, seal = sealed_offer(keys, "d" * 32, "b" * 32, (forged,))
+    package = federation.open_offer(FROM_01, data, seal)
+    with engine.begin() as conn, pytest.raises(pkg.PackageError) as refused:
+        federation.receive_offer(SqlUnitOfWork(conn), FROM_01, package, data, seal)
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        assert uow.transfers.get("d" * 32) is None
+        assert uow.pages.payload(page_id) == b"D1's own page"
+    assert refused.value.reason == "MALFORMED_PACKAGE" and page_id in refused.value.message
+
+
+def test_an_offer_overtaking_the_answer_to_our_own_is_retried_not_refused(engine: Engine, keys: Keys) -> None:
+    """01 sent record R to 79 (T1); 79 accepted and at once sent R back (T2). Messages are ordered per
+    transfer only, so the offer of T2 can reach 01 before 79's answer to T1. It is refused as transient
+    (UNAVAILABLE: the sender retries), not as final (which would reject T2)."""
+    federation = node("01", keys)
+    code = "a" * 32
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        uow.schools.add(School("S1", "S1", "01", True, NOW, NOW))
+        record = Record(code, "123456789012", RecordLevel.PRIMARY, "S1", None, NOW, NOW)
+        uow.records.add(record)
+        federation.offer(uow, Actor(Role.SCHOOL, "01", "S1"), record, "D1", "79", "1" * 32, b"\x01" * 16)
+        uow.flush()
+    back = Record(code, "123456789012", RecordLevel.PRIMARY, "D1", None, NOW, NOW)
+    data = pkg.Package("2" * 32, "79", "D1", "01", "S1", NOW, back, (), b"\x02" * 16).encode()
+    seal = keys.k79.sign(pkg.seal_message(data))
+    package = federation.open_offer(FROM_79, data, seal)
+    with engine.begin() as conn, pytest.raises(Unavailable) as retry:
+        federation.receive_offer(SqlUnitOfWork(conn), FROM_79, package, data, seal)
+    assert retry.value.reason == "RESOLUTION_PENDING"
+
+
+def test_a_receipt_must_name_the_message_sent(keys: Keys) -> None:
+    """A receipt sealed by the peer for this transfer and kind, but naming another message's digest, proves
+    nothing about this one: it is not taken as delivery."""
+    peer = Peer(None, None, keys.k79.public_key(), None)  # type: ignore[arg-type]  # only its seal key is used
+    dispatcher = Dispatcher(None, None, None, {"79": peer}, _Clock())  # type: ignore[arg-type]
+    message = OutboxMessage(
+        1, "a" * 32, "79", MessageKind.RESOLVE, b'{"state":2}', OutboxState.PENDING, 0, NOW, "", NOW
+    )
+    sealer = Sealer("79", keys.k79)
+    right = sealer.receipt(message.transfer_id, message.kind, hashlib.sha256(message.payload).digest(), -1, "", 2, NOW)
+    wrong = sealer.receipt(message.transfer_id, message.kind, b"\x00" * 32, -1, "", 2, NOW)
+    assert dispatcher._check_receipt(message, peers_pb2.PeerReceipt.FromString(right)).transfer_id == "a" * 32
+    with pytest.raises(ValueError, match="another message"):
+        dispatcher._check_receipt(message, peers_pb2.PeerReceipt.FromString(wrong))
+
+
+class _CrashingLinks:
+    """Injected fault: the link to the peer cannot be made (as for a peer removed from the configuration)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def stub(self, province: str) -> Any:
+        self.calls += 1
+        raise KeyError(province)
+
+
+def test_an_attempt_that_crashes_backs_off(database_url: str) -> None:
+    """An attempt that fails with an unexpected error records a retry with backoff, like a transient gRPC
+    error, so the message is not sent again at once in a loop."""
+    migrate.upgrade(database_url)
+    clock = _Clock()
+
+    async def scenario() -> OutboxMessage | None:
+        db = open_database(database_url)
+        writer = Writer(db)
+        writer.start()
+        store = Store(db, writer)
+        try:
+            message = OutboxMessage(0, "b" * 32, "48", MessageKind.RESOLVE, b"{}", OutboxState.PENDING, 0, NOW, "", NOW)
+            await store.write(lambda uow: uow.outbox.add(message))
+            (due,) = await store.read(lambda uow: uow.outbox.due(NOW, 10))
+            federation = Federation("01", {}, None, SigningTrust([]), PagePolicy(), 8, clock)
+            links = _CrashingLinks()
+            dispatcher = Dispatcher(store, federation, links, {}, clock)  # type: ignore[arg-type]
+            sem = asyncio.Semaphore(1)
+            await sem.acquire()
+            await dispatcher._deliver(due, sem)
+            assert links.calls == 1
+            return await store.read(lambda uow: uow.outbox.get(due.id))
+        finally:
+            await writer.stop()
+            await db.close()
+
+    stored = asyncio.run(scenario())
+    assert stored is not None and stored.state is OutboxState.PENDING
+    assert stored.attempts == 1 and stored.next_attempt_at > NOW
+    assert "attempt crashed: KeyError" in stored.last_error
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"state": 2, "reason": "", "decided_us": 10**20, "decided_by": "school:D1"},
+        {"state": float("inf"), "reason": "", "decided_us": 0, "decided_by": "school:D1"},
+        {"state": 2, "reason": "", "decided_us": 0, "decided_by": "x" * 121},
+        {"state": 3, "reason": "x" * 501, "decided_us": 0, "decided_by": "school:D1"},
+        [1, 2, 3],
+    ],
+)
+def test_a_decision_that_does_not_parse_is_refused_as_such(document: Any) -> None:
+    with pytest.raises(InvalidArgument) as refused:
+        Decision.decode(json.dumps(document).encode())
+    assert refused.value.reason == "MALFORMED_DECISION"
+
+
+@pytest.mark.parametrize("mangle", ["a JSON list", "a created time past year 9999"])
+def test_a_package_that_does_not_parse_is_refused_as_such(keys: Keys, mangle: str) -> None:
+    data, _ = sealed_offer(keys, "d" * 32, "b" * 32)
+    if mangle == "a JSON list":
+        data = b"[1, 2, 3]"
+    else:
+        doc = json.loads(data)
+        doc["transfer"]["created_us"] = 10**20
+        data = json.dumps(doc).encode()
+    with pytest.raises(pkg.PackageError) as refused:
+        pkg.decode(data)
+    assert refused.value.reason == "MALFORMED_PACKAGE"
+
+
+def test_a_decision_state_is_checked() -> None:
+    """A well-formed decision still has to be one (not REQUESTED)."""
+    ok = Decision(TransferState.ACCEPTED, "", NOW, "school:D1")
+    assert Decision.decode(ok.encode()) == ok
+    with pytest.raises(InvalidArgument):
+        Decision.decode(json.dumps({"state": 1, "reason": "", "decided_us": 0, "decided_by": "x"}).encode())
