@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.support import ROOT, ServerProcess, db_snapshot, write_config
 from transfer.client import ClientTls, RetryPolicy, TransferClient, TransferError
-from transfer.domain.leaves import decode_any
+from transfer.domain.leaves import NO_PEER_ENTRY, LeafKind, decode_any
 from transfer.domain.model import Role
 from transfer.identity import province_uri, role_uri
 from transfer.v1 import peers_pb2_grpc, records_pb2
@@ -129,12 +129,18 @@ class Pair:
         return found
 
     def assert_consistent(self, *lookup_codes: str) -> None:
-        """Exactly one custodian across both nodes for each record, and both logs verify."""
+        """Exactly one custodian across both nodes for each record, both logs verify, and each
+        acknowledgement in one log names the other log's entry for that transfer (or none)."""
         for code in lookup_codes:
             holders = self.holders(code)
             assert len(holders) == 1, f"record {code} held by {holders}"
         self.a.verify_log()
         self.b.verify_log()
+        for here, there in ((self.a, self.b), (self.b, self.a)):
+            theirs = there.leaves()
+            for ack in here.leaves():
+                if ack.kind is LeafKind.MESSAGE_ACKNOWLEDGED and ack.peer_log_index != NO_PEER_ENTRY:
+                    assert theirs[ack.peer_log_index].transfer_id == ack.transfer_id, (here.province, ack)
 
 
 def make_node(

@@ -123,6 +123,14 @@ def split_sealed(payload: bytes) -> tuple[bytes, bytes]:
     return payload[64:], payload[:64]
 
 
+def message_digest(message: OutboxMessage) -> bytes:
+    """What the peer's receipt and our log name a message by: the package's
+    SHA-256 for an offer, else the payload's."""
+    if message.kind is MessageKind.OFFER:
+        return pkg.digest_of(split_sealed(message.payload)[0])
+    return _digest(message.payload)
+
+
 def _digest(data: bytes) -> bytes:
     return hashlib.sha256(data).digest()
 
@@ -287,11 +295,6 @@ class Federation:
         transfer = uow.transfers.get(message.transfer_id)
         if message.kind is MessageKind.OFFER and transfer is not None and transfer.delivery is DeliveryState.PENDING:
             uow.transfers.update(replace(transfer, delivery=DeliveryState.DELIVERED, delivery_error=""))
-        digest = (
-            pkg.digest_of(split_sealed(message.payload)[0])
-            if message.kind is MessageKind.OFFER
-            else _digest(message.payload)
-        )
         self._log(
             uow,
             PeerLeaf(
@@ -299,7 +302,7 @@ class Federation:
                 now,
                 message.transfer_id,
                 message.peer,
-                digest,
+                message_digest(message),
                 "",
                 int(message.kind),
                 peer_log_index,
@@ -519,7 +522,7 @@ class Federation:
             return stored
         try:
             reason = str(json.loads(payload.decode("utf-8")).get("reason", ""))[:500]
-        except (ValueError, AttributeError, UnicodeDecodeError):
+        except (ValueError, AttributeError, RecursionError, UnicodeDecodeError):
             raise InvalidArgument("MALFORMED_CANCEL", "the cancellation request cannot be read") from None
         index = -1
         if transfer.state is TransferState.REQUESTED:
@@ -579,4 +582,4 @@ class OutboxWake:
     """Published after a commit that queued an outbox message: wakes the dispatcher."""
 
 
-__all__ = ["Decision", "Federation", "OutboxWake", "PeerKeys", "split_sealed"]
+__all__ = ["Decision", "Federation", "OutboxWake", "PeerKeys", "message_digest", "split_sealed"]

@@ -351,6 +351,10 @@ class HandoffEndLeaf:
         return bytes(out + bytes.fromhex(self.teacher_id) + _str8(self.actor))
 
 
+# kind 7 when the peer's receipt names no entry of its log (it logged nothing for the message)
+NO_PEER_ENTRY = 2**64 - 1
+
+
 @dataclass(frozen=True, slots=True)
 class PeerLeaf:
     """Kinds 6-8: what crossed (or failed to cross) to another node."""

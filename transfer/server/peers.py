@@ -35,7 +35,8 @@ from tenacity import wait_exponential_jitter
 
 from storage.store import Store
 from transfer.domain.errors import PermissionDenied
-from transfer.domain.federation import Federation, OutboxWake, PeerKeys, split_sealed
+from transfer.domain.federation import Federation, OutboxWake, PeerKeys, message_digest, split_sealed
+from transfer.domain.leaves import NO_PEER_ENTRY
 from transfer.domain.model import Actor, InboundMessage, MessageKind, OutboxMessage
 from transfer.domain.package import PackageError, digest_of
 from transfer.domain.ports import Clock
@@ -414,7 +415,10 @@ class Dispatcher:
         receipt = response.receipt.SerializeToString()
         await self.store.write(
             functools.partial(
-                self.federation.delivered, message=message, receipt=receipt, peer_log_index=body.log_index
+                self.federation.delivered,
+                message=message,
+                receipt=receipt,
+                peer_log_index=body.log_index if body.logged else NO_PEER_ENTRY,
             )
         )
         log.info(
@@ -434,7 +438,7 @@ class Dispatcher:
             body.transfer_id != message.transfer_id
             or body.kind != int(message.kind)
             or body.receiver_province != message.peer
-            or body.message_sha256 != _sent_digest(message)
+            or body.message_sha256 != message_digest(message)
         ):
             raise ValueError("it acknowledges another message")
         if body.logged or body.checkpoint:
@@ -488,10 +492,3 @@ __all__ = [
     "load_seal_key",
     "peer_keys",
 ]
-
-
-def _sent_digest(message: OutboxMessage) -> bytes:
-    """The digest the peer's receipt must name: of the package for an offer, else of the payload."""
-    if message.kind is MessageKind.OFFER:
-        return digest_of(split_sealed(message.payload)[0])
-    return hashlib.sha256(message.payload).digest()
