@@ -331,3 +331,51 @@ def test_the_sweeper_passes_handoffs_it_cannot_apply(
     for handoff_id, _ in stuck:
         assert system.get_handoff(handoff_id).state == staff_pb2.HANDOFF_STATE_SCHEDULED
     node.run(node.node.sweep_once, timeout=20)  # and again: the stuck ones do not stop it
+
+
+def test_a_permanent_departure_does_not_cancel_a_leave_that_begins_first(
+    node: RunningNode, pki: Path, admin: TransferClient, system: TransferClient, database_url: str
+) -> None:
+    """A maternity leave is scheduled from 1 December. A retirement dated after that would cancel the leave
+    and leave the teacher signing while away: it is refused until the leave has begun, then supersedes it.
+    A retirement dated no later than the leave's start supersedes it at once (the leave would never begin)."""
+    ca = signing_ca(pki)
+    t, r = hire(admin, ca, "T"), hire(admin, ca, "R")
+    admin.assign_duty(duty(HOMEROOM), t.id)
+    leave, _ = admin.record_departure(
+        t.id, staff_pb2.DEPARTURE_REASON_MATERNITY_LEAVE, "2026-12-01", end_date="2027-05-31", replacement=r.id
+    )
+    retire = staff_pb2.DEPARTURE_REASON_RETIREMENT
+    with refused("FAILED_PRECONDITION", "HANDOFF_ALREADY_OPEN", database_url=database_url):
+        admin.record_departure(t.id, retire, "2027-01-15", replacement=r.id)
+    assert node.clock is not None and node.node is not None
+    node.clock.advance(timedelta(days=8))  # 1 December: the leave begins
+    node.run(node.node.sweep_once)
+    assert system.get_teacher(t.id).status == staff_pb2.TEACHER_STATUS_ON_LEAVE
+    final, _ = admin.record_departure(t.id, retire, "2027-01-15")
+    assert final.state == staff_pb2.HANDOFF_STATE_SCHEDULED
+    assert system.get_handoff(leave.id).state == staff_pb2.HANDOFF_STATE_SUPERSEDED
+
+    u = hire(admin, ca, "U")
+    admin.record_departure(
+        u.id, staff_pb2.DEPARTURE_REASON_MATERNITY_LEAVE, "2027-02-01", end_date="2027-07-31", replacement=r.id
+    )
+    now_retired, _ = admin.record_departure(u.id, retire, "2026-12-01")  # before the leave would begin
+    assert now_retired.state == staff_pb2.HANDOFF_STATE_COMPLETED
+    assert system.get_teacher(u.id).status == staff_pb2.TEACHER_STATUS_DEPARTED
+
+
+def test_a_leave_recorded_after_it_ended_is_over_at_once(
+    node: RunningNode, pki: Path, admin: TransferClient, system: TransferClient
+) -> None:
+    """A short leave recorded late, when its end date has passed: the teacher is active again at once, with
+    their duties, rather than on leave until the next sweep."""
+    ca = signing_ca(pki)
+    t, r = hire(admin, ca, "T"), hire(admin, ca, "R")
+    admin.assign_duty(duty(HOMEROOM), t.id)
+    handoff, _ = admin.record_departure(
+        t.id, staff_pb2.DEPARTURE_REASON_OTHER, "2026-11-16", end_date="2026-11-20", replacement=r.id
+    )
+    assert handoff.state == staff_pb2.HANDOFF_STATE_COMPLETED
+    assert system.get_teacher(t.id).status == staff_pb2.TEACHER_STATUS_ACTIVE
+    assert [d.holder_teacher_id for d in system.list_duties()] == [t.id]

@@ -319,12 +319,19 @@ class Staff:
             raise FailedPrecondition("TEACHER_DEPARTED", "the teacher has already departed")
         superseded = []
         for open_handoff in uow.handoffs.open_for(teacher.id):
-            if open_handoff.temporary and cmd.end_date is None:
+            # A permanent departure replaces an absence that has begun, or one that
+            # would only begin once the teacher has left anyway. An absence due to
+            # begin first still begins: record the departure once it has.
+            begins_first = (
+                open_handoff.state is HandoffState.SCHEDULED and open_handoff.effective_date < cmd.effective_date
+            )
+            if open_handoff.temporary and cmd.end_date is None and not begins_first:
                 superseded.append(open_handoff)
             else:
                 raise FailedPrecondition(
                     "HANDOFF_ALREADY_OPEN",
-                    "the teacher already has an open handoff; only a permanent departure may supersede a temporary absence",
+                    f"the teacher already has an open handoff (from {open_handoff.effective_date.isoformat()}); only a "
+                    "permanent departure may supersede a temporary absence, once it has begun or if it begins no earlier",
                     precondition_violations=(
                         PreconditionViolation(
                             "NO_OPEN_HANDOFF", f"handoffs/{open_handoff.id}", open_handoff.state.name
@@ -381,8 +388,11 @@ class Staff:
             cmd.end_date, actor.principal,
         ).encode()  # fmt: skip
         receipt = LogReceipt(uow.log.append(leaf), leaf)
-        if cmd.effective_date <= self.today():
+        today = self.today()
+        if cmd.effective_date <= today:
             handoff = self._apply(uow, handoff, actor.principal)
+            if handoff.end_date is not None and handoff.end_date <= today:  # recorded after it was over
+                handoff = self._end(uow, handoff)
         return Logged(handoff, receipt)
 
     def _uncovered(self, uow: UnitOfWork, handoff: Handoff, held: Sequence[Duty]) -> list[PreconditionViolation]:
