@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -99,6 +100,14 @@ def test_arbitrary_page_tokens_never_crash(token: str) -> None:
         paging.page_request(10, token, ("x",))
     except InvalidArgument as err:
         assert err.reason == "INVALID_PAGE_TOKEN"
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"k": 1, "f": "' + b"0" * 5000 + b'"}'])
+def test_deeply_nested_or_oversized_page_tokens_are_refused(raw: bytes) -> None:
+    token = base64.urlsafe_b64encode(raw).decode()
+    with pytest.raises(InvalidArgument) as refused:
+        paging.page_request(10, token, ("x",))
+    assert refused.value.reason == "INVALID_PAGE_TOKEN"
 
 
 def _transfer(state: TransferState = TransferState.REQUESTED) -> Transfer:

@@ -71,3 +71,29 @@ def test_import_refuses_a_file_without_the_header(node: RunningNode, tmp_path: P
     bad = tmp_path / "bad.csv"
     bad.write_text("code,id\n1,2\n", encoding="utf-8")
     assert import_main(["--config", str(node.config_path), str(bad)]) == 2
+
+
+def test_an_unreadable_line_stops_the_import_saying_where_and_keeps_what_came_before(
+    node: RunningNode, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A line the CSV reader cannot read (here a field beyond its size limit) stops the import with its line
+    number; every row before it is imported, the refusals found so far are written, a quoted field spanning
+    two lines does not shift the line numbers, and an odd digit such as "²" is a refused level, not a crash."""
+    assert node.config_path is not None
+    rows = [
+        ["not-hex", new_national_id(), "1", "S1"],  # line 2: refused
+        [new_lookup_code(), new_national_id(), "²", "S1"],  # 3: refused (not a level)
+        [new_lookup_code(), new_national_id(), "1", "S2\nS3"],  # 4-5: one row over two lines, refused
+        *[[new_lookup_code(), new_national_id(), "1", "S2"] for _ in range(7)],  # 6-12
+    ]
+    data = _write(tmp_path / "records.csv", rows)
+    with data.open("a", encoding="utf-8") as f:
+        f.write(new_lookup_code() + "," + "1" * 200_000 + ",1,S1\n")  # line 13
+        f.write(",".join([new_lookup_code(), new_national_id(), "1", "S2"]) + "\n")  # 14: never read
+    assert import_main(["--config", str(node.config_path), str(data)]) == 2
+    err = capsys.readouterr().err
+    assert "stopped at line 13" in err and "run it again" in err
+    with (tmp_path / "records.rejects.csv").open(encoding="utf-8") as f:
+        refused = {int(r["line"]): r["reason"] for r in csv.DictReader(f)}
+    assert refused == {2: "INVALID_LOOKUP_CODE", 3: "INVALID_ENUM", 4: "INVALID_SCHOOL_CODE"}
+    assert sum(1 for _ in node.client("school-S2").iter_records(page_size=500)) == 7

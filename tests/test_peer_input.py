@@ -23,7 +23,7 @@ from storage.repositories import SqlUnitOfWork
 from storage.store import Store
 from storage.writer import Writer
 from transfer.domain import package as pkg
-from transfer.domain.errors import InvalidArgument, Unavailable
+from transfer.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
 from transfer.domain.federation import Decision, Federation, PeerKeys
 from transfer.domain.model import (
     Actor,
@@ -40,6 +40,7 @@ from transfer.domain.model import (
     TransferState,
 )
 from transfer.domain.pages import PagePolicy, page_digest
+from transfer.domain.services import Records
 from transfer.domain.signatures import SigningTrust
 from transfer.server.auth import Authenticator
 from transfer.server.peers import Dispatcher, Peer, PeerServicer, Sealer
@@ -93,10 +94,14 @@ def _page(page_id: str, lookup_code: str, payload: bytes) -> Page:
 
 
 def sealed_offer(
-    keys: Keys, transfer_id: str, lookup_code: str, pages: tuple[pkg.PackagedPage, ...] = ()
+    keys: Keys,
+    transfer_id: str,
+    lookup_code: str,
+    pages: tuple[pkg.PackagedPage, ...] = (),
+    national_id: str = "210987654321",
 ) -> tuple[bytes, bytes]:
     """A package from 01/S1 to 79/D1, sealed by node 01."""
-    record = Record(lookup_code, "210987654321", RecordLevel.PRIMARY, "S1", None, NOW, NOW)
+    record = Record(lookup_code, national_id, RecordLevel.PRIMARY, "S1", None, NOW, NOW)
     data = pkg.Package(transfer_id, "01", "S1", "79", "D1", NOW, record, pages, b"\x01" * 16).encode()
     return data, keys.k01.sign(pkg.seal_message(data))
 
@@ -286,3 +291,57 @@ def test_a_decision_state_is_checked() -> None:
     assert Decision.decode(ok.encode()) == ok
     with pytest.raises(InvalidArgument):
         Decision.decode(json.dumps({"state": 1, "reason": "", "decided_us": 0, "decided_by": "x"}).encode())
+
+
+def test_a_namesake_of_the_receiving_school_cannot_read_the_record(engine: Engine, keys: Keys) -> None:
+    """School codes are unique within a province only. While S1 (province 01) sends a record to school S2 of
+    province 79, the record (its national id included) is not readable by province 01's own school S2; the
+    sending school still reads it."""
+    federation = node("01", keys)
+    code = "a" * 32
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        for school in ("S1", "S2"):
+            uow.schools.add(School(school, school, "01", True, NOW, NOW))
+        record = Record(code, "123456789012", RecordLevel.PRIMARY, "S1", None, NOW, NOW)
+        uow.records.add(record)
+        federation.offer(uow, Actor(Role.SCHOOL, "01", "S1"), record, "S2", "79", "1" * 32, b"\x01" * 16)
+        uow.flush()
+    records = Records(_Clock())
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        assert records.get(uow, Actor(Role.SCHOOL, "01", "S1"), code).national_id == "123456789012"
+        with pytest.raises(PermissionDenied):
+            records.get(uow, Actor(Role.SCHOOL, "01", "S2"), code)
+
+
+def test_a_second_record_of_a_pupil_is_refused_on_arrival_and_on_acceptance(engine: Engine, keys: Keys) -> None:
+    """A node holds one record per pupil and level. An offer of another record of a pupil it already holds
+    at that level is refused (FAILED_PRECONDITION, STUDENT_RECORD_EXISTS), not left to fail as an internal
+    error when the receiving school accepts; one registered after the offer arrived refuses the acceptance
+    before anything is written."""
+    federation = node("79", keys)
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        uow.schools.add(School("D1", "D1", "79", True, NOW, NOW))
+        uow.records.add(Record("f" * 32, "210987654321", RecordLevel.PRIMARY, "D1", None, NOW, NOW))
+    data, seal = sealed_offer(keys, "d" * 32, "b" * 32)  # the same pupil (national id), another record
+    package = federation.open_offer(FROM_01, data, seal)
+    with engine.begin() as conn, pytest.raises(FailedPrecondition) as refused:
+        federation.receive_offer(SqlUnitOfWork(conn), FROM_01, package, data, seal)
+    assert refused.value.reason == "STUDENT_RECORD_EXISTS"
+
+    other, other_seal = sealed_offer(keys, "e" * 32, "c" * 32, national_id="111122223333")
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        federation.receive_offer(uow, FROM_01, federation.open_offer(FROM_01, other, other_seal), other, other_seal)
+        uow.flush()
+    with engine.begin() as conn:  # meanwhile the pupil's record of that level is registered here
+        SqlUnitOfWork(conn).records.add(Record("9" * 32, "111122223333", RecordLevel.PRIMARY, "D1", None, NOW, NOW))
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        transfer = uow.transfers.get("e" * 32)
+        assert transfer is not None
+        with pytest.raises(FailedPrecondition) as at_acceptance:
+            federation.require_importable(uow, transfer)
+    assert at_acceptance.value.reason == "STUDENT_RECORD_EXISTS"

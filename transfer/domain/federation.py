@@ -462,6 +462,8 @@ class Federation:
                     "MALFORMED_PACKAGE", f"page {p.page.id} is a page of another record on this node"
                 )
         local = uow.records.get(package.record.lookup_code)
+        if local is None:
+            _require_new_pupil(uow, package.record)
         if local is not None and not local.transferred_out and local.open_transfer_id is not None:
             sent = uow.transfers.get(local.open_transfer_id)
             if sent is not None and sent.to_province == peer and sent.state is TransferState.REQUESTED:
@@ -548,11 +550,22 @@ class Federation:
         self._enqueue(uow, decided, decided.from_province, MessageKind.RESOLVE, decision.encode())
         return index
 
-    def _import(self, uow: UnitOfWork, transfer: Transfer) -> None:
+    def require_importable(self, uow: UnitOfWork, transfer: Transfer) -> None:
+        """Refuse, before anything is written, to accept a record this node cannot hold: another
+        record of the same pupil and level was registered here since the offer arrived."""
+        record = self._package(uow, transfer).record
+        if uow.records.get(record.lookup_code) is None:
+            _require_new_pupil(uow, record)
+
+    @staticmethod
+    def _package(uow: UnitOfWork, transfer: Transfer) -> pkg.Package:
         data = uow.inbound.package(transfer.id)
         if data is None:
             raise RuntimeError(f"the package of transfer {transfer.id} is missing")
-        package = pkg.decode(data)
+        return pkg.decode(data)
+
+    def _import(self, uow: UnitOfWork, transfer: Transfer) -> None:
+        package = self._package(uow, transfer)
         now = self.clock.now()
         record = replace(package.record, custodian_school=transfer.to_school, created_at=now, updated_at=now)
         existing = uow.records.get(record.lookup_code)
@@ -576,6 +589,18 @@ class Federation:
                 uow.inbound.import_certificate(cert)
                 tasks.append(SigningTask(page.id, req, duty, None, s.teacher_id, s.signature, cert.sha256, s.signed_at))
             uow.tasks.replace_all(page.id, page.issuing_school, tasks)
+
+
+def _require_new_pupil(uow: UnitOfWork, record: Record) -> None:
+    """A node holds one record per pupil and level (as RegisterRecord requires)."""
+    if uow.records.student_has_record(record.national_id, record.level):
+        raise FailedPrecondition(
+            "STUDENT_RECORD_EXISTS",
+            "this node already holds another record of this pupil at this level",
+            precondition_violations=(
+                PreconditionViolation("ONE_RECORD_PER_PUPIL_AND_LEVEL", f"records/{record.lookup_code}", "held here"),
+            ),
+        )
 
 
 class OutboxWake:

@@ -10,6 +10,8 @@ compare-and-swap) — and serves what verifiers ask for.
 
 from __future__ import annotations
 
+import re
+
 from transfer.domain import paging
 from transfer.domain.errors import DataLoss, FieldViolation, InvalidArgument, NotFound, OutOfRange
 from transfer.domain.model import StoredCheckpoint
@@ -25,16 +27,19 @@ def tree_root(uow: UnitOfWork, size: int) -> bytes:
     return merkle.root_from_nodes(size, uow.log.nodes(merkle.root_nodes(size)))
 
 
+_ENTRIES_KEY = re.compile(r"(-?[0-9]{1,18}):([0-9]{1,18})")
+
+
 def _entries_key(key: str | int) -> tuple[int, int]:
     """A ListEntries token's key: "<last index read>:<end of the range>"."""
-    last, sep, end = str(key).partition(":")
-    if not (sep and last.lstrip("-").isdigit() and end.isdigit() and last.isascii() and end.isascii()):
+    found = _ENTRIES_KEY.fullmatch(str(key))
+    if found is None:
         raise InvalidArgument(
             "INVALID_PAGE_TOKEN",
             "page_token is not one this service issued",
             field_violations=(FieldViolation("page_token", "malformed", "INVALID_PAGE_TOKEN"),),
         )
-    return int(last), int(end)
+    return int(found.group(1)), int(found.group(2))
 
 
 def _bad(field: str, message: str, reason: str = "INVALID_TREE_SIZE") -> InvalidArgument:

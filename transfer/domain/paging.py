@@ -19,6 +19,8 @@ T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 500
+# Tokens this service issues are a few hundred characters; longer ones are not read.
+MAX_TOKEN = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,8 @@ def page_request(
     if not page_token:
         return PageRequest(size, None)
     try:
+        if len(page_token) > MAX_TOKEN:
+            raise ValueError("token too long")
         raw = json.loads(base64.urlsafe_b64decode(page_token.encode() + b"=" * (-len(page_token) % 4)))
         key, digest = raw["k"], raw["f"]
         if not isinstance(key, (str, int)) or isinstance(key, bool):
@@ -52,7 +56,7 @@ def page_request(
             raise ValueError("key out of range")
         if isinstance(key, str) and len(key) > 200:
             raise ValueError("key too long")
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise InvalidArgument(
             "INVALID_PAGE_TOKEN",
             "page_token is not one this service issued",

@@ -282,7 +282,9 @@ class Records:
         if record.open_transfer_id is None or actor.school is None:
             return False
         transfer = uow.transfers.get(record.open_transfer_id)
-        return transfer is not None and actor.acts_for(transfer.to_school)
+        # School codes are unique within a province only: the receiving school
+        # is the one of the transfer's province, not a namesake here.
+        return transfer is not None and transfer.to_province == actor.province and actor.acts_for(transfer.to_school)
 
     def list_records(self, uow: UnitOfWork, actor: Actor, school: str, page_size: int, page_token: str) -> Page[Record]:
         school = _school_of(actor, school)
@@ -443,6 +445,7 @@ class Transfers:
             target = uow.schools.get(transfer.to_school)
             if target is None or not target.active:
                 raise _inactive(transfer.to_school)
+            self.federation.require_importable(uow, transfer)
         decided = transfer.decided(cmd.state, by=actor.principal, at=now, reason=cmd.reason)
         index = self.federation.decided_here(uow, decided, actor.principal)
         leaf = transfer_leaf(decided, actor.principal, now).encode()

@@ -40,9 +40,17 @@ COLUMNS = ["lookup_code", "national_id", "level", "custodian_school"]
 BATCH = 5000
 
 
+class ImportHalted(Exception):
+    """The file cannot be read on from `line` (the rows before it were handled)."""
+
+    def __init__(self, line: int, reason: str) -> None:
+        super().__init__(f"line {line}: {reason}")
+        self.line = line
+
+
 def _level(text: str) -> int:
     text = text.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         return int(text)
     try:
         return int(RecordLevel[text.upper()])
@@ -55,18 +63,25 @@ def _rows(f: TextIO, rejects: list[tuple[int, str, str]]) -> Iterator[tuple[int,
     header = next(reader, None)
     if header is None or [h.strip() for h in header] != COLUMNS:
         raise ValueError(f"the first line must be the header {','.join(COLUMNS)}")
-    for line, row in enumerate(reader, start=2):
+    while True:
+        start = reader.line_num + 1  # a quoted field may span lines: a row is named by its first line
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # e.g. a NUL byte, or a field beyond the csv module's size limit
+            raise ImportHalted(start, f"not readable as CSV ({exc})") from None
         if not row:
             continue
         if len(row) != len(COLUMNS):
-            rejects.append((line, "BAD_ROW", f"expected {len(COLUMNS)} columns, got {len(row)}"))
+            rejects.append((start, "BAD_ROW", f"expected {len(COLUMNS)} columns, got {len(row)}"))
             continue
         code, nid, level, school = (c.strip() for c in row)
         try:
-            yield line, RegisterRecord.parse(code, nid, _level(level), school)
+            yield start, RegisterRecord.parse(code, nid, _level(level), school)
         except DomainError as exc:
             where = "; ".join(f"{v.field}: {v.description}" for v in exc.field_violations) or exc.message
-            rejects.append((line, exc.reason, where))
+            rejects.append((start, exc.reason, where))
 
 
 class Progress:
@@ -106,28 +121,31 @@ async def run_import(config_path: Path, csv_path: Path, rejects_path: Path) -> t
     outcome = ImportOutcome()
     rejects: list[tuple[int, str, str]] = []
     done = 0
+    batch: list[tuple[int, RegisterRecord]] = []
     try:
         with csv_path.open(encoding="utf-8", newline="") as f:
-            batch: list[tuple[int, RegisterRecord]] = []
-            for item in _rows(f, rejects):
-                batch.append(item)
-                if len(batch) == BATCH:
+            try:
+                for item in _rows(f, rejects):
+                    batch.append(item)
+                    if len(batch) == BATCH:
+                        done += await _flush(store, records, batch, outcome)
+                        batch = []
+                        progress.show(done + len(rejects))
+            finally:  # rows read before a line that stops the import are still imported
+                if batch:
                     done += await _flush(store, records, batch, outcome)
-                    progress.show(done + len(rejects))
-                    batch = []
-            if batch:
-                done += await _flush(store, records, batch, outcome)
         progress.show(done + len(rejects), final=True)
     finally:
         await writer.stop()
         await db.close()
-    rejects += outcome.refused
-    rejects.sort()
-    if rejects:
-        with rejects_path.open("w", encoding="utf-8", newline="") as out:
-            w = csv.writer(out)
-            w.writerow(["line", "reason", "detail"])
-            w.writerows(rejects)
+        # Written whatever happened, so refusals found before a stop are not lost.
+        rejects += outcome.refused
+        rejects.sort()
+        if rejects:
+            with rejects_path.open("w", encoding="utf-8", newline="") as out:
+                w = csv.writer(out)
+                w.writerow(["line", "reason", "detail"])
+                w.writerows(rejects)
     return outcome, len(rejects)
 
 
@@ -150,6 +168,13 @@ def main(argv: list[str] | None = None) -> int:
     rejects_path = ns.rejects or ns.csv.with_suffix(".rejects.csv")
     try:
         outcome, refused = asyncio.run(run_import(ns.config, ns.csv, rejects_path))
+    except ImportHalted as exc:
+        print(
+            f"transfer-import: stopped at {exc}. The rows before it were imported (refused ones are in"
+            f" {rejects_path} if any); fix the file and run it again: rows already imported are skipped.",
+            file=sys.stderr,
+        )
+        return 2
     except (ConfigError, OSError, ValueError) as exc:
         print(f"transfer-import: {exc}", file=sys.stderr)
         return 2
