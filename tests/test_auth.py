@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from tests.support import RunningNode, new_lookup_code, new_national_id, refused
 from transfer.client import ClientTls, TransferClient, TransferError
 from transfer.devpki import DevCA
+from transfer.domain.errors import Unauthenticated
 from transfer.domain.model import Role
 from transfer.identity import province_uri, role_uri, school_uri
+from transfer.server.auth import Authenticator
 from transfer.v1 import common_pb2
 
 
@@ -118,3 +127,54 @@ def test_health_and_reflection_over_mtls(node: RunningNode) -> None:
             "transfer.v1.RecordService",
             "transfer.v1.SchoolDirectoryService",
         } <= names
+
+
+class _Presented:
+    """What gRPC hands the servicer: the client certificate it verified (the Authenticator's input)."""
+
+    def __init__(self, cert: x509.Certificate) -> None:
+        self.pem = cert.public_bytes(serialization.Encoding.PEM)
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return {"x509_pem_cert": [self.pem]}
+
+
+def _cert(
+    subject: str, issuer: x509.Certificate | None, issuer_key: Any, *, ca: bool, uris: Sequence[str] = ()
+) -> tuple[x509.Certificate, Any]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer.subject if issuer is not None else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if uris:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.UniformResourceIdentifier(u) for u in uris]), critical=False
+        )
+    return builder.sign(issuer_key if issuer is not None else key, hashes.SHA256()), key
+
+
+def test_a_peer_ca_cannot_vouch_for_this_nodes_schools() -> None:
+    """A peer province's CA without a path length limit issues an intermediate, which issues a certificate
+    naming one of this node's schools. TLS would accept the chain (the peer's CA is in the trust bundle);
+    the node does not: a caller that is not a peer node needs a certificate issued by the node's own CA."""
+    own_ca, own_key = _cert("CA 01", None, None, ca=True)
+    peer_ca, peer_key = _cert("CA 79", None, None, ca=True)
+    middle, middle_key = _cert("not a CA anyone meant", peer_ca, peer_key, ca=True)
+    school = [role_uri(Role.SCHOOL), school_uri("S1"), province_uri("01")]
+    forged, _ = _cert("school S1", middle, middle_key, ca=False, uris=school)
+    genuine, _ = _cert("school S1", own_ca, own_key, ca=False, uris=school)
+    auth = Authenticator("01", {"79": peer_ca}, own_cas=[own_ca])
+    actor = auth.actor(_Presented(genuine))
+    assert (actor.role, actor.school) == (Role.SCHOOL, "S1")
+    with pytest.raises(Unauthenticated) as refused_forged:
+        auth.actor(_Presented(forged))
+    assert refused_forged.value.reason == "UNTRUSTED_CLIENT_CERTIFICATE"

@@ -13,6 +13,7 @@ import os
 from datetime import datetime, timedelta
 
 import grpc
+from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -177,7 +178,11 @@ class Node:
         )
         self.writer.start()
         store = self.store = Store(self.db, self.writer)
-        auth = Authenticator(cfg.province, {p: peer.ca for p, peer in self.peers.items()})
+        auth = Authenticator(
+            cfg.province,
+            {p: peer.ca for p, peer in self.peers.items()},
+            own_cas=x509.load_pem_x509_certificates(cfg.ca_file.read_bytes()),
+        )
         if self.peers:
             self.links = PeerLinks(cfg, self.peers)
             self.dispatcher = Dispatcher(store, self.federation, self.links, self.peers, self.clock)

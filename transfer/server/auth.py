@@ -8,7 +8,7 @@ costs far more than a call, so results are cached per certificate.
 from __future__ import annotations
 
 import collections
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from cryptography import x509
@@ -32,10 +32,19 @@ class Authenticator:
     """
 
     def __init__(
-        self, node_province: str, peer_cas: Mapping[str, x509.Certificate] | None = None, cache_size: int = 4096
+        self,
+        node_province: str,
+        peer_cas: Mapping[str, x509.Certificate] | None = None,
+        cache_size: int = 4096,
+        own_cas: Sequence[x509.Certificate] | None = None,
     ) -> None:
         self.node_province = node_province
         self.peer_cas = dict(peer_cas or {})
+        # The certificates of the node's CA file. Given, a caller that is not a
+        # peer node must hold a certificate issued directly by one of them: the
+        # TLS chain check alone would also accept one that a peer's CA issued
+        # through an intermediate of its own, naming one of this node's schools.
+        self.own_cas = list(own_cas) if own_cas is not None else None
         self.cache_size = cache_size
         self._cache: collections.OrderedDict[bytes, Actor | DomainError] = collections.OrderedDict()
 
@@ -62,10 +71,20 @@ class Authenticator:
 
     def _identify(self, cert: x509.Certificate) -> Actor:
         for province, ca in self.peer_cas.items():
-            if cert.issuer == ca.subject:
-                try:
-                    cert.verify_directly_issued_by(ca)
-                except (ValueError, TypeError, InvalidSignature):
-                    continue
+            if _issued_by(cert, ca):
                 return peer_from_certificate(cert, province)
+        if self.own_cas is not None and not any(_issued_by(cert, ca) for ca in self.own_cas):
+            raise Unauthenticated(
+                "UNTRUSTED_CLIENT_CERTIFICATE", "the client certificate was not issued by this node's CA"
+            )
         return actor_from_certificate(cert, self.node_province)
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    if cert.issuer != ca.subject:
+        return False
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
