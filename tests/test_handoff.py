@@ -379,3 +379,24 @@ def test_a_leave_recorded_after_it_ended_is_over_at_once(
     assert handoff.state == staff_pb2.HANDOFF_STATE_COMPLETED
     assert system.get_teacher(t.id).status == staff_pb2.TEACHER_STATUS_ACTIVE
     assert [d.holder_teacher_id for d in system.list_duties()] == [t.id]
+
+
+def test_a_failing_sweep_stage_does_not_stop_the_handoffs(
+    node: RunningNode, pki: Path, admin: TransferClient, system: TransferClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweeper's stages are independent: when expiring transfers fails (an injected fault), the due
+    handoffs are still applied, and the sweep then reports the failure."""
+    ca = signing_ca(pki)
+    t, r = hire(admin, ca, "T"), hire(admin, ca, "R")
+    admin.assign_duty(duty(HOMEROOM), t.id)
+    handoff, _ = admin.record_departure(t.id, staff_pb2.DEPARTURE_REASON_RETIREMENT, "2026-11-30", replacement=r.id)
+    assert node.node is not None and node.clock is not None
+
+    def broken(uow: Any, limit: int = 0) -> list[Any]:
+        raise RuntimeError("injected: expiry fails")
+
+    monkeypatch.setattr(node.node.transfers, "expire_overdue", broken)
+    node.clock.advance(timedelta(days=7))
+    with pytest.raises(RuntimeError, match="injected"):
+        node.run(node.node.sweep_once)
+    assert system.get_handoff(handoff.id).state == staff_pb2.HANDOFF_STATE_COMPLETED

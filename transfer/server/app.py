@@ -247,9 +247,27 @@ class Node:
         pages whose lock date passed, and forget request ids past retention.
 
         Returns how many transfers expired. Runs through the writer, so it is
-        serial with every other change.
+        serial with every other change. A stage that fails does not keep the
+        others from running; the first failure is raised once all have run.
         """
         assert self.store is not None, "node not started"
+        expired = 0
+        failure: Exception | None = None
+        for stage in (self._expire_overdue, self._apply_handoffs, self._lock_pages, self._forget_request_ids):
+            try:
+                done = await stage()
+            except Exception as exc:
+                log.exception("sweep stage failed", extra={"stage": stage.__name__})
+                failure = failure or exc
+                continue
+            if stage == self._expire_overdue:
+                expired = done
+        if failure is not None:
+            raise failure
+        return expired
+
+    async def _expire_overdue(self) -> int:
+        assert self.store is not None
         total = 0
         while True:
             expired = await self.store.write(functools.partial(self.transfers.expire_overdue, limit=SWEEP_BATCH))
@@ -257,7 +275,11 @@ class Node:
                 log.info("transfer expired", extra={"transfer_id": t.id})
             total += len(expired)
             if len(expired) < SWEEP_BATCH:
-                break
+                return total
+
+    async def _apply_handoffs(self) -> int:
+        assert self.store is not None
+        total = 0
         after: tuple[datetime, str] | None = None
         while True:  # pages through the due handoffs: one that cannot take effect is passed, not retried
             handoffs, after = await self.store.write(
@@ -267,17 +289,30 @@ class Node:
                 if h.state is HandoffState.SCHEDULED:
                     log.error("handoff cannot take effect: it no longer covers every duty", extra={"handoff_id": h.id})
                 else:
+                    total += 1
                     log.info("handoff applied", extra={"handoff_id": h.id, "state": h.state.name})
             if after is None:
-                break
+                return total
+
+    async def _lock_pages(self) -> int:
+        assert self.store is not None
+        total = 0
         while locked := await self.store.write(functools.partial(self.pages.lock_due, limit=SWEEP_BATCH)):
             log.info("pages locked at their lock date", extra={"count": len(locked)})
+            total += len(locked)
             if len(locked) < SWEEP_BATCH:
                 break
-        cutoff = self.clock.now() - timedelta(days=self.config.idempotency_retention_days)
-        while await self.store.write(functools.partial(_prune, older_than=cutoff)) == PRUNE_BATCH:
-            pass
         return total
+
+    async def _forget_request_ids(self) -> int:
+        assert self.store is not None
+        cutoff = self.clock.now() - timedelta(days=self.config.idempotency_retention_days)
+        total = 0
+        while True:
+            pruned = await self.store.write(functools.partial(_prune, older_than=cutoff))
+            total += pruned
+            if pruned < PRUNE_BATCH:
+                return total
 
     async def _sweep_forever(self) -> None:
         while True:
