@@ -3,16 +3,25 @@
 Log calls pass opaque ids (transfer ids, school codes, request ids) in
 `extra`; names and national ids never reach a log line. Attributes of the
 standard LogRecord are left out so each line holds only what was said.
+Exception texts are logged without PostgreSQL's DETAIL lines, which quote
+the offending row's values (`Key (national_id, level)=(…)`).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
+_DETAIL = re.compile(r"^(\s*DETAIL:).*$", re.MULTILINE)
+
+
+def _exception_text(formatter: logging.Formatter, exc_info: logging._SysExcInfoType) -> str:
+    """The traceback, with database DETAIL lines (they quote column values) withheld."""
+    return _DETAIL.sub(r"\1 (withheld: it may quote the row's values)", formatter.formatException(exc_info))
 
 
 class JsonFormatter(logging.Formatter):
@@ -27,7 +36,7 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = _exception_text(self, record.exc_info)
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
@@ -40,7 +49,7 @@ class TextFormatter(logging.Formatter):
         if extras:
             line += f" [{extras}]"
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + _exception_text(self, record.exc_info)
         return line
 
 
