@@ -10,7 +10,7 @@ import grpc
 
 from tests.support import db_snapshot, new_lookup_code, new_national_id, refused
 from transfer.client import TransferClient
-from transfer.v1 import common_pb2, transfers_pb2
+from transfer.v1 import common_pb2, schools_pb2, transfers_pb2
 
 PRIMARY = common_pb2.RECORD_LEVEL_PRIMARY
 
@@ -181,3 +181,22 @@ def test_client_does_not_retry_refusals(node: Any, s1: TransferClient) -> None:
     with refused("FAILED_PRECONDITION", "TRANSFER_ALREADY_OPEN"):
         counted.initiate_transfer(code, "S3")
     assert Count.calls == 1
+
+
+def test_an_update_mask_in_another_order_is_the_same_request(admin: TransferClient, database_url: str) -> None:
+    """UpdateSchool's mask is a set: a retry listing its paths in another order (or twice) gets the first
+    answer, not REQUEST_ID_REUSED."""
+    rid = str(uuid.uuid4())
+
+    def update(paths: list[str]) -> Any:
+        request = schools_pb2.UpdateSchoolRequest(
+            request_id=rid, school=schools_pb2.School(code="S2", name="Trường Số 2 (mới)", active=True)
+        )
+        request.update_mask.paths.extend(paths)
+        return admin.schools.UpdateSchool(request, timeout=5)
+
+    first = update(["name", "active"])
+    before = db_snapshot(database_url)
+    assert update(["active", "name"]) == first
+    assert update(["active", "name", "active"]) == first
+    assert db_snapshot(database_url) == before

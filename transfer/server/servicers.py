@@ -190,6 +190,11 @@ class SchoolDirectoryServicer(_Base, schools_pb2_grpc.SchoolDirectoryServiceServ
             request.school.name if "name" in paths else None,
             request.school.active if "active" in paths else None,
         )
+        if list(request.update_mask.paths) != sorted(paths):  # the same update, however its mask is spelled
+            canonical = schools_pb2.UpdateSchoolRequest()
+            canonical.CopyFrom(request)
+            canonical.update_mask.paths[:] = sorted(paths)
+            request = canonical
         return await self._mutate(
             actor,
             "UpdateSchool",
