@@ -118,7 +118,7 @@ class SigningTrust:
         if link in self._verified:
             self._verified.move_to_end(link)
             return True
-        if not _issued_by(cert, issuer):
+        if not issued_by(cert, issuer):
             return False
         self._verified[link] = None
         if len(self._verified) > self._remember:
@@ -184,7 +184,8 @@ def _der(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.DER)
 
 
-def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
+    """`issuer` signed `cert` directly (names match and the signature verifies)."""
     if cert.issuer != issuer.subject:
         return False
     try:

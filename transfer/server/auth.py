@@ -12,10 +12,10 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 
 from transfer.domain.errors import DomainError, Unauthenticated
 from transfer.domain.model import Actor
+from transfer.domain.signatures import issued_by
 from transfer.identity import actor_from_certificate, peer_from_certificate
 
 
@@ -71,20 +71,10 @@ class Authenticator:
 
     def _identify(self, cert: x509.Certificate) -> Actor:
         for province, ca in self.peer_cas.items():
-            if _issued_by(cert, ca):
+            if issued_by(cert, ca):
                 return peer_from_certificate(cert, province)
-        if self.own_cas is not None and not any(_issued_by(cert, ca) for ca in self.own_cas):
+        if self.own_cas is not None and not any(issued_by(cert, ca) for ca in self.own_cas):
             raise Unauthenticated(
                 "UNTRUSTED_CLIENT_CERTIFICATE", "the client certificate was not issued by this node's CA"
             )
         return actor_from_certificate(cert, self.node_province)
-
-
-def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
-    if cert.issuer != ca.subject:
-        return False
-    try:
-        cert.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
