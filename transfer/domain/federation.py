@@ -106,15 +106,7 @@ class Decision:
             if len(reason) > MAX_REASON or not 0 < len(decided_by) <= MAX_PRINCIPAL:
                 raise ValueError(f"reason at most {MAX_REASON} characters, decided_by 1 to {MAX_PRINCIPAL}")
             return cls(state, reason, _EPOCH + timedelta(microseconds=int(doc["decided_us"])), decided_by)
-        except (
-            KeyError,
-            TypeError,
-            ValueError,
-            AttributeError,
-            OverflowError,
-            RecursionError,
-            UnicodeDecodeError,
-        ) as exc:
+        except pkg.UNREADABLE as exc:
             raise InvalidArgument("MALFORMED_DECISION", f"decision: cannot be read ({exc})") from None
 
 
@@ -524,7 +516,7 @@ class Federation:
             return stored
         try:
             reason = str(json.loads(payload.decode("utf-8")).get("reason", ""))[:500]
-        except (ValueError, AttributeError, RecursionError, UnicodeDecodeError):
+        except pkg.UNREADABLE:
             raise InvalidArgument("MALFORMED_CANCEL", "the cancellation request cannot be read") from None
         index = -1
         if transfer.state is TransferState.REQUESTED:

@@ -197,6 +197,11 @@ def verify_seal(package: bytes, seal: bytes, verify_key: ed25519.Ed25519PublicKe
         raise PackageError("BAD_SEAL", "the package's seal does not verify with the sending node's key") from None
 
 
+# What parsing a peer's JSON document can raise when it is not what it should be
+# (missing keys, wrong types, numbers out of range, deep nesting, bad UTF-8).
+UNREADABLE = (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError, UnicodeDecodeError)
+
+
 def decode(package: bytes) -> Package:
     """Parse and check a package's structure and content (not its seal)."""
     try:
@@ -226,7 +231,7 @@ def decode(package: bytes) -> Package:
         pages = tuple(_decode_page(p, r["lookup_code"]) for p in doc["pages"])
     except PackageError:
         raise
-    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError, UnicodeDecodeError) as exc:
+    except UNREADABLE as exc:
         raise PackageError("MALFORMED_PACKAGE", f"the package cannot be read: {type(exc).__name__}: {exc}") from None
     return Package(
         t["id"], t["from_province"], t["from_school"], t["to_province"], t["to_school"], created, record, pages, salt
