@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             spy = None
             if ns.profile is not None:
                 spy = subprocess.Popen(
-                    ["py-spy", "record", "-p", str(node.proc.pid), "-f", "raw", "-r", "200", "--nonblocking",
+                    [str(Path(sys.executable).with_name("py-spy")), "record", "-p", str(node.proc.pid), "-f", "raw", "-r", "200", "--nonblocking",
                      "-d", str(int(ns.seconds + ns.warmup + 2)), "-o", f"{ns.profile}.c{c}.txt"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip

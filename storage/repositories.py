@@ -1060,8 +1060,13 @@ def _outbox(row: Sequence[Any]) -> OutboxMessage:
     )  # fmt: skip
 
 
-def _sendable() -> tuple[ColumnElement[bool], ...]:
-    """PENDING outbox messages with no earlier PENDING message of the same transfer."""
+def _skipped(peers: Sequence[str]) -> dict[str, str]:
+    return {f"skip{i}": p for i, p in enumerate(peers)}
+
+
+def _sendable(skip_peers: Sequence[str] = ()) -> tuple[ColumnElement[bool], ...]:
+    """PENDING outbox messages with no earlier PENDING message of the same
+    transfer, for none of `skip_peers` (bound as skip0, skip1, …)."""
     earlier = outbox.alias("earlier")
     pending: ColumnElement[Any] = literal_column(str(int(OutboxState.PENDING)))
     blocked = (
@@ -1069,7 +1074,10 @@ def _sendable() -> tuple[ColumnElement[bool], ...]:
         .where(earlier.c.transfer_id == outbox.c.transfer_id, earlier.c.id < outbox.c.id, earlier.c.state == pending)
         .exists()
     )
-    return (outbox.c.state == pending, ~blocked)
+    conditions: list[ColumnElement[bool]] = [outbox.c.state == pending, ~blocked]
+    if skip_peers:
+        conditions.append(outbox.c.peer.not_in([P(f"skip{i}") for i in range(len(skip_peers))]))
+    return tuple(conditions)
 
 
 class SqlOutbox:
@@ -1100,17 +1108,20 @@ class SqlOutbox:
             },
         )  # fmt: skip
 
-    def due(self, now: datetime, limit: int) -> list[OutboxMessage]:
+    def due(self, now: datetime, limit: int, skip_peers: Collection[str] = ()) -> list[OutboxMessage]:
+        skip = sorted(set(skip_peers))
+
         def build() -> Select[Any]:
             return (
                 select(*outbox.c)
-                .where(*_sendable(), outbox.c.next_attempt_us <= P("now"))
+                .where(*_sendable(skip), outbox.c.next_attempt_us <= P("now"))
                 .order_by(outbox.c.next_attempt_us, outbox.c.id)
                 .limit(P("limit"))
                 .offset(_NO_OFFSET)
             )
 
-        return [_outbox(r) for r in self.db.all("outbox_due", build, {"now": to_us(now), "limit": limit})]
+        params = {"now": to_us(now), "limit": limit} | _skipped(skip)
+        return [_outbox(r) for r in self.db.all(f"outbox_due_{len(skip)}", build, params)]
 
     def pending_of(self, transfer_id: str) -> list[OutboxMessage]:
         def build() -> Select[Any]:
@@ -1120,10 +1131,15 @@ class SqlOutbox:
 
         return [_outbox(r) for r in self.db.all("outbox_pending_of", build, {"transfer_id": transfer_id})]
 
-    def next_attempt(self) -> datetime | None:
+    def next_attempt(self, skip_peers: Collection[str] = ()) -> datetime | None:
         # Over the messages `due` may return: one waiting behind an earlier
         # message of its transfer is not due before that one is delivered.
-        rows = self.db.all("outbox_next", lambda: select(func.min(outbox.c.next_attempt_us)).where(*_sendable()), {})
+        skip = sorted(set(skip_peers))
+        rows = self.db.all(
+            f"outbox_next_{len(skip)}",
+            lambda: select(func.min(outbox.c.next_attempt_us)).where(*_sendable(skip)),
+            _skipped(skip),
+        )
         return None if not rows or rows[0][0] is None else from_us(rows[0][0])
 
     def stats(self) -> list[DeliveryStats]:

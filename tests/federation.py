@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -152,11 +152,12 @@ def make_node(
     peer: tuple[Path, str, int] | None,
     signing_bundle: Path,
     env: dict[str, str] | None = None,
+    more_peers: Sequence[tuple[Path, str, int]] = (),
 ) -> Node:
     tmp.mkdir(parents=True, exist_ok=True)
     extra = f'\n[seal]\nkey_file = "{pki / "seal.key"}"\n'
-    if peer is not None:
-        extra += peer_block(*peer)
+    for p in ([peer] if peer is not None else []) + list(more_peers):
+        extra += peer_block(*p)
     cfg = write_config(
         tmp / "node.toml",
         pki=pki,

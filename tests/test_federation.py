@@ -11,7 +11,8 @@ import contextlib
 import json
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent import futures
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -49,7 +50,7 @@ from transfer.domain.leaves import LeafKind, PeerLeaf, TransferLeaf
 from transfer.domain.model import Role
 from transfer.domain.package import seal_message
 from transfer.ledger.note import parse_skey
-from transfer.v1 import peers_pb2, records_pb2, transfers_pb2
+from transfer.v1 import peers_pb2, peers_pb2_grpc, records_pb2, transfers_pb2
 
 pytestmark = pytest.mark.slow
 
@@ -96,6 +97,7 @@ def start_pair(
         env_b: dict[str, str] | None = None,
         start_b: bool = True,
         a_peer_port: int | None = None,
+        a_more_peers: Sequence[tuple[Path, str, int]] = (),
     ) -> Pair:
         urls = []
         for name in ("a", "b"):
@@ -110,7 +112,7 @@ def start_pair(
                 pg_urls.append(urls[-1])
         port_a, port_b = free_port(), free_port()
         a = make_node(tmp_path / "a", pki, "01", urls[0], port_a, (pki79, "79", a_peer_port or port_b),
-                      signing_bundle, env_a)  # fmt: skip
+                      signing_bundle, env_a, a_more_peers)  # fmt: skip
         b = make_node(tmp_path / "b", pki79, "79", urls[1], port_b, (pki, "01", port_a), signing_bundle, env_b)
         nodes.extend([a, b])
         a.proc.start()
@@ -646,3 +648,71 @@ def test_expiry_decided_by_the_receiving_node(tmp_path: Path, pki: Path, pki79: 
         )
         assert final.decide_time.seconds > 0
         assert s1.get_record(code).status == records_pb2.RECORD_STATUS_ACTIVE
+
+
+class _HangingPeer(peers_pb2_grpc.PeerServiceServicer):
+    """A peer that takes every offer and never answers (until released): counts the
+    attempts it holds at once."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.holding = 0
+        self.most = 0
+        self.seen = 0
+
+    def OfferTransfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        with self.lock:
+            self.holding += 1
+            self.seen += 1
+            self.most = max(self.most, self.holding)
+        try:
+            self.release.wait(30)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "hanging peer released")
+        finally:
+            with self.lock:
+                self.holding -= 1
+
+
+def test_a_hanging_peer_does_not_hold_up_deliveries_to_the_others(
+    start_pair: StartPair, pki: Path, tmp_path: Path
+) -> None:
+    """Province 48's node accepts connections and never answers. More offers to it than
+    the attempts the dispatcher gives one peer (once shared by all peers) are queued
+    before an offer to 79: that one is delivered while 48 still holds its attempts, not
+    after they time out, and 48 is never given more than its share of attempts."""
+    from transfer.server.peers import PER_PEER
+
+    pki48 = tmp_path / "pki48"
+    make_dev_pki(pki48, "48", ["H1"])
+    hanging = _HangingPeer()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+    peers_pb2_grpc.add_PeerServiceServicer_to_server(hanging, server)
+    creds = grpc.ssl_server_credentials(
+        [((pki48 / "node.key").read_bytes(), (pki48 / "node.pem").read_bytes())],
+        root_certificates=(pki / "ca.pem").read_bytes(),
+        require_client_auth=True,
+    )
+    port48 = server.add_secure_port("127.0.0.1:0", creds)
+    server.start()
+    try:
+        pair = start_pair(a_more_peers=[(pki48, "48", port48)])
+        s1 = pair.a.client("school-S1")
+        to_48 = PER_PEER + 8
+        for _ in range(to_48):
+            s1.initiate_transfer(new_record(s1), "H1", "48")
+        wait_for("48 to hold its share of attempts", lambda: hanging.holding >= PER_PEER)
+        code = new_record(s1)
+        t = offer(pair, code)
+        arrived(pair, t.id)
+        delivered = wait_for(
+            "the offer to 79 to be acknowledged", lambda: (x := s1.get_transfer(t.id)).delivery_state == DELIVERED and x
+        )
+        assert delivered.state == REQUESTED
+        # None of 48's attempts has ended (they would after 10 s): 79 did not wait for them.
+        assert hanging.holding == hanging.seen == hanging.most == PER_PEER
+        (d48,) = [d for d in pair.a.admin.list_deliveries() if d.peer_province == "48"]
+        assert d48.pending == to_48
+    finally:
+        hanging.release.set()
+        server.stop(0)

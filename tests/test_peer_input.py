@@ -240,9 +240,8 @@ def test_an_attempt_that_crashes_backs_off(database_url: str) -> None:
             federation = Federation("01", {}, None, SigningTrust([]), PagePolicy(), 8, clock)
             links = _CrashingLinks()
             dispatcher = Dispatcher(store, federation, links, {}, clock)  # type: ignore[arg-type]
-            sem = asyncio.Semaphore(1)
-            await sem.acquire()
-            await dispatcher._deliver(due, sem)
+            await dispatcher._launch(due)
+            assert not dispatcher._busy and not dispatcher._in_flight
             assert links.calls == 1
             return await store.read(lambda uow: uow.outbox.get(due.id))
         finally:

@@ -425,3 +425,28 @@ def test_the_next_attempt_ignores_messages_waiting_behind_another(database_url: 
     engine.dispose()
     assert due == [] and next_at == retry_at
     assert later == NOW
+
+
+def test_due_messages_of_full_peers_are_left_out(database_url: str) -> None:
+    """The dispatcher asks for due messages without the peers already holding all the
+    attempts it gives one peer: the others' messages come first, and the next wake-up
+    is not "now" because of a full peer's backlog (else it would spin)."""
+    migrate.upgrade(database_url)
+    engine = create_engine(sync_url(database_url))
+    later = NOW + timedelta(seconds=30)
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        for i, (peer, at) in enumerate([("48", NOW), ("48", NOW), ("79", NOW), ("31", later), ("48", NOW)]):
+            uow.outbox.add(
+                OutboxMessage(0, f"{i + 1:032x}", peer, MessageKind.OFFER, b"x", OutboxState.PENDING, 0, at, "", NOW)
+            )
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        everyone = [m.peer for m in uow.outbox.due(NOW, 10)]
+        without_48 = [m.peer for m in uow.outbox.due(NOW, 10, {"48"})]
+        without_both = [m.peer for m in uow.outbox.due(NOW, 10, ["79", "48", "48"])]
+        next_at = [uow.outbox.next_attempt(skip) for skip in ((), {"48"}, {"48", "79"}, {"48", "79", "31"})]
+    engine.dispose()
+    assert everyone == ["48", "48", "79", "48"]
+    assert without_48 == ["79"] and without_both == []
+    assert next_at == [NOW, NOW, later, None]

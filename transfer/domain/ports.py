@@ -252,9 +252,10 @@ class HandoffRepository(Protocol):
 class OutboxRepository(Protocol):
     def add(self, message: OutboxMessage) -> None: ...
     def get(self, message_id: int) -> OutboxMessage | None: ...
-    def due(self, now: datetime, limit: int) -> list[OutboxMessage]:
+    def due(self, now: datetime, limit: int, skip_peers: Collection[str] = ()) -> list[OutboxMessage]:
         """PENDING messages whose time has come, oldest first, at most one per
-        transfer (a later message waits for the earlier one to be delivered)."""
+        transfer (a later message waits for the earlier one to be delivered),
+        none for the peers in `skip_peers`."""
         ...
 
     def update(self, message: OutboxMessage) -> None: ...
@@ -262,8 +263,8 @@ class OutboxRepository(Protocol):
         """The transfer's messages still waiting to be delivered, oldest first."""
         ...
 
-    def next_attempt(self) -> datetime | None:
-        """When the earliest PENDING message is due (None: nothing pending)."""
+    def next_attempt(self, skip_peers: Collection[str] = ()) -> datetime | None:
+        """When the earliest PENDING message (not for `skip_peers`) is due (None: nothing pending)."""
         ...
 
     def stats(self) -> list[DeliveryStats]: ...

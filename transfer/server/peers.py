@@ -60,7 +60,8 @@ log = logging.getLogger("transfer.peers")
 
 RECEIPT_CONTEXT = b"hocba:receipt:v1\n"
 ATTEMPT_DEADLINE = 10.0  # seconds per delivery attempt
-PARALLEL = 32  # messages in flight at once
+PER_PEER = 32  # attempts in flight to one peer: a peer that hangs holds these, never another's
+BATCH = 64  # due messages looked up at a time
 VERIFIED_CHECKPOINTS = 256  # peers' checkpoint notes remembered as verified
 # Codes after which the same message can never succeed: recorded, not retried.
 # How long a message rests when its attempt crashed and not even the retry could be recorded.
@@ -312,6 +313,7 @@ class Dispatcher:
         self.wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[int] = set()
+        self._busy: collections.Counter[str] = collections.Counter()  # attempts in flight, by peer
         # Messages whose attempt crashed and whose retry could not be recorded
         # either: left alone until this (monotonic) time, not retried in a loop.
         self._resting: dict[int, float] = {}
@@ -329,23 +331,31 @@ class Dispatcher:
         if any(isinstance(i, OutboxWake) for i in items):
             self.wake.set()
 
+    def _saturated(self) -> set[str]:
+        return {peer for peer, n in self._busy.items() if n >= PER_PEER}
+
     async def _run(self) -> None:
-        sem = asyncio.Semaphore(PARALLEL)
         tasks: set[asyncio.Task[None]] = set()
         while True:
             try:
-                # Cleared before looking, so a message queued while we look wakes the next wait.
+                # Cleared before looking, so a message queued (or a full peer's
+                # slot freed) while we look wakes the next wait.
                 self.wake.clear()
-                due = await self.store.read(lambda uow: uow.outbox.due(self.clock.now(), PARALLEL * 2))
+                due = await self.store.read(
+                    functools.partial(
+                        lambda uow, full: uow.outbox.due(self.clock.now(), BATCH, full), full=self._saturated()
+                    )
+                )
                 started = 0
                 for message in due:
-                    if message.id in self._in_flight or self._resting.get(message.id, 0.0) > time.monotonic():
+                    if (
+                        message.id in self._in_flight
+                        or self._busy[message.peer] >= PER_PEER
+                        or self._resting.get(message.id, 0.0) > time.monotonic()
+                    ):
                         continue
-                    self._resting.pop(message.id, None)
-                    self._in_flight.add(message.id)
                     started += 1
-                    await sem.acquire()
-                    task = asyncio.create_task(self._deliver(message, sem))
+                    task = self._launch(message)
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
                 if due:
@@ -353,7 +363,9 @@ class Dispatcher:
                     if not started or len(self._in_flight) >= len(due):
                         await self._sleep(0.05)
                     continue
-                nxt = await self.store.read(lambda uow: uow.outbox.next_attempt())
+                nxt = await self.store.read(
+                    functools.partial(lambda uow, full: uow.outbox.next_attempt(full), full=self._saturated())
+                )
                 delay = 5.0 if nxt is None else max(0.0, min(5.0, (nxt - self.clock.now()).total_seconds()))
                 await self._sleep(delay)
             except asyncio.CancelledError:
@@ -368,7 +380,14 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wake.wait(), timeout=seconds)
 
-    async def _deliver(self, message: OutboxMessage, sem: asyncio.Semaphore) -> None:
+    def _launch(self, message: OutboxMessage) -> asyncio.Task[None]:
+        """Start an attempt to deliver `message`, counted against its peer's share."""
+        self._resting.pop(message.id, None)
+        self._in_flight.add(message.id)
+        self._busy[message.peer] += 1
+        return asyncio.create_task(self._deliver(message))
+
+    async def _deliver(self, message: OutboxMessage) -> None:
         try:
             await self._attempt(message)
         except Exception as exc:
@@ -380,7 +399,11 @@ class Dispatcher:
                 self._resting[message.id] = time.monotonic() + CRASH_REST_SECONDS
         finally:
             self._in_flight.discard(message.id)
-            sem.release()
+            if self._busy[message.peer] >= PER_PEER:
+                self.wake.set()  # the peer's messages may be looked up again
+            self._busy[message.peer] -= 1
+            if not self._busy[message.peer]:
+                del self._busy[message.peer]
 
     async def _attempt(self, message: OutboxMessage) -> None:
         stub = self.links.stub(message.peer)
