@@ -713,6 +713,9 @@ def test_a_hanging_peer_does_not_hold_up_deliveries_to_the_others(
         assert hanging.holding == hanging.seen == hanging.most == PER_PEER
         (d48,) = [d for d in pair.a.admin.list_deliveries() if d.peer_province == "48"]
         assert d48.pending == to_48
+        # 48 answers at last (UNAVAILABLE): each attempt that ends starts one of those waiting.
+        hanging.release.set()
+        wait_for("every offer to 48 to have been tried", lambda: hanging.seen >= to_48)
     finally:
         hanging.release.set()
         server.stop(0)

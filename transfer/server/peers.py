@@ -314,6 +314,11 @@ class Dispatcher:
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[int] = set()
         self._busy: collections.Counter[str] = collections.Counter()  # attempts in flight, by peer
+        # Due messages of a peer that had no slot free when they were looked up, oldest
+        # first: each attempt that ends starts the next of its peer, without a lookup.
+        self._backlog: dict[str, dict[int, OutboxMessage]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stopping = False
         # Messages whose attempt crashed and whose retry could not be recorded
         # either: left alone until this (monotonic) time, not retried in a loop.
         self._resting: dict[int, float] = {}
@@ -323,6 +328,7 @@ class Dispatcher:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
 
     async def stop(self) -> None:
+        self._stopping = True  # attempts cancelled now start no others
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -335,7 +341,6 @@ class Dispatcher:
         return {peer for peer, n in self._busy.items() if n >= PER_PEER}
 
     async def _run(self) -> None:
-        tasks: set[asyncio.Task[None]] = set()
         while True:
             try:
                 # Cleared before looking, so a message queued (or a full peer's
@@ -347,29 +352,34 @@ class Dispatcher:
                     )
                 )
                 started = 0
+                waiting: dict[str, dict[int, OutboxMessage]] = {}
                 for message in due:
-                    if (
-                        message.id in self._in_flight
-                        or self._busy[message.peer] >= PER_PEER
-                        or self._resting.get(message.id, 0.0) > time.monotonic()
-                    ):
+                    if message.id in self._in_flight or self._resting.get(message.id, 0.0) > time.monotonic():
+                        continue
+                    if self._busy[message.peer] >= PER_PEER:
+                        waiting.setdefault(message.peer, {})[message.id] = message
                         continue
                     started += 1
-                    task = self._launch(message)
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
+                    self._launch(message)
+                for peer in {m.peer for m in due}:  # what this lookup saw replaces what an older one did
+                    self._backlog.pop(peer, None)
+                self._backlog.update(waiting)
                 if due:
                     await asyncio.sleep(0)  # let deliveries start before looking again
                     if not started or len(self._in_flight) >= len(due):
                         await self._sleep(0.05)
                     continue
+                full = self._saturated()
                 nxt = await self.store.read(
-                    functools.partial(lambda uow, full: uow.outbox.next_attempt(full), full=self._saturated())
+                    functools.partial(lambda uow, full: uow.outbox.next_attempt(full), full=full)
                 )
                 delay = 5.0 if nxt is None else max(0.0, min(5.0, (nxt - self.clock.now()).total_seconds()))
-                await self._sleep(delay)
+                if full:  # a busy peer's own attempts start its next messages: look again at most 20 times a second
+                    await asyncio.sleep(0.05)
+                    delay -= 0.05
+                await self._sleep(max(0.0, delay))
             except asyncio.CancelledError:
-                for t in tasks:
+                for t in list(self._tasks):
                     t.cancel()
                 raise
             except Exception:
@@ -385,7 +395,20 @@ class Dispatcher:
         self._resting.pop(message.id, None)
         self._in_flight.add(message.id)
         self._busy[message.peer] += 1
-        return asyncio.create_task(self._deliver(message))
+        task = asyncio.create_task(self._deliver(message))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _next_waiting(self, peer: str) -> OutboxMessage | None:
+        """The oldest backlogged message of `peer` that may start now."""
+        waiting = self._backlog.get(peer)
+        while waiting:
+            message = waiting.pop(next(iter(waiting)))
+            if message.id not in self._in_flight and self._resting.get(message.id, 0.0) <= time.monotonic():
+                return message
+        self._backlog.pop(peer, None)
+        return None
 
     async def _deliver(self, message: OutboxMessage) -> None:
         try:
@@ -399,11 +422,15 @@ class Dispatcher:
                 self._resting[message.id] = time.monotonic() + CRASH_REST_SECONDS
         finally:
             self._in_flight.discard(message.id)
-            if self._busy[message.peer] >= PER_PEER:
-                self.wake.set()  # the peer's messages may be looked up again
+            was_full = self._busy[message.peer] >= PER_PEER
             self._busy[message.peer] -= 1
             if not self._busy[message.peer]:
                 del self._busy[message.peer]
+            following = None if self._stopping else self._next_waiting(message.peer)
+            if following is not None:
+                self._launch(following)
+            elif was_full:
+                self.wake.set()  # the peer's messages may be looked up again
 
     async def _attempt(self, message: OutboxMessage) -> None:
         stub = self.links.stub(message.peer)
