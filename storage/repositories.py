@@ -689,12 +689,13 @@ def _task(row: Sequence[Any]) -> SigningTask:
 
 def _handoff(row: Sequence[Any]) -> Handoff:
     (hid, school, teacher, reason, effective, end, replacement, duties_json, state, created_by, created, applied,
-     ended, moved) = row  # fmt: skip
+     ended, moved, salt) = row  # fmt: skip
     pairs = tuple((DutyKey.parse(k), t) for k, t in json.loads(duties_json))
     return Handoff(
         hid, school, teacher, DepartureReason(reason), _EPOCH_DATE + timedelta(days=effective),
         None if end is None else _EPOCH_DATE + timedelta(days=end), replacement, pairs, HandoffState(state),
         created_by, from_us(created), _opt_from_us(applied), _opt_from_us(ended), int(moved),
+        b"" if salt is None else bytes(salt),
     )  # fmt: skip
 
 
@@ -973,6 +974,7 @@ class SqlHandoffs:
                 "school": h.school, "teacher_id": h.teacher_id, "reason": int(h.reason),
                 "effective_day": _day(h.effective_date), "end_day": None if h.end_date is None else _day(h.end_date),
                 "replacement": h.replacement, "created_by": h.created_by, "created_at_us": to_us(h.created_at),
+                "salt": h.salt or None,
             },
         )  # fmt: skip
 

@@ -308,6 +308,9 @@ handoffs = Table(
     Column("applied_at_us", BigInteger, nullable=True),
     Column("ended_at_us", BigInteger, nullable=True),
     Column("moved_tasks", Integer, nullable=False),
+    # The salt of the departure's log entry (its reason as a digest); None for
+    # handoffs recorded before migration 0005, whose entry holds the reason code.
+    Column("salt", LargeBinary(16), nullable=True),
     Index("ix_handoffs_teacher", "teacher_id", "state"),
     Index("ix_handoffs_school", "school", "created_at_us", "id"),
     Index("ix_handoffs_state_effective", "state", "effective_day"),

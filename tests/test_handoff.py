@@ -13,7 +13,7 @@ import pytest
 from tests.staffing import CLASS, HOMEROOM, MATH, PRINCIPAL, YEAR, add_page, duty, hire, new_record, sign, signing_ca
 from tests.support import RunningNode, refused
 from transfer.client import TransferClient
-from transfer.domain.leaves import LeafKind, decode_any
+from transfer.domain.leaves import DepartureLeaf, LeafKind, decode_any, departure_reason_digest
 from transfer.domain.signatures import verify_signature
 from transfer.v1 import pages_pb2, staff_pb2
 
@@ -50,7 +50,12 @@ def test_homeroom_teacher_retires_with_a_class_half_signed(
 
     handoff, receipt = admin.record_departure(home.id, staff_pb2.DEPARTURE_REASON_RETIREMENT, TODAY, replacement=new.id)
     assert handoff.state == staff_pb2.HANDOFF_STATE_COMPLETED and handoff.moved_tasks == 20
-    assert decode_any(receipt.leaf).kind is LeafKind.TEACHER_DEPARTED
+    entry = decode_any(receipt.leaf)
+    assert isinstance(entry, DepartureLeaf) and entry.kind is LeafKind.TEACHER_LEFT
+    # The reason is in the log only as a digest over the handoff's salt, which the school's admins see.
+    assert len(handoff.log_salt) == 16
+    assert entry.reason == departure_reason_digest(staff_pb2.DEPARTURE_REASON_RETIREMENT, handoff.log_salt)
+    assert entry.reason != departure_reason_digest(staff_pb2.DEPARTURE_REASON_MATERNITY_LEAVE, handoff.log_salt)
     assert system.get_teacher(home.id).status == staff_pb2.TEACHER_STATUS_DEPARTED
     assert list(system.iter_signing_tasks(home.id)) == []
     assert len(list(system.iter_signing_tasks(new.id))) == 20

@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import hashlib
+import struct
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from transfer.domain.leaves import LeafError, LeafKind, TransferLeaf, decode_leaf, record_digest, transfer_leaf
+from transfer.domain.leaves import (
+    DepartureLeaf,
+    LeafError,
+    LeafKind,
+    TransferLeaf,
+    decode_any,
+    decode_leaf,
+    departure_reason_digest,
+    record_digest,
+    transfer_leaf,
+)
 from transfer.domain.model import Transfer, TransferScope, TransferState
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
@@ -81,3 +93,29 @@ def test_each_transfer_change_has_its_kind(state: TransferState) -> None:
     raw = leaf.encode()
     assert decode_leaf(raw).record == record_digest("aa" * 16)
     assert b"aa" * 16 not in raw and "Gia đình".encode() not in raw
+
+
+def test_a_departure_names_its_reason_by_a_salted_digest_and_old_entries_still_read() -> None:
+    """Kind 36 carries SHA-256 over the handoff's salt and the reason code (five codes would be
+    guessed from an unsalted digest); entries of kind 32, written before the salt with the code
+    in clear, still decode exactly as they were written."""
+    salt = bytes(range(16))
+    maternity = departure_reason_digest(2, salt)
+    assert maternity == hashlib.sha256(b"hocba:departure-reason:v1:" + salt + b"\x02").digest()
+    assert maternity != departure_reason_digest(2, bytes(16)) != departure_reason_digest(1, bytes(16))
+    leaf = DepartureLeaf(T0, "ab" * 16, "S1", "cd" * 16, maternity, date(2026, 12, 1), date(2027, 6, 1), "admin:S1")
+    raw = leaf.encode()
+    assert raw[1] == LeafKind.TEACHER_LEFT and decode_any(raw) == leaf
+    assert b"\x02" + struct.pack(">II", 20788, 20970) not in raw  # the code is not next to the dates
+    for cut in range(len(raw)):
+        with pytest.raises(LeafError):
+            decode_any(raw[:cut])
+
+    old = (  # as the encoder before migration 0005 wrote it
+        bytes([1, 32]) + struct.pack(">Q", 1_795_399_200_000_000) + bytes.fromhex("ab" * 16) + b"\x02S1"
+        + bytes.fromhex("cd" * 16) + b"\x02" + struct.pack(">II", 20788, 20970) + b"\x08admin:S1"
+    )  # fmt: skip
+    legacy = decode_any(old)
+    assert isinstance(legacy, DepartureLeaf) and legacy.kind is LeafKind.TEACHER_DEPARTED
+    assert legacy.reason == b"\x02" and (legacy.effective, legacy.end) == (date(2026, 12, 1), date(2027, 6, 1))
+    assert legacy.encode() == old

@@ -40,8 +40,10 @@ Pages (kinds 16-18), by the school that issued them:
 
 Teachers and handoffs (kinds 32-35); teacher ids are the node's opaque ids:
 
-    kind 32 teacher.departed    handoff_id:16 || school:str8 || teacher:16 || reason:u8
+    kind 36 teacher.left        handoff_id:16 || school:str8 || teacher:16 || reason:digest
                                 || effective:u32 (days since 1970-01-01) || end:u32 (0: none) || actor:str8
+    kind 32 teacher.departed    the same with reason:u8 (the reason code in clear) instead of its digest:
+                                written before migration 0005, still read
     kind 33 duty.reassigned     handoff_id:16 (zero: not by a handoff) || school:str8 || duty:str8
                                 || from:16 (zero: none) || to:16 || actor:str8
     kind 34 task.moved          handoff_id:16 (zero: not by a handoff) || page_id:16 || requirement:str8
@@ -52,7 +54,11 @@ In transfer entries `record` is SHA-256("hocba:record:v2:" || salt || lookup
 code) and `reason` SHA-256("hocba:text:v2:" || salt || reason), where salt is
 16 random bytes of the transfer, known to its two schools only: nobody else
 can link a transfer's entries to a record (or to the record's later moves), or
-confirm a guessed reason. In page entries `record` is
+confirm a guessed reason. A departure's `reason` is
+SHA-256("hocba:departure-reason:v1:" || salt || code:u8), with 16 random bytes
+of the handoff as salt (shown only to its school and the province's admins): a reason such as
+maternity leave is the teacher's personal data, and five codes are too few to
+commit to without a salt. In page entries `record` is
 SHA-256("hocba:page-record:v1:" || page id || lookup code). Decoding is strict: unknown
 versions or kinds, truncated input and trailing bytes are refused.
 """
@@ -84,10 +90,11 @@ class LeafKind(enum.IntEnum):
     PAGE_ADDED = 16
     PAGE_REPLACED = 17
     PAGE_LOCKED = 18
-    TEACHER_DEPARTED = 32
+    TEACHER_DEPARTED = 32  # before migration 0005: the reason code in clear (still decoded)
     DUTY_REASSIGNED = 33
     TASK_MOVED = 34
     HANDOFF_ENDED = 35
+    TEACHER_LEFT = 36  # a departure or leave; its reason as a salted digest
 
 
 TRANSFER_KINDS = frozenset(range(1, 6))
@@ -115,6 +122,11 @@ def record_digest(lookup_code: str, salt: bytes = b"") -> bytes:
 
 def text_digest(text: str, salt: bytes = b"") -> bytes:
     return hashlib.sha256(b"hocba:text:v2:" + salt + text.encode("utf-8")).digest()
+
+
+def departure_reason_digest(reason: int, salt: bytes) -> bytes:
+    """A departure's reason as its log entry names it: confirmable only by who knows the handoff's salt."""
+    return hashlib.sha256(b"hocba:departure-reason:v1:" + salt + bytes([reason])).digest()
 
 
 def page_record_digest(page_id: str, lookup_code: str) -> bytes:
@@ -295,20 +307,25 @@ class PageLeaf:
 
 @dataclass(frozen=True, slots=True)
 class DepartureLeaf:
+    """A teacher leaving (kind 36): `reason` is `departure_reason_digest` of the
+    reason code. Entries of kind 32 (before the salt) hold the code itself, as
+    one byte."""
+
     time: datetime
     handoff_id: str
     school: str
     teacher_id: str
-    reason: int
+    reason: bytes
     effective: date
     end: date | None
     actor: str
-    kind: LeafKind = LeafKind.TEACHER_DEPARTED
+    kind: LeafKind = LeafKind.TEACHER_LEFT
 
     def encode(self) -> bytes:
+        assert len(self.reason) == (32 if self.kind is LeafKind.TEACHER_LEFT else 1)
         out = _header(self.kind, self.time)
-        out += bytes.fromhex(self.handoff_id) + _str8(self.school) + bytes.fromhex(self.teacher_id)
-        out += struct.pack(">BII", self.reason, _days(self.effective), _days(self.end)) + _str8(self.actor)
+        out += bytes.fromhex(self.handoff_id) + _str8(self.school) + bytes.fromhex(self.teacher_id) + self.reason
+        out += struct.pack(">II", _days(self.effective), _days(self.end)) + _str8(self.actor)
         return bytes(out)
 
 
@@ -401,13 +418,14 @@ def decode_any(data: bytes) -> LogLeaf:
         digest, actor = r.take(32), r.str8()
         count = 0 if kind is LeafKind.PAGE_ADDED else int(struct.unpack(">H", r.take(2))[0])
         leaf = PageLeaf(kind, time, page_id, record, school, year, version_no, digest, actor, count)
-    elif kind is LeafKind.TEACHER_DEPARTED:
+    elif kind in (LeafKind.TEACHER_LEFT, LeafKind.TEACHER_DEPARTED):
         handoff_id, school, teacher = r.take(16).hex(), r.str8(), r.take(16).hex()
-        reason, effective, end = struct.unpack(">BII", r.take(9))
+        reason = r.take(32 if kind is LeafKind.TEACHER_LEFT else 1)
+        effective, end = struct.unpack(">II", r.take(8))
         start = _from_days(effective)
         if start is None:
             raise LeafError("a departure needs an effective date")
-        leaf = DepartureLeaf(time, handoff_id, school, teacher, reason, start, _from_days(end), r.str8())
+        leaf = DepartureLeaf(time, handoff_id, school, teacher, reason, start, _from_days(end), r.str8(), kind)
     elif kind in (LeafKind.DUTY_REASSIGNED, LeafKind.TASK_MOVED):
         handoff_id = r.take(16).hex()
         if kind is LeafKind.DUTY_REASSIGNED:

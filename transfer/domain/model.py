@@ -412,6 +412,9 @@ class Handoff:
     applied_at: datetime | None = None
     ended_at: datetime | None = None
     moved_tasks: int = 0
+    # 16 random bytes: the departure's log entry holds its reason as
+    # SHA-256 over this salt (b"" for handoffs older than the salt).
+    salt: bytes = b""
 
     @property
     def temporary(self) -> bool:

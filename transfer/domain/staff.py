@@ -43,7 +43,7 @@ from transfer.domain.errors import (
     PreconditionViolation,
     Violations,
 )
-from transfer.domain.leaves import NO_ID, DepartureLeaf, HandoffEndLeaf, LeafKind, MoveLeaf
+from transfer.domain.leaves import NO_ID, DepartureLeaf, HandoffEndLeaf, LeafKind, MoveLeaf, departure_reason_digest
 from transfer.domain.model import (
     Actor,
     DepartureReason,
@@ -371,6 +371,7 @@ class Staff:
         handoff = Handoff(
             self.ids.new_id(), teacher.school, teacher.id, cmd.reason, cmd.effective_date, cmd.end_date,
             cmd.replacement, cmd.duties, HandoffState.SCHEDULED, actor.principal, self.clock.now(),
+            salt=bytes.fromhex(self.ids.new_id()),
         )  # fmt: skip
         uncovered = self._uncovered(uow, handoff, held)
         if uncovered:
@@ -384,8 +385,9 @@ class Staff:
             uow.handoffs.update(replace(old, state=HandoffState.SUPERSEDED, ended_at=handoff.created_at))
         uow.handoffs.add(handoff)
         leaf = DepartureLeaf(
-            handoff.created_at, handoff.id, teacher.school, teacher.id, int(cmd.reason), cmd.effective_date,
-            cmd.end_date, actor.principal,
+            handoff.created_at, handoff.id, teacher.school, teacher.id,
+            departure_reason_digest(int(handoff.reason), handoff.salt), cmd.effective_date, cmd.end_date,
+            actor.principal,
         ).encode()  # fmt: skip
         receipt = LogReceipt(uow.log.append(leaf), leaf)
         today = self.today()

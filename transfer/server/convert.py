@@ -243,6 +243,7 @@ def handoff_pb(h: Handoff) -> staff_pb2.Handoff:
         state=int(h.state),  # type: ignore[arg-type]
         moved_tasks=h.moved_tasks,
         create_time=timestamp(h.created_at),
+        log_salt=h.salt,
     )
     if h.applied_at is not None:
         msg.apply_time.CopyFrom(timestamp(h.applied_at))

@@ -120,7 +120,7 @@ class DutyReplacement(_message.Message):
     def __init__(self, duty: _Optional[_Union[DutyRef, _Mapping]] = ..., teacher_id: _Optional[str] = ...) -> None: ...
 
 class Handoff(_message.Message):
-    __slots__ = ("id", "school", "teacher_id", "reason", "effective_date", "end_date", "replacement_teacher_id", "replacements", "state", "moved_tasks", "create_time", "apply_time", "end_time")
+    __slots__ = ("id", "school", "teacher_id", "reason", "effective_date", "end_date", "replacement_teacher_id", "replacements", "state", "moved_tasks", "create_time", "apply_time", "end_time", "log_salt")
     ID_FIELD_NUMBER: _ClassVar[int]
     SCHOOL_FIELD_NUMBER: _ClassVar[int]
     TEACHER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -134,6 +134,7 @@ class Handoff(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     APPLY_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    LOG_SALT_FIELD_NUMBER: _ClassVar[int]
     id: str
     school: str
     teacher_id: str
@@ -147,7 +148,8 @@ class Handoff(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     apply_time: _timestamp_pb2.Timestamp
     end_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., school: _Optional[str] = ..., teacher_id: _Optional[str] = ..., reason: _Optional[_Union[DepartureReason, str]] = ..., effective_date: _Optional[str] = ..., end_date: _Optional[str] = ..., replacement_teacher_id: _Optional[str] = ..., replacements: _Optional[_Iterable[_Union[DutyReplacement, _Mapping]]] = ..., state: _Optional[_Union[HandoffState, str]] = ..., moved_tasks: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., apply_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    log_salt: bytes
+    def __init__(self, id: _Optional[str] = ..., school: _Optional[str] = ..., teacher_id: _Optional[str] = ..., reason: _Optional[_Union[DepartureReason, str]] = ..., effective_date: _Optional[str] = ..., end_date: _Optional[str] = ..., replacement_teacher_id: _Optional[str] = ..., replacements: _Optional[_Iterable[_Union[DutyReplacement, _Mapping]]] = ..., state: _Optional[_Union[HandoffState, str]] = ..., moved_tasks: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., apply_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., log_salt: _Optional[bytes] = ...) -> None: ...
 
 class RegisterTeacherRequest(_message.Message):
     __slots__ = ("request_id", "school", "code", "name", "certificates")
