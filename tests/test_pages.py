@@ -159,6 +159,12 @@ def test_certificates_must_chain_to_a_trusted_ca_and_be_valid(
     school.admin.add_teacher_certificate(short.id, renewed)
     short.key = key
     assert sign(school.system, page, HOMEROOM, short).state == pages_pb2.PAGE_STATE_SIGNED
+    # At most 5 certificates that have not expired (the expired one does not count, and stays).
+    for i in range(4):
+        school.admin.add_teacher_certificate(short.id, school.ca.teacher(f"GV-NGAN-{i + 3}", write=False)[0])
+    with refused("FAILED_PRECONDITION", "TOO_MANY_CERTIFICATES"):
+        school.admin.add_teacher_certificate(short.id, school.ca.teacher("GV-NGAN-7", write=False)[0])
+    assert len(school.admin.get_teacher(short.id).certificates) == 6
 
 
 def test_locked_and_frozen_pages_refuse_changes(school: School, node: RunningNode, database_url: str) -> None:

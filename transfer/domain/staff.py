@@ -230,8 +230,19 @@ class Staff:
         teacher = self._teacher(uow, actor, teacher_id, admin=True)
         now = self.clock.now()
         cert = self.trust.accept(pem, now)
-        if any(c.sha256 == cert.sha256 for c in uow.teachers.certificates(teacher.id)):
+        held = uow.teachers.certificates(teacher.id)
+        if any(c.sha256 == cert.sha256 for c in held):
             raise AlreadyExists("CERTIFICATE_EXISTS", "this certificate is already registered for the teacher")
+        # Expired certificates stay (they verify the signatures made with them) and do not count.
+        if sum(c.not_after > now for c in held) >= MAX_CERTIFICATES:
+            problem = f"the teacher already has {MAX_CERTIFICATES} certificates that have not expired"
+            raise FailedPrecondition(
+                "TOO_MANY_CERTIFICATES",
+                problem,
+                precondition_violations=(
+                    PreconditionViolation("CERTIFICATES_BELOW_LIMIT", f"teachers/{teacher.id}", problem),
+                ),
+            )
         uow.teachers.add_certificate(teacher.id, cert, now)
         return teacher
 
