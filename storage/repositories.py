@@ -1062,8 +1062,10 @@ def _outbox(row: Sequence[Any]) -> OutboxMessage:
     )  # fmt: skip
 
 
-def _skipped(peers: Sequence[str]) -> dict[str, str]:
-    return {f"skip{i}": p for i, p in enumerate(peers)}
+def _skipped(peers: Collection[str]) -> tuple[list[str], dict[str, str]]:
+    """The peers to leave out, in a fixed order, and their bind parameters (skip0, skip1, …)."""
+    skip = sorted(set(peers))
+    return skip, {f"skip{i}": p for i, p in enumerate(skip)}
 
 
 def _sendable(skip_peers: Sequence[str] = ()) -> tuple[ColumnElement[bool], ...]:
@@ -1111,7 +1113,7 @@ class SqlOutbox:
         )  # fmt: skip
 
     def due(self, now: datetime, limit: int, skip_peers: Collection[str] = ()) -> list[OutboxMessage]:
-        skip = sorted(set(skip_peers))
+        skip, skip_params = _skipped(skip_peers)
 
         def build() -> Select[Any]:
             return (
@@ -1122,7 +1124,7 @@ class SqlOutbox:
                 .offset(_NO_OFFSET)
             )
 
-        params = {"now": to_us(now), "limit": limit} | _skipped(skip)
+        params = {"now": to_us(now), "limit": limit} | skip_params
         return [_outbox(r) for r in self.db.all(f"outbox_due_{len(skip)}", build, params)]
 
     def pending_of(self, transfer_id: str) -> list[OutboxMessage]:
@@ -1136,11 +1138,11 @@ class SqlOutbox:
     def next_attempt(self, skip_peers: Collection[str] = ()) -> datetime | None:
         # Over the messages `due` may return: one waiting behind an earlier
         # message of its transfer is not due before that one is delivered.
-        skip = sorted(set(skip_peers))
+        skip, skip_params = _skipped(skip_peers)
         rows = self.db.all(
             f"outbox_next_{len(skip)}",
             lambda: select(func.min(outbox.c.next_attempt_us)).where(*_sendable(skip)),
-            _skipped(skip),
+            skip_params,
         )
         return None if not rows or rows[0][0] is None else from_us(rows[0][0])
 

@@ -39,7 +39,7 @@ from transfer.domain.federation import Federation, OutboxWake, PeerKeys, message
 from transfer.domain.leaves import NO_PEER_ENTRY
 from transfer.domain.model import Actor, InboundMessage, MessageKind, OutboxMessage
 from transfer.domain.package import PackageError, digest_of
-from transfer.domain.ports import Clock
+from transfer.domain.ports import Clock, UnitOfWork
 from transfer.domain.validation import MAX_MESSAGE
 from transfer.ledger.note import (
     Ed25519Signer,
@@ -299,6 +299,14 @@ class DeliveryServicer(_Base, peers_pb2_grpc.DeliveryServiceServicer):
         )
 
 
+def _due(uow: UnitOfWork, now: datetime, skip: set[str]) -> list[OutboxMessage]:
+    return uow.outbox.due(now, BATCH, skip)
+
+
+def _next_attempt(uow: UnitOfWork, skip: set[str]) -> datetime | None:
+    return uow.outbox.next_attempt(skip)
+
+
 class Dispatcher:
     """Delivers the outbox to the peers until stopped."""
 
@@ -346,11 +354,7 @@ class Dispatcher:
                 # Cleared before looking, so a message queued (or a full peer's
                 # slot freed) while we look wakes the next wait.
                 self.wake.clear()
-                due = await self.store.read(
-                    functools.partial(
-                        lambda uow, full: uow.outbox.due(self.clock.now(), BATCH, full), full=self._saturated()
-                    )
-                )
+                due = await self.store.read(functools.partial(_due, now=self.clock.now(), skip=self._saturated()))
                 started = 0
                 waiting: dict[str, dict[int, OutboxMessage]] = {}
                 for message in due:
@@ -370,14 +374,11 @@ class Dispatcher:
                         await self._sleep(0.05)
                     continue
                 full = self._saturated()
-                nxt = await self.store.read(
-                    functools.partial(lambda uow, full: uow.outbox.next_attempt(full), full=full)
-                )
+                nxt = await self.store.read(functools.partial(_next_attempt, skip=full))
                 delay = 5.0 if nxt is None else max(0.0, min(5.0, (nxt - self.clock.now()).total_seconds()))
                 if full:  # a busy peer's own attempts start its next messages: look again at most 20 times a second
                     await asyncio.sleep(0.05)
-                    delay -= 0.05
-                await self._sleep(max(0.0, delay))
+                await self._sleep(max(0.0, delay - 0.05) if full else delay)
             except asyncio.CancelledError:
                 for t in list(self._tasks):
                     t.cancel()
