@@ -1225,6 +1225,16 @@ class SqlInbound:
         row = self.db.one("package_get", {"transfer_id": transfer_id})
         return None if row is None else bytes(row[0])
 
+    def refusal(self, peer: str, digest: bytes, reason: str) -> int | None:
+        row = self.db.one("refusal_get", {"peer": peer, "digest": digest, "reason": reason})
+        return None if row is None else int(row[0])
+
+    def add_refusal(self, peer: str, digest: bytes, reason: str, log_index: int, at: datetime) -> None:
+        self.db.run(
+            "refusal_insert",
+            {"peer": peer, "digest": digest, "reason": reason, "log_index": log_index, "refused_at_us": to_us(at)},
+        )
+
     def import_certificate(self, c: CertificateInfo) -> None:
         if self.db.one("imported_cert_get", {"sha256": c.sha256}) is None:
             self.db.run(

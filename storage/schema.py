@@ -363,6 +363,19 @@ inbound_packages = Table(
     Column("seal", LargeBinary, nullable=False),
 )
 
+# Packages this node refused, once per (peer, package digest, reason): a repeat
+# of the same refused offer (overlapping attempts, a lost answer) is refused
+# again but logged once.
+refused_packages = Table(
+    "refused_packages",
+    metadata,
+    Column("peer", String(2), primary_key=True),
+    Column("digest", LargeBinary(32), primary_key=True),
+    Column("reason", String(255), primary_key=True),
+    Column("log_index", BigInteger, nullable=False),
+    Column("refused_at_us", BigInteger, nullable=False),
+)
+
 imported_certificates = Table(
     "imported_certificates",
     metadata,

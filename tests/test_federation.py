@@ -486,7 +486,7 @@ def test_forged_packages_are_refused(start_pair: StartPair, pki: Path, rogue_pki
     sig = bytearray(base64.b64decode(wrong_sig["pages"][0]["signatures"][0]["signature"]))
     sig[10] ^= 1
     wrong_sig["pages"][0]["signatures"][0]["signature"] = base64.b64encode(bytes(sig)).decode()
-    code_, details = refused(*reseal(wrong_sig))
+    first = code_, details = refused(*reseal(wrong_sig))
     assert code_ == grpc.StatusCode.INVALID_ARGUMENT and "does not verify" in details
 
     # A teacher certificate from a CA 79 does not trust, with a signature that verifies.
@@ -509,6 +509,13 @@ def test_forged_packages_are_refused(start_pair: StartPair, pki: Path, rogue_pki
     assert pair.b.rows("transfers") == before and pair.b.rows("records") == []
     reasons = [x.text for x in pair.b.leaves() if isinstance(x, PeerLeaf) and x.kind is LeafKind.OFFER_REFUSED]
     assert reasons == ["BAD_PAGE_DIGEST", "BAD_TEACHER_SIGNATURE", "UNTRUSTED_TEACHER_CERTIFICATE", "BAD_SEAL"]
+    # The same forged package again (overlapping attempts, a lost answer): refused the
+    # same way, and not logged again; one row per package and reason remembers it.
+    assert refused(*reseal(wrong_sig)) == first
+    assert refused(package, bytes(64))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    reasons = [x.text for x in pair.b.leaves() if isinstance(x, PeerLeaf) and x.kind is LeafKind.OFFER_REFUSED]
+    assert reasons == ["BAD_PAGE_DIGEST", "BAD_TEACHER_SIGNATURE", "UNTRUSTED_TEACHER_CERTIFICATE", "BAD_SEAL"]
+    assert sorted(r[2] for r in pair.b.rows("refused_packages")) == sorted(reasons)
 
     # The genuine package, sent the same way, is acknowledged with a receipt sealed by 79.
     response = stub.OfferTransfer(peers_pb2.OfferTransferRequest(package=package, seal=seal), timeout=10)

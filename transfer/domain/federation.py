@@ -490,19 +490,19 @@ class Federation:
         return message
 
     def refused_offer(self, uow: UnitOfWork, actor: Actor, package_bytes: bytes, reason: str) -> None:
-        """Log a package this node refused (tampered, unverifiable): it never becomes a record."""
+        """Log a package this node refused (tampered, unverifiable): it never becomes a record.
+
+        Logged once per peer, package and reason: the same package arriving again
+        (overlapping attempts, an answer lost on the way) is refused again, not
+        logged again."""
+        digest, reason, now = pkg.digest_of(package_bytes), reason[:255], self.clock.now()
+        if uow.inbound.refusal(actor.province, digest, reason) is not None:
+            return
         # The transfer id the package claims (it may not parse: it was refused), for the log only.
         found = _CLAIMED_ID.search(package_bytes)
         transfer_id = found.group(1).decode("ascii") if found else "0" * 32
-        leaf = PeerLeaf(
-            LeafKind.OFFER_REFUSED,
-            self.clock.now(),
-            transfer_id,
-            actor.province,
-            pkg.digest_of(package_bytes),
-            reason[:255],
-        )
-        self._log(uow, leaf.encode())
+        leaf = PeerLeaf(LeafKind.OFFER_REFUSED, now, transfer_id, actor.province, digest, reason)
+        uow.inbound.add_refusal(actor.province, digest, reason, self._log(uow, leaf.encode()).index, now)
 
     def receive_cancel(self, uow: UnitOfWork, actor: Actor, transfer_id: str, payload: bytes) -> InboundMessage:
         """CANCEL_REQUEST at the receiver: cancel if still undecided, atomically with any acceptance."""
