@@ -917,6 +917,15 @@ class SqlTasks:
         self.db.run("page_delete_tasks", {"page_id": page_id})
         self.add(school, tasks)
 
+    def last_signed_by(self, teacher_id: str, since: datetime, until: datetime | None) -> datetime | None:
+        params = {
+            "teacher_id": teacher_id,
+            "since_us": to_us(since),
+            "until_us": 2**62 if until is None else to_us(until),
+        }
+        row = self.db.one("task_last_signed_by", params)
+        return None if row is None or row[0] is None else from_us(int(row[0]))
+
     def reassign(self, tasks: Sequence[SigningTask], assignee: str) -> None:
         self.db.many(
             "task_reassign",

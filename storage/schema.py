@@ -289,6 +289,14 @@ signing_tasks = Table(
         sqlite_where=text("signed_by IS NULL"),
         postgresql_where=text("signed_by IS NULL"),
     ),
+    # A teacher's signatures by time: a departure cannot be dated before one of them.
+    Index(
+        "ix_signing_tasks_signed_by",
+        "signed_by",
+        "signed_at_us",
+        sqlite_where=text("signed_by IS NOT NULL"),
+        postgresql_where=text("signed_by IS NOT NULL"),
+    ),
 )
 
 handoffs = Table(

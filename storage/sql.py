@@ -236,6 +236,11 @@ STATEMENTS: dict[str, Callable[[], Executable]] = {
             signed_at_us=P("signed_at_us"),
         )
     ),
+    "task_last_signed_by": lambda: select(func.max(signing_tasks.c.signed_at_us)).where(
+        signing_tasks.c.signed_by == P("teacher_id"),
+        signing_tasks.c.signed_at_us >= P("since_us"),
+        signing_tasks.c.signed_at_us < P("until_us"),
+    ),
     "task_reassign": lambda: (
         update(signing_tasks)
         .where(signing_tasks.c.page_id == P("page_id"), signing_tasks.c.requirement == P("requirement"))

@@ -101,6 +101,33 @@ def test_signatures_refused_from_the_effective_date(
     assert system.get_page(a.id).tasks[0].signed_by_teacher_id == home.id  # stays valid
 
 
+def test_a_departure_cannot_be_dated_before_the_teachers_signatures(
+    node: RunningNode, pki: Path, admin: TransferClient, system: TransferClient, database_url: str
+) -> None:
+    """Recorded late, a departure dated back to before a signature the teacher gave would show a departed
+    teacher signing: refused, saying when they signed. A date after it, or a leave over before it, is taken."""
+    ca = signing_ca(pki)
+    t, r = hire(admin, ca, "T"), hire(admin, ca, "R")
+    admin.assign_duty(duty(HOMEROOM), t.id)
+    page = sign(system, add_page(system, new_record(system), requirements=[HOMEROOM]), HOMEROOM, t)  # 23 Nov
+    assert node.clock is not None
+    node.clock.advance(timedelta(days=3))  # 26 November
+    for effective, end in [("2026-11-20", ""), ("2026-11-23", ""), ("2026-11-20", "2026-11-24")]:
+        with refused("FAILED_PRECONDITION", "SIGNED_AFTER_EFFECTIVE_DATE", database_url=database_url) as caught:
+            why = staff_pb2.DEPARTURE_REASON_MATERNITY_LEAVE if end else staff_pb2.DEPARTURE_REASON_RETIREMENT
+            admin.record_departure(t.id, why, effective, end_date=end, replacement=r.id)
+        assert "2026-11-23" in caught[0].message
+        assert [v.subject for v in caught[0].preconditions] == [f"teachers/{t.id}"]
+    # A leave over before the signature's day, then a retirement dated after it.
+    leave, _ = admin.record_departure(
+        t.id, staff_pb2.DEPARTURE_REASON_OTHER, "2026-11-16", end_date="2026-11-23", replacement=r.id
+    )
+    assert leave.state == staff_pb2.HANDOFF_STATE_COMPLETED
+    gone, _ = admin.record_departure(t.id, staff_pb2.DEPARTURE_REASON_RETIREMENT, "2026-11-24", replacement=r.id)
+    assert gone.state == staff_pb2.HANDOFF_STATE_COMPLETED
+    assert system.get_page(page.id).tasks[0].signed_by_teacher_id == t.id  # given before: stays valid
+
+
 def test_maternity_leave_ends_and_duties_come_back(
     node: RunningNode, pki: Path, admin: TransferClient, system: TransferClient
 ) -> None:

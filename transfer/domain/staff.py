@@ -12,7 +12,8 @@ Rules of a handoff (bàn giao), enforced here:
 3. It takes effect at the start of its effective date (at once if that is
    today or past): duties move, pending tasks move, each move is a log entry,
    and from then on the teacher's signatures are refused. Signatures given
-   before stay valid.
+   before stay valid; a departure dated in the past cannot precede one the
+   teacher gave while it would have been in force.
 4. A temporary absence (with an end date: maternity leave, long illness) ends
    by itself at the end date: the duties it moved return to the teacher from
    whoever holds them then; tasks already moved stay with whoever holds them.
@@ -29,7 +30,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta, timezone
 
 from transfer.domain import paging
 from transfer.domain import validation as check
@@ -328,6 +329,9 @@ class Staff:
         teacher = self._teacher(uow, actor, cmd.teacher_id, admin=True)
         if teacher.status is TeacherStatus.DEPARTED:
             raise FailedPrecondition("TEACHER_DEPARTED", "the teacher has already departed")
+        today = self.today()
+        if cmd.effective_date < today:
+            self._no_signature_since(uow, teacher, cmd)
         superseded = []
         for open_handoff in uow.handoffs.open_for(teacher.id):
             # A permanent departure replaces an absence that has begun, or one that
@@ -401,12 +405,31 @@ class Staff:
             actor.principal,
         ).encode()  # fmt: skip
         receipt = LogReceipt(uow.log.append(leaf), leaf)
-        today = self.today()
         if cmd.effective_date <= today:
             handoff = self._apply(uow, handoff, actor.principal)
             if handoff.end_date is not None and handoff.end_date <= today:  # recorded after it was over
                 handoff = self._end(uow, handoff)
         return Logged(handoff, receipt)
+
+    def _no_signature_since(self, uow: UnitOfWork, teacher: Teacher, cmd: RecordDeparture) -> None:
+        """A departure dated in the past cannot precede a signature the teacher gave
+        while it would have been in force: the log would show a departed teacher signing."""
+        since = datetime.combine(cmd.effective_date, time.min, self.tz)
+        until = None if cmd.end_date is None else datetime.combine(cmd.end_date, time.min, self.tz)
+        last = uow.tasks.last_signed_by(teacher.id, since, until)
+        if last is None:
+            return
+        day = last.astimezone(self.tz).date().isoformat()
+        raise FailedPrecondition(
+            "SIGNED_AFTER_EFFECTIVE_DATE",
+            f"the teacher signed a page on {day}, on or after the effective date "
+            f"{cmd.effective_date.isoformat()}: date the departure after {day}, or today",
+            precondition_violations=(
+                PreconditionViolation(
+                    "NO_SIGNATURE_AFTER_EFFECTIVE_DATE", f"teachers/{teacher.id}", f"signed on {day}"
+                ),
+            ),
+        )
 
     def _uncovered(self, uow: UnitOfWork, handoff: Handoff, held: Sequence[Duty]) -> list[PreconditionViolation]:
         """What the handoff would leave without an active owner: duties and
