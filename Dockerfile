@@ -1,7 +1,8 @@
 # A school-record transfer node.
 #
 #   docker build -t hocba-transfer .
-#   docker run -v $PWD/node:/etc/hocba:ro -v hocba-data:/var/lib/hocba -p 50051:50051 hocba-transfer
+#   docker run -v $PWD/node:/etc/hocba:ro -v hocba-data:/var/lib/hocba -v hocba-state:/var/lib/hocba-state \
+#       -p 50051:50051 hocba-transfer
 #
 # /etc/hocba/node.toml is the node's configuration (see docs/operations.md);
 # its TLS files and a sqlite:////var/lib/hocba/node.db URL (or a
@@ -26,10 +27,12 @@ RUN if [ -n "$PIP_CERT" ]; then export PIP_CERT; else unset PIP_CERT; fi \
     && /opt/venv/bin/python -c "import transfer.server.app"
 
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/hocba --create-home --shell /usr/sbin/nologin node \
-    && mkdir -p /etc/hocba && chown node:node /var/lib/hocba
+    && mkdir -p /etc/hocba /var/lib/hocba-state && chown node:node /var/lib/hocba /var/lib/hocba-state
 
 USER node
-VOLUME ["/var/lib/hocba"]
+# Data, and apart from it the copy of the latest signed checkpoint
+# (log.latest_checkpoint_file): a restore of the one must not take back the other.
+VOLUME ["/var/lib/hocba", "/var/lib/hocba-state"]
 EXPOSE 50051
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
 

@@ -33,6 +33,9 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert c.utc_offset == timedelta(hours=7) and c.listen == "127.0.0.1:50051"
     assert c.ca_file == tmp_path / "pki/ca.pem"
     assert c.database_url == f"sqlite:///{tmp_path / 'var/node.db'}"
+    assert c.latest_checkpoint_file is None
+    p.write_text(MINIMAL + 'latest_checkpoint_file = "state/latest"\n')
+    assert load(p, env={}).latest_checkpoint_file == tmp_path / "state/latest"
 
 
 def test_environment_overrides(tmp_path: Path) -> None:

@@ -71,6 +71,7 @@ key_file = "{own}/node.key"
 url = "sqlite:///node{province}.db"
 [log]
 key_file = "{own}/log.key"
+latest_checkpoint_file = "node{province}.latest-checkpoint"
 [signing]
 ca_file = "signing-cas.pem"
 [seal]

@@ -18,7 +18,7 @@ from transfer.domain.model import StoredCheckpoint
 from transfer.domain.paging import Page
 from transfer.domain.ports import Clock, UnitOfWork
 from transfer.ledger import merkle
-from transfer.ledger.note import Checkpoint, Signer, sign_note
+from transfer.ledger.note import Checkpoint, NoteError, Signer, Verifier, open_note, parse_checkpoint, sign_note
 
 MAX_ENTRIES_PAGE = 1000
 
@@ -84,6 +84,39 @@ class Logbook:
         checkpoint = StoredCheckpoint(size, root, note, self.clock.now())
         uow.log.add_checkpoint(checkpoint)
         return checkpoint
+
+    def check_signed_before(self, uow: UnitOfWork, note: str, verifier: Verifier) -> Checkpoint:
+        """Check that the database still holds the tree of a checkpoint this node
+        signed (`note`, a copy kept outside the database).
+
+        A database restored from an older backup, or another log's, would
+        otherwise have the node sign a second, different tree of a size it has
+        already signed: a fork that every holder of the first checkpoint can
+        prove. Refused with DataLoss; the checkpoint when the database holds it."""
+        try:
+            opened, _ = open_note(note, [verifier])
+            signed = parse_checkpoint(opened.text, origin=self.origin)
+        except NoteError as exc:
+            raise DataLoss(
+                "LATEST_CHECKPOINT_UNREADABLE", f"the saved latest checkpoint is not one this log signed: {exc}"
+            ) from None
+        size = uow.log.committed_size()
+        if size < signed.size:
+            raise DataLoss(
+                "LOG_BEHIND_SIGNED_CHECKPOINT",
+                f"the database holds {size} log entries, but this node has signed a checkpoint of {signed.size}: "
+                "it was restored from an older backup, or it is not this node's database; signing now would fork "
+                "the log",
+            )
+        stored = uow.log.checkpoint(signed.size)
+        root = stored.root if stored is not None else tree_root(uow, signed.size)
+        if root != signed.root:
+            raise DataLoss(
+                "LOG_DIVERGES_FROM_SIGNED_CHECKPOINT",
+                f"the database's log at {signed.size} entries has another root than the checkpoint this node "
+                "signed at that size: it is not this node's database",
+            )
+        return signed
 
     # -- reading ------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from transfer.server import logs
-from transfer.server.app import Node
+from transfer.server.app import Node, StartRefused
 from transfer.server.config import ConfigError, load
 
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(config.log_level, config.log_format)
     try:
         asyncio.run(_serve(Node(config)))
-    except OSError as exc:
+    except (OSError, StartRefused) as exc:
         logging.getLogger("transfer.node").error("cannot start: %s", exc)
         return 1
     return 0

@@ -10,7 +10,9 @@ import asyncio
 import functools
 import logging
 import os
+import threading
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import grpc
 from cryptography import x509
@@ -21,7 +23,7 @@ from storage import migrate
 from storage.database import Database, describe, open_database
 from storage.store import Store
 from storage.writer import Writer
-from transfer.domain.errors import Unavailable
+from transfer.domain.errors import DataLoss, Unavailable
 from transfer.domain.federation import Federation
 from transfer.domain.logbook import Logbook
 from transfer.domain.model import HandoffState, StoredCheckpoint
@@ -31,7 +33,7 @@ from transfer.domain.services import Directory, Records, TransferPolicy, Transfe
 from transfer.domain.signatures import SigningTrust
 from transfer.domain.staff import Staff
 from transfer.domain.validation import MAX_MESSAGE
-from transfer.ledger.note import Ed25519Signer, NoteError, parse_skey
+from transfer.ledger.note import Ed25519Signer, NoteError, Verifier, parse_skey, parse_vkey
 from transfer.server import faults
 from transfer.server.auth import Authenticator
 from transfer.server.config import Config
@@ -130,6 +132,26 @@ def load_log_signer(config: Config) -> Ed25519Signer:
         raise OSError(f"{config.log_key_file}: not a signed-note private key: {exc}") from None
 
 
+class StartRefused(Exception):
+    """The node will not start: the reason says what to do."""
+
+
+def _write_synced(path: Path, text: str) -> None:
+    """Replace `path` with `text`, so that a crash leaves the old or the new file, whole and on disk."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Node:
     def __init__(self, config: Config, *, clock: Clock | None = None, ids: IdSource | None = None) -> None:
         self.config = config
@@ -165,19 +187,29 @@ class Node:
         self.staff = Staff(trust, self.clock, self.ids, config.utc_offset)
         self.logbook: Logbook | None = None
         self.stopped = asyncio.Event()
+        self._latest: StoredCheckpoint | None = None  # the latest checkpoint signed
+        self._saved_size = -1  # the size of the one in log.latest_checkpoint_file
+        self._save_lock = threading.Lock()
 
     async def start(self) -> int:
         cfg = self.config
         creds = server_credentials(cfg)  # fail early on unreadable keys
-        self.logbook = logbook = Logbook(cfg.log_origin, load_log_signer(cfg), self.clock)
+        signer = load_log_signer(cfg)
+        self.logbook = logbook = Logbook(cfg.log_origin, signer, self.clock)
         if cfg.auto_migrate:
             migrate.upgrade(cfg.database_url)
         self.db = open_database(cfg.database_url, sqlite_synchronous=cfg.sqlite_synchronous)
         self.writer = Writer(
             self.db, max_batch=cfg.max_batch, after_commit=self._after_commit, after_uncertain=self._after_uncertain
         )
-        self.writer.start()
         store = self.store = Store(self.db, self.writer)
+        try:
+            await self._check_signed_before(store, logbook, parse_vkey(signer.vkey))
+        except BaseException:
+            await self.db.close()
+            self.db = self.writer = self.store = None
+            raise
+        self.writer.start()
         auth = Authenticator(
             cfg.province,
             {p: peer.ca for p, peer in self.peers.items()},
@@ -327,7 +359,49 @@ class Node:
         checkpoint = await self.store.write(self.logbook.publish)
         if checkpoint is not None:
             log.info("checkpoint published", extra={"tree_size": checkpoint.size, "root": checkpoint.root.hex()})
+            if self._latest is None or checkpoint.size > self._latest.size:
+                self._latest = checkpoint
         return checkpoint
+
+    async def _check_signed_before(self, store: Store, logbook: Logbook, verifier: Verifier) -> None:
+        """Refuse to start on a database that no longer holds the latest tree this
+        node signed (`log.latest_checkpoint_file`, kept outside the database)."""
+        self._latest = await store.read(lambda uow: uow.log.latest_checkpoint())
+        path = self.config.latest_checkpoint_file
+        if path is None:
+            return
+        try:
+            saved = path.read_text(encoding="utf-8")
+        except FileNotFoundError:  # first start with the file configured
+            await self.save_latest_checkpoint()
+            return
+        except (OSError, UnicodeDecodeError) as exc:
+            raise StartRefused(f"log.latest_checkpoint_file {path}: cannot be read: {exc}") from None
+        try:
+            signed = await store.read(lambda uow: logbook.check_signed_before(uow, saved, verifier))
+        except DataLoss as exc:
+            raise StartRefused(
+                f"{exc.reason}: {exc.message} (log.latest_checkpoint_file {path}; see docs/operations.md, "
+                "Backups and restores)"
+            ) from None
+        log.info("log matches the latest signed checkpoint", extra={"tree_size": signed.size})
+        await self.save_latest_checkpoint()
+
+    async def save_latest_checkpoint(self) -> None:
+        """Write the latest checkpoint this node signed to `log.latest_checkpoint_file`
+        (atomically, synced) if it changed since it was last written."""
+        path, latest = self.config.latest_checkpoint_file, self._latest
+        if path is None or latest is None or latest.size <= self._saved_size:
+            return
+        await asyncio.to_thread(self._save_synced, path, latest)
+
+    def _save_synced(self, path: Path, checkpoint: StoredCheckpoint) -> None:
+        # On a thread, which runs on even when its caller is cancelled (at stop):
+        # the lock keeps two writes apart and the file never goes back to a smaller tree.
+        with self._save_lock:
+            if checkpoint.size > self._saved_size:
+                _write_synced(path, checkpoint.note)
+                self._saved_size = checkpoint.size
 
     def _after_commit(self, items: list[object]) -> None:
         self.notifier.publish(items)
@@ -366,6 +440,9 @@ class Node:
         while True:
             try:
                 await self.publish_checkpoint()
+                # Also those published for receipts meanwhile: the file lags the
+                # database by at most this loop's interval.
+                await self.save_latest_checkpoint()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -391,6 +468,7 @@ class Node:
         if self.store is not None:
             try:  # leave a checkpoint covering everything this node wrote
                 await self.publish_checkpoint()
+                await self.save_latest_checkpoint()
             except Exception:
                 log.exception("final checkpoint failed; the next start publishes it")
         if self.writer is not None:

@@ -27,6 +27,9 @@
     key_file = "pki/log.key"        # Ed25519 key signing checkpoints (signed-note skey)
     origin = ""                     # checkpoints' first line; default: node.name
     checkpoint_interval_seconds = 1 # how often a grown log gets a new checkpoint
+    latest_checkpoint_file = "state/latest-checkpoint"  # a copy of the latest signed checkpoint, kept
+                                    # outside the database: the node will not start on a database
+                                    # that no longer holds that tree (a restored backup)
 
     [signing]
     ca_file = "pki/signing-ca.pem"  # CAs of teachers' signing certificates (PEM bundle)
@@ -111,6 +114,7 @@ class Config:
     log_key_file: Path = Path("log.key")
     log_origin: str = ""
     checkpoint_interval_seconds: float = 1.0
+    latest_checkpoint_file: Path | None = None
     signing_ca_file: Path | None = None
     lock_completed: tuple[int, int] = (6, 30)
     lock_supplementary: tuple[int, int] = (8, 15)
@@ -137,7 +141,12 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
         "utc_offset": (str, False),
         "expiry_sweep_seconds": (float, False),
     },
-    "log": {"key_file": (str, True), "origin": (str, False), "checkpoint_interval_seconds": (float, False)},
+    "log": {
+        "key_file": (str, True),
+        "origin": (str, False),
+        "checkpoint_interval_seconds": (float, False),
+        "latest_checkpoint_file": (str, False),
+    },
     "signing": {"ca_file": (str, False)},
     "pages": {"lock_completed": (str, False), "lock_supplementary": (str, False)},
     "idempotency": {"retention_days": (int, False)},
@@ -275,6 +284,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     if interval <= 0:
         raise ConfigError("log.checkpoint_interval_seconds: must be positive")
     name = get("node", "name", f"hocba-node-{province}")
+    latest_file = get("log", "latest_checkpoint_file", "")
     lock_dates = []
     for key, default in (("lock_completed", "06-30"), ("lock_supplementary", "08-15")):
         text = get("pages", key, default)
@@ -310,6 +320,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         log_key_file=base / get("log", "key_file"),
         log_origin=get("log", "origin", "") or name,
         checkpoint_interval_seconds=interval,
+        latest_checkpoint_file=(base / latest_file) if latest_file else None,
         signing_ca_file=(base / signing_ca) if signing_ca else None,
         lock_completed=lock_dates[0],
         lock_supplementary=lock_dates[1],

@@ -1,0 +1,162 @@
+"""A node never signs over a log it has lost.
+
+The node keeps a copy of the latest checkpoint it signed outside its database
+(`log.latest_checkpoint_file`). Started on a database that no longer holds that
+tree (restored from an older backup, or another node's), it refuses to start:
+signing would publish a second, different tree of a size it already signed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support import (
+    FakeClock,
+    create_pg_database,
+    drop_pg_database,
+    load_config,
+    new_lookup_code,
+    running_node,
+    write_config,
+)
+from transfer.devpki import make_dev_pki
+from transfer.server.app import StartRefused
+from transfer.server.config import Config
+
+
+def _config(tmp_path: Path, name: str, pki: Path, url: str, latest: Path) -> tuple[Config, Path]:
+    path = write_config(tmp_path / f"{name}.toml", pki=pki, database_url=url)
+    text = path.read_text(encoding="utf-8")
+    text = text.replace(
+        "checkpoint_interval_seconds = 0.2\n",
+        f'checkpoint_interval_seconds = 0.2\nlatest_checkpoint_file = "{latest}"\n',
+    )
+    path.write_text(text, encoding="utf-8")
+    return load_config(path), path
+
+
+def _serve(config: Config, pki: Path, clock: FakeClock, schools: list[str], transfers: int = 0) -> str:
+    """Start the node, register `schools`, log `transfers` transfers from S1 to S2, stop it;
+    the latest checkpoint's note."""
+    with running_node(config, pki, clock) as node:
+        admin = node.client("province-admin")
+        for code in schools:
+            admin.register_school(code, f"Trường {code}")
+        s1, s2 = node.client("school-S1"), node.client("school-S2")
+        for _ in range(transfers):
+            code = new_lookup_code()
+            s1.register_record(code, f"{uuid.uuid4().int % 10**12:012d}", 1)
+            s2.accept_transfer(s1.initiate_transfer(code, "S2").transfer.id)
+        assert node.node is not None
+        node.run(node.node.publish_checkpoint)
+        return admin.get_checkpoint().checkpoint
+
+
+def _refused(config: Config, pki: Path, clock: FakeClock, reason: str) -> str:
+    with pytest.raises(StartRefused) as info, running_node(config, pki, clock):
+        pass
+    message = str(info.value)
+    assert message.startswith(reason) and str(config.latest_checkpoint_file) in message
+    return message
+
+
+def test_a_database_that_lost_signed_entries_is_refused(
+    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock
+) -> None:
+    """Another, empty database; another database with a longer, different log; then the node's own again."""
+    latest = tmp_path / "state" / "latest-checkpoint"
+    config, _ = _config(tmp_path, "node", pki, database_url, latest)
+    note = _serve(config, pki, clock, ["S1", "S2"], transfers=3)
+    assert latest.read_text(encoding="utf-8") == note  # written at stop, synced
+    size = int(note.splitlines()[1])
+    assert size == 6
+
+    if database_url.startswith("sqlite"):
+        other_url = f"sqlite:///{tmp_path / 'other.db'}"
+    else:
+        base = os.environ["TRANSFER_TEST_PG"]
+        other_url = create_pg_database(base)
+    try:
+        other, _ = _config(tmp_path, "other", pki, other_url, latest)
+        message = _refused(other, pki, clock, "LOG_BEHIND_SIGNED_CHECKPOINT")
+        assert f"holds 0 log entries, but this node has signed a checkpoint of {size}" in message
+
+        # The other database gets a log of its own, longer: its tree at `size` is another one.
+        elsewhere, _ = _config(tmp_path, "elsewhere", pki, other_url, tmp_path / "elsewhere-latest")
+        _serve(elsewhere, pki, clock, ["S1", "S2"], transfers=size)
+        _refused(other, pki, clock, "LOG_DIVERGES_FROM_SIGNED_CHECKPOINT")
+        assert latest.read_text(encoding="utf-8") == note  # refused starts leave the copy alone
+    finally:
+        if not database_url.startswith("sqlite"):
+            drop_pg_database(base, other_url)
+
+    # Its own database: it starts, and the copy follows the log as it grows.
+    again = _serve(config, pki, clock, [], transfers=1)
+    assert int(again.splitlines()[1]) > size and latest.read_text(encoding="utf-8") == again
+
+
+def test_a_restored_backup_is_refused_until_the_lost_entries_are_back(
+    tmp_path: Path, pki: Path, clock: FakeClock
+) -> None:
+    """SQLite copied while the node was stopped, more entries signed, the old copy put back: the node
+    (and `transfer-server`, exit status 1) refuses to start, naming the reason; the newer copy starts."""
+    db = tmp_path / "node.db"
+    latest = tmp_path / "latest-checkpoint"
+    config, path = _config(tmp_path, "node", pki, f"sqlite:///{db}", latest)
+    _serve(config, pki, clock, ["S1", "S2"], transfers=2)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    for f in tmp_path.glob("node.db*"):
+        shutil.copy2(f, backup / f.name)
+    note = _serve(config, pki, clock, [], transfers=1)
+    newer = tmp_path / "newer"
+    newer.mkdir()
+    for f in tmp_path.glob("node.db*"):
+        shutil.move(f, newer / f.name)
+    for f in backup.iterdir():
+        shutil.copy2(f, tmp_path / f.name)
+
+    _refused(config, pki, clock, "LOG_BEHIND_SIGNED_CHECKPOINT")
+    proc = subprocess.run(
+        [sys.executable, "-m", "transfer.server", "--config", str(path)],
+        check=False, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "LOG_BEHIND_SIGNED_CHECKPOINT" in proc.stderr and "docs/operations.md" in proc.stderr
+    assert latest.read_text(encoding="utf-8") == note
+
+    for f in tmp_path.glob("node.db*"):
+        f.unlink()
+    for f in newer.iterdir():
+        shutil.copy2(f, tmp_path / f.name)
+    assert _serve(config, pki, clock, []) == note  # nothing new to sign: the same checkpoint
+
+
+def test_an_unreadable_or_foreign_copy_is_refused(
+    tmp_path: Path, pki: Path, clock: FakeClock, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    latest = tmp_path / "latest-checkpoint"
+    config, _ = _config(tmp_path, "node", pki, f"sqlite:///{tmp_path / 'node.db'}", latest)
+    note = _serve(config, pki, clock, ["S1", "S2"], transfers=1)
+
+    latest.write_text("not a checkpoint\n", encoding="utf-8")
+    _refused(config, pki, clock, "LATEST_CHECKPOINT_UNREADABLE")
+
+    # Signed by another log's key (same origin): not this node's.
+    other_pki = tmp_path_factory.mktemp("other-pki")
+    make_dev_pki(other_pki, "01", ["S1", "S2"])
+    foreign, _ = _config(tmp_path, "foreign", other_pki, f"sqlite:///{tmp_path / 'foreign.db'}", latest)
+    latest.unlink()
+    foreign_note = _serve(foreign, other_pki, clock, ["S1", "S2"], transfers=1)
+    assert latest.read_text(encoding="utf-8") == foreign_note
+    _refused(config, pki, clock, "LATEST_CHECKPOINT_UNREADABLE")
+
+    latest.write_text(note, encoding="utf-8")
+    assert _serve(config, pki, clock, []) == note
