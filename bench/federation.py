@@ -73,6 +73,7 @@ key_file = "{own}/node.key"
 url = "{url}"
 [log]
 key_file = "{own}/log.key"
+latest_checkpoint_file = "node{province}.latest-checkpoint"
 [signing]
 ca_file = "{work}/signing-cas.pem"
 [seal]

@@ -129,6 +129,7 @@ key_file = "pki/node.key"
 url = "{database_url}"
 [log]
 key_file = "pki/log.key"
+latest_checkpoint_file = "{name}.latest-checkpoint"
 [signing]
 ca_file = "pki/signing-ca.pem"
 [logging]

@@ -8,8 +8,10 @@ signing would publish a second, different tree of a size it already signed.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -56,7 +58,11 @@ def _serve(config: Config, pki: Path, clock: FakeClock, schools: list[str], tran
             s2.accept_transfer(s1.initiate_transfer(code, "S2").transfer.id)
         assert node.node is not None
         node.run(node.node.publish_checkpoint)
-        return admin.get_checkpoint().checkpoint
+        note = admin.get_checkpoint().checkpoint
+        # On the file before anyone could be given it, not only at stop.
+        assert config.latest_checkpoint_file is not None
+        assert config.latest_checkpoint_file.read_text(encoding="utf-8") == note
+        return note
 
 
 def _refused(config: Config, pki: Path, clock: FakeClock, reason: str) -> str:
@@ -160,3 +166,31 @@ def test_an_unreadable_or_foreign_copy_is_refused(
 
     latest.write_text(note, encoding="utf-8")
     assert _serve(config, pki, clock, []) == note
+
+
+def test_a_checkpoint_on_the_file_but_not_in_the_database_is_no_fork(
+    tmp_path: Path, pki: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A crash after the file was written but before the checkpoint was stored leaves the file ahead of
+    the database's checkpoints, over entries the database holds: the node starts, signs that tree again
+    (the same root), and the file does not go back. A lost file only gets a warning."""
+    db = tmp_path / "node.db"
+    latest = tmp_path / "latest-checkpoint"
+    config, _ = _config(tmp_path, "node", pki, f"sqlite:///{db}", latest)
+    note = _serve(config, pki, clock, ["S1", "S2"], transfers=2)
+    size = int(note.splitlines()[1])
+    with sqlite3.connect(db) as conn:  # as if the node had stopped between the file and the database
+        (trigger,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'log_checkpoints_no_delete'").fetchone()
+        conn.execute("DROP TRIGGER log_checkpoints_no_delete")
+        conn.execute("DELETE FROM log_checkpoints WHERE size = ?", (size,))
+        conn.execute(trigger)
+    conn.close()
+    again = _serve(config, pki, clock, [])
+    assert again.splitlines()[:3] == note.splitlines()[:3]  # same origin, size and root, signed anew
+    assert latest.read_text(encoding="utf-8") == again
+
+    latest.unlink()
+    with caplog.at_level(logging.WARNING):
+        _serve(config, pki, clock, [])
+    assert any("latest_checkpoint_file is missing" in r.getMessage() for r in caplog.records)
+    assert latest.read_text(encoding="utf-8") == again

@@ -60,6 +60,14 @@ class Logbook:
         "The whole log" is what earlier transactions committed: entries staged by
         commands in the same batch have no stored subtree hashes yet, and are
         covered by the next checkpoint."""
+        checkpoint = self.prepare(uow)
+        if checkpoint is not None:
+            uow.log.add_checkpoint(checkpoint)
+        return checkpoint
+
+    def prepare(self, uow: UnitOfWork) -> StoredCheckpoint | None:
+        """Sign a checkpoint of the committed log if it grew since the latest
+        stored one, without storing it (None if it did not grow)."""
         if self.signer is None:
             raise RuntimeError("this node has no log signing key")
         size = uow.log.committed_size()
@@ -69,21 +77,33 @@ class Logbook:
                 raise DataLoss("LOG_SHRANK", f"the log has {size} entries but checkpoint {latest.size} was signed")
             return None
         root = tree_root(uow, size)
-        if latest is not None and latest.size > 0:
-            proof = merkle.consistency_proof(
-                latest.size, size, uow.log.nodes(merkle.consistency_nodes(latest.size, size))
-            )
-            try:
-                merkle.verify_consistency(latest.size, size, proof, latest.root, root)
-            except merkle.MerkleError as exc:
-                # Signing now would put two inconsistent checkpoints in the world.
-                raise DataLoss(
-                    "LOG_INCONSISTENT", f"the log at {size} is not consistent with checkpoint {latest.size}: {exc}"
-                ) from exc
+        self._check_consistent(uow, latest, size, root)
         note = sign_note(Checkpoint(self.origin, size, root).text(), self.signer)
-        checkpoint = StoredCheckpoint(size, root, note, self.clock.now())
+        return StoredCheckpoint(size, root, note, self.clock.now())
+
+    def store(self, uow: UnitOfWork, checkpoint: StoredCheckpoint) -> StoredCheckpoint | None:
+        """Store a checkpoint `prepare` signed, in a write transaction: checked
+        again against the latest stored one, which may have changed meanwhile.
+        None if one as large is stored already."""
+        latest = uow.log.latest_checkpoint()
+        if latest is not None and latest.size >= checkpoint.size:
+            return None
+        self._check_consistent(uow, latest, checkpoint.size, checkpoint.root)
         uow.log.add_checkpoint(checkpoint)
         return checkpoint
+
+    @staticmethod
+    def _check_consistent(uow: UnitOfWork, latest: StoredCheckpoint | None, size: int, root: bytes) -> None:
+        if latest is None or latest.size == 0:
+            return
+        proof = merkle.consistency_proof(latest.size, size, uow.log.nodes(merkle.consistency_nodes(latest.size, size)))
+        try:
+            merkle.verify_consistency(latest.size, size, proof, latest.root, root)
+        except merkle.MerkleError as exc:
+            # Signing now would put two inconsistent checkpoints in the world.
+            raise DataLoss(
+                "LOG_INCONSISTENT", f"the log at {size} is not consistent with checkpoint {latest.size}: {exc}"
+            ) from exc
 
     def check_signed_before(self, uow: UnitOfWork, note: str, verifier: Verifier) -> Checkpoint:
         """Check that the database still holds the tree of a checkpoint this node

@@ -187,8 +187,8 @@ class Node:
         self.staff = Staff(trust, self.clock, self.ids, config.utc_offset)
         self.logbook: Logbook | None = None
         self.stopped = asyncio.Event()
-        self._latest: StoredCheckpoint | None = None  # the latest checkpoint signed
-        self._saved_size = -1  # the size of the one in log.latest_checkpoint_file
+        self._publish_lock = asyncio.Lock()  # one publication at a time
+        self._saved_size = -1  # the size of the checkpoint in log.latest_checkpoint_file
         self._save_lock = threading.Lock()
 
     async def start(self) -> int:
@@ -354,26 +354,44 @@ class Node:
             await asyncio.sleep(self.config.expiry_sweep_seconds)
 
     async def publish_checkpoint(self) -> StoredCheckpoint | None:
-        """Sign a checkpoint of the log if it grew since the last one (through the writer)."""
+        """Sign a checkpoint of the log if it grew since the last one (stored through the writer).
+
+        With `log.latest_checkpoint_file`, the checkpoint is signed on a read,
+        written to that file, and only then stored, where receipts and
+        GetCheckpoint find it: nothing this node hands out is missing from the
+        file. The entries it covers were committed before it was signed, so a
+        file ahead of the database's checkpoints still matches its tree."""
         assert self.store is not None and self.logbook is not None, "node not started"
-        checkpoint = await self.store.write(self.logbook.publish)
+        logbook, path = self.logbook, self.config.latest_checkpoint_file
+        async with self._publish_lock:
+            if path is None:
+                checkpoint = await self.store.write(logbook.publish)
+            else:
+                signed = await self.store.read(logbook.prepare)
+                if signed is None:
+                    return None
+                await asyncio.to_thread(self._save_synced, path, signed)
+                checkpoint = await self.store.write(lambda uow: logbook.store(uow, signed))
         if checkpoint is not None:
             log.info("checkpoint published", extra={"tree_size": checkpoint.size, "root": checkpoint.root.hex()})
-            if self._latest is None or checkpoint.size > self._latest.size:
-                self._latest = checkpoint
         return checkpoint
 
     async def _check_signed_before(self, store: Store, logbook: Logbook, verifier: Verifier) -> None:
         """Refuse to start on a database that no longer holds the latest tree this
         node signed (`log.latest_checkpoint_file`, kept outside the database)."""
-        self._latest = await store.read(lambda uow: uow.log.latest_checkpoint())
         path = self.config.latest_checkpoint_file
         if path is None:
             return
+        latest = await store.read(lambda uow: uow.log.latest_checkpoint())
         try:
             saved = path.read_text(encoding="utf-8")
-        except FileNotFoundError:  # first start with the file configured
-            await self.save_latest_checkpoint()
+        except FileNotFoundError:  # the first start with the file configured, or the file was lost
+            if latest is not None:
+                log.warning(
+                    "log.latest_checkpoint_file is missing: the database could not be checked against it",
+                    extra={"path": str(path), "tree_size": latest.size},
+                )
+                await asyncio.to_thread(self._save_synced, path, latest)
             return
         except (OSError, UnicodeDecodeError) as exc:
             raise StartRefused(f"log.latest_checkpoint_file {path}: cannot be read: {exc}") from None
@@ -385,15 +403,9 @@ class Node:
                 "Backups and restores)"
             ) from None
         log.info("log matches the latest signed checkpoint", extra={"tree_size": signed.size})
-        await self.save_latest_checkpoint()
-
-    async def save_latest_checkpoint(self) -> None:
-        """Write the latest checkpoint this node signed to `log.latest_checkpoint_file`
-        (atomically, synced) if it changed since it was last written."""
-        path, latest = self.config.latest_checkpoint_file, self._latest
-        if path is None or latest is None or latest.size <= self._saved_size:
-            return
-        await asyncio.to_thread(self._save_synced, path, latest)
+        self._saved_size = signed.size  # the file never goes back to a smaller tree
+        if latest is not None:
+            await asyncio.to_thread(self._save_synced, path, latest)
 
     def _save_synced(self, path: Path, checkpoint: StoredCheckpoint) -> None:
         # On a thread, which runs on even when its caller is cancelled (at stop):
@@ -440,9 +452,6 @@ class Node:
         while True:
             try:
                 await self.publish_checkpoint()
-                # Also those published for receipts meanwhile: the file lags the
-                # database by at most this loop's interval.
-                await self.save_latest_checkpoint()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -468,7 +477,6 @@ class Node:
         if self.store is not None:
             try:  # leave a checkpoint covering everything this node wrote
                 await self.publish_checkpoint()
-                await self.save_latest_checkpoint()
             except Exception:
                 log.exception("final checkpoint failed; the next start publishes it")
         if self.writer is not None:
