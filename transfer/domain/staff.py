@@ -13,7 +13,8 @@ Rules of a handoff (bàn giao), enforced here:
    today or past): duties move, pending tasks move, each move is a log entry,
    and from then on the teacher's signatures are refused. Signatures given
    before stay valid; a departure dated in the past cannot precede one the
-   teacher gave while it would have been in force.
+   teacher gave while it would have been in force. One dated today takes
+   effect when it is recorded: signatures given earlier that day stay valid.
 4. A temporary absence (with an end date: maternity leave, long illness) ends
    by itself at the end date: the duties it moved return to the teacher from
    whoever holds them then; tasks already moved stay with whoever holds them.
