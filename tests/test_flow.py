@@ -139,17 +139,22 @@ def test_watch_resumes_from_cursor_after_drop(s1: TransferClient, s2: TransferCl
     replay.close()
 
 
-def test_watch_stream_ends_unavailable_on_shutdown(node: RunningNode, s2: TransferClient) -> None:
+def test_watch_stream_ends_unavailable_on_shutdown(node: RunningNode, s1: TransferClient, s2: TransferClient) -> None:
     """Stopping the node ends open watch streams with UNAVAILABLE, so clients know to resume."""
     from transfer.client.errors import Unavailable
 
+    t = s1.initiate_transfer(register(s1), "S2").transfer
     stream = s2.watch_transfers(resume=False)
     result: queue.Queue[object] = queue.Queue()
-    threading.Thread(target=_collect, args=(stream, result, 1), daemon=True).start()
+    threading.Thread(target=_collect, args=(stream, result, 2), daemon=True).start()
+    # A first event proves the stream is open and its handler subscribed: the stop
+    # must then end it (rather than race the call's set-up, or refuse the connection).
+    (first,) = _take(result, 1)
+    assert first.transfer.id == t.id
     assert node.node is not None
     node.run(lambda: node.node.stop(grace=1))  # type: ignore[union-attr]
     err = result.get(timeout=15)
-    assert isinstance(err, Unavailable)
+    assert isinstance(err, Unavailable) and err.reason == "SHUTTING_DOWN", repr(err)
 
 
 @pytest.mark.parametrize("level", [1, 2, 3])

@@ -188,6 +188,7 @@ class Node:
         self.logbook: Logbook | None = None
         self.stopped = asyncio.Event()
         self._publish_lock = asyncio.Lock()  # one publication at a time
+        self._stopping: asyncio.Future[None] | None = None
         self._saved_size = -1  # the size of the checkpoint in log.latest_checkpoint_file
         self._save_lock = threading.Lock()
 
@@ -459,7 +460,19 @@ class Node:
             await asyncio.sleep(self.config.checkpoint_interval_seconds)
 
     async def stop(self, grace: float | None = None) -> None:
-        """Refuse new calls, let in-flight ones finish, then close the database."""
+        """Refuse new calls, let in-flight ones finish, then close the database.
+
+        A second call (a signal during shutdown, a test's teardown) waits for the first."""
+        if self._stopping is not None:
+            await asyncio.shield(self._stopping)
+            return
+        self._stopping = asyncio.get_running_loop().create_future()
+        try:
+            await self._stop(grace)
+        finally:
+            self._stopping.set_result(None)
+
+    async def _stop(self, grace: float | None) -> None:
         grace = self.config.shutdown_grace_seconds if grace is None else grace
         log.info("node stopping", extra={"grace_seconds": grace})
         if self._health is not None:
