@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -137,6 +138,30 @@ def test_watch_resumes_from_cursor_after_drop(s1: TransferClient, s2: TransferCl
     replay = s2.watch_transfers()
     assert [next(replay).transfer.state for _ in range(3)] == [REQUESTED, ACCEPTED, REQUESTED]
     replay.close()
+
+
+def test_watch_call_reopens_at_its_deadline_without_loss_or_repeat(
+    node: RunningNode, s1: TransferClient, s2: TransferClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each watch call has a deadline, after which the client reopens it from its cursor at once (a call
+    lost in transit cannot hang for ever): events committed before, between and after deadlines arrive
+    once each, in order."""
+    assert node.node is not None
+    notifier, opened = node.node.notifier, []
+    subscribe = notifier.subscribe
+    monkeypatch.setattr(notifier, "subscribe", lambda school: opened.append(school) or subscribe(school))
+    stream = s2.watch_transfers(reopen_after=0.3)
+    result: queue.Queue[object] = queue.Queue()
+    threading.Thread(target=_collect, args=(stream, result, 4), daemon=True).start()
+    sent = [s1.initiate_transfer(register(s1), "S2").transfer.id]
+    assert _take(result, 1)[0].transfer.id == sent[0]
+    for _ in range(3):
+        time.sleep(0.45)  # past the call's deadline: a new call carries the next event
+        sent.append(s1.initiate_transfer(register(s1), "S2").transfer.id)
+    got = [e.transfer.id for e in _take(result, 3)]
+    assert got == sent[1:]
+    assert result.empty()
+    assert len(opened) >= 4  # one call per deadline at least
 
 
 def test_watch_stream_ends_unavailable_on_shutdown(node: RunningNode, s1: TransferClient, s2: TransferClient) -> None:

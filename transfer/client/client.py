@@ -49,6 +49,8 @@ from transfer.v1.transfers_pb2 import Transfer, WatchTransfersResponse
 T = TypeVar("T")
 # The node's message limit (a 4 MiB page with its envelope fits).
 MAX_MESSAGE = 64 * 1024 * 1024
+# A watch call is reopened (from its cursor) after this long, so that none can hang for ever.
+WATCH_REOPEN_SECONDS = 300.0
 log = logging.getLogger("transfer.client")
 
 
@@ -542,18 +544,25 @@ class TransferClient:
         *,
         resume: bool = True,
         max_reconnects: int = 20,
+        reopen_after: float = WATCH_REOPEN_SECONDS,
     ) -> Generator[WatchTransfersResponse, None, None]:
         """Events of the school's transfers, in commit order, as they happen.
 
         With `resume`, a dropped stream (node restart, network failure) is
         reopened from the last cursor received, with the retry policy's
         backoff; `max_reconnects` consecutive failures end it with the last
-        error. Events are neither lost nor repeated across reconnects.
-        Closing the iterator cancels the stream.
+        error. Each call also has a deadline of `reopen_after` seconds, at
+        which it is reopened at once: a call lost in transit (gRPC can leave
+        one waiting forever when the server goes away as it starts) ends
+        there instead of never. Events are neither lost nor repeated across
+        reconnects. Closing the iterator cancels the stream.
         """
         failures = 0
         while True:
-            call = self.transfers.WatchTransfers(transfers_pb2.WatchTransfersRequest(school=school, cursor=cursor))
+            call = self.transfers.WatchTransfers(
+                transfers_pb2.WatchTransfersRequest(school=school, cursor=cursor),
+                timeout=reopen_after if resume else None,
+            )
             try:
                 for event in call:
                     failures = 0
@@ -561,6 +570,8 @@ class TransferClient:
                     yield event
                 return
             except grpc.RpcError as err:
+                if resume and err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    continue  # the call's own deadline: reopen from the cursor
                 error = from_rpc_error(err)
                 if not (resume and error.transient) or failures >= max_reconnects:
                     raise error from None
