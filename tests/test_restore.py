@@ -31,6 +31,7 @@ from tests.support import (
 from transfer.devpki import make_dev_pki
 from transfer.server.app import StartRefused
 from transfer.server.config import Config
+from transfer.server.verify import main as verify_log
 
 
 def _config(tmp_path: Path, name: str, pki: Path, url: str, latest: Path) -> tuple[Config, Path]:
@@ -109,7 +110,7 @@ def test_a_database_that_lost_signed_entries_is_refused(
 
 
 def test_a_restored_backup_is_refused_until_the_lost_entries_are_back(
-    tmp_path: Path, pki: Path, clock: FakeClock
+    tmp_path: Path, pki: Path, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """SQLite copied while the node was stopped, more entries signed, the old copy put back: the node
     (and `transfer-server`, exit status 1) refuses to start, naming the reason; the newer copy starts."""
@@ -137,19 +138,32 @@ def test_a_restored_backup_is_refused_until_the_lost_entries_are_back(
     assert proc.returncode == 1
     assert "LOG_BEHIND_SIGNED_CHECKPOINT" in proc.stderr and "docs/operations.md" in proc.stderr
     assert latest.read_text(encoding="utf-8") == note
+    # The operator's check before starting: transfer-verify-log says the same, naming the file.
+    capsys.readouterr()
+    assert verify_log(["--config", str(path), "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert "entries this log signed are missing" in out and str(latest) in out
 
     for f in tmp_path.glob("node.db*"):
         f.unlink()
     for f in newer.iterdir():
         shutil.copy2(f, tmp_path / f.name)
+    held = tmp_path / "from-a-receipt"
+    held.write_text(note, encoding="utf-8")
+    assert verify_log(["--config", str(path), "--quiet", "--checkpoint", str(held)]) == 0
+    assert "2 held outside the database" in capsys.readouterr().out
     assert _serve(config, pki, clock, []) == note  # nothing new to sign: the same checkpoint
 
 
 def test_an_unreadable_or_foreign_copy_is_refused(
-    tmp_path: Path, pki: Path, clock: FakeClock, tmp_path_factory: pytest.TempPathFactory
+    tmp_path: Path,
+    pki: Path,
+    clock: FakeClock,
+    tmp_path_factory: pytest.TempPathFactory,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     latest = tmp_path / "latest-checkpoint"
-    config, _ = _config(tmp_path, "node", pki, f"sqlite:///{tmp_path / 'node.db'}", latest)
+    config, path = _config(tmp_path, "node", pki, f"sqlite:///{tmp_path / 'node.db'}", latest)
     note = _serve(config, pki, clock, ["S1", "S2"], transfers=1)
 
     latest.write_text("not a checkpoint\n", encoding="utf-8")
@@ -163,6 +177,9 @@ def test_an_unreadable_or_foreign_copy_is_refused(
     foreign_note = _serve(foreign, other_pki, clock, ["S1", "S2"], transfers=1)
     assert latest.read_text(encoding="utf-8") == foreign_note
     _refused(config, pki, clock, "LATEST_CHECKPOINT_UNREADABLE")
+    capsys.readouterr()
+    assert verify_log(["--config", str(path), "--quiet"]) == 1
+    assert "is not one this log signed" in capsys.readouterr().out
 
     latest.write_text(note, encoding="utf-8")
     assert _serve(config, pki, clock, []) == note

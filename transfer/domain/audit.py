@@ -10,7 +10,11 @@ the node's public log key:
   an altered subtree hash is named with the leaves it covers;
 * every stored checkpoint carries a valid signature from the log key, for
   this log's origin, and its root is the root of the verified tree at its size
-  (so all checkpoints are consistent with each other).
+  (so all checkpoints are consistent with each other);
+* each checkpoint held outside the database (the node's
+  `log.latest_checkpoint_file`, one a peer or an auditor kept) is signed by
+  the log key for this origin, and the stored tree holds it: as many entries,
+  the same root. A database restored behind it fails here.
 
 Memory stays flat: each level is streamed in index order against the one
 below it.
@@ -18,7 +22,7 @@ below it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -42,6 +46,7 @@ class AuditReport:
     size: int = 0
     nodes_checked: int = 0
     checkpoints_checked: int = 0
+    held_checked: int = 0
     problems: list[str] = field(default_factory=list)
     first_bad_index: int | None = None
 
@@ -59,11 +64,19 @@ def _no_progress(stage: str, done: int, total: int) -> None:
     return None
 
 
-def audit_log(source: LogSource, verifier: Verifier, origin: str, *, progress: Progress = _no_progress) -> AuditReport:
+def audit_log(
+    source: LogSource,
+    verifier: Verifier,
+    origin: str,
+    *,
+    progress: Progress = _no_progress,
+    held: Sequence[tuple[str, str]] = (),
+) -> AuditReport:
     """Check the log as it is when the audit starts; entries a live node appends meanwhile are left out.
 
     The checkpoints are read first and the size fixed next, so every checkpoint
-    read is within the size checked (the log only grows)."""
+    read is within the size checked (the log only grows). `held`: (where it
+    came from, signed note) of checkpoints kept outside the database."""
     report = AuditReport()
     checkpoints = source.checkpoints()
     total = source.leaf_count()
@@ -72,7 +85,30 @@ def audit_log(source: LogSource, verifier: Verifier, origin: str, *, progress: P
         _check_levels(source, report, progress)
     if report.ok:
         _check_checkpoints(source, checkpoints, report, verifier, origin)
+    if report.ok:
+        for where, note in held:
+            _check_held(source, report, verifier, origin, where, note)
     return report
+
+
+def _check_held(source: LogSource, report: AuditReport, verifier: Verifier, origin: str, where: str, text: str) -> None:
+    try:
+        note, _ = open_note(text, [verifier])
+        body = parse_checkpoint(note.text, origin=origin)
+    except NoteError as exc:
+        report.fail(f"the checkpoint in {where} is not one this log signed: {exc}")
+        return
+    if body.size > report.size:
+        report.fail(
+            f"the checkpoint in {where} is of {body.size} entries, but the database holds {report.size}: "
+            "entries this log signed are missing (a database restored from an older backup?)",
+            report.size,
+        )
+        return
+    if merkle.root_from_nodes(body.size, source.nodes(merkle.root_nodes(body.size))) != body.root:
+        report.fail(f"the checkpoint in {where} has another root than the database's tree at {body.size} entries")
+        return
+    report.held_checked += 1
 
 
 def _check_leaves(source: LogSource, report: AuditReport, total: int, progress: Progress) -> None:

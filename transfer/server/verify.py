@@ -5,6 +5,10 @@ checks index contiguity, and checks each stored checkpoint's signature (with
 the public half of the node's log key, or --vkey) and root. Prints progress
 on long logs, then either "log verified" with figures or the first problem —
 naming the first bad index when a row was altered behind the service's back.
+Checkpoints held outside the database — the node's `log.latest_checkpoint_file`,
+and any given with --checkpoint (one from a peer's receipt, an auditor's) —
+must be signed by the log and held by the database's tree: after a restore,
+this says whether the node may start.
 Exit status 0 when the log verifies, 1 when it does not, 2 on usage errors.
 Run it while the node is up or down; it only reads.
 """
@@ -33,17 +37,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True, help="the node's configuration")
     parser.add_argument("--vkey", help="the log's verifier key (default: derived from the node's log key file)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument(
+        "--checkpoint",
+        action="append",
+        type=Path,
+        default=[],
+        metavar="FILE",
+        help="a signed checkpoint of this log held outside the database, which its tree must hold (repeatable)",
+    )
     ns = parser.parse_args(argv)
     try:
         cfg = load(ns.config)
         verifier: Verifier = parse_vkey(ns.vkey) if ns.vkey else parse_vkey(load_log_signer(cfg).vkey)
-    except (ConfigError, NoteError, OSError) as exc:
+        files = list(ns.checkpoint)
+        if cfg.latest_checkpoint_file is not None and cfg.latest_checkpoint_file.exists():
+            files.insert(0, cfg.latest_checkpoint_file)
+        held = [(str(f), f.read_text(encoding="utf-8")) for f in files]
+    except (ConfigError, NoteError, OSError, UnicodeDecodeError) as exc:
         print(f"transfer-verify-log: {exc}", file=sys.stderr)
         return 2
     scanner = LogScanner(cfg.database_url)
     started = time.perf_counter()
     try:
-        report = audit_log(scanner, verifier, cfg.log_origin, progress=(lambda *a: None) if ns.quiet else _progress)
+        report = audit_log(
+            scanner, verifier, cfg.log_origin, progress=(lambda *a: None) if ns.quiet else _progress, held=held
+        )
     finally:
         scanner.close()
     seconds = time.perf_counter() - started
@@ -55,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(
         f"log verified: {report.size:,} entries, {report.nodes_checked:,} subtree hashes, "
-        f"{report.checkpoints_checked} checkpoints, in {seconds:.1f} s"
+        f"{report.checkpoints_checked} checkpoints"
+        + (f", {report.held_checked} held outside the database" if held else "")
+        + f", in {seconds:.1f} s"
     )
     return 0
 
