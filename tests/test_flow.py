@@ -161,7 +161,7 @@ def test_watch_call_reopens_at_its_deadline_without_loss_or_repeat(
     got = [e.transfer.id for e in _take(result, 3)]
     assert got == sent[1:]
     assert result.empty()
-    assert len(opened) >= 4  # one call per deadline at least
+    assert len(opened) >= 2  # reopened at its deadlines (one call without them)
 
 
 def test_watch_stream_ends_unavailable_on_shutdown(node: RunningNode, s1: TransferClient, s2: TransferClient) -> None:
