@@ -23,7 +23,8 @@ from pathlib import Path
 
 from transfer.client.client import TransferClient
 from transfer.ledger import merkle
-from transfer.ledger.note import Checkpoint, NoteError, Verifier, open_note, parse_checkpoint, parse_vkey
+from transfer.ledger.note import Checkpoint, NoteError, Verifier, parse_vkey
+from transfer.ledger.note import open_checkpoint as open_signed_checkpoint
 from transfer.v1 import log_pb2
 
 
@@ -46,13 +47,9 @@ class EntryMismatch(LogVerificationError):
 def open_checkpoint(signed: str, verifier: Verifier, origin: str | None) -> Checkpoint:
     """A checkpoint whose signature by `verifier` is valid (and whose origin is `origin`)."""
     try:
-        note, _ = open_note(signed, [verifier])
-        checkpoint = parse_checkpoint(note.text)
+        return open_signed_checkpoint(signed, verifier, origin)
     except NoteError as exc:
         raise LogVerificationError(f"checkpoint rejected: {exc}") from None
-    if origin is not None and checkpoint.origin != origin:
-        raise LogVerificationError(f"checkpoint is for log {checkpoint.origin!r}, not {origin!r}")
-    return checkpoint
 
 
 def verify_receipt_offline(

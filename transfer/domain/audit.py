@@ -28,7 +28,7 @@ from typing import Protocol
 
 from transfer.domain.model import StoredCheckpoint
 from transfer.ledger import merkle
-from transfer.ledger.note import NoteError, Verifier, open_note, parse_checkpoint
+from transfer.ledger.note import NoteError, Verifier, open_checkpoint
 
 Progress = Callable[[str, int, int], None]
 
@@ -93,8 +93,7 @@ def audit_log(
 
 def _check_held(source: LogSource, report: AuditReport, verifier: Verifier, origin: str, where: str, text: str) -> None:
     try:
-        note, _ = open_note(text, [verifier])
-        body = parse_checkpoint(note.text, origin=origin)
+        body = open_checkpoint(text, verifier, origin)
     except NoteError as exc:
         report.fail(f"the checkpoint in {where} is not one this log signed: {exc}")
         return
@@ -169,8 +168,7 @@ def _check_checkpoints(
     for cp in checkpoints:
         where = f"checkpoint {cp.size}"
         try:
-            note, _ = open_note(cp.note, [verifier])
-            body = parse_checkpoint(note.text)
+            body = open_checkpoint(cp.note, verifier)
         except NoteError as exc:
             report.fail(f"{where}: signature or format is invalid: {exc}")
             return

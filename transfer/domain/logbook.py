@@ -18,7 +18,7 @@ from transfer.domain.model import StoredCheckpoint
 from transfer.domain.paging import Page
 from transfer.domain.ports import Clock, UnitOfWork
 from transfer.ledger import merkle
-from transfer.ledger.note import Checkpoint, NoteError, Signer, Verifier, open_note, parse_checkpoint, sign_note
+from transfer.ledger.note import Checkpoint, NoteError, Signer, Verifier, open_checkpoint, sign_note
 
 MAX_ENTRIES_PAGE = 1000
 
@@ -114,8 +114,7 @@ class Logbook:
         already signed: a fork that every holder of the first checkpoint can
         prove. Refused with DataLoss; the checkpoint when the database holds it."""
         try:
-            opened, _ = open_note(note, [verifier])
-            signed = parse_checkpoint(opened.text, origin=self.origin)
+            signed = open_checkpoint(note, verifier, self.origin)
         except NoteError as exc:
             raise DataLoss(
                 "LATEST_CHECKPOINT_UNREADABLE", f"the saved latest checkpoint is not one this log signed: {exc}"
@@ -128,9 +127,7 @@ class Logbook:
                 "it was restored from an older backup, or it is not this node's database; signing now would fork "
                 "the log",
             )
-        stored = uow.log.checkpoint(signed.size)
-        root = stored.root if stored is not None else tree_root(uow, signed.size)
-        if root != signed.root:
+        if tree_root(uow, signed.size) != signed.root:
             raise DataLoss(
                 "LOG_DIVERGES_FROM_SIGNED_CHECKPOINT",
                 f"the database's log at {signed.size} entries has another root than the checkpoint this node "

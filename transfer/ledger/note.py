@@ -62,6 +62,7 @@ __all__ = [
     "cosignature_timestamp",
     "generate_key",
     "key_id",
+    "open_checkpoint",
     "open_note",
     "parse_checkpoint",
     "parse_note",
@@ -597,3 +598,10 @@ def parse_checkpoint(text: str, *, origin: str | None = None) -> Checkpoint:
     for line in extensions:
         _check_line(line, "extension line")
     return Checkpoint(first, int(size_line), root, tuple(extensions))
+
+
+def open_checkpoint(signed: str, verifier: Verifier, origin: str | None = None) -> Checkpoint:
+    """The checkpoint in a signed note whose signature by `verifier` is valid
+    (and, given `origin`, which is of that log); NoteError otherwise."""
+    note, _ = open_note(signed, [verifier])
+    return parse_checkpoint(note.text, origin=origin)

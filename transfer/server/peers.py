@@ -45,8 +45,7 @@ from transfer.ledger.note import (
     Ed25519Signer,
     NoteError,
     Verifier,
-    open_note,
-    parse_checkpoint,
+    open_checkpoint,
     parse_skey,
     parse_vkey,
 )
@@ -510,8 +509,7 @@ class Dispatcher:
             self._verified_checkpoints.move_to_end(key)
             return size
         try:
-            note, _ = open_note(note_text, [self.peers[peer].log_key])
-            size = parse_checkpoint(note.text).size
+            size = open_checkpoint(note_text, self.peers[peer].log_key).size
         except NoteError as exc:
             raise ValueError(f"its checkpoint does not verify with the peer's log key: {exc}") from None
         self._verified_checkpoints[key] = size
