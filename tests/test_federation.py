@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import json
 import os
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
 from datetime import UTC, datetime, timedelta
@@ -21,6 +23,9 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import Bundle, RuleBasedStateMachine, multiple, precondition, rule, run_state_machine_as_test
 
 from tests.federation import (
     Node,
@@ -44,6 +49,7 @@ from tests.support import (
     write_config,
 )
 from transfer.client import NO_RETRY, ClientTls, TransferClient, TransferError
+from transfer.client.client import TransferChange
 from transfer.client.signing import sign_digest
 from transfer.devpki import SigningCA, make_dev_pki
 from transfer.domain.leaves import LeafKind, PeerLeaf, TransferLeaf
@@ -729,3 +735,203 @@ def test_a_hanging_peer_does_not_hold_up_deliveries_to_the_others(
     finally:
         hanging.release.set()
         server.stop(0)
+
+
+# -- the rules between provinces as a model ----------------------------------------------
+
+
+PROVINCE_SCHOOLS = {"01": ("S1", "S2"), "79": ("D1", "D2")}
+PROVINCE_CALLERS = {  # identity -> the school it acts for (None: the province admin)
+    "01": {"school-S1": "S1", "school-S2": "S2", "school-admin-S1": "S1", "province-admin": None},
+    "79": {"school-D1": "D1", "school-D2": "D2", "province-admin": None},
+}
+
+
+@dataclasses.dataclass
+class _Moved:
+    """A transfer as the model sees it once both nodes have settled."""
+
+    id: str
+    code: str
+    source: tuple[str, str]  # (province, school)
+    target: tuple[str, str]
+    state: int = REQUESTED
+
+
+def _acts_for(province: str, caller: str, school: str) -> bool:
+    own = PROVINCE_CALLERS[province][caller]
+    return own is None or own == school
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_transfers_between_provinces_follow_the_model(start_pair: StartPair, engine: str) -> None:
+    """Random sequences of registrations, transfers within and between 01 and 79, decisions,
+    cancellation requests, repeats and node restarts, each step let settle (both outboxes
+    drained): every record has exactly the one holder the model says, every transfer the
+    model's state on both nodes, every call the model's outcome; both logs verify at the end."""
+    pair = start_pair(engine)
+    nodes = {"01": pair.a, "79": pair.b}
+    pair.a.admin.register_school("S2", "Trường Tiểu học Số 2 (Hà Nội)")
+    pair.b.admin.register_school("D2", "Trường Tiểu học Quận 2")
+    clients = {(p, c): nodes[p].client(c) for p, callers in PROVINCE_CALLERS.items() for c in callers}
+    every_code: list[str] = []
+
+    def settle() -> None:
+        for node in nodes.values():
+            drained(node)
+
+    class Between(RuleBasedStateMachine):
+        records = Bundle("records")
+        transfers = Bundle("transfers")
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.home: dict[str, tuple[str, str]] = {}  # lookup code -> (province, school) holding it
+            self.left: dict[str, dict[str, str]] = {}  # lookup code -> {province: school} of copies left behind
+            self.open: dict[str, str | None] = {}
+            self.moves: dict[str, _Moved] = {}
+            self.used: dict[tuple[str, str, str], tuple[Callable[[], TransferChange], TransferChange]] = {}
+            self.restarts = 0
+
+        @rule(target=records, province=st.sampled_from(sorted(PROVINCE_SCHOOLS)), data=st.data())
+        def register(self, province: str, data: st.DataObject) -> str:
+            school = data.draw(st.sampled_from(PROVINCE_SCHOOLS[province]))
+            code = new_record(clients[(province, f"school-{school}")])
+            self.home[code], self.left[code], self.open[code] = (province, school), {}, None
+            every_code.append(code)
+            return code
+
+        @rule(target=transfers, code=records, data=st.data())
+        def initiate(self, code: str, data: st.DataObject) -> str:
+            province, school = self.home[code]
+            at = data.draw(st.sampled_from([province, province, "01", "79"]))  # mostly where the record lives
+            rightful = sorted(c for c in PROVINCE_CALLERS[at] if _acts_for(at, c, school))
+            caller = data.draw(st.sampled_from(rightful) | st.sampled_from(sorted(PROVINCE_CALLERS[at])))
+            to = data.draw(st.sampled_from([(p, s) for p, schools in PROVINCE_SCHOOLS.items() for s in schools]))
+            rid = str(uuid.uuid4())
+            client = clients[(at, caller)]
+
+            def call() -> TransferChange:
+                return client.initiate_transfer(code, to[1], "" if to[0] == at else to[0], request_id=rid)
+
+            expected = self._initiate_refusal(code, at, caller, to)
+            if expected is not None:
+                self._refused(call, expected)
+                return multiple()  # type: ignore[return-value]
+            answer = call()
+            t = answer.transfer
+            assert (t.from_province, t.from_school, t.to_province, t.to_school) == (*self.home[code], *to)
+            self.moves[t.id] = _Moved(t.id, code, self.home[code], to)
+            self.open[code] = t.id
+            self.used[(at, caller, rid)] = (call, answer)
+            settle()
+            self._check(code)
+            return t.id
+
+        @rule(tid=transfers, verb=st.sampled_from(["accept", "reject", "cancel"]), data=st.data())
+        def decide(self, tid: str, verb: str, data: st.DataObject) -> None:
+            m = self.moves[tid]
+            at, school = m.source if verb == "cancel" else m.target
+            rightful = sorted(c for c in PROVINCE_CALLERS[at] if _acts_for(at, c, school))
+            caller = data.draw(st.sampled_from(rightful) | st.sampled_from(sorted(PROVINCE_CALLERS[at])))
+            rid = str(uuid.uuid4())
+            client = clients[(at, caller)]
+            methods = {
+                "accept": lambda: client.accept_transfer(tid, request_id=rid),
+                "reject": lambda: client.reject_transfer(tid, "đủ sĩ số", request_id=rid),
+                "cancel": lambda: client.cancel_transfer(tid, "gia đình đổi ý", request_id=rid),
+            }
+            call = methods[verb]
+            if not _acts_for(at, caller, school):
+                denied = "NOT_SENDING_SCHOOL" if verb == "cancel" else "NOT_RECEIVING_SCHOOL"
+                self._refused(call, ("PERMISSION_DENIED", denied))
+                return
+            if m.state != REQUESTED:
+                self._refused(call, ("FAILED_PRECONDITION", "TRANSFER_NOT_OPEN"))
+                return
+            answer = call()
+            between = m.source[0] != m.target[0]
+            if verb == "cancel" and between:  # a request to the receiving node, which decides
+                assert answer.transfer.state == REQUESTED and answer.transfer.cancel_requested and not answer.logged
+            else:
+                assert answer.logged
+            m.state = {"accept": ACCEPTED, "reject": REJECTED, "cancel": CANCELLED}[verb]
+            self.open[m.code] = None
+            if m.state == ACCEPTED:
+                if between:
+                    self.left[m.code][m.source[0]] = m.source[1]
+                    self.left[m.code].pop(m.target[0], None)
+                self.home[m.code] = m.target
+            self.used[(at, caller, rid)] = (call, answer)
+            settle()
+            self._check(m.code)
+
+        @precondition(lambda self: bool(self.used))
+        @rule(data=st.data())
+        def repeat(self, data: st.DataObject) -> None:
+            """A call sent again with its request id gets its first answer, whatever happened since."""
+            call, first = self.used[data.draw(st.sampled_from(sorted(self.used)))]
+            again = call()
+            assert again.transfer.SerializeToString(deterministic=True) == first.transfer.SerializeToString(
+                deterministic=True
+            )
+            assert again.receipt == first.receipt
+
+        @precondition(lambda self: self.restarts < 1)
+        @rule(province=st.sampled_from(sorted(PROVINCE_SCHOOLS)), now=st.integers(0, 3))
+        def crash_and_restart(self, province: str, now: int) -> None:
+            """A node killed (no shutdown code) and started again loses nothing it acknowledged."""
+            if now:  # a restart costs seconds: one chance in four when drawn
+                return
+            self.restarts += 1
+            nodes[province].proc.kill()
+            nodes[province].proc.start()
+            settle()
+            for code in self.home:
+                self._check(code)
+
+        def _initiate_refusal(self, code: str, at: str, caller: str, to: tuple[str, str]) -> tuple[str, str] | None:
+            province, school = self.home[code]
+            if at == province:
+                if not _acts_for(at, caller, school):
+                    return ("PERMISSION_DENIED", "NOT_CUSTODIAN")
+                if self.open[code] is not None:
+                    return ("FAILED_PRECONDITION", "TRANSFER_ALREADY_OPEN")
+                if to == (province, school):
+                    return ("INVALID_ARGUMENT", "SAME_SCHOOL")
+                return None
+            if at in self.left[code]:  # a read-only copy left behind when the record moved away
+                if _acts_for(at, caller, self.left[code][at]):
+                    return ("FAILED_PRECONDITION", "RECORD_TRANSFERRED_OUT")
+                return ("PERMISSION_DENIED", "NOT_CUSTODIAN")
+            if PROVINCE_CALLERS[at][caller] is None:
+                return ("NOT_FOUND", "RECORD_NOT_FOUND")
+            return ("PERMISSION_DENIED", "NOT_CUSTODIAN")
+
+        def _refused(self, call: Callable[[], Any], expected: tuple[str, str]) -> None:
+            with pytest.raises(TransferError) as err:
+                call()
+            assert (err.value.code.name, err.value.reason) == expected, err.value
+
+        def _check(self, code: str) -> None:
+            assert pair.holders(code) == [self.home[code]]
+            province, _ = self.home[code]
+            record = nodes[province].admin.get_record(code)
+            assert record.open_transfer_id == (self.open[code] or "")
+            for m in self.moves.values():
+                if m.code != code:
+                    continue
+                for p in {m.source[0], m.target[0]}:
+                    seen = nodes[p].admin.get_transfer(m.id)
+                    assert seen.state == m.state and not seen.cancel_requested, (p, m, seen)
+
+    run_state_machine_as_test(
+        Between,
+        settings=settings(
+            max_examples=int(os.environ.get("MODEL_EXAMPLES", "6")),
+            stateful_step_count=int(os.environ.get("MODEL_STEPS", "15")),
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
+    pair.assert_consistent(*every_code)
