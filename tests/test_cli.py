@@ -181,3 +181,25 @@ def test_cli_staff_and_handoff(node: RunningNode, capsys: pytest.CaptureFixture[
         main(cli(node, "school-S1", "depart", ids["CN2"], "--reason", "retirement", "--effective", "2026-11-23")) == 1
     )
     assert "SCHOOL_ADMIN_ONLY" in capsys.readouterr().err
+
+
+def test_cli_usage_errors_exit_2(
+    node: RunningNode, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Command lines argparse accepts but that cannot run (no credentials, no address, a bad requirement or duty) exit 2."""
+    for var in ("TRANSFER_ADDRESS", "TRANSFER_CA", "TRANSFER_CERT", "TRANSFER_KEY", "TRANSFER_PKI", "TRANSFER_AS"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "page.pdf").write_bytes(b"%PDF-1.7")
+    cases = [
+        ["--address", node.address, "list", "--incoming"],
+        ["--pki", str(node.pki), "--as", "school-S1", "list", "--incoming"],
+        cli(node, "school-S1", "page-add", new_lookup_code(), "2026-2027", "3", "3A", str(tmp_path / "page.pdf"),
+            "--require", "teacher"),
+        cli(node, "school-admin-S1", "duty-assign", "homeroom/2026-2027", "a" * 32),
+        cli(node, "school-admin-S1", "depart", "a" * 32, "--reason", "retirement", "--effective", "2026-11-23",
+            "--duty", "principal"),
+    ]  # fmt: skip
+    for args in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("transfer-cli: "), err

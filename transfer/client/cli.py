@@ -42,6 +42,10 @@ LEVELS = {
 STATES = {name.removeprefix("TRANSFER_STATE_").lower(): num for name, num in transfers_pb2.TransferState.items() if num}
 
 
+class UsageError(Exception):
+    """A command line the parser accepted but that cannot be run (exit status 2)."""
+
+
 def _when(ts: Timestamp) -> str:
     if not ts.seconds and not ts.nanos:
         return "-"
@@ -130,9 +134,9 @@ def _client(ns: argparse.Namespace) -> TransferClient:
     elif ns.ca and ns.cert and ns.key:
         tls = ClientTls.from_files(ns.ca, ns.cert, ns.key)
     else:
-        raise SystemExit("transfer-cli: give --pki DIR --as NAME, or --ca, --cert and --key (or TRANSFER_CA/CERT/KEY)")
+        raise UsageError("give --pki DIR --as NAME, or --ca, --cert and --key (or TRANSFER_CA/CERT/KEY)")
     if not ns.address:
-        raise SystemExit("transfer-cli: give --address HOST:PORT (or TRANSFER_ADDRESS)")
+        raise UsageError("give --address HOST:PORT (or TRANSFER_ADDRESS)")
     return TransferClient(ns.address, tls, timeout=ns.timeout, retry=RetryPolicy(attempts=ns.attempts))
 
 
@@ -284,7 +288,7 @@ def parse_requirement(text: str) -> tuple[int, str]:
         return pages_pb2.SIGNER_ROLE_SUBJECT, text.removeprefix("subject:")
     if text in ROLES:
         return ROLES[text], ""
-    raise SystemExit(f"transfer-cli: {text!r} is not homeroom, principal or subject:<code>")
+    raise UsageError(f"{text!r} is not homeroom, principal or subject:<code>")
 
 
 def parse_duty_key(text: str) -> tuple[int, str, str, str]:
@@ -295,9 +299,7 @@ def parse_duty_key(text: str) -> tuple[int, str, str, str]:
         return pages_pb2.SIGNER_ROLE_HOMEROOM, parts[1], parts[2], ""
     if parts[0] == "subject" and len(parts) == 4:
         return pages_pb2.SIGNER_ROLE_SUBJECT, parts[1], parts[2], parts[3]
-    raise SystemExit(
-        f"transfer-cli: {text!r} is not principal, homeroom/<year>/<class> or subject/<year>/<class>/<subject>"
-    )
+    raise UsageError(f"{text!r} is not principal, homeroom/<year>/<class> or subject/<year>/<class>/<subject>")
 
 
 def fmt_teacher(t: staff_pb2.Teacher) -> str:
@@ -414,7 +416,7 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                 for item in ns.duty:
                     key, sep, teacher = item.partition("=")
                     if not sep:
-                        raise SystemExit(f"transfer-cli: --duty wants DUTY_KEY=TEACHER_ID, not {item!r}")
+                        raise UsageError(f"--duty wants DUTY_KEY=TEACHER_ID, not {item!r}")
                     pairs.append((parse_duty_key(key), teacher))
                 handoff, receipt = c.record_departure(
                     ns.teacher_id, REASONS[ns.reason], ns.effective, end_date=ns.until,
@@ -467,6 +469,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             line += f" ({where})"
         print(line, file=sys.stderr)
         return 3 if err.transient else 1
+    except UsageError as err:
+        print(f"transfer-cli: {err}", file=sys.stderr)
+        return 2
     except OSError as err:
         print(f"transfer-cli: {err.strerror or err}: {getattr(err, 'filename', '') or ''}", file=sys.stderr)
         return 2
