@@ -203,3 +203,32 @@ def test_cli_usage_errors_exit_2(
         assert main(args) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("transfer-cli: "), err
+
+
+def test_cli_page_sign_with_an_unusable_key_file(
+    node: RunningNode, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """page-sign with a key file that is not a PEM key, is encrypted or is of an unsupported type exits 2, no traceback."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec
+
+    from tests.staffing import HOMEROOM, add_page, duty, hire, new_record, signing_ca
+
+    school_admin, s1 = node.client("school-admin-S1"), node.client("school-S1")
+    teacher = hire(school_admin, signing_ca(node.pki), "CN")
+    school_admin.assign_duty(duty(HOMEROOM), teacher.id)
+    page = add_page(s1, new_record(s1), requirements=[HOMEROOM])
+    (tmp_path / "garbage.key").write_bytes(b"not a key\n")
+    pem = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
+    encrypted = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        *pem, serialization.BestAvailableEncryption(b"secret")
+    )
+    (tmp_path / "encrypted.key").write_bytes(encrypted)
+    dsa_key = dsa.generate_private_key(2048).private_bytes(*pem, serialization.NoEncryption())
+    (tmp_path / "dsa.key").write_bytes(dsa_key)
+    for name in ("garbage.key", "encrypted.key", "dsa.key"):
+        args = cli(node, "school-S1", "page-sign", page.id, "homeroom", teacher.id, "--key", str(tmp_path / name))
+        assert main(args) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("transfer-cli: ") and name in err[0], err
+    assert s1.get_page(page.id).tasks[0].signed_by_teacher_id == ""

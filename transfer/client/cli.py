@@ -448,7 +448,10 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                         print("  " + fmt_task(task))
             case "page-sign":
                 page = c.get_page(ns.page_id)
-                signature = sign_digest(load_key(ns.key.read_bytes()), page.digest)
+                try:
+                    signature = sign_digest(load_key(ns.key.read_bytes()), page.digest)
+                except (ValueError, TypeError) as exc:  # not PEM, encrypted, or a key type the node does not take
+                    raise UsageError(f"--key {ns.key}: cannot sign with this key: {exc}") from None
                 signed = c.sign_page(
                     ns.page_id, parse_requirement(ns.requirement), ns.teacher_id, page.digest, signature,
                     request_id=ns.request_id,
