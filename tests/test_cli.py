@@ -232,3 +232,25 @@ def test_cli_page_sign_with_an_unusable_key_file(
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("transfer-cli: ") and name in err[0], err
     assert s1.get_page(page.id).tasks[0].signed_by_teacher_id == ""
+
+
+def test_cli_unusable_tls_files_exit_2(node: RunningNode, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A CA, certificate or key file that is not PEM, or a key that is not the certificate's, exits 2 naming the file."""
+    pki = node.pki
+    (tmp_path / "garbage.pem").write_bytes(b"not a certificate\n")
+    garbage = str(tmp_path / "garbage.pem")
+    good = {"--ca": str(pki / "ca.pem"), "--cert": str(pki / "school-S1.pem"), "--key": str(pki / "school-S1.key")}
+    cases = [
+        ({**good, "--ca": garbage}, "garbage.pem"),
+        ({**good, "--cert": garbage}, "garbage.pem"),
+        ({**good, "--key": garbage}, "garbage.pem"),
+        ({**good, "--key": str(pki / "school-S2.key")}, "school-S2.key"),
+    ]
+    for files, named in cases:
+        args = ["--address", node.address, "--attempts", "2", "--timeout", "2"]
+        args += [x for flag, path in files.items() for x in (flag, path)]
+        assert main([*args, "get", "a" * 32]) == 2, files
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("transfer-cli: ") and named in err[0], err
+    args = ["--address", node.address, *(x for flag, path in good.items() for x in (flag, path))]
+    assert main([*args, "list", "--incoming"]) == 0

@@ -26,7 +26,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from transfer.client.client import ClientTls, TransferChange, TransferClient
+from transfer.client.client import ClientTls, ClientTlsError, TransferChange, TransferClient
 from transfer.client.errors import TransferError
 from transfer.client.retry import RetryPolicy
 from transfer.client.signing import load_key, sign_digest
@@ -472,7 +472,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             line += f" ({where})"
         print(line, file=sys.stderr)
         return 3 if err.transient else 1
-    except UsageError as err:
+    except (UsageError, ClientTlsError) as err:
         print(f"transfer-cli: {err}", file=sys.stderr)
         return 2
     except OSError as err:
