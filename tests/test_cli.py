@@ -254,3 +254,36 @@ def test_cli_unusable_tls_files_exit_2(node: RunningNode, capsys: pytest.Capture
         assert len(err) == 1 and err[0].startswith("transfer-cli: ") and named in err[0], err
     args = ["--address", node.address, *(x for flag, path in good.items() for x in (flag, path))]
     assert main([*args, "list", "--incoming"]) == 0
+
+
+def test_cli_page_over_the_message_limit_is_refused_not_retried(
+    node: RunningNode, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A page file too large for any gRPC message is refused once, exit 1, rather than retried and reported unavailable."""
+    import grpc
+
+    from tests.staffing import HOMEROOM, YEAR, new_record
+    from transfer.client.client import MAX_MESSAGE
+    from transfer.client.errors import InvalidArgument
+
+    s1 = node.client("school-S1")
+    code = new_record(s1)
+    big = tmp_path / "scan.pdf"
+    big.write_bytes(b"\0" * (MAX_MESSAGE + 1))
+    args = cli(node, "school-S1", "page-add", code, YEAR, "3", "3A", str(big), "--require", "homeroom")
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "MESSAGE_TOO_LARGE" in err[0], err
+
+    class Count(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+        calls = 0
+
+        def intercept_unary_unary(self, continuation: object, details: object, request: object) -> object:
+            Count.calls += 1
+            return continuation(details, request)  # type: ignore[operator]
+
+    counted = node.client("school-S1", interceptors=[Count()])
+    with pytest.raises(InvalidArgument) as info:
+        counted.add_page(code, YEAR, 3, "3A", big.read_bytes(), [HOMEROOM])
+    assert info.value.reason == "MESSAGE_TOO_LARGE" and not info.value.transient
+    assert Count.calls == 0  # nothing sent

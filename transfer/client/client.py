@@ -26,7 +26,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from google.protobuf import field_mask_pb2
 
-from transfer.client.errors import TransferError, from_rpc_error
+from transfer.client.errors import InvalidArgument, TransferError, from_rpc_error
 from transfer.client.retry import RetryPolicy
 from transfer.v1 import (
     log_pb2,
@@ -181,6 +181,14 @@ class TransferClient:
 
     def _call(self, method: Callable[..., Any], request: Any) -> Any:
         """One logical call: attempts with a deadline each, transient ones retried."""
+        size = request.ByteSize()
+        if size > MAX_MESSAGE:
+            # gRPC would refuse it on every attempt with RESOURCE_EXHAUSTED, a code retried as transient.
+            raise InvalidArgument(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "MESSAGE_TOO_LARGE",
+                f"the request is {size} bytes, over the {MAX_MESSAGE}-byte message limit; nothing was sent",
+            )
         for attempt in self.retry.retrying():
             with attempt:
                 try:
