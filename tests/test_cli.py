@@ -287,3 +287,34 @@ def test_cli_page_over_the_message_limit_is_refused_not_retried(
         counted.add_page(code, YEAR, 3, "3A", big.read_bytes(), [HOMEROOM])
     assert info.value.reason == "MESSAGE_TOO_LARGE" and not info.value.transient
     assert Count.calls == 0  # nothing sent
+
+
+def test_cli_unavailable_mutation_names_its_request_id(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mutation that ends unavailable prints the request id it sent, and running it again with that id is safe."""
+    import re
+
+    code = new_lookup_code()
+    assert main(cli(node, "school-S1", "record-register", code, new_national_id(), "primary")) == 0
+    capsys.readouterr()
+    down = [
+        "--address",
+        "127.0.0.1:1",
+        "--pki",
+        str(node.pki),
+        "--as",
+        "school-S1",
+        "--attempts",
+        "2",
+        "--timeout",
+        "2",
+    ]
+    assert main([*down, "initiate", code, "S2"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "UNAVAILABLE" in err[0], err
+    found = re.search(r"--request-id ([0-9a-f-]{36})", err[0])
+    assert found, err[0]
+    again = cli(node, "school-S1", "--json", "initiate", code, "S2", "--request-id", found.group(1))
+    assert main(again) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(again) == 0  # a repeat: the first answer, no TRANSFER_ALREADY_OPEN
+    assert json.loads(capsys.readouterr().out)["id"] == first["id"]

@@ -26,7 +26,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from transfer.client.client import ClientTls, ClientTlsError, TransferChange, TransferClient
+from transfer.client.client import ClientTls, ClientTlsError, TransferChange, TransferClient, new_request_id
 from transfer.client.errors import TransferError
 from transfer.client.retry import RetryPolicy
 from transfer.client.signing import load_key, sign_digest
@@ -342,6 +342,9 @@ def fmt_handoff(h: staff_pb2.Handoff) -> str:
 
 
 def run(ns: argparse.Namespace, out: Output) -> None:
+    if "request_id" in ns and not ns.request_id:
+        # Drawn here, so that a failure can name it: running the command again with it is safe.
+        ns.request_id = new_request_id()
     c = _client(ns)
     with c:
         match ns.command:
@@ -470,6 +473,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         line = f"transfer-cli: {err.code.name} {err.reason or ''}: {err.message}".replace("  ", " ")
         if where and where not in err.message:
             line += f" ({where})"
+        if err.transient and getattr(ns, "request_id", None):
+            line += f"; it may have been done: to retry safely, run it again with --request-id {ns.request_id}"
         print(line, file=sys.stderr)
         return 3 if err.transient else 1
     except (UsageError, ClientTlsError) as err:
