@@ -181,3 +181,140 @@ def test_cli_staff_and_handoff(node: RunningNode, capsys: pytest.CaptureFixture[
         main(cli(node, "school-S1", "depart", ids["CN2"], "--reason", "retirement", "--effective", "2026-11-23")) == 1
     )
     assert "SCHOOL_ADMIN_ONLY" in capsys.readouterr().err
+
+
+def test_cli_usage_errors_exit_2(
+    node: RunningNode, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Command lines argparse accepts but that cannot run (no credentials, no address, a bad requirement or duty) exit 2."""
+    for var in ("TRANSFER_ADDRESS", "TRANSFER_CA", "TRANSFER_CERT", "TRANSFER_KEY", "TRANSFER_PKI", "TRANSFER_AS"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "page.pdf").write_bytes(b"%PDF-1.7")
+    cases = [
+        ["--address", node.address, "list", "--incoming"],
+        ["--pki", str(node.pki), "--as", "school-S1", "list", "--incoming"],
+        cli(node, "school-S1", "page-add", new_lookup_code(), "2026-2027", "3", "3A", str(tmp_path / "page.pdf"),
+            "--require", "teacher"),
+        cli(node, "school-admin-S1", "duty-assign", "homeroom/2026-2027", "a" * 32),
+        cli(node, "school-admin-S1", "depart", "a" * 32, "--reason", "retirement", "--effective", "2026-11-23",
+            "--duty", "principal"),
+    ]  # fmt: skip
+    for args in cases:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("transfer-cli: "), err
+
+
+def test_cli_page_sign_with_an_unusable_key_file(
+    node: RunningNode, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """page-sign with a key file that is not a PEM key, is encrypted or is of an unsupported type exits 2, no traceback."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import dsa, ec
+
+    from tests.staffing import HOMEROOM, add_page, duty, hire, new_record, signing_ca
+
+    school_admin, s1 = node.client("school-admin-S1"), node.client("school-S1")
+    teacher = hire(school_admin, signing_ca(node.pki), "CN")
+    school_admin.assign_duty(duty(HOMEROOM), teacher.id)
+    page = add_page(s1, new_record(s1), requirements=[HOMEROOM])
+    (tmp_path / "garbage.key").write_bytes(b"not a key\n")
+    pem = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
+    encrypted = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        *pem, serialization.BestAvailableEncryption(b"secret")
+    )
+    (tmp_path / "encrypted.key").write_bytes(encrypted)
+    dsa_key = dsa.generate_private_key(2048).private_bytes(*pem, serialization.NoEncryption())
+    (tmp_path / "dsa.key").write_bytes(dsa_key)
+    for name in ("garbage.key", "encrypted.key", "dsa.key"):
+        args = cli(node, "school-S1", "page-sign", page.id, "homeroom", teacher.id, "--key", str(tmp_path / name))
+        assert main(args) == 2, name
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("transfer-cli: ") and name in err[0], err
+    assert s1.get_page(page.id).tasks[0].signed_by_teacher_id == ""
+
+
+def test_cli_unusable_tls_files_exit_2(node: RunningNode, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A CA, certificate or key file that is not PEM, or a key that is not the certificate's, exits 2 naming the file."""
+    pki = node.pki
+    (tmp_path / "garbage.pem").write_bytes(b"not a certificate\n")
+    garbage = str(tmp_path / "garbage.pem")
+    good = {"--ca": str(pki / "ca.pem"), "--cert": str(pki / "school-S1.pem"), "--key": str(pki / "school-S1.key")}
+    cases = [
+        ({**good, "--ca": garbage}, "garbage.pem"),
+        ({**good, "--cert": garbage}, "garbage.pem"),
+        ({**good, "--key": garbage}, "garbage.pem"),
+        ({**good, "--key": str(pki / "school-S2.key")}, "school-S2.key"),
+    ]
+    for files, named in cases:
+        args = ["--address", node.address, "--attempts", "2", "--timeout", "2"]
+        args += [x for flag, path in files.items() for x in (flag, path)]
+        assert main([*args, "get", "a" * 32]) == 2, files
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("transfer-cli: ") and named in err[0], err
+    args = ["--address", node.address, *(x for flag, path in good.items() for x in (flag, path))]
+    assert main([*args, "list", "--incoming"]) == 0
+
+
+def test_cli_page_over_the_message_limit_is_refused_not_retried(
+    node: RunningNode, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """A page file too large for any gRPC message is refused once, exit 1, rather than retried and reported unavailable."""
+    import grpc
+
+    from tests.staffing import HOMEROOM, YEAR, new_record
+    from transfer.client.client import MAX_MESSAGE
+    from transfer.client.errors import InvalidArgument
+
+    s1 = node.client("school-S1")
+    code = new_record(s1)
+    big = tmp_path / "scan.pdf"
+    big.write_bytes(b"\0" * (MAX_MESSAGE + 1))
+    args = cli(node, "school-S1", "page-add", code, YEAR, "3", "3A", str(big), "--require", "homeroom")
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "MESSAGE_TOO_LARGE" in err[0], err
+
+    class Count(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+        calls = 0
+
+        def intercept_unary_unary(self, continuation: object, details: object, request: object) -> object:
+            Count.calls += 1
+            return continuation(details, request)  # type: ignore[operator]
+
+    counted = node.client("school-S1", interceptors=[Count()])
+    with pytest.raises(InvalidArgument) as info:
+        counted.add_page(code, YEAR, 3, "3A", big.read_bytes(), [HOMEROOM])
+    assert info.value.reason == "MESSAGE_TOO_LARGE" and not info.value.transient
+    assert Count.calls == 0  # nothing sent
+
+
+def test_cli_unavailable_mutation_names_its_request_id(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mutation that ends unavailable prints the request id it sent, and running it again with that id is safe."""
+    import re
+
+    code = new_lookup_code()
+    assert main(cli(node, "school-S1", "record-register", code, new_national_id(), "primary")) == 0
+    capsys.readouterr()
+    down = [
+        "--address",
+        "127.0.0.1:1",
+        "--pki",
+        str(node.pki),
+        "--as",
+        "school-S1",
+        "--attempts",
+        "2",
+        "--timeout",
+        "2",
+    ]
+    assert main([*down, "initiate", code, "S2"]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "UNAVAILABLE" in err[0], err
+    found = re.search(r"--request-id ([0-9a-f-]{36})", err[0])
+    assert found, err[0]
+    again = cli(node, "school-S1", "--json", "initiate", code, "S2", "--request-id", found.group(1))
+    assert main(again) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(again) == 0  # a repeat: the first answer, no TRANSFER_ALREADY_OPEN
+    assert json.loads(capsys.readouterr().out)["id"] == first["id"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
@@ -13,7 +14,13 @@ from sqlalchemy.exc import DBAPIError
 from storage.database import sync_url
 from tests.support import RunningNode, new_lookup_code, new_national_id, refused
 from transfer.client import TransferClient
-from transfer.client.logverify import EntryMismatch, LogForked, LogVerifier, verify_receipt_offline
+from transfer.client.logverify import (
+    EntryMismatch,
+    LogForked,
+    LogVerificationError,
+    LogVerifier,
+    verify_receipt_offline,
+)
 from transfer.domain.leaves import LeafKind, decode_leaf, record_digest, text_digest
 from transfer.ledger import merkle
 from transfer.ledger.note import parse_vkey
@@ -281,3 +288,56 @@ def test_client_refuses_a_rewritten_history(tmp_path: Path, pki: Path, clock: ob
         verifier = LogVerifier(handle.client("auditor"), (pki / "log.vkey").read_text().strip(), state)
         with pytest.raises(LogForked, match="went back"):
             verifier.refresh()
+
+
+class _Answer:
+    """What a stub's interceptor returns in place of the server's reply (only `result` is used)."""
+
+    def __init__(self, response: Any) -> None:
+        self.response = response
+
+    def result(self, timeout: float | None = None) -> Any:
+        return self.response
+
+
+class ForgedLog(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Injected fault: a log that serves entry `bad` changed and inclusion proofs reshaped by `proof`."""
+
+    def __init__(self, bad: int, proof: Any) -> None:
+        self.bad, self.proof = bad, proof
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        response = continuation(details, request).result()
+        if details.method.endswith("/ListEntries"):
+            for entry in response.entries:
+                if entry.index == self.bad:
+                    entry.leaf += b"forged"
+        elif details.method.endswith("/GetInclusionProof"):
+            reshaped = self.proof(list(response.proof))
+            del response.proof[:]
+            response.proof.extend(reshaped)
+        return _Answer(response)
+
+
+@pytest.mark.parametrize(
+    "reshape",
+    [
+        pytest.param(lambda proof: [], id="empty"),
+        pytest.param(lambda proof: proof[:1], id="one-hash"),
+        pytest.param(lambda proof: [*proof, bytes(32)], id="one-hash-too-many"),
+    ],
+)
+def test_audit_of_a_log_serving_malformed_proofs_fails_cleanly(
+    node: RunningNode, s1: TransferClient, s2: TransferClient, tmp_path: Path, reshape: Any
+) -> None:
+    """A log serving a changed entry and malformed inclusion proofs fails the audit with a LogVerificationError
+    saying so (no IndexError, no innocent entry named)."""
+    flow(s1, s2, 5)
+    assert node.node is not None
+    node.run(node.node.publish_checkpoint)
+    forged = node.client("auditor", interceptors=[ForgedLog(6, reshape)])
+    verifier = LogVerifier(forged, vkey(node), tmp_path / "trusted", origin="hocba-node-01")
+    with pytest.raises(LogVerificationError) as info:
+        verifier.audit()
+    assert not isinstance(info.value, EntryMismatch) or info.value.index == 6, info.value
+    assert "proof" in str(info.value)

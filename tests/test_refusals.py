@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import grpc
 import pytest
+from google.rpc import status_pb2
 
 from tests.support import RunningNode, db_snapshot, new_lookup_code, new_national_id, refused
 from transfer.client import TransferClient
@@ -316,3 +317,67 @@ def test_internal_errors_hide_internals(node: RunningNode, s1: TransferClient, d
     assert err.code == grpc.StatusCode.INTERNAL  # type: ignore[attr-defined]
     assert "secret" not in err.message and "ref" in err.message  # type: ignore[attr-defined]
     assert db_snapshot(database_url) == before
+
+
+class _Garbled(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+    """A refusal whose rich status trailer does not match its status, or does not parse."""
+
+    def __init__(self, details_bin: bytes) -> None:
+        self.details_bin = details_bin
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.FAILED_PRECONDITION
+
+    def details(self) -> str:
+        return "refused by a garbled server"
+
+    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        return (("grpc-status-details-bin", self.details_bin),)
+
+    def initial_metadata(self) -> tuple[()]:
+        return ()
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> None:
+        return None
+
+    def cancel(self) -> bool:
+        return False
+
+    def add_callback(self, callback: object) -> bool:
+        return False
+
+    def result(self, timeout: float | None = None) -> None:
+        raise self
+
+
+class GarbleRefusals(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Injected fault: every reply is replaced by a FAILED_PRECONDITION with an inconsistent trailer."""
+
+    def __init__(self, details_bin: bytes) -> None:
+        self.details_bin = details_bin
+
+    def intercept_unary_unary(self, continuation: object, details: object, request: object) -> object:
+        return _Garbled(self.details_bin)
+
+
+@pytest.mark.parametrize(
+    "details_bin",
+    [
+        pytest.param(b"\xff\xff not a protobuf", id="unparsable"),
+        pytest.param(
+            status_pb2.Status(code=grpc.StatusCode.UNAVAILABLE.value[0], message="other").SerializeToString(),
+            id="other-code",
+        ),
+    ],
+)
+def test_a_refusal_with_a_garbled_status_trailer_is_still_a_typed_error(node: RunningNode, details_bin: bytes) -> None:
+    """A status-details trailer that does not parse or contradicts the status gives the typed error, not a crash."""
+    from transfer.client.errors import FailedPrecondition
+
+    client = node.client("school-S1", interceptors=[GarbleRefusals(details_bin)])
+    with pytest.raises(FailedPrecondition) as info:
+        client.get_record(new_lookup_code())
+    assert info.value.message == "refused by a garbled server" and info.value.reason == ""

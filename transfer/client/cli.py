@@ -26,7 +26,7 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from transfer.client.client import ClientTls, TransferChange, TransferClient
+from transfer.client.client import ClientTls, ClientTlsError, TransferChange, TransferClient, new_request_id
 from transfer.client.errors import TransferError
 from transfer.client.retry import RetryPolicy
 from transfer.client.signing import load_key, sign_digest
@@ -40,6 +40,10 @@ LEVELS = {
     "upper-secondary": common_pb2.RECORD_LEVEL_UPPER_SECONDARY,
 }
 STATES = {name.removeprefix("TRANSFER_STATE_").lower(): num for name, num in transfers_pb2.TransferState.items() if num}
+
+
+class UsageError(Exception):
+    """A command line the parser accepted but that cannot be run (exit status 2)."""
 
 
 def _when(ts: Timestamp) -> str:
@@ -130,9 +134,9 @@ def _client(ns: argparse.Namespace) -> TransferClient:
     elif ns.ca and ns.cert and ns.key:
         tls = ClientTls.from_files(ns.ca, ns.cert, ns.key)
     else:
-        raise SystemExit("transfer-cli: give --pki DIR --as NAME, or --ca, --cert and --key (or TRANSFER_CA/CERT/KEY)")
+        raise UsageError("give --pki DIR --as NAME, or --ca, --cert and --key (or TRANSFER_CA/CERT/KEY)")
     if not ns.address:
-        raise SystemExit("transfer-cli: give --address HOST:PORT (or TRANSFER_ADDRESS)")
+        raise UsageError("give --address HOST:PORT (or TRANSFER_ADDRESS)")
     return TransferClient(ns.address, tls, timeout=ns.timeout, retry=RetryPolicy(attempts=ns.attempts))
 
 
@@ -284,7 +288,7 @@ def parse_requirement(text: str) -> tuple[int, str]:
         return pages_pb2.SIGNER_ROLE_SUBJECT, text.removeprefix("subject:")
     if text in ROLES:
         return ROLES[text], ""
-    raise SystemExit(f"transfer-cli: {text!r} is not homeroom, principal or subject:<code>")
+    raise UsageError(f"{text!r} is not homeroom, principal or subject:<code>")
 
 
 def parse_duty_key(text: str) -> tuple[int, str, str, str]:
@@ -295,9 +299,7 @@ def parse_duty_key(text: str) -> tuple[int, str, str, str]:
         return pages_pb2.SIGNER_ROLE_HOMEROOM, parts[1], parts[2], ""
     if parts[0] == "subject" and len(parts) == 4:
         return pages_pb2.SIGNER_ROLE_SUBJECT, parts[1], parts[2], parts[3]
-    raise SystemExit(
-        f"transfer-cli: {text!r} is not principal, homeroom/<year>/<class> or subject/<year>/<class>/<subject>"
-    )
+    raise UsageError(f"{text!r} is not principal, homeroom/<year>/<class> or subject/<year>/<class>/<subject>")
 
 
 def fmt_teacher(t: staff_pb2.Teacher) -> str:
@@ -340,6 +342,9 @@ def fmt_handoff(h: staff_pb2.Handoff) -> str:
 
 
 def run(ns: argparse.Namespace, out: Output) -> None:
+    if "request_id" in ns and not ns.request_id:
+        # Drawn here, so that a failure can name it: running the command again with it is safe.
+        ns.request_id = new_request_id()
     c = _client(ns)
     with c:
         match ns.command:
@@ -414,7 +419,7 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                 for item in ns.duty:
                     key, sep, teacher = item.partition("=")
                     if not sep:
-                        raise SystemExit(f"transfer-cli: --duty wants DUTY_KEY=TEACHER_ID, not {item!r}")
+                        raise UsageError(f"--duty wants DUTY_KEY=TEACHER_ID, not {item!r}")
                     pairs.append((parse_duty_key(key), teacher))
                 handoff, receipt = c.record_departure(
                     ns.teacher_id, REASONS[ns.reason], ns.effective, end_date=ns.until,
@@ -446,7 +451,10 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                         print("  " + fmt_task(task))
             case "page-sign":
                 page = c.get_page(ns.page_id)
-                signature = sign_digest(load_key(ns.key.read_bytes()), page.digest)
+                try:
+                    signature = sign_digest(load_key(ns.key.read_bytes()), page.digest)
+                except (ValueError, TypeError) as exc:  # not PEM, encrypted, or a key type the node does not take
+                    raise UsageError(f"--key {ns.key}: cannot sign with this key: {exc}") from None
                 signed = c.sign_page(
                     ns.page_id, parse_requirement(ns.requirement), ns.teacher_id, page.digest, signature,
                     request_id=ns.request_id,
@@ -465,8 +473,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         line = f"transfer-cli: {err.code.name} {err.reason or ''}: {err.message}".replace("  ", " ")
         if where and where not in err.message:
             line += f" ({where})"
+        if err.transient and getattr(ns, "request_id", None):
+            line += f"; it may have been done: to retry safely, run it again with --request-id {ns.request_id}"
         print(line, file=sys.stderr)
         return 3 if err.transient else 1
+    except (UsageError, ClientTlsError) as err:
+        print(f"transfer-cli: {err}", file=sys.stderr)
+        return 2
     except OSError as err:
         print(f"transfer-cli: {err.strerror or err}: {getattr(err, 'filename', '') or ''}", file=sys.stderr)
         return 2

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from google.protobuf import field_mask_pb2
 
-from transfer.client.errors import TransferError, from_rpc_error
+from transfer.client.errors import InvalidArgument, TransferError, from_rpc_error
 from transfer.client.retry import RetryPolicy
 from transfer.v1 import (
     log_pb2,
@@ -54,6 +56,10 @@ WATCH_REOPEN_SECONDS = 300.0
 log = logging.getLogger("transfer.client")
 
 
+class ClientTlsError(ValueError):
+    """A CA, certificate or key file that gRPC could not use; the message names the file."""
+
+
 @dataclass(frozen=True)
 class ClientTls:
     """The CA that signed the node's certificate, and the caller's own pair."""
@@ -64,7 +70,28 @@ class ClientTls:
 
     @classmethod
     def from_files(cls, ca: str | Path, cert: str | Path, key: str | Path) -> ClientTls:
-        return cls(Path(ca).read_bytes(), Path(cert).read_bytes(), Path(key).read_bytes())
+        """Read and check the three PEM files (`ClientTlsError` naming the file when one is unusable).
+
+        gRPC itself would only fail each call's TLS handshake, as UNAVAILABLE, as if the node were down.
+        """
+        tls = cls(Path(ca).read_bytes(), Path(cert).read_bytes(), Path(key).read_bytes())
+        tls._check(str(ca), str(cert), str(key))
+        return tls
+
+    def _check(self, ca: str, cert: str, key: str) -> None:
+        for data, name in ((self.ca, ca), (self.cert, cert)):
+            try:
+                x509.load_pem_x509_certificates(data)
+            except ValueError:
+                raise ClientTlsError(f"{name}: not a PEM certificate") from None
+        try:
+            private = serialization.load_pem_private_key(self.key, None)
+        except (ValueError, TypeError):
+            raise ClientTlsError(f"{key}: not an unencrypted PEM private key") from None
+        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        leaf = x509.load_pem_x509_certificates(self.cert)[0]
+        if private.public_key().public_bytes(*spki) != leaf.public_key().public_bytes(*spki):
+            raise ClientTlsError(f"{key}: not the private key of the certificate in {cert}")
 
     @classmethod
     def from_pki(cls, directory: str | Path, name: str) -> ClientTls:
@@ -154,6 +181,14 @@ class TransferClient:
 
     def _call(self, method: Callable[..., Any], request: Any) -> Any:
         """One logical call: attempts with a deadline each, transient ones retried."""
+        size = request.ByteSize()
+        if size > MAX_MESSAGE:
+            # gRPC would refuse it on every attempt with RESOURCE_EXHAUSTED, a code retried as transient.
+            raise InvalidArgument(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "MESSAGE_TOO_LARGE",
+                f"the request is {size} bytes, over the {MAX_MESSAGE}-byte message limit; nothing was sent",
+            )
         for attempt in self.retry.retrying():
             with attempt:
                 try:
@@ -593,4 +628,4 @@ def _pages(fetch: Callable[[str], Any], field: str) -> Iterator[Any]:
             return
 
 
-__all__ = ["ClientTls", "TransferChange", "TransferClient", "TransferError", "new_request_id"]
+__all__ = ["ClientTls", "ClientTlsError", "TransferChange", "TransferClient", "TransferError", "new_request_id"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -131,7 +132,10 @@ def from_rpc_error(err: grpc.RpcError) -> TransferError:
     violations: list[Violation] = []
     preconditions: list[Precondition] = []
     metadata: dict[str, str] = {}
-    status = rpc_status.from_call(call) if call is not None else None
+    try:
+        status = rpc_status.from_call(call) if call is not None else None
+    except (ValueError, DecodeError):  # a trailer that does not parse or contradicts the status: ignore it
+        status = None
     if status is not None:
         for detail in status.details:
             if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):

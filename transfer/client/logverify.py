@@ -151,7 +151,7 @@ class LogVerifier:
         if merkle.root(hashes) == checkpoint.root:
             return checkpoint
         index = self._first_bad(hashes, checkpoint)
-        proof = self.client.inclusion_proof(index, checkpoint.size)
+        proof = self._inclusion_proof(index, checkpoint.size)
         try:
             merkle.verify_inclusion(hashes[index], index, checkpoint.size, proof, checkpoint.root)
         except merkle.MerkleError:
@@ -168,7 +168,7 @@ class LogVerifier:
             k = 1 << ((hi - lo - 1).bit_length() - 1)  # largest power of two < hi - lo
             mid = lo + k
             # The proof of leaf `mid` reveals MTH(D[lo:mid]) as its sibling at this split.
-            proof = self.client.inclusion_proof(mid, checkpoint.size)
+            proof = self._inclusion_proof(mid, checkpoint.size)
             depth = _depth_of_split(lo, hi, checkpoint.size)
             left_signed = proof[len(proof) - 1 - depth]
             if merkle.root(hashes[lo:mid]) != left_signed:
@@ -176,6 +176,21 @@ class LogVerifier:
             else:
                 lo = mid
         return lo
+
+    def _inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """The log's inclusion proof of `index` in `size`, refused unless it has the RFC 9162 shape.
+
+        The bisection reads the proof's hashes by position: one missing or extra
+        would make it index out of range or name an entry that is fine.
+        """
+        proof = self.client.inclusion_proof(index, size)
+        expected = _depth_of_split(index, index + 1, size)
+        if len(proof) != expected or any(len(h) != merkle.HASH_SIZE for h in proof):
+            raise LogVerificationError(
+                f"the log served a malformed inclusion proof for entry {index} in a tree of {size}: "
+                f"{len(proof)} hashes, expected {expected} of {merkle.HASH_SIZE} bytes"
+            )
+        return proof
 
 
 def _depth_of_split(lo: int, hi: int, size: int) -> int:
