@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.support import RunningNode, new_lookup_code, new_national_id
+from tests.support import ROOT, RunningNode, new_lookup_code, new_national_id
 from transfer.client.cli import main
 from transfer.devpki import main as devpki_main
 
@@ -318,3 +320,27 @@ def test_cli_unavailable_mutation_names_its_request_id(node: RunningNode, capsys
     first = json.loads(capsys.readouterr().out)
     assert main(again) == 0  # a repeat: the first answer, no TRANSFER_ALREADY_OPEN
     assert json.loads(capsys.readouterr().out)["id"] == first["id"]
+
+
+def test_cli_timeout_and_attempts_must_be_positive(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
+    """--timeout 0 or --attempts -1 is a usage error (exit 2) naming the option, not a call that can never run."""
+    for option, value in (("--timeout", "0"), ("--attempts", "-1"), ("--timeout", "soon")):
+        with pytest.raises(SystemExit) as info:
+            main(["--address", node.address, "--pki", str(node.pki), "--as", "school-S1", option, value, "school-list"])
+        assert info.value.code == 2
+        assert option in capsys.readouterr().err
+
+
+def test_cli_output_into_a_closed_pipe_ends_quietly(node: RunningNode, tmp_path: Path) -> None:
+    """`transfer-cli … | head -1`: when the reader goes away the CLI stops with status 0 and no traceback."""
+    admin = node.client("province-admin")
+    for i in range(300):
+        admin.register_school(f"P{i:03d}", f"Trường {i}")
+    args = [sys.executable, "-m", "transfer.client.cli", *cli(node, "province-admin", "school-list")]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()  # the reader goes away after one line
+        err = proc.stderr.read()
+        assert proc.wait(30) == 0, err
+    assert first and b"Traceback" not in err and b"Broken pipe" not in err, err

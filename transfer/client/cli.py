@@ -14,6 +14,7 @@ on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -151,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--as", dest="identity", default=env("TRANSFER_AS"), help="certificate stem in --pki, e.g. school-S1"
     )
-    p.add_argument("--timeout", type=float, default=10.0, help="deadline of each attempt, seconds")
-    p.add_argument("--attempts", type=int, default=5, help="attempts for transient failures")
+    p.add_argument("--timeout", type=_positive(float), default=10.0, help="deadline of each attempt, seconds")
+    p.add_argument("--attempts", type=_positive(int), default=5, help="attempts for transient failures")
     p.add_argument("--json", action="store_true", help="print JSON objects, one per line")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -464,6 +465,19 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                 out.show(c.lock_page(ns.page_id, request_id=ns.request_id).page, fmt_page)
 
 
+def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        return value
+
+    return parse
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
     try:
@@ -480,6 +494,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ClientTlsError) as err:
         print(f"transfer-cli: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as err:
         print(f"transfer-cli: {err.strerror or err}: {getattr(err, 'filename', '') or ''}", file=sys.stderr)
         return 2
