@@ -16,6 +16,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine
 
 from storage.database import describe, is_sqlite, sqlite_engine, sync_url
@@ -74,6 +75,36 @@ def head_revision() -> str:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert head is not None
     return head
+
+
+class SchemaMismatch(Exception):
+    """The database's schema is not the one this version of the code works with; the message says what to do."""
+
+
+def prepare(url: str, *, upgrade_schema: bool) -> None:
+    """Make sure the database at `url` has this version's schema, upgrading it if `upgrade_schema`.
+
+    Raises SchemaMismatch when it was migrated by a newer version (a revision
+    this code does not know), or is behind and may not be upgraded here."""
+    current, head = current_revision(url), head_revision()
+    if current is not None:
+        try:
+            known = ScriptDirectory.from_config(alembic_config()).get_revision(current) is not None
+        except CommandError:
+            known = False
+        if not known:
+            raise SchemaMismatch(
+                f"{describe(url)} has schema revision {current}, which this version does not know "
+                f"(it knows up to {head}): a newer version migrated it; run that version"
+            )
+    if current == head:
+        return
+    if not upgrade_schema:
+        raise SchemaMismatch(
+            f"{describe(url)} has schema revision {current or 'none (no tables)'}, this version needs {head}: "
+            "run transfer-migrate <database URL>, or set database.auto_migrate = true"
+        )
+    upgrade(url)
 
 
 def main() -> None:

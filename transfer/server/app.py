@@ -197,8 +197,10 @@ class Node:
         creds = server_credentials(cfg)  # fail early on unreadable keys
         signer = load_log_signer(cfg)
         self.logbook = logbook = Logbook(cfg.log_origin, signer, self.clock)
-        if cfg.auto_migrate:
-            migrate.upgrade(cfg.database_url)
+        try:
+            migrate.prepare(cfg.database_url, upgrade_schema=cfg.auto_migrate)
+        except migrate.SchemaMismatch as exc:
+            raise StartRefused(str(exc)) from None
         self.db = open_database(cfg.database_url, sqlite_synchronous=cfg.sqlite_synchronous)
         self.writer = Writer(
             self.db, max_batch=cfg.max_batch, after_commit=self._after_commit, after_uncertain=self._after_uncertain

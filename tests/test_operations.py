@@ -1,0 +1,66 @@
+"""An operator's mistakes at start-up: each is one clear line and a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from storage import migrate
+from storage.database import sync_url
+from tests.support import ROOT, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def run_server(config: Path, env: dict[str, str] | None = None) -> tuple[int, list[str]]:
+    """Start `python -m transfer.server` expecting it to refuse; its exit status and output lines."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "transfer.server", "--config", str(config)],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return proc.returncode, (proc.stdout + proc.stderr).splitlines()
+
+
+def refusal(lines: list[str]) -> str:
+    """The node's one-line reason for not starting (JSON log), after checking that no traceback was printed."""
+    assert not [line for line in lines if "Traceback" in line], "\n".join(lines)
+    entry = json.loads(lines[-1])
+    assert entry["level"] == "ERROR" and entry["msg"].startswith("cannot start: "), entry
+    return str(entry["msg"])
+
+
+def test_an_unmigrated_database_is_refused_without_auto_migrate(tmp_path: Path, pki: Path, database_url: str) -> None:
+    """With database.auto_migrate = false, a database without the schema is refused, naming transfer-migrate."""
+    cfg = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url)
+    status, lines = run_server(cfg, {"TRANSFER_DATABASE_AUTO_MIGRATE": "false"})
+    assert status == 1
+    assert "transfer-migrate" in refusal(lines)
+    assert not (tmp_path / "node.port").exists()
+
+
+@pytest.mark.parametrize("auto_migrate", ["true", "false"])
+def test_a_database_newer_than_the_code_is_refused(
+    tmp_path: Path, pki: Path, database_url: str, auto_migrate: str
+) -> None:
+    """A database migrated by a newer version (a revision this code does not know) is refused with one line."""
+    migrate.upgrade(database_url)
+    engine = create_engine(sync_url(database_url))
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    engine.dispose()
+    cfg = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url)
+    status, lines = run_server(cfg, {"TRANSFER_DATABASE_AUTO_MIGRATE": auto_migrate})
+    assert status == 1
+    assert "schema revision 9999" in refusal(lines)
+    assert migrate.current_revision(database_url) == "9999"
