@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, func, select
 
-from storage.database import is_sqlite, sqlite_engine, sync_url
+from storage.database import DatabaseUnreachable, connect, is_sqlite, sqlite_engine, sync_url
 from storage.repositories import from_us
 from storage.schema import log_checkpoints, log_leaves, log_nodes, nodes_filter
 from transfer.domain.model import StoredCheckpoint
@@ -20,8 +20,18 @@ from transfer.ledger.merkle import NodeId
 
 class LogScanner:
     def __init__(self, url: str, *, chunk: int = 20_000) -> None:
+        """Raises DatabaseUnreachable if the database cannot be reached."""
         self.chunk = chunk
-        self.engine: Engine = sqlite_engine(url, writer=False) if is_sqlite(url) else create_engine(sync_url(url))
+        self.engine: Engine = (
+            sqlite_engine(url, writer=False)
+            if is_sqlite(url)
+            else create_engine(sync_url(url), connect_args={"connect_timeout": 10})
+        )
+        try:
+            connect(self.engine, url).close()
+        except DatabaseUnreachable:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
         self.engine.dispose()

@@ -10,6 +10,7 @@ needs no separate step.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from alembic import command
@@ -19,7 +20,15 @@ from alembic.script import ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine
 
-from storage.database import describe, is_sqlite, sqlite_engine, sync_url
+from storage.database import (
+    DatabaseUnreachable,
+    connect,
+    describe,
+    is_sqlite,
+    sqlite_engine,
+    sync_url,
+    url_problem,
+)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -33,14 +42,14 @@ def alembic_config() -> Config:
 def _engine(url: str) -> Engine:
     if is_sqlite(url):
         return sqlite_engine(url, writer=True)
-    return create_engine(sync_url(url))
+    return create_engine(sync_url(url), connect_args={"connect_timeout": 10})  # an unreachable host: an error, soon
 
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database at `url` to `revision` (idempotent)."""
     engine = _engine(url)
     try:
-        with engine.connect() as conn:
+        with connect(engine, url) as conn:
             sqlite = conn.dialect.name == "sqlite"
             if sqlite:
                 # Alembic's batch mode rebuilds a SQLite table by copying it and
@@ -65,7 +74,7 @@ def upgrade(url: str, revision: str = "head") -> None:
 def current_revision(url: str) -> str | None:
     engine = _engine(url)
     try:
-        with engine.connect() as conn:
+        with connect(engine, url) as conn:
             return MigrationContext.configure(conn).get_current_revision()
     finally:
         engine.dispose()
@@ -107,14 +116,23 @@ def prepare(url: str, *, upgrade_schema: bool) -> None:
     upgrade(url)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Create or upgrade a node's database schema.")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="transfer-migrate", description="Create or upgrade a node's database schema.")
     parser.add_argument("url", help="database URL: sqlite:///path.db or postgresql://...")
     parser.add_argument("--revision", default="head")
-    ns = parser.parse_args()
-    upgrade(ns.url, ns.revision)
-    print(f"{describe(ns.url)} is at revision {current_revision(ns.url)}")
+    ns = parser.parse_args(argv)
+    problem = url_problem(ns.url)
+    if problem is not None:
+        print(f"transfer-migrate: {problem}", file=sys.stderr)
+        return 2
+    try:
+        upgrade(ns.url, ns.revision)
+        print(f"{describe(ns.url)} is at revision {current_revision(ns.url)}")
+    except (DatabaseUnreachable, CommandError) as exc:
+        print(f"transfer-migrate: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

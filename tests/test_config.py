@@ -70,6 +70,8 @@ def test_environment_overrides(tmp_path: Path) -> None:
         (MINIMAL + "[transfers]\nutc_offset = '+07:75'\n", {}, "like \\+07:00"),
         (MINIMAL + "[idempotency]\nretention_days = 0\n", {}, "retention_days: between 1"),
         (MINIMAL, {"TRANSFER_DATABASE_URI": "postgresql://x"}, "TRANSFER_DATABASE_URI: unknown key database.uri"),
+        (MINIMAL, {"TRANSFER_DATABASE_URL": "mysql://u@h/db"}, "database.url: mysql: expected sqlite"),
+        (MINIMAL, {"TRANSFER_DATABASE_URL": "node.db"}, "database.url: not a database URL"),
     ],
 )
 def test_bad_configuration_is_explained(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,8 @@ from sqlalchemy import create_engine, text
 from storage import migrate
 from storage.database import sync_url
 from tests.support import ROOT, write_config
+from transfer.server.importer import main as import_main
+from transfer.server.verify import main as verify_main
 
 pytestmark = pytest.mark.slow
 
@@ -64,3 +67,47 @@ def test_a_database_newer_than_the_code_is_refused(
     assert status == 1
     assert "schema revision 9999" in refusal(lines)
     assert migrate.current_revision(database_url) == "9999"
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def unreachable_urls(tmp_path: Path) -> list[str]:
+    return [
+        f"postgresql://hocba:secret@127.0.0.1:{_closed_port()}/hocba",  # no server there
+        f"sqlite:///{tmp_path / 'no-such-dir' / 'node.db'}",  # a directory that does not exist
+    ]
+
+
+def test_an_unreachable_database_stops_the_server_with_one_line(tmp_path: Path, pki: Path) -> None:
+    """A database the node cannot reach or open: exit 1 with one line naming it (password hidden), no traceback."""
+    for i, url in enumerate(unreachable_urls(tmp_path)):
+        cfg = write_config(tmp_path / f"node{i}.toml", pki=pki, database_url=url)
+        status, lines = run_server(cfg)
+        assert status == 1
+        message = refusal(lines)
+        assert "cannot connect to" in message and "secret" not in message
+
+
+def test_the_tools_report_an_unreachable_database_in_one_line(
+    tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """transfer-migrate, transfer-import and transfer-verify-log: one line on stderr and a non-zero status."""
+    csv_path = tmp_path / "records.csv"
+    csv_path.write_text("lookup_code,national_id,level,custodian_school\n", encoding="utf-8")
+    for i, url in enumerate(unreachable_urls(tmp_path)):
+        cfg = write_config(tmp_path / f"node{i}.toml", pki=pki, database_url=url)
+        statuses = (
+            migrate.main([url]),
+            import_main(["--config", str(cfg), str(csv_path)]),
+            verify_main(["--config", str(cfg), "--quiet"]),
+        )
+        assert statuses == (1, 2, 2)
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 3, err
+        assert all("cannot connect to" in line and "secret" not in line for line in err), err
+    assert not (tmp_path / "no-such-dir").exists()

@@ -20,7 +20,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from storage import migrate
-from storage.database import Database, describe, open_database
+from storage.database import Database, DatabaseUnreachable, describe, open_database
 from storage.store import Store
 from storage.writer import Writer
 from transfer.domain.errors import DataLoss, Unavailable
@@ -199,7 +199,7 @@ class Node:
         self.logbook = logbook = Logbook(cfg.log_origin, signer, self.clock)
         try:
             migrate.prepare(cfg.database_url, upgrade_schema=cfg.auto_migrate)
-        except migrate.SchemaMismatch as exc:
+        except (migrate.SchemaMismatch, DatabaseUnreachable) as exc:
             raise StartRefused(str(exc)) from None
         self.db = open_database(cfg.database_url, sqlite_synchronous=cfg.sqlite_synchronous)
         self.writer = Writer(

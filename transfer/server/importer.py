@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from storage import migrate
-from storage.database import open_database
+from storage.database import DatabaseUnreachable, open_database
 from storage.store import Store
 from storage.writer import Writer
 from transfer.domain.commands import RegisterRecord
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (ConfigError, OSError, ValueError, migrate.SchemaMismatch) as exc:
+    except (ConfigError, OSError, ValueError, migrate.SchemaMismatch, DatabaseUnreachable) as exc:
         print(f"transfer-import: {exc}", file=sys.stderr)
         return 2
     print(f"imported {outcome.added}, already present {outcome.present}, refused {refused}", file=sys.stderr)
