@@ -111,3 +111,13 @@ def test_the_tools_report_an_unreachable_database_in_one_line(
         assert len(err) == 3, err
         assert all("cannot connect to" in line and "secret" not in line for line in err), err
     assert not (tmp_path / "no-such-dir").exists()
+
+
+def test_verify_log_makes_no_database_file(tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """transfer-verify-log on a SQLite path with no file there says so and leaves no file behind."""
+    db = tmp_path / "node.db"
+    cfg = write_config(tmp_path / "node.toml", pki=pki, database_url=f"sqlite:///{db}")
+    assert verify_main(["--config", str(cfg), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no such database file" in err[0], err
+    assert list(tmp_path.glob("node.db*")) == []
