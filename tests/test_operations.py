@@ -121,3 +121,38 @@ def test_verify_log_makes_no_database_file(tmp_path: Path, pki: Path, capsys: py
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no such database file" in err[0], err
     assert list(tmp_path.glob("node.db*")) == []
+
+
+def test_a_port_in_use_stops_the_server_with_one_line(tmp_path: Path, pki: Path) -> None:
+    """node.listen on a port another process holds: exit 1 with one line naming the address, no traceback."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = f"127.0.0.1:{taken.getsockname()[1]}"
+        cfg = write_config(
+            tmp_path / "node.toml", pki=pki, database_url=f"sqlite:///{tmp_path / 'node.db'}", listen=listen
+        )
+        status, lines = run_server(cfg)
+    assert status == 1
+    assert f"cannot listen on {listen}" in refusal(lines)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "message"),
+    [
+        ("TRANSFER_TLS_KEY_FILE", "ca.pem", "not an unencrypted PEM private key"),
+        ("TRANSFER_TLS_KEY_FILE", "school-S1.key", "is not the key of tls.cert_file"),
+        ("TRANSFER_TLS_CERT_FILE", "node.key", "tls.cert_file"),
+        ("TRANSFER_TLS_CA_FILE", "node.key", "tls.ca_file"),
+    ],
+)
+def test_unusable_tls_files_stop_the_server_before_the_database_is_made(
+    tmp_path: Path, pki: Path, setting: str, value: str, message: str
+) -> None:
+    """A TLS file that is not what its key says: one line naming the key, and no database file created."""
+    db = tmp_path / "node.db"
+    cfg = write_config(tmp_path / "node.toml", pki=pki, database_url=f"sqlite:///{db}")
+    status, lines = run_server(cfg, {setting: str(pki / value)})
+    assert status == 1
+    assert message in refusal(lines)
+    assert not db.exists()
