@@ -156,3 +156,26 @@ def test_unusable_tls_files_stop_the_server_before_the_database_is_made(
     assert status == 1
     assert message in refusal(lines)
     assert not db.exists()
+
+
+def test_unusable_signing_and_peer_files_stop_the_server_with_one_line(tmp_path: Path, pki: Path) -> None:
+    """signing.ca_file or a peer's ca_file that holds no certificate: one line naming the file, exit 1."""
+    peer = f"""
+[seal]
+key_file = "{pki / "seal.key"}"
+
+[[peers]]
+province = "79"
+address = "127.0.0.1:1"
+ca_file = "{pki / "node.key"}"
+seal_vkey_file = "{pki / "seal.vkey"}"
+log_vkey_file = "{pki / "log.vkey"}"
+"""
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    for cfg in (
+        write_config(tmp_path / "signing.toml", pki=pki, database_url=url, signing_ca=pki / "node.key"),
+        write_config(tmp_path / "peer.toml", pki=pki, database_url=url, extra=peer),
+    ):
+        status, lines = run_server(cfg)
+        assert status == 1
+        assert f"{pki / 'node.key'}: no PEM certificate" in refusal(lines)

@@ -137,7 +137,10 @@ def load_signing_trust(config: Config) -> SigningTrust:
     """The CAs teachers' certificates must chain to (none configured: nobody can sign)."""
     if config.signing_ca_file is None:
         return SigningTrust([])
-    return SigningTrust.from_pem(config.signing_ca_file.read_bytes())
+    try:
+        return SigningTrust.from_pem(config.signing_ca_file.read_bytes())
+    except ValueError:
+        raise OSError(f"{config.signing_ca_file}: no PEM certificate in it") from None
 
 
 def load_log_signer(config: Config) -> Ed25519Signer:
