@@ -47,6 +47,36 @@ def sync_url(url: str) -> str:
     return u.render_as_string(hide_password=False)
 
 
+class DatabaseUnreachable(Exception):
+    """The database could not be opened or connected to; the message says which and why, in one line."""
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with `url` as a node's database URL, or None."""
+    try:
+        drivername = make_url(url).drivername
+    except (sa_exc.ArgumentError, ValueError):
+        return "not a database URL: expected sqlite:///path.db or postgresql://user@host:port/db"
+    if drivername not in ("sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg"):
+        return f"{drivername}: expected sqlite:///path.db or postgresql://user@host:port/db"
+    return None
+
+
+def unreachable(url: str, exc: BaseException) -> DatabaseUnreachable:
+    """A one-line account of a failed connection (the driver's message, the URL without its password)."""
+    cause = getattr(exc, "orig", None) or exc
+    reason = "; ".join(line.strip() for line in str(cause).splitlines() if line.strip())
+    return DatabaseUnreachable(f"cannot connect to {describe(url)}: {reason}")
+
+
+def connect(engine: Engine, url: str) -> Connection:
+    """`engine.connect()`, a failure to reach the database raised as DatabaseUnreachable."""
+    try:
+        return engine.connect()
+    except (sa_exc.OperationalError, sa_exc.InterfaceError, psycopg.OperationalError) as exc:
+        raise unreachable(url, exc) from None
+
+
 def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 

@@ -7,11 +7,13 @@ SQLite and PostgreSQL, whatever the size of the log.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterator
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, func, select
+from sqlalchemy.engine import make_url
 
-from storage.database import is_sqlite, sqlite_engine, sync_url
+from storage.database import DatabaseUnreachable, connect, describe, is_sqlite, sqlite_engine, sync_url
 from storage.repositories import from_us
 from storage.schema import log_checkpoints, log_leaves, log_nodes, nodes_filter
 from transfer.domain.model import StoredCheckpoint
@@ -20,8 +22,20 @@ from transfer.ledger.merkle import NodeId
 
 class LogScanner:
     def __init__(self, url: str, *, chunk: int = 20_000) -> None:
+        """Raises DatabaseUnreachable if the database cannot be reached (a SQLite file that is not there is not made)."""
         self.chunk = chunk
-        self.engine: Engine = sqlite_engine(url, writer=False) if is_sqlite(url) else create_engine(sync_url(url))
+        if is_sqlite(url):
+            path = make_url(url).database
+            if path and path != ":memory:" and not Path(path).is_file():
+                raise DatabaseUnreachable(f"cannot connect to {describe(url)}: no such database file")
+            self.engine: Engine = sqlite_engine(url, writer=False)
+        else:
+            self.engine = create_engine(sync_url(url), connect_args={"connect_timeout": 10})
+        try:
+            connect(self.engine, url).close()
+        except DatabaseUnreachable:
+            self.engine.dispose()
+            raise
 
     def close(self) -> None:
         self.engine.dispose()

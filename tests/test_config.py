@@ -70,6 +70,8 @@ def test_environment_overrides(tmp_path: Path) -> None:
         (MINIMAL + "[transfers]\nutc_offset = '+07:75'\n", {}, "like \\+07:00"),
         (MINIMAL + "[idempotency]\nretention_days = 0\n", {}, "retention_days: between 1"),
         (MINIMAL, {"TRANSFER_DATABASE_URI": "postgresql://x"}, "TRANSFER_DATABASE_URI: unknown key database.uri"),
+        (MINIMAL, {"TRANSFER_DATABASE_URL": "mysql://u@h/db"}, "database.url: mysql: expected sqlite"),
+        (MINIMAL, {"TRANSFER_DATABASE_URL": "node.db"}, "database.url: not a database URL"),
     ],
 )
 def test_bad_configuration_is_explained(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
@@ -87,3 +89,18 @@ def test_server_exits_2_on_bad_config(tmp_path: Path, capsys: pytest.CaptureFixt
     assert server_main(["--config", str(p)]) == 2
     assert "configuration error: node.province" in capsys.readouterr().err
     assert server_main(["--config", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_check_config_reads_the_files_it_names(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--check-config fails, naming the file, when a key or certificate the configuration names is missing or unusable."""
+    from transfer.devpki import make_dev_pki
+
+    make_dev_pki(tmp_path / "pki", "01", ["S1"])
+    p = tmp_path / "node.toml"
+    p.write_text(MINIMAL)
+    assert server_main(["--check-config", "--config", str(p)]) == 0
+    for old, new in (("pki/node.key", "pki/missing.key"), ("pki/log.key", "pki/ca.pem")):
+        p.write_text(MINIMAL.replace(old, new))
+        capsys.readouterr()
+        assert server_main(["--check-config", "--config", str(p)]) == 1
+        assert new in capsys.readouterr().err

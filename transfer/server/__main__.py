@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from transfer.server import logs
-from transfer.server.app import Node, StartRefused
+from transfer.server.app import Node, StartRefused, load_log_signer, server_credentials
 from transfer.server.config import ConfigError, load
 
 
@@ -35,6 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"transfer-server: configuration error: {exc}", file=sys.stderr)
         return 2
     if ns.check_config:
+        try:  # the files it names too (keys, certificates, peers), as a start would read them
+            Node(config)
+            server_credentials(config)
+            load_log_signer(config)
+        except (OSError, StartRefused) as exc:
+            print(f"transfer-server: configuration error: {exc}", file=sys.stderr)
+            return 1
         print("configuration is valid")
         return 0
     logs.configure(config.log_level, config.log_format)

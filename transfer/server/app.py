@@ -16,11 +16,12 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from storage import migrate
-from storage.database import Database, describe, open_database
+from storage.database import Database, DatabaseUnreachable, describe, open_database
 from storage.store import Store
 from storage.writer import Writer
 from transfer.domain.errors import DataLoss, Unavailable
@@ -87,17 +88,34 @@ SERVICE_NAMES = (
 )
 
 
+def _check_tls_files(ca: bytes, cert: bytes, key: bytes, config: Config) -> None:
+    """What grpc would only find when binding the port (with a traceback), said here in one line per file."""
+    try:
+        x509.load_pem_x509_certificates(ca)
+    except ValueError:
+        raise StartRefused(f"tls.ca_file {config.ca_file}: no PEM certificate in it") from None
+    try:
+        leaf = x509.load_pem_x509_certificates(cert)[0]
+    except ValueError:
+        raise StartRefused(f"tls.cert_file {config.cert_file}: no PEM certificate in it") from None
+    try:
+        private = serialization.load_pem_private_key(key, password=None)
+    except (ValueError, TypeError):
+        raise StartRefused(f"tls.key_file {config.key_file}: not an unencrypted PEM private key") from None
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if private.public_key().public_bytes(*spki) != leaf.public_key().public_bytes(*spki):
+        raise StartRefused(f"tls.key_file {config.key_file} is not the key of tls.cert_file {config.cert_file}")
+
+
 def server_credentials(config: Config) -> grpc.ServerCredentials:
     """Mutual TLS: clients must present a certificate from the node's CA, or
     (peer nodes) from their own province's CA; `Authenticator` tells them apart."""
     roots = config.ca_file.read_bytes()
+    cert, key = config.cert_file.read_bytes(), config.key_file.read_bytes()
+    _check_tls_files(roots, cert, key, config)
     for peer in config.peers:
         roots += b"\n" + peer.ca_file.read_bytes()
-    return grpc.ssl_server_credentials(
-        [(config.key_file.read_bytes(), config.cert_file.read_bytes())],
-        root_certificates=roots,
-        require_client_auth=True,
-    )
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=roots, require_client_auth=True)
 
 
 SWEEP_BATCH = 500
@@ -119,7 +137,10 @@ def load_signing_trust(config: Config) -> SigningTrust:
     """The CAs teachers' certificates must chain to (none configured: nobody can sign)."""
     if config.signing_ca_file is None:
         return SigningTrust([])
-    return SigningTrust.from_pem(config.signing_ca_file.read_bytes())
+    try:
+        return SigningTrust.from_pem(config.signing_ca_file.read_bytes())
+    except ValueError:
+        raise OSError(f"{config.signing_ca_file}: no PEM certificate in it") from None
 
 
 def load_log_signer(config: Config) -> Ed25519Signer:
@@ -197,8 +218,10 @@ class Node:
         creds = server_credentials(cfg)  # fail early on unreadable keys
         signer = load_log_signer(cfg)
         self.logbook = logbook = Logbook(cfg.log_origin, signer, self.clock)
-        if cfg.auto_migrate:
-            migrate.upgrade(cfg.database_url)
+        try:
+            migrate.prepare(cfg.database_url, upgrade_schema=cfg.auto_migrate)
+        except (migrate.SchemaMismatch, DatabaseUnreachable) as exc:
+            raise StartRefused(str(exc)) from None
         self.db = open_database(cfg.database_url, sqlite_synchronous=cfg.sqlite_synchronous)
         self.writer = Writer(
             self.db, max_batch=cfg.max_batch, after_commit=self._after_commit, after_uncertain=self._after_uncertain
@@ -211,6 +234,41 @@ class Node:
             self.db = self.writer = self.store = None
             raise
         self.writer.start()
+        try:
+            await self._serve(cfg, store, logbook, creds)
+        except BaseException:  # e.g. the port is taken: leave nothing running or open
+            await self._abandon_start()
+            raise
+        log.info(
+            "node started",
+            extra={
+                "province": cfg.province,
+                "listen": cfg.listen,
+                "port": self.port,
+                "database": describe(cfg.database_url),
+            },
+        )
+        return self.port
+
+    async def _abandon_start(self) -> None:
+        if self._server is not None:
+            await self._server.stop(None)
+            self._server = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
+        if self.links is not None:
+            await self.links.close()
+        if self.writer is not None:
+            await self.writer.stop()
+        if self.db is not None:
+            await self.db.close()
+        self.db = self.writer = self.store = None
+
+    async def _serve(self, cfg: Config, store: Store, logbook: Logbook, creds: grpc.ServerCredentials) -> None:
         auth = Authenticator(
             cfg.province,
             {p: peer.ca for p, peer in self.peers.items()},
@@ -247,9 +305,14 @@ class Node:
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-        self.port = server.add_secure_port(cfg.listen, creds)
+        try:
+            self.port = server.add_secure_port(cfg.listen, creds)
+        except RuntimeError:  # grpc's "Failed to bind to address"
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {cfg.listen}")
+            raise StartRefused(
+                f"cannot listen on {cfg.listen} (node.listen): the port is in use, or not an address of this host"
+            )
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
@@ -264,16 +327,6 @@ class Node:
             tmp = cfg.port_file.with_suffix(".tmp")
             tmp.write_text(f"{self.port}\n")
             os.replace(tmp, cfg.port_file)
-        log.info(
-            "node started",
-            extra={
-                "province": cfg.province,
-                "listen": cfg.listen,
-                "port": self.port,
-                "database": describe(cfg.database_url),
-            },
-        )
-        return self.port
 
     async def sweep_once(self) -> int:
         """Expire overdue transfers, apply due handoffs (and end absences), lock

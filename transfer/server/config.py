@@ -76,6 +76,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
+from storage.database import url_problem
 from transfer.domain.provinces import is_province
 
 
@@ -243,6 +244,9 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     def get(section: str, key: str, default: Any = None) -> Any:
         return c.get(section, {}).get(key, default)
 
+    url_error = url_problem(get("database", "url"))
+    if url_error is not None:
+        raise ConfigError(f"database.url: {url_error}")
     province = get("node", "province")
     if not is_province(province):
         raise ConfigError(f"node.province: {province!r} is not one of the 34 province codes")

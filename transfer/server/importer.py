@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 from storage import migrate
-from storage.database import open_database
+from storage.database import DatabaseUnreachable, open_database
 from storage.store import Store
 from storage.writer import Writer
 from transfer.domain.commands import RegisterRecord
@@ -108,8 +108,7 @@ class Progress:
 
 async def run_import(config_path: Path, csv_path: Path, rejects_path: Path) -> tuple[ImportOutcome, int]:
     cfg = load(config_path)
-    if cfg.auto_migrate:
-        migrate.upgrade(cfg.database_url)
+    migrate.prepare(cfg.database_url, upgrade_schema=cfg.auto_migrate)
     db = open_database(cfg.database_url, sqlite_synchronous=cfg.sqlite_synchronous)
     writer = Writer(db, max_batch=1)
     writer.start()
@@ -175,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (ConfigError, OSError, ValueError) as exc:
+    except (ConfigError, OSError, ValueError, migrate.SchemaMismatch, DatabaseUnreachable) as exc:
         print(f"transfer-import: {exc}", file=sys.stderr)
         return 2
     print(f"imported {outcome.added}, already present {outcome.present}, refused {refused}", file=sys.stderr)

@@ -116,12 +116,19 @@ def load_peers(config: Config) -> dict[str, Peer]:
             vkey = parse_vkey(p.seal_vkey_file.read_text(encoding="utf-8").strip())
         except NoteError as exc:
             raise OSError(f"{p.seal_vkey_file}: not a verifier key: {exc}") from None
-        key = ed25519.Ed25519PublicKey.from_public_bytes(getattr(vkey, "public_key", b""))
+        try:
+            key = ed25519.Ed25519PublicKey.from_public_bytes(getattr(vkey, "public_key", b""))
+        except ValueError:
+            raise OSError(f"{p.seal_vkey_file}: not an Ed25519 verifier key") from None
         try:
             log_key = parse_vkey(p.log_vkey_file.read_text(encoding="utf-8").strip())
         except NoteError as exc:
             raise OSError(f"{p.log_vkey_file}: not a verifier key: {exc}") from None
-        peers[p.province] = Peer(p, x509.load_pem_x509_certificate(p.ca_file.read_bytes()), key, log_key)
+        try:
+            ca = x509.load_pem_x509_certificate(p.ca_file.read_bytes())
+        except ValueError:
+            raise OSError(f"{p.ca_file}: no PEM certificate in it") from None
+        peers[p.province] = Peer(p, ca, key, log_key)
     return peers
 
 

@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from storage.database import DatabaseUnreachable
 from storage.logscan import LogScanner
 from transfer.domain.audit import audit_log
 from transfer.ledger.note import NoteError, Verifier, parse_vkey
@@ -56,7 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, NoteError, OSError, UnicodeDecodeError) as exc:
         print(f"transfer-verify-log: {exc}", file=sys.stderr)
         return 2
-    scanner = LogScanner(cfg.database_url)
+    try:
+        scanner = LogScanner(cfg.database_url)
+    except DatabaseUnreachable as exc:
+        print(f"transfer-verify-log: {exc}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     try:
         report = audit_log(
