@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.support import RunningNode, new_lookup_code, new_national_id
@@ -97,3 +98,29 @@ def test_an_unreadable_line_stops_the_import_saying_where_and_keeps_what_came_be
         refused = {int(r["line"]): r["reason"] for r in csv.DictReader(f)}
     assert refused == {2: "INVALID_LOOKUP_CODE", 3: "INVALID_ENUM", 4: "INVALID_SCHOOL_CODE"}
     assert sum(1 for _ in node.client("school-S2").iter_records(page_size=500)) == 7
+
+
+def test_a_database_failure_during_an_import_is_reported_without_the_rows_values(
+    node: RunningNode, database_url: str, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A write the database refuses mid-import (here a trigger stands in for a clash with the live node,
+    whose PostgreSQL error quotes the row in a DETAIL line) ends the import in one line, status 2, and no
+    national id reaches the terminal."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's DETAIL lines quote values; SQLite's messages do not")
+    assert node.config_path is not None
+    with psycopg.connect(database_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+        conn.execute(
+            "CREATE FUNCTION clash() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE unique_violation"
+            " USING MESSAGE = 'duplicate key value', DETAIL = 'Key (national_id)=(' || NEW.national_id"
+            " || ') already exists.'; END $$"
+        )
+        conn.execute("CREATE TRIGGER clash BEFORE INSERT ON records FOR EACH ROW EXECUTE FUNCTION clash()")
+    national_id = new_national_id()
+    data = _write(tmp_path / "records.csv", [[new_lookup_code(), national_id, "primary", "S1"]])
+    capfd.readouterr()
+    assert import_main(["--config", str(node.config_path), str(data)]) == 2
+    out, err = capfd.readouterr()
+    assert national_id not in out + err
+    lines = [line for line in err.splitlines() if line.startswith("transfer-import:")]
+    assert len(lines) == 1 and "Traceback" not in err, err

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
+import logging
 import sys
 import time
 from collections.abc import Iterator
@@ -34,6 +36,7 @@ from transfer.domain.errors import DomainError
 from transfer.domain.model import RecordLevel
 from transfer.domain.ports import SystemClock
 from transfer.domain.services import ImportOutcome, Records
+from transfer.server import logs
 from transfer.server.config import ConfigError, load
 
 COLUMNS = ["lookup_code", "national_id", "level", "custodian_school"]
@@ -158,6 +161,22 @@ async def _flush(
     return len(batch)
 
 
+@contextlib.contextmanager
+def _reporting_itself() -> Iterator[None]:
+    """Warnings as text lines (database DETAIL lines withheld: they quote values), and the writer
+    quiet: the import reports a failed write itself, in one line."""
+    root, writer = logging.getLogger(), logging.getLogger("storage.writer")
+    handlers, level, writer_level = root.handlers[:], root.level, writer.level
+    logs.configure("WARNING", "text")
+    writer.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+        writer.setLevel(writer_level)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="transfer-import", description="Import records from a CSV file.")
     parser.add_argument("--config", type=Path, required=True, help="the node's configuration file")
@@ -166,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     rejects_path = ns.rejects or ns.csv.with_suffix(".rejects.csv")
     try:
-        outcome, refused = asyncio.run(run_import(ns.config, ns.csv, rejects_path))
+        with _reporting_itself():
+            outcome, refused = asyncio.run(run_import(ns.config, ns.csv, rejects_path))
     except ImportHalted as exc:
         print(
             f"transfer-import: stopped at {exc}. The rows before it were imported (refused ones are in"
@@ -176,6 +196,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (ConfigError, OSError, ValueError, migrate.SchemaMismatch, DatabaseUnreachable) as exc:
         print(f"transfer-import: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the database refused a write (e.g. a clash with the live node)
+        # Only the first line: PostgreSQL's DETAIL line after it quotes the row, national id included.
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(
+            f"transfer-import: stopped: the database refused a batch ({type(exc).__name__}: {first}). The"
+            f" batches before it were imported; run it again: rows already imported are skipped.",
+            file=sys.stderr,
+        )
         return 2
     print(f"imported {outcome.added}, already present {outcome.present}, refused {refused}", file=sys.stderr)
     if refused:
