@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import itertools
 import os
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 from hypothesis import HealthCheck, settings
@@ -33,11 +37,16 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from tests.support import RunningNode, new_lookup_code, new_national_id
+from tests.staffing import CLASS, HOMEROOM, MATH, PRINCIPAL, duty
+from tests.support import FakeClock, RunningNode, new_lookup_code, new_national_id
 from transfer.client import TransferClient, TransferError
 from transfer.client.client import TransferChange, new_request_id
+from transfer.client.signing import sign_digest
+from transfer.devpki import SigningCA
 from transfer.domain.leaves import LeafKind, decode_leaf
-from transfer.v1 import common_pb2, transfers_pb2
+from transfer.v1 import common_pb2, pages_pb2, staff_pb2, transfers_pb2
+
+T = TypeVar("T")
 
 SCHOOLS = ("S1", "S2", "S3")
 UNREGISTERED = "S9"  # has certificates, but is not a school of the node
@@ -102,6 +111,13 @@ def _refusal(code: grpc.StatusCode, reason: str) -> tuple[str, str]:
     return (code.name, reason)
 
 
+def start_on_a_monday(clock: FakeClock) -> None:
+    """Each sequence starts on a Monday, 09:00 in Hà Nội, so dates fall alike in every replay."""
+    now = clock.now()
+    monday = (now + timedelta(days=7 - now.weekday())).replace(hour=2, minute=0, second=0, microsecond=0)
+    clock.advance(monday - now)
+
+
 def run_transfer_model(node: RunningNode, max_examples: int, steps: int) -> None:
     """Run the state machine below against `node` (schools S1–S3 registered)."""
     assert node.clock is not None
@@ -109,12 +125,6 @@ def run_transfer_model(node: RunningNode, max_examples: int, steps: int) -> None
     clients = {name: node.client(name) for name in CALLERS}
     admin = clients["province-admin"]
     log_end = [sum(1 for _ in admin.iter_entries(0, page_size=1000))]  # the log's size between sequences
-
-    def start_on_a_monday() -> None:
-        """Each sequence starts on a Monday, 09:00 in Hà Nội, so deadlines fall alike in every replay."""
-        now = clock.now()
-        monday = (now + timedelta(days=7 - now.weekday())).replace(hour=2, minute=0, second=0, microsecond=0)
-        clock.advance(monday - now)
 
     class TransferModel(RuleBasedStateMachine):
         records = Bundle("records")
@@ -131,7 +141,7 @@ def run_transfer_model(node: RunningNode, max_examples: int, steps: int) -> None
             self.receipts: list[tuple[int, bytes]] = []
             self.elapsed = timedelta(0)
             self.log_start = log_end[0]
-            start_on_a_monday()
+            start_on_a_monday(clock)
             self.touched: set[str] = set()  # lookup codes whose record the last step may have changed
 
         # -- set-up ------------------------------------------------------------
@@ -378,3 +388,198 @@ def run_transfer_model(node: RunningNode, max_examples: int, steps: int) -> None
 def test_transfers_follow_the_model(node: RunningNode) -> None:
     """Random sequences of transfer calls, repeats and clock moves: the node always agrees with the model."""
     run_transfer_model(node, max_examples=int(os.environ.get("MODEL_EXAMPLES", "25")), steps=30)
+
+
+# -- teachers leaving: no signature a record needs is left without an owner ------------------
+
+DUTY_SET = (HOMEROOM, MATH, PRINCIPAL)
+REASONS = (
+    staff_pb2.DEPARTURE_REASON_RETIREMENT,
+    staff_pb2.DEPARTURE_REASON_MATERNITY_LEAVE,
+    staff_pb2.DEPARTURE_REASON_TRANSFER,
+    staff_pb2.DEPARTURE_REASON_OTHER,
+)
+TEMPORARY = {staff_pb2.DEPARTURE_REASON_MATERNITY_LEAVE, staff_pb2.DEPARTURE_REASON_OTHER}
+BROKEN = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
+ACTIVE = staff_pb2.TEACHER_STATUS_ACTIVE
+
+
+def local_day(instant: datetime) -> date:
+    return (instant + timedelta(hours=7)).date()  # Hà Nội
+
+
+def run_handoff_model(node: RunningNode, pki: Path, max_examples: int, steps: int) -> None:
+    """Random staffing histories at a fresh school per sequence; after every step that leaves
+    nothing due unapplied, each duty and each pending signature belongs to an active teacher."""
+    assert node.clock is not None
+    clock = node.clock
+    admin = node.client("province-admin")  # acts for every school, so each sequence gets a new one
+    ca = SigningCA.load(pki)
+    schools = itertools.count(1)
+
+    class Staffing(RuleBasedStateMachine):
+        def __init__(self) -> None:
+            super().__init__()
+            now = clock.now()
+            self.school = f"H{next(schools)}-{now:%Y%m%d}"
+            admin.register_school(self.school, f"Trường {self.school}")
+            first = local_day(now).year if local_day(now).month >= 8 else local_day(now).year - 1
+            self.year = f"{first}-{first + 1}"
+            self.teachers: list[tuple[str, Any]] = []  # (teacher id, signing key)
+            self.pages: list[str] = []
+            self.in_step = True  # nothing moved in time since the last sweep
+            self.elapsed = 0
+
+        def duty(self, requirement: tuple[int, str]) -> tuple[int, str, str, str]:
+            return duty(requirement, self.year, CLASS)
+
+        def today(self, offset: int = 0) -> str:
+            return (local_day(clock.now()) + timedelta(days=offset)).isoformat()
+
+        @initialize()
+        def staffed(self) -> None:
+            """Three teachers hold the three duties, so pages can be added from the start."""
+            for requirement in DUTY_SET:
+                self.hire()
+                admin.assign_duty(self.duty(requirement), self.teachers[-1][0], school=self.school)
+
+        @precondition(lambda self: len(self.teachers) < 6)
+        @rule()
+        def hire(self) -> None:
+            code = f"GV{len(self.teachers)}"
+            now = clock.now()
+            pem, key = ca.teacher(
+                code, "ed25519", not_before=now - timedelta(days=1), not_after=now + timedelta(days=400), write=False
+            )
+            teacher = admin.register_teacher(code, f"Giáo viên {code}", [pem], school=self.school)
+            self.teachers.append((teacher.id, key))
+
+        @precondition(lambda self: bool(self.teachers))
+        @rule(which=st.sampled_from(DUTY_SET), who=st.integers(0, 5))
+        def assign(self, which: tuple[int, str], who: int) -> None:
+            teacher_id, _ = self.teachers[who % len(self.teachers)]
+            tolerate(lambda: admin.assign_duty(self.duty(which), teacher_id, school=self.school))
+
+        @rule(needs=st.lists(st.sampled_from(DUTY_SET), min_size=1, max_size=3, unique=True))
+        def add_page(self, needs: list[tuple[int, str]]) -> None:
+            code = new_lookup_code()
+            admin.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY, self.school)
+            added = tolerate(lambda: admin.add_page(code, self.year, 3, CLASS, b"%PDF-1.7 hoc ba", needs))
+            if added is not None:
+                self.pages.append(added.page.id)
+
+        @precondition(lambda self: bool(self.pages))
+        @rule(which=st.integers(0, 50))
+        def replace_page(self, which: int) -> None:
+            page_id = self.pages[which % len(self.pages)]
+            tolerate(lambda: admin.replace_page(page_id, f"%PDF-1.7 sửa {which}".encode()))
+
+        @precondition(lambda self: bool(self.pages))
+        @rule(which=st.integers(0, 50), task=st.integers(0, 2))
+        def sign(self, which: int, task: int) -> None:
+            page = admin.get_page(self.pages[which % len(self.pages)])
+            pending = [t for t in page.tasks if not t.signed_by_teacher_id]
+            if not pending:
+                return
+            t = pending[task % len(pending)]
+            key = dict(self.teachers).get(t.assignee_teacher_id)
+            if key is None:  # not one of ours: cannot happen at a school of its own
+                raise AssertionError(f"task owed by a stranger: {t}")
+            requirement = (t.requirement.role, t.requirement.subject)
+            signature = sign_digest(key, page.digest)
+            tolerate(lambda: admin.sign_page(page.id, requirement, t.assignee_teacher_id, page.digest, signature))
+
+        @precondition(lambda self: len(self.teachers) >= 2)
+        @rule(
+            who=st.integers(0, 5),
+            reason=st.sampled_from(REASONS),
+            starts=st.integers(-3, 4),
+            lasts=st.integers(1, 6),
+            to_all=st.one_of(st.none(), st.integers(0, 5)),
+            per_duty=st.lists(st.tuples(st.sampled_from(DUTY_SET), st.integers(0, 5)), max_size=2),
+        )
+        def depart(
+            self,
+            who: int,
+            reason: int,
+            starts: int,
+            lasts: int,
+            to_all: int | None,
+            per_duty: list[tuple[tuple[int, str], int]],
+        ) -> None:
+            n = len(self.teachers)
+            teacher_id = self.teachers[who % n][0]
+            end = self.today(starts + lasts) if reason in TEMPORARY else ""
+            replacement = "" if to_all is None else self.teachers[to_all % n][0]
+            named = [(self.duty(d), self.teachers[i % n][0]) for d, i in per_duty]
+            tolerate(
+                lambda: admin.record_departure(
+                    teacher_id,
+                    reason,
+                    self.today(starts),
+                    end_date=end,
+                    replacement=replacement,
+                    replacements=named,
+                )
+            )
+
+        @precondition(lambda self: self.elapsed < 10)  # the clock runs on through the sequences: keep each short
+        @rule(days=st.integers(1, 3), sweep=st.booleans())
+        def time_passes(self, days: int, sweep: bool) -> None:
+            clock.advance(timedelta(days=days))
+            self.elapsed += days
+            self.in_step = False
+            if sweep:
+                self.sweep()
+
+        @rule()
+        def sweep(self) -> None:
+            node.run(node.node.sweep_once)  # type: ignore[union-attr]
+            self.in_step = True
+
+        @invariant()
+        def every_signature_owed_has_an_active_owner(self) -> None:
+            if not self.in_step:
+                return  # a handoff due today may wait for the sweeper
+            status = {t.id: t.status for t in admin.iter_teachers(self.school)}
+            for d in admin.list_duties(school=self.school):
+                assert status.get(d.holder_teacher_id) == ACTIVE, (d, status)
+            for page_id in self.pages:
+                page = admin.get_page(page_id)
+                if page.state == pages_pb2.PAGE_STATE_LOCKED:
+                    continue
+                for t in page.tasks:
+                    if not t.signed_by_teacher_id:
+                        assert status.get(t.assignee_teacher_id) == ACTIVE, (page_id, t, status)
+            for teacher_id, teacher_status in status.items():
+                if teacher_status != ACTIVE:
+                    assert not list(admin.iter_signing_tasks(teacher_id)), teacher_id
+
+        def teardown(self) -> None:
+            self.sweep()
+            self.every_signature_owed_has_an_active_owner()
+
+    run_state_machine_as_test(
+        Staffing,
+        settings=settings(
+            max_examples=max_examples,
+            stateful_step_count=steps,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        ),
+    )
+
+
+def tolerate(call: Callable[[], T]) -> T | None:
+    """The call's answer, or None when the node refused it cleanly (a refusal with a reason)."""
+    try:
+        return call()
+    except TransferError as err:
+        assert err.code not in BROKEN and err.reason, err
+        return None
+
+
+def test_signing_duties_always_have_an_active_owner(node: RunningNode, pki: Path) -> None:
+    """Random hires, duties, pages, signatures, departures and leaves, and days passing: once the sweeper
+    has run, every duty and every signature still owed belongs to an active teacher."""
+    run_handoff_model(node, pki, max_examples=int(os.environ.get("MODEL_EXAMPLES", "25")), steps=30)
