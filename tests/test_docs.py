@@ -70,6 +70,92 @@ def test_every_error_reason_is_documented() -> None:
     assert reasons - documented == set()
 
 
+# The gRPC code each way of refusing gives (transfer/server/errors.py maps the classes).
+_CODE_OF_CALL = {
+    "InvalidArgument": "INVALID_ARGUMENT", "NotFound": "NOT_FOUND", "AlreadyExists": "ALREADY_EXISTS",
+    "PermissionDenied": "PERMISSION_DENIED", "FailedPrecondition": "FAILED_PRECONDITION",
+    "Unauthenticated": "UNAUTHENTICATED", "Unavailable": "UNAVAILABLE", "OutOfRange": "OUT_OF_RANGE",
+    "DataLoss": "DATA_LOSS", "PackageError": "INVALID_ARGUMENT",
+}  # fmt: skip
+# helper -> (position of its reason argument, the code of what it raises)
+_HELPERS = {"add": (2, "INVALID_ARGUMENT"), "_require": (1, "PERMISSION_DENIED"), "_bad": (2, "INVALID_ARGUMENT"),
+            "_bad_cert": (0, "INVALID_ARGUMENT")}  # fmt: skip
+
+
+def _literals(node: ast.expr) -> list[str]:
+    branches = [node.body, node.orelse] if isinstance(node, ast.IfExp) else [node]
+    return [
+        b.value
+        for b in branches
+        if isinstance(b, ast.Constant) and isinstance(b.value, str) and re.fullmatch(r"[A-Z][A-Z_]+", b.value)
+    ]
+
+
+def _codes_in_code() -> dict[str, set[tuple[str, str]]]:
+    """Each reason the node (domain, server, storage) refuses with -> {(gRPC code, file:line)}."""
+    found: dict[str, set[tuple[str, str]]] = {}
+    paths = [p for p in (ROOT / "transfer").rglob("*.py") if not {"v1", "client"} & set(p.relative_to(ROOT).parts)]
+    for path in [*paths, *(ROOT / "storage").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            where = f"{path.relative_to(ROOT)}:{getattr(node, 'lineno', 0)}"
+            if isinstance(node, ast.FunctionDef):  # reason="..." defaults of helpers that add field violations
+                args = node.args
+                named = list(zip(args.kwonlyargs, args.kw_defaults, strict=True))
+                named += list(zip(args.args[len(args.args) - len(args.defaults) :], args.defaults, strict=True))
+                for arg, default in named:
+                    if arg.arg in ("reason", "required_reason") and default is not None:
+                        for r in _literals(default):
+                            found.setdefault(r, set()).add(("INVALID_ARGUMENT", where))
+            if not isinstance(node, ast.Call):
+                continue
+            name = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            candidates = [k.value for k in node.keywords if k.arg == "required_reason"]
+            code = "INVALID_ARGUMENT"
+            if name in _CODE_OF_CALL:
+                code = _CODE_OF_CALL[name]
+                candidates += node.args[:1] + [k.value for k in node.keywords if k.arg == "reason"]
+            elif name in _HELPERS and (name != "add" or len(node.args) == 3):
+                index, code = _HELPERS[name]
+                candidates += node.args[index : index + 1]
+            for arg in candidates:
+                for r in _literals(arg):
+                    found.setdefault(r, set()).add((code, where))
+    return found
+
+
+def _documented_codes() -> dict[str, set[str]]:
+    """Each reason in docs/protocol.md's error tables -> the gRPC codes of its rows ("*": a row with none)."""
+    codes = set(_CODE_OF_CALL.values())
+    documented: dict[str, set[str]] = {}
+    current = ""
+    for line in (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("| ") or len(cells) != 3 or cells[0] == "code" or cells[0].startswith("---"):
+            continue
+        current = cells[0] or current
+        row = {c for c in codes if re.search(rf"\b{c}\b", current)} or {"*"}
+        for reason in re.findall(r"`([A-Z][A-Z_]+)`", cells[1]):
+            documented.setdefault(reason, set()).update(row)
+    return documented
+
+
+def test_every_reason_is_documented_with_its_code() -> None:
+    """Each reason the node refuses with is in a row of docs/protocol.md's tables under the code it is sent with."""
+    documented = _documented_codes()
+    wrong = sorted(
+        f"{reason} {code} ({where}) documented as {sorted(documented.get(reason, set())) or 'nothing'}"
+        for reason, uses in _codes_in_code().items()
+        for code, where in uses
+        if not {code, "*"} & documented.get(reason, set())
+    )
+    assert wrong == []
+
+
+def test_every_documented_reason_exists() -> None:
+    """Every reason in docs/protocol.md's error tables is one the node can still refuse with."""
+    assert set(_documented_codes()) - set(_codes_in_code()) == set()
+
+
 def test_every_config_key_is_documented() -> None:
     """docs/operations.md's table has a row for each configuration key, and no others."""
     doc = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
