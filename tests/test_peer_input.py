@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -344,3 +344,43 @@ def test_a_second_record_of_a_pupil_is_refused_on_arrival_and_on_acceptance(engi
         with pytest.raises(FailedPrecondition) as at_acceptance:
             federation.require_importable(uow, transfer)
     assert at_acceptance.value.reason == "STUDENT_RECORD_EXISTS"
+
+
+def test_holidays_lengthen_the_deadlines_of_transfers_between_provinces(engine: Engine, keys: Keys) -> None:
+    """`transfers.holidays` are not working days for transfers between provinces either: the receiving
+    node's deadline and the sending node's both skip them (NOW is Monday 23 November, 09:00 in Hà Nội)."""
+    holidays = [date(2026, 11, 24), date(2026, 11, 25)]
+
+    def federation(province: str, days_off: list[date]) -> Federation:
+        own, other = (keys.k01, keys.k79) if province == "01" else (keys.k79, keys.k01)
+        peer = "79" if province == "01" else "01"
+        return Federation(
+            province, {peer: PeerKeys(peer, other.public_key())}, own, SigningTrust([]), PagePolicy(), 8, _Clock(),
+            holidays=days_off,
+        )  # fmt: skip
+
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        uow.schools.add(School("D1", "D1", "79", True, NOW, NOW))
+        uow.schools.add(School("S1", "S1", "01", True, NOW, NOW))
+        record = Record("a" * 32, "123456789012", RecordLevel.PRIMARY, "S1", None, NOW, NOW)
+        uow.records.add(record)
+        sent = federation("01", holidays).offer(
+            uow, Actor(Role.SCHOOL, "01", "S1"), record, "D1", "79", "1" * 32, b"\x01" * 16
+        )
+        uow.flush()
+    for tid, code, nid, days_off in (("d" * 32, "b" * 32, "1" * 12, []), ("e" * 32, "c" * 32, "2" * 12, holidays)):
+        receiver = federation("79", days_off)
+        data, seal = sealed_offer(keys, tid, code, national_id=nid)
+        with engine.begin() as conn:
+            uow = SqlUnitOfWork(conn)
+            receiver.receive_offer(uow, FROM_01, receiver.open_offer(FROM_01, data, seal), data, seal)
+            uow.flush()
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        received = [uow.transfers.get(tid) for tid in ("d" * 32, "e" * 32)]
+    # Eight working days from Monday: until the end of Thursday 3 December in Hà Nội (17:00 UTC), or of
+    # Monday 7 December with two holidays.
+    plain, closed = datetime(2026, 12, 3, 17, tzinfo=UTC), datetime(2026, 12, 7, 17, tzinfo=UTC)
+    assert [t.deadline for t in received if t is not None] == [plain, closed]
+    assert sent.value.deadline == closed

@@ -23,9 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -137,6 +137,7 @@ class Federation:
         page_policy: PagePolicy,
         deadline_days: int,
         clock: Clock,
+        holidays: Collection[date] = (),
     ) -> None:
         self.province = province
         self.peers = dict(peers)
@@ -145,6 +146,11 @@ class Federation:
         self.page_policy = page_policy
         self.deadline_days = deadline_days
         self.clock = clock
+        self.holidays = frozenset(holidays)
+
+    def _deadline(self, now: datetime) -> datetime:
+        """The end of the decision period: working days (holidays skipped) in this node's time zone."""
+        return deadline_after(now, self.deadline_days, utc_offset=self.page_policy.utc_offset, holidays=self.holidays)
 
     def has_peer(self, province: str) -> bool:
         return province in self.peers and self.seal_key is not None
@@ -199,7 +205,7 @@ class Federation:
             id=transfer_id, lookup_code=record.lookup_code, from_school=record.custodian_school,
             from_province=self.province, to_school=to_school, to_province=to_province,
             scope=TransferScope.INTER_PROVINCE, state=TransferState.REQUESTED, reason="", created_at=now,
-            deadline=deadline_after(now, self.deadline_days, utc_offset=self.page_policy.utc_offset),
+            deadline=self._deadline(now),
             decided_at=None, initiated_by=actor.principal, decided_by=None, salt=salt,
             delivery=DeliveryState.PENDING,
         )  # fmt: skip
@@ -479,7 +485,7 @@ class Federation:
             id=package.transfer_id, lookup_code=package.record.lookup_code, from_school=package.from_school,
             from_province=peer, to_school=package.to_school, to_province=self.province,
             scope=TransferScope.INTER_PROVINCE, state=TransferState.REQUESTED, reason="", created_at=now,
-            deadline=deadline_after(now, self.deadline_days, utc_offset=self.page_policy.utc_offset),
+            deadline=self._deadline(now),
             decided_at=None, initiated_by=f"peer:{peer}", decided_by=None, salt=package.salt,
         )  # fmt: skip
         uow.transfers.add(transfer)

@@ -198,7 +198,7 @@ class Node:
         self.seal_key = load_seal_key(config)
         self.federation = Federation(
             config.province, peer_keys(self.peers), self.seal_key, trust, page_policy,
-            config.inter_province_deadline_working_days, self.clock,
+            config.inter_province_deadline_working_days, self.clock, holidays=config.holidays,
         )  # fmt: skip
         self.transfers = Transfers(self.policy, self.clock, self.ids, self.federation)
         self.pages = Pages(page_policy, trust, self.clock, self.ids, config.province)
