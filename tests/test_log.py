@@ -3,6 +3,7 @@ the database's refusal to rewrite it, and tampering behind the service's back.""
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +13,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from storage.database import sync_url
+from tests.staffing import CLASS, HOMEROOM, MATH, PRINCIPAL, YEAR, duty, hire, new_record, sign, signing_ca
 from tests.support import RunningNode, new_lookup_code, new_national_id, refused
 from transfer.client import TransferClient
+from transfer.client.client import duty_ref
 from transfer.client.logverify import (
     EntryMismatch,
     LogForked,
@@ -25,7 +28,7 @@ from transfer.domain.leaves import LeafKind, decode_leaf, record_digest, text_di
 from transfer.ledger import merkle
 from transfer.ledger.note import parse_vkey
 from transfer.server.verify import main as verify_main
-from transfer.v1 import common_pb2
+from transfer.v1 import common_pb2, staff_pb2
 
 
 def vkey(node: RunningNode) -> str:
@@ -341,3 +344,30 @@ def test_audit_of_a_log_serving_malformed_proofs_fails_cleanly(
         verifier.audit()
     assert not isinstance(info.value, EntryMismatch) or info.value.index == 6, info.value
     assert "proof" in str(info.value)
+
+
+def test_every_receipt_names_the_log(node: RunningNode, s1: TransferClient, pki: Path) -> None:
+    """Receipts of page, duty and departure changes name the log's origin, as transfer receipts do, so a
+    verifier can tell which log they belong to."""
+    staff = node.client("school-admin-S1")
+    ca = signing_ca(pki)
+    teachers = [hire(staff, ca, code, "ed25519") for code in ("CN", "TOAN", "HT", "CN2")]
+    assigned = staff.staff.AssignDuty(
+        staff_pb2.AssignDutyRequest(
+            request_id=str(uuid.uuid4()), duty=duty_ref(duty(HOMEROOM)), teacher_id=teachers[0].id
+        ),
+        timeout=10,
+    )
+    staff.assign_duty(duty(MATH), teachers[1].id)
+    staff.assign_duty(duty(PRINCIPAL), teachers[2].id)
+    added = s1.add_page(new_record(s1), YEAR, 3, CLASS, b"%PDF-1.7 hoc ba", [HOMEROOM, MATH, PRINCIPAL])
+    replaced = s1.replace_page(added.page.id, b"%PDF-1.7 sua")
+    page = replaced.page
+    for requirement, teacher in zip((HOMEROOM, MATH, PRINCIPAL), teachers, strict=False):
+        page = sign(s1, page, requirement, teacher)
+    locked = s1.lock_page(page.id)
+    _, departed = staff.record_departure(
+        teachers[0].id, staff_pb2.DEPARTURE_REASON_RETIREMENT, "2026-11-23", replacement=teachers[3].id
+    )
+    receipts = [assigned.receipt, added.receipt, replaced.receipt, locked.receipt, departed]
+    assert [r.origin for r in receipts] == ["hocba-node-01"] * len(receipts)

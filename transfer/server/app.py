@@ -295,13 +295,17 @@ class Node:
             TransferServicer(store, auth, self.clock, self.transfers, self.notifier, cfg.log_origin), server
         )
         log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(store, auth, self.clock, logbook), server)
-        pages_pb2_grpc.add_PageServiceServicer_to_server(PageServicer(store, auth, self.clock, self.pages), server)
+        pages_pb2_grpc.add_PageServiceServicer_to_server(
+            PageServicer(store, auth, self.clock, self.pages, cfg.log_origin), server
+        )
         sealer = Sealer(cfg.province, self.seal_key)
         peers_pb2_grpc.add_PeerServiceServicer_to_server(
             PeerServicer(store, auth, self.clock, self.federation, sealer, self.checkpoint_covering), server
         )
         peers_pb2_grpc.add_DeliveryServiceServicer_to_server(DeliveryServicer(store, auth, self.clock), server)
-        staff_pb2_grpc.add_StaffServiceServicer_to_server(StaffServicer(store, auth, self.clock, self.staff), server)
+        staff_pb2_grpc.add_StaffServiceServicer_to_server(
+            StaffServicer(store, auth, self.clock, self.staff, cfg.log_origin), server
+        )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -391,17 +391,18 @@ class LogServicer(_Base, log_pb2_grpc.LogServiceServicer):
         )
 
 
-def _logged_page(response_type: type[M]) -> Callable[[Logged[PageView]], M]:
+def _logged_page(response_type: type[M], origin: str) -> Callable[[Logged[PageView]], M]:
     def encode(logged: Logged[PageView]) -> M:
-        return response_type(page=convert.page_pb(logged.value), receipt=convert.receipt_pb(logged.receipt, ""))
+        return response_type(page=convert.page_pb(logged.value), receipt=convert.receipt_pb(logged.receipt, origin))
 
     return encode
 
 
 class PageServicer(_Base, pages_pb2_grpc.PageServiceServicer):
-    def __init__(self, store: Store, auth: Authenticator, clock: Clock, pages: Pages) -> None:
+    def __init__(self, store: Store, auth: Authenticator, clock: Clock, pages: Pages, origin: str) -> None:
         super().__init__(store, auth, clock)
         self.pages = pages
+        self.origin = origin  # the log's, named in each receipt
 
     @_guard
     async def AddPage(self, request: pages_pb2.AddPageRequest, actor: Actor) -> Any:
@@ -413,7 +414,7 @@ class PageServicer(_Base, pages_pb2_grpc.PageServiceServicer):
         return await self._mutate(
             actor, "AddPage", request, request.request_id,
             lambda uow, actor: self.pages.add(uow, actor, cmd),
-            _logged_page(pages_pb2.AddPageResponse), pages_pb2.AddPageResponse,
+            _logged_page(pages_pb2.AddPageResponse, self.origin), pages_pb2.AddPageResponse,
         )  # fmt: skip
 
     @_guard
@@ -422,7 +423,7 @@ class PageServicer(_Base, pages_pb2_grpc.PageServiceServicer):
         return await self._mutate(
             actor, "ReplacePage", request, request.request_id,
             lambda uow, actor: self.pages.replace(uow, actor, cmd),
-            _logged_page(pages_pb2.ReplacePageResponse), pages_pb2.ReplacePageResponse,
+            _logged_page(pages_pb2.ReplacePageResponse, self.origin), pages_pb2.ReplacePageResponse,
         )  # fmt: skip
 
     @_guard
@@ -442,7 +443,7 @@ class PageServicer(_Base, pages_pb2_grpc.PageServiceServicer):
         return await self._mutate(
             actor, "LockPage", request, request.request_id,
             lambda uow, actor: self.pages.lock(uow, actor, request.page_id),
-            _logged_page(pages_pb2.LockPageResponse), pages_pb2.LockPageResponse,
+            _logged_page(pages_pb2.LockPageResponse, self.origin), pages_pb2.LockPageResponse,
         )  # fmt: skip
 
     @_guard
@@ -471,9 +472,10 @@ def _duty(ref: staff_pb2.DutyRef, field: str) -> DutyKey:
 
 
 class StaffServicer(_Base, staff_pb2_grpc.StaffServiceServicer):
-    def __init__(self, store: Store, auth: Authenticator, clock: Clock, staff: Staff) -> None:
+    def __init__(self, store: Store, auth: Authenticator, clock: Clock, staff: Staff, origin: str) -> None:
         super().__init__(store, auth, clock)
         self.staff = staff
+        self.origin = origin  # the log's, named in each receipt
 
     @_guard
     async def RegisterTeacher(self, request: staff_pb2.RegisterTeacherRequest, actor: Actor) -> Any:
@@ -520,7 +522,7 @@ class StaffServicer(_Base, staff_pb2_grpc.StaffServiceServicer):
         return await self._mutate(
             actor, "AssignDuty", request, request.request_id,
             lambda uow, actor: self.staff.assign_duty(uow, actor, cmd),
-            lambda r: staff_pb2.AssignDutyResponse(duty=convert.duty_pb(r.value), receipt=convert.receipt_pb(r.receipt, "")),
+            lambda r: staff_pb2.AssignDutyResponse(duty=convert.duty_pb(r.value), receipt=convert.receipt_pb(r.receipt, self.origin)),
             staff_pb2.AssignDutyResponse,
         )  # fmt: skip
 
@@ -557,7 +559,7 @@ class StaffServicer(_Base, staff_pb2_grpc.StaffServiceServicer):
             actor, "RecordDeparture", request, request.request_id,
             lambda uow, actor: self.staff.record_departure(uow, actor, cmd),
             lambda r: staff_pb2.RecordDepartureResponse(
-                handoff=convert.handoff_pb(r.value), receipt=convert.receipt_pb(r.receipt, "")
+                handoff=convert.handoff_pb(r.value), receipt=convert.receipt_pb(r.receipt, self.origin)
             ),
             staff_pb2.RecordDepartureResponse,
         )  # fmt: skip
