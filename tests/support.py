@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from hypothesis import HealthCheck, settings
 
 from transfer.client import ClientTls, RetryPolicy, TransferClient
 from transfer.server.app import Node
@@ -309,3 +310,14 @@ def refused(code: str, reason: str, *, database_url: str | None = None) -> Itera
     assert err.message, "a refusal must say why"
     if database_url:
         assert db_snapshot(database_url) == before, "a refused call changed the database"
+
+
+def model_settings(examples: int, steps: int) -> settings:
+    """Settings of a stateful model test: `examples` sequences of up to `steps` steps, unless the
+    environment asks for more (MODEL_EXAMPLES, MODEL_STEPS); no per-example deadline (real servers)."""
+    return settings(
+        max_examples=int(os.environ.get("MODEL_EXAMPLES", examples)),
+        stateful_step_count=int(os.environ.get("MODEL_STEPS", steps)),
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )

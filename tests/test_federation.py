@@ -23,7 +23,6 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, multiple, precondition, rule, run_state_machine_as_test
 
@@ -45,6 +44,7 @@ from tests.support import (
     create_pg_database,
     drop_pg_database,
     load_config,
+    model_settings,
     running_node,
     write_config,
 )
@@ -927,11 +927,6 @@ def test_transfers_between_provinces_follow_the_model(start_pair: StartPair, eng
 
     run_state_machine_as_test(
         Between,
-        settings=settings(
-            max_examples=int(os.environ.get("MODEL_EXAMPLES", "6")),
-            stateful_step_count=int(os.environ.get("MODEL_STEPS", "15")),
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        ),
+        settings=model_settings(6, 15),
     )
     pair.assert_consistent(*every_code)

@@ -17,14 +17,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import itertools
-import os
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     Bundle,
@@ -38,7 +36,7 @@ from hypothesis.stateful import (
 )
 
 from tests.staffing import CLASS, HOMEROOM, MATH, PRINCIPAL, duty
-from tests.support import FakeClock, RunningNode, new_lookup_code, new_national_id
+from tests.support import FakeClock, RunningNode, model_settings, new_lookup_code, new_national_id
 from transfer.client import TransferClient, TransferError
 from transfer.client.client import TransferChange, new_request_id
 from transfer.client.signing import sign_digest
@@ -118,7 +116,7 @@ def start_on_a_monday(clock: FakeClock) -> None:
     clock.advance(monday - now)
 
 
-def run_transfer_model(node: RunningNode, max_examples: int, steps: int) -> None:
+def run_transfer_model(node: RunningNode, examples: int, steps: int) -> None:
     """Run the state machine below against `node` (schools S1–S3 registered)."""
     assert node.clock is not None
     clock = node.clock
@@ -376,18 +374,13 @@ def run_transfer_model(node: RunningNode, max_examples: int, steps: int) -> None
 
     run_state_machine_as_test(
         TransferModel,
-        settings=settings(
-            max_examples=max_examples,
-            stateful_step_count=steps,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        ),
+        settings=model_settings(examples, steps),
     )
 
 
 def test_transfers_follow_the_model(node: RunningNode) -> None:
     """Random sequences of transfer calls, repeats and clock moves: the node always agrees with the model."""
-    run_transfer_model(node, max_examples=int(os.environ.get("MODEL_EXAMPLES", "25")), steps=30)
+    run_transfer_model(node, examples=25, steps=30)
 
 
 # -- teachers leaving: no signature a record needs is left without an owner ------------------
@@ -408,7 +401,7 @@ def local_day(instant: datetime) -> date:
     return (instant + timedelta(hours=7)).date()  # Hà Nội
 
 
-def run_handoff_model(node: RunningNode, pki: Path, max_examples: int, steps: int) -> None:
+def run_handoff_model(node: RunningNode, pki: Path, examples: int, steps: int) -> None:
     """Random staffing histories at a fresh school per sequence; after every step that leaves
     nothing due unapplied, each duty and each pending signature belongs to an active teacher."""
     assert node.clock is not None
@@ -561,12 +554,7 @@ def run_handoff_model(node: RunningNode, pki: Path, max_examples: int, steps: in
 
     run_state_machine_as_test(
         Staffing,
-        settings=settings(
-            max_examples=max_examples,
-            stateful_step_count=steps,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        ),
+        settings=model_settings(examples, steps),
     )
 
 
@@ -582,4 +570,4 @@ def tolerate(call: Callable[[], T]) -> T | None:
 def test_signing_duties_always_have_an_active_owner(node: RunningNode, pki: Path) -> None:
     """Random hires, duties, pages, signatures, departures and leaves, and days passing: once the sweeper
     has run, every duty and every signature still owed belongs to an active teacher."""
-    run_handoff_model(node, pki, max_examples=int(os.environ.get("MODEL_EXAMPLES", "25")), steps=30)
+    run_handoff_model(node, pki, examples=25, steps=30)
