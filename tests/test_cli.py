@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,22 @@ from transfer.devpki import main as devpki_main
 
 def cli(node: RunningNode, identity: str, *args: str) -> list[str]:
     return ["--address", node.address, "--pki", str(node.pki), "--as", identity, "--attempts", "2", *args]
+
+
+def unreachable(node: RunningNode) -> list[str]:
+    """Options naming a port where no node listens, with few, short attempts."""
+    return [
+        "--address",
+        "127.0.0.1:1",
+        "--pki",
+        str(node.pki),
+        "--as",
+        "school-S1",
+        "--attempts",
+        "2",
+        "--timeout",
+        "2",
+    ]
 
 
 def test_cli_transfer_flow(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
@@ -53,18 +70,7 @@ def test_cli_errors_are_one_line_with_status(node: RunningNode, capsys: pytest.C
 
 def test_cli_unreachable_node_exits_3(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
     """When no node answers, the CLI gives up after its attempts with status 3 and says UNAVAILABLE."""
-    args = [
-        "--address",
-        "127.0.0.1:1",
-        "--pki",
-        str(node.pki),
-        "--as",
-        "school-S1",
-        "--attempts",
-        "2",
-        "--timeout",
-        "2",
-    ]
+    args = unreachable(node)
     assert main([*args, "get", "a" * 32]) == 3
     assert "UNAVAILABLE" in capsys.readouterr().err
 
@@ -293,23 +299,10 @@ def test_cli_page_over_the_message_limit_is_refused_not_retried(
 
 def test_cli_unavailable_mutation_names_its_request_id(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
     """A mutation that ends unavailable prints the request id it sent, and running it again with that id is safe."""
-    import re
-
     code = new_lookup_code()
     assert main(cli(node, "school-S1", "record-register", code, new_national_id(), "primary")) == 0
     capsys.readouterr()
-    down = [
-        "--address",
-        "127.0.0.1:1",
-        "--pki",
-        str(node.pki),
-        "--as",
-        "school-S1",
-        "--attempts",
-        "2",
-        "--timeout",
-        "2",
-    ]
+    down = unreachable(node)
     assert main([*down, "initiate", code, "S2"]) == 3
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "UNAVAILABLE" in err[0], err
