@@ -72,6 +72,8 @@ def test_environment_overrides(tmp_path: Path) -> None:
         (MINIMAL, {"TRANSFER_DATABASE_URI": "postgresql://x"}, "TRANSFER_DATABASE_URI: unknown key database.uri"),
         (MINIMAL, {"TRANSFER_DATABASE_URL": "mysql://u@h/db"}, "database.url: mysql: expected sqlite"),
         (MINIMAL, {"TRANSFER_DATABASE_URL": "node.db"}, "database.url: not a database URL"),
+        (MINIMAL + "[server]\nshutdown_grace_seconds = 0\n", {}, "shutdown_grace_seconds: above 0"),
+        (MINIMAL, {"TRANSFER_SERVER_SHUTDOWN_GRACE_SECONDS": "-5"}, "shutdown_grace_seconds: above 0"),
     ],
 )
 def test_bad_configuration_is_explained(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import csv
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.support import RunningNode, new_lookup_code, new_national_id
+from tests.support import ROOT, RunningNode, new_lookup_code, new_national_id
 from transfer.client import TransferClient
 from transfer.server.importer import main as import_main
 from transfer.v1 import common_pb2
@@ -124,3 +129,24 @@ def test_a_database_failure_during_an_import_is_reported_without_the_rows_values
     assert national_id not in out + err
     lines = [line for line in err.splitlines() if line.startswith("transfer-import:")]
     assert len(lines) == 1 and "Traceback" not in err, err
+
+
+def test_an_interrupted_import_says_so_in_one_line_and_can_be_rerun(node: RunningNode, tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT) during an import: one line saying what was kept, status 130, no traceback; running
+    it again imports the rest."""
+    assert node.config_path is not None
+    rows = [[new_lookup_code(), new_national_id(), "primary", "S3"] for _ in range(60_000)]
+    data = _write(tmp_path / "records.csv", rows)
+    args = [sys.executable, "-m", "transfer.server.importer", "--config", str(node.config_path), str(data)]
+    with subprocess.Popen(args, stderr=subprocess.PIPE, cwd=ROOT) as proc:
+        assert proc.stderr is not None
+        seen, deadline = b"", time.monotonic() + 60
+        while b"rows" not in seen and time.monotonic() < deadline:  # the progress bar: importing has begun
+            seen += os.read(proc.stderr.fileno(), 4096)
+        proc.send_signal(signal.SIGINT)
+        err = seen + proc.stderr.read()
+        assert proc.wait(60) == 130, err
+    last = err.decode().replace("\r", "\n").strip().splitlines()[-1]
+    assert last.startswith("transfer-import: interrupted") and b"Traceback" not in err, err
+    assert import_main(["--config", str(node.config_path), str(data)]) == 0
+    assert sum(1 for _ in node.client("school-S3").iter_records(page_size=1000)) == len(rows)

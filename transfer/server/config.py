@@ -306,6 +306,9 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     inter_days = get("transfers", "inter_province_deadline_working_days", 8)
     if not 1 <= inter_days <= 60:
         raise ConfigError("transfers.inter_province_deadline_working_days: between 1 and 60")
+    grace = get("server", "shutdown_grace_seconds", 10.0)
+    if not 0 < grace <= 3600:
+        raise ConfigError("server.shutdown_grace_seconds: above 0 and at most 3600")
     return Config(
         province=province,
         name=name,
@@ -332,7 +335,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         seal_key_file=(base / seal_key) if seal_key else None,
         peers=peers,
         idempotency_retention_days=retention,
-        shutdown_grace_seconds=get("server", "shutdown_grace_seconds", 10.0),
+        shutdown_grace_seconds=grace,
         max_batch=max_batch,
         log_level=level,
         log_format=fmt,

@@ -93,6 +93,7 @@ class Progress:
         self.out = out
         self.start = time.monotonic()
         self.last = 0.0
+        self.open_line = False
 
     def show(self, done: int, final: bool = False) -> None:
         now = time.monotonic()
@@ -107,6 +108,14 @@ class Progress:
         end = "\n" if final else ""
         self.out.write(f"\r[{bar}] {done}/{self.total} rows  {rate:,.0f}/s  ETA {eta:4.0f} s{end}")
         self.out.flush()
+        self.open_line = not final
+
+    def end(self) -> None:
+        """End the bar's line, if one is open, so what is printed next starts on its own."""
+        if self.open_line:
+            self.out.write("\n")
+            self.out.flush()
+            self.open_line = False
 
 
 async def run_import(config_path: Path, csv_path: Path, rejects_path: Path) -> tuple[ImportOutcome, int]:
@@ -138,6 +147,7 @@ async def run_import(config_path: Path, csv_path: Path, rejects_path: Path) -> t
                     done += await _flush(store, records, batch, outcome)
         progress.show(done + len(rejects), final=True)
     finally:
+        progress.end()
         await writer.stop()
         await db.close()
         # Written whatever happened, so refusals found before a stop are not lost.
@@ -197,6 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, OSError, ValueError, migrate.SchemaMismatch, DatabaseUnreachable) as exc:
         print(f"transfer-import: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"transfer-import: interrupted. The batches before it were imported (refused rows so far are in"
+            f" {rejects_path} if any); run it again to finish: rows already imported are skipped.",
+            file=sys.stderr,
+        )
+        return 130
     except Exception as exc:  # the database refused a write (e.g. a clash with the live node)
         # Only the first line: PostgreSQL's DETAIL line after it quotes the row, national id included.
         first = str(exc).splitlines()[0] if str(exc) else ""
