@@ -877,6 +877,59 @@ def test_transfers_between_provinces_follow_the_model(start_pair: StartPair, eng
             )
             assert again.receipt == first.receipt
 
+        @rule(code=records, verb=st.sampled_from(["accept", "reject"]), to=st.sampled_from([0, 1]))
+        def race(self, code: str, verb: str, to: int) -> None:
+            """The record is sent to the other province; then its receiving school decides while the sending
+            school cancels, at the same moment: the receiving node takes exactly one of them, and both nodes
+            end with it."""
+            if self.open[code] is not None:
+                return
+            province, school = self.home[code]
+            other = "79" if province == "01" else "01"
+            target = (other, PROVINCE_SCHOOLS[other][to])
+            sent = clients[(province, f"school-{school}")].initiate_transfer(code, target[1], other).transfer
+            tid = sent.id
+            m = self.moves[tid] = _Moved(tid, code, (province, school), target)
+            self.open[code] = tid
+            settle()
+            decide = clients[(m.target[0], f"school-{m.target[1]}")]
+            cancel = clients[(m.source[0], f"school-{m.source[1]}")]
+            calls = {
+                "decide": (lambda: decide.accept_transfer(tid)) if verb == "accept"
+                else (lambda: decide.reject_transfer(tid, "đủ sĩ số")),
+                "cancel": lambda: cancel.cancel_transfer(tid, "gia đình đổi ý"),
+            }  # fmt: skip
+            barrier, results = threading.Barrier(2, timeout=10), {}
+
+            def run(name: str) -> None:
+                barrier.wait()
+                try:
+                    results[name] = calls[name]()
+                except TransferError as err:
+                    results[name] = err
+
+            threads = [threading.Thread(target=run, args=(name,)) for name in calls]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(30)
+            assert not any(t.is_alive() for t in threads)
+            settle()
+            final = nodes[m.target[0]].admin.get_transfer(tid).state  # the receiving node decides
+            assert final in (CANCELLED, ACCEPTED if verb == "accept" else REJECTED), final
+            if final == CANCELLED:  # the decision lost: refused as no longer open
+                lost = results["decide"]
+                assert isinstance(lost, TransferError) and lost.reason == "TRANSFER_NOT_OPEN", lost
+            elif isinstance(results["cancel"], TransferError):  # the sender had heard of the decision
+                assert results["cancel"].reason == "TRANSFER_NOT_OPEN", results["cancel"]
+            m.state = final
+            self.open[m.code] = None
+            if final == ACCEPTED:
+                self.left[m.code][m.source[0]] = m.source[1]
+                self.left[m.code].pop(m.target[0], None)
+                self.home[m.code] = m.target
+            self._check(m.code)
+
         @precondition(lambda self: self.restarts < 1)
         @rule(province=st.sampled_from(sorted(PROVINCE_SCHOOLS)), now=st.integers(0, 3))
         def crash_and_restart(self, province: str, now: int) -> None:
