@@ -24,6 +24,7 @@ import abc
 import asyncio
 import concurrent.futures
 import contextlib
+import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -169,6 +170,17 @@ class SqliteDatabase(Database):
             driver.execute("ROLLBACK")  # a read changed nothing
 
     async def write(self, fn: Callable[[Connection], T], *, busy: bool = False) -> T:
+        try:
+            return await self._write(fn, busy=busy)
+        except Exception as exc:
+            # The database, not a command, failed (locked, full, read-only, I/O):
+            # every command of the batch answers UNAVAILABLE rather than INTERNAL.
+            unavailable = _sqlite_unavailable(exc)
+            if unavailable is not None:
+                raise unavailable from exc
+            raise
+
+    async def _write(self, fn: Callable[[Connection], T], *, busy: bool) -> T:
         if self._wconn is None or self._wconn.closed:
             self._wconn = self._writer.connect()  # the writer keeps its connection
         conn = self._wconn
@@ -205,6 +217,35 @@ class SqliteDatabase(Database):
             self._wconn.close()
         self._writer.dispose()
         self._reader.dispose()
+
+
+# SQLite's primary result codes that say the database, not a command, failed:
+# BUSY/LOCKED (another process held the write lock past the busy timeout),
+# READONLY, IOERR, FULL, CANTOPEN, PERM. Retrying the same request later may
+# succeed; nothing of a failed transaction is kept.
+_SQLITE_BUSY = (5, 6)
+_SQLITE_FAILED = (3, 8, 10, 13, 14)
+
+
+def _sqlite_unavailable(exc: BaseException) -> Unavailable | None:
+    """UNAVAILABLE for `exc` (or what caused it) when it says the SQLite database cannot be written now."""
+    cause: BaseException | None = exc
+    for _ in range(8):
+        if cause is None:
+            return None
+        code = getattr(cause, "sqlite_errorcode", None)
+        if isinstance(cause, sqlite3.Error) and code is not None:
+            if code & 0xFF in _SQLITE_BUSY:
+                return Unavailable(
+                    "DATABASE_BUSY", "another process holds the database's write lock; retry with the same request_id"
+                )
+            if code & 0xFF in _SQLITE_FAILED:
+                return Unavailable(
+                    "DATABASE_UNAVAILABLE",
+                    f"the node cannot write its database ({cause}); retry with the same request_id",
+                )
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 # Serialises write transactions of every process using the database (SQLite

@@ -1,0 +1,173 @@
+"""The database failing under a running node: clear transient errors, nothing
+acknowledged lost, nothing half-written, and the node recovers by itself."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import (
+    FakeClock,
+    RunningNode,
+    db_snapshot,
+    new_lookup_code,
+    new_national_id,
+    running_node,
+    write_config,
+)
+from transfer.client import NO_RETRY, TransferError
+from transfer.server.config import load
+from transfer.v1 import common_pb2
+
+PRIMARY = common_pb2.RECORD_LEVEL_PRIMARY
+
+# Holds SQLite's write lock (BEGIN IMMEDIATE) until its stdin closes: another process
+# writing to the node's database, as transfer-import does while the node runs.
+_HOLD_WRITE_LOCK = (
+    "import sqlite3, sys\n"
+    "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+    "c.execute('BEGIN IMMEDIATE')\n"
+    "print('locked', flush=True)\n"
+    "sys.stdin.read()\n"
+    "c.execute('ROLLBACK')\n"
+)
+
+
+@contextlib.contextmanager
+def write_lock_held(database_url: str) -> Iterator[None]:
+    path = database_url.removeprefix("sqlite:///")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_WRITE_LOCK, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+@contextlib.contextmanager
+def quiet_node(tmp_path: Path, pki: Path, database_url: str, clock: FakeClock) -> Iterator[RunningNode]:
+    """A node with S1 and S2 whose background writers stay idle (no periodic checkpoints):
+    the writes the test makes are the only ones."""
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url)
+    config = load(path, env={"TRANSFER_LOG_CHECKPOINT_INTERVAL_SECONDS": "3600"})
+    with running_node(config, pki, clock, path) as node:
+        admin = node.client("province-admin")
+        admin.register_school("S1", "Trường S1")
+        admin.register_school("S2", "Trường S2")
+        yield node
+
+
+def _outcome(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """What `call(*args, **kwargs)` returned, or the TransferError it raised."""
+    try:
+        return call(*args, **kwargs)
+    except TransferError as exc:
+        return exc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_write_lock_held_elsewhere_answers_unavailable_then_the_retry_completes(
+    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock
+) -> None:
+    """Another process holds the SQLite write lock past the busy timeout: the write answers UNAVAILABLE (DATABASE_BUSY), having written nothing, and its retry completes once the lock is free."""
+    with quiet_node(tmp_path, pki, database_url, clock) as node:
+        s1 = node.client("school-S1", retry=NO_RETRY)
+        code, nid, request_id = new_lookup_code(), new_national_id(), str(uuid.uuid4())
+        before = db_snapshot(database_url)
+        with write_lock_held(database_url):
+            refused = _outcome(s1.register_record, code, nid, PRIMARY, request_id=request_id)
+        assert isinstance(refused, TransferError), refused
+        assert (refused.code.name, refused.reason) == ("UNAVAILABLE", "DATABASE_BUSY"), refused
+        assert db_snapshot(database_url) == before, "a refused write changed the database"
+        record = s1.register_record(code, nid, PRIMARY, request_id=request_id)
+        assert record.custodian_school == "S1"
+        assert s1.register_record(code, nid, PRIMARY, request_id=request_id) == record  # a repeat
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs of its own, to fill up (needs the right to mount: root)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], capture_output=True, check=False
+    )
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, check=False)
+
+
+def _fill(directory: Path) -> Path:
+    """Fill the file system of `directory` up to the last block; the file to delete to free it."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for _ in range(1_000_000):  # bounded: 4 GB at most
+            os.write(fd, b"\0" * 4096)
+    except OSError:  # ENOSPC: full
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_disk_answers_unavailable_and_the_node_recovers_when_space_is_freed(
+    tmp_path: Path, pki: Path, clock: FakeClock, small_disk: Path
+) -> None:
+    """The SQLite database's disk fills up: writes answer UNAVAILABLE (DATABASE_UNAVAILABLE), never INTERNAL, reads go on, nothing acknowledged is lost, and once space is freed the failed writes' retries complete and the log verifies."""
+    database_url = f"sqlite:///{small_disk / 'node.db'}"
+    with quiet_node(tmp_path, pki, database_url, clock) as node:
+        s1 = node.client("school-S1", retry=NO_RETRY)
+        acknowledged = [new_lookup_code() for _ in range(3)]
+        for code in acknowledged:
+            s1.register_record(code, new_national_id(), PRIMARY)
+        filler = _fill(small_disk)
+
+        refused: list[tuple[str, str, str, TransferError]] = []
+        for _ in range(200):  # the first writes may still fit in pages the database holds
+            code, nid, request_id = new_lookup_code(), new_national_id(), str(uuid.uuid4())
+            outcome = _outcome(s1.register_record, code, nid, PRIMARY, request_id=request_id)
+            if isinstance(outcome, TransferError):
+                refused.append((code, nid, request_id, outcome))
+                if len(refused) == 5:
+                    break
+            else:
+                acknowledged.append(code)
+        assert refused, "the full disk refused no write"
+        for *_, err in refused:
+            assert (err.code.name, err.reason) == ("UNAVAILABLE", "DATABASE_UNAVAILABLE"), err
+        assert s1.get_record(acknowledged[0]).lookup_code == acknowledged[0]  # reads go on
+
+        filler.unlink()
+        for code, nid, request_id, _ in refused:
+            assert s1.register_record(code, nid, PRIMARY, request_id=request_id).lookup_code == code
+        for code in acknowledged:
+            assert s1.get_record(code).lookup_code == code
+        assert node.node is not None
+        node.run(node.node.publish_checkpoint)
+        assert node.config_path is not None
+    verified = subprocess.run(
+        [sys.executable, "-m", "transfer.server.verify", "--config", str(node.config_path), "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
