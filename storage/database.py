@@ -38,6 +38,8 @@ from transfer.domain.errors import Unavailable
 T = TypeVar("T")
 
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+# How long SQLite waits for a lock another process holds before answering SQLITE_BUSY.
+BUSY_TIMEOUT_MS = 5000
 
 
 def sync_url(url: str) -> str:
@@ -111,7 +113,7 @@ def sqlite_engine(url: str, *, writer: bool, synchronous: str = "FULL", pool_siz
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=5000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.close()
 
     begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
@@ -151,7 +153,8 @@ class SqliteDatabase(Database):
         self._reader = sqlite_engine(url, writer=False, synchronous=synchronous, pool_size=2)
         self._wconn: Connection | None = None
         self._rconn: Connection | None = None
-        # One thread waits for the disk at COMMIT while the loop serves (see write).
+        # One thread waits for the disk at COMMIT, or for a write lock another process
+        # holds, while the loop serves (see write and _begin).
         self._commit_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
@@ -189,7 +192,7 @@ class SqliteDatabase(Database):
         # its events cost more than the two statements they send.
         driver = conn.connection.driver_connection
         assert driver is not None
-        driver.execute("BEGIN IMMEDIATE")  # the write lock up front
+        await self._begin(driver)
         try:
             result = fn(conn)
         except BaseException:
@@ -208,6 +211,24 @@ class SqliteDatabase(Database):
                 driver.rollback()
             raise
         return result
+
+    async def _begin(self, driver: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE: the write lock up front, waited for off the event loop.
+
+        With the node the database's only writer, the lock is free and the first
+        try takes it at once. When another process holds it (an import, a shell),
+        the wait (up to the busy timeout) runs on the commit thread: on the event
+        loop it would stop every read and call of the node meanwhile."""
+        driver.execute("PRAGMA busy_timeout=0")
+        try:
+            driver.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in _SQLITE_BUSY:
+                raise
+        finally:
+            driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        await asyncio.get_running_loop().run_in_executor(self._commit_thread, driver.execute, "BEGIN IMMEDIATE")
 
     async def close(self) -> None:
         self._commit_thread.shutdown(wait=False)  # idle: every commit was awaited

@@ -7,6 +7,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,6 +98,43 @@ def test_a_write_lock_held_elsewhere_answers_unavailable_then_the_retry_complete
         record = s1.register_record(code, nid, PRIMARY, request_id=request_id)
         assert record.custodian_school == "S1"
         assert s1.register_record(code, nid, PRIMARY, request_id=request_id) == record  # a repeat
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_reads_are_served_while_the_writer_waits_for_the_write_lock(
+    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock
+) -> None:
+    """While the writer waits for a write lock another process holds, the node keeps serving reads, and the waiting write completes once the lock is released."""
+    with quiet_node(tmp_path, pki, database_url, clock) as node:
+        assert node.node is not None and node.node.db is not None
+        s1 = node.client("school-S1", retry=NO_RETRY)
+        known = new_lookup_code()
+        s1.register_record(known, new_national_id(), PRIMARY)
+
+        db = node.node.db
+        write = db.write
+        writing = threading.Event()
+
+        async def spied_write(fn: Any, *, busy: bool = False) -> Any:  # observes, changes nothing
+            writing.set()
+            return await write(fn, busy=busy)
+
+        db.write = spied_write  # type: ignore[method-assign]
+        code = new_lookup_code()
+        results: list[Any] = []
+        with write_lock_held(database_url):
+            writer = threading.Thread(
+                target=lambda: results.append(_outcome(s1.register_record, code, new_national_id(), PRIMARY))
+            )
+            writer.start()
+            assert writing.wait(20), "the write never reached the database"
+            # The lock stays held until this read is answered: a node that waits for the
+            # lock on its event loop answers it only after the write gave up.
+            assert s1.get_record(known).lookup_code == known
+        writer.join(30)
+        assert not writer.is_alive()
+        assert results and not isinstance(results[0], TransferError), results
+        assert s1.get_record(code).custodian_school == "S1"
 
 
 @pytest.fixture
