@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
+import socket
 import subprocess
 import sys
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,3 +212,119 @@ def test_a_full_disk_answers_unavailable_and_the_node_recovers_when_space_is_fre
         check=False,
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+class _CommitCutter:
+    """A TCP relay between the node and PostgreSQL (the injected fault): once armed, the
+    writer's next COMMIT reaches the server, and the link breaks before its answer comes back."""
+
+    COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"  # a simple-protocol COMMIT, as psycopg sends it
+    WRITE_LOCK = b"pg_advisory_xact_lock"  # only the writer's connection takes it
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed = threading.Event()
+        self.cut = threading.Event()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._relay, args=(client, server), daemon=True).start()
+
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        writer = False
+        try:
+            while not self._closed:
+                ready, _, _ = select.select([client, server], [], [], 0.5)
+                for end in ready:
+                    data = end.recv(65536)
+                    if not data:
+                        return
+                    if end is server:
+                        client.sendall(data)
+                        continue
+                    writer = writer or self.WRITE_LOCK in data
+                    server.sendall(data)
+                    if writer and self.COMMIT in data and self.armed.is_set():
+                        self.armed.clear()
+                        server.settimeout(10)
+                        server.recv(65536)  # the server's answer: it committed; the node never hears it
+                        self.cut.set()
+                        return
+        except OSError:
+            return
+        finally:
+            for end in (client, server):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # a link to a database server
+def test_a_commit_whose_answer_is_lost_is_reported_by_its_repeat_and_reaches_watchers(
+    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock
+) -> None:
+    """The link to PostgreSQL breaks after COMMIT went out: the call answers UNAVAILABLE, its change stands, a watcher sees it with no later commit, its repeat answers the same, and the log verifies."""
+    url = urllib.parse.urlsplit(database_url)
+    cutter = _CommitCutter((url.hostname or "127.0.0.1", url.port or 5432))
+    relayed = url._replace(netloc=f"{url.username}@127.0.0.1:{cutter.port}", query="sslmode=disable").geturl()
+    try:
+        with quiet_node(tmp_path, pki, relayed, clock) as node:
+            s1 = node.client("school-S1", retry=NO_RETRY)
+            first, second = new_lookup_code(), new_lookup_code()
+            for code in (first, second):
+                s1.register_record(code, new_national_id(), PRIMARY)
+            seen: list[str] = []
+            watching = threading.Event()
+
+            def watch() -> None:
+                with contextlib.suppress(TransferError, ValueError):  # ValueError: the client closed at teardown
+                    for event in node.client("school-S2").watch_transfers(reopen_after=600):
+                        seen.append(event.transfer.id)
+                        watching.set()
+                        if len(seen) == 2:
+                            return
+
+            threading.Thread(target=watch, daemon=True).start()
+            s1.initiate_transfer(first, "S2")
+            assert watching.wait(20), "the watcher saw no event"
+
+            request_id = str(uuid.uuid4())
+            cutter.armed.set()
+            lost = _outcome(s1.initiate_transfer, second, "S2", request_id=request_id)
+            assert cutter.cut.is_set(), "the writer's COMMIT never went out"
+            assert isinstance(lost, TransferError), lost
+            assert (lost.code.name, lost.reason) == ("UNAVAILABLE", "DATABASE_UNAVAILABLE"), lost
+            transfer_id = s1.get_record(second).open_transfer_id
+            assert transfer_id, "the committed change is not there"
+            for _ in range(200):  # the watchers were woken to re-read: no later commit is needed
+                if len(seen) == 2:
+                    break
+                threading.Event().wait(0.1)
+            assert seen[1:] == [transfer_id]
+            repeat = s1.initiate_transfer(second, "S2", request_id=request_id).transfer
+            assert repeat.id == transfer_id
+            assert node.node is not None
+            node.run(node.node.publish_checkpoint)
+            assert node.config_path is not None
+        verified = subprocess.run(
+            [sys.executable, "-m", "transfer.server.verify", "--config", str(node.config_path), "--quiet"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    finally:
+        cutter.close()
