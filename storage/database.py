@@ -24,6 +24,7 @@ import abc
 import asyncio
 import concurrent.futures
 import contextlib
+import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,6 +38,8 @@ from transfer.domain.errors import Unavailable
 T = TypeVar("T")
 
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+# How long SQLite waits for a lock another process holds before answering SQLITE_BUSY.
+BUSY_TIMEOUT_MS = 5000
 
 
 def sync_url(url: str) -> str:
@@ -110,7 +113,7 @@ def sqlite_engine(url: str, *, writer: bool, synchronous: str = "FULL", pool_siz
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=5000")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         cur.close()
 
     begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
@@ -150,7 +153,8 @@ class SqliteDatabase(Database):
         self._reader = sqlite_engine(url, writer=False, synchronous=synchronous, pool_size=2)
         self._wconn: Connection | None = None
         self._rconn: Connection | None = None
-        # One thread waits for the disk at COMMIT while the loop serves (see write).
+        # One thread waits for the disk at COMMIT, or for a write lock another process
+        # holds, while the loop serves (see write and _begin).
         self._commit_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
@@ -169,6 +173,17 @@ class SqliteDatabase(Database):
             driver.execute("ROLLBACK")  # a read changed nothing
 
     async def write(self, fn: Callable[[Connection], T], *, busy: bool = False) -> T:
+        try:
+            return await self._write(fn, busy=busy)
+        except Exception as exc:
+            # The database, not a command, failed (locked, full, read-only, I/O):
+            # every command of the batch answers UNAVAILABLE rather than INTERNAL.
+            unavailable = _sqlite_unavailable(exc)
+            if unavailable is not None:
+                raise unavailable from exc
+            raise
+
+    async def _write(self, fn: Callable[[Connection], T], *, busy: bool) -> T:
         if self._wconn is None or self._wconn.closed:
             self._wconn = self._writer.connect()  # the writer keeps its connection
         conn = self._wconn
@@ -177,7 +192,7 @@ class SqliteDatabase(Database):
         # its events cost more than the two statements they send.
         driver = conn.connection.driver_connection
         assert driver is not None
-        driver.execute("BEGIN IMMEDIATE")  # the write lock up front
+        await self._begin(driver)
         try:
             result = fn(conn)
         except BaseException:
@@ -197,6 +212,24 @@ class SqliteDatabase(Database):
             raise
         return result
 
+    async def _begin(self, driver: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE: the write lock up front, waited for off the event loop.
+
+        With the node the database's only writer, the lock is free and the first
+        try takes it at once. When another process holds it (an import, a shell),
+        the wait (up to the busy timeout) runs on the commit thread: on the event
+        loop it would stop every read and call of the node meanwhile."""
+        driver.execute("PRAGMA busy_timeout=0")
+        try:
+            driver.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF not in _SQLITE_BUSY:
+                raise
+        finally:
+            driver.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        await asyncio.get_running_loop().run_in_executor(self._commit_thread, driver.execute, "BEGIN IMMEDIATE")
+
     async def close(self) -> None:
         self._commit_thread.shutdown(wait=False)  # idle: every commit was awaited
         if self._rconn is not None:
@@ -205,6 +238,35 @@ class SqliteDatabase(Database):
             self._wconn.close()
         self._writer.dispose()
         self._reader.dispose()
+
+
+# SQLite's primary result codes that say the database, not a command, failed:
+# BUSY/LOCKED (another process held the write lock past the busy timeout),
+# READONLY, IOERR, FULL, CANTOPEN, PERM. Retrying the same request later may
+# succeed; nothing of a failed transaction is kept.
+_SQLITE_BUSY = (5, 6)
+_SQLITE_FAILED = (3, 8, 10, 13, 14)
+
+
+def _sqlite_unavailable(exc: BaseException) -> Unavailable | None:
+    """UNAVAILABLE for `exc` (or what caused it) when it says the SQLite database cannot be written now."""
+    cause: BaseException | None = exc
+    for _ in range(8):
+        if cause is None:
+            return None
+        code = getattr(cause, "sqlite_errorcode", None)
+        if isinstance(cause, sqlite3.Error) and code is not None:
+            if code & 0xFF in _SQLITE_BUSY:
+                return Unavailable(
+                    "DATABASE_BUSY", "another process holds the database's write lock; retry with the same request_id"
+                )
+            if code & 0xFF in _SQLITE_FAILED:
+                return Unavailable(
+                    "DATABASE_UNAVAILABLE",
+                    f"the node cannot write its database ({cause}); retry with the same request_id",
+                )
+        cause = cause.__cause__ or cause.__context__
+    return None
 
 
 # Serialises write transactions of every process using the database (SQLite

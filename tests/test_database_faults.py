@@ -1,0 +1,330 @@
+"""The database failing under a running node: clear transient errors, nothing
+acknowledged lost, nothing half-written, and the node recovers by itself."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+import urllib.parse
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import (
+    FakeClock,
+    RunningNode,
+    db_snapshot,
+    new_lookup_code,
+    new_national_id,
+    running_node,
+    write_config,
+)
+from transfer.client import NO_RETRY, TransferError
+from transfer.server.config import load
+from transfer.v1 import common_pb2
+
+PRIMARY = common_pb2.RECORD_LEVEL_PRIMARY
+
+# Holds SQLite's write lock (BEGIN IMMEDIATE) until its stdin closes: another process
+# writing to the node's database, as transfer-import does while the node runs.
+_HOLD_WRITE_LOCK = (
+    "import sqlite3, sys\n"
+    "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+    "c.execute('BEGIN IMMEDIATE')\n"
+    "print('locked', flush=True)\n"
+    "sys.stdin.read()\n"
+    "c.execute('ROLLBACK')\n"
+)
+
+
+@contextlib.contextmanager
+def write_lock_held(database_url: str) -> Iterator[None]:
+    path = database_url.removeprefix("sqlite:///")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_WRITE_LOCK, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+@contextlib.contextmanager
+def quiet_node(tmp_path: Path, pki: Path, database_url: str, clock: FakeClock) -> Iterator[RunningNode]:
+    """A node with S1 and S2 whose background writers stay idle (no periodic checkpoints):
+    the writes the test makes are the only ones."""
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url)
+    config = load(path, env={"TRANSFER_LOG_CHECKPOINT_INTERVAL_SECONDS": "3600"})
+    with running_node(config, pki, clock, path) as node:
+        admin = node.client("province-admin")
+        admin.register_school("S1", "Trường S1")
+        admin.register_school("S2", "Trường S2")
+        yield node
+
+
+def _outcome(call: Any, *args: Any, **kwargs: Any) -> Any:
+    """What `call(*args, **kwargs)` returned, or the TransferError it raised."""
+    try:
+        return call(*args, **kwargs)
+    except TransferError as exc:
+        return exc
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_a_write_lock_held_elsewhere_answers_unavailable_then_the_retry_completes(
+    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock
+) -> None:
+    """Another process holds the SQLite write lock past the busy timeout: the write answers UNAVAILABLE (DATABASE_BUSY), having written nothing, and its retry completes once the lock is free."""
+    with quiet_node(tmp_path, pki, database_url, clock) as node:
+        s1 = node.client("school-S1", retry=NO_RETRY)
+        code, nid, request_id = new_lookup_code(), new_national_id(), str(uuid.uuid4())
+        before = db_snapshot(database_url)
+        with write_lock_held(database_url):
+            refused = _outcome(s1.register_record, code, nid, PRIMARY, request_id=request_id)
+        assert isinstance(refused, TransferError), refused
+        assert (refused.code.name, refused.reason) == ("UNAVAILABLE", "DATABASE_BUSY"), refused
+        assert db_snapshot(database_url) == before, "a refused write changed the database"
+        record = s1.register_record(code, nid, PRIMARY, request_id=request_id)
+        assert record.custodian_school == "S1"
+        assert s1.register_record(code, nid, PRIMARY, request_id=request_id) == record  # a repeat
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_reads_are_served_while_the_writer_waits_for_the_write_lock(
+    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock
+) -> None:
+    """While the writer waits for a write lock another process holds, the node keeps serving reads, and the waiting write completes once the lock is released."""
+    with quiet_node(tmp_path, pki, database_url, clock) as node:
+        assert node.node is not None and node.node.db is not None
+        s1 = node.client("school-S1", retry=NO_RETRY)
+        known = new_lookup_code()
+        s1.register_record(known, new_national_id(), PRIMARY)
+
+        db = node.node.db
+        write = db.write
+        writing = threading.Event()
+
+        async def spied_write(fn: Any, *, busy: bool = False) -> Any:  # observes, changes nothing
+            writing.set()
+            return await write(fn, busy=busy)
+
+        db.write = spied_write  # type: ignore[method-assign]
+        code = new_lookup_code()
+        results: list[Any] = []
+        with write_lock_held(database_url):
+            writer = threading.Thread(
+                target=lambda: results.append(_outcome(s1.register_record, code, new_national_id(), PRIMARY))
+            )
+            writer.start()
+            assert writing.wait(20), "the write never reached the database"
+            # The lock stays held until this read is answered: a node that waits for the
+            # lock on its event loop answers it only after the write gave up.
+            assert s1.get_record(known).lookup_code == known
+        writer.join(30)
+        assert not writer.is_alive()
+        assert results and not isinstance(results[0], TransferError), results
+        assert s1.get_record(code).custodian_school == "S1"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A small tmpfs of its own, to fill up (needs the right to mount: root)."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(mount_point)], capture_output=True, check=False
+    )
+    if done.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], capture_output=True, check=False)
+
+
+def _fill(directory: Path) -> Path:
+    """Fill the file system of `directory` up to the last block; the file to delete to free it."""
+    filler = directory / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for _ in range(1_000_000):  # bounded: 4 GB at most
+            os.write(fd, b"\0" * 4096)
+    except OSError:  # ENOSPC: full
+        pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def test_a_full_disk_answers_unavailable_and_the_node_recovers_when_space_is_freed(
+    tmp_path: Path, pki: Path, clock: FakeClock, small_disk: Path
+) -> None:
+    """The SQLite database's disk fills up: writes answer UNAVAILABLE (DATABASE_UNAVAILABLE), never INTERNAL, reads go on, nothing acknowledged is lost, and once space is freed the failed writes' retries complete and the log verifies."""
+    database_url = f"sqlite:///{small_disk / 'node.db'}"
+    with quiet_node(tmp_path, pki, database_url, clock) as node:
+        s1 = node.client("school-S1", retry=NO_RETRY)
+        acknowledged = [new_lookup_code() for _ in range(3)]
+        for code in acknowledged:
+            s1.register_record(code, new_national_id(), PRIMARY)
+        filler = _fill(small_disk)
+
+        refused: list[tuple[str, str, str, TransferError]] = []
+        for _ in range(200):  # the first writes may still fit in pages the database holds
+            code, nid, request_id = new_lookup_code(), new_national_id(), str(uuid.uuid4())
+            outcome = _outcome(s1.register_record, code, nid, PRIMARY, request_id=request_id)
+            if isinstance(outcome, TransferError):
+                refused.append((code, nid, request_id, outcome))
+                if len(refused) == 5:
+                    break
+            else:
+                acknowledged.append(code)
+        assert refused, "the full disk refused no write"
+        for *_, err in refused:
+            assert (err.code.name, err.reason) == ("UNAVAILABLE", "DATABASE_UNAVAILABLE"), err
+        assert s1.get_record(acknowledged[0]).lookup_code == acknowledged[0]  # reads go on
+
+        filler.unlink()
+        for code, nid, request_id, _ in refused:
+            assert s1.register_record(code, nid, PRIMARY, request_id=request_id).lookup_code == code
+        for code in acknowledged:
+            assert s1.get_record(code).lookup_code == code
+        assert node.node is not None
+        node.run(node.node.publish_checkpoint)
+        assert node.config_path is not None
+    verified = subprocess.run(
+        [sys.executable, "-m", "transfer.server.verify", "--config", str(node.config_path), "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+class _CommitCutter:
+    """A TCP relay between the node and PostgreSQL (the injected fault): once armed, the
+    writer's next COMMIT reaches the server, and the link breaks before its answer comes back."""
+
+    COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"  # a simple-protocol COMMIT, as psycopg sends it
+    WRITE_LOCK = b"pg_advisory_xact_lock"  # only the writer's connection takes it
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed = threading.Event()
+        self.cut = threading.Event()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._relay, args=(client, server), daemon=True).start()
+
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        writer = False
+        try:
+            while not self._closed:
+                ready, _, _ = select.select([client, server], [], [], 0.5)
+                for end in ready:
+                    data = end.recv(65536)
+                    if not data:
+                        return
+                    if end is server:
+                        client.sendall(data)
+                        continue
+                    writer = writer or self.WRITE_LOCK in data
+                    server.sendall(data)
+                    if writer and self.COMMIT in data and self.armed.is_set():
+                        self.armed.clear()
+                        server.settimeout(10)
+                        server.recv(65536)  # the server's answer: it committed; the node never hears it
+                        self.cut.set()
+                        return
+        except OSError:
+            return
+        finally:
+            for end in (client, server):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # a link to a database server
+def test_a_commit_whose_answer_is_lost_is_reported_by_its_repeat_and_reaches_watchers(
+    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock
+) -> None:
+    """The link to PostgreSQL breaks after COMMIT went out: the call answers UNAVAILABLE, its change stands, a watcher sees it with no later commit, its repeat answers the same, and the log verifies."""
+    url = urllib.parse.urlsplit(database_url)
+    cutter = _CommitCutter((url.hostname or "127.0.0.1", url.port or 5432))
+    relayed = url._replace(netloc=f"{url.username}@127.0.0.1:{cutter.port}", query="sslmode=disable").geturl()
+    try:
+        with quiet_node(tmp_path, pki, relayed, clock) as node:
+            s1 = node.client("school-S1", retry=NO_RETRY)
+            first, second = new_lookup_code(), new_lookup_code()
+            for code in (first, second):
+                s1.register_record(code, new_national_id(), PRIMARY)
+            seen: list[str] = []
+            watching = threading.Event()
+
+            def watch() -> None:
+                with contextlib.suppress(TransferError, ValueError):  # ValueError: the client closed at teardown
+                    for event in node.client("school-S2").watch_transfers(reopen_after=600):
+                        seen.append(event.transfer.id)
+                        watching.set()
+                        if len(seen) == 2:
+                            return
+
+            threading.Thread(target=watch, daemon=True).start()
+            s1.initiate_transfer(first, "S2")
+            assert watching.wait(20), "the watcher saw no event"
+
+            request_id = str(uuid.uuid4())
+            cutter.armed.set()
+            lost = _outcome(s1.initiate_transfer, second, "S2", request_id=request_id)
+            assert cutter.cut.is_set(), "the writer's COMMIT never went out"
+            assert isinstance(lost, TransferError), lost
+            assert (lost.code.name, lost.reason) == ("UNAVAILABLE", "DATABASE_UNAVAILABLE"), lost
+            transfer_id = s1.get_record(second).open_transfer_id
+            assert transfer_id, "the committed change is not there"
+            for _ in range(200):  # the watchers were woken to re-read: no later commit is needed
+                if len(seen) == 2:
+                    break
+                threading.Event().wait(0.1)
+            assert seen[1:] == [transfer_id]
+            repeat = s1.initiate_transfer(second, "S2", request_id=request_id).transfer
+            assert repeat.id == transfer_id
+            assert node.node is not None
+            node.run(node.node.publish_checkpoint)
+            assert node.config_path is not None
+        verified = subprocess.run(
+            [sys.executable, "-m", "transfer.server.verify", "--config", str(node.config_path), "--quiet"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    finally:
+        cutter.close()
