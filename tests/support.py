@@ -321,3 +321,27 @@ def model_settings(examples: int, steps: int) -> settings:
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
+
+
+@contextlib.contextmanager
+def quiet_node(tmp_path: Path, pki: Path, database_url: str, clock: FakeClock) -> Iterator[RunningNode]:
+    """A node with S1 and S2 whose background writers stay idle (no periodic checkpoints):
+    the writes the test makes are the only ones."""
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url)
+    config = load(path, env={"TRANSFER_LOG_CHECKPOINT_INTERVAL_SECONDS": "3600"})
+    with running_node(config, pki, clock, path) as node:
+        admin = node.client("province-admin")
+        admin.register_school("S1", "Trường S1")
+        admin.register_school("S2", "Trường S2")
+        yield node
+
+
+def assert_log_verifies(config_path: Path) -> None:
+    """`transfer-verify-log` passes on the database of the node configured in `config_path`."""
+    verified = subprocess.run(
+        [sys.executable, "-m", "transfer.server.verify", "--config", str(config_path), "--quiet"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr

@@ -20,15 +20,13 @@ import pytest
 
 from tests.support import (
     FakeClock,
-    RunningNode,
+    assert_log_verifies,
     db_snapshot,
     new_lookup_code,
     new_national_id,
-    running_node,
-    write_config,
+    quiet_node,
 )
 from transfer.client import NO_RETRY, TransferError
-from transfer.server.config import load
 from transfer.v1 import common_pb2
 
 PRIMARY = common_pb2.RECORD_LEVEL_PRIMARY
@@ -60,19 +58,6 @@ def write_lock_held(database_url: str) -> Iterator[None]:
         holder.wait(10)
         if holder.stdout is not None:
             holder.stdout.close()
-
-
-@contextlib.contextmanager
-def quiet_node(tmp_path: Path, pki: Path, database_url: str, clock: FakeClock) -> Iterator[RunningNode]:
-    """A node with S1 and S2 whose background writers stay idle (no periodic checkpoints):
-    the writes the test makes are the only ones."""
-    path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url)
-    config = load(path, env={"TRANSFER_LOG_CHECKPOINT_INTERVAL_SECONDS": "3600"})
-    with running_node(config, pki, clock, path) as node:
-        admin = node.client("province-admin")
-        admin.register_school("S1", "Trường S1")
-        admin.register_school("S2", "Trường S2")
-        yield node
 
 
 def _outcome(call: Any, *args: Any, **kwargs: Any) -> Any:
@@ -205,13 +190,7 @@ def test_a_full_disk_answers_unavailable_and_the_node_recovers_when_space_is_fre
         assert node.node is not None
         node.run(node.node.publish_checkpoint)
         assert node.config_path is not None
-    verified = subprocess.run(
-        [sys.executable, "-m", "transfer.server.verify", "--config", str(node.config_path), "--quiet"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert_log_verifies(node.config_path)
 
 
 class _CommitCutter:
@@ -319,12 +298,6 @@ def test_a_commit_whose_answer_is_lost_is_reported_by_its_repeat_and_reaches_wat
             assert node.node is not None
             node.run(node.node.publish_checkpoint)
             assert node.config_path is not None
-        verified = subprocess.run(
-            [sys.executable, "-m", "transfer.server.verify", "--config", str(node.config_path), "--quiet"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert verified.returncode == 0, verified.stdout + verified.stderr
+        assert_log_verifies(node.config_path)
     finally:
         cutter.close()

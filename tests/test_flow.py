@@ -11,7 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import FakeClock, RunningNode, new_lookup_code, new_national_id, running_node, write_config
+from tests.support import (
+    FakeClock,
+    RunningNode,
+    new_lookup_code,
+    new_national_id,
+    quiet_node,
+)
 from transfer.client import TransferClient
 from transfer.v1 import common_pb2, records_pb2, transfers_pb2
 
@@ -203,15 +209,9 @@ def test_node_recovers_when_its_database_connections_drop(
 
     from transfer.client import NO_RETRY
     from transfer.client.errors import Unavailable
-    from transfer.server.config import load
 
-    path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url)
     # No background checkpoint publication: the next write after the drop must be ours.
-    config = load(path, env={"TRANSFER_LOG_CHECKPOINT_INTERVAL_SECONDS": "3600"})
-    with running_node(config, pki, clock, path) as node:
-        admin = node.client("province-admin")
-        admin.register_school("S1", "Trường S1")
-        admin.register_school("S2", "Trường S2")
+    with quiet_node(tmp_path, pki, database_url, clock) as node:
         s1 = node.client("school-S1")
         s2 = node.client("school-S2", retry=NO_RETRY)
         code = register(s1)
