@@ -320,6 +320,8 @@ class PostgresDatabase(Database):
                     with contextlib.suppress(Exception):
                         conn.invalidate()  # the pool must not hand it out again
                     raise _unavailable() from exc
+                if _short_of_resources(exc):
+                    raise _server_short() from exc
                 raise
 
     async def write(self, fn: Callable[[Connection], T], *, busy: bool = False) -> T:
@@ -354,6 +356,8 @@ class PostgresDatabase(Database):
                 # the link broke during COMMIT): callers retry with their request
                 # ids, which the idempotency records make safe.
                 raise _unavailable() from exc
+            if _short_of_resources(exc):  # every command would fail alike: not one command's fault
+                raise _server_short() from exc
             raise
 
     def _write_in(self, conn: Connection, fn: Callable[[Connection], T]) -> T:
@@ -413,8 +417,9 @@ _DISCONNECT_STATES = ("57P01", "57P02", "57P03")
 def _disconnected(exc: BaseException) -> bool:
     """Whether `exc`, or what caused it, says the session with the server ended.
 
-    Statement timeouts, deadlocks, full disks and the like are not: they are
-    errors of a command, for the writer to pin on it. The repositories run
+    Statement timeouts, deadlocks and the like are not: they are errors of a
+    command, for the writer to pin on it (a full disk is neither: see
+    `_short_of_resources`). The repositories run
     statements on the driver's cursor, so driver exceptions arrive here too,
     sometimes wrapped by the writer."""
     cause: BaseException | None = exc
@@ -429,6 +434,26 @@ def _disconnected(exc: BaseException) -> bool:
                 return True
         cause = cause.__cause__ or cause.__context__
     return False
+
+
+def _short_of_resources(exc: BaseException) -> bool:
+    """Whether `exc`, or what caused it, is PostgreSQL's class 53 (insufficient resources: a full
+    disk, out of memory, too many connections): the server's state, not the command's."""
+    cause: BaseException | None = exc
+    for _ in range(8):
+        if cause is None:
+            return False
+        if isinstance(cause, psycopg.Error) and (cause.sqlstate or "").startswith("53"):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+def _server_short() -> Unavailable:
+    return Unavailable(
+        "DATABASE_UNAVAILABLE",
+        "the database server is short of resources (disk, memory or connections); retry with the same request_id",
+    )
 
 
 def _connect_error(exc: BaseException) -> bool:

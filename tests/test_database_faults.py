@@ -301,3 +301,32 @@ def test_a_commit_whose_answer_is_lost_is_reported_by_its_repeat_and_reaches_wat
         assert_log_verifies(node.config_path)
     finally:
         cutter.close()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_postgresql_server_out_of_disk_answers_unavailable_then_the_retry_completes(
+    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock
+) -> None:
+    """PostgreSQL refuses writes for want of disk (SQLSTATE 53100; a trigger stands in for the full disk): the
+    write answers UNAVAILABLE (DATABASE_UNAVAILABLE) rather than INTERNAL, having written nothing, and its
+    retry with the same request id completes once there is room again."""
+    import psycopg
+
+    with quiet_node(tmp_path, pki, database_url, clock) as node:
+        s1 = node.client("school-S1", retry=NO_RETRY)
+        code, nid, request_id = new_lookup_code(), new_national_id(), str(uuid.uuid4())
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(
+                "CREATE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION"
+                " 'could not extend file: No space left on device' USING ERRCODE = 'disk_full'; END $$"
+            )
+            conn.execute("CREATE TRIGGER disk_full BEFORE INSERT ON records FOR EACH ROW EXECUTE FUNCTION disk_full()")
+            before = db_snapshot(database_url)
+            refused = _outcome(s1.register_record, code, nid, PRIMARY, request_id=request_id)
+            assert isinstance(refused, TransferError), refused
+            assert (refused.code.name, refused.reason) == ("UNAVAILABLE", "DATABASE_UNAVAILABLE"), refused
+            assert db_snapshot(database_url) == before, "a refused write changed the database"
+            conn.execute("DROP TRIGGER disk_full ON records")
+        record = s1.register_record(code, nid, PRIMARY, request_id=request_id)
+        assert record.custodian_school == "S1"
+        assert s1.get_record(code) == record
