@@ -18,6 +18,7 @@ import asyncio
 import collections
 import functools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -25,11 +26,12 @@ from sqlalchemy import Connection
 
 from storage.database import Database
 from storage.repositories import LogState, SqlUnitOfWork
-from transfer.domain.errors import DomainError
+from transfer.domain.errors import DomainError, Unavailable
 from transfer.domain.ports import ReadAhead, UnitOfWork
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+UNAVAILABLE_LOG_SECONDS = 10.0
 
 Command = Callable[[UnitOfWork], Any]
 IdempotencyKey = tuple[str, str]  # (principal, request_id)
@@ -62,6 +64,8 @@ class Writer:
         self.log_state = LogState()
         self.batches = 0
         self.commands = 0
+        self._unavailable_logged_at = -UNAVAILABLE_LOG_SECONDS
+        self._unavailable_unlogged = 0  # failures while the database was unavailable, since the last line
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="writer")
@@ -128,7 +132,7 @@ class Writer:
                 fut.set_exception(undo.error)
             return
         except Exception as exc:  # the transaction itself failed
-            log.exception("write transaction failed", extra={"batch": len(batch)})
+            self._log_failure(exc, len(batch))
             for _, fut, _, _ in batch:
                 if not fut.done():
                     fut.set_exception(exc)
@@ -154,6 +158,28 @@ class Writer:
                 self.after_commit(published)
             except Exception:
                 log.exception("after-commit listener failed")
+
+    def _log_failure(self, exc: Exception, size: int) -> None:
+        """A failed transaction: with its traceback when it is unexpected. The database being
+        unavailable (down, full, locked) is said in one line, at most every UNAVAILABLE_LOG_SECONDS
+        with the count of those not logged, not once per batch while it lasts."""
+        if not isinstance(exc, Unavailable):
+            log.exception("write transaction failed", extra={"batch": size})
+            return
+        now = time.monotonic()
+        if now - self._unavailable_logged_at < UNAVAILABLE_LOG_SECONDS:
+            self._unavailable_unlogged += 1
+            return
+        log.error(
+            "write transaction failed: database unavailable",
+            extra={
+                "batch": size,
+                "reason": exc.reason,
+                "detail": exc.message,
+                "not_logged": self._unavailable_unlogged,
+            },
+        )
+        self._unavailable_logged_at, self._unavailable_unlogged = now, 0
 
     @staticmethod
     def _execute(

@@ -305,11 +305,12 @@ def test_a_commit_whose_answer_is_lost_is_reported_by_its_repeat_and_reaches_wat
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_a_postgresql_server_out_of_disk_answers_unavailable_then_the_retry_completes(
-    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock
+    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """PostgreSQL refuses writes for want of disk (SQLSTATE 53100; a trigger stands in for the full disk): the
-    write answers UNAVAILABLE (DATABASE_UNAVAILABLE) rather than INTERNAL, having written nothing, and its
-    retry with the same request id completes once there is room again."""
+    write answers UNAVAILABLE (DATABASE_UNAVAILABLE) rather than INTERNAL, having written nothing, the
+    node says so in one log line rather than a traceback per failed write, and the retry with the same
+    request id completes once there is room again."""
     import psycopg
 
     with quiet_node(tmp_path, pki, database_url, clock) as node:
@@ -326,7 +327,12 @@ def test_a_postgresql_server_out_of_disk_answers_unavailable_then_the_retry_comp
             assert isinstance(refused, TransferError), refused
             assert (refused.code.name, refused.reason) == ("UNAVAILABLE", "DATABASE_UNAVAILABLE"), refused
             assert db_snapshot(database_url) == before, "a refused write changed the database"
+            for _ in range(20):
+                again = _outcome(s1.register_record, new_lookup_code(), new_national_id(), PRIMARY)
+                assert isinstance(again, TransferError) and again.reason == "DATABASE_UNAVAILABLE", again
             conn.execute("DROP TRIGGER disk_full ON records")
+        failures = [r for r in caplog.records if r.name == "storage.writer"]
+        assert len(failures) == 1 and failures[0].exc_info is None, failures
         record = s1.register_record(code, nid, PRIMARY, request_id=request_id)
         assert record.custodian_school == "S1"
         assert s1.get_record(code) == record
