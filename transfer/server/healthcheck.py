@@ -3,7 +3,8 @@
     python -m transfer.server.healthcheck --config /etc/hocba/node.toml
 
 Reads the node's configuration to find its port (or port file), CA and
-certificate, connects to 127.0.0.1 presenting the node's own certificate, and
+certificate, connects to the address it listens on (loopback when it listens on
+all addresses) presenting the node's own certificate, and
 exits 0 when the overall health status is SERVING, 1 otherwise. This is the
 Docker image's HEALTHCHECK.
 """
@@ -21,10 +22,16 @@ from transfer.server.config import ConfigError, load
 
 
 def target(listen: str, port_file: Path | None) -> str:
-    _, _, port = listen.rpartition(":")
+    """Where to reach the node from its own host: the address it listens on, or loopback when it
+    listens on every address (IPv4 or IPv6 alike)."""
+    host, _, port = listen.rpartition(":")
     if port == "0" and port_file is not None and port_file.exists():
         port = port_file.read_text().strip()
-    return f"127.0.0.1:{port}"
+    if host in ("", "0.0.0.0", "*"):
+        host = "127.0.0.1"
+    elif host == "[::]":
+        host = "[::1]"
+    return f"{host}:{port}"
 
 
 def main(argv: list[str] | None = None) -> int:
