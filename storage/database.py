@@ -25,7 +25,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import psycopg
@@ -40,6 +40,8 @@ T = TypeVar("T")
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 # How long SQLite waits for a lock another process holds before answering SQLITE_BUSY.
 BUSY_TIMEOUT_MS = 5000
+# How long a connection to PostgreSQL may take: an unreachable host is an error, soon.
+CONNECT_TIMEOUT_S = 10
 
 
 def sync_url(url: str) -> str:
@@ -76,8 +78,10 @@ def connect(engine: Engine, url: str) -> Connection:
     """`engine.connect()`, a failure to reach the database raised as DatabaseUnreachable."""
     try:
         return engine.connect()
-    except (sa_exc.OperationalError, sa_exc.InterfaceError, psycopg.OperationalError) as exc:
-        raise unreachable(url, exc) from None
+    except Exception as exc:
+        if _connect_error(exc):
+            raise unreachable(url, exc) from None
+        raise
 
 
 def is_sqlite(url: str) -> bool:
@@ -248,12 +252,20 @@ _SQLITE_BUSY = (5, 6)
 _SQLITE_FAILED = (3, 8, 10, 13, 14)
 
 
-def _sqlite_unavailable(exc: BaseException) -> Unavailable | None:
-    """UNAVAILABLE for `exc` (or what caused it) when it says the SQLite database cannot be written now."""
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what caused it, nearest first: driver errors arrive wrapped by
+    SQLAlchemy, the writer or both (a bounded walk: chains can be cyclic)."""
     cause: BaseException | None = exc
     for _ in range(8):
         if cause is None:
-            return None
+            return
+        yield cause
+        cause = cause.__cause__ or cause.__context__
+
+
+def _sqlite_unavailable(exc: BaseException) -> Unavailable | None:
+    """UNAVAILABLE for `exc` (or what caused it) when it says the SQLite database cannot be written now."""
+    for cause in _causes(exc):
         code = getattr(cause, "sqlite_errorcode", None)
         if isinstance(cause, sqlite3.Error) and code is not None:
             if code & 0xFF in _SQLITE_BUSY:
@@ -265,7 +277,6 @@ def _sqlite_unavailable(exc: BaseException) -> Unavailable | None:
                     "DATABASE_UNAVAILABLE",
                     f"the node cannot write its database ({cause}); retry with the same request_id",
                 )
-        cause = cause.__cause__ or cause.__context__
     return None
 
 
@@ -285,7 +296,7 @@ class PostgresDatabase(Database):
             max_overflow=readers,
             # A cut network (not a restart) must end in an error, not a call that hangs for minutes.
             connect_args={
-                "connect_timeout": 10,
+                "connect_timeout": CONNECT_TIMEOUT_S,
                 "keepalives": 1,
                 "keepalives_idle": 30,
                 "keepalives_interval": 10,
@@ -422,31 +433,20 @@ def _disconnected(exc: BaseException) -> bool:
     `_short_of_resources`). The repositories run
     statements on the driver's cursor, so driver exceptions arrive here too,
     sometimes wrapped by the writer."""
-    cause: BaseException | None = exc
-    for _ in range(8):
-        if cause is None:
-            return False
+    for cause in _causes(exc):
         if isinstance(cause, sa_exc.DBAPIError) and cause.connection_invalidated:
             return True
         if isinstance(cause, psycopg.Error):
             state = cause.sqlstate or ""
             if state.startswith("08") or state in _DISCONNECT_STATES:
                 return True
-        cause = cause.__cause__ or cause.__context__
     return False
 
 
 def _short_of_resources(exc: BaseException) -> bool:
     """Whether `exc`, or what caused it, is PostgreSQL's class 53 (insufficient resources: a full
     disk, out of memory, too many connections): the server's state, not the command's."""
-    cause: BaseException | None = exc
-    for _ in range(8):
-        if cause is None:
-            return False
-        if isinstance(cause, psycopg.Error) and (cause.sqlstate or "").startswith("53"):
-            return True
-        cause = cause.__cause__ or cause.__context__
-    return False
+    return any(isinstance(c, psycopg.Error) and (c.sqlstate or "").startswith("53") for c in _causes(exc))
 
 
 def _server_short() -> Unavailable:

@@ -13,7 +13,15 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.engine import make_url
 
-from storage.database import DatabaseUnreachable, connect, describe, is_sqlite, sqlite_engine, sync_url
+from storage.database import (
+    CONNECT_TIMEOUT_S,
+    DatabaseUnreachable,
+    connect,
+    describe,
+    is_sqlite,
+    sqlite_engine,
+    sync_url,
+)
 from storage.repositories import from_us
 from storage.schema import log_checkpoints, log_leaves, log_nodes, nodes_filter
 from transfer.domain.model import StoredCheckpoint
@@ -30,7 +38,7 @@ class LogScanner:
                 raise DatabaseUnreachable(f"cannot connect to {describe(url)}: no such database file")
             self.engine: Engine = sqlite_engine(url, writer=False)
         else:
-            self.engine = create_engine(sync_url(url), connect_args={"connect_timeout": 10})
+            self.engine = create_engine(sync_url(url), connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
         try:
             connect(self.engine, url).close()
         except DatabaseUnreachable:

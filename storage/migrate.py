@@ -21,6 +21,7 @@ from alembic.util import CommandError
 from sqlalchemy import Engine, create_engine
 
 from storage.database import (
+    CONNECT_TIMEOUT_S,
     DatabaseUnreachable,
     connect,
     describe,
@@ -42,7 +43,7 @@ def alembic_config() -> Config:
 def _engine(url: str) -> Engine:
     if is_sqlite(url):
         return sqlite_engine(url, writer=True)
-    return create_engine(sync_url(url), connect_args={"connect_timeout": 10})  # an unreachable host: an error, soon
+    return create_engine(sync_url(url), connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
 
 
 def upgrade(url: str, revision: str = "head") -> None:

@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from google.protobuf import field_mask_pb2
 
 from transfer.client.errors import InvalidArgument, TransferError, from_rpc_error
 from transfer.client.retry import RetryPolicy
+from transfer.tlsfiles import tls_files_problem
 from transfer.v1 import (
     log_pb2,
     log_pb2_grpc,
@@ -79,19 +78,15 @@ class ClientTls:
         return tls
 
     def _check(self, ca: str, cert: str, key: str) -> None:
-        for data, name in ((self.ca, ca), (self.cert, cert)):
-            try:
-                x509.load_pem_x509_certificates(data)
-            except ValueError:
-                raise ClientTlsError(f"{name}: not a PEM certificate") from None
-        try:
-            private = serialization.load_pem_private_key(self.key, None)
-        except (ValueError, TypeError):
-            raise ClientTlsError(f"{key}: not an unencrypted PEM private key") from None
-        spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        leaf = x509.load_pem_x509_certificates(self.cert)[0]
-        if private.public_key().public_bytes(*spki) != leaf.public_key().public_bytes(*spki):
-            raise ClientTlsError(f"{key}: not the private key of the certificate in {cert}")
+        messages = {
+            "ca": f"{ca}: not a PEM certificate",
+            "cert": f"{cert}: not a PEM certificate",
+            "key": f"{key}: not an unencrypted PEM private key",
+            "mismatch": f"{key}: not the private key of the certificate in {cert}",
+        }
+        problem = tls_files_problem(self.ca, self.cert, self.key)
+        if problem is not None:
+            raise ClientTlsError(messages[problem])
 
     @classmethod
     def from_pki(cls, directory: str | Path, name: str) -> ClientTls:

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import grpc
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -57,6 +56,7 @@ from transfer.server.servicers import (
     StaffServicer,
     TransferServicer,
 )
+from transfer.tlsfiles import tls_files_problem
 from transfer.v1 import (
     log_pb2,
     log_pb2_grpc,
@@ -90,21 +90,15 @@ SERVICE_NAMES = (
 
 def _check_tls_files(ca: bytes, cert: bytes, key: bytes, config: Config) -> None:
     """What grpc would only find when binding the port (with a traceback), said here in one line per file."""
-    try:
-        x509.load_pem_x509_certificates(ca)
-    except ValueError:
-        raise StartRefused(f"tls.ca_file {config.ca_file}: no PEM certificate in it") from None
-    try:
-        leaf = x509.load_pem_x509_certificates(cert)[0]
-    except ValueError:
-        raise StartRefused(f"tls.cert_file {config.cert_file}: no PEM certificate in it") from None
-    try:
-        private = serialization.load_pem_private_key(key, password=None)
-    except (ValueError, TypeError):
-        raise StartRefused(f"tls.key_file {config.key_file}: not an unencrypted PEM private key") from None
-    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if private.public_key().public_bytes(*spki) != leaf.public_key().public_bytes(*spki):
-        raise StartRefused(f"tls.key_file {config.key_file} is not the key of tls.cert_file {config.cert_file}")
+    messages = {
+        "ca": f"tls.ca_file {config.ca_file}: no PEM certificate in it",
+        "cert": f"tls.cert_file {config.cert_file}: no PEM certificate in it",
+        "key": f"tls.key_file {config.key_file}: not an unencrypted PEM private key",
+        "mismatch": f"tls.key_file {config.key_file} is not the key of tls.cert_file {config.cert_file}",
+    }
+    problem = tls_files_problem(ca, cert, key)
+    if problem is not None:
+        raise StartRefused(messages[problem])
 
 
 def server_credentials(config: Config) -> grpc.ServerCredentials:
