@@ -6,10 +6,13 @@ latency from initiate to acknowledged.
 Two node processes on loopback, 01 (Hà Nội) and 79 (Hồ Chí Minh City), each
 with its own PKI and SQLite file (or PostgreSQL databases under
 TRANSFER_BENCH_PG with --db postgresql), configured as each other's peer.
-Client processes initiate transfers at 01 from school S1 to school D1 of 79,
+Client processes initiate transfers at 01 from school S1 to a school of 79,
 each worker one at a time: initiate, then wait until the transfer shows up in
-D1's watch stream on node 79 (the offer was verified and recorded there), then
-the next record. The records are registered beforehand (each carries one page
+that school's watch stream on node 79 (the offer was verified and recorded
+there), then the next record. Each client process sends to a receiving school
+of its own (D1, D2, ...) and holds that school's one watch stream, as a
+school's information system would: processes watching one school would each
+be sent every event of the others' transfers too. The records are registered beforehand (each carries one page
 with one teacher signature, so the package and its verification are real).
 
 Figures: offers per second as acknowledged (from node 01's outbox: delivered
@@ -94,12 +97,13 @@ log_vkey_file = "{other}/log.vkey"
 
 
 async def offer_worker(args: dict[str, Any]) -> Callable[..., Awaitable[None]]:
-    """One process: initiate at 01, learn arrivals from D1's watch stream at 79."""
+    """One process: initiate at 01, learn arrivals from its school's watch stream at 79."""
+    school = receiving_school(args["process"])
     sender = transfers_pb2_grpc.TransferServiceStub(
         grpc.aio.secure_channel(args["sender"], credentials(Path(args["pki01"]), "school-S1"))
     )
     watcher = transfers_pb2_grpc.TransferServiceStub(
-        grpc.aio.secure_channel(args["receiver"], credentials(Path(args["pki79"]), "school-D1"))
+        grpc.aio.secure_channel(args["receiver"], credentials(Path(args["pki79"]), f"school-{school}"))
     )
     waiting: dict[str, asyncio.Future[None]] = {}
     arrived: set[str] = set()
@@ -131,7 +135,7 @@ async def offer_worker(args: dict[str, Any]) -> Callable[..., Awaitable[None]]:
             try:
                 resp = await sender.InitiateTransfer(
                     transfers_pb2.InitiateTransferRequest(
-                        request_id=str(uuid.uuid4()), lookup_code=code, to_school="D1", to_province="79"
+                        request_id=str(uuid.uuid4()), lookup_code=code, to_school=school, to_province="79"
                     ),
                     timeout=10,
                 )
@@ -156,7 +160,11 @@ async def offer_worker(args: dict[str, Any]) -> Callable[..., Awaitable[None]]:
     return run
 
 
-def seed(work: Path, sender: Node, receiver: Node, n: int) -> None:
+def receiving_school(process: int) -> str:
+    return f"D{process + 1}"
+
+
+def seed(work: Path, sender: Node, receiver: Node, n: int, receiving: list[str]) -> None:
     """Schools on both nodes; n records at 01/S1, each with a page signed by its homeroom teacher."""
     from transfer.client import ClientTls, TransferClient
     from transfer.client.signing import sign_digest
@@ -164,7 +172,8 @@ def seed(work: Path, sender: Node, receiver: Node, n: int) -> None:
     a = TransferClient(sender.address, ClientTls.from_pki(sender.pki, "province-admin"))
     b = TransferClient(receiver.address, ClientTls.from_pki(receiver.pki, "province-admin"))
     a.register_school("S1", "Bench school 1")
-    b.register_school("D1", "Bench school D1")
+    for code in receiving:
+        b.register_school(code, f"Bench school {code}")
     staff = TransferClient(sender.address, ClientTls.from_pki(sender.pki, "school-admin-S1"))
     ca = SigningCA.load(sender.pki)
     pem, key = ca.teacher("GV1", "ed25519", write=False)
@@ -235,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     for c in [int(x) for x in ns.concurrency.split(",")]:
         work = Path(tempfile.mkdtemp(prefix="hocba-bench-fed-"))
         make_dev_pki(work / "pki01", "01", ["S1"])
-        make_dev_pki(work / "pki79", "79", ["D1"])
+        receiving = [receiving_school(k) for k in range(min(ns.processes, c))]
+        make_dev_pki(work / "pki79", "79", receiving)
         SigningCA(
             work / "pki01", not_before=datetime(2020, 1, 1, tzinfo=UTC), not_after=datetime(2040, 1, 1, tzinfo=UTC)
         )
@@ -255,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             # Enough records for the window: one per offer; a single client needs fewer.
             n_records = ns.records if c > 1 else max(ns.records // 2, 200)
-            seed(work, a, b, n_records)
+            seed(work, a, b, n_records, receiving)
             processes = min(ns.processes, c)
             start = time.time() + 2.0 + ns.warmup
             stats = run_clients(

@@ -254,10 +254,11 @@ def run_clients(
     procs = []
     per = [concurrency // processes + (1 if i < concurrency % processes else 0) for i in range(processes)]
     first = 0
-    for n in per:
+    for index, n in enumerate(per):
         if n == 0:
             continue
-        p = ctx.Process(target=_client_main, args=(worker_path, args, first, n, start_at, seconds, out))
+        own = {**args, "process": index}  # a worker factory may give each process its own part of the load
+        p = ctx.Process(target=_client_main, args=(worker_path, own, first, n, start_at, seconds, out))
         p.start()
         procs.append(p)
         first += n
