@@ -162,6 +162,17 @@ class SqliteDatabase(Database):
         self._commit_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sqlite-commit")
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
+        try:
+            return self._read(fn)
+        except Exception as exc:
+            # The database, not the read, failed (locked, I/O, cannot be opened):
+            # UNAVAILABLE, as for writes, rather than INTERNAL.
+            unavailable = _sqlite_unavailable(exc, reading=True)
+            if unavailable is not None:
+                raise unavailable from exc
+            raise
+
+    def _read(self, fn: Callable[[Connection], T]) -> T:
         # Reads run on the event loop, one at a time, on one kept connection:
         # a read transaction is then two driver calls, not a pool checkout and
         # a SQLAlchemy transaction (about 25 us instead of 160 us here).
@@ -170,11 +181,26 @@ class SqliteDatabase(Database):
         conn = self._rconn
         driver = conn.connection.driver_connection
         assert driver is not None
-        driver.execute("BEGIN")  # repositories run on the driver cursor (storage.sql.Runner)
         try:
-            return fn(conn)
-        finally:
+            driver.execute("BEGIN")  # repositories run on the driver cursor (storage.sql.Runner)
+            result = fn(conn)
             driver.execute("ROLLBACK")  # a read changed nothing
+        except BaseException:
+            self._after_failed_read(conn, driver)
+            raise
+        return result
+
+    def _after_failed_read(self, conn: Connection, driver: sqlite3.Connection) -> None:
+        """Leave the kept read connection out of any transaction for the next read;
+        drop it if that fails (the next read then opens another)."""
+        try:
+            if driver.in_transaction:
+                driver.execute("ROLLBACK")
+        except Exception:  # e.g. a closed connection: it cannot serve another read
+            self._rconn = None
+            with contextlib.suppress(Exception):
+                conn.invalidate()  # the pool must not hand it out again
+                conn.close()
 
     async def write(self, fn: Callable[[Connection], T], *, busy: bool = False) -> T:
         try:
@@ -245,7 +271,8 @@ class SqliteDatabase(Database):
 
 
 # SQLite's primary result codes that say the database, not a command, failed:
-# BUSY/LOCKED (another process held the write lock past the busy timeout),
+# BUSY/LOCKED (another process held the write lock past the busy timeout, or
+# for a read, a lock while it recovers the WAL after a crash),
 # READONLY, IOERR, FULL, CANTOPEN, PERM. Retrying the same request later may
 # succeed; nothing of a failed transaction is kept.
 _SQLITE_BUSY = (5, 6)
@@ -263,16 +290,21 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
         cause = cause.__cause__ or cause.__context__
 
 
-def _sqlite_unavailable(exc: BaseException) -> Unavailable | None:
-    """UNAVAILABLE for `exc` (or what caused it) when it says the SQLite database cannot be written now."""
+def _sqlite_unavailable(exc: BaseException, *, reading: bool = False) -> Unavailable | None:
+    """UNAVAILABLE for `exc` (or what caused it) when it says the SQLite database cannot be
+    written (or, `reading`, read) now."""
     for cause in _causes(exc):
         code = getattr(cause, "sqlite_errorcode", None)
         if isinstance(cause, sqlite3.Error) and code is not None:
             if code & 0xFF in _SQLITE_BUSY:
+                if reading:  # e.g. another process recovering the WAL after a crash
+                    return Unavailable("DATABASE_BUSY", "another process holds a lock on the database; retry")
                 return Unavailable(
                     "DATABASE_BUSY", "another process holds the database's write lock; retry with the same request_id"
                 )
             if code & 0xFF in _SQLITE_FAILED:
+                if reading:
+                    return Unavailable("DATABASE_UNAVAILABLE", f"the node cannot read its database ({cause}); retry")
                 return Unavailable(
                     "DATABASE_UNAVAILABLE",
                     f"the node cannot write its database ({cause}); retry with the same request_id",

@@ -4,12 +4,14 @@ acknowledged lost, nothing half-written, and the node recovers by itself."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import select
 import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from tests.federation import free_port, peer_block, wait_for
 from tests.support import (
     FakeClock,
     assert_log_verifies,
@@ -25,8 +28,12 @@ from tests.support import (
     new_lookup_code,
     new_national_id,
     quiet_node,
+    running_node,
+    write_config,
 )
 from transfer.client import NO_RETRY, TransferError
+from transfer.devpki import make_dev_pki
+from transfer.server.config import load
 from transfer.v1 import common_pb2
 
 PRIMARY = common_pb2.RECORD_LEVEL_PRIMARY
@@ -51,6 +58,45 @@ def write_lock_held(database_url: str) -> Iterator[None]:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        yield
+    finally:
+        assert holder.stdin is not None
+        holder.stdin.close()
+        holder.wait(10)
+        if holder.stdout is not None:
+            holder.stdout.close()
+
+
+# Another process recovering the database's WAL, as the first to open it after a crash does, until its
+# stdin closes: it holds SQLite's WAL write, checkpoint and recovery locks (bytes 120-122 of the -shm
+# file, https://sqlite.org/walformat.html) and has zeroed both copies of the wal-index header, which
+# sends every reader to recovery. Readers wait for it (the busy timeout), then give up with
+# SQLITE_BUSY_RECOVERY; once it is gone, the next reader recovers the WAL itself.
+_RECOVER_WAL = (
+    "import fcntl, os, sys, time\n"
+    "fd = os.open(sys.argv[1] + '-shm', os.O_RDWR)\n"
+    "for _ in range(200):\n"
+    "    try:\n"
+    "        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 3, 120)\n"
+    "        break\n"
+    "    except OSError:\n"
+    "        time.sleep(0.05)\n"
+    "else:\n"
+    "    sys.exit('the WAL locks stayed taken')\n"
+    "os.pwrite(fd, bytes(96), 0)\n"
+    "print('recovering', flush=True)\n"
+    "sys.stdin.read()\n"
+)
+
+
+@contextlib.contextmanager
+def wal_recovery_elsewhere(database_url: str) -> Iterator[None]:
+    path = database_url.removeprefix("sqlite:///")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _RECOVER_WAL, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "recovering"
         yield
     finally:
         assert holder.stdin is not None
@@ -123,6 +169,108 @@ def test_reads_are_served_while_the_writer_waits_for_the_write_lock(
         assert not writer.is_alive()
         assert results and not isinstance(results[0], TransferError), results
         assert s1.get_record(code).custodian_school == "S1"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_reads_while_another_process_recovers_the_wal_answer_unavailable_then_the_retry_succeeds(
+    tmp_path: Path,
+    pki: Path,
+    database_url: str,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Another process holds the SQLite database's locks to recover its WAL: reads (GetRecord, ListRecords, a
+    watch stream's catch-up) answer UNAVAILABLE (DATABASE_BUSY) once the busy timeout has passed, not INTERNAL,
+    each logged in one line without a traceback; once that process is gone, the same reads succeed and
+    the node writes again, without a restart, and its log verifies."""
+    monkeypatch.setattr("storage.database.BUSY_TIMEOUT_MS", 200)  # the fault is real; the wait for it shorter
+    caplog.set_level(logging.INFO)
+    with quiet_node(tmp_path, pki, database_url, clock) as node:
+        s1 = node.client("school-S1", retry=NO_RETRY)
+        code = new_lookup_code()
+        s1.register_record(code, new_national_id(), PRIMARY)
+        mark = len(caplog.records)
+        with wal_recovery_elsewhere(database_url):
+            refusals = [
+                _outcome(s1.get_record, code),
+                _outcome(s1.list_records),
+                _outcome(lambda: next(s1.watch_transfers("S1", resume=False))),
+            ]
+        logged = caplog.records[mark:]
+        for refused in refusals:
+            assert isinstance(refused, TransferError), refused
+            assert (refused.code.name, refused.reason) == ("UNAVAILABLE", "DATABASE_BUSY"), refused
+        assert [r for r in logged if r.exc_info] == [], "a failed read was logged with its traceback"
+        assert [(r.getMessage(), getattr(r, "reason", "")) for r in logged if r.name == "transfer.rpc"] == [
+            ("refused", "DATABASE_BUSY")
+        ] * 3
+
+        assert s1.get_record(code).lookup_code == code
+        assert [r.lookup_code for r in s1.iter_records()] == [code]
+        s1.register_record(new_lookup_code(), new_national_id(), PRIMARY)
+        assert node.node is not None
+        node.run(node.node.publish_checkpoint)
+        assert node.config_path is not None
+    assert_log_verifies(node.config_path)
+
+
+def _logged_since(caplog: pytest.LogCaptureFixture, mark: int, logger: str) -> list[logging.LogRecord]:
+    return [r for r in list(caplog.records)[mark:] if r.name == logger and r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_background_readers_say_once_that_the_database_cannot_be_read_and_carry_on(
+    tmp_path: Path,
+    pki: Path,
+    database_url: str,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While reads fail (another process recovering the WAL), the federation dispatcher and the checkpoint
+    publisher, which read the outbox and the log every second or so, each log one line without a traceback,
+    not one per failed round; both carry on once the database can be read again: a checkpoint covers the
+    entries made after, and the dispatcher tries to deliver a message queued after."""
+    monkeypatch.setattr("storage.database.BUSY_TIMEOUT_MS", 100)  # the fault is real; the wait for it shorter
+    caplog.set_level(logging.INFO)
+    pki79 = tmp_path / "pki79"
+    make_dev_pki(pki79, "79", ["D1"])
+    extra = f'\n[seal]\nkey_file = "{pki / "seal.key"}"\n' + peer_block(pki79, "79", free_port())  # nobody there
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url, extra=extra)
+    config = load(path, env={"TRANSFER_LOG_LATEST_CHECKPOINT_FILE": str(tmp_path / "latest-checkpoint")})
+    with running_node(config, pki, clock, path) as node:
+        node.client("province-admin").register_school("S1", "Trường S1")
+        s1 = node.client("school-S1", retry=NO_RETRY)
+        signed = wait_for("a first checkpoint", s1.get_checkpoint, timeout=20).tree_size
+        with wal_recovery_elsewhere(database_url):
+            mark, started = len(caplog.records), time.monotonic()
+            # The dispatcher looks at an empty outbox every 5 s; once a look failed, it looks again every second.
+            wait_for("the dispatcher to fail", lambda: _logged_since(caplog, mark, "transfer.peers"), timeout=15)
+            time.sleep(2)  # two more looks, and the publisher tries about every 0.3 s
+            logged, lasted = list(caplog.records)[mark:], time.monotonic() - started
+        assert [r for r in logged if r.exc_info] == [], "a failed read was logged with its traceback"
+        for logger, message in [
+            ("transfer.peers", "dispatcher loop failed: database unavailable; retrying"),
+            ("transfer.node", "checkpoint publication failed: database unavailable; will retry"),
+        ]:
+            lines = [
+                (r.getMessage(), getattr(r, "reason", ""))
+                for r in logged
+                if r.name == logger and r.levelno >= logging.ERROR
+            ]
+            # one line, and one more per UNAVAILABLE_LOG_SECONDS (10 s) should the wait have lasted that long
+            assert lines[:1] == [(message, "DATABASE_BUSY")] and len(lines) <= 1 + lasted // 10, lines
+
+        mark = len(caplog.records)
+        code = new_lookup_code()
+        s1.register_record(code, new_national_id(), PRIMARY)
+        s1.initiate_transfer(code, "D1", "79")
+        wait_for("a checkpoint of the entries made after", lambda: s1.get_checkpoint().tree_size > signed)
+        wait_for(
+            "a delivery attempt",
+            lambda: [r for r in list(caplog.records)[mark:] if r.getMessage() == "delivery will be retried"],
+        )
 
 
 @pytest.fixture

@@ -7,13 +7,14 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import create_engine, insert
+from sqlalchemy import Connection, create_engine, insert
 from sqlalchemy.exc import IntegrityError
 
 from storage import migrate
@@ -21,7 +22,7 @@ from storage.database import open_database, sync_url
 from storage.repositories import SqlUnitOfWork, to_us
 from storage.schema import metadata, transfers
 from storage.writer import Writer
-from transfer.domain.errors import AlreadyExists
+from transfer.domain.errors import AlreadyExists, Unavailable
 from transfer.domain.federation import Federation
 from transfer.domain.logbook import tree_root
 from transfer.domain.model import (
@@ -190,6 +191,64 @@ def test_writer_isolates_failures_within_a_batch(database_url: str) -> None:
     assert (a, b) == ("A", "B") and isinstance(bad, RuntimeError)
     assert codes == ["A", "B"]
     assert announced == []
+
+
+def _school_codes(conn: Connection) -> list[str]:
+    return [s.code for s in SqlUnitOfWork(conn).schools.page(None, 10)]
+
+
+def test_a_sqlite_database_that_cannot_be_opened_answers_reads_unavailable(tmp_path: Path) -> None:
+    """A read that cannot open the SQLite file (its directory moved away: "unable to open database file")
+    raises Unavailable (DATABASE_UNAVAILABLE) from the driver's error, not the error itself; once the
+    directory is back, the next read opens the file and succeeds. A statement's own error (no such table)
+    is not the database's: it surfaces as it is, and the read after it succeeds."""
+    home, away = tmp_path / "db", tmp_path / "away"
+    home.mkdir()
+    url = f"sqlite:///{home / 'node.db'}"
+    migrate.upgrade(url)
+
+    def bad_statement(conn: Connection) -> None:
+        SqlUnitOfWork(conn).runner.cursor.execute("SELECT * FROM no_such_table")  # type: ignore[attr-defined]
+
+    async def scenario() -> None:
+        db = open_database(url)
+        try:
+            home.rename(away)
+            with pytest.raises(Unavailable) as refused:
+                await db.read(_school_codes)
+            assert refused.value.reason == "DATABASE_UNAVAILABLE"
+            assert "unable to open database file" in refused.value.message
+            assert isinstance(getattr(refused.value.__cause__, "orig", None), sqlite3.OperationalError)
+            away.rename(home)
+            assert await db.read(_school_codes) == []
+            with pytest.raises(sqlite3.OperationalError, match="no such table"):
+                await db.read(bad_statement)
+            assert await db.read(_school_codes) == []
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_broken_sqlite_read_connection_is_replaced_by_the_next_read(tmp_path: Path) -> None:
+    """The kept SQLite read connection breaks (closed under the database object: the injected fault): the
+    read that finds it fails as the programming error it is, not as the database being unavailable, and
+    the next read opens another connection and succeeds."""
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    migrate.upgrade(url)
+
+    async def scenario() -> None:
+        db = open_database(url)
+        try:
+            driver = await db.read(lambda conn: conn.connection.driver_connection)
+            driver.close()
+            with pytest.raises(sqlite3.ProgrammingError):
+                await db.read(_school_codes)
+            assert await db.read(_school_codes) == []
+        finally:
+            await db.close()
+
+    asyncio.run(scenario())
 
 
 def _one_batch(

@@ -37,6 +37,7 @@ from transfer.ledger.note import Ed25519Signer, NoteError, Verifier, parse_skey,
 from transfer.server import faults
 from transfer.server.auth import Authenticator
 from transfer.server.config import Config
+from transfer.server.logs import UnavailableLog
 from transfer.server.notify import Notifier
 from transfer.server.peers import (
     DeliveryServicer,
@@ -206,6 +207,10 @@ class Node:
         self._stopping: asyncio.Future[None] | None = None
         self._saved_size = -1  # the size of the checkpoint in log.latest_checkpoint_file
         self._save_lock = threading.Lock()
+        self._sweep_unavailable = UnavailableLog(log, "sweep stage failed: database unavailable")
+        self._publish_unavailable = UnavailableLog(
+            log, "checkpoint publication failed: database unavailable; will retry"
+        )
 
     async def start(self) -> int:
         cfg = self.config
@@ -340,6 +345,9 @@ class Node:
         for stage in (self._expire_overdue, self._apply_handoffs, self._lock_pages, self._forget_request_ids):
             try:
                 done[stage.__name__] = await stage()
+            except Unavailable as exc:
+                self._sweep_unavailable.failed(exc, stage=stage.__name__)
+                failure = failure or exc
             except Exception as exc:
                 log.exception("sweep stage failed", extra={"stage": stage.__name__})
                 failure = failure or exc
@@ -401,7 +409,7 @@ class Node:
                 await self.sweep_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # each failed stage was logged with its stack by sweep_once
+            except Exception:  # each failed stage was logged by sweep_once
                 log.warning("sweep incomplete; will retry", extra={"in_s": self.config.expiry_sweep_seconds})
             await asyncio.sleep(self.config.expiry_sweep_seconds)
 
@@ -506,6 +514,8 @@ class Node:
                 await self.publish_checkpoint()
             except asyncio.CancelledError:
                 raise
+            except Unavailable as exc:  # the database is down, locked or full: one line, not one per round
+                self._publish_unavailable.failed(exc)
             except Exception:
                 log.exception("checkpoint publication failed; will retry")
             await asyncio.sleep(self.config.checkpoint_interval_seconds)

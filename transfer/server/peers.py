@@ -34,7 +34,7 @@ from google.rpc import error_details_pb2, status_pb2
 from tenacity import wait_exponential_jitter
 
 from storage.store import Store
-from transfer.domain.errors import PermissionDenied
+from transfer.domain.errors import PermissionDenied, Unavailable
 from transfer.domain.federation import Federation, OutboxWake, PeerKeys, message_digest, split_sealed
 from transfer.domain.leaves import NO_PEER_ENTRY
 from transfer.domain.model import Actor, InboundMessage, MessageKind, OutboxMessage
@@ -52,6 +52,7 @@ from transfer.ledger.note import (
 from transfer.server import convert, faults
 from transfer.server.auth import Authenticator
 from transfer.server.config import Config, PeerConfig
+from transfer.server.logs import UnavailableLog
 from transfer.server.servicers import _Base, _guard
 from transfer.v1 import peers_pb2, peers_pb2_grpc
 
@@ -337,6 +338,7 @@ class Dispatcher:
         # either: left alone until this (monotonic) time, not retried in a loop.
         self._resting: dict[int, float] = {}
         self._verified_checkpoints: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()
+        self._unavailable = UnavailableLog(log, "dispatcher loop failed: database unavailable; retrying")
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
@@ -389,6 +391,9 @@ class Dispatcher:
                 for t in list(self._tasks):
                     t.cancel()
                 raise
+            except Unavailable as exc:  # the outbox cannot be read now: no traceback per second
+                self._unavailable.failed(exc)
+                await asyncio.sleep(1.0)
             except Exception:
                 log.exception("dispatcher loop failed; retrying")
                 await asyncio.sleep(1.0)
