@@ -18,7 +18,6 @@ import asyncio
 import collections
 import functools
 import logging
-import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -28,10 +27,10 @@ from storage.database import Database
 from storage.repositories import LogState, SqlUnitOfWork
 from transfer.domain.errors import DomainError, Unavailable
 from transfer.domain.ports import ReadAhead, UnitOfWork
+from transfer.unavailable import UnavailableLog
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-UNAVAILABLE_LOG_SECONDS = 10.0
 
 Command = Callable[[UnitOfWork], Any]
 IdempotencyKey = tuple[str, str]  # (principal, request_id)
@@ -64,8 +63,7 @@ class Writer:
         self.log_state = LogState()
         self.batches = 0
         self.commands = 0
-        self._unavailable_logged_at = -UNAVAILABLE_LOG_SECONDS
-        self._unavailable_unlogged = 0  # failures while the database was unavailable, since the last line
+        self._unavailable = UnavailableLog(log, "write transaction failed: database unavailable")
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="writer")
@@ -160,26 +158,12 @@ class Writer:
                 log.exception("after-commit listener failed")
 
     def _log_failure(self, exc: Exception, size: int) -> None:
-        """A failed transaction: with its traceback when it is unexpected. The database being
-        unavailable (down, full, locked) is said in one line, at most every UNAVAILABLE_LOG_SECONDS
-        with the count of those not logged, not once per batch while it lasts."""
-        if not isinstance(exc, Unavailable):
+        """A failed transaction: with its traceback when it is unexpected; the database being
+        unavailable (down, full, locked) in one line at most every UNAVAILABLE_LOG_SECONDS."""
+        if isinstance(exc, Unavailable):
+            self._unavailable.failed(exc, batch=size)
+        else:
             log.exception("write transaction failed", extra={"batch": size})
-            return
-        now = time.monotonic()
-        if now - self._unavailable_logged_at < UNAVAILABLE_LOG_SECONDS:
-            self._unavailable_unlogged += 1
-            return
-        log.error(
-            "write transaction failed: database unavailable",
-            extra={
-                "batch": size,
-                "reason": exc.reason,
-                "detail": exc.message,
-                "not_logged": self._unavailable_unlogged,
-            },
-        )
-        self._unavailable_logged_at, self._unavailable_unlogged = now, 0
 
     @staticmethod
     def _execute(

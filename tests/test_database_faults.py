@@ -15,6 +15,7 @@ import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -271,6 +272,57 @@ def test_background_readers_say_once_that_the_database_cannot_be_read_and_carry_
             "a delivery attempt",
             lambda: [r for r in list(caplog.records)[mark:] if r.getMessage() == "delivery will be retried"],
         )
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_delivery_outcomes_that_cannot_be_recorded_are_said_once_and_retried(
+    tmp_path: Path,
+    pki: Path,
+    database_url: str,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While another process holds the write lock, the dispatcher's attempts to a peer that is down cannot
+    record their outcome: each such failure was logged with two tracebacks ("delivery attempt crashed",
+    "cannot record the crashed attempt"); it is one line now and then, and the message is retried once the
+    database can be written again."""
+    monkeypatch.setattr("storage.database.BUSY_TIMEOUT_MS", 100)  # the fault is real; the wait for it shorter
+    caplog.set_level(logging.INFO)
+    pki79 = tmp_path / "pki79"
+    make_dev_pki(pki79, "79", ["D1"])
+    extra = f'\n[seal]\nkey_file = "{pki / "seal.key"}"\n' + peer_block(pki79, "79", free_port())  # nobody there
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url, extra=extra)
+
+    def retried(since: int) -> list[logging.LogRecord]:
+        return [r for r in list(caplog.records)[since:] if r.getMessage() == "delivery will be retried"]
+
+    def peer_errors(since: int) -> list[logging.LogRecord]:
+        return [r for r in list(caplog.records)[since:] if r.name == "transfer.peers" and r.levelno >= logging.ERROR]
+
+    with running_node(load(path), pki, clock, path) as node:
+        node.client("province-admin").register_school("S1", "Trường S1")
+        s1 = node.client("school-S1", retry=NO_RETRY)
+        code = new_lookup_code()
+        s1.register_record(code, new_national_id(), PRIMARY)
+        mark = len(caplog.records)
+        s1.initiate_transfer(code, "D1", "79")
+        wait_for("the first attempt's outcome", lambda: retried(mark), timeout=20)
+        with write_lock_held(database_url):
+            mark, started = len(caplog.records), time.monotonic()
+            clock.advance(timedelta(hours=1))  # the retry is due; it and the next cannot record their outcome
+            wait_for("an outcome that cannot be recorded", lambda: peer_errors(mark), timeout=30)
+            time.sleep(1)
+            errors, lasted = peer_errors(mark), time.monotonic() - started
+        assert [r.getMessage() for r in errors if r.exc_info] == [], "an unrecorded outcome was logged with a traceback"
+        lines = [(r.getMessage(), getattr(r, "reason", "")) for r in errors]
+        assert lines[:1] == [
+            ("delivery outcome not recorded: database unavailable; the message is retried later", "DATABASE_BUSY")
+        ]
+        assert len(lines) <= 1 + lasted // 10, lines
+        mark = len(caplog.records)
+        clock.advance(timedelta(hours=1))
+        wait_for("an outcome recorded again", lambda: retried(mark), timeout=30)
 
 
 @pytest.fixture

@@ -37,7 +37,6 @@ from transfer.ledger.note import Ed25519Signer, NoteError, Verifier, parse_skey,
 from transfer.server import faults
 from transfer.server.auth import Authenticator
 from transfer.server.config import Config
-from transfer.server.logs import UnavailableLog
 from transfer.server.notify import Notifier
 from transfer.server.peers import (
     DeliveryServicer,
@@ -58,6 +57,7 @@ from transfer.server.servicers import (
     TransferServicer,
 )
 from transfer.tlsfiles import tls_files_problem
+from transfer.unavailable import UnavailableLog
 from transfer.v1 import (
     log_pb2,
     log_pb2_grpc,

@@ -13,11 +13,7 @@ import json
 import logging
 import re
 import sys
-import time
 from datetime import UTC, datetime
-
-from storage.writer import UNAVAILABLE_LOG_SECONDS
-from transfer.domain.errors import Unavailable
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _DETAIL = re.compile(r"^(\s*DETAIL:).*$", re.MULTILINE)
@@ -55,29 +51,6 @@ class TextFormatter(logging.Formatter):
         if record.exc_info:
             line += "\n" + _exception_text(self, record.exc_info)
         return line
-
-
-class UnavailableLog:
-    """How a task that retries says the database is unavailable (down, locked, full): in one line
-    without a traceback, at most every UNAVAILABLE_LOG_SECONDS with the count of those not logged
-    since (as the writer does), not once per round while it lasts."""
-
-    def __init__(self, logger: logging.Logger, message: str) -> None:
-        self._logger = logger
-        self._message = message
-        self._logged_at = -UNAVAILABLE_LOG_SECONDS
-        self._unlogged = 0
-
-    def failed(self, exc: Unavailable, **extra: object) -> None:
-        now = time.monotonic()
-        if now - self._logged_at < UNAVAILABLE_LOG_SECONDS:
-            self._unlogged += 1
-            return
-        self._logger.error(
-            self._message,
-            extra={**extra, "reason": exc.reason, "detail": exc.message, "not_logged": self._unlogged},
-        )
-        self._logged_at, self._unlogged = now, 0
 
 
 def configure(level: str = "INFO", fmt: str = "json") -> None:

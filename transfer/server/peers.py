@@ -52,8 +52,8 @@ from transfer.ledger.note import (
 from transfer.server import convert, faults
 from transfer.server.auth import Authenticator
 from transfer.server.config import Config, PeerConfig
-from transfer.server.logs import UnavailableLog
 from transfer.server.servicers import _Base, _guard
+from transfer.unavailable import UnavailableLog
 from transfer.v1 import peers_pb2, peers_pb2_grpc
 
 log = logging.getLogger("transfer.peers")
@@ -339,6 +339,9 @@ class Dispatcher:
         self._resting: dict[int, float] = {}
         self._verified_checkpoints: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()
         self._unavailable = UnavailableLog(log, "dispatcher loop failed: database unavailable; retrying")
+        self._outcome_unavailable = UnavailableLog(
+            log, "delivery outcome not recorded: database unavailable; the message is retried later"
+        )
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="dispatcher")
@@ -426,11 +429,19 @@ class Dispatcher:
         try:
             await self._attempt(message)
         except Exception as exc:
-            log.exception("delivery attempt crashed", extra={"message_id": message.id})
+            # The database failing (down, full, locked) while an outcome is recorded is said in
+            # one line now and then, not with two tracebacks per message and attempt.
+            if isinstance(exc, Unavailable):
+                self._outcome_unavailable.failed(exc, message_id=message.id)
+            else:
+                log.exception("delivery attempt crashed", extra={"message_id": message.id})
             try:  # back off as after any transient failure, so the message is not retried at once
                 await self._failed_attempt(message, grpc.StatusCode.UNKNOWN, f"attempt crashed: {type(exc).__name__}")
-            except Exception:
-                log.exception("cannot record the crashed attempt", extra={"message_id": message.id})
+            except Exception as again:
+                if isinstance(again, Unavailable):
+                    self._outcome_unavailable.failed(again, message_id=message.id)
+                else:
+                    log.exception("cannot record the crashed attempt", extra={"message_id": message.id})
                 self._resting[message.id] = time.monotonic() + CRASH_REST_SECONDS
         finally:
             self._in_flight.discard(message.id)
