@@ -146,15 +146,20 @@ class TransferClient:
         server_name: str | None = None,
         interceptors: Sequence[grpc.UnaryUnaryClientInterceptor] = (),
     ) -> None:
+        self.retry = retry or RetryPolicy()
+        # While a node is down gRPC waits longer and longer between its attempts to connect (up to 2 minutes),
+        # failing calls at once meanwhile. Bounded by the retry policy's backoff, a retry (or a watch's
+        # reconnection) reaches a node that is back when the policy says, not up to 2 minutes later.
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.initial_reconnect_backoff_ms", _ms(min(self.retry.initial_backoff, self.retry.max_backoff))),
+            ("grpc.max_reconnect_backoff_ms", _ms(self.retry.max_backoff)),
         ]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
         self.address = address
         self.timeout = timeout
-        self.retry = retry or RetryPolicy()
         self._channel = grpc.secure_channel(address, tls.credentials(), options=options)
         channel = grpc.intercept_channel(self._channel, *interceptors) if interceptors else self._channel
         self.schools = schools_pb2_grpc.SchoolDirectoryServiceStub(channel)
@@ -611,6 +616,11 @@ class TransferClient:
                 time.sleep(delay)
             finally:
                 call.cancel()
+
+
+def _ms(seconds: float) -> int:
+    """Seconds as a gRPC channel option in milliseconds (a 32-bit int, at least 1)."""
+    return max(1, min(int(seconds * 1000), 2**31 - 1))
 
 
 def _pages(fetch: Callable[[str], Any], field: str) -> Iterator[Any]:
