@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 import json
+import queue
 import re
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
+from typing import IO
 
 import pytest
 
-from tests.support import ROOT, RunningNode, new_lookup_code, new_national_id
+from tests.support import (
+    ROOT,
+    TEST_RETRY,
+    RunningNode,
+    ServerProcess,
+    new_lookup_code,
+    new_national_id,
+    write_config,
+)
+from transfer.client import ClientTls, TransferClient
 from transfer.client.cli import main
 from transfer.devpki import main as devpki_main
+from transfer.v1 import common_pb2
 
 
 def cli(node: RunningNode, identity: str, *args: str) -> list[str]:
@@ -337,3 +351,134 @@ def test_cli_output_into_a_closed_pipe_ends_quietly(node: RunningNode, tmp_path:
         err = proc.stderr.read()
         assert proc.wait(30) == 0, err
     assert first and b"Traceback" not in err and b"Broken pipe" not in err, err
+
+
+DROPPED = re.compile(r"transfer-cli: watch dropped \((\w+)\b.*\); reconnect (\d+)( of \d+)? in [0-9.e-]+ s$")
+
+
+def _lines(stream: IO[str], into: queue.Queue[str]) -> None:
+    for line in stream:
+        into.put(line.rstrip("\n"))
+
+
+def _next_line(lines: queue.Queue[str], deadline: float, what: str) -> str:
+    try:
+        return lines.get(timeout=max(0.0, deadline - time.monotonic()))
+    except queue.Empty:
+        raise AssertionError(f"no {what} in time") from None
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # the client's behaviour, not the engine's
+def test_cli_watch_outlasts_a_stopped_node_and_resumes_from_its_cursor(
+    tmp_path: Path, pki: Path, database_url: str
+) -> None:
+    """`watch` keeps reconnecting while the node is down, far past the 20 reconnections it used to give up
+    after, with one line per attempt on stderr; once the node is back it says it resumed from its cursor,
+    and an event made then is printed once on stdout, with no repeat of the one before."""
+    server = ServerProcess(write_config(tmp_path / "node.toml", pki=pki, database_url=database_url), tmp_path / "log")
+    server.start()
+    try:
+        with TransferClient(server.address, ClientTls.from_pki(pki, "province-admin"), retry=TEST_RETRY) as admin:
+            for school in ("S1", "S2"):
+                admin.register_school(school, f"Trường {school}")
+        with TransferClient(server.address, ClientTls.from_pki(pki, "school-S1"), retry=TEST_RETRY) as s1:
+            codes = [new_lookup_code(), new_lookup_code()]
+            for code in codes:
+                s1.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
+            before = s1.initiate_transfer(codes[0], "S2").transfer.id
+            # --count 2: the event before the outage and the one after, then exit 0 (a repeat would be the 2nd).
+            args = ["--address", server.address, "--pki", str(pki), "--as", "school-S2"]
+            args += ["watch", "--count", "2", "--max-backoff", "0.05"]
+            with subprocess.Popen(
+                [sys.executable, "-m", "transfer.client.cli", *args],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+            ) as proc:  # fmt: skip
+                assert proc.stdout is not None and proc.stderr is not None
+                out: queue.Queue[str] = queue.Queue()
+                err: queue.Queue[str] = queue.Queue()
+                readers = [
+                    threading.Thread(target=_lines, args=(stream, lines), daemon=True)
+                    for stream, lines in ((proc.stdout, out), (proc.stderr, err))
+                ]
+                for reader in readers:
+                    reader.start()
+                try:
+                    deadline = time.monotonic() + 30
+                    first = _next_line(out, deadline, "first event")
+                    assert before in first and "REQUESTED" in first, first
+                    found = re.search(r"\[cursor (\S+)\]$", first)
+                    assert found, first
+
+                    server.kill()
+                    dropped: list[str] = []
+                    while len(dropped) < 25:  # more than the 20 the watch used to allow
+                        line = _next_line(err, deadline, f"'watch dropped' line after {len(dropped)}")
+                        assert DROPPED.match(line), line
+                        dropped.append(line)
+                    assert proc.poll() is None, "the watch gave up"
+
+                    server.start()
+                    deadline = time.monotonic() + 30
+                    while (line := _next_line(err, deadline, "'watch resumed' line")).startswith(
+                        "transfer-cli: watch dropped"
+                    ):
+                        dropped.append(line)
+                    resumed = f"transfer-cli: watch resumed from cursor {found.group(1)} at reconnect {len(dropped)}"
+                    assert line == resumed, line
+                    matches = [DROPPED.match(d) for d in dropped]
+                    assert [int(m.group(2)) for m in matches if m] == list(range(1, len(dropped) + 1))
+                    assert {m.group(1) for m in matches if m} <= {"UNAVAILABLE", "CANCELLED"}  # transient codes
+
+                    after = s1.initiate_transfer(codes[1], "S2").transfer.id
+                    second = _next_line(out, deadline, "event after the restart")
+                    assert after in second and "REQUESTED" in second, second
+                    assert proc.wait(30) == 0
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                    for reader in readers:
+                        reader.join(10)  # at the end of both pipes
+                assert out.empty() and err.empty(), (list(out.queue), list(err.queue))
+    finally:
+        server.stop()
+
+
+def test_cli_watch_gives_up_after_max_reconnects(pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`watch --max-reconnects 3` against a node that does not answer: three progress lines, then the usual
+    one-line UNAVAILABLE reason and exit status 3, as any command that finds no node."""
+    args = ["--address", "127.0.0.1:1", "--pki", str(pki), "--as", "school-S2", "--attempts", "2", "--timeout", "2"]
+    started = time.monotonic()
+    assert main([*args, "watch", "--max-reconnects", "3", "--max-backoff", "0.05"]) == 3
+    assert time.monotonic() - started < 20
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert captured.out == ""
+    assert len(err) == 4, err
+    assert [DROPPED.match(line).groups()[:3] for line in err[:3]] == [  # type: ignore[union-attr]
+        ("UNAVAILABLE", str(n), " of 3") for n in (1, 2, 3)
+    ]
+    assert main([*args, "get", "a" * 32]) == 3
+    usual = capsys.readouterr().err.strip()
+    assert err[3].startswith("transfer-cli: UNAVAILABLE: ") and err[3].split(": ")[:2] == usual.split(": ")[:2], (
+        err[3],
+        usual,
+    )
+
+
+def test_cli_watch_options_are_checked_and_permanent_errors_end_it(
+    node: RunningNode, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--max-reconnects below 0 and a --max-backoff not above 0 (or not finite) are usage errors (exit 2); a
+    refusal ends a watch at once with its reason and exit 1, even though it never gives up on a node that is down."""
+    for option, value in (("--max-reconnects", "-1"), ("--max-reconnects", "x"), ("--max-backoff", "0"),
+                          ("--max-backoff", "nan")):  # fmt: skip
+        with pytest.raises(SystemExit) as info:
+            main(cli(node, "school-S2", "watch", option, value))
+        assert info.value.code == 2
+        assert option in capsys.readouterr().err
+    started = time.monotonic()
+    assert main(cli(node, "school-S2", "watch", "--school", "S1", "--max-reconnects", "0")) == 1
+    assert time.monotonic() - started < 10
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "PERMISSION_DENIED NOT_YOUR_SCHOOL" in err[0], err

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -129,6 +130,29 @@ class Output:
             print(fmt(msg), flush=True)
 
 
+def _describe(err: TransferError) -> str:
+    """Code, reason (when the node gave one) and message, as the CLI prints a failure."""
+    return f"{err.code.name} {err.reason}".rstrip() + f": {err.message}"
+
+
+def _progress(line: str) -> None:
+    """A line for the person watching, on stderr: stdout holds only the command's output."""
+    print(f"transfer-cli: {line}", file=sys.stderr, flush=True)
+
+
+def _watch_dropped(limit: int | None) -> Callable[[TransferError, int, float], None]:
+    def dropped(err: TransferError, failures: int, delay: float) -> None:
+        of = f" of {limit}" if limit else ""
+        _progress(f"watch dropped ({_describe(err)}); reconnect {failures}{of} in {delay:.2g} s")
+
+    return dropped
+
+
+def _watch_resumed(cursor: str, failures: int) -> None:
+    where = f"from cursor {cursor}" if cursor else "from the start"
+    _progress(f"watch resumed {where} at reconnect {failures}")
+
+
 def _client(ns: argparse.Namespace) -> TransferClient:
     if ns.pki and ns.identity:
         tls = ClientTls.from_pki(ns.pki, ns.identity)
@@ -138,7 +162,8 @@ def _client(ns: argparse.Namespace) -> TransferClient:
         raise UsageError("give --pki DIR --as NAME, or --ca, --cert and --key (or TRANSFER_CA/CERT/KEY)")
     if not ns.address:
         raise UsageError("give --address HOST:PORT (or TRANSFER_ADDRESS)")
-    return TransferClient(ns.address, tls, timeout=ns.timeout, retry=RetryPolicy(attempts=ns.attempts))
+    backoff = {"max_backoff": ns.max_backoff} if "max_backoff" in ns else {}
+    return TransferClient(ns.address, tls, timeout=ns.timeout, retry=RetryPolicy(attempts=ns.attempts, **backoff))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,6 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--school", default="")
     s.add_argument("--cursor", default="", help="resume after this cursor")
     s.add_argument("--count", type=int, default=0, help="stop after this many events")
+    s.add_argument(
+        "--max-reconnects",
+        type=_positive(int, zero=True),
+        default=0,
+        help="give up after this many failed reconnections in a row (default 0: never, while failures are transient)",
+    )
+    s.add_argument(
+        "--max-backoff",
+        type=_positive(float),
+        default=RetryPolicy.max_backoff,
+        help=f"longest wait between reconnections, seconds (default {RetryPolicy.max_backoff:g})",
+    )
 
     cmd("deliveries", "messages to other provinces' nodes, per peer (province admin)")
 
@@ -368,7 +405,11 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                 for t in c.iter_transfers(direction, school=ns.school, states=[STATES[s] for s in ns.state]):
                     out.show(t, fmt_transfer)
             case "watch":
-                for seen, ev in enumerate(c.watch_transfers(ns.school, ns.cursor), start=1):
+                limit = ns.max_reconnects or None
+                events = c.watch_transfers(
+                    ns.school, ns.cursor, max_reconnects=limit, on_drop=_watch_dropped(limit), on_resume=_watch_resumed
+                )
+                for seen, ev in enumerate(events, start=1):
                     if out.as_json:
                         out.show(ev, str)
                     else:
@@ -465,14 +506,18 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                 out.show(c.lock_page(ns.page_id, request_id=ns.request_id).page, fmt_page)
 
 
-def _positive(kind: Callable[[str], float]) -> Callable[[str], float]:
+def _positive(kind: Callable[[str], float], *, zero: bool = False) -> Callable[[str], float]:
+    """An option's parser: a finite number above 0 (or 0 and above, with `zero`)."""
+
     def parse(text: str) -> float:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if value < 0 or (value == 0 and not zero):
+            raise argparse.ArgumentTypeError(f"must be {'0 or above' if zero else 'above 0'}, not {text}")
         return value
 
     return parse
@@ -484,7 +529,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(ns, Output(ns.json))
     except TransferError as err:
         where = "; ".join(f"{v.field}: {v.description}" for v in err.violations)
-        line = f"transfer-cli: {err.code.name} {err.reason or ''}: {err.message}".replace("  ", " ")
+        line = f"transfer-cli: {_describe(err)}"
         if where and where not in err.message:
             line += f" ({where})"
         if err.transient and getattr(ns, "request_id", None):

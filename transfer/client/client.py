@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -52,6 +53,8 @@ T = TypeVar("T")
 MAX_MESSAGE = 64 * 1024 * 1024
 # A watch call is reopened (from its cursor) after this long, so that none can hang for ever.
 WATCH_REOPEN_SECONDS = 300.0
+# A watch call reopened after failures counts as back once it is still open this long after its connection was made.
+WATCH_SETTLE_SECONDS = 1.0
 log = logging.getLogger("transfer.client")
 
 
@@ -146,15 +149,20 @@ class TransferClient:
         server_name: str | None = None,
         interceptors: Sequence[grpc.UnaryUnaryClientInterceptor] = (),
     ) -> None:
+        self.retry = retry or RetryPolicy()
+        # While a node is down gRPC waits longer and longer between its attempts to connect (up to 2 minutes),
+        # failing calls at once meanwhile. Bounded by the retry policy's backoff, a retry (or a watch's
+        # reconnection) reaches a node that is back when the policy says, not up to 2 minutes later.
         options: list[tuple[str, Any]] = [
             ("grpc.max_receive_message_length", MAX_MESSAGE),
             ("grpc.max_send_message_length", MAX_MESSAGE),
+            ("grpc.initial_reconnect_backoff_ms", _ms(min(self.retry.initial_backoff, self.retry.max_backoff))),
+            ("grpc.max_reconnect_backoff_ms", _ms(self.retry.max_backoff)),
         ]
         if server_name:
             options.append(("grpc.ssl_target_name_override", server_name))
         self.address = address
         self.timeout = timeout
-        self.retry = retry or RetryPolicy()
         self._channel = grpc.secure_channel(address, tls.credentials(), options=options)
         channel = grpc.intercept_channel(self._channel, *interceptors) if interceptors else self._channel
         self.schools = schools_pb2_grpc.SchoolDirectoryServiceStub(channel)
@@ -573,29 +581,61 @@ class TransferClient:
         cursor: str = "",
         *,
         resume: bool = True,
-        max_reconnects: int = 20,
+        max_reconnects: int | None = 20,
         reopen_after: float = WATCH_REOPEN_SECONDS,
+        on_drop: Callable[[TransferError, int, float], None] | None = None,
+        on_resume: Callable[[str, int], None] | None = None,
     ) -> Generator[WatchTransfersResponse, None, None]:
         """Events of the school's transfers, in commit order, as they happen.
 
         With `resume`, a dropped stream (node restart, network failure) is
-        reopened from the last cursor received, with the retry policy's
-        backoff; `max_reconnects` consecutive failures end it with the last
-        error. Each call also has a deadline of `reopen_after` seconds, at
+        reopened from the last cursor received, after a pause that doubles
+        from the retry policy's `initial_backoff` up to its `max_backoff`;
+        after `max_reconnects` failed reconnections in a row it ends with the
+        last error (None: it never gives up on a transient error). A
+        permanent error (PERMISSION_DENIED, INVALID_ARGUMENT, ...) ends it at
+        once. Each call also has a deadline of `reopen_after` seconds, at
         which it is reopened at once: a call lost in transit (gRPC can leave
         one waiting forever when the server goes away as it starts) ends
         there instead of never. Events are neither lost nor repeated across
         reconnects. Closing the iterator cancels the stream.
+
+        The default bound (20, about 33 s of downtime with the default
+        policy) is kept for programs: the error hands control back to one
+        that passes no callbacks, with its last cursor to resume from,
+        rather than blocking silently for as long as a node is down. A
+        long-running follower (as `transfer-cli watch`) passes None and
+        reports progress through the callbacks: `on_drop(error, failures,
+        delay)` before each pause (`failures` in a row so far, `delay` in
+        seconds), and `on_resume(cursor, failures)` once a reopened call is
+        back: it delivered an event, or is still open `WATCH_SETTLE_SECONDS`
+        after its connection was made (its first events wait that long), so
+        that a quiet school is told apart from a node still down. A node that
+        is up but cannot serve the call mostly refuses it sooner; one that
+        fails it later is reported back, then dropped again. Both callbacks
+        run in the iterating thread.
         """
-        failures = 0
+        failures = 0  # in a row
+        delay = self.retry.initial_backoff
+
+        def back() -> None:
+            nonlocal failures, delay
+            log.info("watch stream resumed", extra={"cursor": cursor, "failures": failures})
+            if on_resume is not None:
+                on_resume(cursor, failures)
+            failures, delay = 0, self.retry.initial_backoff
+
         while True:
             call = self.transfers.WatchTransfers(
                 transfers_pb2.WatchTransfersRequest(school=school, cursor=cursor),
                 timeout=reopen_after if resume else None,
             )
             try:
+                if failures and self._settled(call, min(WATCH_SETTLE_SECONDS, reopen_after / 2), reopen_after):
+                    back()
                 for event in call:
-                    failures = 0
+                    if failures:  # an event came before the call could settle
+                        back()
                     cursor = event.cursor
                     yield event
                 return
@@ -603,14 +643,46 @@ class TransferClient:
                 if resume and err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                     continue  # the call's own deadline: reopen from the cursor
                 error = from_rpc_error(err)
-                if not (resume and error.transient) or failures >= max_reconnects:
+                if not (resume and error.transient) or (max_reconnects is not None and failures >= max_reconnects):
                     raise error from None
                 failures += 1
-                delay = min(self.retry.max_backoff, self.retry.initial_backoff * 2 ** (failures - 1))
-                log.info("watch stream dropped; resuming", extra={"code": error.code.name, "delay": delay})
-                time.sleep(delay)
+                pause = min(self.retry.max_backoff, delay)
+                delay = pause * 2  # doubled, not recomputed: no power of 2 overflows a float after days down
+                log.info("watch stream dropped; resuming", extra={"code": error.code.name, "delay": pause})
+                if on_drop is not None:
+                    on_drop(error, failures, pause)
+                time.sleep(pause)
             finally:
                 call.cancel()
+
+    def _settled(self, call: Any, settle: float, limit: float) -> bool:
+        """Whether a watch call is under way: still open `settle` seconds after the channel connected.
+
+        A call made while the node is down either fails at once or waits for the connection attempt;
+        the server refuses one it cannot serve within moments of receiving it.
+        """
+        ended, connected = threading.Event(), threading.Event()
+
+        def state(now: grpc.ChannelConnectivity) -> None:
+            if now == grpc.ChannelConnectivity.READY:
+                connected.set()
+
+        def done(_call: Any) -> None:
+            ended.set()
+            connected.set()  # no longer waiting for a connection either
+
+        call.add_done_callback(done)
+        self._channel.subscribe(state)
+        try:
+            connected.wait(limit)  # the call's deadline (`limit`) ends it by then anyway
+            return connected.is_set() and not ended.wait(settle)
+        finally:
+            self._channel.unsubscribe(state)
+
+
+def _ms(seconds: float) -> int:
+    """Seconds as a gRPC channel option in milliseconds (a 32-bit int, at least 1)."""
+    return max(1, min(int(seconds * 1000), 2**31 - 1))
 
 
 def _pages(fetch: Callable[[str], Any], field: str) -> Iterator[Any]:
