@@ -24,7 +24,12 @@ import abc
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
+import math
+import os
+import socket
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -42,6 +47,11 @@ SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 BUSY_TIMEOUT_MS = 5000
 # How long a connection to PostgreSQL may take: an unreachable host is an error, soon.
 CONNECT_TIMEOUT_S = 10
+# How long the node waits on PostgreSQL for one transaction (a write batch, a read) before
+# it answers UNAVAILABLE (database.unavailable_after_seconds): far above the longest it waits
+# on a healthy server (a transfer-import batch holding the write lock, about 0.3 s), and, a
+# call possibly waiting for the batch before its own, twice it fits in the CLI's 10 s deadline.
+UNAVAILABLE_AFTER_S = 4.0
 
 
 def sync_url(url: str) -> str:
@@ -320,49 +330,76 @@ _TAKE_WRITE_LOCK = f"SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"
 
 
 class PostgresDatabase(Database):
-    def __init__(self, url: str, *, readers: int = 4) -> None:
+    """`unavailable_after` bounds each transaction: past it, the event loop cuts the connection
+    (see `_Watch`), and a link gone silent (a partition, a dead host: no answer, no reset) answers
+    UNAVAILABLE then rather than when the kernel gives up on the connection (never, while
+    something on the path still acknowledges the packets: measured in docs/operations.md)."""
+
+    def __init__(self, url: str, *, readers: int = 4, unavailable_after: float = UNAVAILABLE_AFTER_S) -> None:
         self.url = url
+        self.unavailable_after = unavailable_after
         self._engine: Engine = create_engine(
             sync_url(url),
             pool_size=readers + 1,
             max_overflow=readers,
-            # A cut network (not a restart) must end in an error, not a call that hangs for minutes.
+            # A cut network (not a restart) must end in an error, not a call that hangs for minutes:
+            # the kernel drops a connection whose packets go unacknowledged that long.
             connect_args={
-                "connect_timeout": CONNECT_TIMEOUT_S,
+                "connect_timeout": min(CONNECT_TIMEOUT_S, max(2, math.ceil(unavailable_after))),
                 "keepalives": 1,
                 "keepalives_idle": 30,
                 "keepalives_interval": 10,
                 "keepalives_count": 3,
-                "tcp_user_timeout": 60_000,
+                "tcp_user_timeout": int(unavailable_after * 1000),
             },
         )
         self._write_thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pg-writer")
         self._read_threads = concurrent.futures.ThreadPoolExecutor(readers, thread_name_prefix="pg-reader")
         self._wconn: Connection | None = None
+        self._wsession: tuple[int, Any] | None = None  # the writer's session on the server: pid, start
         self._closed = False
         self._closing: asyncio.Task[None] | None = None
+
+    async def _bounded(self, threads: concurrent.futures.Executor, fn: Callable[[_Watch], T]) -> T:
+        """`fn(watch)` on one of `threads`, its connection cut if it takes longer than `unavailable_after`."""
+        loop = asyncio.get_running_loop()
+        watch = _Watch()
+        done = loop.run_in_executor(threads, watch.run, fn)
+        timer = loop.call_later(self.unavailable_after, watch.cut)
+        try:
+            return await done
+        finally:
+            if watch.finished:  # else the caller went away while the thread waits: the timer still bounds it
+                timer.cancel()
 
     async def read(self, fn: Callable[[Connection], T]) -> T:
         if self._closed:
             raise _closed()
-        return await asyncio.get_running_loop().run_in_executor(self._read_threads, self._read, fn)
+        return await self._bounded(self._read_threads, functools.partial(self._read, fn))
 
-    def _read(self, fn: Callable[[Connection], T]) -> T:
+    def _read(self, fn: Callable[[Connection], T], watch: _Watch) -> T:
+        if watch.expired:  # waited its time for a reader thread (the others wait on a silent link)
+            raise self._silent()
         try:
             conn = self._engine.connect()
         except Exception as exc:
             if _connect_error(exc):
-                raise _unavailable() from exc
+                raise (self._silent() if watch.expired else _unavailable()) from exc
             raise
         with conn:
             try:
+                watch.watch(conn)
                 with conn.begin():
-                    return fn(conn)
+                    result = fn(conn)
+                if watch.done():  # cut as it finished: the socket is shut
+                    with contextlib.suppress(Exception):
+                        conn.invalidate()
+                return result
             except Exception as exc:
                 if _lost(conn) or _disconnected(exc):
                     with contextlib.suppress(Exception):
                         conn.invalidate()  # the pool must not hand it out again
-                    raise _unavailable() from exc
+                    raise (self._silent() if watch.expired else _unavailable()) from exc
                 if _short_of_resources(exc):
                     raise _server_short() from exc
                 raise
@@ -370,11 +407,12 @@ class PostgresDatabase(Database):
     async def write(self, fn: Callable[[Connection], T], *, busy: bool = False) -> T:
         if self._closed:
             raise _closed()
-        return await asyncio.get_running_loop().run_in_executor(self._write_thread, self._write, fn)
+        return await self._bounded(self._write_thread, functools.partial(self._write, fn))
 
-    def _write(self, fn: Callable[[Connection], T]) -> T:
+    def _write(self, fn: Callable[[Connection], T], watch: _Watch) -> T:
         conn = self._wconn
-        if conn is None or conn.closed or conn.invalidated:
+        fresh = conn is None or conn.closed or conn.invalidated
+        if fresh:
             if conn is not None:
                 with contextlib.suppress(Exception):
                     conn.close()
@@ -383,10 +421,19 @@ class PostgresDatabase(Database):
                 conn = self._wconn = self._engine.connect()  # the writer keeps its connection
             except Exception as exc:
                 if _connect_error(exc):
-                    raise _unavailable() from exc
+                    raise (self._silent() if watch.expired else _unavailable()) from exc
                 raise
+        assert conn is not None
         try:
-            return self._write_in(conn, fn)
+            watch.watch(conn)
+            if fresh:
+                self._open_session(conn)
+            result = self._write_in(conn, fn)
+            if watch.done():  # cut as it committed: the socket is shut
+                self._wconn = None
+                with contextlib.suppress(Exception):
+                    conn.invalidate()
+            return result
         except Exception as exc:
             # Only a broken link is "unavailable"; any other error (a refused
             # statement, a timeout, a bug) goes back to the writer, which re-runs
@@ -398,10 +445,34 @@ class PostgresDatabase(Database):
                 # Nothing of the batch may be assumed committed (not even when
                 # the link broke during COMMIT): callers retry with their request
                 # ids, which the idempotency records make safe.
-                raise _unavailable() from exc
+                raise (self._silent() if watch.expired else _unavailable()) from exc
             if _short_of_resources(exc):  # every command would fail alike: not one command's fault
                 raise _server_short() from exc
             raise
+
+    def _open_session(self, conn: Connection) -> None:
+        """Ends the writer session this one replaces, if the server still keeps it, and notes this one.
+
+        When the link goes silent mid-transaction, the server keeps that session, and the write
+        lock its transaction holds, until it hears the node has gone: after a partition, perhaps
+        not for hours (the node's reset was lost), and every batch would wait for the lock. The
+        session is named by its start too: after a server restart its process id may be another's."""
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        if self._wsession is not None:  # forgotten only once ended: a new session may fail first
+            driver.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = %s AND backend_start = %s",
+                self._wsession,
+            )
+        row = driver.execute("SELECT pid, backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()
+        driver.commit()
+        self._wsession = (row[0], row[1]) if row else None
+
+    def _silent(self) -> Unavailable:
+        return Unavailable(
+            "DATABASE_UNAVAILABLE",
+            f"the database did not answer within {self.unavailable_after:g} s; retry with the same request_id",
+        )
 
     def _write_in(self, conn: Connection, fn: Callable[[Connection], T]) -> T:
         with conn.begin():
@@ -438,6 +509,62 @@ class PostgresDatabase(Database):
         await asyncio.to_thread(self._write_thread.shutdown, True)
         await asyncio.to_thread(self._read_threads.shutdown, True)
         self._engine.dispose()
+
+
+class _Watch:
+    """One transaction's hold on its connection's socket, through which the event loop cuts a
+    link that stays silent too long (psycopg waits for an answer without a timeout): the thread
+    waiting on it then fails at once, as when the server closes the connection, and the
+    connection is dropped. The socket is a duplicate, so a cut never reaches a reused number."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self.expired = False  # cut: the connection is dropped, the transaction answered UNAVAILABLE
+        self.finished = False
+
+    def run(self, fn: Callable[[_Watch], T]) -> T:
+        try:
+            return fn(self)
+        finally:
+            self.done()
+
+    def watch(self, conn: Connection) -> None:
+        """The transaction uses `conn` (until `done`); cut it at once if its time is over."""
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        fd = os.dup(driver.fileno())
+        with self._lock:
+            self._fd = fd
+            if self.expired:
+                _shutdown(fd)
+
+    def done(self) -> bool:
+        """The transaction is over (cut from now on no more); whether it was cut."""
+        with self._lock:
+            fd, self._fd = self._fd, None
+            self.finished = True
+        if fd is not None:
+            os.close(fd)
+        return self.expired
+
+    def cut(self) -> None:
+        """On the event loop, once the transaction took too long."""
+        with self._lock:
+            if self.finished:
+                return
+            self.expired = True
+            if self._fd is not None:
+                _shutdown(self._fd)
+
+
+def _shutdown(fd: int) -> None:
+    sock = socket.socket(fileno=fd)
+    try:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    finally:
+        sock.detach()  # `fd` stays open: the watch closes it
 
 
 def _lost(conn: Connection) -> bool:
@@ -501,7 +628,9 @@ def _closed() -> Unavailable:
     return Unavailable("SHUTTING_DOWN", "the node is shutting down; retry")
 
 
-def open_database(url: str, *, sqlite_synchronous: str = "FULL") -> Database:
+def open_database(
+    url: str, *, sqlite_synchronous: str = "FULL", unavailable_after: float = UNAVAILABLE_AFTER_S
+) -> Database:
     if is_sqlite(url):
         return SqliteDatabase(url, synchronous=sqlite_synchronous)
-    return PostgresDatabase(url)
+    return PostgresDatabase(url, unavailable_after=unavailable_after)

@@ -34,6 +34,7 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert c.ca_file == tmp_path / "pki/ca.pem"
     assert c.database_url == f"sqlite:///{tmp_path / 'var/node.db'}"
     assert c.latest_checkpoint_file is None
+    assert c.database_unavailable_after_seconds == 4.0
     p.write_text(MINIMAL + 'latest_checkpoint_file = "state/latest"\n')
     assert load(p, env={}).latest_checkpoint_file == tmp_path / "state/latest"
 
@@ -47,10 +48,12 @@ def test_environment_overrides(tmp_path: Path) -> None:
         "TRANSFER_TRANSFERS_DEADLINE_WORKING_DAYS": "8",
         "TRANSFER_TRANSFERS_HOLIDAYS": "2026-09-02, 2026-09-03",
         "TRANSFER_DATABASE_AUTO_MIGRATE": "false",
+        "TRANSFER_DATABASE_UNAVAILABLE_AFTER_SECONDS": "2.5",
         "UNRELATED": "x",
     }
     c = load(p, env=env)
     assert c.database_url == "postgresql://u@127.0.0.1:5432/db"
+    assert c.database_unavailable_after_seconds == 2.5
     assert c.deadline_working_days == 8 and not c.auto_migrate
     assert c.holidays == (date(2026, 9, 2), date(2026, 9, 3))
 
@@ -74,6 +77,8 @@ def test_environment_overrides(tmp_path: Path) -> None:
         (MINIMAL, {"TRANSFER_DATABASE_URL": "node.db"}, "database.url: not a database URL"),
         (MINIMAL + "[server]\nshutdown_grace_seconds = 0\n", {}, "shutdown_grace_seconds: above 0"),
         (MINIMAL, {"TRANSFER_SERVER_SHUTDOWN_GRACE_SECONDS": "-5"}, "shutdown_grace_seconds: above 0"),
+        (MINIMAL.replace("[database]", "[database]\nunavailable_after_seconds = 0.5"), {}, "between 1 and 600"),
+        (MINIMAL, {"TRANSFER_DATABASE_UNAVAILABLE_AFTER_SECONDS": "3600"}, "unavailable_after_seconds: between 1"),
     ],
 )
 def test_bad_configuration_is_explained(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:

@@ -24,6 +24,7 @@ import pytest
 from tests.federation import free_port, peer_block, wait_for
 from tests.support import (
     FakeClock,
+    ServerProcess,
     assert_log_verifies,
     db_snapshot,
     new_lookup_code,
@@ -32,7 +33,7 @@ from tests.support import (
     running_node,
     write_config,
 )
-from transfer.client import NO_RETRY, TransferError
+from transfer.client import NO_RETRY, ClientTls, TransferClient, TransferError
 from transfer.devpki import make_dev_pki
 from transfer.server.config import load
 from transfer.v1 import common_pb2
@@ -536,3 +537,144 @@ def test_a_postgresql_server_out_of_disk_answers_unavailable_then_the_retry_comp
         record = s1.register_record(code, nid, PRIMARY, request_id=request_id)
         assert record.custodian_school == "S1"
         assert s1.get_record(code) == record
+
+
+class _SilentLink:
+    """A TCP relay between the node and PostgreSQL that can go silent, as a partition or a dead host does
+    (the injected fault): bytes are swallowed both ways, nothing is closed, new connections are accepted
+    and never answered. Once armed, the link goes silent when the server answers that it took the write
+    lock (the answer names the column pg_advisory_xact_lock), which it keeps in an open transaction.
+    When the link comes back, connections made since are relayed; those it silenced stay silent, their
+    ends at the server open (the node's close of them was lost too), until `close`."""
+
+    WRITE_LOCK = _CommitCutter.WRITE_LOCK
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed = threading.Event()
+        self.silent = threading.Event()
+        self._held: list[socket.socket] = []  # accepted while silent: never answered
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.silent.is_set():
+                self._held.append(client)
+                continue
+            server = socket.create_connection(self.upstream)
+            threading.Thread(target=self._relay, args=(client, server), daemon=True).start()
+
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        ends, lost = [client, server], False
+        try:
+            while not self._closed:
+                ready, _, _ = select.select(ends, [], [], 0.2)
+                for end in ready:
+                    data = end.recv(65536)
+                    if end is server and self.WRITE_LOCK in data and self.armed.is_set():  # the lock is taken
+                        self.armed.clear()
+                        self.silent.set()
+                    lost = lost or self.silent.is_set()
+                    if lost:  # swallowed; the node closing its end is not heard of either
+                        if not data:
+                            if end is server:
+                                return
+                            ends.remove(client)
+                        continue
+                    if not data:
+                        return
+                    (client if end is server else server).sendall(data)
+        except OSError:
+            return
+        finally:
+            for end in (client, server):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self.listener.close()
+        for held in self._held:
+            held.close()
+
+
+def _log_size(database_url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT count(*) FROM log_leaves").fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # a link to a database server
+def test_a_silent_link_to_postgresql_answers_unavailable_within_the_bound_then_the_retry_completes_once(
+    tmp_path: Path, pki: Path, database_url: str
+) -> None:
+    """The link to PostgreSQL goes silent mid-transaction (no answer, no reset): a write and a read answer
+    UNAVAILABLE (DATABASE_UNAVAILABLE) after database.unavailable_after_seconds, not at the client's
+    deadline; once the link is back, the write's retry with the same request id completes, once (the
+    server ended the transaction the silence left holding the write lock), and the log verifies."""
+    url = urllib.parse.urlsplit(database_url)
+    link = _SilentLink((url.hostname or "127.0.0.1", url.port or 5432))
+    relayed = url._replace(netloc=f"{url.username}@127.0.0.1:{link.port}", query="sslmode=disable").geturl()
+    config_path = write_config(tmp_path / "node.toml", pki=pki, database_url=relayed)
+    quiet = {"TRANSFER_LOG_CHECKPOINT_INTERVAL_SECONDS": "3600"}  # the test's transactions are the only ones
+    server = ServerProcess(
+        config_path, tmp_path / "server.log", env={"TRANSFER_DATABASE_UNAVAILABLE_AFTER_SECONDS": "3", **quiet}
+    )
+    clients: list[TransferClient] = []
+    try:
+        server.start()
+        clients += [
+            TransferClient(server.address, ClientTls.from_pki(pki, who), timeout=30, retry=NO_RETRY)
+            for who in ("province-admin", "school-S1")
+        ]
+        admin, s1 = clients
+        admin.register_school("S1", "Trường S1")
+        admin.register_school("S2", "Trường S2")
+        first, second = new_lookup_code(), new_lookup_code()
+        for code in (first, second):
+            s1.register_record(code, new_national_id(), PRIMARY)
+        before = _log_size(database_url)
+        s1.initiate_transfer(first, "S2")
+        logged = _log_size(database_url) - before  # the entries one transfer adds
+        assert logged > 0
+
+        request_id = str(uuid.uuid4())
+        link.armed.set()
+        started = time.monotonic()
+        silenced = _outcome(s1.initiate_transfer, second, "S2", request_id=request_id)
+        waited = time.monotonic() - started
+        assert link.silent.is_set(), "the writer never took the write lock"
+        assert isinstance(silenced, TransferError), silenced
+        assert (silenced.code.name, silenced.reason) == ("UNAVAILABLE", "DATABASE_UNAVAILABLE"), silenced
+        assert waited < 20, f"answered after {waited:.1f} s"
+        started = time.monotonic()
+        unread = _outcome(s1.get_record, first)
+        waited = time.monotonic() - started
+        assert isinstance(unread, TransferError), unread
+        assert (unread.code.name, unread.reason) == ("UNAVAILABLE", "DATABASE_UNAVAILABLE"), unread
+        assert waited < 20, f"answered after {waited:.1f} s"
+
+        link.silent.clear()  # the link is back
+        transfer = s1.initiate_transfer(second, "S2", request_id=request_id).transfer
+        assert s1.initiate_transfer(second, "S2", request_id=request_id).transfer.id == transfer.id  # a repeat
+        assert s1.get_record(second).open_transfer_id == transfer.id
+        assert _log_size(database_url) == before + 2 * logged, "the transfer was not made exactly once"
+        assert server.terminate() == 0
+        assert_log_verifies(config_path)
+    finally:
+        for c in clients:
+            c.close()
+        server.stop()
+        link.close()

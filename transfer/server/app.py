@@ -221,7 +221,11 @@ class Node:
             migrate.prepare(cfg.database_url, upgrade_schema=cfg.auto_migrate)
         except (migrate.SchemaMismatch, DatabaseUnreachable) as exc:
             raise StartRefused(str(exc)) from None
-        self.db = open_database(cfg.database_url, sqlite_synchronous=cfg.sqlite_synchronous)
+        self.db = open_database(
+            cfg.database_url,
+            sqlite_synchronous=cfg.sqlite_synchronous,
+            unavailable_after=cfg.database_unavailable_after_seconds,
+        )
         self.writer = Writer(
             self.db, max_batch=cfg.max_batch, after_commit=self._after_commit, after_uncertain=self._after_uncertain
         )

@@ -15,6 +15,7 @@
     url = "sqlite:///var/node.db"   # or postgresql://user@host:port/db
     sqlite_synchronous = "FULL"     # FULL: a commit is on disk when answered
     auto_migrate = true             # run Alembic migrations at start-up
+    unavailable_after_seconds = 4   # PostgreSQL: a transaction waiting this long answers UNAVAILABLE
 
     [transfers]
     deadline_working_days = 5       # receiving school's time to decide
@@ -76,7 +77,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from storage.database import url_problem
+from storage.database import UNAVAILABLE_AFTER_S, url_problem
 from transfer.domain.provinces import is_province
 
 
@@ -108,6 +109,7 @@ class Config:
     port_file: Path | None = None
     sqlite_synchronous: str = "FULL"
     auto_migrate: bool = True
+    database_unavailable_after_seconds: float = UNAVAILABLE_AFTER_S
     deadline_working_days: int = 5
     holidays: tuple[date, ...] = ()
     utc_offset: timedelta = timedelta(hours=7)
@@ -133,7 +135,12 @@ class Config:
 SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
     "node": {"province": (str, True), "name": (str, False), "listen": (str, False), "port_file": (str, False)},
     "tls": {"ca_file": (str, True), "cert_file": (str, True), "key_file": (str, True)},
-    "database": {"url": (str, True), "sqlite_synchronous": (str, False), "auto_migrate": (bool, False)},
+    "database": {
+        "url": (str, True),
+        "sqlite_synchronous": (str, False),
+        "auto_migrate": (bool, False),
+        "unavailable_after_seconds": (float, False),
+    },
     "seal": {"key_file": (str, False)},
     "transfers": {
         "deadline_working_days": (int, False),
@@ -253,6 +260,9 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     sync = get("database", "sqlite_synchronous", "FULL").upper()
     if sync not in ("OFF", "NORMAL", "FULL", "EXTRA"):
         raise ConfigError("database.sqlite_synchronous: one of OFF, NORMAL, FULL, EXTRA")
+    unavailable_after = get("database", "unavailable_after_seconds", UNAVAILABLE_AFTER_S)
+    if not 1 <= unavailable_after <= 600:
+        raise ConfigError("database.unavailable_after_seconds: between 1 and 600")
     days = get("transfers", "deadline_working_days", 5)
     if not 1 <= days <= 60:
         raise ConfigError("transfers.deadline_working_days: between 1 and 60")
@@ -320,6 +330,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         database_url=_sqlite_url_relative_to(get("database", "url"), base),
         sqlite_synchronous=sync,
         auto_migrate=get("database", "auto_migrate", True),
+        database_unavailable_after_seconds=unavailable_after,
         deadline_working_days=days,
         holidays=tuple(holidays),
         utc_offset=offset,

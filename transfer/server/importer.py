@@ -121,7 +121,11 @@ class Progress:
 async def run_import(config_path: Path, csv_path: Path, rejects_path: Path) -> tuple[ImportOutcome, int]:
     cfg = load(config_path)
     migrate.prepare(cfg.database_url, upgrade_schema=cfg.auto_migrate)
-    db = open_database(cfg.database_url, sqlite_synchronous=cfg.sqlite_synchronous)
+    db = open_database(
+        cfg.database_url,
+        sqlite_synchronous=cfg.sqlite_synchronous,
+        unavailable_after=cfg.database_unavailable_after_seconds,
+    )
     writer = Writer(db, max_batch=1)
     writer.start()
     store = Store(db, writer)
