@@ -53,13 +53,14 @@ _HOLD_WRITE_LOCK = (
 
 
 @contextlib.contextmanager
-def write_lock_held(database_url: str) -> Iterator[None]:
+def _held_by_another_process(script: str, database_url: str, ready: str) -> Iterator[None]:
+    """Run `script` on the SQLite file in a process of its own until the block ends (its stdin closes)."""
     path = database_url.removeprefix("sqlite:///")
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLD_WRITE_LOCK, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", script, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        assert holder.stdout is not None and holder.stdout.readline().strip() == ready
         yield
     finally:
         assert holder.stdin is not None
@@ -67,6 +68,10 @@ def write_lock_held(database_url: str) -> Iterator[None]:
         holder.wait(10)
         if holder.stdout is not None:
             holder.stdout.close()
+
+
+def write_lock_held(database_url: str) -> contextlib.AbstractContextManager[None]:
+    return _held_by_another_process(_HOLD_WRITE_LOCK, database_url, "locked")
 
 
 # Another process recovering the database's WAL, as the first to open it after a crash does, until its
@@ -91,21 +96,8 @@ _RECOVER_WAL = (
 )
 
 
-@contextlib.contextmanager
-def wal_recovery_elsewhere(database_url: str) -> Iterator[None]:
-    path = database_url.removeprefix("sqlite:///")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _RECOVER_WAL, path], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "recovering"
-        yield
-    finally:
-        assert holder.stdin is not None
-        holder.stdin.close()
-        holder.wait(10)
-        if holder.stdout is not None:
-            holder.stdout.close()
+def wal_recovery_elsewhere(database_url: str) -> contextlib.AbstractContextManager[None]:
+    return _held_by_another_process(_RECOVER_WAL, database_url, "recovering")
 
 
 def _outcome(call: Any, *args: Any, **kwargs: Any) -> Any:
