@@ -213,6 +213,19 @@ def _logged_since(caplog: pytest.LogCaptureFixture, mark: int, logger: str) -> l
     return [r for r in list(caplog.records)[mark:] if r.name == logger and r.levelno >= logging.ERROR]
 
 
+def _config_with_an_absent_peer(tmp_path: Path, pki: Path, database_url: str) -> Path:
+    """A node's configuration with province 79 as its peer, at a port where nobody listens."""
+    pki79 = tmp_path / "pki79"
+    make_dev_pki(pki79, "79", ["D1"])
+    extra = f'\n[seal]\nkey_file = "{pki / "seal.key"}"\n' + peer_block(pki79, "79", free_port())
+    return write_config(tmp_path / "node.toml", pki=pki, database_url=database_url, extra=extra)
+
+
+def _retried(caplog: pytest.LogCaptureFixture, mark: int) -> list[logging.LogRecord]:
+    """The dispatcher's records, since `mark`, of a delivery attempt that failed and will be retried."""
+    return [r for r in list(caplog.records)[mark:] if r.getMessage() == "delivery will be retried"]
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_background_readers_say_once_that_the_database_cannot_be_read_and_carry_on(
     tmp_path: Path,
@@ -228,10 +241,7 @@ def test_background_readers_say_once_that_the_database_cannot_be_read_and_carry_
     entries made after, and the dispatcher tries to deliver a message queued after."""
     monkeypatch.setattr("storage.database.BUSY_TIMEOUT_MS", 100)  # the fault is real; the wait for it shorter
     caplog.set_level(logging.INFO)
-    pki79 = tmp_path / "pki79"
-    make_dev_pki(pki79, "79", ["D1"])
-    extra = f'\n[seal]\nkey_file = "{pki / "seal.key"}"\n' + peer_block(pki79, "79", free_port())  # nobody there
-    path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url, extra=extra)
+    path = _config_with_an_absent_peer(tmp_path, pki, database_url)
     config = load(path, env={"TRANSFER_LOG_LATEST_CHECKPOINT_FILE": str(tmp_path / "latest-checkpoint")})
     with running_node(config, pki, clock, path) as node:
         node.client("province-admin").register_school("S1", "Trường S1")
@@ -261,10 +271,7 @@ def test_background_readers_say_once_that_the_database_cannot_be_read_and_carry_
         s1.register_record(code, new_national_id(), PRIMARY)
         s1.initiate_transfer(code, "D1", "79")
         wait_for("a checkpoint of the entries made after", lambda: s1.get_checkpoint().tree_size > signed)
-        wait_for(
-            "a delivery attempt",
-            lambda: [r for r in list(caplog.records)[mark:] if r.getMessage() == "delivery will be retried"],
-        )
+        wait_for("a delivery attempt", lambda: _retried(caplog, mark))
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -282,16 +289,7 @@ def test_delivery_outcomes_that_cannot_be_recorded_are_said_once_and_retried(
     database can be written again."""
     monkeypatch.setattr("storage.database.BUSY_TIMEOUT_MS", 100)  # the fault is real; the wait for it shorter
     caplog.set_level(logging.INFO)
-    pki79 = tmp_path / "pki79"
-    make_dev_pki(pki79, "79", ["D1"])
-    extra = f'\n[seal]\nkey_file = "{pki / "seal.key"}"\n' + peer_block(pki79, "79", free_port())  # nobody there
-    path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url, extra=extra)
-
-    def retried(since: int) -> list[logging.LogRecord]:
-        return [r for r in list(caplog.records)[since:] if r.getMessage() == "delivery will be retried"]
-
-    def peer_errors(since: int) -> list[logging.LogRecord]:
-        return [r for r in list(caplog.records)[since:] if r.name == "transfer.peers" and r.levelno >= logging.ERROR]
+    path = _config_with_an_absent_peer(tmp_path, pki, database_url)
 
     with running_node(load(path), pki, clock, path) as node:
         node.client("province-admin").register_school("S1", "Trường S1")
@@ -300,13 +298,15 @@ def test_delivery_outcomes_that_cannot_be_recorded_are_said_once_and_retried(
         s1.register_record(code, new_national_id(), PRIMARY)
         mark = len(caplog.records)
         s1.initiate_transfer(code, "D1", "79")
-        wait_for("the first attempt's outcome", lambda: retried(mark), timeout=20)
+        wait_for("the first attempt's outcome", lambda: _retried(caplog, mark), timeout=20)
         with write_lock_held(database_url):
             mark, started = len(caplog.records), time.monotonic()
             clock.advance(timedelta(hours=1))  # the retry is due; it and the next cannot record their outcome
-            wait_for("an outcome that cannot be recorded", lambda: peer_errors(mark), timeout=30)
+            wait_for(
+                "an outcome that cannot be recorded", lambda: _logged_since(caplog, mark, "transfer.peers"), timeout=30
+            )
             time.sleep(1)
-            errors, lasted = peer_errors(mark), time.monotonic() - started
+            errors, lasted = _logged_since(caplog, mark, "transfer.peers"), time.monotonic() - started
         assert [r.getMessage() for r in errors if r.exc_info] == [], "an unrecorded outcome was logged with a traceback"
         lines = [(r.getMessage(), getattr(r, "reason", "")) for r in errors]
         assert lines[:1] == [
@@ -315,7 +315,7 @@ def test_delivery_outcomes_that_cannot_be_recorded_are_said_once_and_retried(
         assert len(lines) <= 1 + lasted // 10, lines
         mark = len(caplog.records)
         clock.advance(timedelta(hours=1))
-        wait_for("an outcome recorded again", lambda: retried(mark), timeout=30)
+        wait_for("an outcome recorded again", lambda: _retried(caplog, mark), timeout=30)
 
 
 @pytest.fixture
@@ -386,19 +386,15 @@ def test_a_full_disk_answers_unavailable_and_the_node_recovers_when_space_is_fre
     assert_log_verifies(node.config_path)
 
 
-class _CommitCutter:
-    """A TCP relay between the node and PostgreSQL (the injected fault): once armed, the
-    writer's next COMMIT reaches the server, and the link breaks before its answer comes back."""
-
-    COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"  # a simple-protocol COMMIT, as psycopg sends it
-    WRITE_LOCK = b"pg_advisory_xact_lock"  # only the writer's connection takes it
+class _Relay:
+    """A TCP relay between the node and PostgreSQL on a loopback port, for injecting faults into the
+    link: subclasses say what `_relay` does with the bytes of one connection (both ends are closed
+    after it), and may refuse to connect one (`_admit`)."""
 
     def __init__(self, upstream: tuple[str, int]) -> None:
         self.upstream = upstream
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
-        self.armed = threading.Event()
-        self.cut = threading.Event()
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -408,29 +404,16 @@ class _CommitCutter:
                 client, _ = self.listener.accept()
             except OSError:
                 return
-            server = socket.create_connection(self.upstream)
-            threading.Thread(target=self._relay, args=(client, server), daemon=True).start()
+            if self._admit(client):
+                server = socket.create_connection(self.upstream)
+                threading.Thread(target=self._serve, args=(client, server), daemon=True).start()
 
-    def _relay(self, client: socket.socket, server: socket.socket) -> None:
-        writer = False
+    def _admit(self, client: socket.socket) -> bool:
+        return True
+
+    def _serve(self, client: socket.socket, server: socket.socket) -> None:
         try:
-            while not self._closed:
-                ready, _, _ = select.select([client, server], [], [], 0.5)
-                for end in ready:
-                    data = end.recv(65536)
-                    if not data:
-                        return
-                    if end is server:
-                        client.sendall(data)
-                        continue
-                    writer = writer or self.WRITE_LOCK in data
-                    server.sendall(data)
-                    if writer and self.COMMIT in data and self.armed.is_set():
-                        self.armed.clear()
-                        server.settimeout(10)
-                        server.recv(65536)  # the server's answer: it committed; the node never hears it
-                        self.cut.set()
-                        return
+            self._relay(client, server)
         except OSError:
             return
         finally:
@@ -439,9 +422,45 @@ class _CommitCutter:
                     end.shutdown(socket.SHUT_RDWR)
                 end.close()
 
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        raise NotImplementedError
+
     def close(self) -> None:
         self._closed = True
         self.listener.close()
+
+
+class _CommitCutter(_Relay):
+    """Once armed, the writer's next COMMIT reaches the server, and the link breaks before its answer
+    comes back."""
+
+    COMMIT = b"Q\x00\x00\x00\x0bCOMMIT\x00"  # a simple-protocol COMMIT, as psycopg sends it
+    WRITE_LOCK = b"pg_advisory_xact_lock"  # only the writer's connection takes it
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.armed = threading.Event()
+        self.cut = threading.Event()
+        super().__init__(upstream)
+
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        writer = False
+        while not self._closed:
+            ready, _, _ = select.select([client, server], [], [], 0.5)
+            for end in ready:
+                data = end.recv(65536)
+                if not data:
+                    return
+                if end is server:
+                    client.sendall(data)
+                    continue
+                writer = writer or self.WRITE_LOCK in data
+                server.sendall(data)
+                if writer and self.COMMIT in data and self.armed.is_set():
+                    self.armed.clear()
+                    server.settimeout(10)
+                    server.recv(65536)  # the server's answer: it committed; the node never hears it
+                    self.cut.set()
+                    return
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # a link to a database server
@@ -531,69 +550,50 @@ def test_a_postgresql_server_out_of_disk_answers_unavailable_then_the_retry_comp
         assert s1.get_record(code) == record
 
 
-class _SilentLink:
-    """A TCP relay between the node and PostgreSQL that can go silent, as a partition or a dead host does
-    (the injected fault): bytes are swallowed both ways, nothing is closed, new connections are accepted
-    and never answered. Once armed, the link goes silent when the server answers that it took the write
-    lock (the answer names the column pg_advisory_xact_lock), which it keeps in an open transaction.
-    When the link comes back, connections made since are relayed; those it silenced stay silent, their
-    ends at the server open (the node's close of them was lost too), until `close`."""
+class _SilentLink(_Relay):
+    """A relay that can go silent, as a partition or a dead host does: bytes are swallowed both ways,
+    nothing is closed, new connections are accepted and never answered. Once armed, the link goes
+    silent when the server answers that it took the write lock (the answer names the column
+    pg_advisory_xact_lock), which it keeps in an open transaction. When the link comes back,
+    connections made since are relayed; those it silenced stay silent, their ends at the server open
+    (the node's close of them was lost too), until `close`."""
 
     WRITE_LOCK = _CommitCutter.WRITE_LOCK
 
     def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
         self.armed = threading.Event()
         self.silent = threading.Event()
         self._held: list[socket.socket] = []  # accepted while silent: never answered
-        self._closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__(upstream)
 
-    def _accept(self) -> None:
-        while not self._closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if self.silent.is_set():
-                self._held.append(client)
-                continue
-            server = socket.create_connection(self.upstream)
-            threading.Thread(target=self._relay, args=(client, server), daemon=True).start()
+    def _admit(self, client: socket.socket) -> bool:
+        if self.silent.is_set():
+            self._held.append(client)
+            return False
+        return True
 
     def _relay(self, client: socket.socket, server: socket.socket) -> None:
         ends, lost = [client, server], False
-        try:
-            while not self._closed:
-                ready, _, _ = select.select(ends, [], [], 0.2)
-                for end in ready:
-                    data = end.recv(65536)
-                    if end is server and self.WRITE_LOCK in data and self.armed.is_set():  # the lock is taken
-                        self.armed.clear()
-                        self.silent.set()
-                    lost = lost or self.silent.is_set()
-                    if lost:  # swallowed; the node closing its end is not heard of either
-                        if not data:
-                            if end is server:
-                                return
-                            ends.remove(client)
-                        continue
+        while not self._closed:
+            ready, _, _ = select.select(ends, [], [], 0.2)
+            for end in ready:
+                data = end.recv(65536)
+                if end is server and self.WRITE_LOCK in data and self.armed.is_set():  # the lock is taken
+                    self.armed.clear()
+                    self.silent.set()
+                lost = lost or self.silent.is_set()
+                if lost:  # swallowed; the node closing its end is not heard of either
                     if not data:
-                        return
-                    (client if end is server else server).sendall(data)
-        except OSError:
-            return
-        finally:
-            for end in (client, server):
-                with contextlib.suppress(OSError):
-                    end.shutdown(socket.SHUT_RDWR)
-                end.close()
+                        if end is server:
+                            return
+                        ends.remove(client)
+                    continue
+                if not data:
+                    return
+                (client if end is server else server).sendall(data)
 
     def close(self) -> None:
-        self._closed = True
-        self.listener.close()
+        super().close()
         for held in self._held:
             held.close()
 
