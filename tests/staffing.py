@@ -40,6 +40,18 @@ class TeacherKey:
     cert_pem: bytes
 
 
+def teacher_certificate(
+    ca: SigningCA,
+    name: str,
+    key_type: str = "ecdsa",
+    *,
+    not_before: datetime = VALID_FROM,
+    not_after: datetime = VALID_TO,
+) -> tuple[bytes, PrivateKeyTypes]:
+    """A teacher's certificate (PEM) and key, valid around the fake clock whatever the real date."""
+    return ca.teacher(name, key_type, not_before=not_before, not_after=not_after, write=False)
+
+
 def hire(
     admin: TransferClient,
     ca: SigningCA,
@@ -49,7 +61,7 @@ def hire(
     not_before: datetime = VALID_FROM,
     not_after: datetime = VALID_TO,
 ) -> TeacherKey:
-    pem, key = ca.teacher(code, key_type, not_before=not_before, not_after=not_after, write=False)
+    pem, key = teacher_certificate(ca, code, key_type, not_before=not_before, not_after=not_after)
     teacher = admin.register_teacher(code, f"Giáo viên {code}", [pem])
     return TeacherKey(teacher.id, code, key, pem)
 

@@ -25,6 +25,7 @@ from tests.staffing import (
     new_record,
     sign,
     signing_ca,
+    teacher_certificate,
 )
 from tests.support import RunningNode, refused
 from transfer.client import TransferClient
@@ -140,7 +141,7 @@ def test_certificates_must_chain_to_a_trusted_ca_and_be_valid(
     with refused("INVALID_ARGUMENT", "BAD_CERTIFICATE"):
         school.admin.register_teacher("GV-Z", "Z", [b"not a certificate"])
     # A key algorithm the node cannot read (the key's OID changed) is refused, not an internal error.
-    good, _ = school.ca.teacher("W", "ecdsa", write=False)
+    good, _ = teacher_certificate(school.ca, "W")
     der = base64.b64decode(b"".join(line for line in good.splitlines() if not line.startswith(b"-----")))
     ec_public_key = bytes.fromhex("06072a8648ce3d0201")  # OID 1.2.840.10045.2.1
     assert der.count(ec_public_key) == 1
@@ -155,15 +156,15 @@ def test_certificates_must_chain_to_a_trusted_ca_and_be_valid(
     node.clock.advance(timedelta(days=3))
     with refused("FAILED_PRECONDITION", "CERTIFICATE_NOT_VALID"):
         sign(school.system, page, HOMEROOM, short)
-    renewed, key = school.ca.teacher("GV-NGAN-2", "ed25519", write=False, not_before=datetime(2026, 1, 1, tzinfo=UTC))
+    renewed, key = teacher_certificate(school.ca, "GV-NGAN-2", "ed25519")
     school.admin.add_teacher_certificate(short.id, renewed)
     short.key = key
     assert sign(school.system, page, HOMEROOM, short).state == pages_pb2.PAGE_STATE_SIGNED
     # At most 5 certificates that have not expired (the expired one does not count, and stays).
     for i in range(4):
-        school.admin.add_teacher_certificate(short.id, school.ca.teacher(f"GV-NGAN-{i + 3}", write=False)[0])
+        school.admin.add_teacher_certificate(short.id, teacher_certificate(school.ca, f"GV-NGAN-{i + 3}")[0])
     with refused("FAILED_PRECONDITION", "TOO_MANY_CERTIFICATES"):
-        school.admin.add_teacher_certificate(short.id, school.ca.teacher("GV-NGAN-7", write=False)[0])
+        school.admin.add_teacher_certificate(short.id, teacher_certificate(school.ca, "GV-NGAN-7")[0])
     assert len(school.admin.get_teacher(short.id).certificates) == 6
 
 
