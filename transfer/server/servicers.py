@@ -103,8 +103,8 @@ def _guard_stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncI
 
 
 class _Base:
-    # Peer nodes may call PeerService and nothing else.
-    peer_service = False
+    # Peer nodes may call PeerService, and read the log (LogService): nothing else.
+    peers_allowed = False
 
     def __init__(self, store: Store, auth: Authenticator, clock: Clock) -> None:
         self.store = store
@@ -113,8 +113,8 @@ class _Base:
 
     def _caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Actor:
         actor = self.auth.actor(context)
-        if actor.role is Role.PEER and not self.peer_service:
-            raise PermissionDenied("ROLE_NOT_ALLOWED", "peer nodes may call only PeerService")
+        if actor.role is Role.PEER and not self.peers_allowed:
+            raise PermissionDenied("ROLE_NOT_ALLOWED", "peer nodes may call only PeerService and LogService")
         return actor
 
     async def _mutate(
@@ -355,7 +355,10 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
 
 
 class LogServicer(_Base, log_pb2_grpc.LogServiceServicer):
-    """Read-only access to the log for every authenticated caller."""
+    """Read-only access to the log for every authenticated caller, peer nodes included (they check
+    the receipts and checkpoints this node gives them)."""
+
+    peers_allowed = True
 
     def __init__(self, store: Store, auth: Authenticator, clock: Clock, logbook: Logbook) -> None:
         super().__init__(store, auth, clock)
