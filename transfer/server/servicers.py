@@ -35,7 +35,7 @@ from transfer.domain.validation import opaque_id as check_opaque_id
 from transfer.domain.validation import request_id as check_request_id
 from transfer.server import convert
 from transfer.server.auth import Authenticator
-from transfer.server.errors import code_of, to_status
+from transfer.server.errors import code_of, quote, to_status
 from transfer.server.notify import Notifier
 from transfer.v1 import (
     log_pb2,
@@ -183,7 +183,7 @@ class SchoolDirectoryServicer(_Base, schools_pb2_grpc.SchoolDirectoryServiceServ
         paths = set(request.update_mask.paths)
         v = Violations()
         for p in sorted(paths - {"name", "active"}):
-            v.add("update_mask", f"unknown or immutable field {p!r} (use name, active)", "INVALID_UPDATE_MASK")
+            v.add("update_mask", f"unknown or immutable field {quote(p)} (use name, active)", "INVALID_UPDATE_MASK")
         v.raise_if_any()
         cmd = commands.UpdateSchool(
             request.school.code,
