@@ -50,11 +50,13 @@ from tests.support import (
 )
 from transfer.client import NO_RETRY, ClientTls, TransferClient, TransferError
 from transfer.client.client import TransferChange
+from transfer.client.logverify import LogVerifier
 from transfer.client.signing import sign_digest
 from transfer.devpki import SigningCA, make_dev_pki
 from transfer.domain.leaves import LeafKind, PeerLeaf, TransferLeaf
 from transfer.domain.model import Role
 from transfer.domain.package import seal_message
+from transfer.ledger import merkle
 from transfer.ledger.note import parse_skey
 from transfer.v1 import peers_pb2, peers_pb2_grpc, records_pb2, transfers_pb2
 
@@ -557,7 +559,7 @@ def test_peer_acting_on_transfers_not_its_own(start_pair: StartPair, pki: Path, 
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert pair.a.admin.get_transfer(local.id).state == REQUESTED  # untouched
 
-    # A peer may call nothing but PeerService; nobody else may call PeerService.
+    # A peer may call nothing but PeerService and LogService; nobody else may call PeerService.
     tls = ClientTls.from_files(pki / "ca.pem", pki79 / "node.pem", pki79 / "node.key")
     with TransferClient(pair.a.proc.address, tls, server_name="localhost", retry=NO_RETRY) as c:
         with pytest.raises(TransferError) as terr:
@@ -575,6 +577,38 @@ def test_peer_acting_on_transfers_not_its_own(start_pair: StartPair, pki: Path, 
         )
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "peer node" in err.value.details()
     pair.assert_consistent(local_code)
+
+
+def test_a_peer_node_reads_the_log(tmp_path: Path, pki: Path, pki79: Path, database_url: str) -> None:
+    """A peer node's certificate may read this node's log (checkpoints, entries, inclusion and consistency
+    proofs, all verifying), as docs/protocol.md says; the services of schools and admins still refuse it."""
+    extra = f'\n[seal]\nkey_file = "{pki / "seal.key"}"\n' + peer_block(pki79, "79", free_port())
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url, extra=extra)
+    with running_node(load_config(path), pki, FakeClock(), path) as node:
+        admin = node.client("province-admin")
+        for code in ("S1", "S2"):
+            admin.register_school(code, f"Trường {code}")
+        s1 = node.client("school-S1")
+        first = s1.initiate_transfer(new_record(s1), "S2")
+        last = s1.initiate_transfer(new_record(s1), "S2")
+        assert node.node is not None
+        node.run(node.node.publish_checkpoint)
+        tls = ClientTls.from_files(pki / "ca.pem", pki79 / "node.pem", pki79 / "node.key")
+        with TransferClient(node.address, tls, retry=NO_RETRY) as peer:
+            verifier = LogVerifier(
+                peer, (pki / "log.vkey").read_text().strip(), tmp_path / "trusted", origin="hocba-node-01"
+            )
+            checkpoint = verifier.verify_receipt(first.receipt)  # GetCheckpoint, GetInclusionProof
+            assert checkpoint.size == last.receipt.index + 1
+            leaves = [e.leaf for e in peer.iter_entries()]
+            assert leaves == [first.receipt.leaf, last.receipt.leaf]
+            assert merkle.root([merkle.leaf_hash(x) for x in leaves]) == peer.get_checkpoint().root_hash
+            merkle.verify_consistency(
+                1, 2, peer.consistency_proof(1, 2), merkle.leaf_hash(leaves[0]), peer.get_checkpoint().root_hash
+            )
+            with pytest.raises(TransferError) as refused:
+                peer.get_transfer(first.transfer.id)
+            assert (refused.value.code, refused.value.reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_NOT_ALLOWED")
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,10 @@ class TransferError(Exception):
 
     @property
     def transient(self) -> bool:
+        # RESOURCE_EXHAUSTED with a reason is a refusal the server sent on purpose (every refusal of the
+        # node carries an ErrorInfo); without one it is gRPC's own (a server's limit of concurrent calls).
+        if self.code is grpc.StatusCode.RESOURCE_EXHAUSTED and self.reason:
+            return False
         return self.code in TRANSIENT
 
 

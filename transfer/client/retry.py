@@ -1,6 +1,6 @@
 """The one place retry policies are built (tenacity).
 
-Only transient failures are retried (see `errors.TRANSIENT`), with
+Only transient failures are retried (see `errors.TransferError.transient`), with
 exponential backoff and full jitter, a bounded number of attempts and a
 bounded total time, logging a line before each sleep. Callers reuse one
 request_id across attempts, so a retried mutation is applied at most once.

@@ -37,6 +37,7 @@ from transfer.ledger.note import Ed25519Signer, NoteError, Verifier, parse_skey,
 from transfer.server import faults
 from transfer.server.auth import Authenticator
 from transfer.server.config import Config
+from transfer.server.decoding import RefuseMalformed
 from transfer.server.notify import Notifier
 from transfer.server.peers import (
     DeliveryServicer,
@@ -282,11 +283,12 @@ class Node:
             self.dispatcher = Dispatcher(store, self.federation, self.links, self.peers, self.clock)
 
         server = grpc.aio.server(
+            interceptors=[RefuseMalformed(self.clock)],
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
                 ("grpc.max_send_message_length", MAX_MESSAGE),
-            ]
+            ],
         )
         schools_pb2_grpc.add_SchoolDirectoryServiceServicer_to_server(
             SchoolDirectoryServicer(store, auth, self.clock, Directory(cfg.province, self.clock)), server

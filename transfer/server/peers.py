@@ -213,7 +213,7 @@ class Sealer:
 class PeerServicer(_Base, peers_pb2_grpc.PeerServiceServicer):
     """What other nodes call. Thin: verification and rules live in the domain."""
 
-    peer_service = True
+    peers_allowed = True
 
     def __init__(self, store: Store, auth: Authenticator, clock: Clock, federation: Federation, sealer: Sealer,
                  checkpoint: Any) -> None:  # fmt: skip

@@ -35,7 +35,7 @@ from transfer.domain.validation import opaque_id as check_opaque_id
 from transfer.domain.validation import request_id as check_request_id
 from transfer.server import convert
 from transfer.server.auth import Authenticator
-from transfer.server.errors import code_of, to_status
+from transfer.server.errors import code_of, quote, to_status
 from transfer.server.notify import Notifier
 from transfer.v1 import (
     log_pb2,
@@ -103,8 +103,8 @@ def _guard_stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncI
 
 
 class _Base:
-    # Peer nodes may call PeerService and nothing else.
-    peer_service = False
+    # Peer nodes may call PeerService, and read the log (LogService): nothing else.
+    peers_allowed = False
 
     def __init__(self, store: Store, auth: Authenticator, clock: Clock) -> None:
         self.store = store
@@ -113,8 +113,8 @@ class _Base:
 
     def _caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Actor:
         actor = self.auth.actor(context)
-        if actor.role is Role.PEER and not self.peer_service:
-            raise PermissionDenied("ROLE_NOT_ALLOWED", "peer nodes may call only PeerService")
+        if actor.role is Role.PEER and not self.peers_allowed:
+            raise PermissionDenied("ROLE_NOT_ALLOWED", "peer nodes may call only PeerService and LogService")
         return actor
 
     async def _mutate(
@@ -183,7 +183,7 @@ class SchoolDirectoryServicer(_Base, schools_pb2_grpc.SchoolDirectoryServiceServ
         paths = set(request.update_mask.paths)
         v = Violations()
         for p in sorted(paths - {"name", "active"}):
-            v.add("update_mask", f"unknown or immutable field {p!r} (use name, active)", "INVALID_UPDATE_MASK")
+            v.add("update_mask", f"unknown or immutable field {quote(p)} (use name, active)", "INVALID_UPDATE_MASK")
         v.raise_if_any()
         cmd = commands.UpdateSchool(
             request.school.code,
@@ -355,7 +355,10 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
 
 
 class LogServicer(_Base, log_pb2_grpc.LogServiceServicer):
-    """Read-only access to the log for every authenticated caller."""
+    """Read-only access to the log for every authenticated caller, peer nodes included (they check
+    the receipts and checkpoints this node gives them)."""
+
+    peers_allowed = True
 
     def __init__(self, store: Store, auth: Authenticator, clock: Clock, logbook: Logbook) -> None:
         super().__init__(store, auth, clock)
