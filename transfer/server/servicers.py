@@ -74,7 +74,7 @@ async def _refuse(context: grpc.aio.ServicerContext[Any, Any], method: str, exc:
     if isinstance(exc, DomainError):
         log.info(
             "refused",
-            extra={"method": method, "code": code_of(exc).name, "reason": exc.reason},
+            extra={**exc.log_fields, "method": method, "code": code_of(exc).name, "reason": exc.reason},
         )
         await context.abort_with_status(to_status(exc))
     ref = secrets.token_hex(6)
