@@ -4,14 +4,17 @@ answer names nothing the caller may not read, and is logged without the id."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
 
-from tests.support import new_lookup_code, new_national_id, refused
+from tests.staffing import CLASS, HOMEROOM, YEAR, add_page, duty, hire, new_record, signing_ca
+from tests.support import RunningNode, new_lookup_code, new_national_id, refused
 from transfer.client import TransferClient
 from transfer.domain import paging
 from transfer.domain.logbook import Logbook
@@ -19,7 +22,7 @@ from transfer.domain.services import HELD_ELSEWHERE
 from transfer.ledger.note import generate_key, parse_skey
 from transfer.server.app import digest_key
 from transfer.server.logs import JsonFormatter
-from transfer.v1 import common_pb2, pages_pb2, records_pb2
+from transfer.v1 import common_pb2, pages_pb2, records_pb2, staff_pb2, transfers_pb2
 
 PRIMARY = common_pb2.RECORD_LEVEL_PRIMARY
 
@@ -151,3 +154,141 @@ def test_the_digest_key_comes_from_the_log_key() -> None:
     again = digest_key(Logbook("o", parse_skey(skey), None))  # type: ignore[arg-type]
     assert digest_key(Logbook("o", parse_skey(skey), None)) == again  # type: ignore[arg-type]
     assert digest_key(Logbook("o", parse_skey(generate_key("hocba.test")[0]), None)) != again  # type: ignore[arg-type]
+
+
+def test_every_lookup_refuses_the_unseen_as_the_absent(node: RunningNode, pki: Path) -> None:
+    """Records, pages, transfers and teachers of S1, asked about by S2 (system and admin): each refusal
+    is byte for byte the one an id that exists nowhere gets."""
+    s1_admin, s1 = node.client("school-admin-S1"), node.client("school-S1")
+    s2_admin, s2 = node.client("school-admin-S2"), node.client("school-S2")
+    teacher = hire(s1_admin, signing_ca(pki), "GV-CN")
+    s1_admin.assign_duty(duty(HOMEROOM), teacher.id)
+    code = new_record(s1)
+    page = add_page(s1, code, requirements=[HOMEROOM])
+    transfer = s1.initiate_transfer(new_record(s1), "S3").transfer
+    absent = new_lookup_code()  # 32 hex digits: a record, page, transfer or teacher id that does not exist
+    payload = b"%PDF other"
+
+    def rid() -> str:
+        return str(uuid.uuid4())
+
+    asks: dict[str, Callable[[str], Callable[[], object]]] = {
+        "GetRecord": lambda x: lambda: s2.records.GetRecord(records_pb2.GetRecordRequest(lookup_code=x), timeout=10),
+        "InitiateTransfer": lambda x: (
+            lambda: s2.transfers.InitiateTransfer(
+                transfers_pb2.InitiateTransferRequest(request_id=rid(), lookup_code=x, to_school="S3"), timeout=10
+            )
+        ),
+        "AddPage": lambda x: (
+            lambda: s2.pages.AddPage(
+                pages_pb2.AddPageRequest(
+                    request_id=rid(),
+                    lookup_code=x,
+                    school_year=YEAR,
+                    grade=3,
+                    class_name=CLASS,
+                    media_type="application/pdf",
+                    payload=payload,
+                    payload_sha256=hashlib.sha256(payload).digest(),
+                    lock_track=pages_pb2.LOCK_TRACK_COMPLETED,
+                    required_signatures=[pages_pb2.RequiredSignature(role=pages_pb2.SIGNER_ROLE_HOMEROOM)],
+                ),
+                timeout=10,
+            )
+        ),
+        "ListPages": lambda x: _list_pages(s2, x),
+        "GetPage": lambda x: lambda: s2.pages.GetPage(pages_pb2.GetPageRequest(page_id=x), timeout=10),
+        "ReplacePage": lambda x: (
+            lambda: s2.pages.ReplacePage(
+                pages_pb2.ReplacePageRequest(
+                    request_id=rid(),
+                    page_id=x,
+                    media_type="application/pdf",
+                    payload=payload,
+                    payload_sha256=hashlib.sha256(payload).digest(),
+                ),
+                timeout=10,
+            )
+        ),
+        "SignPage": lambda x: (
+            lambda: s2.pages.SignPage(
+                pages_pb2.SignPageRequest(
+                    request_id=rid(),
+                    page_id=x,
+                    requirement=pages_pb2.RequiredSignature(role=pages_pb2.SIGNER_ROLE_HOMEROOM),
+                    teacher_id=teacher.id,
+                    digest=bytes(32),
+                    signature=b"s",
+                ),
+                timeout=10,
+            )
+        ),
+        "LockPage": lambda x: (
+            lambda: s2.pages.LockPage(pages_pb2.LockPageRequest(request_id=rid(), page_id=x), timeout=10)
+        ),
+        "GetTransfer": lambda x: (
+            lambda: s2.transfers.GetTransfer(transfers_pb2.GetTransferRequest(transfer_id=x), timeout=10)
+        ),
+        "AcceptTransfer": lambda x: (
+            lambda: s2.transfers.AcceptTransfer(
+                transfers_pb2.AcceptTransferRequest(request_id=rid(), transfer_id=x), timeout=10
+            )
+        ),
+        "RejectTransfer": lambda x: (
+            lambda: s2.transfers.RejectTransfer(
+                transfers_pb2.RejectTransferRequest(request_id=rid(), transfer_id=x, reason="không"), timeout=10
+            )
+        ),
+        "CancelTransfer": lambda x: (
+            lambda: s2.transfers.CancelTransfer(
+                transfers_pb2.CancelTransferRequest(request_id=rid(), transfer_id=x), timeout=10
+            )
+        ),
+        "GetTeacher": lambda x: lambda: s2.staff.GetTeacher(staff_pb2.GetTeacherRequest(teacher_id=x), timeout=10),
+        "ListSigningTasks": lambda x: (
+            lambda: s2.staff.ListSigningTasks(staff_pb2.ListSigningTasksRequest(teacher_id=x), timeout=10)
+        ),
+        "ListDuties": lambda x: lambda: s2.staff.ListDuties(staff_pb2.ListDutiesRequest(teacher_id=x), timeout=10),
+        "AddTeacherCertificate": lambda x: (
+            lambda: s2_admin.staff.AddTeacherCertificate(
+                staff_pb2.AddTeacherCertificateRequest(request_id=rid(), teacher_id=x, certificate=teacher.cert_pem),
+                timeout=10,
+            )
+        ),
+        "RecordDeparture": lambda x: (
+            lambda: s2_admin.staff.RecordDeparture(
+                staff_pb2.RecordDepartureRequest(
+                    request_id=rid(),
+                    teacher_id=x,
+                    reason=staff_pb2.DEPARTURE_REASON_RETIREMENT,
+                    effective_date="2027-01-04",
+                ),
+                timeout=10,
+            )
+        ),
+        "AssignDuty": lambda x: (
+            lambda: s2_admin.staff.AssignDuty(
+                staff_pb2.AssignDutyRequest(
+                    request_id=rid(),
+                    teacher_id=x,
+                    duty=staff_pb2.DutyRef(role=pages_pb2.SIGNER_ROLE_PRINCIPAL),
+                ),
+                timeout=10,
+            )
+        ),
+    }
+    existing = {
+        "GetRecord": code, "InitiateTransfer": code, "AddPage": code, "ListPages": code,
+        "GetPage": page.id, "ReplacePage": page.id, "SignPage": page.id, "LockPage": page.id,
+        "GetTransfer": transfer.id, "AcceptTransfer": transfer.id, "RejectTransfer": transfer.id,
+        "CancelTransfer": transfer.id,
+    }  # fmt: skip
+
+    def refusal(method: str, x: str) -> tuple[grpc.StatusCode, str, bytes]:
+        code_, message, trailer = _refusal(asks[method](x))  # an id the message echoes is the caller's own
+        return code_, message.replace(x, "<id>"), trailer.replace(x.encode(), b"<id>")
+
+    for method in asks:
+        seen = refusal(method, existing.get(method, teacher.id))
+        assert seen == refusal(method, absent), method
+        assert seen[0] in (grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.FAILED_PRECONDITION), method
