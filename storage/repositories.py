@@ -235,7 +235,11 @@ class SqlRecords:
         _remember(self.known, self.db, "records", RECORD_COLS, lookup_codes, _record)
 
     def student_has_record(self, national_id: str, level: int) -> bool:
-        return self.db.one("record_by_student", {"national_id": national_id, "level": int(level)}) is not None
+        return self.student_record(national_id, level) is not None
+
+    def student_record(self, national_id: str, level: int) -> str | None:
+        row = self.db.one("record_by_student", {"national_id": national_id, "level": int(level)})
+        return None if row is None else str(row[0])
 
     def add_many(self, rs: list[Record]) -> None:
         for r in rs:

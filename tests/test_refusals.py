@@ -109,10 +109,14 @@ def test_all_bad_fields_reported_at_once(s1: TransferClient) -> None:
 
 
 def test_duplicate_records_refused(s1: TransferClient, s2: TransferClient, database_url: str) -> None:
-    """A lookup code or a pupil's record of a level registers once only: ALREADY_EXISTS."""
+    """A lookup code or a pupil's record of a level registers once only: ALREADY_EXISTS; another
+    school's record is refused as STUDENT_RECORD_EXISTS whichever key collided (test_oracles.py)."""
     code, nid = new_lookup_code(), new_national_id()
     s1.register_record(code, nid, PRIMARY)
     with refused("ALREADY_EXISTS", "RECORD_EXISTS", database_url=database_url):
+        s1.register_record(code, new_national_id(), PRIMARY)
+    # Was RECORD_EXISTS: it told S2 that S1's lookup code exists. Now the same answer as a pupil held elsewhere.
+    with refused("ALREADY_EXISTS", "STUDENT_RECORD_EXISTS", database_url=database_url):
         s2.register_record(code, new_national_id(), PRIMARY)
     with refused("ALREADY_EXISTS", "STUDENT_RECORD_EXISTS", database_url=database_url):
         s2.register_record(new_lookup_code(), nid, PRIMARY)

@@ -42,6 +42,7 @@ class DomainError(Exception):
         precondition_violations: tuple[PreconditionViolation, ...] = (),
         resource: tuple[str, str] | None = None,
         metadata: dict[str, str] | None = None,
+        log_fields: dict[str, str | int] | None = None,
     ) -> None:
         super().__init__(message)
         self.reason = reason
@@ -50,6 +51,9 @@ class DomainError(Exception):
         self.precondition_violations = precondition_violations
         self.resource = resource
         self.metadata = dict(metadata or {})
+        # For the node's log line of the refusal only, never sent to the caller:
+        # opaque values (principals, keyed digests, counts), never personal data.
+        self.log_fields = dict(log_fields or {})
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.reason!r}, {self.message!r})"

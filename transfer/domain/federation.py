@@ -57,7 +57,7 @@ from transfer.domain.model import (
 from transfer.domain.pages import PagePolicy
 from transfer.domain.ports import Clock, UnitOfWork
 from transfer.domain.signatures import CertificateInfo, SigningTrust
-from transfer.domain.validation import MAX_PACKAGE, MAX_PRINCIPAL, MAX_REASON
+from transfer.domain.validation import MAX_PACKAGE, MAX_PRINCIPAL, MAX_REASON, text_problems
 from transfer.domain.workdays import deadline_after
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -103,8 +103,11 @@ class Decision:
             if state is TransferState.REQUESTED:
                 raise ValueError("not a decision")
             reason, decided_by = str(doc["reason"]), str(doc["decided_by"])
-            if len(reason) > MAX_REASON or not 0 < len(decided_by) <= MAX_PRINCIPAL:
-                raise ValueError(f"reason at most {MAX_REASON} characters, decided_by 1 to {MAX_PRINCIPAL}")
+            problems = text_problems(reason, "reason", max_len=MAX_REASON, required=False) + text_problems(
+                decided_by, "decided_by", max_len=MAX_PRINCIPAL, required=True
+            )
+            if problems:
+                raise ValueError(problems)
             return cls(state, reason, _EPOCH + timedelta(microseconds=int(doc["decided_us"])), decided_by)
         except pkg.UNREADABLE as exc:
             raise InvalidArgument("MALFORMED_DECISION", f"decision: cannot be read ({exc})") from None
@@ -521,7 +524,11 @@ class Federation:
         if stored is not None:
             return stored
         try:
-            reason = str(json.loads(payload.decode("utf-8")).get("reason", ""))[:500]
+            reason = str(json.loads(payload.decode("utf-8")).get("reason", ""))
+            # The same text rule as the sending school's CancelTransfer reason.
+            problems = text_problems(reason, "reason", max_len=MAX_REASON, required=False)
+            if problems:
+                raise ValueError(problems)
         except pkg.UNREADABLE:
             raise InvalidArgument("MALFORMED_CANCEL", "the cancellation request cannot be read") from None
         index = -1

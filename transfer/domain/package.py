@@ -239,6 +239,19 @@ def decode(package: bytes) -> Package:
 
 
 def _decode_page(p: dict[str, Any], lookup_code: str) -> PackagedPage:
+    # A page's codes obey the rules a school's AddPage does (ASCII digits in a school year).
+    v = Violations()
+    check.school_year(v, p["school_year"])
+    check.class_name(v, p["class_name"])
+    check.school_code(v, p["issuing_school"], "issuing_school")
+    if not check.SEGMENT.fullmatch(p["segment"]):
+        v.add("segment", "at most 20 lowercase letters, digits or '-'", "INVALID_SEGMENT")
+    if not check.MEDIA_TYPE.fullmatch(p["media_type"]) or len(p["media_type"]) > 100:
+        v.add("media_type", "a media type like application/pdf", "INVALID_MEDIA_TYPE")
+    if v.items:
+        raise PackageError(
+            "MALFORMED_PACKAGE", "; ".join(f"page {p['id']}: {x.field}: {x.description}" for x in v.items)
+        )
     payload = base64.b64decode(p["payload"], validate=True)
     sha = bytes.fromhex(p["payload_sha256"])
     if hashlib.sha256(payload).digest() != sha:

@@ -555,21 +555,21 @@ class Pages:
         record = uow.records.get(lookup_code)
         filters = ("pages", lookup_code)
         req = paging.page_request(page_size, page_token, filters)
-        if record is None:
-            if actor.is_province_admin:
-                raise NotFound("RECORD_NOT_FOUND", "no record with this lookup code", resource=("record", lookup_code))
-            raise PermissionDenied("NOT_CUSTODIAN", "your school does not hold this record")
-        # Other schools see only the pages they issued (read-only, DESIGN §5).
-        if actor.acts_for(record.custodian_school):
-            issuer = None
-        elif actor.school is not None and actor.acts_for(actor.school):
-            issuer = (self.province, actor.school)
-        else:
-            raise PermissionDenied("NOT_CUSTODIAN", "your school does not hold this record")
         after = req.after if isinstance(req.after, str) else None
+        # Other schools see only the pages they issued (read-only, DESIGN §5). A school
+        # that issued none gets the refusal an absent record gets, whatever page token it
+        # sends (tokens are not secret: one it made up must not tell the two apart).
+        issuer: tuple[str, str] | None = None
+        if record is None or not actor.acts_for(record.custodian_school):
+            if record is not None and actor.school is not None and actor.acts_for(actor.school):
+                issuer = (self.province, actor.school)
+            if issuer is None or not uow.pages.of_record(lookup_code, issuer, None, 1):
+                if actor.is_province_admin:
+                    raise NotFound(
+                        "RECORD_NOT_FOUND", "no record with this lookup code", resource=("record", lookup_code)
+                    )
+                raise PermissionDenied("NOT_CUSTODIAN", "your school neither holds this record nor issued a page of it")
         pages = uow.pages.of_record(lookup_code, issuer, after, req.size + 1)
-        if issuer is not None and not pages and after is None:
-            raise PermissionDenied("NOT_CUSTODIAN", "your school neither holds this record nor issued a page of it")
         token = paging.next_token(pages[req.size - 1].id, filters) if len(pages) > req.size else ""
         visible = pages[: req.size]
         return ListPage([PageView(p, tuple(uow.tasks.of_page(p.id))) for p in visible], token)

@@ -8,6 +8,10 @@ leaves no trace and costs its neighbours nothing). Reads and writes both go thro
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+from collections import Counter
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -194,11 +198,31 @@ class Directory:
         return Page(rows[: req.size], token)
 
 
+# The one answer to a registration that collides with a record the caller may not
+# read, whichever key collided (docs/protocol.md, "Who may learn that a pupil has a record").
+HELD_ELSEWHERE = (
+    "this pupil already has a record on this node, held by another school: it must be transferred "
+    "to your school, not registered again (your province admin can find it)"
+)
+
+
+def id_digest(key: bytes, value: str) -> str:
+    """A keyed digest of an identifier, for log lines: the same id gives the same digest
+    under one key, and without the key the digest names nobody (a plain hash would not
+    hide a 12-digit national id: there are only 10^12 of them)."""
+    return hmac.new(key, b"hocba:id-digest:v1\0" + value.encode(), hashlib.sha256).hexdigest()[:32]
+
+
 class Records:
     """Registering and reading records."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, digest_key: bytes | None = None) -> None:
         self.clock = clock
+        # The node passes a key derived from its log key, so digests stay comparable
+        # across restarts; without one they are comparable within this process only.
+        self.digest_key = digest_key if digest_key is not None else os.urandom(32)
+        # Registrations refused for a record held elsewhere, per caller, since start.
+        self.held_elsewhere: Counter[str] = Counter()
 
     def register(self, uow: UnitOfWork, actor: Actor, cmd: RegisterRecord) -> Record:
         custodian = cmd.custodian_school or (actor.school or "")
@@ -210,18 +234,51 @@ class Records:
             )
         _require(actor.acts_for(custodian), "NOT_YOUR_SCHOOL", "you may only register records of your own school")
         _active_school(uow, custodian, "custodian_school")
-        if uow.records.get(cmd.lookup_code) is not None:
-            raise AlreadyExists(
-                "RECORD_EXISTS", "a record with this lookup code exists", resource=("record", cmd.lookup_code)
-            )
-        if uow.records.student_has_record(cmd.national_id, cmd.level):
-            raise AlreadyExists(
-                "STUDENT_RECORD_EXISTS", "this pupil already has a record of this level", resource=("record", "")
-            )
+        existing = uow.records.get(cmd.lookup_code)
+        if existing is not None:
+            raise self._exists(uow, actor, existing, "lookup_code", cmd.lookup_code)
+        held = uow.records.student_record(cmd.national_id, cmd.level)
+        if held is not None:
+            existing = uow.records.get(held)
+            assert existing is not None, "a record found by its pupil is found by its lookup code"
+            raise self._exists(uow, actor, existing, "national_id", cmd.national_id)
         now = self.clock.now()
         record = Record(cmd.lookup_code, cmd.national_id, cmd.level, custodian, None, now, now)
         uow.records.add(record)
         return record
+
+    def _exists(self, uow: UnitOfWork, actor: Actor, existing: Record, key: str, value: str) -> AlreadyExists:
+        """The refusal of a registration that collides with `existing` on `key`.
+
+        A pupil has one record per level, so the collision must be told; what
+        else is told depends on the caller. One who may read the record (its
+        custodian, the receiver of its open transfer, a province admin) learns
+        which record it is and where. Anyone else gets the same refusal whether
+        the lookup code or the national id collided, naming no record and no
+        school; it is logged with the caller, a keyed digest of the colliding
+        value (never the value) and the caller's count of such refusals. A
+        province admin's refusal, which names the school, is logged too."""
+        fields: dict[str, str | int] = {
+            "caller": actor.principal,
+            "conflict": key,
+            "id_digest": id_digest(self.digest_key, value),
+        }
+        if self._may_read(uow, actor, existing):
+            resource = ("record", existing.lookup_code)
+            where = {"custodian_school": existing.custodian_school}
+            logged = fields if actor.is_province_admin else None
+            if key == "lookup_code":
+                return AlreadyExists(
+                    "RECORD_EXISTS", "a record with this lookup code exists", resource=resource, metadata=where,
+                    log_fields=logged,
+                )  # fmt: skip
+            return AlreadyExists(
+                "STUDENT_RECORD_EXISTS", "this pupil already has a record of this level", resource=resource,
+                metadata=where, log_fields=logged,
+            )  # fmt: skip
+        self.held_elsewhere[actor.principal] += 1
+        fields["held_elsewhere_refusals"] = self.held_elsewhere[actor.principal]
+        return AlreadyExists("STUDENT_RECORD_EXISTS", HELD_ELSEWHERE, log_fields=fields)
 
     def import_batch(self, uow: UnitOfWork, rows: Sequence[tuple[int, RegisterRecord]]) -> ImportOutcome:
         """Register many records at once (an operator's bulk import), with the

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import logging
 import os
 import threading
@@ -137,6 +138,19 @@ def load_signing_trust(config: Config) -> SigningTrust:
         return SigningTrust.from_pem(config.signing_ca_file.read_bytes())
     except ValueError:
         raise OSError(f"{config.signing_ca_file}: no PEM certificate in it") from None
+
+
+# Signed with the log key and never published: it ends without a newline, so it is
+# never the text of a note (a checkpoint, a cosignature) the node signs and shows.
+_DIGEST_KEY_TEXT = b"hocba:log-line-id-digest-key:v1"
+
+
+def digest_key(logbook: Logbook) -> bytes:
+    """The key of the digests of ids in log lines (docs/protocol.md), derived from the
+    node's log signing key (Ed25519 signatures are deterministic): secret, the same
+    after a restart, and nothing more to configure. It changes with the log key."""
+    assert logbook.signer is not None, "a serving node signs its log"
+    return hashlib.sha256(logbook.signer.sign(_DIGEST_KEY_TEXT)).digest()
 
 
 def load_log_signer(config: Config) -> Ed25519Signer:
@@ -294,7 +308,7 @@ class Node:
             SchoolDirectoryServicer(store, auth, self.clock, Directory(cfg.province, self.clock)), server
         )
         records_pb2_grpc.add_RecordServiceServicer_to_server(
-            RecordServicer(store, auth, self.clock, Records(self.clock)), server
+            RecordServicer(store, auth, self.clock, Records(self.clock, digest_key(logbook))), server
         )
         transfers_pb2_grpc.add_TransferServiceServicer_to_server(
             TransferServicer(store, auth, self.clock, self.transfers, self.notifier, cfg.log_origin), server

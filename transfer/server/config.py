@@ -176,6 +176,8 @@ def _coerce(section: str, key: str, kind: type, value: Any, *, from_env: bool) -
                 if text.lower() in ("0", "false", "no", "off"):
                     return False
                 raise ValueError(text)
+            if kind in (int, float) and not text.isascii():  # int("５") and float("١.٥") would take them
+                raise ValueError(text)
             if kind is int:
                 return int(text)
             if kind is float:
@@ -219,7 +221,9 @@ def _merge(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, dict[str
     return merged
 
 
-_OFFSET = re.compile(r"([+-])(\d{2}):(\d{2})")
+_OFFSET = re.compile(r"([+-])([0-9]{2}):([0-9]{2})")  # ASCII digits: \d also takes "０７"
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # date.fromisoformat alone takes "2026-W36-3"
+_MONTH_DAY = re.compile(r"[0-9]{2}-[0-9]{2}")
 
 
 def _sqlite_url_relative_to(url: str, base: Path) -> str:
@@ -269,6 +273,8 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     holidays = []
     for h in get("transfers", "holidays", []):
         try:
+            if not _DAY.fullmatch(str(h)):
+                raise ValueError(h)
             holidays.append(date.fromisoformat(str(h)))
         except ValueError:
             raise ConfigError(f"transfers.holidays: {h!r} is not a YYYY-MM-DD date") from None
@@ -303,6 +309,8 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     for key, default in (("lock_completed", "06-30"), ("lock_supplementary", "08-15")):
         text = get("pages", key, default)
         try:
+            if not _MONTH_DAY.fullmatch(text):
+                raise ValueError(text)
             month, day = (int(x) for x in text.split("-"))
             date(2024, month, day)  # a leap year admits 02-29
         except ValueError:

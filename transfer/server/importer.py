@@ -56,6 +56,8 @@ def _level(text: str) -> int:
     if text.isascii() and text.isdigit():
         return int(text)
     try:
+        if not text.isascii():  # "prımary".upper() is "PRIMARY"
+            raise KeyError(text)
         return int(RecordLevel[text.upper()])
     except KeyError:
         return 0  # refused by the checks, with the field named

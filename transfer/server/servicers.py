@@ -23,9 +23,16 @@ from google.protobuf.message import Message
 from storage.store import Store
 from storage.writer import WriterStopped
 from transfer.domain import commands
-from transfer.domain.errors import DomainError, PermissionDenied, Unavailable, Violations
+from transfer.domain.errors import (
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    PermissionDenied,
+    Unavailable,
+    Violations,
+)
 from transfer.domain.logbook import Logbook
-from transfer.domain.model import Actor, DutyKey, Logged, Role, Transfer, TransferState
+from transfer.domain.model import Actor, Logged, Role, Transfer, TransferState
 from transfer.domain.pages import AddPage, Pages, PageView, ReplacePage, SignPage
 from transfer.domain.ports import Clock, ReadAhead, UnitOfWork
 from transfer.domain.services import Directory, Records, Transfers, run_idempotent
@@ -33,6 +40,7 @@ from transfer.domain.staff import AssignDuty, RecordDeparture, RegisterTeacher, 
 from transfer.domain.validation import canonical_request_id
 from transfer.domain.validation import opaque_id as check_opaque_id
 from transfer.domain.validation import request_id as check_request_id
+from transfer.domain.validation import school_code as check_school_code
 from transfer.server import convert
 from transfer.server.auth import Authenticator
 from transfer.server.errors import code_of, quote, to_status
@@ -55,6 +63,7 @@ from transfer.v1 import (
 log = logging.getLogger("transfer.rpc")
 M = TypeVar("M", bound=Message)
 R = TypeVar("R")
+C = TypeVar("C")
 
 WATCH_BATCH = 200
 
@@ -65,12 +74,32 @@ async def _refuse(context: grpc.aio.ServicerContext[Any, Any], method: str, exc:
     if isinstance(exc, DomainError):
         log.info(
             "refused",
-            extra={"method": method, "code": code_of(exc).name, "reason": exc.reason},
+            extra={**exc.log_fields, "method": method, "code": code_of(exc).name, "reason": exc.reason},
         )
         await context.abort_with_status(to_status(exc))
     ref = secrets.token_hex(6)
     log.error("internal error", exc_info=exc, extra={"method": method, "ref": ref})
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
+
+
+def _parsed(request_id: str, build: Callable[[Violations], C]) -> C:
+    """A mutation's command, built and checked together with its request_id: a
+    request with several bad fields is refused once, naming all of them.
+
+    `build` adds what it checks itself to the collector it is given and
+    constructs the command (commands raise InvalidArgument on construction)."""
+    v = Violations()
+    check_request_id(v, request_id)
+    own = Violations()
+    try:
+        cmd = build(own)
+        own.raise_if_any()
+    except InvalidArgument as exc:
+        v.items.extend(exc.field_violations or (FieldViolation("", exc.message, exc.reason),))
+        v.raise_if_any()
+        raise  # not reached: v holds at least exc's violation
+    v.raise_if_any()
+    return cmd
 
 
 def _guard(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
@@ -167,7 +196,7 @@ class SchoolDirectoryServicer(_Base, schools_pb2_grpc.SchoolDirectoryServiceServ
 
     @_guard
     async def RegisterSchool(self, request: schools_pb2.RegisterSchoolRequest, actor: Actor) -> Any:
-        cmd = commands.RegisterSchool(request.code, request.name)
+        cmd = _parsed(request.request_id, lambda v: commands.RegisterSchool(request.code, request.name))
         return await self._mutate(
             actor,
             "RegisterSchool",
@@ -181,15 +210,18 @@ class SchoolDirectoryServicer(_Base, schools_pb2_grpc.SchoolDirectoryServiceServ
     @_guard
     async def UpdateSchool(self, request: schools_pb2.UpdateSchoolRequest, actor: Actor) -> Any:
         paths = set(request.update_mask.paths)
-        v = Violations()
-        for p in sorted(paths - {"name", "active"}):
-            v.add("update_mask", f"unknown or immutable field {quote(p)} (use name, active)", "INVALID_UPDATE_MASK")
-        v.raise_if_any()
-        cmd = commands.UpdateSchool(
-            request.school.code,
-            request.school.name if "name" in paths else None,
-            request.school.active if "active" in paths else None,
-        )
+
+        def build(v: Violations) -> commands.UpdateSchool:
+            for p in sorted(paths - {"name", "active"}):
+                v.add("update_mask", f"unknown or immutable field {quote(p)} (use name, active)", "INVALID_UPDATE_MASK")
+            v.raise_if_any()
+            return commands.UpdateSchool(
+                request.school.code,
+                request.school.name if "name" in paths else None,
+                request.school.active if "active" in paths else None,
+            )
+
+        cmd = _parsed(request.request_id, build)
         if list(request.update_mask.paths) != sorted(paths):  # the same update, however its mask is spelled
             canonical = schools_pb2.UpdateSchoolRequest()
             canonical.CopyFrom(request)
@@ -227,8 +259,11 @@ class RecordServicer(_Base, records_pb2_grpc.RecordServiceServicer):
 
     @_guard
     async def RegisterRecord(self, request: records_pb2.RegisterRecordRequest, actor: Actor) -> Any:
-        cmd = commands.RegisterRecord.parse(
-            request.lookup_code, request.national_id, request.level, request.custodian_school
+        cmd = _parsed(
+            request.request_id,
+            lambda v: commands.RegisterRecord.parse(
+                request.lookup_code, request.national_id, request.level, request.custodian_school
+            ),
         )
         return await self._mutate(
             actor,
@@ -274,7 +309,10 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
 
     @_guard
     async def InitiateTransfer(self, request: transfers_pb2.InitiateTransferRequest, actor: Actor) -> Any:
-        cmd = commands.InitiateTransfer(request.lookup_code, request.to_school, request.to_province)
+        cmd = _parsed(
+            request.request_id,
+            lambda v: commands.InitiateTransfer(request.lookup_code, request.to_school, request.to_province),
+        )
         return await self._mutate(
             actor,
             "InitiateTransfer",
@@ -288,7 +326,7 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
 
     async def _decide(self, actor: Actor, method: str, request: Any, state: TransferState, response_type: type[M]) -> M:
         reason = getattr(request, "reason", "")
-        cmd = commands.DecideTransfer(request.transfer_id, state, reason)
+        cmd = _parsed(request.request_id, lambda v: commands.DecideTransfer(request.transfer_id, state, reason))
         return await self._mutate(
             actor,
             method,
@@ -409,11 +447,11 @@ class PageServicer(_Base, pages_pb2_grpc.PageServiceServicer):
 
     @_guard
     async def AddPage(self, request: pages_pb2.AddPageRequest, actor: Actor) -> Any:
-        cmd = AddPage.parse(
+        cmd = _parsed(request.request_id, lambda v: AddPage.parse(
             request.lookup_code, request.school_year, request.segment, request.grade, request.class_name,
             request.media_type, request.payload, request.payload_sha256, request.lock_track,
             [(r.role, r.subject) for r in request.required_signatures],
-        )  # fmt: skip
+        ))  # fmt: skip
         return await self._mutate(
             actor, "AddPage", request, request.request_id,
             lambda uow, actor: self.pages.add(uow, actor, cmd),
@@ -422,7 +460,10 @@ class PageServicer(_Base, pages_pb2_grpc.PageServiceServicer):
 
     @_guard
     async def ReplacePage(self, request: pages_pb2.ReplacePageRequest, actor: Actor) -> Any:
-        cmd = ReplacePage(request.page_id, request.media_type, request.payload, request.payload_sha256)
+        cmd = _parsed(
+            request.request_id,
+            lambda v: ReplacePage(request.page_id, request.media_type, request.payload, request.payload_sha256),
+        )
         return await self._mutate(
             actor, "ReplacePage", request, request.request_id,
             lambda uow, actor: self.pages.replace(uow, actor, cmd),
@@ -431,10 +472,10 @@ class PageServicer(_Base, pages_pb2_grpc.PageServiceServicer):
 
     @_guard
     async def SignPage(self, request: pages_pb2.SignPageRequest, actor: Actor) -> Any:
-        cmd = SignPage.parse(
+        cmd = _parsed(request.request_id, lambda v: SignPage.parse(
             request.page_id, request.requirement.role, request.requirement.subject, request.teacher_id,
             request.digest, request.signature, request.certificate_sha256,
-        )  # fmt: skip
+        ))  # fmt: skip
         return await self._mutate(
             actor, "SignPage", request, request.request_id,
             lambda uow, actor: self.pages.sign(uow, actor, cmd),
@@ -443,6 +484,7 @@ class PageServicer(_Base, pages_pb2_grpc.PageServiceServicer):
 
     @_guard
     async def LockPage(self, request: pages_pb2.LockPageRequest, actor: Actor) -> Any:
+        _parsed(request.request_id, lambda v: check_opaque_id(v, request.page_id, "page_id"))
         return await self._mutate(
             actor, "LockPage", request, request.request_id,
             lambda uow, actor: self.pages.lock(uow, actor, request.page_id),
@@ -466,14 +508,6 @@ class PageServicer(_Base, pages_pb2_grpc.PageServiceServicer):
         )
 
 
-def _duty(ref: staff_pb2.DutyRef, field: str) -> DutyKey:
-    v = Violations()
-    duty = parse_duty(v, ref.role, ref.school_year, ref.class_name, ref.subject, field)
-    v.raise_if_any()
-    assert duty is not None
-    return duty
-
-
 class StaffServicer(_Base, staff_pb2_grpc.StaffServiceServicer):
     def __init__(self, store: Store, auth: Authenticator, clock: Clock, staff: Staff, origin: str) -> None:
         super().__init__(store, auth, clock)
@@ -482,7 +516,10 @@ class StaffServicer(_Base, staff_pb2_grpc.StaffServiceServicer):
 
     @_guard
     async def RegisterTeacher(self, request: staff_pb2.RegisterTeacherRequest, actor: Actor) -> Any:
-        cmd = RegisterTeacher(request.school, request.code, request.name, tuple(request.certificates))
+        cmd = _parsed(
+            request.request_id,
+            lambda v: RegisterTeacher(request.school, request.code, request.name, tuple(request.certificates)),
+        )
         return await self._mutate(
             actor, "RegisterTeacher", request, request.request_id,
             lambda uow, actor: (t := self.staff.register_teacher(uow, actor, cmd), uow.teachers.certificates(t.id)),
@@ -492,6 +529,7 @@ class StaffServicer(_Base, staff_pb2_grpc.StaffServiceServicer):
 
     @_guard
     async def AddTeacherCertificate(self, request: staff_pb2.AddTeacherCertificateRequest, actor: Actor) -> Any:
+        _parsed(request.request_id, lambda v: check_opaque_id(v, request.teacher_id, "teacher_id"))
         return await self._mutate(
             actor, "AddTeacherCertificate", request, request.request_id,
             lambda uow, actor: (
@@ -518,10 +556,16 @@ class StaffServicer(_Base, staff_pb2_grpc.StaffServiceServicer):
 
     @_guard
     async def AssignDuty(self, request: staff_pb2.AssignDutyRequest, actor: Actor) -> Any:
-        v = Violations()
-        check_opaque_id(v, request.teacher_id, "teacher_id")
-        v.raise_if_any()
-        cmd = AssignDuty(request.school, _duty(request.duty, "duty"), request.teacher_id)
+        def build(v: Violations) -> AssignDuty:
+            check_school_code(v, request.school, "school", required=False)
+            check_opaque_id(v, request.teacher_id, "teacher_id")
+            d = request.duty
+            duty = parse_duty(v, d.role, d.school_year, d.class_name, d.subject, "duty")
+            v.raise_if_any()
+            assert duty is not None
+            return AssignDuty(request.school, duty, request.teacher_id)
+
+        cmd = _parsed(request.request_id, build)
         return await self._mutate(
             actor, "AssignDuty", request, request.request_id,
             lambda uow, actor: self.staff.assign_duty(uow, actor, cmd),
@@ -553,11 +597,11 @@ class StaffServicer(_Base, staff_pb2_grpc.StaffServiceServicer):
 
     @_guard
     async def RecordDeparture(self, request: staff_pb2.RecordDepartureRequest, actor: Actor) -> Any:
-        cmd = RecordDeparture.parse(
+        cmd = _parsed(request.request_id, lambda v: RecordDeparture.parse(
             request.teacher_id, request.reason, request.effective_date, request.end_date,
             request.replacement_teacher_id,
             [(r.duty.role, r.duty.school_year, r.duty.class_name, r.duty.subject, r.teacher_id) for r in request.replacements],
-        )  # fmt: skip
+        ))  # fmt: skip
         return await self._mutate(
             actor, "RecordDeparture", request, request.request_id,
             lambda uow, actor: self.staff.record_departure(uow, actor, cmd),
