@@ -15,7 +15,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from tests.federation import (
     peer_block,
     peer_channel,
     peer_stub,
+    unowned_signatures,
     wait_for,
 )
 from tests.staffing import HOMEROOM, MATH, PRINCIPAL, add_page, duty, hire, new_record, sign
@@ -56,7 +57,7 @@ from transfer.domain.leaves import LeafKind, PeerLeaf, TransferLeaf
 from transfer.domain.model import Role
 from transfer.domain.package import seal_message
 from transfer.ledger.note import parse_skey
-from transfer.v1 import peers_pb2, peers_pb2_grpc, records_pb2, transfers_pb2
+from transfer.v1 import pages_pb2, peers_pb2, peers_pb2_grpc, records_pb2, staff_pb2, transfers_pb2
 
 pytestmark = pytest.mark.slow
 
@@ -148,7 +149,7 @@ def prepared_record(node: Node) -> tuple[str, str]:
         admin.assign_duty(duty(HOMEROOM), home.id)
         admin.assign_duty(duty(MATH), other.id)
         admin.assign_duty(duty(PRINCIPAL), other.id)
-        node.teachers["home"] = home
+        node.teachers["home"], node.teachers["other"] = home, other
     s1 = node.client("school-S1")
     code = new_record(s1)
     page = add_page(s1, code)
@@ -263,6 +264,63 @@ def test_record_moves_to_another_province(start_pair: StartPair, engine: str) ->
     deliveries = {d.peer_province: d for d in pair.a.admin.list_deliveries()}
     assert deliveries["79"].delivered == 1 and deliveries["79"].pending == 0 and deliveries["79"].failed == 0
     assert {d.peer_province: d.delivered for d in pair.b.admin.list_deliveries()} == {"01": 1}
+
+
+def _there_and_back(pair: Pair, code: str, while_away: Callable[[], None] = lambda: None) -> None:
+    """01/S1 sends the record to 79/D1, which accepts it; then D1 sends it back to S1, which accepts it."""
+    t = offer(pair, code)
+    arrived(pair, t.id)
+    pair.b.client("school-D1").accept_transfer(t.id)
+    settled(pair, t.id, ACCEPTED)
+    while_away()
+    back = pair.b.client("school-D1").initiate_transfer(code, "S1", "01").transfer
+    s1 = pair.a.client("school-S1")
+    wait_for("the record's offer to reach 01", lambda: any(x.id == back.id for x in s1.iter_transfers(INCOMING)))
+    s1.accept_transfer(back.id)
+    d1 = pair.b.client("school-D1")
+    wait_for("the decision to reach 79", lambda: d1.get_transfer(back.id).state == ACCEPTED)
+    assert pair.holders(code) == [("01", "S1")]
+
+
+def _owed(client: TransferClient, page_id: str) -> dict[str, str]:
+    """The signatures a page still owes: requirement -> the teacher who owes it."""
+    return {
+        f"{t.requirement.role}/{t.requirement.subject}": t.assignee_teacher_id
+        for t in client.get_page(page_id).tasks
+        if not t.signed_by_teacher_id
+    }
+
+
+def test_signing_duties_survive_round_trips(start_pair: StartPair) -> None:
+    """A page of 01/S1 that still owes its math and principal signatures goes to 79 and comes back, twice.
+    Back at 01, each owed signature is owed by an active teacher of S1: the teacher who owed it when it left
+    (who signs it), or, when that teacher left while the record was away, their replacement under the
+    handoff rules; the principal's task list shows it, and the page can be completed and locked."""
+    pair = start_pair()
+    code, page_id = prepared_record(pair.a)
+    other = pair.a.teachers["other"]
+    s1 = pair.a.client("school-S1")
+    math, principal = f"{MATH[0]}/{MATH[1]}", f"{PRINCIPAL[0]}/{PRINCIPAL[1]}"
+
+    _there_and_back(pair, code)
+    assert _owed(s1, page_id) == {math: other.id, principal: other.id}
+    assert [t.page_id for t in s1.iter_signing_tasks(other.id)] == [page_id, page_id]
+    sign(s1, s1.get_page(page_id), MATH, other)  # not NOT_YOUR_TASK: the duty came back with the page
+    pair.assert_consistent(code)
+
+    admin = pair.a.client("school-admin-S1")
+    successor = hire(admin, SigningCA.load(pair.a.pki), "GV-successor")
+
+    def principal_retires() -> None:
+        today = datetime.now(timezone(timedelta(hours=7))).date().isoformat()
+        admin.record_departure(other.id, staff_pb2.DEPARTURE_REASON_RETIREMENT, today, replacement=successor.id)
+
+    _there_and_back(pair, code, principal_retires)
+    assert _owed(s1, page_id) == {principal: successor.id}
+    assert list(s1.iter_signing_tasks(other.id)) == []
+    sign(s1, s1.get_page(page_id), PRINCIPAL, successor)
+    assert s1.lock_page(page_id).page.state == pages_pb2.PAGE_STATE_LOCKED
+    pair.assert_consistent(code)
 
 
 def test_rejection(start_pair: StartPair) -> None:
@@ -534,6 +592,7 @@ def test_forged_packages_are_refused(start_pair: StartPair, pki: Path, rogue_pki
     assert pair.holders(code) == [("01", "S1")]
     pair.a.verify_log()
     pair.b.verify_log()
+    assert pair.a.unowned_signatures() == pair.b.unowned_signatures() == []
 
 
 def test_peer_acting_on_transfers_not_its_own(start_pair: StartPair, pki: Path, pki79: Path) -> None:
@@ -602,6 +661,7 @@ def test_peer_certificate_naming_another_identity(
     assert "province 79" in err.value.details()
     channel.close()
     pair.a.verify_log()
+    assert pair.a.unowned_signatures() == []
 
 
 def test_cancellation_queued_behind_a_refused_offer(start_pair: StartPair) -> None:
@@ -664,6 +724,8 @@ def test_expiry_decided_by_the_receiving_node(tmp_path: Path, pki: Path, pki79: 
         )
         assert final.decide_time.seconds > 0
         assert s1.get_record(code).status == records_pb2.RECORD_STATUS_ACTIVE
+    for province in nodes:
+        assert unowned_signatures(f"sqlite:///{tmp_path / province / 'node.db'}", province) == []
 
 
 class _HangingPeer(peers_pb2_grpc.PeerServiceServicer):
@@ -732,6 +794,7 @@ def test_a_hanging_peer_does_not_hold_up_deliveries_to_the_others(
         # 48 answers at last (UNAVAILABLE): each attempt that ends starts one of those waiting.
         hanging.release.set()
         wait_for("every offer to 48 to have been tried", lambda: hanging.seen >= to_48)
+        assert pair.a.unowned_signatures() == pair.b.unowned_signatures() == []
     finally:
         hanging.release.set()
         server.stop(0)
@@ -768,12 +831,20 @@ def test_transfers_between_provinces_follow_the_model(start_pair: StartPair, eng
     """Random sequences of registrations, transfers within and between 01 and 79, decisions,
     cancellation requests, repeats and node restarts, each step let settle (both outboxes
     drained): every record has exactly the one holder the model says, every transfer the
-    model's state on both nodes, every call the model's outcome; both logs verify at the end."""
+    model's state on both nodes, every call the model's outcome, and every signature still owed on a
+    page a node issued (each record is registered with one) has an active owner there; both logs
+    verify at the end."""
     pair = start_pair(engine)
     nodes = {"01": pair.a, "79": pair.b}
     pair.a.admin.register_school("S2", "Trường Tiểu học Số 2 (Hà Nội)")
     pair.b.admin.register_school("D2", "Trường Tiểu học Quận 2")
     clients = {(p, c): nodes[p].client(c) for p, callers in PROVINCE_CALLERS.items() for c in callers}
+    for province, schools in PROVINCE_SCHOOLS.items():
+        for school in schools:
+            staff = nodes[province].client(f"school-admin-{school}")
+            teacher = hire(staff, SigningCA.load(nodes[province].pki), f"GV-{school}")
+            for requirement in (HOMEROOM, PRINCIPAL):
+                staff.assign_duty(duty(requirement), teacher.id)
     every_code: list[str] = []
 
     def settle() -> None:
@@ -796,7 +867,9 @@ def test_transfers_between_provinces_follow_the_model(start_pair: StartPair, eng
         @rule(target=records, province=st.sampled_from(sorted(PROVINCE_SCHOOLS)), data=st.data())
         def register(self, province: str, data: st.DataObject) -> str:
             school = data.draw(st.sampled_from(PROVINCE_SCHOOLS[province]))
-            code = new_record(clients[(province, f"school-{school}")])
+            client = clients[(province, f"school-{school}")]
+            code = new_record(client)
+            add_page(client, code, requirements=[HOMEROOM, PRINCIPAL])  # both signatures owed at its school
             self.home[code], self.left[code], self.open[code] = (province, school), {}, None
             every_code.append(code)
             return code
@@ -977,6 +1050,8 @@ def test_transfers_between_provinces_follow_the_model(start_pair: StartPair, eng
                 for p in {m.source[0], m.target[0]}:
                     seen = nodes[p].admin.get_transfer(m.id)
                     assert seen.state == m.state and not seen.cancel_requested, (p, m, seen)
+            for node in nodes.values():
+                assert node.unowned_signatures() == [], node.province
 
     run_state_machine_as_test(
         Between,
