@@ -7,6 +7,7 @@ verify (`transfer-verify-log` on each database)."""
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import dataclasses
 import json
@@ -54,9 +55,10 @@ from transfer.client.client import TransferChange
 from transfer.client.signing import sign_digest
 from transfer.devpki import SigningCA, make_dev_pki
 from transfer.domain.leaves import LeafKind, PeerLeaf, TransferLeaf
-from transfer.domain.model import Role
-from transfer.domain.package import seal_message
+from transfer.domain.model import MessageKind, OutboxState, Role
+from transfer.domain.package import digest_of, seal_message
 from transfer.ledger.note import parse_skey
+from transfer.server.peers import Sealer
 from transfer.v1 import pages_pb2, peers_pb2, peers_pb2_grpc, records_pb2, staff_pb2, transfers_pb2
 
 pytestmark = pytest.mark.slow
@@ -797,6 +799,130 @@ def test_a_hanging_peer_does_not_hold_up_deliveries_to_the_others(
         assert pair.a.unowned_signatures() == pair.b.unowned_signatures() == []
     finally:
         hanging.release.set()
+        server.stop(0)
+
+
+class _FlakyPeer(peers_pb2_grpc.PeerServiceServicer):
+    """Province 48's node, answering UNAVAILABLE (as a node that is down or restarting) while `down` is set,
+    then acknowledging every offer with a receipt sealed with its key. Counts the calls per transfer; once
+    up, it holds the offers of `held` transfers until PER_PEER of them are with it at once (at most 5 s),
+    and notes the most it held."""
+
+    def __init__(self, seal_key: Any, per_peer: int) -> None:
+        self.sealer = Sealer("48", seal_key)
+        self.per_peer = per_peer
+        self.down = True
+        self.held: set[str] = set()
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.lock = threading.Lock()
+        self.holding = 0
+        self.most = 0
+        self.full = threading.Event()
+
+    def OfferTransfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        transfer_id = json.loads(request.package)["transfer"]["id"]
+        with self.lock:
+            self.calls[transfer_id] += 1
+        if self.down:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "peer down")
+        if transfer_id in self.held:
+            with self.lock:
+                self.holding += 1
+                self.most = max(self.most, self.holding)
+                if self.holding >= self.per_peer:
+                    self.full.set()
+            self.full.wait(5)
+            with self.lock:
+                self.holding -= 1
+        receipt = self.sealer.receipt(
+            transfer_id, MessageKind.OFFER, digest_of(request.package), -1, "", REQUESTED, datetime.now(UTC)
+        )
+        return peers_pb2.OfferTransferResponse(receipt=peers_pb2.PeerReceipt.FromString(receipt))
+
+
+def _schedule(database_url: str) -> dict[str, tuple[int, int, int]]:
+    """Node 01's outbox, read-only: transfer id -> (state, attempts, next attempt in µs)."""
+    from sqlalchemy import create_engine, select
+
+    from storage.database import sync_url
+    from storage.schema import outbox
+
+    engine = create_engine(sync_url(database_url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(outbox.c.transfer_id, outbox.c.state, outbox.c.attempts,
+                                       outbox.c.next_attempt_us)).all()  # fmt: skip
+    finally:
+        engine.dispose()
+    return {tid: (int(state), int(attempts), int(at)) for tid, state, attempts, at in rows}
+
+
+def test_deliveries_resume_at_once_when_a_peer_answers_again(
+    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock
+) -> None:
+    """Province 48's node cannot serve while node 01 (in-process, fake clock) offers it more records than
+    the attempts it gives one peer: ten attempts each, the clock moved on past each backoff, until every
+    offer waits 60 s. Then 48 serves again and a new offer goes through at once: the waiting offers are
+    brought forward to that moment and delivered with one more attempt each, without the clock moving on,
+    at most PER_PEER of them at a time."""
+    from storage.repositories import to_us
+    from transfer.server.peers import PER_PEER
+
+    pki48 = tmp_path / "pki48"
+    make_dev_pki(pki48, "48", ["H1"])
+    seal_key = parse_skey((pki48 / "seal.key").read_text().strip())._key  # type: ignore[attr-defined]
+    flaky = _FlakyPeer(seal_key, PER_PEER)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+    peers_pb2_grpc.add_PeerServiceServicer_to_server(flaky, server)
+    creds = grpc.ssl_server_credentials(
+        [((pki48 / "node.key").read_bytes(), (pki48 / "node.pem").read_bytes())],
+        root_certificates=(pki / "ca.pem").read_bytes(),
+        require_client_auth=True,
+    )
+    port48 = server.add_secure_port("127.0.0.1:0", creds)
+    server.start()
+    path = write_config(
+        tmp_path / "node.toml", pki=pki, database_url=database_url,
+        extra=f'\n[seal]\nkey_file = "{pki / "seal.key"}"\n' + peer_block(pki48, "48", port48),
+    )  # fmt: skip
+    try:
+        with running_node(load_config(path), pki, clock, path) as h:
+            assert h.node is not None and h.node.dispatcher is not None and h.loop is not None
+            dispatcher, loop = h.node.dispatcher, h.loop
+            h.client("province-admin").register_school("S1", "Trường Số 1")
+            s1 = h.client("school-S1")
+            waiting = [s1.initiate_transfer(new_record(s1), "H1", "48").transfer.id for _ in range(PER_PEER + 8)]
+            wait_for(  # each offer is tried when it is made
+                "the first attempt of every offer to be recorded",
+                lambda: all(a == 1 for _, a, _ in _schedule(database_url).values()),
+            )
+            for attempt in range(2, 11):
+                clock.advance(timedelta(seconds=61))  # past every offer's backoff
+                loop.call_soon_threadsafe(dispatcher.wake.set)
+                wait_for(
+                    f"attempt {attempt} of every offer to be recorded",
+                    lambda attempt=attempt: all(a == attempt for _, a, _ in _schedule(database_url).values()),
+                )
+            now = to_us(clock.now())
+            before = _schedule(database_url)
+            assert all(at >= now + 59_000_000 for _, _, at in before.values())  # each waits its grown backoff
+            assert [flaky.calls[t] for t in waiting] == [10] * len(waiting)
+
+            flaky.down = False
+            flaky.held = set(waiting)
+            first = s1.initiate_transfer(new_record(s1), "H1", "48").transfer.id
+            delivered = int(OutboxState.DELIVERED)
+            after = wait_for(
+                "every offer to be delivered",
+                lambda: (x := _schedule(database_url)) and all(state == delivered for state, _, _ in x.values()) and x,
+            )
+            assert to_us(clock.now()) == now  # not one backoff was waited out
+            assert after[first] == (delivered, 0, now)
+            assert {after[t] for t in waiting} == {(delivered, 10, now)}  # brought forward to the first delivery
+            assert [flaky.calls[t] for t in waiting] == [11] * len(waiting) and flaky.calls[first] == 1
+            assert flaky.most == PER_PEER  # as many at a time as one peer is given, not more
+    finally:
+        flaky.full.set()
         server.stop(0)
 
 

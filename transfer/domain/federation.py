@@ -283,7 +283,13 @@ class Federation:
         current = uow.outbox.get(message.id)
         return current if current is not None and current.state is OutboxState.PENDING else None
 
-    def delivered(self, uow: UnitOfWork, message: OutboxMessage, receipt: bytes, peer_log_index: int) -> None:
+    def delivered(
+        self, uow: UnitOfWork, message: OutboxMessage, receipt: bytes, peer_log_index: int, *, peer_back: bool = False
+    ) -> None:
+        """Record the peer's receipt. `peer_back`: the peer could not be reached before this delivery, so
+        its other waiting messages backed off for its sake, not their own: they are due now."""
+        if peer_back:
+            uow.outbox.bring_forward(message.peer, self.clock.now())
         pending = self._still_pending(uow, message)
         if pending is None:
             return  # already recorded (the peer answered both attempts with the same receipt)
