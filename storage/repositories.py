@@ -1125,6 +1125,9 @@ class SqlOutbox:
             },
         )  # fmt: skip
 
+    def bring_forward(self, peer: str, now: datetime) -> None:
+        self.db.run("outbox_bring_forward", {"peer": peer, "now": to_us(now)})
+
     def due(self, now: datetime, limit: int, skip_peers: Collection[str] = ()) -> list[OutboxMessage]:
         skip, skip_params = _skipped(skip_peers)
 

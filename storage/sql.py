@@ -280,6 +280,12 @@ STATEMENTS: dict[str, Callable[[], Executable]] = {
             receipt=P("receipt"),
         )
     ),
+    # A peer answered again: its PENDING messages (state 1) waiting past `now` are due now.
+    "outbox_bring_forward": lambda: (
+        update(outbox)
+        .where(outbox.c.peer == P("peer"), outbox.c.state == literal_column("1"), outbox.c.next_attempt_us > P("now"))
+        .values(next_attempt_us=P("now"))
+    ),
     "inbound_get": lambda: select(*inbound_messages.c).where(
         inbound_messages.c.peer == P("peer"),
         inbound_messages.c.transfer_id == P("transfer_id"),

@@ -102,6 +102,10 @@ class Node:
     def rows(self, table: str) -> list[tuple[Any, ...]]:
         return db_snapshot(self.database_url)[table]
 
+    def unowned_signatures(self) -> list[str]:
+        """Signatures still owed on pages this node issued that no active teacher of the issuing school owes."""
+        return unowned_signatures(self.database_url, self.province)
+
     def close(self) -> None:
         for c in self.clients:
             c.close()
@@ -129,18 +133,57 @@ class Pair:
         return found
 
     def assert_consistent(self, *lookup_codes: str) -> None:
-        """Exactly one custodian across both nodes for each record, both logs verify, and each
-        acknowledgement in one log names the other log's entry for that transfer (or none)."""
+        """Exactly one custodian across both nodes for each record, both logs verify, every signature
+        owed on a node's own pages has an active owner there, and each acknowledgement in one log
+        names the other log's entry for that transfer (or none)."""
         for code in lookup_codes:
             holders = self.holders(code)
             assert len(holders) == 1, f"record {code} held by {holders}"
         self.a.verify_log()
         self.b.verify_log()
+        for node in (self.a, self.b):
+            assert node.unowned_signatures() == [], f"signatures owed at {node.province} without an active owner"
         for here, there in ((self.a, self.b), (self.b, self.a)):
             theirs = there.leaves()
             for ack in here.leaves():
                 if ack.kind is LeafKind.MESSAGE_ACKNOWLEDGED and ack.peer_log_index != NO_PEER_ENTRY:
                     assert theirs[ack.peer_log_index].transfer_id == ack.transfer_id, (here.province, ack)
+
+
+def unowned_signatures(database_url: str, province: str) -> list[str]:
+    """The signatures still owed on pages the node of `province` issued (read-only from its database) whose
+    owner is nobody, or not an active teacher of the page's issuing school: "page/requirement: why" each.
+
+    Pages issued by another province are left out: their signatures are owed on their own node."""
+    from sqlalchemy import create_engine, or_, select
+
+    from storage.database import sync_url
+    from storage.schema import pages, signing_tasks, teachers
+    from transfer.domain.model import TeacherStatus
+
+    query = (
+        select(signing_tasks.c.page_id, signing_tasks.c.requirement, signing_tasks.c.assignee, pages.c.issuing_school,
+               teachers.c.school, teachers.c.status)
+        .join(pages, pages.c.id == signing_tasks.c.page_id)
+        .outerjoin(teachers, teachers.c.id == signing_tasks.c.assignee)
+        .where(signing_tasks.c.signed_by.is_(None), or_(pages.c.issuing_province == province,
+                                                         pages.c.issuing_province == ""))
+    )  # fmt: skip
+    engine = create_engine(sync_url(database_url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(query).all()
+    finally:
+        engine.dispose()
+    found = []
+    for page_id, requirement, assignee, issuer, school, status in rows:
+        if assignee is None:
+            found.append(f"{page_id}/{requirement}: owed by nobody")
+        elif school is None or school != issuer:
+            found.append(f"{page_id}/{requirement}: owed by {assignee}, not a teacher of {issuer}")
+        elif status != TeacherStatus.ACTIVE:
+            found.append(f"{page_id}/{requirement}: owed by {assignee}, {TeacherStatus(status).name}")
+    return sorted(found)
 
 
 def make_node(

@@ -7,6 +7,7 @@ verify (`transfer-verify-log` on each database)."""
 from __future__ import annotations
 
 import base64
+import collections
 import contextlib
 import dataclasses
 import json
@@ -15,7 +16,7 @@ import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent import futures
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from tests.federation import (
     peer_block,
     peer_channel,
     peer_stub,
+    unowned_signatures,
     wait_for,
 )
 from tests.staffing import HOMEROOM, MATH, PRINCIPAL, add_page, duty, hire, new_record, sign
@@ -54,11 +56,12 @@ from transfer.client.logverify import LogVerifier
 from transfer.client.signing import sign_digest
 from transfer.devpki import SigningCA, make_dev_pki
 from transfer.domain.leaves import LeafKind, PeerLeaf, TransferLeaf
-from transfer.domain.model import Role
-from transfer.domain.package import seal_message
+from transfer.domain.model import MessageKind, OutboxState, Role
+from transfer.domain.package import digest_of, seal_message
 from transfer.ledger import merkle
 from transfer.ledger.note import parse_skey
-from transfer.v1 import peers_pb2, peers_pb2_grpc, records_pb2, transfers_pb2
+from transfer.server.peers import Sealer
+from transfer.v1 import pages_pb2, peers_pb2, peers_pb2_grpc, records_pb2, staff_pb2, transfers_pb2
 
 pytestmark = pytest.mark.slow
 
@@ -150,7 +153,7 @@ def prepared_record(node: Node) -> tuple[str, str]:
         admin.assign_duty(duty(HOMEROOM), home.id)
         admin.assign_duty(duty(MATH), other.id)
         admin.assign_duty(duty(PRINCIPAL), other.id)
-        node.teachers["home"] = home
+        node.teachers["home"], node.teachers["other"] = home, other
     s1 = node.client("school-S1")
     code = new_record(s1)
     page = add_page(s1, code)
@@ -265,6 +268,63 @@ def test_record_moves_to_another_province(start_pair: StartPair, engine: str) ->
     deliveries = {d.peer_province: d for d in pair.a.admin.list_deliveries()}
     assert deliveries["79"].delivered == 1 and deliveries["79"].pending == 0 and deliveries["79"].failed == 0
     assert {d.peer_province: d.delivered for d in pair.b.admin.list_deliveries()} == {"01": 1}
+
+
+def _there_and_back(pair: Pair, code: str, while_away: Callable[[], None] = lambda: None) -> None:
+    """01/S1 sends the record to 79/D1, which accepts it; then D1 sends it back to S1, which accepts it."""
+    t = offer(pair, code)
+    arrived(pair, t.id)
+    pair.b.client("school-D1").accept_transfer(t.id)
+    settled(pair, t.id, ACCEPTED)
+    while_away()
+    back = pair.b.client("school-D1").initiate_transfer(code, "S1", "01").transfer
+    s1 = pair.a.client("school-S1")
+    wait_for("the record's offer to reach 01", lambda: any(x.id == back.id for x in s1.iter_transfers(INCOMING)))
+    s1.accept_transfer(back.id)
+    d1 = pair.b.client("school-D1")
+    wait_for("the decision to reach 79", lambda: d1.get_transfer(back.id).state == ACCEPTED)
+    assert pair.holders(code) == [("01", "S1")]
+
+
+def _owed(client: TransferClient, page_id: str) -> dict[str, str]:
+    """The signatures a page still owes: requirement -> the teacher who owes it."""
+    return {
+        f"{t.requirement.role}/{t.requirement.subject}": t.assignee_teacher_id
+        for t in client.get_page(page_id).tasks
+        if not t.signed_by_teacher_id
+    }
+
+
+def test_signing_duties_survive_round_trips(start_pair: StartPair) -> None:
+    """A page of 01/S1 that still owes its math and principal signatures goes to 79 and comes back, twice.
+    Back at 01, each owed signature is owed by an active teacher of S1: the teacher who owed it when it left
+    (who signs it), or, when that teacher left while the record was away, their replacement under the
+    handoff rules; the principal's task list shows it, and the page can be completed and locked."""
+    pair = start_pair()
+    code, page_id = prepared_record(pair.a)
+    other = pair.a.teachers["other"]
+    s1 = pair.a.client("school-S1")
+    math, principal = f"{MATH[0]}/{MATH[1]}", f"{PRINCIPAL[0]}/{PRINCIPAL[1]}"
+
+    _there_and_back(pair, code)
+    assert _owed(s1, page_id) == {math: other.id, principal: other.id}
+    assert [t.page_id for t in s1.iter_signing_tasks(other.id)] == [page_id, page_id]
+    sign(s1, s1.get_page(page_id), MATH, other)  # not NOT_YOUR_TASK: the duty came back with the page
+    pair.assert_consistent(code)
+
+    admin = pair.a.client("school-admin-S1")
+    successor = hire(admin, SigningCA.load(pair.a.pki), "GV-successor")
+
+    def principal_retires() -> None:
+        today = datetime.now(timezone(timedelta(hours=7))).date().isoformat()
+        admin.record_departure(other.id, staff_pb2.DEPARTURE_REASON_RETIREMENT, today, replacement=successor.id)
+
+    _there_and_back(pair, code, principal_retires)
+    assert _owed(s1, page_id) == {principal: successor.id}
+    assert list(s1.iter_signing_tasks(other.id)) == []
+    sign(s1, s1.get_page(page_id), PRINCIPAL, successor)
+    assert s1.lock_page(page_id).page.state == pages_pb2.PAGE_STATE_LOCKED
+    pair.assert_consistent(code)
 
 
 def test_rejection(start_pair: StartPair) -> None:
@@ -536,6 +596,7 @@ def test_forged_packages_are_refused(start_pair: StartPair, pki: Path, rogue_pki
     assert pair.holders(code) == [("01", "S1")]
     pair.a.verify_log()
     pair.b.verify_log()
+    assert pair.a.unowned_signatures() == pair.b.unowned_signatures() == []
 
 
 def test_peer_acting_on_transfers_not_its_own(start_pair: StartPair, pki: Path, pki79: Path) -> None:
@@ -636,6 +697,7 @@ def test_peer_certificate_naming_another_identity(
     assert "province 79" in err.value.details()
     channel.close()
     pair.a.verify_log()
+    assert pair.a.unowned_signatures() == []
 
 
 def test_cancellation_queued_behind_a_refused_offer(start_pair: StartPair) -> None:
@@ -698,6 +760,8 @@ def test_expiry_decided_by_the_receiving_node(tmp_path: Path, pki: Path, pki79: 
         )
         assert final.decide_time.seconds > 0
         assert s1.get_record(code).status == records_pb2.RECORD_STATUS_ACTIVE
+    for province in nodes:
+        assert unowned_signatures(f"sqlite:///{tmp_path / province / 'node.db'}", province) == []
 
 
 class _HangingPeer(peers_pb2_grpc.PeerServiceServicer):
@@ -766,8 +830,133 @@ def test_a_hanging_peer_does_not_hold_up_deliveries_to_the_others(
         # 48 answers at last (UNAVAILABLE): each attempt that ends starts one of those waiting.
         hanging.release.set()
         wait_for("every offer to 48 to have been tried", lambda: hanging.seen >= to_48)
+        assert pair.a.unowned_signatures() == pair.b.unowned_signatures() == []
     finally:
         hanging.release.set()
+        server.stop(0)
+
+
+class _FlakyPeer(peers_pb2_grpc.PeerServiceServicer):
+    """Province 48's node, answering UNAVAILABLE (as a node that is down or restarting) while `down` is set,
+    then acknowledging every offer with a receipt sealed with its key. Counts the calls per transfer; once
+    up, it holds the offers of `held` transfers until PER_PEER of them are with it at once (at most 5 s),
+    and notes the most it held."""
+
+    def __init__(self, seal_key: Any, per_peer: int) -> None:
+        self.sealer = Sealer("48", seal_key)
+        self.per_peer = per_peer
+        self.down = True
+        self.held: set[str] = set()
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.lock = threading.Lock()
+        self.holding = 0
+        self.most = 0
+        self.full = threading.Event()
+
+    def OfferTransfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        transfer_id = json.loads(request.package)["transfer"]["id"]
+        with self.lock:
+            self.calls[transfer_id] += 1
+        if self.down:
+            context.abort(grpc.StatusCode.UNAVAILABLE, "peer down")
+        if transfer_id in self.held:
+            with self.lock:
+                self.holding += 1
+                self.most = max(self.most, self.holding)
+                if self.holding >= self.per_peer:
+                    self.full.set()
+            self.full.wait(5)
+            with self.lock:
+                self.holding -= 1
+        receipt = self.sealer.receipt(
+            transfer_id, MessageKind.OFFER, digest_of(request.package), -1, "", REQUESTED, datetime.now(UTC)
+        )
+        return peers_pb2.OfferTransferResponse(receipt=peers_pb2.PeerReceipt.FromString(receipt))
+
+
+def _schedule(database_url: str) -> dict[str, tuple[int, int, int]]:
+    """Node 01's outbox, read-only: transfer id -> (state, attempts, next attempt in µs)."""
+    from sqlalchemy import create_engine, select
+
+    from storage.database import sync_url
+    from storage.schema import outbox
+
+    engine = create_engine(sync_url(database_url))
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(outbox.c.transfer_id, outbox.c.state, outbox.c.attempts,
+                                       outbox.c.next_attempt_us)).all()  # fmt: skip
+    finally:
+        engine.dispose()
+    return {tid: (int(state), int(attempts), int(at)) for tid, state, attempts, at in rows}
+
+
+def test_deliveries_resume_at_once_when_a_peer_answers_again(
+    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock
+) -> None:
+    """Province 48's node cannot serve while node 01 (in-process, fake clock) offers it more records than
+    the attempts it gives one peer: ten attempts each, the clock moved on past each backoff, until every
+    offer waits 60 s. Then 48 serves again and a new offer goes through at once: the waiting offers are
+    brought forward to that moment and delivered with one more attempt each, without the clock moving on,
+    at most PER_PEER of them at a time."""
+    from storage.repositories import to_us
+    from transfer.server.peers import PER_PEER
+
+    pki48 = tmp_path / "pki48"
+    make_dev_pki(pki48, "48", ["H1"])
+    seal_key = parse_skey((pki48 / "seal.key").read_text().strip())._key  # type: ignore[attr-defined]
+    flaky = _FlakyPeer(seal_key, PER_PEER)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+    peers_pb2_grpc.add_PeerServiceServicer_to_server(flaky, server)
+    creds = grpc.ssl_server_credentials(
+        [((pki48 / "node.key").read_bytes(), (pki48 / "node.pem").read_bytes())],
+        root_certificates=(pki / "ca.pem").read_bytes(),
+        require_client_auth=True,
+    )
+    port48 = server.add_secure_port("127.0.0.1:0", creds)
+    server.start()
+    path = write_config(
+        tmp_path / "node.toml", pki=pki, database_url=database_url,
+        extra=f'\n[seal]\nkey_file = "{pki / "seal.key"}"\n' + peer_block(pki48, "48", port48),
+    )  # fmt: skip
+    try:
+        with running_node(load_config(path), pki, clock, path) as h:
+            assert h.node is not None and h.node.dispatcher is not None and h.loop is not None
+            dispatcher, loop = h.node.dispatcher, h.loop
+            h.client("province-admin").register_school("S1", "Trường Số 1")
+            s1 = h.client("school-S1")
+            waiting = [s1.initiate_transfer(new_record(s1), "H1", "48").transfer.id for _ in range(PER_PEER + 8)]
+            wait_for(  # each offer is tried when it is made
+                "the first attempt of every offer to be recorded",
+                lambda: all(a == 1 for _, a, _ in _schedule(database_url).values()),
+            )
+            for attempt in range(2, 11):
+                clock.advance(timedelta(seconds=61))  # past every offer's backoff
+                loop.call_soon_threadsafe(dispatcher.wake.set)
+                wait_for(
+                    f"attempt {attempt} of every offer to be recorded",
+                    lambda attempt=attempt: all(a == attempt for _, a, _ in _schedule(database_url).values()),
+                )
+            now = to_us(clock.now())
+            before = _schedule(database_url)
+            assert all(at >= now + 59_000_000 for _, _, at in before.values())  # each waits its grown backoff
+            assert [flaky.calls[t] for t in waiting] == [10] * len(waiting)
+
+            flaky.down = False
+            flaky.held = set(waiting)
+            first = s1.initiate_transfer(new_record(s1), "H1", "48").transfer.id
+            delivered = int(OutboxState.DELIVERED)
+            after = wait_for(
+                "every offer to be delivered",
+                lambda: (x := _schedule(database_url)) and all(state == delivered for state, _, _ in x.values()) and x,
+            )
+            assert to_us(clock.now()) == now  # not one backoff was waited out
+            assert after[first] == (delivered, 0, now)
+            assert {after[t] for t in waiting} == {(delivered, 10, now)}  # brought forward to the first delivery
+            assert [flaky.calls[t] for t in waiting] == [11] * len(waiting) and flaky.calls[first] == 1
+            assert flaky.most == PER_PEER  # as many at a time as one peer is given, not more
+    finally:
+        flaky.full.set()
         server.stop(0)
 
 
@@ -802,12 +991,20 @@ def test_transfers_between_provinces_follow_the_model(start_pair: StartPair, eng
     """Random sequences of registrations, transfers within and between 01 and 79, decisions,
     cancellation requests, repeats and node restarts, each step let settle (both outboxes
     drained): every record has exactly the one holder the model says, every transfer the
-    model's state on both nodes, every call the model's outcome; both logs verify at the end."""
+    model's state on both nodes, every call the model's outcome, and every signature still owed on a
+    page a node issued (each record is registered with one) has an active owner there; both logs
+    verify at the end."""
     pair = start_pair(engine)
     nodes = {"01": pair.a, "79": pair.b}
     pair.a.admin.register_school("S2", "Trường Tiểu học Số 2 (Hà Nội)")
     pair.b.admin.register_school("D2", "Trường Tiểu học Quận 2")
     clients = {(p, c): nodes[p].client(c) for p, callers in PROVINCE_CALLERS.items() for c in callers}
+    for province, schools in PROVINCE_SCHOOLS.items():
+        for school in schools:
+            staff = nodes[province].client(f"school-admin-{school}")
+            teacher = hire(staff, SigningCA.load(nodes[province].pki), f"GV-{school}")
+            for requirement in (HOMEROOM, PRINCIPAL):
+                staff.assign_duty(duty(requirement), teacher.id)
     every_code: list[str] = []
 
     def settle() -> None:
@@ -830,7 +1027,9 @@ def test_transfers_between_provinces_follow_the_model(start_pair: StartPair, eng
         @rule(target=records, province=st.sampled_from(sorted(PROVINCE_SCHOOLS)), data=st.data())
         def register(self, province: str, data: st.DataObject) -> str:
             school = data.draw(st.sampled_from(PROVINCE_SCHOOLS[province]))
-            code = new_record(clients[(province, f"school-{school}")])
+            client = clients[(province, f"school-{school}")]
+            code = new_record(client)
+            add_page(client, code, requirements=[HOMEROOM, PRINCIPAL])  # both signatures owed at its school
             self.home[code], self.left[code], self.open[code] = (province, school), {}, None
             every_code.append(code)
             return code
@@ -1011,6 +1210,8 @@ def test_transfers_between_provinces_follow_the_model(start_pair: StartPair, eng
                 for p in {m.source[0], m.target[0]}:
                     seen = nodes[p].admin.get_transfer(m.id)
                     assert seen.state == m.state and not seen.cancel_requested, (p, m, seen)
+            for node in nodes.values():
+                assert node.unowned_signatures() == [], node.province
 
     run_state_machine_as_test(
         Between,

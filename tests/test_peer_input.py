@@ -6,6 +6,7 @@ answer to our own, receipts for another message, attempts that crash, and docume
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
@@ -22,11 +23,15 @@ from storage.database import open_database, sync_url
 from storage.repositories import SqlUnitOfWork
 from storage.store import Store
 from storage.writer import Writer
+from tests.federation import unowned_signatures
+from tests.support import db_snapshot
 from transfer.domain import package as pkg
 from transfer.domain.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unavailable
 from transfer.domain.federation import Decision, Federation, PeerKeys
+from transfer.domain.leaves import NO_ID, LeafKind, decode_any
 from transfer.domain.model import (
     Actor,
+    Duty,
     LockTrack,
     MessageKind,
     OutboxMessage,
@@ -35,8 +40,13 @@ from transfer.domain.model import (
     PageState,
     Record,
     RecordLevel,
+    Requirement,
     Role,
     School,
+    SignerRole,
+    SigningTask,
+    Teacher,
+    TeacherStatus,
     TransferState,
 )
 from transfer.domain.pages import PagePolicy, page_digest
@@ -344,6 +354,152 @@ def test_a_second_record_of_a_pupil_is_refused_on_arrival_and_on_acceptance(engi
         with pytest.raises(FailedPrecondition) as at_acceptance:
             federation.require_importable(uow, transfer)
     assert at_acceptance.value.reason == "STUDENT_RECORD_EXISTS"
+
+
+# -- a page this node issued comes back ---------------------------------------------------
+
+HOMEROOM, PRINCIPAL, MATH = (
+    Requirement(SignerRole.HOMEROOM),
+    Requirement(SignerRole.PRINCIPAL),
+    Requirement(SignerRole.SUBJECT, "toan"),
+)
+
+
+def _our_page(page_id: str, lookup_code: str, payload: bytes) -> Page:
+    """A page 01/S1 issued, as `_page` but of province 01."""
+    return dataclasses.replace(_page(page_id, lookup_code, payload), issuing_school="S1", issuing_province="01")
+
+
+def _staff(uow: SqlUnitOfWork, *teachers: tuple[str, TeacherStatus, Requirement | None]) -> None:
+    """School S1 of 01, teachers (id, status, the duty of the page's class they hold)."""
+    uow.schools.add(School("S1", "S1", "01", True, NOW, NOW))
+    for tid, status, req in teachers:
+        uow.teachers.add(Teacher(tid, "S1", f"GV{tid[:4]}", "Giáo viên", status, NOW, NOW))
+        if req is not None:
+            uow.duties.put(Duty("S1", req.duty("2025-2026", "1A"), tid, NOW))
+
+
+def _coming_back(keys: Keys, lookup_code: str, pages: tuple[pkg.PackagedPage, ...]) -> tuple[bytes, bytes]:
+    """A package from 79/D1 to 01/S1 (transfer "2"*32), sealed by node 79."""
+    record = Record(lookup_code, "123456789012", RecordLevel.PRIMARY, "D1", None, NOW, NOW)
+    data = pkg.Package("2" * 32, "79", "D1", "01", "S1", NOW, record, pages, b"\x02" * 16).encode()
+    return data, keys.k79.sign(pkg.seal_message(data))
+
+
+def _accept(federation: Federation, uow: SqlUnitOfWork, transfer_id: str) -> None:
+    """S1 accepts the incoming transfer, as `Transfers.decide` does: refusals first, then the decision."""
+    transfer = uow.transfers.get(transfer_id)
+    assert transfer is not None
+    federation.require_importable(uow, transfer)
+    federation.decided_here(uow, transfer.decided(TransferState.ACCEPTED, by="school:S1", at=NOW), "school:S1")
+
+
+def _owed(uow: SqlUnitOfWork, page_id: str) -> dict[Requirement, str | None]:
+    return {t.requirement: t.assignee for t in uow.tasks.of_page(page_id) if t.pending}
+
+
+def test_a_page_this_node_issued_comes_back_owed_as_it_left(engine: Engine, database_url: str, keys: Keys) -> None:
+    """01/S1's page left with the homeroom signature given, the principal's owed by P and the math teacher's
+    owed by nobody (as the former import left it when the page came back once before). It comes back from 79
+    claiming the principal's signature too: the homeroom teacher's signature copied into the principal's
+    place, which 01 never recorded. 01's own copy stands: the principal's is still owed by P, the math
+    teacher's goes to the holder of its duty (a logged move), and the copied signature is not taken."""
+    federation = node("01", keys)
+    code, page_id, payload = "a" * 32, "c" * 32, b"%PDF-1.7 lop 1"
+    page = _our_page(page_id, code, payload)
+    homeroom_sig = SigningTask(page_id, HOMEROOM, HOMEROOM.duty("2025-2026", "1A"), "1" * 32, "1" * 32,
+                               b"homeroom signature", "f" * 64, NOW)  # fmt: skip
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        _staff(uow, ("1" * 32, TeacherStatus.ACTIVE, HOMEROOM), ("3" * 32, TeacherStatus.ACTIVE, PRINCIPAL),
+               ("4" * 32, TeacherStatus.ACTIVE, MATH))  # fmt: skip
+        uow.records.add(Record(code, "123456789012", RecordLevel.PRIMARY, "S1", None, NOW, NOW, transferred_out=True))
+        uow.pages.add(dataclasses.replace(page, state=PageState.SIGNING), payload, NOW)
+        uow.tasks.add("S1", [
+            homeroom_sig,
+            SigningTask(page_id, PRINCIPAL, PRINCIPAL.duty("", ""), "3" * 32),
+            SigningTask(page_id, MATH, MATH.duty("2025-2026", "1A"), None),
+        ])  # fmt: skip
+    copied = [
+        pkg.PackagedSignature(req, "1" * 32, b"homeroom signature", b"certificate", (), NOW)
+        for req in (HOMEROOM, PRINCIPAL)
+    ]
+    data, seal = _coming_back(keys, code, (pkg.PackagedPage(page, "01", payload, tuple(copied), (MATH,)),))
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        federation.receive_offer(uow, FROM_79, federation.open_offer(FROM_79, data, seal), data, seal)
+        uow.flush()
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        before = uow.log.size()
+        _accept(federation, uow, "2" * 32)
+        uow.flush()
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        assert _owed(uow, page_id) == {PRINCIPAL: "3" * 32, MATH: "4" * 32}
+        assert [t for t in uow.tasks.of_page(page_id) if not t.pending] == [homeroom_sig]
+        stored = uow.pages.get(page_id)
+        assert stored is not None and stored.state is PageState.SIGNING
+        record = uow.records.get(code)
+        assert record is not None and not record.transferred_out and record.custodian_school == "S1"
+        leaves = [decode_any(leaf) for leaf in uow.log.leaves(before, uow.log.size())]
+    moves = [x for x in leaves if x.kind is LeafKind.TASK_MOVED]
+    assert [(m.page_id, m.subject, m.from_teacher, m.to_teacher) for m in moves] == [
+        (page_id, str(MATH), NO_ID, "4" * 32)
+    ]
+    assert unowned_signatures(database_url, "01") == []
+
+
+def test_a_record_whose_owed_signatures_would_have_no_owner_is_not_accepted(
+    engine: Engine, database_url: str, keys: Keys
+) -> None:
+    """The record comes back with two pages 01/S1 issued that owe the principal's signature: one 01 holds
+    (owed by nobody, as the former import left it), one it does not. S1 has no active principal (the last one
+    departed): the acceptance is refused (DUTY_UNASSIGNED, one violation per owed signature) before anything
+    is written. Once S1's admin assigns the duty, the record is accepted and the new principal owes both."""
+    federation = node("01", keys)
+    code, held, new, payload = "a" * 32, "c" * 32, "d" * 32, b"%PDF-1.7 lop 1"
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        _staff(uow, ("5" * 32, TeacherStatus.DEPARTED, PRINCIPAL), ("6" * 32, TeacherStatus.ACTIVE, None))
+        uow.records.add(Record(code, "123456789012", RecordLevel.PRIMARY, "S1", None, NOW, NOW, transferred_out=True))
+        uow.pages.add(_our_page(held, code, payload), payload, NOW)
+        uow.tasks.add("S1", [SigningTask(held, PRINCIPAL, PRINCIPAL.duty("", ""), None)])
+    pages = tuple(
+        pkg.PackagedPage(
+            dataclasses.replace(_our_page(pid, code, payload), segment=segment,
+                                digest=page_digest(pid, 1, hashlib.sha256(payload).digest(), "application/pdf", code,
+                                                   "2025-2026", segment, 1, "1A")),
+            "01", payload, (), (PRINCIPAL,),
+        )
+        for pid, segment in ((held, ""), (new, "hk2"))
+    )  # fmt: skip
+    data, seal = _coming_back(keys, code, pages)
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        federation.receive_offer(uow, FROM_79, federation.open_offer(FROM_79, data, seal), data, seal)
+        uow.flush()
+    before = db_snapshot(database_url)
+    with engine.begin() as conn, pytest.raises(FailedPrecondition) as refused:
+        _accept(federation, SqlUnitOfWork(conn), "2" * 32)
+    assert refused.value.reason == "DUTY_UNASSIGNED"
+    assert [(v.type, v.subject) for v in refused.value.precondition_violations] == [
+        ("DUTY_ASSIGNED", "schools/S1/duties/principal")
+    ] * 2
+    assert db_snapshot(database_url) == before
+
+    with engine.begin() as conn:
+        SqlUnitOfWork(conn).duties.put(Duty("S1", PRINCIPAL.duty("", ""), "6" * 32, NOW))
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        _accept(federation, uow, "2" * 32)
+        uow.flush()
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        assert [_owed(uow, pid) for pid in (held, new)] == [{PRINCIPAL: "6" * 32}] * 2
+        transfer = uow.transfers.get("2" * 32)
+        assert transfer is not None and transfer.state is TransferState.ACCEPTED
+    assert unowned_signatures(database_url, "01") == []
 
 
 def test_holidays_lengthen_the_deadlines_of_transfers_between_provinces(engine: Engine, keys: Keys) -> None:

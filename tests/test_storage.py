@@ -486,6 +486,38 @@ def test_the_next_attempt_ignores_messages_waiting_behind_another(database_url: 
     assert later == NOW
 
 
+def test_a_peer_answering_again_brings_its_waiting_messages_forward(database_url: str) -> None:
+    """When a delivery to a peer succeeds after it could not be reached, one statement makes its PENDING
+    messages that wait past now due now. Messages already due, delivered or failed, and other peers'
+    messages keep their schedule; attempts are left as they were."""
+    migrate.upgrade(database_url)
+    engine = create_engine(sync_url(database_url))
+    later, much_later, earlier = NOW + timedelta(seconds=5), NOW + timedelta(seconds=60), NOW - timedelta(seconds=1)
+    rows = [  # peer, state, next attempt
+        ("79", OutboxState.PENDING, much_later),
+        ("79", OutboxState.PENDING, later),
+        ("79", OutboxState.PENDING, earlier),
+        ("79", OutboxState.DELIVERED, much_later),
+        ("79", OutboxState.FAILED, much_later),
+        ("48", OutboxState.PENDING, much_later),
+    ]
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        for i, (peer, state, at) in enumerate(rows):
+            uow.outbox.add(OutboxMessage(0, f"{i + 1:032x}", peer, MessageKind.OFFER, b"x", state, 9, at, "", NOW))
+    with engine.begin() as conn:
+        SqlUnitOfWork(conn).outbox.bring_forward("79", NOW)
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        stored = [uow.outbox.get(i + 1) for i in range(len(rows))]
+        due = [m.transfer_id for m in uow.outbox.due(NOW, 10)]
+    engine.dispose()
+    brought = [NOW, NOW, earlier, much_later, much_later, much_later]
+    assert [m.next_attempt_at for m in stored if m is not None] == brought
+    assert all(m is not None and m.attempts == 9 for m in stored)
+    assert due == [f"{3:032x}", f"{1:032x}", f"{2:032x}"]
+
+
 def test_due_messages_of_full_peers_are_left_out(database_url: str) -> None:
     """The dispatcher asks for due messages without the peers already holding all the
     attempts it gives one peer: the others' messages come first, and the next wake-up

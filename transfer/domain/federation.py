@@ -37,7 +37,7 @@ from transfer.domain.errors import (
     PreconditionViolation,
     Unavailable,
 )
-from transfer.domain.leaves import LeafKind, PeerLeaf, transfer_leaf
+from transfer.domain.leaves import NO_ID, LeafKind, MoveLeaf, PeerLeaf, transfer_leaf
 from transfer.domain.model import (
     Actor,
     DeliveryState,
@@ -48,13 +48,15 @@ from transfer.domain.model import (
     OutboxMessage,
     OutboxState,
     Record,
+    Requirement,
     SigningTask,
+    TeacherStatus,
     Transfer,
     TransferEvent,
     TransferScope,
     TransferState,
 )
-from transfer.domain.pages import PagePolicy
+from transfer.domain.pages import PagePolicy, active_holder
 from transfer.domain.ports import Clock, UnitOfWork
 from transfer.domain.signatures import CertificateInfo, SigningTrust
 from transfer.domain.validation import MAX_PACKAGE, MAX_PRINCIPAL, MAX_REASON, text_problems
@@ -284,7 +286,13 @@ class Federation:
         current = uow.outbox.get(message.id)
         return current if current is not None and current.state is OutboxState.PENDING else None
 
-    def delivered(self, uow: UnitOfWork, message: OutboxMessage, receipt: bytes, peer_log_index: int) -> None:
+    def delivered(
+        self, uow: UnitOfWork, message: OutboxMessage, receipt: bytes, peer_log_index: int, *, peer_back: bool = False
+    ) -> None:
+        """Record the peer's receipt. `peer_back`: the peer could not be reached before this delivery, so
+        its other waiting messages backed off for its sake, not their own: they are due now."""
+        if peer_back:
+            uow.outbox.bring_forward(message.peer, self.clock.now())
         pending = self._still_pending(uow, message)
         if pending is None:
             return  # already recorded (the peer answered both attempts with the same receipt)
@@ -557,10 +565,12 @@ class Federation:
 
     def require_importable(self, uow: UnitOfWork, transfer: Transfer) -> None:
         """Refuse, before anything is written, to accept a record this node cannot hold: another
-        record of the same pupil and level was registered here since the offer arrived."""
-        record = self._package(uow, transfer).record
-        if uow.records.get(record.lookup_code) is None:
-            _require_new_pupil(uow, record)
+        record of the same pupil and level was registered here since the offer arrived, or a
+        signature still owed on a page this node issued would have no active teacher to owe it."""
+        package = self._package(uow, transfer)
+        if uow.records.get(package.record.lookup_code) is None:
+            _require_new_pupil(uow, package.record)
+        self._owners(uow, package)
 
     @staticmethod
     def _package(uow: UnitOfWork, transfer: Transfer) -> pkg.Package:
@@ -569,8 +579,58 @@ class Federation:
             raise RuntimeError(f"the package of transfer {transfer.id} is missing")
         return pkg.decode(data)
 
+    def _owners(self, uow: UnitOfWork, package: pkg.Package) -> dict[tuple[str, Requirement], str]:
+        """Who owes each signature still owed on the pages this node issued, once the record is back here.
+
+        Signatures are given on the issuing node only (`Pages.sign`), so this
+        node's copy of a page it issued is the truth about its signatures:
+        what the package says of them is not taken (a peer could move one
+        signature into another's place). A signature owed here stays with
+        the teacher who owes it while they are an active teacher of the
+        issuing school (handoffs and duty assignments went on moving it while
+        the record was away); else it goes to the active holder of its duty.
+        With neither, the record cannot come back: `DUTY_UNASSIGNED`, until
+        the issuing school assigns the duty. A page this node issued but does
+        not hold (never the case for pages it made) is owed as the package says,
+        by the holders of the duties."""
+        owners: dict[tuple[str, Requirement], str] = {}
+        missing: list[PreconditionViolation] = []
+        for p in package.pages:
+            if p.issuing_province != self.province:
+                continue  # owed on its own node, by its own teachers
+            local = uow.pages.get(p.page.id)
+            page = local or p.page
+            owed: list[tuple[Requirement, str | None]] = (
+                [(req, None) for req in p.pending]
+                if local is None
+                else [(t.requirement, t.assignee) for t in uow.tasks.of_page(page.id) if t.pending]
+            )
+            for req, assignee in owed:
+                duty = req.duty(page.school_year, page.class_name)
+                owner = assignee if _active_teacher(uow, assignee, page.issuing_school) else None
+                owner = owner or active_holder(uow, page.issuing_school, duty)
+                if owner is None:
+                    missing.append(
+                        PreconditionViolation(
+                            "DUTY_ASSIGNED",
+                            f"schools/{page.issuing_school}/duties/{duty}",
+                            f"page {page.id} owes a {req} signature; no active teacher holds {duty}",
+                        )
+                    )
+                else:
+                    owners[(page.id, req)] = owner
+        if missing:
+            raise FailedPrecondition(
+                "DUTY_UNASSIGNED",
+                f"{len(missing)} signature(s) still owed on pages this node issued would have no teacher to owe "
+                "them: the issuing school must assign the duties before the record can come back",
+                precondition_violations=tuple(missing),
+            )
+        return owners
+
     def _import(self, uow: UnitOfWork, transfer: Transfer) -> None:
         package = self._package(uow, transfer)
+        owners = self._owners(uow, package)
         now = self.clock.now()
         record = replace(package.record, custodian_school=transfer.to_school, created_at=now, updated_at=now)
         existing = uow.records.get(record.lookup_code)
@@ -580,6 +640,9 @@ class Federation:
             uow.records.update(replace(existing, custodian_school=transfer.to_school, open_transfer_id=None,
                                        transferred_out=False, updated_at=now))  # fmt: skip
         for p in package.pages:
+            if p.issuing_province == self.province and uow.pages.get(p.page.id) is not None:
+                self._keep_owed(uow, p.page.id, owners)  # our own page, back: our copy stands
+                continue
             page = replace(p.page, issuing_province=p.issuing_province)
             uow.pages.upsert(page, p.payload, self.page_policy.lock_due(page.school_year, page.lock_track))
             signed = {s.requirement: s for s in p.signatures}
@@ -588,12 +651,31 @@ class Federation:
                 s = signed.get(req)
                 duty = req.duty(page.school_year, page.class_name)
                 if s is None:
-                    tasks.append(SigningTask(page.id, req, duty, None))
+                    tasks.append(SigningTask(page.id, req, duty, owners.get((page.id, req))))
                     continue
                 cert = pkg.certificate_of(s)
                 uow.inbound.import_certificate(cert)
                 tasks.append(SigningTask(page.id, req, duty, None, s.teacher_id, s.signature, cert.sha256, s.signed_at))
             uow.tasks.replace_all(page.id, page.issuing_school, tasks)
+
+    def _keep_owed(self, uow: UnitOfWork, page_id: str, owners: Mapping[tuple[str, Requirement], str]) -> None:
+        """A page this node issued is back: its owed signatures go to the owners `_owners` found, each
+        move logged as a handoff's are (none when the teacher who owed it still does)."""
+        for task in uow.tasks.of_page(page_id):
+            owner = owners.get((page_id, task.requirement))
+            if not task.pending or owner is None or owner == task.assignee:
+                continue
+            uow.tasks.reassign([task], owner)
+            leaf = MoveLeaf(
+                LeafKind.TASK_MOVED, self.clock.now(), NO_ID, "", str(task.requirement), task.assignee or NO_ID,
+                owner, "system", page_id,
+            )  # fmt: skip
+            self._log(uow, leaf.encode())
+
+
+def _active_teacher(uow: UnitOfWork, teacher_id: str | None, school: str) -> bool:
+    teacher = uow.teachers.get(teacher_id) if teacher_id else None
+    return teacher is not None and teacher.school == school and teacher.status is TeacherStatus.ACTIVE
 
 
 def _require_new_pupil(uow: UnitOfWork, record: Record) -> None:

@@ -108,7 +108,7 @@ def _violations(field: str, message: str, reason: str) -> tuple[FieldViolation, 
     return (FieldViolation(field, message, reason),)
 
 
-def _active_holder(uow: UnitOfWork, school: str, duty: DutyKey) -> str | None:
+def active_holder(uow: UnitOfWork, school: str, duty: DutyKey) -> str | None:
     """The active teacher who holds `duty` at `school`, if there is one."""
     held = uow.duties.get(school, duty)
     holder = uow.teachers.get(held.holder) if held is not None and held.holder else None
@@ -348,7 +348,7 @@ class Pages:
         missing: list[PreconditionViolation] = []
         for req in cmd.requirements:
             duty = req.duty(cmd.school_year, cmd.class_name)
-            holder = _active_holder(uow, school, duty)
+            holder = active_holder(uow, school, duty)
             if holder is None:
                 missing.append(_unassigned(duty))
             else:
@@ -394,7 +394,7 @@ class Pages:
             if task.pending:
                 tasks.append(task)
                 continue
-            holder = _active_holder(uow, page.issuing_school, task.duty)
+            holder = active_holder(uow, page.issuing_school, task.duty)
             if holder is None:
                 missing.append(_unassigned(task.duty))
                 continue

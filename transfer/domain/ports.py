@@ -275,6 +275,10 @@ class OutboxRepository(Protocol):
         """When the earliest PENDING message (not for `skip_peers`) is due (None: nothing pending)."""
         ...
 
+    def bring_forward(self, peer: str, now: datetime) -> None:
+        """Make the PENDING messages to `peer` that wait past `now` due at `now` (one statement)."""
+        ...
+
     def stats(self) -> list[DeliveryStats]: ...
 
 

@@ -5,7 +5,9 @@ The dispatcher delivers what the outbox holds, oldest first and one message at
 a time per transfer, several transfers in parallel. Each attempt is one call
 with a deadline; the schedule (attempts, next attempt, last error) is written
 back to the database, so a restarted node resumes where it stopped. Transient
-failures are retried with tenacity's exponential backoff with jitter; a
+failures are retried with tenacity's exponential backoff with jitter; when a
+peer that could not be reached answers again, its other waiting messages are
+made due at once rather than each waiting out the backoff it grew meanwhile. A
 permanent refusal is recorded (and, for an offer, ends the transfer where both
 schools see it).
 """
@@ -79,6 +81,13 @@ PERMANENT = frozenset(
     }
 )
 BACKOFF = wait_exponential_jitter(multiplier=0.2, max=60.0, jitter=0.5)
+# Failures that say the peer as a whole could not be reached or could not serve (down, restarting,
+# its database unavailable), not that this message failed: the peer's messages back off for its
+# sake, so its next successful delivery makes them all due at once. A refusal of one message
+# (RESOLUTION_PENDING, a dropped acknowledgement) does not: it would retry that message each time
+# another one is delivered.
+UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
+PEER_WIDE_REASONS = frozenset({"", "DATABASE_UNAVAILABLE", "DATABASE_BUSY", "SHUTTING_DOWN"})
 
 
 def _reason_of(err: grpc.aio.AioRpcError) -> str:
@@ -338,6 +347,9 @@ class Dispatcher:
         # either: left alone until this (monotonic) time, not retried in a loop.
         self._resting: dict[int, float] = {}
         self._verified_checkpoints: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()
+        # Peers whose messages may be backed off for the peer's sake (it could not be reached): all
+        # of them at start, since the schedule in the database may come from before a restart.
+        self._unreachable: set[str] = set(peers)
         self._unavailable = UnavailableLog(log, "dispatcher loop failed: database unavailable; retrying")
         self._outcome_unavailable = UnavailableLog(
             log, "delivery outcome not recorded: database unavailable; the message is retried later"
@@ -477,7 +489,10 @@ class Dispatcher:
         except grpc.aio.AioRpcError as err:
             reason = _reason_of(err)
             await self._failed_attempt(
-                message, err.code(), f"{reason}: {err.details() or ''}" if reason else err.details() or ""
+                message,
+                err.code(),
+                f"{reason}: {err.details() or ''}" if reason else err.details() or "",
+                peer_down=err.code() in UNREACHABLE and reason in PEER_WIDE_REASONS,
             )
             return
         try:
@@ -486,14 +501,28 @@ class Dispatcher:
             await self._failed_attempt(message, grpc.StatusCode.UNKNOWN, f"bad receipt: {exc}")
             return
         receipt = response.receipt.SerializeToString()
-        await self.store.write(
-            functools.partial(
-                self.federation.delivered,
-                message=message,
-                receipt=receipt,
-                peer_log_index=body.log_index if body.logged else NO_PEER_ENTRY,
+        # The peer answers again: the first delivery since it could not be reached brings its
+        # other waiting messages forward (in the same transaction), and they go at once, as many
+        # at a time as PER_PEER allows, instead of each waiting out the backoff it grew meanwhile.
+        peer_back = message.peer in self._unreachable
+        self._unreachable.discard(message.peer)
+        try:
+            await self.store.write(
+                functools.partial(
+                    self.federation.delivered,
+                    message=message,
+                    receipt=receipt,
+                    peer_log_index=body.log_index if body.logged else NO_PEER_ENTRY,
+                    peer_back=peer_back,
+                )
             )
-        )
+        except BaseException:
+            if peer_back:  # not recorded: the next delivery to the peer brings them forward
+                self._unreachable.add(message.peer)
+            raise
+        if peer_back:
+            log.info("peer answers again: its waiting messages are due now", extra={"peer": message.peer})
+            self.wake.set()
         log.info(
             "delivered", extra={"peer": message.peer, "kind": message.kind.name, "transfer_id": message.transfer_id}
         )
@@ -540,7 +569,12 @@ class Dispatcher:
             self._verified_checkpoints.popitem(last=False)
         return size
 
-    async def _failed_attempt(self, message: OutboxMessage, code: grpc.StatusCode, details: str) -> None:
+    async def _failed_attempt(
+        self, message: OutboxMessage, code: grpc.StatusCode, details: str, *, peer_down: bool = False
+    ) -> None:
+        """Record a failed attempt; `peer_down`: it failed because the peer could not be reached."""
+        if peer_down:
+            self._unreachable.add(message.peer)
         error = f"{code.name}: {details}"[:500]
         if code in PERMANENT:
             log.warning(
