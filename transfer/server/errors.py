@@ -21,6 +21,7 @@ from transfer.domain.errors import (
     NotFound,
     OutOfRange,
     PermissionDenied,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -37,6 +38,7 @@ CODES: dict[type[DomainError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
     DataLoss: grpc.StatusCode.DATA_LOSS,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
