@@ -35,7 +35,7 @@ from tests.support import (
 )
 from transfer.client import NO_RETRY, ClientTls, TransferClient, TransferError
 from transfer.client.errors import from_rpc_error
-from transfer.v1 import common_pb2, schools_pb2, transfers_pb2
+from transfer.v1 import common_pb2, schools_pb2, transfers_pb2, transfers_pb2_grpc
 
 needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts open files through /proc")
 
@@ -216,9 +216,9 @@ def _line_within(proc: subprocess.Popen[bytes], seconds: float) -> bytes:
 @needs_proc
 @pytest.mark.slow
 def test_idle_connections_are_closed(tmp_path: Path, pki: Path) -> None:
-    """A client connection without calls is closed by the node after max_connection_idle (1 s here), and the
+    """A client connection without calls is closed by the node after max_connection_idle (3 s here), and the
     client's next call opens a new one without the caller noticing."""
-    with _server(tmp_path, pki, "max_connection_idle_seconds = 1") as proc:
+    with _server(tmp_path, pki, "max_connection_idle_seconds = 3") as proc:
         assert proc.proc is not None
         baseline = _settled_open_files(proc.proc.pid)
         with _client(proc, pki, "school-S1") as s1:
@@ -266,11 +266,11 @@ def test_watch_streams_per_caller_are_limited(tmp_path: Path, pki: Path, clock: 
                 return False
 
         _wait_for("the closed stream's place freed", may_watch)
-        assert node.node is not None and node.node.watch_quota.open("school:S1") == 3
+        assert node.node is not None and node.node.watch_quota.held("school:S1") == 3
         for call in streams + others:
             call.cancel()
         _wait_for("every stream let go", lambda: node.node is not None and node.node.notifier.subscribers == 0)
-        assert node.node.watch_quota.open("school:S1") == 0
+        assert node.node.watch_quota.held("school:S1") == 0
 
 
 def test_streams_per_connection_are_limited(tmp_path: Path, pki: Path, clock: FakeClock) -> None:
@@ -352,3 +352,22 @@ def test_connections_past_the_cap_are_closed_at_once(tmp_path: Path, pki: Path, 
                 sock.close()
         with refused("NOT_FOUND", "SCHOOL_NOT_FOUND"):
             node.client("province-admin").get_school("S1")
+
+
+def test_clients_pinging_too_often_are_disconnected(tmp_path: Path, pki: Path, clock: FakeClock) -> None:
+    """A client that pings a connection with a quiet watch stream every 0.2 s, where min_client_ping_interval
+    allows one every 30 s, gets max_ping_strikes (2) strikes and then GOAWAY: its stream ends UNAVAILABLE
+    ("Too many pings")."""
+    with _in_process(tmp_path, pki, clock, "min_client_ping_interval_seconds = 30\nmax_ping_strikes = 2") as node:
+        _with_schools(node)
+        tls = ClientTls.from_pki(pki, "school-S1")
+        options = [("grpc.keepalive_time_ms", 200), ("grpc.http2.max_pings_without_data", 0)]
+        with grpc.secure_channel(node.address, tls.credentials(), options=options) as channel:
+            call = transfers_pb2_grpc.TransferServiceStub(channel).WatchTransfers(
+                transfers_pb2.WatchTransfersRequest(), timeout=30
+            )
+            next(call)
+            with pytest.raises(grpc.RpcError) as ended:
+                next(call)
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE, ended.value  # type: ignore[attr-defined]
+            assert "too many pings" in ended.value.details().lower()  # type: ignore[attr-defined]

@@ -37,7 +37,7 @@ from transfer.ledger.note import Ed25519Signer, NoteError, Verifier, parse_skey,
 from transfer.server import faults
 from transfer.server.auth import Authenticator
 from transfer.server.config import Config
-from transfer.server.limits import StreamQuota, grpc_options, open_files_problem
+from transfer.server.limits import StreamQuota, grpc_options, raise_open_file_limit
 from transfer.server.notify import Notifier
 from transfer.server.peers import (
     DeliveryServicer,
@@ -217,7 +217,7 @@ class Node:
     async def start(self) -> int:
         cfg = self.config
         creds = server_credentials(cfg)  # fail early on unreadable keys
-        files_problem = open_files_problem(cfg.limits)
+        files_problem = raise_open_file_limit(cfg.limits)
         if files_problem is not None:
             raise StartRefused(files_problem)
         signer = load_log_signer(cfg)

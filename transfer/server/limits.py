@@ -42,15 +42,15 @@ def grpc_options(limits: ServerLimits) -> list[tuple[str, Any]]:
         # that stopped answering keeps its connection and streams for a minute whatever keepalive_timeout_ms
         # says (measured). Not in the public header (chttp2's internal.h): check it when upgrading grpcio.
         ("grpc.http2.ping_timeout_ms", _ms(limits.keepalive_timeout_seconds)),
-        # Connections without calls are not pinged (max_connection_idle closes them), and a client
-        # pinging one gets a strike whatever its interval: keeping it open would defeat the idle limit.
+        # Connections without calls are not pinged (max_connection_idle closes them), and a client's pings
+        # on one are strikes unless two hours apart: keeping it open that way would defeat the idle limit.
         ("grpc.keepalive_permit_without_calls", 0),
         ("grpc.http2.min_ping_interval_without_data_ms", _ms(limits.min_client_ping_interval_seconds)),
         ("grpc.http2.max_ping_strikes", limits.max_ping_strikes),
     ]
 
 
-def open_files_problem(limits: ServerLimits) -> str | None:
+def raise_open_file_limit(limits: ServerLimits) -> str | None:
     """Raise this process's open-file limit to what `max_connections` needs, or say why it cannot be.
 
     Past the limit, the node could neither accept a connection nor open a
@@ -95,5 +95,6 @@ class StreamQuota:
             if not self._open[principal]:
                 del self._open[principal]
 
-    def open(self, principal: str) -> int:
+    def held(self, principal: str) -> int:
+        """How many streams `principal` holds open."""
         return self._open[principal]
