@@ -145,8 +145,8 @@ def test_silent_connections_are_closed_after_the_handshake_timeout_while_calls_a
 @needs_proc
 @pytest.mark.slow
 def test_abandoned_watch_streams_are_freed_by_keepalive(tmp_path: Path, pki: Path) -> None:
-    """A client process holding its school's every allowed watch stream freezes (SIGSTOP: its kernel still
-    acknowledges, nothing answers): the school's next stream is refused with TOO_MANY_STREAMS and other calls are
+    """A client process holds its school's every allowed watch stream (the school's next is refused with
+    TOO_MANY_STREAMS), then freezes (SIGSTOP: its kernel still acknowledges, nothing answers): other calls are
     served; the node's keepalive ping goes unanswered, it closes the connection, and the streams, the school's
     quota and the node's open files are freed."""
     limits = "max_watch_streams_per_caller = 20\nkeepalive_time_seconds = 1\nkeepalive_timeout_seconds = 1"
@@ -162,10 +162,10 @@ def test_abandoned_watch_streams_are_freed_by_keepalive(tmp_path: Path, pki: Pat
         try:
             ready = _line_within(holder, 30)
             assert ready == b"holding 20\n", ready
-            holder.send_signal(signal.SIGSTOP)
             with _client(proc, pki, "school-S1") as s1, _client(proc, pki, "school-S2") as s2:
                 with refused("RESOURCE_EXHAUSTED", "TOO_MANY_STREAMS"):
                     _first_event(s1)
+                holder.send_signal(signal.SIGSTOP)
                 s2_stream = _first_event(s2)  # another caller's quota is its own
                 s2_stream.cancel()
                 assert s1.get_school("S1").code == "S1"
