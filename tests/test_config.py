@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import resource
+import subprocess
+import sys
 from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
 
 from transfer.server.__main__ import main as server_main
-from transfer.server.config import ConfigError, load
+from transfer.server.config import ConfigError, ServerLimits, load
 
 MINIMAL = """
 [node]
@@ -58,6 +61,18 @@ def test_environment_overrides(tmp_path: Path) -> None:
     assert c.holidays == (date(2026, 9, 2), date(2026, 9, 3))
 
 
+def test_server_limits_have_defaults_and_overrides(tmp_path: Path) -> None:
+    """The [server] limits default to the documented values; the file and the environment set them."""
+    p = tmp_path / "node.toml"
+    p.write_text(MINIMAL)
+    assert load(p, env={}).limits == ServerLimits()
+    assert ServerLimits().handshake_timeout_seconds == 5 and ServerLimits().max_watch_streams_per_caller == 32
+    p.write_text(MINIMAL + "[server]\nmax_concurrent_streams = 8\nmax_connection_age_grace_seconds = 0\n")
+    limits = load(p, env={"TRANSFER_SERVER_KEEPALIVE_TIME_SECONDS": "30"}).limits
+    assert (limits.max_concurrent_streams, limits.max_connection_age_grace_seconds) == (8, 0.0)
+    assert limits.keepalive_time_seconds == 30.0 and limits.max_connections == 3_000
+
+
 @pytest.mark.parametrize(
     ("text", "env", "message"),
     [
@@ -85,6 +100,14 @@ def test_environment_overrides(tmp_path: Path) -> None:
         (MINIMAL, {"TRANSFER_SERVER_SHUTDOWN_GRACE_SECONDS": "-5"}, "shutdown_grace_seconds: above 0"),
         (MINIMAL.replace("[database]", "[database]\nunavailable_after_seconds = 0.5"), {}, "between 1 and 600"),
         (MINIMAL, {"TRANSFER_DATABASE_UNAVAILABLE_AFTER_SECONDS": "3600"}, "unavailable_after_seconds: between 1"),
+        (MINIMAL + "[server]\nhandshake_timeout_seconds = 0\n", {}, "handshake_timeout_seconds: between 0.5 and 120"),
+        (MINIMAL, {"TRANSFER_SERVER_HANDSHAKE_TIMEOUT_SECONDS": "nan"}, "handshake_timeout_seconds: between"),
+        (MINIMAL + "[server]\nmax_watch_streams_per_caller = 0\n", {}, "max_watch_streams_per_caller: between 1"),
+        (MINIMAL + "[server]\nmax_concurrent_streams = 1.5\n", {}, "max_concurrent_streams: expected int"),
+        (MINIMAL, {"TRANSFER_SERVER_MAX_CONNECTIONS": "0"}, "max_connections: between 1 and 1000000"),
+        (MINIMAL, {"TRANSFER_SERVER_KEEPALIVE_TIME_SECONDS": "inf"}, "keepalive_time_seconds: between 1 and 7200"),
+        (MINIMAL + "[server]\nmax_connection_age_grace_seconds = -1\n", {}, "age_grace_seconds: between 0 and"),
+        (MINIMAL + "[server]\nmax_ping_strikes = 0\n", {}, "max_ping_strikes: between 1 and 100"),
     ],
 )
 def test_bad_configuration_is_explained(tmp_path: Path, text: str, env: dict[str, str], message: str) -> None:
@@ -117,3 +140,32 @@ def test_check_config_reads_the_files_it_names(tmp_path: Path, capsys: pytest.Ca
         capsys.readouterr()
         assert server_main(["--check-config", "--config", str(p)]) == 1
         assert new in capsys.readouterr().err
+
+
+def _check_config_with_open_files(config: Path, soft: int, hard: int) -> subprocess.CompletedProcess[str]:
+    """`transfer-server --check-config` in a process that may open `soft` files (at most `hard`)."""
+    return subprocess.run(
+        [sys.executable, "-m", "transfer.server", "--check-config", "--config", str(config)],
+        cwd=Path(__file__).resolve().parent.parent,
+        check=False,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_max_connections_must_fit_the_open_file_limit(tmp_path: Path) -> None:
+    """A process that may not open server.max_connections files and some is refused, saying which limit to
+    change; one whose hard limit allows it raises its own soft limit and starts."""
+    from transfer.devpki import make_dev_pki
+
+    make_dev_pki(tmp_path / "pki", "01", ["S1"])
+    p = tmp_path / "node.toml"
+    p.write_text(MINIMAL + "[server]\nmax_connections = 1000\n")
+    refused = _check_config_with_open_files(p, 512, 1024)
+    assert refused.returncode == 1, refused.stderr
+    assert "server.max_connections = 1000 needs 1256 open files" in refused.stderr
+    assert "at most 1024 (ulimit -n" in refused.stderr
+    raised = _check_config_with_open_files(p, 512, 2048)
+    assert raised.returncode == 0, raised.stderr

@@ -75,7 +75,7 @@ _CODE_OF_CALL = {
     "InvalidArgument": "INVALID_ARGUMENT", "NotFound": "NOT_FOUND", "AlreadyExists": "ALREADY_EXISTS",
     "PermissionDenied": "PERMISSION_DENIED", "FailedPrecondition": "FAILED_PRECONDITION",
     "Unauthenticated": "UNAUTHENTICATED", "Unavailable": "UNAVAILABLE", "OutOfRange": "OUT_OF_RANGE",
-    "DataLoss": "DATA_LOSS", "PackageError": "INVALID_ARGUMENT",
+    "DataLoss": "DATA_LOSS", "PackageError": "INVALID_ARGUMENT", "ResourceExhausted": "RESOURCE_EXHAUSTED",
 }  # fmt: skip
 # helper -> (position of its reason argument, the code of what it raises)
 _HELPERS = {"add": (2, "INVALID_ARGUMENT"), "_require": (1, "PERMISSION_DENIED"), "_bad": (2, "INVALID_ARGUMENT"),

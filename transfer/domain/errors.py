@@ -95,6 +95,10 @@ class Unavailable(DomainError):
     """A transient condition; the same request may succeed later."""
 
 
+class ResourceExhausted(DomainError):
+    """The caller holds as much of a bounded resource (e.g. open streams) as it may; it must release some first."""
+
+
 @dataclass(frozen=True, slots=True)
 class Violations:
     """Collects field violations so a request reports all of them at once."""

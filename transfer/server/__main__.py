@@ -12,6 +12,7 @@ from pathlib import Path
 from transfer.server import logs
 from transfer.server.app import Node, StartRefused, load_log_signer, server_credentials
 from transfer.server.config import ConfigError, load
+from transfer.server.limits import raise_open_file_limit
 
 
 async def _serve(node: Node) -> None:
@@ -39,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
             Node(config)
             server_credentials(config)
             load_log_signer(config)
+            files_problem = raise_open_file_limit(config.limits)
+            if files_problem is not None:
+                raise StartRefused(files_problem)
         except (OSError, StartRefused) as exc:
             print(f"transfer-server: configuration error: {exc}", file=sys.stderr)
             return 1

@@ -39,6 +39,7 @@ from transfer.server import faults
 from transfer.server.auth import Authenticator
 from transfer.server.config import Config
 from transfer.server.decoding import RefuseMalformed
+from transfer.server.limits import StreamQuota, grpc_options, raise_open_file_limit
 from transfer.server.notify import Notifier
 from transfer.server.peers import (
     DeliveryServicer,
@@ -196,6 +197,7 @@ class Node:
         self.writer: Writer | None = None
         self.store: Store | None = None
         self.notifier = Notifier()
+        self.watch_quota = StreamQuota(config.limits.max_watch_streams_per_caller)
         self.policy = TransferPolicy(
             province=config.province,
             deadline_working_days=config.deadline_working_days,
@@ -230,6 +232,9 @@ class Node:
     async def start(self) -> int:
         cfg = self.config
         creds = server_credentials(cfg)  # fail early on unreadable keys
+        files_problem = raise_open_file_limit(cfg.limits)
+        if files_problem is not None:
+            raise StartRefused(files_problem)
         signer = load_log_signer(cfg)
         self.logbook = logbook = Logbook(cfg.log_origin, signer, self.clock)
         try:
@@ -302,6 +307,7 @@ class Node:
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
                 ("grpc.max_send_message_length", MAX_MESSAGE),
+                *grpc_options(cfg.limits),
             ],
         )
         schools_pb2_grpc.add_SchoolDirectoryServiceServicer_to_server(
@@ -311,7 +317,8 @@ class Node:
             RecordServicer(store, auth, self.clock, Records(self.clock, digest_key(logbook))), server
         )
         transfers_pb2_grpc.add_TransferServiceServicer_to_server(
-            TransferServicer(store, auth, self.clock, self.transfers, self.notifier, cfg.log_origin), server
+            TransferServicer(store, auth, self.clock, self.transfers, self.notifier, cfg.log_origin, self.watch_quota),
+            server,
         )
         log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(store, auth, self.clock, logbook), server)
         pages_pb2_grpc.add_PageServiceServicer_to_server(

@@ -56,6 +56,17 @@
     [server]
     shutdown_grace_seconds = 10     # in-flight calls get this long on SIGTERM
     max_batch = 128                 # commands per group commit
+    handshake_timeout_seconds = 5   # a connection must finish TLS and HTTP/2 set-up within this
+    max_connections = 3000          # open connections at once; more are closed at once
+    max_concurrent_streams = 100    # calls at once on one connection
+    max_watch_streams_per_caller = 32  # WatchTransfers streams one caller may hold open
+    max_connection_idle_seconds = 600  # a connection without calls for this long is closed
+    max_connection_age_seconds = 3600  # every connection is closed after about this long...
+    max_connection_age_grace_seconds = 600  # ...once its calls end, or this much later
+    keepalive_time_seconds = 60     # a connection with calls open is pinged after this long quiet...
+    keepalive_timeout_seconds = 20  # ...and closed, with its calls, if the ping is not answered in this
+    min_client_ping_interval_seconds = 30  # clients' keepalive pings may come this often at most...
+    max_ping_strikes = 2            # ...and the connection is closed after this many that come sooner
 
     [logging]
     level = "INFO"
@@ -98,6 +109,39 @@ class PeerConfig:
 
 
 @dataclass(frozen=True)
+class ServerLimits:
+    """What callers may hold open on the node, and for how long (docs/operations.md, Limits)."""
+
+    handshake_timeout_seconds: float = 5.0
+    max_connections: int = 3_000
+    max_concurrent_streams: int = 100
+    max_watch_streams_per_caller: int = 32
+    max_connection_idle_seconds: float = 600.0
+    max_connection_age_seconds: float = 3600.0
+    max_connection_age_grace_seconds: float = 600.0
+    keepalive_time_seconds: float = 60.0
+    keepalive_timeout_seconds: float = 20.0
+    min_client_ping_interval_seconds: float = 30.0
+    max_ping_strikes: int = 2
+
+
+# [server] key of each limit -> (type, lowest, highest)
+LIMIT_BOUNDS: dict[str, tuple[type, float, float]] = {
+    "handshake_timeout_seconds": (float, 0.5, 120),
+    "max_connections": (int, 1, 1_000_000),
+    "max_concurrent_streams": (int, 1, 10_000),
+    "max_watch_streams_per_caller": (int, 1, 10_000),
+    "max_connection_idle_seconds": (float, 1, 86_400),
+    "max_connection_age_seconds": (float, 1, 7 * 86_400),
+    "max_connection_age_grace_seconds": (float, 0, 86_400),
+    "keepalive_time_seconds": (float, 1, 7_200),
+    "keepalive_timeout_seconds": (float, 1, 600),
+    "min_client_ping_interval_seconds": (float, 1, 7_200),
+    "max_ping_strikes": (int, 1, 100),
+}
+
+
+@dataclass(frozen=True)
 class Config:
     province: str
     name: str
@@ -127,6 +171,7 @@ class Config:
     idempotency_retention_days: int = 30
     shutdown_grace_seconds: float = 10.0
     max_batch: int = 128
+    limits: ServerLimits = ServerLimits()
     log_level: str = "INFO"
     log_format: str = "json"
 
@@ -158,7 +203,11 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
     "signing": {"ca_file": (str, False)},
     "pages": {"lock_completed": (str, False), "lock_supplementary": (str, False)},
     "idempotency": {"retention_days": (int, False)},
-    "server": {"shutdown_grace_seconds": (float, False), "max_batch": (int, False)},
+    "server": {
+        "shutdown_grace_seconds": (float, False),
+        "max_batch": (int, False),
+        **{key: (kind, False) for key, (kind, _, _) in LIMIT_BOUNDS.items()},
+    },
     "logging": {"level": (str, False), "format": (str, False)},
 }
 
@@ -327,6 +376,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     grace = get("server", "shutdown_grace_seconds", 10.0)
     if not 0 < grace <= 3600:
         raise ConfigError("server.shutdown_grace_seconds: above 0 and at most 3600")
+    limits = _limits(c.get("server", {}))
     return Config(
         province=province,
         name=name,
@@ -356,9 +406,24 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         idempotency_retention_days=retention,
         shutdown_grace_seconds=grace,
         max_batch=max_batch,
+        limits=limits,
         log_level=level,
         log_format=fmt,
     )
+
+
+def _plain(number: float) -> str:
+    return str(int(number)) if number == int(number) else str(number)
+
+
+def _limits(server: Mapping[str, Any]) -> ServerLimits:
+    values: dict[str, Any] = {}
+    for key, (_, low, high) in LIMIT_BOUNDS.items():
+        if key in server:
+            if not low <= server[key] <= high:  # NaN is refused too
+                raise ConfigError(f"server.{key}: between {_plain(low)} and {_plain(high)}")
+            values[key] = server[key]
+    return ServerLimits(**values)
 
 
 PEER_KEYS = {"province", "address", "server_name", "ca_file", "seal_vkey_file", "log_vkey_file"}

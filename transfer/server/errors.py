@@ -32,6 +32,7 @@ from transfer.domain.errors import (
     OutOfRange,
     PermissionDenied,
     PreconditionViolation,
+    ResourceExhausted,
     Unauthenticated,
     Unavailable,
 )
@@ -56,6 +57,7 @@ CODES: dict[type[DomainError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
     DataLoss: grpc.StatusCode.DATA_LOSS,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

@@ -44,6 +44,7 @@ from transfer.domain.validation import school_code as check_school_code
 from transfer.server import convert
 from transfer.server.auth import Authenticator
 from transfer.server.errors import code_of, quote, to_status
+from transfer.server.limits import StreamQuota
 from transfer.server.notify import Notifier
 from transfer.v1 import (
     log_pb2,
@@ -292,12 +293,20 @@ class RecordServicer(_Base, records_pb2_grpc.RecordServiceServicer):
 
 class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
     def __init__(
-        self, store: Store, auth: Authenticator, clock: Clock, transfers: Transfers, notifier: Notifier, origin: str
+        self,
+        store: Store,
+        auth: Authenticator,
+        clock: Clock,
+        transfers: Transfers,
+        notifier: Notifier,
+        origin: str,
+        watch_quota: StreamQuota,
     ) -> None:
         super().__init__(store, auth, clock)
         self.transfers = transfers
         self.notifier = notifier
         self.origin = origin
+        self.watch_quota = watch_quota
 
     def _logged(self, response_type: type[M]) -> Callable[[Logged[Transfer]], M]:
         def encode(logged: Logged[Transfer]) -> M:
@@ -377,7 +386,7 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
     ) -> AsyncIterator[transfers_pb2.WatchTransfersResponse]:
         school = self.transfers.watch_school(actor, request.school)
         after = convert.parse_cursor(request.cursor)
-        with self.notifier.subscribe(school) as changes:
+        with self.watch_quota.hold(actor.principal), self.notifier.subscribe(school) as changes:
             while True:
                 changes.clear()
                 events = await self.store.read(
