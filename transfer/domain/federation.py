@@ -21,18 +21,17 @@ exists once accepted.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from transfer.domain import package as pkg
 from transfer.domain.errors import (
     FailedPrecondition,
-    InvalidArgument,
+    FieldViolation,
     PermissionDenied,
     PreconditionViolation,
     Unavailable,
@@ -57,12 +56,10 @@ from transfer.domain.model import (
 from transfer.domain.pages import PagePolicy
 from transfer.domain.ports import Clock, UnitOfWork
 from transfer.domain.signatures import CertificateInfo, SigningTrust
-from transfer.domain.validation import MAX_PACKAGE, MAX_PRINCIPAL, MAX_REASON
+from transfer.domain.validation import MAX_PACKAGE
 from transfer.domain.workdays import deadline_after
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CLAIMED_ID = re.compile(rb'"transfer":\{[^{}]*?"id":"([0-9a-f]{32})"')
-_US = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,41 +70,8 @@ class PeerKeys:
     seal_key: ed25519.Ed25519PublicKey
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The receiving node's decision on a transfer, as the RESOLVE message carries it."""
-
-    state: TransferState
-    reason: str
-    decided_at: datetime
-    decided_by: str
-
-    def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "state": int(self.state),
-                "reason": self.reason,
-                "decided_us": (self.decided_at - _EPOCH) // _US,
-                "decided_by": self.decided_by,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ).encode("utf-8")
-
-    @classmethod
-    def decode(cls, data: bytes) -> Decision:
-        try:
-            doc = json.loads(data.decode("utf-8"))
-            state = TransferState(int(doc["state"]))
-            if state is TransferState.REQUESTED:
-                raise ValueError("not a decision")
-            reason, decided_by = str(doc["reason"]), str(doc["decided_by"])
-            if len(reason) > MAX_REASON or not 0 < len(decided_by) <= MAX_PRINCIPAL:
-                raise ValueError(f"reason at most {MAX_REASON} characters, decided_by 1 to {MAX_PRINCIPAL}")
-            return cls(state, reason, _EPOCH + timedelta(microseconds=int(doc["decided_us"])), decided_by)
-        except pkg.UNREADABLE as exc:
-            raise InvalidArgument("MALFORMED_DECISION", f"decision: cannot be read ({exc})") from None
+# The RESOLVE message's document; its schema lives with the package's.
+Decision = pkg.Decision
 
 
 def split_sealed(payload: bytes) -> tuple[bytes, bytes]:
@@ -231,10 +195,11 @@ class Federation:
         package = pkg.Package(
             transfer.id, self.province, record.custodian_school, to_province, to_school, now, record, tuple(pages), salt
         ).encode()
-        if len(package) > MAX_PACKAGE:
+        if len(package) > MAX_PACKAGE or len(pages) > pkg.MAX_PAGES:
             raise FailedPrecondition(
                 "PACKAGE_TOO_LARGE",
-                f"the record's pages make a {len(package)}-byte package; at most {MAX_PACKAGE} can travel",
+                f"the record's {len(pages)} pages make a {len(package)}-byte package; at most {MAX_PACKAGE} "
+                f"bytes and {pkg.MAX_PAGES} pages can travel",
                 precondition_violations=(
                     PreconditionViolation("PACKAGE_SIZE", f"records/{record.lookup_code}", f"{len(package)} bytes"),
                 ),
@@ -264,9 +229,7 @@ class Federation:
             )
         updated = replace(transfer, cancel_requested=True, reason=reason)
         uow.transfers.update(updated)
-        self._enqueue(
-            uow, updated, transfer.to_province, MessageKind.CANCEL_REQUEST, json.dumps({"reason": reason}).encode()
-        )
+        self._enqueue(uow, updated, transfer.to_province, MessageKind.CANCEL_REQUEST, pkg.encode_cancel_request(reason))
         # The request is not a decision: no log entry until the decision comes back.
         return Logged(updated, LogReceipt(-1, b""))
 
@@ -362,6 +325,7 @@ class Federation:
     def receive_decision(self, uow: UnitOfWork, actor: Actor, transfer_id: str, payload: bytes) -> InboundMessage:
         """RESOLVE at the sender: apply the receiving node's decision (idempotent)."""
         peer = self._peer_of(actor)
+        pkg.transfer_id_of(transfer_id)
         stored = uow.inbound.get(peer, transfer_id, MessageKind.RESOLVE)
         transfer = uow.transfers.get(transfer_id)
         if transfer is None or transfer.from_province != self.province or transfer.to_province != peer:
@@ -409,6 +373,7 @@ class Federation:
         # The seal first: nothing unauthenticated is parsed.
         pkg.verify_seal(package_bytes, seal, self.peers[peer].seal_key)
         package = pkg.decode(package_bytes)
+        pkg.check_content(package)
         if package.from_province != peer or package.to_province != self.province:
             raise PermissionDenied(
                 "NOT_YOUR_TRANSFER",
@@ -453,13 +418,8 @@ class Federation:
                     PreconditionViolation("SCHOOL_ACTIVE", f"schools/{package.to_school}", "unknown or inactive"),
                 ),
             )
-        for p in package.pages:  # page ids are the sender's; one must not land on another record's page
-            here = uow.pages.get(p.page.id)
-            if here is not None and here.lookup_code != package.record.lookup_code:
-                raise pkg.PackageError(
-                    "MALFORMED_PACKAGE", f"page {p.page.id} is a page of another record on this node"
-                )
         local = uow.records.get(package.record.lookup_code)
+        self._require_provenance(uow, package, returning=local is not None)
         if local is None:
             _require_new_pupil(uow, package.record)
         if local is not None and not local.transferred_out and local.open_transfer_id is not None:
@@ -495,6 +455,50 @@ class Federation:
         uow.inbound.add(message)
         return message
 
+    def _require_provenance(self, uow: UnitOfWork, package: pkg.Package, *, returning: bool) -> None:
+        """Each page may land here only as what this node knows of it.
+
+        Page ids and issuers come from the sender, and no signature covers the
+        issuer. A page of another record here would be overwritten on acceptance
+        (`MALFORMED_PACKAGE`). A page that names one of this node's schools as
+        its issuer gives that school the rights of an issuer here (replace, sign,
+        lock): it must be a page this node issued to this record, with the same
+        issuer and digest (`BAD_PAGE_ISSUER`); a page this node holds keeps the
+        issuer it has. Issuers in other provinces are the sender's word: no
+        school of this node acts on their pages as an issuer."""
+        code = package.record.lookup_code
+        for i, p in enumerate(package.pages):
+            page, where = p.page, f"package.pages[{i}]"
+            here = uow.pages.get(page.id)
+            if here is not None and here.lookup_code != code:
+                raise pkg.PackageError(
+                    "MALFORMED_PACKAGE",
+                    f"page {page.id} is a page of another record on this node",
+                    (FieldViolation(f"{where}.id", "names a page of another record here", "MALFORMED_PACKAGE"),),
+                )
+            issuer = (p.issuing_province, page.issuing_school)
+            if here is not None and (here.issuing_province or self.province, here.issuing_school) != issuer:
+                raise _bad_issuer(where, f"page {page.id} was issued by {here.issuing_school} of province "
+                                  f"{here.issuing_province or self.province}, not by {issuer[1]} of {issuer[0]}")  # fmt: skip
+            if p.issuing_province == self.province and (here is None or here.digest != page.digest):
+                raise _bad_issuer(
+                    where,
+                    f"page {page.id} names school {page.issuing_school} of this province as its issuer, but this "
+                    + ("node never issued it" if here is None else "node issued other content under its id"),
+                )
+            if returning and here is None:
+                taken = uow.pages.find(code, page.school_year, page.segment)
+                if taken is not None:
+                    raise pkg.PackageError(
+                        "MALFORMED_PACKAGE",
+                        f"page {page.id} takes the school year and segment of page {taken.id} of the record here",
+                        (
+                            FieldViolation(
+                                where, "its school year and segment are another page's here", "DUPLICATE_PAGE"
+                            ),
+                        ),
+                    )
+
     def refused_offer(self, uow: UnitOfWork, actor: Actor, package_bytes: bytes, reason: str) -> None:
         """Log a package this node refused (tampered, unverifiable): it never becomes a record.
 
@@ -513,6 +517,7 @@ class Federation:
     def receive_cancel(self, uow: UnitOfWork, actor: Actor, transfer_id: str, payload: bytes) -> InboundMessage:
         """CANCEL_REQUEST at the receiver: cancel if still undecided, atomically with any acceptance."""
         peer = self._peer_of(actor)
+        pkg.transfer_id_of(transfer_id)
         digest = _digest(payload)
         transfer = uow.transfers.get(transfer_id)
         if transfer is None or transfer.from_province != peer or transfer.to_province != self.province:
@@ -520,10 +525,7 @@ class Federation:
         stored = self.stored_inbound(uow, actor, transfer_id, MessageKind.CANCEL_REQUEST, digest)
         if stored is not None:
             return stored
-        try:
-            reason = str(json.loads(payload.decode("utf-8")).get("reason", ""))[:500]
-        except pkg.UNREADABLE:
-            raise InvalidArgument("MALFORMED_CANCEL", "the cancellation request cannot be read") from None
+        reason = pkg.decode_cancel_request(payload)
         index = -1
         if transfer.state is TransferState.REQUESTED:
             cancelled = transfer.decided(TransferState.CANCELLED, by=f"peer:{peer}", at=self.clock.now(), reason=reason)
@@ -587,6 +589,14 @@ class Federation:
                 uow.inbound.import_certificate(cert)
                 tasks.append(SigningTask(page.id, req, duty, None, s.teacher_id, s.signature, cert.sha256, s.signed_at))
             uow.tasks.replace_all(page.id, page.issuing_school, tasks)
+
+
+def _bad_issuer(where: str, message: str) -> pkg.PackageError:
+    return pkg.PackageError(
+        "BAD_PAGE_ISSUER",
+        message,
+        (FieldViolation(f"{where}.issuing_school", "not an issuer this node can accept for it", "BAD_PAGE_ISSUER"),),
+    )
 
 
 def _require_new_pupil(uow: UnitOfWork, record: Record) -> None:
