@@ -97,6 +97,38 @@ def page_document(
     }
 
 
+def package_document(teacher: tuple[Any, bytes], *, to_school: str = "D1", **page: Any) -> dict[str, Any]:
+    """A valid package from 01/S1 to 79/`to_school`: a new record (fresh ids) with one page."""
+    code = uuid.uuid4().hex
+    return {
+        "format": FORMAT,
+        "transfer": {
+            "id": uuid.uuid4().hex,
+            "from_province": "01",
+            "from_school": "S1",
+            "to_province": "79",
+            "to_school": to_school,
+            "created_us": us(NOW),
+            "lookup_code": code,
+            "salt": uuid.uuid4().hex,
+        },
+        "record": {"lookup_code": code, "national_id": new_national_id(), "level": 1},
+        "pages": [page_document(code, teacher, **page)],
+    }
+
+
+def teacher_of(pki: Path) -> tuple[Any, bytes]:
+    """A teacher of `pki`'s signing CA, valid for decades: its private key and DER certificate."""
+    pem, key = SigningCA.load(pki).teacher(
+        "hostile-peer",
+        "ecdsa",
+        not_before=datetime(2020, 1, 1, tzinfo=UTC),
+        not_after=datetime(2100, 1, 1, tzinfo=UTC),
+        write=False,
+    )
+    return key, x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+
+
 class HostilePeer:
     """Node 01 as seen by node 79: real mTLS identity, real seal key, packages built by hand."""
 
@@ -104,36 +136,14 @@ class HostilePeer:
         self.seal_key = parse_skey((pki01 / "seal.key").read_text().strip())._key  # type: ignore[attr-defined]
         self.channel = peer_channel(pki01, pki79, address)
         self.stub = peer_stub(self.channel)
-        pem, key = SigningCA.load(pki01).teacher(
-            "hostile-peer",
-            "ecdsa",
-            not_before=datetime(2020, 1, 1, tzinfo=UTC),
-            not_after=datetime(2100, 1, 1, tzinfo=UTC),
-            write=False,
-        )
-        self.teacher = (key, x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER))
+        self.teacher = teacher_of(pki01)
 
     def close(self) -> None:
         self.channel.close()
 
     def package(self, *, to_school: str = "D1", **page: Any) -> dict[str, Any]:
         """A valid package from 01/S1 to 79/`to_school`: a new record (fresh ids) with one page."""
-        code = uuid.uuid4().hex
-        return {
-            "format": FORMAT,
-            "transfer": {
-                "id": uuid.uuid4().hex,
-                "from_province": "01",
-                "from_school": "S1",
-                "to_province": "79",
-                "to_school": to_school,
-                "created_us": us(NOW),
-                "lookup_code": code,
-                "salt": uuid.uuid4().hex,
-            },
-            "record": {"lookup_code": code, "national_id": new_national_id(), "level": 1},
-            "pages": [page_document(code, self.teacher, **page)],
-        }
+        return package_document(self.teacher, to_school=to_school, **page)
 
     def sealed(self, doc: dict[str, Any], flaw: Flaw | None = None) -> tuple[bytes, bytes]:
         """The document (after the flaw, if any) as bytes, and 01's valid seal over them."""

@@ -8,6 +8,7 @@ What passes is accepted by the receiving school without an internal error."""
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import os
@@ -21,9 +22,22 @@ import grpc
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.federation import free_port, peer_block
-from tests.hostile_peer import NOW, Flaw, HostilePeer, b64, encode, page_document, refusal, us
+from tests.hostile_peer import (
+    NOW,
+    Flaw,
+    HostilePeer,
+    b64,
+    encode,
+    package_document,
+    page_document,
+    refusal,
+    teacher_of,
+    us,
+)
 from tests.staffing import HOMEROOM, add_page, duty, hire, new_record, sign
 from tests.support import (
     FakeClock,
@@ -37,6 +51,8 @@ from tests.support import (
 )
 from transfer.client.signing import sign_digest
 from transfer.devpki import SigningCA, make_dev_pki
+from transfer.domain import package as pkg
+from transfer.domain.errors import InvalidArgument
 from transfer.domain.pages import page_digest
 from transfer.domain.validation import MAX_PAYLOAD
 from transfer.v1 import peers_pb2, records_pb2, transfers_pb2
@@ -619,3 +635,49 @@ def test_flawed_decisions_and_cancellation_requests_are_refused(receiver: Receiv
         assert refusal(err.value)[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_TRANSFER_ID")
     assert receiver.state() == before
     assert d1.get_transfer(outgoing.id).state == transfers_pb2.TRANSFER_STATE_REQUESTED
+
+
+# -- the schema as a property -----------------------------------------------------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=8,
+)
+_teacher = functools.cache(teacher_of)
+EVERY_FIELD = [*STRINGS, *INTEGERS, *LISTS, *OBJECTS, (*P0, "locked_us"), ("format",)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_decoding_any_value_in_any_field_refuses_or_returns_a_valid_package(pki: Path, data: st.DataObject) -> None:
+    """Whatever JSON value stands in whatever field of a valid package, decoding it either returns a package
+    or refuses it as a package error (INVALID_ARGUMENT): never another exception."""
+    doc = package_document(_teacher(pki))
+    doc["pages"][0]["signatures"][0]["chain"] = [doc["pages"][0]["signatures"][0]["certificate"]]
+    path = data.draw(st.sampled_from(EVERY_FIELD))
+    value = data.draw(JSON)
+    parent, key = _at(doc, path)
+    parent[key] = value
+    try:
+        package = pkg.decode(encode(doc))
+    except pkg.PackageError as exc:
+        assert exc.reason in ("MALFORMED_PACKAGE", "UNKNOWN_PACKAGE_FORMAT") and exc.field_violations
+        return
+    assert package.record.lookup_code == doc["record"]["lookup_code"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=JSON, raw=st.binary(max_size=64))
+def test_decoding_any_decision_or_cancellation_request_refuses_or_reads_it(document: Any, raw: bytes) -> None:
+    """Any JSON document, or any bytes, given as a decision or a cancellation request, is read or refused
+    (MALFORMED_DECISION, MALFORMED_CANCEL): never another exception."""
+    for data in (encode(document), raw):
+        try:
+            pkg.Decision.decode(data)
+        except InvalidArgument as exc:
+            assert exc.reason == "MALFORMED_DECISION"
+        try:
+            pkg.decode_cancel_request(data)
+        except InvalidArgument as exc:
+            assert exc.reason == "MALFORMED_CANCEL"

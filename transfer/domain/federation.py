@@ -476,10 +476,10 @@ class Federation:
                     f"page {page.id} is a page of another record on this node",
                     (FieldViolation(f"{where}.id", "names a page of another record here", "MALFORMED_PACKAGE"),),
                 )
-            issuer = (p.issuing_province, page.issuing_school)
-            if here is not None and (here.issuing_province or self.province, here.issuing_school) != issuer:
-                raise _bad_issuer(where, f"page {page.id} was issued by {here.issuing_school} of province "
-                                  f"{here.issuing_province or self.province}, not by {issuer[1]} of {issuer[0]}")  # fmt: skip
+            claimed = (p.issuing_province, page.issuing_school)
+            held = None if here is None else (here.issuing_province or self.province, here.issuing_school)
+            if held is not None and held != claimed:
+                raise _bad_issuer(where, f"page {page.id} was issued by {held[1]} of {held[0]}, not {claimed[1]}")
             if p.issuing_province == self.province and (here is None or here.digest != page.digest):
                 raise _bad_issuer(
                     where,
@@ -489,14 +489,11 @@ class Federation:
             if returning and here is None:
                 taken = uow.pages.find(code, page.school_year, page.segment)
                 if taken is not None:
+                    why = "its school year and segment are another page's here"
                     raise pkg.PackageError(
                         "MALFORMED_PACKAGE",
                         f"page {page.id} takes the school year and segment of page {taken.id} of the record here",
-                        (
-                            FieldViolation(
-                                where, "its school year and segment are another page's here", "DUPLICATE_PAGE"
-                            ),
-                        ),
+                        (FieldViolation(where, why, "DUPLICATE_PAGE"),),
                     )
 
     def refused_offer(self, uow: UnitOfWork, actor: Actor, package_bytes: bytes, reason: str) -> None:

@@ -32,6 +32,7 @@ this node's database, are applied by `Federation.receive_offer`.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import re
@@ -264,8 +265,7 @@ def _json(data: bytes) -> Any:
 class _Reader:
     """Reads one peer document field by field, collecting what is wrong."""
 
-    def __init__(self, root: str) -> None:
-        self.root = root
+    def __init__(self) -> None:
         self.v = Violations()
 
     def add(self, path: str, description: str, reason: str) -> None:
@@ -420,7 +420,7 @@ def decode(package: bytes) -> Package:
         shown = doc.get("format")
         shown = repr(shown[:40]) if type(shown) is str else type(shown).__name__
         raise PackageError("UNKNOWN_PACKAGE_FORMAT", f"format {shown} is not {FORMAT}")
-    r = _Reader("package")
+    r = _Reader()
     try:
         decoded = _package(r, doc)
     except _Bad:
@@ -587,12 +587,20 @@ def _certificate(r: _Reader, value: Any, field: str) -> bytes | None:
     der = r.blob(value, field, MAX_CERTIFICATE)
     if der is None:
         return None
-    try:
-        load_certificate(der).public_key()
-    except (ValueError, UnsupportedAlgorithm):
+    if not _readable_certificate(der):
         r.add(field, "not a DER X.509 certificate with a supported key", "BAD_CERTIFICATE")
         return None
     return der
+
+
+@functools.lru_cache(maxsize=256)
+def _readable_certificate(der: bytes) -> bool:
+    """A package carries the same few certificates on every page: each is parsed once."""
+    try:
+        load_certificate(der).public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return False
+    return True
 
 
 def _text(max_len: int, *, required: bool) -> Any:
@@ -621,7 +629,7 @@ class Decision:
 
     @classmethod
     def decode(cls, data: bytes) -> Decision:
-        r = _Reader("decision")
+        r = _Reader()
         decision = None
         try:
             d = r.fields(_json(data), "decision", ("state", "reason", "decided_us", "decided_by"))
@@ -651,7 +659,7 @@ def encode_cancel_request(reason: str) -> bytes:
 
 def decode_cancel_request(data: bytes) -> str:
     """The reason a CANCEL_REQUEST message gives: `{"reason": …}`, nothing else."""
-    r = _Reader("request")
+    r = _Reader()
     reason = None
     try:
         doc = r.fields(_json(data), "request", ("reason",))
