@@ -681,3 +681,22 @@ def test_decoding_any_decision_or_cancellation_request_refuses_or_reads_it(docum
             pkg.decode_cancel_request(data)
         except InvalidArgument as exc:
             assert exc.reason == "MALFORMED_CANCEL"
+
+
+def test_a_second_offer_of_a_record_already_offered_is_refused(receiver: Receiver) -> None:
+    """While an offer of a record waits for the receiving school, another offer of the same record (another
+    transfer id; a genuine sender keeps the record frozen and never sends one) is refused as a precondition
+    (TRANSFER_ALREADY_OPEN), not as an internal error, and stores nothing; the first one is then accepted."""
+    peer = receiver.peer
+    first = peer.package()
+    second = copy.deepcopy(first)
+    second["transfer"]["id"] = uuid.uuid4().hex
+    second["pages"] = [page_document(first["record"]["lookup_code"], peer.teacher)]  # same year, another page
+    assert peer.offer(first).logged
+    before = receiver.state()
+    with pytest.raises(grpc.RpcError) as err:
+        peer.offer(second)
+    assert refusal(err.value)[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "TRANSFER_ALREADY_OPEN")
+    assert receiver.state() == before
+    d1 = receiver.node.client("school-D1")
+    assert d1.accept_transfer(first["transfer"]["id"]).transfer.state == ACCEPTED

@@ -440,6 +440,18 @@ class Federation:
                     PreconditionViolation("RECORD_ELSEWHERE", f"records/{package.record.lookup_code}", "held here"),
                 ),
             )
+        pending = uow.transfers.open_of_record(package.record.lookup_code)
+        if pending is not None:  # a sender keeps a record frozen while it is offered: never two offers at once
+            raise FailedPrecondition(
+                "TRANSFER_ALREADY_OPEN",
+                f"transfer {pending.id} of this record is already open here",
+                precondition_violations=(
+                    PreconditionViolation(
+                        "RECORD_NOT_FROZEN", f"records/{package.record.lookup_code}", f"open transfer {pending.id}"
+                    ),
+                ),
+                metadata={"open_transfer_id": pending.id},
+            )
         now = self.clock.now()
         transfer = Transfer(
             id=package.transfer_id, lookup_code=package.record.lookup_code, from_school=package.from_school,
