@@ -424,21 +424,6 @@ def test_an_unknown_format_is_refused_as_such(receiver: Receiver) -> None:
 # -- provenance ------------------------------------------------------------------------------------------------
 
 
-def _swap_content(doc: dict[str, Any]) -> None:
-    """The page's content changed, its SHA-256 and digest made to match, its signature dropped (owed again),
-    so that everything but its provenance checks out."""
-    page = doc["pages"][0]
-    payload = b"%PDF-1.7 diem da sua"
-    sha = hashlib.sha256(payload).digest()
-    page["payload"], page["payload_sha256"] = b64(payload), sha.hex()
-    page["pending"] += [{"role": s["role"], "subject": s["subject"]} for s in page["signatures"]]
-    page["signatures"], page["state"] = [], 1
-    page["digest"] = page_digest(
-        page["id"], page["version"], sha, page["media_type"], doc["record"]["lookup_code"], page["school_year"],
-        page["segment"], page["grade"], page["class_name"],
-    ).hex()  # fmt: skip
-
-
 def test_a_page_naming_a_school_of_the_receiving_node_is_refused(receiver: Receiver) -> None:
     """A page naming as its issuer a school of the receiving node that never issued it (which would let that
     school replace a page of a record another school holds) is refused with BAD_PAGE_ISSUER, and nothing
@@ -464,6 +449,24 @@ class Returning:
     package: dict[str, Any]
 
 
+def _sent_to_01_and_back(receiver: Receiver, lookup_code: str) -> dict[str, Any]:
+    """D1 sends the record to 01/S1, which accepts it; returns the package 79 sent, re-addressed as 01's offer
+    of the record back to 79/D1 (what a genuine 01 would send, the pages unchanged)."""
+    d1 = receiver.node.client("school-D1")
+    sent = d1.initiate_transfer(lookup_code, "S1", "01").transfer
+    (row,) = [r for r in db_snapshot(receiver.url)["outbox"] if r[1] == sent.id]
+    decision = json.dumps({"state": 2, "reason": "", "decided_us": us(NOW), "decided_by": "school:S1"}).encode()
+    receiver.peer.stub.ResolveTransfer(
+        peers_pb2.ResolveTransferRequest(transfer_id=sent.id, decision=decision), timeout=30
+    )
+    assert d1.get_record(lookup_code).status == records_pb2.RECORD_STATUS_TRANSFERRED_OUT
+    package: dict[str, Any] = json.loads(bytes(row[4])[64:])
+    package["transfer"].update(
+        id=uuid.uuid4().hex, from_province="01", from_school="S1", to_province="79", to_school="D1"
+    )
+    return package
+
+
 def _returning(receiver: Receiver, pki79: Path) -> Returning:
     node = receiver.node
     admin, d1 = node.client("school-admin-D1"), node.client("school-D1")
@@ -471,18 +474,24 @@ def _returning(receiver: Receiver, pki79: Path) -> Returning:
     admin.assign_duty(duty(HOMEROOM), teacher.id)
     code = new_record(d1)
     page = sign(d1, add_page(d1, code, requirements=[HOMEROOM]), HOMEROOM, teacher)
-    sent = d1.initiate_transfer(code, "S1", "01").transfer
-    (row,) = [r for r in db_snapshot(receiver.url)["outbox"] if r[1] == sent.id]
-    decision = json.dumps({"state": 2, "reason": "", "decided_us": us(NOW), "decided_by": "school:S1"}).encode()
-    receiver.peer.stub.ResolveTransfer(
-        peers_pb2.ResolveTransferRequest(transfer_id=sent.id, decision=decision), timeout=30
-    )
-    assert d1.get_record(code).status == records_pb2.RECORD_STATUS_TRANSFERRED_OUT
-    package = json.loads(bytes(row[4])[64:])
-    package["transfer"].update(
-        id=uuid.uuid4().hex, from_province="01", from_school="S1", to_province="79", to_school="D1"
-    )
-    return Returning(code, page.id, package)
+    return Returning(code, page.id, _sent_to_01_and_back(receiver, code))
+
+
+def _changed(
+    doc: dict[str, Any], *, payload: bytes = b"%PDF-1.7 diem da sua", version: int = 1, **identity: Any
+) -> None:
+    """The first page's content or identity changed, its SHA-256 and digest made to match, its signatures
+    dropped (owed again): everything but its provenance checks out."""
+    page = doc["pages"][0]
+    page.update(identity, version=version)
+    sha = hashlib.sha256(payload).digest()
+    page["payload"], page["payload_sha256"] = b64(payload), sha.hex()
+    page["pending"] += [{"role": s["role"], "subject": s["subject"]} for s in page["signatures"]]
+    page["signatures"], page["state"] = [], 1
+    page["digest"] = page_digest(
+        page["id"], page["version"], sha, page["media_type"], doc["record"]["lookup_code"], page["school_year"],
+        page["segment"], page["grade"], page["class_name"],
+    ).hex()  # fmt: skip
 
 
 def test_a_returning_record_must_bring_back_the_pages_this_node_issued(receiver: Receiver, pki79: Path) -> None:
@@ -504,7 +513,7 @@ def test_a_returning_record_must_bring_back_the_pages_this_node_issued(receiver:
     for flaw, reason in (
         (relabel("79", "D2"), "BAD_PAGE_ISSUER"),
         (relabel("01", "S1"), "BAD_PAGE_ISSUER"),
-        (_swap_content, "BAD_PAGE_ISSUER"),
+        (_changed, "BAD_PAGE_ISSUER"),
         (new_page_same_year, "MALFORMED_PACKAGE"),
     ):
         before = receiver.state()
@@ -700,3 +709,33 @@ def test_a_second_offer_of_a_record_already_offered_is_refused(receiver: Receive
     assert receiver.state() == before
     d1 = receiver.node.client("school-D1")
     assert d1.accept_transfer(first["transfer"]["id"]).transfer.state == ACCEPTED
+
+
+def test_a_returning_record_keeps_the_identity_of_pages_issued_elsewhere(receiver: Receiver) -> None:
+    """A record arrives from 01 with a page 01's school S1 issued, leaves for 01 and comes back. The page's
+    content may have been corrected meanwhile (S1 answers for it on its own node: its word is taken), but
+    not its school year, segment, grade or class (MALFORMED_PACKAGE, nothing stored)."""
+    peer = receiver.peer
+    first = peer.package()
+    code, page_id = first["record"]["lookup_code"], first["pages"][0]["id"]
+    d1 = receiver.node.client("school-D1")
+    assert d1.accept_transfer(peer.offer(first).transfer_id).transfer.state == ACCEPTED
+    back = _sent_to_01_and_back(receiver, code)
+    assert back["pages"][0]["issuing_province"] == "01" and back["pages"][0]["id"] == page_id
+
+    before = receiver.state()
+    for identity in ({"school_year": "2025-2026"}, {"grade": 4}, {"class_name": "3B"}, {"segment": "hk1"}):
+        with pytest.raises(grpc.RpcError) as err:
+            peer.offer(back, lambda doc, identity=identity: _changed(doc, version=2, **identity))  # type: ignore[misc]
+        code_, reason, fields = refusal(err.value)
+        assert (code_, reason, fields) == (
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "MALFORMED_PACKAGE",
+            [("package.pages[0]", "INCONSISTENT")],
+        ), identity
+        assert receiver.state() == before
+
+    corrected = peer.offer(back, lambda doc: _changed(doc, version=2))
+    assert d1.accept_transfer(corrected.transfer_id).transfer.state == ACCEPTED
+    page = d1.get_page(page_id)
+    assert page.version == 2 and page.issuing_school == "S1"

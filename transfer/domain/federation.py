@@ -46,6 +46,7 @@ from transfer.domain.model import (
     MessageKind,
     OutboxMessage,
     OutboxState,
+    Page,
     Record,
     SigningTask,
     Transfer,
@@ -476,8 +477,10 @@ class Federation:
         its issuer gives that school the rights of an issuer here (replace, sign,
         lock): it must be a page this node issued to this record, with the same
         issuer and digest (`BAD_PAGE_ISSUER`); a page this node holds keeps the
-        issuer it has. Issuers in other provinces are the sender's word: no
-        school of this node acts on their pages as an issuer."""
+        issuer and the identity (school year, segment, grade, class) it has. A
+        returning record's new page may not take the year of one held here.
+        Issuers in other provinces are the sender's word: no school of this
+        node acts on their pages as an issuer."""
         code = package.record.lookup_code
         for i, p in enumerate(package.pages):
             page, where = p.page, f"package.pages[{i}]"
@@ -492,6 +495,13 @@ class Federation:
             held = None if here is None else (here.issuing_province or self.province, here.issuing_school)
             if held is not None and held != claimed:
                 raise _bad_issuer(where, f"page {page.id} was issued by {held[1]} of {held[0]}, not {claimed[1]}")
+            if here is not None and _identity(here) != _identity(page):
+                # A page's school year, segment, grade and class never change (a correction replaces its content).
+                raise pkg.PackageError(
+                    "MALFORMED_PACKAGE",
+                    f"page {page.id} names another school year, segment, grade or class than this node's copy",
+                    (FieldViolation(where, "its identity differs from this node's copy", "INCONSISTENT"),),
+                )
             if p.issuing_province == self.province and (here is None or here.digest != page.digest):
                 raise _bad_issuer(
                     where,
@@ -598,6 +608,10 @@ class Federation:
                 uow.inbound.import_certificate(cert)
                 tasks.append(SigningTask(page.id, req, duty, None, s.teacher_id, s.signature, cert.sha256, s.signed_at))
             uow.tasks.replace_all(page.id, page.issuing_school, tasks)
+
+
+def _identity(page: Page) -> tuple[str, str, int, str]:
+    return page.school_year, page.segment, page.grade, page.class_name
 
 
 def _bad_issuer(where: str, message: str) -> pkg.PackageError:
