@@ -1,9 +1,9 @@
 """A peer's package is checked as strictly as a school's request. Node 79 runs in-process (real mTLS, real
 database on each engine); the test plays node 01 with its real certificate and seal key (tests/hostile_peer.py)
-and sends validly sealed packages with one flaw each. Every one is refused at OfferTransfer with
-INVALID_ARGUMENT naming the bad field, before anything is stored: a package that fails the schema leaves only
-its `offer refused` entry (and the row that remembers it), one that fails the provenance rules leaves nothing.
-What passes is accepted by the receiving school without an internal error."""
+and sends validly sealed packages (and decisions, cancellation requests) with one flaw each. Every one is
+refused at OfferTransfer with INVALID_ARGUMENT naming the bad field, before anything is stored: a package that
+fails the schema leaves only its `offer refused` entry (and the row that remembers it), one that fails the
+provenance rules leaves nothing. What passes is accepted by the receiving school without an internal error."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from typing import Any
 import grpc
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -280,6 +281,18 @@ def _lookup_codes_differ(doc: dict[str, Any]) -> None:
     doc["transfer"]["lookup_code"] = uuid.uuid4().hex
 
 
+def _p384_certificate() -> bytes:
+    """A self-issued certificate whose key is on P-384: readable, but not a key a teacher may register."""
+    key = ec.generate_private_key(ec.SECP384R1())
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "teacher on P-384")])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(NOW.replace(year=2020)).not_valid_after(NOW.replace(year=2100))
+        .sign(key, hashes.SHA256())
+    )  # fmt: skip
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
 P = pytest.param
 NAMED = [
     # school years
@@ -350,6 +363,7 @@ NAMED = [
     # certificates that are not certificates
     P(_set((*SIG, "certificate"), b64(b"not a certificate")), field((*SIG, "certificate")), id="cert not DER"),
     P(_set((*SIG, "chain"), [b64(b"\x30\x03\x02\x01\x01")]), field((*SIG, "chain", 0)), id="chain item not DER"),
+    P(_set((*SIG, "certificate"), b64(_p384_certificate())), field((*SIG, "certificate")), id="teacher key P-384"),
     # consistency and duplicates
     P(_lookup_codes_differ, field(("transfer", "lookup_code")), id="lookup codes differ"),
     P(_set((*P0, "state"), 3), field((*P0, "pending")), id="signed page with pending signatures"),
@@ -573,10 +587,12 @@ def test_a_package_that_passes_is_accepted_without_an_internal_error(receiver: R
 
 def test_a_certificate_that_is_not_one_is_a_refusal(receiver: Receiver) -> None:
     """A signature whose certificate is a PEM text instead of DER (a certificate, but not as the format says)
-    is refused as malformed, not answered INTERNAL."""
+    is refused as malformed, not answered INTERNAL; so is one with a key a teacher may not register."""
     pem = x509.load_der_x509_certificate(receiver.peer.teacher[1]).public_bytes(serialization.Encoding.PEM)
     _, fields = _refused(receiver, _set((*SIG, "certificate"), b64(pem)), "MALFORMED_PACKAGE")
     assert (field((*SIG, "certificate")), "BAD_CERTIFICATE") in fields
+    _, fields = _refused(receiver, _set((*SIG, "certificate"), b64(_p384_certificate())), "MALFORMED_PACKAGE")
+    assert (field((*SIG, "certificate")), "UNSUPPORTED_KEY") in fields
 
 
 # -- the other peer messages ------------------------------------------------------------------------------------

@@ -63,6 +63,7 @@ from transfer.domain.signatures import (
     CertificateInfo,
     SigningTrust,
     fingerprint,
+    key_type,
     load_certificate,
     verify_signature,
 )
@@ -571,7 +572,9 @@ def _signature(r: _Reader, item: Any, w: str) -> PackagedSignature | None:
         return None
     teacher = r.string(item, "teacher_id", w, 32, check.opaque_id)
     signature = r.base64(item, "signature", w, MAX_SIGNATURE)
-    certificate = _certificate(r, item["certificate"], f"{w}.certificate") if "certificate" in item else None
+    certificate = (
+        _certificate(r, item["certificate"], f"{w}.certificate", teacher=True) if "certificate" in item else None
+    )
     chain: list[bytes | None] = [
         _certificate(r, c, f"{w}.chain[{k}]") for k, c in enumerate(r.array(item, "chain", w, MAX_CHAIN - 1))
     ]
@@ -582,25 +585,33 @@ def _signature(r: _Reader, item: Any, w: str) -> PackagedSignature | None:
     return PackagedSignature(requirement, teacher, signature, certificate, tuple(c for c in chain if c), signed)
 
 
-def _certificate(r: _Reader, value: Any, field: str) -> bytes | None:
-    """A DER X.509 certificate with a key this node can verify signatures with."""
+def _certificate(r: _Reader, value: Any, field: str, *, teacher: bool = False) -> bytes | None:
+    """A DER X.509 certificate with a key the node can read; a teacher's with a key registration accepts."""
     der = r.blob(value, field, MAX_CERTIFICATE)
     if der is None:
         return None
-    if not _readable_certificate(der):
-        r.add(field, "not a DER X.509 certificate with a supported key", "BAD_CERTIFICATE")
+    problem = _certificate_problem(der, teacher)
+    if problem:
+        r.add(field, problem[1], problem[0])
         return None
     return der
 
 
 @functools.lru_cache(maxsize=256)
-def _readable_certificate(der: bytes) -> bool:
-    """A package carries the same few certificates on every page: each is parsed once."""
+def _certificate_problem(der: bytes, teacher: bool) -> tuple[str, str] | None:
+    """What is wrong with a certificate (reason, description), if anything. A package carries the same
+    few certificates on every page: each is parsed once."""
     try:
-        load_certificate(der).public_key()
+        cert = load_certificate(der)
+        cert.public_key()
     except (ValueError, UnsupportedAlgorithm):
-        return False
-    return True
+        return "BAD_CERTIFICATE", "not a DER X.509 certificate with a key this node can read"
+    if teacher:
+        try:
+            key_type(cert)  # the rule RegisterTeacher applies
+        except DomainError as exc:
+            return exc.reason, "a key other than RSA of at least 2048 bits, ECDSA P-256 or Ed25519"
+    return None
 
 
 def _text(max_len: int, *, required: bool) -> Any:
