@@ -313,6 +313,10 @@ class SqlTransfers:
         transfer = self.known[transfer_id] = None if row is None else _transfer(row)
         return transfer
 
+    def open_of_record(self, lookup_code: str) -> Transfer | None:
+        row = self.db.one("transfer_open_of_record", {"lookup_code": lookup_code})
+        return None if row is None else _transfer(row)
+
     def prefetch(self, ids: Collection[str]) -> list[Transfer]:
         """Read these transfers (those not read yet); the ones that exist."""
         _remember(self.known, self.db, "transfers", TRANSFER_COLS, ids, _transfer)

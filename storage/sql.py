@@ -23,6 +23,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.expression import ClauseElement as Executable
 
 from storage.schema import (
+    OPEN,
     duties,
     handoffs,
     idempotency_keys,
@@ -144,6 +145,10 @@ STATEMENTS: dict[str, Callable[[], Executable]] = {
         )
     ),
     "transfer_get": lambda: select(*TRANSFER_COLS).where(transfers.c.id == P("id")),
+    # The state as a literal, so that the partial unique index of open transfers answers it.
+    "transfer_open_of_record": lambda: select(*TRANSFER_COLS).where(
+        transfers.c.lookup_code == P("lookup_code"), transfers.c.state == literal_column(str(OPEN))
+    ),
     "transfer_insert": lambda: _insert(transfers, [c.name for c in TRANSFER_COLS]),
     "transfer_update": lambda: (
         update(transfers)

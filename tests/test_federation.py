@@ -26,7 +26,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, multiple, precondition, rule, run_state_machine_as_test
+from sqlalchemy import create_engine, update
 
+from storage import schema
+from storage.database import sync_url
 from tests.federation import (
     Node,
     Pair,
@@ -517,6 +520,41 @@ def test_tampered_package_is_refused(start_pair: StartPair) -> None:
     refusals = [x for x in pair.b.leaves() if isinstance(x, PeerLeaf) and x.kind is LeafKind.OFFER_REFUSED]
     assert len(refusals) == 1 and refusals[0].transfer_id == t.id and refusals[0].text == "BAD_SEAL"
     pair.assert_consistent(code)
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "reason", "logged_at_79"),
+    [
+        ("issuing_school", "D1", "BAD_PAGE_ISSUER", False),  # with issuing_province 79: a school of 79's
+        ("school_year", "2026-x", "MALFORMED_PACKAGE", True),
+    ],
+)
+def test_a_package_failing_the_receivers_checks_ends_the_offer_at_once(
+    start_pair: StartPair, column: str, value: str, reason: str, logged_at_79: bool
+) -> None:
+    """01 sends a package 79 must refuse (a page of 01's database altered behind the node's back: one naming
+    79's school D1 as its issuer, or with a malformed school year). 79 refuses it at the offer
+    (INVALID_ARGUMENT), so 01 ends the offer at its first attempt: transfer REJECTED, delivery FAILED with
+    the reason, the record active again; 79 holds no transfer, no record and no page of it."""
+    pair = start_pair()
+    code, page_id = prepared_record(pair.a)
+    changes = {column: value, **({"issuing_province": "79"} if column == "issuing_school" else {})}
+    engine = create_engine(sync_url(pair.a.database_url))
+    with engine.begin() as conn:
+        conn.execute(update(schema.pages).where(schema.pages.c.id == page_id).values(**changes))
+    engine.dispose()
+    t = offer(pair, code, refused_at_once=True)
+    final = settled(pair, t.id, REJECTED)
+    assert final.delivery_state == FAILED and reason in final.delivery_error
+    (row,) = [r for r in pair.a.rows("outbox") if r[1] == t.id]
+    assert row[6] == 1  # attempts: refused for good at the first
+    assert pair.a.client("school-S1").get_record(code).status == records_pb2.RECORD_STATUS_ACTIVE
+    assert pair.b.rows("transfers") == [] and pair.b.rows("records") == [] and pair.b.rows("pages") == []
+    assert pair.b.rows("inbound_packages") == []
+    refusals = [x.text for x in pair.b.leaves() if isinstance(x, PeerLeaf) and x.kind is LeafKind.OFFER_REFUSED]
+    assert refusals == ([reason] if logged_at_79 else [])
+    pair.a.verify_log()
+    pair.b.verify_log()
 
 
 def _stored_offer(node: Node, transfer_id: str) -> tuple[bytes, bytes]:

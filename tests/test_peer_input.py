@@ -171,7 +171,8 @@ def test_a_package_reusing_another_records_page_id_is_refused(engine: Engine, ke
         uow.schools.add(School("D1", "D1", "79", True, NOW, NOW))
         uow.records.add(Record(mine, "123456789012", RecordLevel.PRIMARY, "D1", None, NOW, NOW))
         uow.pages.add(_page(page_id, mine, b"D1's own page"), b"D1's own page", NOW)
-    forged = pkg.PackagedPage(_page(page_id, "b" * 32, b"overwritten"), "01", b"overwritten", (), ())
+    homeroom = (Requirement(SignerRole.HOMEROOM),)
+    forged = pkg.PackagedPage(_page(page_id, "b" * 32, b"overwritten"), "01", b"overwritten", (), homeroom)
     data, seal = sealed_offer(keys, "d" * 32, "b" * 32, (forged,))
     package = federation.open_offer(FROM_01, data, seal)
     with engine.begin() as conn, pytest.raises(pkg.PackageError) as refused:

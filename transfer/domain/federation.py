@@ -21,18 +21,17 @@ exists once accepted.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from transfer.domain import package as pkg
 from transfer.domain.errors import (
     FailedPrecondition,
-    InvalidArgument,
+    FieldViolation,
     PermissionDenied,
     PreconditionViolation,
     Unavailable,
@@ -47,6 +46,7 @@ from transfer.domain.model import (
     MessageKind,
     OutboxMessage,
     OutboxState,
+    Page,
     Record,
     Requirement,
     SigningTask,
@@ -59,12 +59,10 @@ from transfer.domain.model import (
 from transfer.domain.pages import PagePolicy, active_holder
 from transfer.domain.ports import Clock, UnitOfWork
 from transfer.domain.signatures import CertificateInfo, SigningTrust
-from transfer.domain.validation import MAX_PACKAGE, MAX_PRINCIPAL, MAX_REASON, text_problems
+from transfer.domain.validation import MAX_PACKAGE
 from transfer.domain.workdays import deadline_after
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _CLAIMED_ID = re.compile(rb'"transfer":\{[^{}]*?"id":"([0-9a-f]{32})"')
-_US = timedelta(microseconds=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,44 +73,8 @@ class PeerKeys:
     seal_key: ed25519.Ed25519PublicKey
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """The receiving node's decision on a transfer, as the RESOLVE message carries it."""
-
-    state: TransferState
-    reason: str
-    decided_at: datetime
-    decided_by: str
-
-    def encode(self) -> bytes:
-        return json.dumps(
-            {
-                "state": int(self.state),
-                "reason": self.reason,
-                "decided_us": (self.decided_at - _EPOCH) // _US,
-                "decided_by": self.decided_by,
-            },
-            sort_keys=True,
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ).encode("utf-8")
-
-    @classmethod
-    def decode(cls, data: bytes) -> Decision:
-        try:
-            doc = json.loads(data.decode("utf-8"))
-            state = TransferState(int(doc["state"]))
-            if state is TransferState.REQUESTED:
-                raise ValueError("not a decision")
-            reason, decided_by = str(doc["reason"]), str(doc["decided_by"])
-            problems = text_problems(reason, "reason", max_len=MAX_REASON, required=False) + text_problems(
-                decided_by, "decided_by", max_len=MAX_PRINCIPAL, required=True
-            )
-            if problems:
-                raise ValueError(problems)
-            return cls(state, reason, _EPOCH + timedelta(microseconds=int(doc["decided_us"])), decided_by)
-        except pkg.UNREADABLE as exc:
-            raise InvalidArgument("MALFORMED_DECISION", f"decision: cannot be read ({exc})") from None
+# The RESOLVE message's document; its schema lives with the package's.
+Decision = pkg.Decision
 
 
 def split_sealed(payload: bytes) -> tuple[bytes, bytes]:
@@ -236,10 +198,11 @@ class Federation:
         package = pkg.Package(
             transfer.id, self.province, record.custodian_school, to_province, to_school, now, record, tuple(pages), salt
         ).encode()
-        if len(package) > MAX_PACKAGE:
+        if len(package) > MAX_PACKAGE or len(pages) > pkg.MAX_PAGES:
             raise FailedPrecondition(
                 "PACKAGE_TOO_LARGE",
-                f"the record's pages make a {len(package)}-byte package; at most {MAX_PACKAGE} can travel",
+                f"the record's {len(pages)} pages make a {len(package)}-byte package; at most {MAX_PACKAGE} "
+                f"bytes and {pkg.MAX_PAGES} pages can travel",
                 precondition_violations=(
                     PreconditionViolation("PACKAGE_SIZE", f"records/{record.lookup_code}", f"{len(package)} bytes"),
                 ),
@@ -269,9 +232,7 @@ class Federation:
             )
         updated = replace(transfer, cancel_requested=True, reason=reason)
         uow.transfers.update(updated)
-        self._enqueue(
-            uow, updated, transfer.to_province, MessageKind.CANCEL_REQUEST, json.dumps({"reason": reason}).encode()
-        )
+        self._enqueue(uow, updated, transfer.to_province, MessageKind.CANCEL_REQUEST, pkg.encode_cancel_request(reason))
         # The request is not a decision: no log entry until the decision comes back.
         return Logged(updated, LogReceipt(-1, b""))
 
@@ -373,6 +334,7 @@ class Federation:
     def receive_decision(self, uow: UnitOfWork, actor: Actor, transfer_id: str, payload: bytes) -> InboundMessage:
         """RESOLVE at the sender: apply the receiving node's decision (idempotent)."""
         peer = self._peer_of(actor)
+        pkg.transfer_id_of(transfer_id)
         stored = uow.inbound.get(peer, transfer_id, MessageKind.RESOLVE)
         transfer = uow.transfers.get(transfer_id)
         if transfer is None or transfer.from_province != self.province or transfer.to_province != peer:
@@ -420,6 +382,7 @@ class Federation:
         # The seal first: nothing unauthenticated is parsed.
         pkg.verify_seal(package_bytes, seal, self.peers[peer].seal_key)
         package = pkg.decode(package_bytes)
+        pkg.check_content(package)
         if package.from_province != peer or package.to_province != self.province:
             raise PermissionDenied(
                 "NOT_YOUR_TRANSFER",
@@ -464,13 +427,8 @@ class Federation:
                     PreconditionViolation("SCHOOL_ACTIVE", f"schools/{package.to_school}", "unknown or inactive"),
                 ),
             )
-        for p in package.pages:  # page ids are the sender's; one must not land on another record's page
-            here = uow.pages.get(p.page.id)
-            if here is not None and here.lookup_code != package.record.lookup_code:
-                raise pkg.PackageError(
-                    "MALFORMED_PACKAGE", f"page {p.page.id} is a page of another record on this node"
-                )
         local = uow.records.get(package.record.lookup_code)
+        self._require_provenance(uow, package, returning=local is not None)
         if local is None:
             _require_new_pupil(uow, package.record)
         if local is not None and not local.transferred_out and local.open_transfer_id is not None:
@@ -491,6 +449,18 @@ class Federation:
                     PreconditionViolation("RECORD_ELSEWHERE", f"records/{package.record.lookup_code}", "held here"),
                 ),
             )
+        pending = uow.transfers.open_of_record(package.record.lookup_code)
+        if pending is not None:  # a sender keeps a record frozen while it is offered: never two offers at once
+            raise FailedPrecondition(
+                "TRANSFER_ALREADY_OPEN",
+                f"transfer {pending.id} of this record is already open here",
+                precondition_violations=(
+                    PreconditionViolation(
+                        "RECORD_NOT_FROZEN", f"records/{package.record.lookup_code}", f"open transfer {pending.id}"
+                    ),
+                ),
+                metadata={"open_transfer_id": pending.id},
+            )
         now = self.clock.now()
         transfer = Transfer(
             id=package.transfer_id, lookup_code=package.record.lookup_code, from_school=package.from_school,
@@ -505,6 +475,56 @@ class Federation:
         message = InboundMessage(peer, transfer.id, MessageKind.OFFER, digest, index, now, transfer.state)
         uow.inbound.add(message)
         return message
+
+    def _require_provenance(self, uow: UnitOfWork, package: pkg.Package, *, returning: bool) -> None:
+        """Each page may land here only as what this node knows of it.
+
+        Page ids and issuers come from the sender, and no signature covers the
+        issuer. A page of another record here would be overwritten on acceptance
+        (`MALFORMED_PACKAGE`). A page that names one of this node's schools as
+        its issuer gives that school the rights of an issuer here (replace, sign,
+        lock): it must be a page this node issued to this record, with the same
+        issuer and digest (`BAD_PAGE_ISSUER`); a page this node holds keeps the
+        issuer and the identity (school year, segment, grade, class) it has. A
+        returning record's new page may not take the year of one held here.
+        Issuers in other provinces are the sender's word: no school of this
+        node acts on their pages as an issuer."""
+        code = package.record.lookup_code
+        for i, p in enumerate(package.pages):
+            page, where = p.page, f"package.pages[{i}]"
+            here = uow.pages.get(page.id)
+            if here is not None and here.lookup_code != code:
+                raise pkg.PackageError(
+                    "MALFORMED_PACKAGE",
+                    f"page {page.id} is a page of another record on this node",
+                    (FieldViolation(f"{where}.id", "names a page of another record here", "MALFORMED_PACKAGE"),),
+                )
+            claimed = (p.issuing_province, page.issuing_school)
+            held = None if here is None else (here.issuing_province or self.province, here.issuing_school)
+            if held is not None and held != claimed:
+                raise _bad_issuer(where, f"page {page.id} was issued by {held[1]} of {held[0]}, not {claimed[1]}")
+            if here is not None and _identity(here) != _identity(page):
+                # A page's school year, segment, grade and class never change (a correction replaces its content).
+                raise pkg.PackageError(
+                    "MALFORMED_PACKAGE",
+                    f"page {page.id} names another school year, segment, grade or class than this node's copy",
+                    (FieldViolation(where, "its identity differs from this node's copy", "INCONSISTENT"),),
+                )
+            if p.issuing_province == self.province and (here is None or here.digest != page.digest):
+                raise _bad_issuer(
+                    where,
+                    f"page {page.id} names school {page.issuing_school} of this province as its issuer, but this "
+                    + ("node never issued it" if here is None else "node issued other content under its id"),
+                )
+            if returning and here is None:
+                taken = uow.pages.find(code, page.school_year, page.segment)
+                if taken is not None:
+                    why = "its school year and segment are another page's here"
+                    raise pkg.PackageError(
+                        "MALFORMED_PACKAGE",
+                        f"page {page.id} takes the school year and segment of page {taken.id} of the record here",
+                        (FieldViolation(where, why, "DUPLICATE_PAGE"),),
+                    )
 
     def refused_offer(self, uow: UnitOfWork, actor: Actor, package_bytes: bytes, reason: str) -> None:
         """Log a package this node refused (tampered, unverifiable): it never becomes a record.
@@ -524,6 +544,7 @@ class Federation:
     def receive_cancel(self, uow: UnitOfWork, actor: Actor, transfer_id: str, payload: bytes) -> InboundMessage:
         """CANCEL_REQUEST at the receiver: cancel if still undecided, atomically with any acceptance."""
         peer = self._peer_of(actor)
+        pkg.transfer_id_of(transfer_id)
         digest = _digest(payload)
         transfer = uow.transfers.get(transfer_id)
         if transfer is None or transfer.from_province != peer or transfer.to_province != self.province:
@@ -531,14 +552,7 @@ class Federation:
         stored = self.stored_inbound(uow, actor, transfer_id, MessageKind.CANCEL_REQUEST, digest)
         if stored is not None:
             return stored
-        try:
-            reason = str(json.loads(payload.decode("utf-8")).get("reason", ""))
-            # The same text rule as the sending school's CancelTransfer reason.
-            problems = text_problems(reason, "reason", max_len=MAX_REASON, required=False)
-            if problems:
-                raise ValueError(problems)
-        except pkg.UNREADABLE:
-            raise InvalidArgument("MALFORMED_CANCEL", "the cancellation request cannot be read") from None
+        reason = pkg.decode_cancel_request(payload)
         index = -1
         if transfer.state is TransferState.REQUESTED:
             cancelled = transfer.decided(TransferState.CANCELLED, by=f"peer:{peer}", at=self.clock.now(), reason=reason)
@@ -676,6 +690,18 @@ class Federation:
 def _active_teacher(uow: UnitOfWork, teacher_id: str | None, school: str) -> bool:
     teacher = uow.teachers.get(teacher_id) if teacher_id else None
     return teacher is not None and teacher.school == school and teacher.status is TeacherStatus.ACTIVE
+
+
+def _identity(page: Page) -> tuple[str, str, int, str]:
+    return page.school_year, page.segment, page.grade, page.class_name
+
+
+def _bad_issuer(where: str, message: str) -> pkg.PackageError:
+    return pkg.PackageError(
+        "BAD_PAGE_ISSUER",
+        message,
+        (FieldViolation(f"{where}.issuing_school", "not an issuer this node can accept for it", "BAD_PAGE_ISSUER"),),
+    )
 
 
 def _require_new_pupil(uow: UnitOfWork, record: Record) -> None:

@@ -21,19 +21,27 @@ The seal is an Ed25519 signature by the sending node's seal key over
 SHA-256(package bytes). The receiver verifies the exact bytes it was sent, so
 no re-encoding is ever needed. A package carries personal data (the national
 id): it goes to the receiving node only, and every sending is a log entry.
+
+This module is also where everything a peer sends is read: the package's
+strict schema (`decode`, then `check_content`), the decision a RESOLVE
+carries (`Decision.decode`), a CANCEL_REQUEST's reason and the transfer id
+either names. Their refusals live here too; the provenance rules, which need
+this node's database, are applied by `Federation.receive_offer`.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from transfer.domain import validation as check
@@ -47,9 +55,18 @@ from transfer.domain.model import (
     Requirement,
     SignerRole,
     SigningTask,
+    TransferState,
 )
-from transfer.domain.pages import page_digest
-from transfer.domain.signatures import CertificateInfo, SigningTrust, fingerprint, load_certificate, verify_signature
+from transfer.domain.pages import GRADES, MAX_REQUIREMENTS, check_media_type, check_segment, page_digest
+from transfer.domain.signatures import (
+    MAX_CHAIN,
+    CertificateInfo,
+    SigningTrust,
+    fingerprint,
+    key_type,
+    load_certificate,
+    verify_signature,
+)
 
 FORMAT = "hocba-transfer-package/1"
 SEAL_CONTEXT = b"hocba:package:v1\n"
@@ -186,8 +203,10 @@ def build_page(page: Page, province: str, payload: bytes, tasks: Sequence[Signin
 class PackageError(InvalidArgument):
     """A package that is malformed, tampered with, or unverifiable."""
 
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(reason, message, field_violations=(FieldViolation("package", message, reason),))
+    def __init__(self, reason: str, message: str, field_violations: tuple[FieldViolation, ...] = ()) -> None:
+        super().__init__(
+            reason, message, field_violations=field_violations or (FieldViolation("package", message, reason),)
+        )
 
 
 def verify_seal(package: bytes, seal: bytes, verify_key: ed25519.Ed25519PublicKey) -> None:
@@ -197,91 +216,497 @@ def verify_seal(package: bytes, seal: bytes, verify_key: ed25519.Ed25519PublicKe
         raise PackageError("BAD_SEAL", "the package's seal does not verify with the sending node's key") from None
 
 
-# What parsing a peer's JSON document can raise when it is not what it should be
-# (missing keys, wrong types, numbers out of range, deep nesting, bad UTF-8).
-UNREADABLE = (KeyError, TypeError, ValueError, AttributeError, OverflowError, RecursionError, UnicodeDecodeError)
+# -- the schema of what peers send --------------------------------------------
+#
+# Every document a peer sends (a package, a decision, a cancellation request)
+# is read here and nowhere else: each field of its JSON type (no null, list or
+# number where a string belongs, no bool for a number), bounded, and in the
+# alphabet a school's request must use for the same field (the rules of
+# `validation` and `pages`), with no field missing and none unknown. Code past
+# these functions sees only the validated domain objects they return.
+
+MAX_PAGES = 1000  # pages of one record: one per school year and segment
+MAX_SIGNATURE = 1024  # bytes of one teacher signature (RSA-4096 gives 512)
+MAX_CERTIFICATE = 16 * 1024  # bytes of one DER certificate
+# Instants a peer may state (created, signed, locked, decided): after the
+# system began, before a time no clock of a working node reaches.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2200, 1, 1, tzinfo=UTC)
+MAX_VERSION = 2**31 - 1
+# A refusal names at most this many bad fields: its details travel in a
+# gRPC trailer, which peers limit to a few KiB.
+MAX_VIOLATIONS = 10
+
+_HEX = re.compile(r"[0-9a-f]*")
+
+# What decoding a document that is not JSON at all can raise.
+UNREADABLE = (ValueError, RecursionError, UnicodeDecodeError)
+
+
+class _Bad(Exception):
+    """Stops reading a document that has more bad fields than a refusal names."""
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    doc = dict(pairs)
+    if len(doc) != len(pairs):
+        raise ValueError("a key appears twice in one object")
+    return doc
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _json(data: bytes) -> Any:
+    """Strict JSON: UTF-8, no NaN or Infinity, no key twice in an object."""
+    return json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constants)
+
+
+class _Reader:
+    """Reads one peer document field by field, collecting what is wrong."""
+
+    def __init__(self) -> None:
+        self.v = Violations()
+
+    def add(self, path: str, description: str, reason: str) -> None:
+        self.v.add(path, description, reason)
+        if len(self.v.items) >= MAX_VIOLATIONS:
+            raise _Bad
+
+    def check(self, rule: Any, value: Any, path: str, *args: Any) -> None:
+        """Apply a `validation` rule (which reports to a collector) under this reader's bound."""
+        found = Violations()
+        rule(found, value, path, *args)
+        for x in found.items:
+            self.add(x.field, x.description, x.reason)
+
+    def fields(self, value: Any, path: str, keys: tuple[str, ...]) -> dict[str, Any] | None:
+        """A JSON object with exactly these keys (else None, the fault reported)."""
+        if type(value) is not dict:
+            self.add(path, "must be a JSON object", "WRONG_TYPE")
+            return None
+        for k in keys:
+            if k not in value:
+                self.add(f"{path}.{k}", "required", "MISSING_FIELD")
+        for k in sorted(set(value) - set(keys)):
+            self.add(f"{path}.{k[:40]}", "not a field of this format", "UNKNOWN_FIELD")
+        return value
+
+    def string(self, obj: dict[str, Any], key: str, path: str, max_len: int, rule: Any = None) -> str | None:
+        value = obj.get(key)
+        field = f"{path}.{key}"
+        if key not in obj:
+            return None
+        if type(value) is not str:
+            self.add(field, "must be a string", "WRONG_TYPE")
+            return None
+        if len(value) > max_len:
+            self.add(field, f"at most {max_len} characters", "TOO_LONG")
+            return None
+        before = len(self.v.items)
+        if rule is not None:
+            self.check(rule, value, field)
+        return value if len(self.v.items) == before else None
+
+    def integer(self, obj: dict[str, Any], key: str, path: str, lo: int, hi: int) -> int | None:
+        value = obj.get(key)
+        field = f"{path}.{key}"
+        if key not in obj:
+            return None
+        if type(value) is not int:
+            self.add(field, "must be an integer", "WRONG_TYPE")
+            return None
+        if not lo <= value <= hi:
+            self.add(field, f"must be from {lo} to {hi}", "NUMBER_OUT_OF_RANGE")
+            return None
+        return value
+
+    def enum(self, obj: dict[str, Any], key: str, path: str, kind: Any) -> Any:
+        value = self.integer(obj, key, path, 1, max(kind))
+        return None if value is None else kind(value)
+
+    def instant(self, obj: dict[str, Any], key: str, path: str, *, nullable: bool = False) -> datetime | None:
+        if nullable and key in obj and obj[key] is None:
+            return None
+        value = self.integer(obj, key, path, _us(EARLIEST), _us(LATEST))
+        return None if value is None else _at(value)
+
+    def hex_bytes(self, obj: dict[str, Any], key: str, path: str, size: int) -> bytes | None:
+        value = self.string(obj, key, path, 2 * size)
+        if value is None:
+            return None
+        if len(value) != 2 * size or not _HEX.fullmatch(value):
+            self.add(f"{path}.{key}", f"must be {2 * size} lowercase hexadecimal characters", "INVALID_HEX")
+            return None
+        return bytes.fromhex(value)
+
+    def base64(self, obj: dict[str, Any], key: str, path: str, max_bytes: int) -> bytes | None:
+        return self.blob(obj[key], f"{path}.{key}", max_bytes) if key in obj else None
+
+    def blob(self, value: Any, field: str, max_bytes: int) -> bytes | None:
+        """Standard base64 of 1 to `max_bytes` bytes."""
+        if type(value) is not str:
+            self.add(field, "must be a string", "WRONG_TYPE")
+            return None
+        if len(value) > 4 * -(-max_bytes // 3):
+            self.add(field, f"at most {max_bytes} bytes", "TOO_LONG")
+            return None
+        try:
+            data = base64.b64decode(value, validate=True)
+        except ValueError:
+            self.add(field, "must be standard base64", "INVALID_BASE64")
+            return None
+        if not data:
+            self.add(field, "required", "MISSING_FIELD")
+            return None
+        if len(data) > max_bytes:
+            self.add(field, f"at most {max_bytes} bytes", "TOO_LONG")
+            return None
+        return data
+
+    def array(self, obj: dict[str, Any], key: str, path: str, max_items: int) -> list[Any]:
+        value = obj.get(key)
+        field = f"{path}.{key}"
+        if key not in obj:
+            return []
+        if type(value) is not list:
+            self.add(field, "must be a JSON array", "WRONG_TYPE")
+            return []
+        if len(value) > max_items:
+            self.add(field, f"at most {max_items} items", "TOO_LONG")
+            return []
+        return value
+
+    def summary(self) -> str:
+        more = " (and possibly more)" if len(self.v.items) >= MAX_VIOLATIONS else ""
+        return "; ".join(f"{x.field}: {x.description}" for x in self.v.items) + more
+
+
+def _required(rule: Any) -> Any:
+    """A `validation` rule that lets an empty value through (it means "here"), made to require one."""
+
+    def checked(v: Violations, value: str, field: str) -> None:
+        if not value:
+            v.add(field, "required", "MISSING_FIELD")
+        else:
+            rule(v, value, field)
+
+    return checked
+
+
+_PROVINCE = _required(check.province_code)
+_TOP = ("format", "transfer", "record", "pages")
+_TRANSFER = ("id", "from_province", "from_school", "to_province", "to_school", "created_us", "lookup_code", "salt")
+_RECORD = ("lookup_code", "national_id", "level")
+_PAGE = (
+    "id", "issuing_province", "issuing_school", "school_year", "segment", "grade", "class_name", "media_type",
+    "payload", "payload_sha256", "version", "digest", "state", "lock_track", "created_us", "locked_us",
+    "signatures", "pending",
+)  # fmt: skip
+_SIGNATURE = ("role", "subject", "teacher_id", "signature", "certificate", "chain", "signed_us")
+_PENDING = ("role", "subject")
 
 
 def decode(package: bytes) -> Package:
-    """Parse and check a package's structure and content (not its seal)."""
+    """Parse a package and check it against the schema, every field of it (not the seal, not the
+    page digests or signatures: `check_content` and `verify_signatures` do those)."""
+    if len(package) > check.MAX_PACKAGE:
+        raise PackageError("MALFORMED_PACKAGE", f"a package is at most {check.MAX_PACKAGE} bytes")
     try:
-        doc = json.loads(package.decode("utf-8"))
-        if doc.get("format") != FORMAT:
-            raise PackageError("UNKNOWN_PACKAGE_FORMAT", f"format {doc.get('format')!r} is not {FORMAT}")
-        t, r = doc["transfer"], doc["record"]
-        v = Violations()
-        check.lookup_code(v, r["lookup_code"])
-        check.national_id(v, r["national_id"])
-        check.transfer_id(v, t["id"])
-        check.school_code(v, t["from_school"], "from_school")
-        check.school_code(v, t["to_school"], "to_school")
-        check.province_code(v, t["from_province"], "from_province")
-        check.province_code(v, t["to_province"], "to_province")
-        if v.items or t["lookup_code"] != r["lookup_code"]:
-            raise PackageError(
-                "MALFORMED_PACKAGE", "; ".join(f"{x.field}: {x.description}" for x in v.items) or "lookup codes differ"
-            )
-        salt = bytes.fromhex(t["salt"])
-        if len(salt) != 16:
-            raise PackageError("MALFORMED_PACKAGE", "salt: must be 16 bytes")
-        created = _at(int(t["created_us"]))
-        record = Record(
-            r["lookup_code"], r["national_id"], RecordLevel(int(r["level"])), t["to_school"], None, created, created
-        )
-        pages = tuple(_decode_page(p, r["lookup_code"]) for p in doc["pages"])
-    except PackageError:
-        raise
+        doc = _json(package)
     except UNREADABLE as exc:
-        raise PackageError("MALFORMED_PACKAGE", f"the package cannot be read: {type(exc).__name__}: {exc}") from None
+        raise PackageError("MALFORMED_PACKAGE", f"the package is not strict JSON: {type(exc).__name__}") from None
+    if type(doc) is dict and doc.get("format") != FORMAT:
+        shown = doc.get("format")
+        shown = repr(shown[:40]) if type(shown) is str else type(shown).__name__
+        raise PackageError("UNKNOWN_PACKAGE_FORMAT", f"format {shown} is not {FORMAT}")
+    r = _Reader()
+    try:
+        decoded = _package(r, doc)
+    except _Bad:
+        decoded = None
+    if decoded is None or r.v.items:
+        items = tuple(r.v.items) or (FieldViolation("package", "unreadable", "MALFORMED_PACKAGE"),)
+        raise PackageError("MALFORMED_PACKAGE", f"the package does not follow {FORMAT}: {r.summary()}", items)
+    return decoded
+
+
+def _package(r: _Reader, doc: Any) -> Package | None:
+    top = r.fields(doc, "package", _TOP)
+    if top is None:
+        return None
+    t = r.fields(top.get("transfer"), "package.transfer", _TRANSFER) if "transfer" in top else None
+    rec = r.fields(top.get("record"), "package.record", _RECORD) if "record" in top else None
+    transfer: dict[str, Any] = {}
+    if t is not None:
+        w = "package.transfer"
+        transfer = {
+            "id": r.string(t, "id", w, 32, check.transfer_id),
+            "from_province": r.string(t, "from_province", w, 2, _PROVINCE),
+            "from_school": r.string(t, "from_school", w, 20, check.school_code),
+            "to_province": r.string(t, "to_province", w, 2, _PROVINCE),
+            "to_school": r.string(t, "to_school", w, 20, check.school_code),
+            "created": r.instant(t, "created_us", w),
+            "lookup_code": r.string(t, "lookup_code", w, 32, check.lookup_code),
+            "salt": r.hex_bytes(t, "salt", w, 16),
+        }
+    lookup_code = national_id = level = None
+    if rec is not None:
+        w = "package.record"
+        lookup_code = r.string(rec, "lookup_code", w, 32, check.lookup_code)
+        national_id = r.string(rec, "national_id", w, 12, check.national_id)
+        level = r.enum(rec, "level", w, RecordLevel)
+    if lookup_code is not None and transfer.get("lookup_code") not in (None, lookup_code):
+        r.add("package.transfer.lookup_code", "must be the record's lookup code", "INCONSISTENT")
+    pages: list[PackagedPage] = []
+    ids: set[str] = set()
+    slots: set[tuple[str, str]] = set()
+    for i, item in enumerate(r.array(top, "pages", "package", MAX_PAGES)):
+        page = _page(r, item, f"package.pages[{i}]", lookup_code, level)
+        if page is None:
+            continue
+        where = f"package.pages[{i}]"
+        if page.page.id in ids:
+            r.add(f"{where}.id", "another page of the package has this id", "DUPLICATE_PAGE")
+        elif (page.page.school_year, page.page.segment) in slots:
+            r.add(where, "another page of the package has this school year and segment", "DUPLICATE_PAGE")
+        ids.add(page.page.id)
+        slots.add((page.page.school_year, page.page.segment))
+        pages.append(page)
+    if r.v.items or None in transfer.values() or None in (lookup_code, national_id, level) or t is None:
+        return None
+    assert lookup_code is not None and national_id is not None and level is not None
+    created = transfer["created"]
+    record = Record(lookup_code, national_id, level, transfer["to_school"], None, created, created)
     return Package(
-        t["id"], t["from_province"], t["from_school"], t["to_province"], t["to_school"], created, record, pages, salt
-    )
-
-
-def _decode_page(p: dict[str, Any], lookup_code: str) -> PackagedPage:
-    # A page's codes obey the rules a school's AddPage does (ASCII digits in a school year).
-    v = Violations()
-    check.school_year(v, p["school_year"])
-    check.class_name(v, p["class_name"])
-    check.school_code(v, p["issuing_school"], "issuing_school")
-    if not check.SEGMENT.fullmatch(p["segment"]):
-        v.add("segment", "at most 20 lowercase letters, digits or '-'", "INVALID_SEGMENT")
-    if not check.MEDIA_TYPE.fullmatch(p["media_type"]) or len(p["media_type"]) > 100:
-        v.add("media_type", "a media type like application/pdf", "INVALID_MEDIA_TYPE")
-    if v.items:
-        raise PackageError(
-            "MALFORMED_PACKAGE", "; ".join(f"page {p['id']}: {x.field}: {x.description}" for x in v.items)
-        )
-    payload = base64.b64decode(p["payload"], validate=True)
-    sha = bytes.fromhex(p["payload_sha256"])
-    if hashlib.sha256(payload).digest() != sha:
-        raise PackageError("BAD_PAGE_DIGEST", f"page {p['id']}: the content does not match its SHA-256")
-    digest = bytes.fromhex(p["digest"])
-    expected = page_digest(
-        p["id"], int(p["version"]), sha, p["media_type"], lookup_code, p["school_year"], p["segment"],
-        int(p["grade"]), p["class_name"],
+        transfer["id"], transfer["from_province"], transfer["from_school"], transfer["to_province"],
+        transfer["to_school"], created, record, tuple(pages), transfer["salt"],
     )  # fmt: skip
-    if digest != expected:
-        raise PackageError("BAD_PAGE_DIGEST", f"page {p['id']}: its digest is not that of its content and identity")
+
+
+def _page(r: _Reader, item: Any, w: str, lookup_code: str | None, level: RecordLevel | None) -> PackagedPage | None:
+    before = len(r.v.items)
+    p = r.fields(item, w, _PAGE)
+    if p is None:
+        return None
+    page_id = r.string(p, "id", w, 32, check.opaque_id)
+    province = r.string(p, "issuing_province", w, 2, _PROVINCE)
+    school = r.string(p, "issuing_school", w, 20, check.school_code)
+    year = r.string(p, "school_year", w, 9, check.school_year)
+    segment = r.string(p, "segment", w, 20, check_segment)
+    grade = r.integer(p, "grade", w, 1, 12)
+    if grade is not None and level is not None and grade not in GRADES[level]:
+        r.add(f"{w}.grade", f"not a grade of a {level.name.lower()} record", "INVALID_GRADE")
+    class_name = r.string(p, "class_name", w, 12, check.class_name)
+    media_type = r.string(p, "media_type", w, 100, check_media_type)
+    payload = r.base64(p, "payload", w, check.MAX_PAYLOAD)
+    sha = r.hex_bytes(p, "payload_sha256", w, 32)
+    version = r.integer(p, "version", w, 1, MAX_VERSION)
+    digest = r.hex_bytes(p, "digest", w, 32)
+    state = r.enum(p, "state", w, PageState)
+    track = r.enum(p, "lock_track", w, LockTrack)
+    created = r.instant(p, "created_us", w)
+    locked = r.instant(p, "locked_us", w, nullable=True)
+    if state is not None and "locked_us" in p and (state is PageState.LOCKED) != (p["locked_us"] is not None):
+        r.add(f"{w}.locked_us", "set for a locked page, and only for one", "INCONSISTENT")
+    signatures = [
+        _signature(r, s, f"{w}.signatures[{j}]") for j, s in enumerate(r.array(p, "signatures", w, MAX_REQUIREMENTS))
+    ]
+    pending = [
+        _requirement(r, q, f"{w}.pending[{j}]", _PENDING)
+        for j, q in enumerate(r.array(p, "pending", w, MAX_REQUIREMENTS))
+    ]
+    required = [s.requirement if s is not None else None for s in signatures] + pending
+    if "signatures" in p and "pending" in p and not required:
+        r.add(w, "a page requires at least one signature", "REQUIREMENTS_REQUIRED")
+    elif len(required) > MAX_REQUIREMENTS:
+        r.add(w, f"a page requires at most {MAX_REQUIREMENTS} signatures", "TOO_LONG")
+    seen: set[Requirement] = set()
+    for req in required:
+        if req is not None and req in seen:
+            r.add(w, f"{req} is required twice", "DUPLICATE_REQUIREMENT")
+        if req is not None:
+            seen.add(req)
+    if state in (PageState.SIGNED, PageState.LOCKED) and pending:
+        r.add(f"{w}.pending", f"a {state.name.lower()} page owes no signature", "INCONSISTENT")
+    if state is PageState.DRAFT and signatures:
+        r.add(f"{w}.signatures", "a draft page has no signature", "INCONSISTENT")
+    values = (page_id, province, school, year, segment, grade, class_name, media_type, payload, sha, version)
+    if len(r.v.items) > before or lookup_code is None or None in (*values, digest, state, track, created):
+        return None
+    assert page_id and province and school and year is not None and segment is not None and grade is not None
+    assert class_name and media_type and payload and sha and version and digest and state and track and created
     page = Page(
-        p["id"], lookup_code, p["issuing_school"], p["school_year"], p["segment"], int(p["grade"]), p["class_name"],
-        p["media_type"], sha, len(payload), int(p["version"]), digest, PageState(int(p["state"])),
-        LockTrack(int(p["lock_track"])), _at(int(p["created_us"])), _at(int(p["created_us"])),
-        None if p["locked_us"] is None else _at(int(p["locked_us"])),
+        page_id, lookup_code, school, year, segment, grade, class_name, media_type, sha, len(payload), version,
+        digest, state, track, created, created, locked, province,
     )  # fmt: skip
-    signatures = tuple(
-        PackagedSignature(
-            Requirement(SignerRole(int(s["role"])), s["subject"]),
-            s["teacher_id"],
-            base64.b64decode(s["signature"], validate=True),
-            base64.b64decode(s["certificate"], validate=True),
-            tuple(base64.b64decode(c, validate=True) for c in s["chain"]),
-            _at(int(s["signed_us"])),
-        )
-        for s in p["signatures"]
+    return PackagedPage(
+        page, province, payload, tuple(s for s in signatures if s is not None),
+        tuple(q for q in pending if q is not None),
+    )  # fmt: skip
+
+
+def _requirement(r: _Reader, item: Any, w: str, keys: tuple[str, ...]) -> Requirement | None:
+    q = r.fields(item, w, keys)
+    if q is None:
+        return None
+    role = r.enum(q, "role", w, SignerRole)
+    subject = r.string(q, "subject", w, 30)
+    if role is None or subject is None:
+        return None
+    if role is SignerRole.SUBJECT:
+        before = len(r.v.items)
+        r.check(check.subject, subject, f"{w}.subject")
+        if len(r.v.items) > before:
+            return None
+    elif subject:
+        r.add(f"{w}.subject", "only subject teachers' signatures name a subject", "INVALID_SUBJECT")
+        return None
+    return Requirement(role, subject)
+
+
+def _signature(r: _Reader, item: Any, w: str) -> PackagedSignature | None:
+    requirement = _requirement(r, item, w, _SIGNATURE)
+    if type(item) is not dict:
+        return None
+    teacher = r.string(item, "teacher_id", w, 32, check.opaque_id)
+    signature = r.base64(item, "signature", w, MAX_SIGNATURE)
+    certificate = (
+        _certificate(r, item["certificate"], f"{w}.certificate", teacher=True) if "certificate" in item else None
     )
-    pending = tuple(Requirement(SignerRole(int(q["role"])), q["subject"]) for q in p["pending"])
-    return PackagedPage(page, p["issuing_province"], payload, signatures, pending)
+    chain: list[bytes | None] = [
+        _certificate(r, c, f"{w}.chain[{k}]") for k, c in enumerate(r.array(item, "chain", w, MAX_CHAIN - 1))
+    ]
+    signed = r.instant(item, "signed_us", w)
+    if None in (requirement, teacher, signature, certificate, signed) or None in chain:
+        return None
+    assert requirement and teacher and signature and certificate and signed
+    return PackagedSignature(requirement, teacher, signature, certificate, tuple(c for c in chain if c), signed)
+
+
+def _certificate(r: _Reader, value: Any, field: str, *, teacher: bool = False) -> bytes | None:
+    """A DER X.509 certificate with a key the node can read; a teacher's with a key registration accepts."""
+    der = r.blob(value, field, MAX_CERTIFICATE)
+    if der is None:
+        return None
+    problem = _certificate_problem(der, teacher)
+    if problem:
+        r.add(field, problem[1], problem[0])
+        return None
+    return der
+
+
+@functools.lru_cache(maxsize=256)
+def _certificate_problem(der: bytes, teacher: bool) -> tuple[str, str] | None:
+    """What is wrong with a certificate (reason, description), if anything. A package carries the same
+    few certificates on every page: each is parsed once."""
+    try:
+        cert = load_certificate(der)
+        cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return "BAD_CERTIFICATE", "not a DER X.509 certificate with a key this node can read"
+    if teacher:
+        try:
+            key_type(cert)  # the rule RegisterTeacher applies
+        except DomainError as exc:
+            return exc.reason, "a key other than RSA of at least 2048 bits, ECDSA P-256 or Ed25519"
+    return None
+
+
+def _text(max_len: int, *, required: bool) -> Any:
+    def rule(v: Violations, value: str, field: str) -> None:
+        check.text(v, value, field, max_len=max_len, required=required)
+
+    return rule
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The receiving node's decision on a transfer, as the RESOLVE message carries it:
+    `{"state", "reason", "decided_us", "decided_by"}`, canonical JSON like the package."""
+
+    state: TransferState
+    reason: str
+    decided_at: datetime
+    decided_by: str
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {"state": int(self.state), "reason": self.reason, "decided_us": _us(self.decided_at),
+             "decided_by": self.decided_by},
+            sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+        ).encode("utf-8")  # fmt: skip
+
+    @classmethod
+    def decode(cls, data: bytes) -> Decision:
+        r = _Reader()
+        decision = None
+        try:
+            d = r.fields(_json(data), "decision", ("state", "reason", "decided_us", "decided_by"))
+            if d is not None:
+                state = r.enum(d, "state", "decision", TransferState)
+                if state is TransferState.REQUESTED:
+                    r.add("decision.state", "not a decision", "INVALID_ENUM")
+                reason = r.string(d, "reason", "decision", check.MAX_REASON, _text(check.MAX_REASON, required=False))
+                by = r.string(
+                    d, "decided_by", "decision", check.MAX_PRINCIPAL, _text(check.MAX_PRINCIPAL, required=True)
+                )
+                at = r.instant(d, "decided_us", "decision")
+                if not r.v.items and state is not None and reason is not None and by is not None and at is not None:
+                    decision = cls(state, reason, at, by)
+        except UNREADABLE as exc:
+            r.v.add("decision", f"not strict JSON: {type(exc).__name__}", "MALFORMED_DECISION")
+        except _Bad:
+            pass
+        if decision is None:
+            raise InvalidArgument("MALFORMED_DECISION", f"decision: {r.summary()}", field_violations=tuple(r.v.items))
+        return decision
+
+
+def encode_cancel_request(reason: str) -> bytes:
+    return json.dumps({"reason": reason}).encode()
+
+
+def decode_cancel_request(data: bytes) -> str:
+    """The reason a CANCEL_REQUEST message gives: `{"reason": …}`, nothing else."""
+    r = _Reader()
+    reason = None
+    try:
+        doc = r.fields(_json(data), "request", ("reason",))
+        if doc is not None:
+            reason = r.string(doc, "reason", "request", check.MAX_REASON, _text(check.MAX_REASON, required=False))
+    except UNREADABLE as exc:
+        r.v.add("request", f"not strict JSON: {type(exc).__name__}", "MALFORMED_CANCEL")
+    except _Bad:
+        pass
+    if reason is None or r.v.items:
+        raise InvalidArgument(
+            "MALFORMED_CANCEL", f"the cancellation request: {r.summary()}", field_violations=tuple(r.v.items)
+        )
+    return reason
+
+
+def transfer_id_of(value: str) -> str:
+    """The transfer id a RESOLVE or CANCEL_REQUEST message names (its request field)."""
+    v = Violations()
+    check.transfer_id(v, value)
+    v.raise_if_any()
+    return value
+
+
+def check_content(package: Package) -> None:
+    """Every page's content matches its SHA-256, and its digest is that of its content and identity."""
+    for p in package.pages:
+        page = p.page
+        if hashlib.sha256(p.payload).digest() != page.payload_sha256:
+            raise PackageError("BAD_PAGE_DIGEST", f"page {page.id}: the content does not match its SHA-256")
+        expected = page_digest(
+            page.id, page.version, page.payload_sha256, page.media_type, page.lookup_code, page.school_year,
+            page.segment, page.grade, page.class_name,
+        )  # fmt: skip
+        if page.digest != expected:
+            raise PackageError("BAD_PAGE_DIGEST", f"page {page.id}: its digest is not that of its content and identity")
 
 
 def verify_signatures(package: Package, trust: SigningTrust) -> None:
@@ -316,15 +741,20 @@ def certificate_of(s: PackagedSignature) -> CertificateInfo:
 
 __all__ = [
     "FORMAT",
+    "Decision",
     "Package",
     "PackageError",
     "PackagedPage",
     "PackagedSignature",
     "build_page",
     "certificate_of",
+    "check_content",
     "decode",
+    "decode_cancel_request",
     "digest_of",
+    "encode_cancel_request",
     "seal_message",
+    "transfer_id_of",
     "verify_seal",
     "verify_signatures",
 ]

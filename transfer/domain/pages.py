@@ -148,8 +148,7 @@ class AddPage:
         v = Violations()
         check.lookup_code(v, lookup_code)
         check.school_year(v, school_year)
-        if not check.SEGMENT.fullmatch(segment):
-            v.add("segment", "at most 20 lowercase letters, digits or '-'", "INVALID_SEGMENT")
+        check_segment(v, segment)
         if not 1 <= grade <= 12:
             v.add("grade", "must be 1 to 12", "INVALID_GRADE")
         check.class_name(v, class_name)
@@ -163,9 +162,19 @@ class AddPage:
         )  # fmt: skip
 
 
+def check_segment(v: Violations, segment: str, field: str = "segment") -> None:
+    """A page's segment: empty for a whole school year (a school's request and a peer's package alike)."""
+    if not check.SEGMENT.fullmatch(segment):
+        v.add(field, "at most 20 lowercase letters, digits or '-'", "INVALID_SEGMENT")
+
+
+def check_media_type(v: Violations, media_type: str, field: str = "media_type") -> None:
+    if len(media_type) > 100 or not check.MEDIA_TYPE.fullmatch(media_type):
+        v.add(field, "a media type like application/pdf", "INVALID_MEDIA_TYPE")
+
+
 def _check_content(v: Violations, media_type: str, payload: bytes, payload_sha256: bytes) -> None:
-    if not check.MEDIA_TYPE.fullmatch(media_type) or len(media_type) > 100:
-        v.add("media_type", "a media type like application/pdf", "INVALID_MEDIA_TYPE")
+    check_media_type(v, media_type)
     if not payload:
         v.add("payload", "required", "PAYLOAD_REQUIRED")
     elif len(payload) > check.MAX_PAYLOAD:
