@@ -15,7 +15,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.x509.oid import NameOID
 from sqlalchemy import Engine, create_engine
 
 from storage import migrate
@@ -371,6 +374,25 @@ def _our_page(page_id: str, lookup_code: str, payload: bytes) -> Page:
     return dataclasses.replace(_page(page_id, lookup_code, payload), issuing_school="S1", issuing_province="01")
 
 
+def _our_segment_page(page_id: str, lookup_code: str, payload: bytes, segment: str) -> Page:
+    """`_our_page` for another segment of the same year."""
+    sha = hashlib.sha256(payload).digest()
+    digest = page_digest(page_id, 1, sha, "application/pdf", lookup_code, "2025-2026", segment, 1, "1A")
+    return dataclasses.replace(_our_page(page_id, lookup_code, payload), segment=segment, digest=digest)
+
+
+def _teacher_certificate() -> bytes:
+    """A DER certificate with a key a teacher may have (Ed25519): what a package's signature must carry."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "teacher")])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(1).not_valid_before(NOW.replace(year=2020)).not_valid_after(NOW.replace(year=2100))
+        .sign(key, None)
+    )  # fmt: skip
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
 def _staff(uow: SqlUnitOfWork, *teachers: tuple[str, TeacherStatus, Requirement | None]) -> None:
     """School S1 of 01, teachers (id, status, the duty of the page's class they hold)."""
     uow.schools.add(School("S1", "S1", "01", True, NOW, NOW))
@@ -422,10 +444,11 @@ def test_a_page_this_node_issued_comes_back_owed_as_it_left(engine: Engine, data
             SigningTask(page_id, MATH, MATH.duty("2025-2026", "1A"), None),
         ])  # fmt: skip
     copied = [
-        pkg.PackagedSignature(req, "1" * 32, b"homeroom signature", b"certificate", (), NOW)
+        pkg.PackagedSignature(req, "1" * 32, b"homeroom signature", _teacher_certificate(), (), NOW)
         for req in (HOMEROOM, PRINCIPAL)
     ]
-    data, seal = _coming_back(keys, code, (pkg.PackagedPage(page, "01", payload, tuple(copied), (MATH,)),))
+    signing = dataclasses.replace(page, state=PageState.SIGNING)
+    data, seal = _coming_back(keys, code, (pkg.PackagedPage(signing, "01", payload, tuple(copied), (MATH,)),))
     with engine.begin() as conn:
         uow = SqlUnitOfWork(conn)
         federation.receive_offer(uow, FROM_79, federation.open_offer(FROM_79, data, seal), data, seal)
@@ -454,27 +477,23 @@ def test_a_page_this_node_issued_comes_back_owed_as_it_left(engine: Engine, data
 def test_a_record_whose_owed_signatures_would_have_no_owner_is_not_accepted(
     engine: Engine, database_url: str, keys: Keys
 ) -> None:
-    """The record comes back with two pages 01/S1 issued that owe the principal's signature: one 01 holds
-    (owed by nobody, as the former import left it), one it does not. S1 has no active principal (the last one
-    departed): the acceptance is refused (DUTY_UNASSIGNED, one violation per owed signature) before anything
-    is written. Once S1's admin assigns the duty, the record is accepted and the new principal owes both."""
+    """The record comes back with two pages 01/S1 issued that owe the principal's signature, owed by nobody
+    (as the former import left them). S1 has no active principal (the last one departed): the acceptance is
+    refused (DUTY_UNASSIGNED, one violation per owed signature) before anything is written. Once S1's admin
+    assigns the duty, the record is accepted and the new principal owes both."""
     federation = node("01", keys)
     code, held, new, payload = "a" * 32, "c" * 32, "d" * 32, b"%PDF-1.7 lop 1"
     with engine.begin() as conn:
         uow = SqlUnitOfWork(conn)
         _staff(uow, ("5" * 32, TeacherStatus.DEPARTED, PRINCIPAL), ("6" * 32, TeacherStatus.ACTIVE, None))
         uow.records.add(Record(code, "123456789012", RecordLevel.PRIMARY, "S1", None, NOW, NOW, transferred_out=True))
-        uow.pages.add(_our_page(held, code, payload), payload, NOW)
-        uow.tasks.add("S1", [SigningTask(held, PRINCIPAL, PRINCIPAL.duty("", ""), None)])
+        for pid, segment in ((held, ""), (new, "hk2")):
+            uow.pages.add(_our_segment_page(pid, code, payload, segment), payload, NOW)
+            uow.tasks.add("S1", [SigningTask(pid, PRINCIPAL, PRINCIPAL.duty("", ""), None)])
     pages = tuple(
-        pkg.PackagedPage(
-            dataclasses.replace(_our_page(pid, code, payload), segment=segment,
-                                digest=page_digest(pid, 1, hashlib.sha256(payload).digest(), "application/pdf", code,
-                                                   "2025-2026", segment, 1, "1A")),
-            "01", payload, (), (PRINCIPAL,),
-        )
+        pkg.PackagedPage(_our_segment_page(pid, code, payload, segment), "01", payload, (), (PRINCIPAL,))
         for pid, segment in ((held, ""), (new, "hk2"))
-    )  # fmt: skip
+    )
     data, seal = _coming_back(keys, code, pages)
     with engine.begin() as conn:
         uow = SqlUnitOfWork(conn)

@@ -298,7 +298,19 @@ NAMED = [
     # school years
     *[
         P(_set((*P0, "school_year"), y), field((*P0, "school_year")), id=f"school_year={y[:20]!r}")
-        for y in ("2026-x", "9998-10000", "2" * 300, "2025-2027", "1999-2000", "2100-2101x", "", " 2026-2027")
+        for y in (
+            "2026-x",
+            "9998-10000",
+            "2" * 300,
+            "2025-2027",
+            "1999-2000",
+            "2100-2101x",
+            "",
+            " 2026-2027",
+            "２０２６-２０２７",
+            "٢٠٢٦-٢٠٢٧",
+            "२०२६-२०२७",
+        )
     ],
     # control, bidi and other characters outside the field's alphabet
     P(_set((*P0, "issuing_school"), "S\x001"), field((*P0, "issuing_school")), id="issuer with NUL"),
