@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
@@ -20,9 +20,10 @@ HOMEROOM = (pages_pb2.SIGNER_ROLE_HOMEROOM, "")
 MATH = (pages_pb2.SIGNER_ROLE_SUBJECT, "toan")
 PRINCIPAL = (pages_pb2.SIGNER_ROLE_PRINCIPAL, "")
 REQUIREMENTS = [HOMEROOM, MATH, PRINCIPAL]
-# Certificates valid around the fake clock, whatever the real date.
+# Certificates valid around the fake clock (in-process nodes) and around the real one (node processes),
+# whatever the real date: from before the fake clock's start to ten years after today.
 VALID_FROM = datetime(2026, 1, 1, tzinfo=UTC)
-VALID_TO = datetime(2030, 1, 1, tzinfo=UTC)
+VALID_TO = datetime.now(UTC).replace(microsecond=0) + timedelta(days=3653)
 
 
 def duty(requirement: tuple[int, str], year: str = YEAR, klass: str = CLASS) -> tuple[int, str, str, str]:
