@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import psycopg
 from hypothesis import HealthCheck, settings
 
@@ -345,3 +346,37 @@ def assert_log_verifies(config_path: Path) -> None:
         check=False,
     )
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+class InjectedRefusal(grpc.RpcError, grpc.Call):  # type: ignore[misc]
+    """Injected fault: a refusal as a client interceptor returns it, with the status trailer given (or none)."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, details_bin: bytes | None) -> None:
+        self._code, self._message, self.details_bin = code, message, details_bin
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._message
+
+    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
+        return () if self.details_bin is None else (("grpc-status-details-bin", self.details_bin),)
+
+    def initial_metadata(self) -> tuple[()]:
+        return ()
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> None:
+        return None
+
+    def cancel(self) -> bool:
+        return False
+
+    def add_callback(self, callback: object) -> bool:
+        return False
+
+    def result(self, timeout: float | None = None) -> None:
+        raise self

@@ -16,7 +16,7 @@ from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from tests.support import RunningNode, db_snapshot, new_lookup_code, new_national_id
+from tests.support import InjectedRefusal, RunningNode, db_snapshot, new_lookup_code, new_national_id
 from transfer.client import ClientTls, RetryPolicy, TransferClient
 from transfer.client.errors import TransferError
 from transfer.domain.errors import FailedPrecondition as DomainFailedPrecondition
@@ -139,40 +139,6 @@ def test_the_client_reads_an_undecodable_request_as_invalid_argument(node: Runni
     assert len(attempts) == 1
 
 
-class _Refusal(grpc.RpcError, grpc.Call):  # type: ignore[misc]
-    """A RESOURCE_EXHAUSTED as a server sends it: with a google.rpc.Status trailer, or without one."""
-
-    def __init__(self, details_bin: bytes | None) -> None:
-        self.details_bin = details_bin
-
-    def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.RESOURCE_EXHAUSTED
-
-    def details(self) -> str:
-        return "quota exceeded"
-
-    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
-        return () if self.details_bin is None else (("grpc-status-details-bin", self.details_bin),)
-
-    def initial_metadata(self) -> tuple[()]:
-        return ()
-
-    def is_active(self) -> bool:
-        return False
-
-    def time_remaining(self) -> None:
-        return None
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_callback(self, callback: object) -> bool:
-        return False
-
-    def result(self, timeout: float | None = None) -> None:
-        raise self
-
-
 class Exhausted(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     """Injected fault: every call is answered RESOURCE_EXHAUSTED; counts the attempts."""
 
@@ -182,7 +148,7 @@ class Exhausted(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
 
     def intercept_unary_unary(self, continuation: object, details: object, request: object) -> object:
         self.attempts += 1
-        return _Refusal(self.details_bin)
+        return InjectedRefusal(grpc.StatusCode.RESOURCE_EXHAUSTED, "quota exceeded", self.details_bin)
 
 
 def _quota_status() -> bytes:

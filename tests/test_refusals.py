@@ -10,7 +10,7 @@ import grpc
 import pytest
 from google.rpc import status_pb2
 
-from tests.support import RunningNode, db_snapshot, new_lookup_code, new_national_id, refused
+from tests.support import InjectedRefusal, RunningNode, db_snapshot, new_lookup_code, new_national_id, refused
 from transfer.client import TransferClient
 from transfer.v1 import common_pb2, records_pb2, schools_pb2, transfers_pb2
 
@@ -323,40 +323,6 @@ def test_internal_errors_hide_internals(node: RunningNode, s1: TransferClient, d
     assert db_snapshot(database_url) == before
 
 
-class _Garbled(grpc.RpcError, grpc.Call):  # type: ignore[misc]
-    """A refusal whose rich status trailer does not match its status, or does not parse."""
-
-    def __init__(self, details_bin: bytes) -> None:
-        self.details_bin = details_bin
-
-    def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.FAILED_PRECONDITION
-
-    def details(self) -> str:
-        return "refused by a garbled server"
-
-    def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
-        return (("grpc-status-details-bin", self.details_bin),)
-
-    def initial_metadata(self) -> tuple[()]:
-        return ()
-
-    def is_active(self) -> bool:
-        return False
-
-    def time_remaining(self) -> None:
-        return None
-
-    def cancel(self) -> bool:
-        return False
-
-    def add_callback(self, callback: object) -> bool:
-        return False
-
-    def result(self, timeout: float | None = None) -> None:
-        raise self
-
-
 class GarbleRefusals(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
     """Injected fault: every reply is replaced by a FAILED_PRECONDITION with an inconsistent trailer."""
 
@@ -364,7 +330,7 @@ class GarbleRefusals(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         self.details_bin = details_bin
 
     def intercept_unary_unary(self, continuation: object, details: object, request: object) -> object:
-        return _Garbled(self.details_bin)
+        return InjectedRefusal(grpc.StatusCode.FAILED_PRECONDITION, "refused by a garbled server", self.details_bin)
 
 
 @pytest.mark.parametrize(
