@@ -802,6 +802,20 @@ def test_expiry_decided_by_the_receiving_node(tmp_path: Path, pki: Path, pki79: 
         assert unowned_signatures(f"sqlite:///{tmp_path / province / 'node.db'}", province) == []
 
 
+def _peer_48(servicer: Any, pki48: Path, pki: Path) -> tuple[grpc.Server, int]:
+    """A stand-in for node 48's PeerService on 127.0.0.1 (mutual TLS, clients from `pki`'s CA), started."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
+    peers_pb2_grpc.add_PeerServiceServicer_to_server(servicer, server)
+    creds = grpc.ssl_server_credentials(
+        [((pki48 / "node.key").read_bytes(), (pki48 / "node.pem").read_bytes())],
+        root_certificates=(pki / "ca.pem").read_bytes(),
+        require_client_auth=True,
+    )
+    port = server.add_secure_port("127.0.0.1:0", creds)
+    server.start()
+    return server, port
+
+
 class _HangingPeer(peers_pb2_grpc.PeerServiceServicer):
     """A peer that takes every offer and never answers (until released): counts the
     attempts it holds at once."""
@@ -838,15 +852,7 @@ def test_a_hanging_peer_does_not_hold_up_deliveries_to_the_others(
     pki48 = tmp_path / "pki48"
     make_dev_pki(pki48, "48", ["H1"])
     hanging = _HangingPeer()
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
-    peers_pb2_grpc.add_PeerServiceServicer_to_server(hanging, server)
-    creds = grpc.ssl_server_credentials(
-        [((pki48 / "node.key").read_bytes(), (pki48 / "node.pem").read_bytes())],
-        root_certificates=(pki / "ca.pem").read_bytes(),
-        require_client_auth=True,
-    )
-    port48 = server.add_secure_port("127.0.0.1:0", creds)
-    server.start()
+    server, port48 = _peer_48(hanging, pki48, pki)
     try:
         pair = start_pair(a_more_peers=[(pki48, "48", port48)])
         s1 = pair.a.client("school-S1")
@@ -944,15 +950,7 @@ def test_deliveries_resume_at_once_when_a_peer_answers_again(
     make_dev_pki(pki48, "48", ["H1"])
     seal_key = parse_skey((pki48 / "seal.key").read_text().strip())._key  # type: ignore[attr-defined]
     flaky = _FlakyPeer(seal_key, PER_PEER)
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=64))
-    peers_pb2_grpc.add_PeerServiceServicer_to_server(flaky, server)
-    creds = grpc.ssl_server_credentials(
-        [((pki48 / "node.key").read_bytes(), (pki48 / "node.pem").read_bytes())],
-        root_certificates=(pki / "ca.pem").read_bytes(),
-        require_client_auth=True,
-    )
-    port48 = server.add_secure_port("127.0.0.1:0", creds)
-    server.start()
+    server, port48 = _peer_48(flaky, pki48, pki)
     path = write_config(
         tmp_path / "node.toml", pki=pki, database_url=database_url,
         extra=f'\n[seal]\nkey_file = "{pki / "seal.key"}"\n' + peer_block(pki48, "48", port48),
