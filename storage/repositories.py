@@ -455,6 +455,10 @@ class SqlEvents:
             out.append(TransferEvent(seq, snapshot, occurred))
         return out
 
+    def at(self, seq: int) -> tuple[str, TransferState, datetime] | None:
+        row = self.db.one("event_at", {"seq": seq})
+        return None if row is None else (row[0], TransferState(row[1]), from_us(row[2]))
+
     def flush(self) -> None:
         self.db.many("event_insert", self.staged)
         self.staged = []

@@ -384,6 +384,16 @@ refused_packages = Table(
     Column("refused_at_us", BigInteger, nullable=False),
 )
 
+# Secrets this node generates for itself, once, shared by every process on the
+# database and kept across restarts: `page_tokens` keys its page tokens and
+# watch cursors (transfer.domain.paging).
+node_secrets = Table(
+    "node_secrets",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("value", LargeBinary, nullable=False),
+)
+
 imported_certificates = Table(
     "imported_certificates",
     metadata,

@@ -33,6 +33,7 @@ from storage.schema import (
     log_checkpoints,
     log_leaves,
     log_nodes,
+    node_secrets,
     outbox,
     pages,
     records,
@@ -167,6 +168,11 @@ STATEMENTS: dict[str, Callable[[], Executable]] = {
         transfer_events,
         ["seq", "transfer_id", "from_school", "to_school", "state", "reason", "decided_by", "occurred_at_us"],
     ),
+    "event_at": lambda: select(
+        transfer_events.c.transfer_id, transfer_events.c.state, transfer_events.c.occurred_at_us
+    ).where(transfer_events.c.seq == P("seq")),
+    "secret_get": lambda: select(node_secrets.c.value).where(node_secrets.c.name == P("name")),
+    "secret_insert": lambda: _insert(node_secrets, ["name", "value"]),
     "event_head": lambda: select(func.coalesce(func.max(transfer_events.c.seq), literal_column("0"))),
     "idempotency_get": lambda: select(idempotency_keys.c.fingerprint, idempotency_keys.c.response).where(
         idempotency_keys.c.principal == P("principal"), idempotency_keys.c.request_id == P("request_id")

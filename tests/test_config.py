@@ -118,6 +118,29 @@ def test_bad_configuration_is_explained(tmp_path: Path, text: str, env: dict[str
         load(p, env=env)
 
 
+@pytest.mark.parametrize(
+    ("data", "env", "message"),
+    [
+        (MINIMAL.encode().replace(b'"01"', b'"01\xff"'), {}, "can't decode"),  # not UTF-8
+        (MINIMAL + "checkpoint_interval_seconds = nan\n", {}, "checkpoint_interval_seconds: must be positive and"),
+        (MINIMAL + "[transfers]\nexpiry_sweep_seconds = inf\n", {}, "expiry_sweep_seconds: must be positive and fin"),
+        (MINIMAL, {"TRANSFER_LOG_CHECKPOINT_INTERVAL_SECONDS": "inf"}, "checkpoint_interval_seconds: must be pos"),
+        (MINIMAL.replace('"pki/ca.pem"', '"pki/ca\\u0000.pem"'), {}, "tls.ca_file: must not contain a NUL"),
+        (MINIMAL + '[[peers]]\nprovince = "79"\naddress = "h:1"\nca_file = "c\\u0000"\nseal_vkey_file = "s"\n'
+         'log_vkey_file = "l"\n', {}, "peers\\[0\\].ca_file: must not contain a NUL"),
+    ],
+)  # fmt: skip
+def test_unreadable_or_unusable_values_are_configuration_errors(
+    tmp_path: Path, data: str | bytes, env: dict[str, str], message: str
+) -> None:
+    """A file that is not UTF-8, a NaN or infinite interval, a NUL in a path: ConfigError naming the key (the
+    first escaped as UnicodeDecodeError; the others were accepted, to fail or wait for ever later)."""
+    p = tmp_path / "node.toml"
+    p.write_bytes(data if isinstance(data, bytes) else data.encode())
+    with pytest.raises(ConfigError, match=message):
+        load(p, env=env)
+
+
 def test_server_exits_2_on_bad_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The server refuses to start on a bad configuration, with status 2 and one line."""
     p = tmp_path / "node.toml"

@@ -83,30 +83,49 @@ def test_commands_reject_bad_fields_at_construction() -> None:
         RegisterRecord.parse("a" * 32, "001234567890", 4, "")
 
 
-@given(st.one_of(st.integers(-(2**62), 2**62), st.text(max_size=30)), st.integers(0, 10_000))
-def test_page_tokens_round_trip_and_bind_to_query(key: int | str, size: int) -> None:
-    """A token gives back its key for the same query and is refused for any other."""
-    token = paging.next_token(key, ("transfers", "S1", 1))
-    req = paging.page_request(size, token, ("transfers", "S1", 1))
+TOKENS = paging.Tokens(b"k" * paging.SECRET_BYTES)
+CALLER = Actor(Role.SCHOOL, "01", "S1")
+
+
+@given(st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=30)), st.integers(0, 10_000))
+def test_page_tokens_round_trip_and_bind_to_query_and_caller(key: int | str, size: int) -> None:
+    """A token gives back its key to the same caller for the same query, and is refused for any other."""
+    token = TOKENS.next_token(CALLER, key, ("transfers", "S1", 1))
+    req = TOKENS.page_request(CALLER, size, token, ("transfers", "S1", 1))
     assert req.after == key and 1 <= req.size <= paging.MAX_PAGE_SIZE
     with pytest.raises(InvalidArgument):
-        paging.page_request(size, token, ("transfers", "S1", 2))
+        TOKENS.page_request(CALLER, size, token, ("transfers", "S1", 2))
+    with pytest.raises(InvalidArgument):
+        TOKENS.page_request(Actor(Role.SCHOOL_ADMIN, "01", "S1"), size, token, ("transfers", "S1", 1))
+    with pytest.raises(InvalidArgument):  # another node's (another secret's) token
+        paging.Tokens(b"j" * paging.SECRET_BYTES).page_request(CALLER, size, token, ("transfers", "S1", 1))
 
 
 @given(st.text(max_size=60))
 def test_arbitrary_page_tokens_never_crash(token: str) -> None:
     """Any string as a page token is either the empty first page or a clean INVALID_ARGUMENT."""
     try:
-        paging.page_request(10, token, ("x",))
+        TOKENS.page_request(CALLER, 10, token, ("x",))
     except InvalidArgument as err:
         assert err.reason == "INVALID_PAGE_TOKEN"
 
 
+@given(st.binary(max_size=200))
+def test_arbitrary_cursors_never_crash(raw: bytes) -> None:
+    """Any bytes as a cursor (base64url, as the node writes them) are a clean INVALID_CURSOR."""
+    cursor = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    try:
+        assert TOKENS.parse_cursor(CALLER, "S1", cursor) is None and not raw
+    except InvalidArgument as err:
+        assert err.reason == "INVALID_CURSOR"
+
+
 @pytest.mark.parametrize("raw", [b"[" * 100_000, b'{"k": 1, "f": "' + b"0" * 5000 + b'"}'])
 def test_deeply_nested_or_oversized_page_tokens_are_refused(raw: bytes) -> None:
+    """Tokens of the earlier unsealed form, huge or not, are refused as not issued here."""
     token = base64.urlsafe_b64encode(raw).decode()
     with pytest.raises(InvalidArgument) as refused:
-        paging.page_request(10, token, ("x",))
+        TOKENS.page_request(CALLER, 10, token, ("x",))
     assert refused.value.reason == "INVALID_PAGE_TOKEN"
 
 

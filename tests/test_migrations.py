@@ -56,7 +56,7 @@ def _seed(conn: Connection, revision: str) -> None:
                                         "signed_at_us": None})  # fmt: skip
 
 
-@pytest.mark.parametrize("revision", ["0001", "0002", "0003", "0004", "0005", "0006"])
+@pytest.mark.parametrize("revision", ["0001", "0002", "0003", "0004", "0005", "0006", "0007"])
 def test_a_database_with_data_upgrades_from_each_revision(database_url: str, revision: str) -> None:
     """A database made at an older revision and holding rows reaches head with its rows and the declared schema."""
     migrate.upgrade(database_url, revision)

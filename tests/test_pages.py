@@ -8,8 +8,13 @@ import base64
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtensionOID, NameOID
 
 from tests.staffing import (
     CLASS,
@@ -166,6 +171,46 @@ def test_certificates_must_chain_to_a_trusted_ca_and_be_valid(
     with refused("FAILED_PRECONDITION", "TOO_MANY_CERTIFICATES"):
         school.admin.add_teacher_certificate(short.id, teacher_certificate(school.ca, "GV-NGAN-7")[0])
     assert len(school.admin.get_teacher(short.id).certificates) == 6
+
+
+def _chain_through_a_malformed_ca(ca: SigningCA, *, malformed_leaf: bool = False) -> bytes:
+    """A teacher certificate and an intermediate the signing CA issued, one of them with a Basic Constraints
+    extension whose content is not Basic Constraints (signatures and names all correct)."""
+    broken = x509.UnrecognizedExtension(ExtensionOID.BASIC_CONSTRAINTS, b"\x05\x00")
+    mid_key, leaf_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+
+    def issue(
+        subject: str, issuer: x509.Name, key: Any, signer: Any, extension: x509.ExtensionType
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(datetime(2020, 1, 1, tzinfo=UTC))
+            .not_valid_after(datetime(2099, 1, 1, tzinfo=UTC))
+            .add_extension(extension, critical=True)
+        )
+        return builder.sign(signer, hashes.SHA256())
+
+    mid_extension = x509.BasicConstraints(ca=True, path_length=0) if malformed_leaf else broken
+    mid = issue("Trung gian", ca.cert.subject, mid_key, ca.key, mid_extension)
+    leaf_extension = broken if malformed_leaf else x509.BasicConstraints(ca=False, path_length=None)
+    leaf = issue("GV-HONG", mid.subject, leaf_key, mid_key, leaf_extension)
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in (leaf, mid))
+
+
+def test_a_chain_with_a_malformed_certificate_is_bad_certificate(school: School, database_url: str) -> None:
+    """A teacher certificate chain whose intermediate (or leaf) has a malformed extension is refused with
+    INVALID_ARGUMENT BAD_CERTIFICATE by RegisterTeacher and AddTeacherCertificate (it was INTERNAL), and
+    changes nothing."""
+    for malformed_leaf in (False, True):
+        pem = _chain_through_a_malformed_ca(school.ca, malformed_leaf=malformed_leaf)
+        with refused("INVALID_ARGUMENT", "BAD_CERTIFICATE", database_url=database_url):
+            school.admin.register_teacher("GV-HONG", "Hồng", [pem])
+        with refused("INVALID_ARGUMENT", "BAD_CERTIFICATE", database_url=database_url):
+            school.admin.add_teacher_certificate(school.spare.id, pem)
 
 
 def test_locked_and_frozen_pages_refuse_changes(school: School, node: RunningNode, database_url: str) -> None:

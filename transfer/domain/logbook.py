@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import re
 
-from transfer.domain import paging
 from transfer.domain.errors import DataLoss, FieldViolation, InvalidArgument, NotFound, OutOfRange
-from transfer.domain.model import StoredCheckpoint
-from transfer.domain.paging import Page
+from transfer.domain.model import Actor, StoredCheckpoint
+from transfer.domain.paging import Page, Tokens
 from transfer.domain.ports import Clock, UnitOfWork
 from transfer.ledger import merkle
 from transfer.ledger.note import Checkpoint, NoteError, Signer, Verifier, open_checkpoint, sign_note
@@ -160,7 +159,7 @@ class Logbook:
         return uow.log.checkpoint_covering(index)
 
     def entries(
-        self, uow: UnitOfWork, start: int, end: int, page_size: int, page_token: str
+        self, uow: UnitOfWork, actor: Actor, start: int, end: int, page_size: int, page_token: str, tokens: Tokens
     ) -> Page[tuple[int, bytes]]:
         """Leaves [start, end) in index order (end 0: up to the current size), paged."""
         size = uow.log.size()
@@ -170,7 +169,7 @@ class Logbook:
         # the end it was resolved to on the first page, so paging through "up to
         # the current size" reads one fixed range however much the log grows.
         filters = ("entries", start, end)
-        req = paging.page_request(page_size, page_token, filters, MAX_ENTRIES_PAGE)
+        req = tokens.page_request(actor, page_size, page_token, filters, MAX_ENTRIES_PAGE)
         first = start
         if req.after is not None:
             after, resolved = _entries_key(req.after)
@@ -188,7 +187,7 @@ class Logbook:
             raise OutOfRange("BEYOND_LOG", f"end {end} is beyond the log's {size} entries")
         last = min(end, first + min(req.size, MAX_ENTRIES_PAGE))
         leaves = uow.log.leaves(first, last)
-        token = paging.next_token(f"{last - 1}:{end}", filters) if last < end else ""
+        token = tokens.next_token(actor, f"{last - 1}:{end}", filters) if last < end else ""
         return Page(list(enumerate(leaves, start=first)), token)
 
     def inclusion_proof(self, uow: UnitOfWork, index: int, size: int) -> list[bytes]:

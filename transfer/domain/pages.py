@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta, timezone
 
-from transfer.domain import paging
 from transfer.domain import validation as check
 from transfer.domain.errors import (
     AlreadyExists,
@@ -54,6 +53,7 @@ from transfer.domain.model import (
     TeacherStatus,
 )
 from transfer.domain.paging import Page as ListPage
+from transfer.domain.paging import Tokens
 from transfer.domain.ports import Clock, IdSource, UnitOfWork
 from transfer.domain.signatures import SigningTrust, load_certificate, verify_signature
 
@@ -556,14 +556,14 @@ class Pages:
         return PageView(page, tuple(uow.tasks.of_page(page.id)), payload)
 
     def list_pages(
-        self, uow: UnitOfWork, actor: Actor, lookup_code: str, page_size: int, page_token: str
+        self, uow: UnitOfWork, actor: Actor, lookup_code: str, page_size: int, page_token: str, tokens: Tokens
     ) -> ListPage[PageView]:
         v = Violations()
         check.lookup_code(v, lookup_code)
         v.raise_if_any()
         record = uow.records.get(lookup_code)
         filters = ("pages", lookup_code)
-        req = paging.page_request(page_size, page_token, filters)
+        req = tokens.page_request(actor, page_size, page_token, filters)
         after = req.after if isinstance(req.after, str) else None
         # Other schools see only the pages they issued (read-only, DESIGN §5). A school
         # that issued none gets the refusal an absent record gets, whatever page token it
@@ -579,6 +579,6 @@ class Pages:
                     )
                 raise PermissionDenied("NOT_CUSTODIAN", "your school neither holds this record nor issued a page of it")
         pages = uow.pages.of_record(lookup_code, issuer, after, req.size + 1)
-        token = paging.next_token(pages[req.size - 1].id, filters) if len(pages) > req.size else ""
+        token = tokens.next_token(actor, pages[req.size - 1].id, filters) if len(pages) > req.size else ""
         visible = pages[: req.size]
         return ListPage([PageView(p, tuple(uow.tasks.of_page(p.id))) for p in visible], token)

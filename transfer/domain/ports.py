@@ -135,6 +135,10 @@ class EventRepository(Protocol):
         """Events of transfers `school` (of `province`) sends or receives, after `after_seq`."""
         ...
 
+    def at(self, seq: int) -> tuple[str, TransferState, datetime] | None:
+        """The transfer id, state and instant of event `seq`; None if there is no such event."""
+        ...
+
 
 class IdempotencyRepository(Protocol):
     def get(self, principal: str, request_id: str) -> StoredResponse | None: ...

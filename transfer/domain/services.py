@@ -17,7 +17,6 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import TypeVar
 
-from transfer.domain import paging
 from transfer.domain.commands import (
     DecideTransfer,
     InitiateTransfer,
@@ -51,7 +50,7 @@ from transfer.domain.model import (
     TransferState,
 )
 from transfer.domain.pages import require_here
-from transfer.domain.paging import Page
+from transfer.domain.paging import Page, Tokens, bad_cursor, event_mark
 from transfer.domain.ports import Clock, IdSource, UnitOfWork
 from transfer.domain.validation import lookup_code as check_lookup_code
 from transfer.domain.validation import school_code as check_school_code
@@ -190,11 +189,13 @@ class Directory:
             raise NotFound("SCHOOL_NOT_FOUND", f"no school {code} on this node", resource=("school", code))
         return school
 
-    def list_schools(self, uow: UnitOfWork, actor: Actor, page_size: int, page_token: str) -> Page[School]:
-        req = paging.page_request(page_size, page_token, ("schools",))
+    def list_schools(
+        self, uow: UnitOfWork, actor: Actor, page_size: int, page_token: str, tokens: Tokens
+    ) -> Page[School]:
+        req = tokens.page_request(actor, page_size, page_token, ("schools",))
         after = req.after if isinstance(req.after, str) else None
         rows = uow.schools.page(after, req.size + 1)
-        token = paging.next_token(rows[req.size - 1].code, ("schools",)) if len(rows) > req.size else ""
+        token = tokens.next_token(actor, rows[req.size - 1].code, ("schools",)) if len(rows) > req.size else ""
         return Page(rows[: req.size], token)
 
 
@@ -343,13 +344,15 @@ class Records:
         # is the one of the transfer's province, not a namesake here.
         return transfer is not None and transfer.to_province == actor.province and actor.acts_for(transfer.to_school)
 
-    def list_records(self, uow: UnitOfWork, actor: Actor, school: str, page_size: int, page_token: str) -> Page[Record]:
+    def list_records(
+        self, uow: UnitOfWork, actor: Actor, school: str, page_size: int, page_token: str, tokens: Tokens
+    ) -> Page[Record]:
         school = _school_of(actor, school)
         filters = ("records", school)
-        req = paging.page_request(page_size, page_token, filters)
+        req = tokens.page_request(actor, page_size, page_token, filters)
         after = req.after if isinstance(req.after, str) else None
         rows = uow.records.list_by_custodian(school, after, req.size + 1)
-        token = paging.next_token(rows[req.size - 1].lookup_code, filters) if len(rows) > req.size else ""
+        token = tokens.next_token(actor, rows[req.size - 1].lookup_code, filters) if len(rows) > req.size else ""
         return Page(rows[: req.size], token)
 
 
@@ -540,19 +543,37 @@ class Transfers:
         return transfer
 
     def list_transfers(
-        self, uow: UnitOfWork, actor: Actor, query: ListTransfers, page_size: int, page_token: str
+        self, uow: UnitOfWork, actor: Actor, query: ListTransfers, page_size: int, page_token: str, tokens: Tokens
     ) -> Page[Transfer]:
         school = _school_of(actor, query.school)
         filters = ("transfers", school, int(query.direction), tuple(int(s) for s in query.states))
-        req = paging.page_request(page_size, page_token, filters)
+        req = tokens.page_request(actor, page_size, page_token, filters)
         after = req.after if isinstance(req.after, int) else None
         rows = uow.transfers.page(school, self.policy.province, query.direction, query.states, after, req.size + 1)
-        token = paging.next_token(rows[req.size - 1][0], filters) if len(rows) > req.size else ""
+        token = tokens.next_token(actor, rows[req.size - 1][0], filters) if len(rows) > req.size else ""
         return Page([t for _, t in rows[: req.size]], token)
 
     def watch_school(self, actor: Actor, school: str) -> str:
         """The school a watch stream may follow (checks permission only)."""
         return _school_of(actor, school)
+
+    def watch_from(self, uow: UnitOfWork, actor: Actor, school: str, cursor: str, tokens: Tokens) -> int:
+        """The sequence number a watch stream of `school` resumes after (0: from the start).
+
+        A cursor must be one this node issued to this caller for this school, and
+        name an event this database holds: a cursor ahead of the latest event
+        (from a database since restored to an earlier state, whose numbers are
+        not yet, or were since, given to other events) would make the stream
+        skip, or silently replace, events."""
+        position = tokens.parse_cursor(actor, school, cursor)
+        if position is None:
+            return 0
+        held = uow.events.at(position.seq)
+        if held is None:
+            raise bad_cursor("cursor is ahead of this node's latest event (was its database restored?)")
+        if event_mark(*held) != position.mark:
+            raise bad_cursor("cursor names an event this node's database no longer holds (was it restored?)")
+        return position.seq
 
     def events_after(self, uow: UnitOfWork, school: str, after_seq: int, limit: int) -> list[TransferEvent]:
         return uow.events.after(school, self.policy.province, after_seq, limit)

@@ -81,6 +81,14 @@ def parse_chain(pem: bytes) -> list[x509.Certificate]:
         raise _bad_cert("BAD_CERTIFICATE", "not a PEM certificate (chain)") from None
     if not 1 <= len(certs) <= MAX_CHAIN:
         raise _bad_cert("BAD_CERTIFICATE", f"give the certificate and at most {MAX_CHAIN - 1} intermediates")
+    for position, cert in enumerate(certs):
+        # The library reads names and extensions only when asked: ask now, so that
+        # a malformed one is this refusal, not an exception deep in the chain check.
+        try:
+            cert.subject, cert.issuer, cert.extensions  # noqa: B018
+        except ValueError:
+            which = "the certificate" if position == 0 else f"intermediate {position}"
+            raise _bad_cert("BAD_CERTIFICATE", f"{which} has a malformed name or extension") from None
     return certs
 
 
@@ -91,7 +99,7 @@ def _valid_at(cert: x509.Certificate, at: datetime) -> bool:
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         return bool(cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca)
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, ValueError):  # none, or unreadable (from a peer's package): not a CA
         return False
 
 
@@ -186,9 +194,9 @@ def _der(cert: x509.Certificate) -> bytes:
 
 def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """`issuer` signed `cert` directly (names match and the signature verifies)."""
-    if cert.issuer != issuer.subject:
-        return False
     try:
+        if cert.issuer != issuer.subject:
+            return False
         cert.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False

@@ -33,7 +33,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta, timezone
 
-from transfer.domain import paging
 from transfer.domain import validation as check
 from transfer.domain.errors import (
     AlreadyExists,
@@ -61,7 +60,7 @@ from transfer.domain.model import (
     Teacher,
     TeacherStatus,
 )
-from transfer.domain.paging import Page
+from transfer.domain.paging import Page, Tokens
 from transfer.domain.ports import Clock, IdSource, UnitOfWork
 from transfer.domain.signatures import CertificateInfo, SigningTrust
 
@@ -253,15 +252,15 @@ class Staff:
         return teacher, uow.teachers.certificates(teacher.id)
 
     def list_teachers(
-        self, uow: UnitOfWork, actor: Actor, school: str, page_size: int, page_token: str
+        self, uow: UnitOfWork, actor: Actor, school: str, page_size: int, page_token: str, tokens: Tokens
     ) -> Page[Teacher]:
         school = self._school_of(actor, school)
         if not actor.acts_for(school):
             raise PermissionDenied("NOT_YOUR_SCHOOL", "you may only see your own school's teachers")
         filters = ("teachers", school)
-        req = paging.page_request(page_size, page_token, filters)
+        req = tokens.page_request(actor, page_size, page_token, filters)
         rows = uow.teachers.page(school, req.after if isinstance(req.after, str) else None, req.size + 1)
-        token = paging.next_token(rows[req.size - 1].code, filters) if len(rows) > req.size else ""
+        token = tokens.next_token(actor, rows[req.size - 1].code, filters) if len(rows) > req.size else ""
         return Page(rows[: req.size], token)
 
     # -- duties and tasks --------------------------------------------------------
@@ -312,16 +311,16 @@ class Staff:
         return uow.duties.of_school(school)
 
     def list_tasks(
-        self, uow: UnitOfWork, actor: Actor, teacher_id: str, page_size: int, page_token: str
+        self, uow: UnitOfWork, actor: Actor, teacher_id: str, page_size: int, page_token: str, tokens: Tokens
     ) -> Page[SigningTask]:
         """The signatures a teacher still owes, by page."""
         teacher = self._teacher(uow, actor, teacher_id, admin=False)
         filters = ("tasks", teacher.id)
-        req = paging.page_request(page_size, page_token, filters)
+        req = tokens.page_request(actor, page_size, page_token, filters)
         after = tuple(req.after.split("/", 1)) if isinstance(req.after, str) else None
         rows = uow.tasks.pending_for(teacher.id, after, req.size + 1)  # type: ignore[arg-type]
         last = rows[req.size - 1] if len(rows) > req.size else None
-        token = paging.next_token(f"{last.page_id}/{last.requirement}", filters) if last else ""
+        token = tokens.next_token(actor, f"{last.page_id}/{last.requirement}", filters) if last else ""
         return Page(rows[: req.size], token)
 
     # -- handoffs ----------------------------------------------------------------
@@ -597,7 +596,14 @@ class Staff:
         return handoff
 
     def list_handoffs(
-        self, uow: UnitOfWork, actor: Actor, school: str, teacher_id: str, page_size: int, page_token: str
+        self,
+        uow: UnitOfWork,
+        actor: Actor,
+        school: str,
+        teacher_id: str,
+        page_size: int,
+        page_token: str,
+        tokens: Tokens,
     ) -> Page[Handoff]:
         school = self._school_of(actor, school)
         if not actor.acts_for(school):
@@ -607,11 +613,11 @@ class Staff:
             check.opaque_id(v, teacher_id, "teacher_id")
             v.raise_if_any()
         filters = ("handoffs", school, teacher_id)
-        req = paging.page_request(page_size, page_token, filters)
+        req = tokens.page_request(actor, page_size, page_token, filters)
         rows = uow.handoffs.page(
             school, teacher_id or None, req.after if isinstance(req.after, str) else None, req.size + 1
         )
-        token = paging.next_token(_handoff_key(rows[req.size - 1]), filters) if len(rows) > req.size else ""
+        token = tokens.next_token(actor, _handoff_key(rows[req.size - 1]), filters) if len(rows) > req.size else ""
         return Page(rows[: req.size], token)
 
     # -- log -------------------------------------------------------------------

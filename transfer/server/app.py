@@ -29,6 +29,7 @@ from transfer.domain.federation import Federation
 from transfer.domain.logbook import Logbook
 from transfer.domain.model import HandoffState, StoredCheckpoint
 from transfer.domain.pages import PagePolicy, Pages
+from transfer.domain.paging import Tokens
 from transfer.domain.ports import Clock, IdSource, RandomIds, SystemClock, UnitOfWork
 from transfer.domain.services import Directory, Records, TransferPolicy, Transfers
 from transfer.domain.signatures import SigningTrust
@@ -125,6 +126,8 @@ RECEIPT_LINGER_SECONDS = 0.005
 PRUNE_BATCH = 5_000
 # Due handoffs looked at per write transaction of the sweeper.
 HANDOFF_BATCH = 100
+# The node secret (in its database) that seals page tokens and watch cursors.
+TOKEN_SECRET = "page_tokens"
 
 
 def _prune(uow: UnitOfWork, older_than: datetime) -> int:
@@ -219,6 +222,7 @@ class Node:
         self.links: PeerLinks | None = None
         self.staff = Staff(trust, self.clock, self.ids, config.utc_offset)
         self.logbook: Logbook | None = None
+        self.tokens: Tokens | None = None
         self.stopped = asyncio.Event()
         self._publish_lock = asyncio.Lock()  # one publication at a time
         self._stopping: asyncio.Future[None] | None = None
@@ -252,13 +256,14 @@ class Node:
         store = self.store = Store(self.db, self.writer)
         try:
             await self._check_signed_before(store, logbook, parse_vkey(signer.vkey))
+            self.tokens = Tokens(await store.node_secret(TOKEN_SECRET))
         except BaseException:
             await self.db.close()
             self.db = self.writer = self.store = None
             raise
         self.writer.start()
         try:
-            await self._serve(cfg, store, logbook, creds)
+            await self._serve(cfg, store, logbook, creds, self.tokens)
         except BaseException:  # e.g. the port is taken: leave nothing running or open
             await self._abandon_start()
             raise
@@ -291,7 +296,9 @@ class Node:
             await self.db.close()
         self.db = self.writer = self.store = None
 
-    async def _serve(self, cfg: Config, store: Store, logbook: Logbook, creds: grpc.ServerCredentials) -> None:
+    async def _serve(
+        self, cfg: Config, store: Store, logbook: Logbook, creds: grpc.ServerCredentials, tokens: Tokens
+    ) -> None:
         auth = Authenticator(
             cfg.province,
             {p: peer.ca for p, peer in self.peers.items()},
@@ -311,18 +318,20 @@ class Node:
             ],
         )
         schools_pb2_grpc.add_SchoolDirectoryServiceServicer_to_server(
-            SchoolDirectoryServicer(store, auth, self.clock, Directory(cfg.province, self.clock)), server
+            SchoolDirectoryServicer(store, auth, self.clock, tokens, Directory(cfg.province, self.clock)), server
         )
         records_pb2_grpc.add_RecordServiceServicer_to_server(
-            RecordServicer(store, auth, self.clock, Records(self.clock, digest_key(logbook))), server
+            RecordServicer(store, auth, self.clock, tokens, Records(self.clock, digest_key(logbook))), server
         )
         transfers_pb2_grpc.add_TransferServiceServicer_to_server(
-            TransferServicer(store, auth, self.clock, self.transfers, self.notifier, cfg.log_origin, self.watch_quota),
+            TransferServicer(
+                store, auth, self.clock, tokens, self.transfers, self.notifier, cfg.log_origin, self.watch_quota
+            ),
             server,
         )
-        log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(store, auth, self.clock, logbook), server)
+        log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(store, auth, self.clock, tokens, logbook), server)
         pages_pb2_grpc.add_PageServiceServicer_to_server(
-            PageServicer(store, auth, self.clock, self.pages, cfg.log_origin), server
+            PageServicer(store, auth, self.clock, tokens, self.pages, cfg.log_origin), server
         )
         sealer = Sealer(cfg.province, self.seal_key)
         peers_pb2_grpc.add_PeerServiceServicer_to_server(
@@ -330,7 +339,7 @@ class Node:
         )
         peers_pb2_grpc.add_DeliveryServiceServicer_to_server(DeliveryServicer(store, auth, self.clock), server)
         staff_pb2_grpc.add_StaffServiceServicer_to_server(
-            StaffServicer(store, auth, self.clock, self.staff, cfg.log_origin), server
+            StaffServicer(store, auth, self.clock, tokens, self.staff, cfg.log_origin), server
         )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

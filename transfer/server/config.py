@@ -79,6 +79,7 @@ resolved against the config file's directory.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -216,6 +217,15 @@ ENV_PREFIX = "TRANSFER_"
 
 def _coerce(section: str, key: str, kind: type, value: Any, *, from_env: bool) -> Any:
     where = f"{section}.{key}"
+    value = _typed(where, kind, value, from_env=from_env)
+    # The operating system cuts names at a NUL: refuse it here rather than fail later.
+    texts = value if kind is list else [value]
+    if any(isinstance(t, str) and "\0" in t for t in texts):
+        raise ConfigError(f"{where}: must not contain a NUL character")
+    return value
+
+
+def _typed(where: str, kind: type, value: Any, *, from_env: bool) -> Any:
     if from_env:
         text = str(value).strip()
         try:
@@ -295,7 +305,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
             raw = tomllib.loads(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:  # not TOML, or not UTF-8
             raise ConfigError(f"{path}: {exc}") from None
         base = path.resolve().parent
     peers_raw = raw.pop("peers", []) if isinstance(raw, dict) else []
@@ -337,8 +347,8 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     if not 1 <= retention <= 3650:
         raise ConfigError("idempotency.retention_days: between 1 and 3650")
     sweep = get("transfers", "expiry_sweep_seconds", 30.0)
-    if sweep <= 0:
-        raise ConfigError("transfers.expiry_sweep_seconds: must be positive")
+    if not 0 < sweep < math.inf:  # NaN fails this too
+        raise ConfigError("transfers.expiry_sweep_seconds: must be positive and finite")
     level = get("logging", "level", "INFO").upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         raise ConfigError("logging.level: one of DEBUG, INFO, WARNING, ERROR")
@@ -350,8 +360,8 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError("server.max_batch: between 1 and 10000")
     port_file = get("node", "port_file", "")
     interval = get("log", "checkpoint_interval_seconds", 1.0)
-    if interval <= 0:
-        raise ConfigError("log.checkpoint_interval_seconds: must be positive")
+    if not 0 < interval < math.inf:  # NaN fails this too
+        raise ConfigError("log.checkpoint_interval_seconds: must be positive and finite")
     name = get("node", "name", f"hocba-node-{province}")
     latest_file = get("log", "latest_checkpoint_file", "")
     lock_dates = []
@@ -443,6 +453,9 @@ def _peers(raw: Any, base: Path, own: str) -> tuple[PeerConfig, ...]:
         for key in PEER_KEYS - {"server_name"}:
             if not isinstance(item.get(key), str) or not item[key]:
                 raise ConfigError(f"{where}.{key} is required (a string)")
+        for key, text in item.items():
+            if isinstance(text, str) and "\0" in text:
+                raise ConfigError(f"{where}.{key}: must not contain a NUL character")
         province = item["province"]
         if not is_province(province) or province == own:
             raise ConfigError(f"{where}.province: {province!r} must be another province's code")

@@ -6,13 +6,11 @@ objects back. Enum numbers are shared by construction (see model.py).
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from transfer.domain.errors import FieldViolation, InvalidArgument
 from transfer.domain.model import (
     Duty,
     DutyKey,
@@ -90,41 +88,9 @@ def transfer_pb(t: Transfer) -> transfers_pb2.Transfer:
     return msg
 
 
-_CURSOR_PREFIX = b"ev1:"
-_MAX_SEQ = 2**63 - 1
-
-
-def cursor(seq: int) -> str:
-    return base64.urlsafe_b64encode(_CURSOR_PREFIX + str(seq).encode()).rstrip(b"=").decode()
-
-
-def parse_cursor(value: str) -> int:
-    """The event sequence number a cursor stands for; 0 for an empty cursor."""
-    if not value:
-        return 0
-    try:
-        raw = base64.urlsafe_b64decode(value.encode() + b"=" * (-len(value) % 4))
-        if not raw.startswith(_CURSOR_PREFIX):
-            raise ValueError("prefix")
-        digits = raw[len(_CURSOR_PREFIX) :]
-        # Exactly what cursor() writes: ASCII digits, no sign, spaces or underscores, within 64 bits.
-        if not digits.isdigit() or not digits.isascii() or len(digits) > 19:
-            raise ValueError("not a sequence number")
-        seq = int(digits)
-        if seq > _MAX_SEQ:
-            raise ValueError("too large")
-        return seq
-    except ValueError as exc:
-        raise InvalidArgument(
-            "INVALID_CURSOR",
-            "cursor is not one this service issued",
-            field_violations=(FieldViolation("cursor", "not a cursor this service issued", "INVALID_CURSOR"),),
-        ) from exc
-
-
-def event_pb(e: TransferEvent) -> transfers_pb2.WatchTransfersResponse:
+def event_pb(e: TransferEvent, cursor: str) -> transfers_pb2.WatchTransfersResponse:
     return transfers_pb2.WatchTransfersResponse(
-        cursor=cursor(e.seq), transfer=transfer_pb(e.transfer), event_time=timestamp(e.occurred_at)
+        cursor=cursor, transfer=transfer_pb(e.transfer), event_time=timestamp(e.occurred_at)
     )
 
 

@@ -34,6 +34,7 @@ from transfer.domain.errors import (
 from transfer.domain.logbook import Logbook
 from transfer.domain.model import Actor, Logged, Role, Transfer, TransferState
 from transfer.domain.pages import AddPage, Pages, PageView, ReplacePage, SignPage
+from transfer.domain.paging import Tokens
 from transfer.domain.ports import Clock, ReadAhead, UnitOfWork
 from transfer.domain.services import Directory, Records, Transfers, run_idempotent
 from transfer.domain.staff import AssignDuty, RecordDeparture, RegisterTeacher, Staff, parse_duty
@@ -191,8 +192,9 @@ class _Base:
 
 
 class SchoolDirectoryServicer(_Base, schools_pb2_grpc.SchoolDirectoryServiceServicer):
-    def __init__(self, store: Store, auth: Authenticator, clock: Clock, directory: Directory) -> None:
+    def __init__(self, store: Store, auth: Authenticator, clock: Clock, tokens: Tokens, directory: Directory) -> None:
         super().__init__(store, auth, clock)
+        self.tokens = tokens
         self.directory = directory
 
     @_guard
@@ -246,7 +248,7 @@ class SchoolDirectoryServicer(_Base, schools_pb2_grpc.SchoolDirectoryServiceServ
     @_guard
     async def ListSchools(self, request: schools_pb2.ListSchoolsRequest, actor: Actor) -> Any:
         page = await self.store.read(
-            lambda uow: self.directory.list_schools(uow, actor, request.page_size, request.page_token)
+            lambda uow: self.directory.list_schools(uow, actor, request.page_size, request.page_token, self.tokens)
         )
         return schools_pb2.ListSchoolsResponse(
             schools=[convert.school_pb(s) for s in page.items], next_page_token=page.next_page_token
@@ -254,8 +256,9 @@ class SchoolDirectoryServicer(_Base, schools_pb2_grpc.SchoolDirectoryServiceServ
 
 
 class RecordServicer(_Base, records_pb2_grpc.RecordServiceServicer):
-    def __init__(self, store: Store, auth: Authenticator, clock: Clock, records: Records) -> None:
+    def __init__(self, store: Store, auth: Authenticator, clock: Clock, tokens: Tokens, records: Records) -> None:
         super().__init__(store, auth, clock)
+        self.tokens = tokens
         self.records = records
 
     @_guard
@@ -284,7 +287,9 @@ class RecordServicer(_Base, records_pb2_grpc.RecordServiceServicer):
     @_guard
     async def ListRecords(self, request: records_pb2.ListRecordsRequest, actor: Actor) -> Any:
         page = await self.store.read(
-            lambda uow: self.records.list_records(uow, actor, request.school, request.page_size, request.page_token)
+            lambda uow: self.records.list_records(
+                uow, actor, request.school, request.page_size, request.page_token, self.tokens
+            )
         )
         return records_pb2.ListRecordsResponse(
             records=[convert.record_pb(r) for r in page.items], next_page_token=page.next_page_token
@@ -297,12 +302,14 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
         store: Store,
         auth: Authenticator,
         clock: Clock,
+        tokens: Tokens,
         transfers: Transfers,
         notifier: Notifier,
         origin: str,
         watch_quota: StreamQuota,
     ) -> None:
         super().__init__(store, auth, clock)
+        self.tokens = tokens
         self.transfers = transfers
         self.notifier = notifier
         self.origin = origin
@@ -374,7 +381,9 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
     async def ListTransfers(self, request: transfers_pb2.ListTransfersRequest, actor: Actor) -> Any:
         query = commands.ListTransfers.parse(request.school, request.direction, list(request.states))
         page = await self.store.read(
-            lambda uow: self.transfers.list_transfers(uow, actor, query, request.page_size, request.page_token)
+            lambda uow: self.transfers.list_transfers(
+                uow, actor, query, request.page_size, request.page_token, self.tokens
+            )
         )
         return transfers_pb2.ListTransfersResponse(
             transfers=[convert.transfer_pb(t) for t in page.items], next_page_token=page.next_page_token
@@ -385,15 +394,17 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
         self, request: transfers_pb2.WatchTransfersRequest, actor: Actor
     ) -> AsyncIterator[transfers_pb2.WatchTransfersResponse]:
         school = self.transfers.watch_school(actor, request.school)
-        after = convert.parse_cursor(request.cursor)
         with self.watch_quota.hold(actor.principal), self.notifier.subscribe(school) as changes:
+            after = await self.store.read(
+                lambda uow: self.transfers.watch_from(uow, actor, school, request.cursor, self.tokens)
+            )
             while True:
                 changes.clear()
                 events = await self.store.read(
                     functools.partial(self.transfers.events_after, school=school, after_seq=after, limit=WATCH_BATCH)
                 )
                 for event in events:
-                    yield convert.event_pb(event)
+                    yield convert.event_pb(event, self.tokens.cursor(actor, school, event))
                     after = event.seq
                 if len(events) == WATCH_BATCH:
                     continue
@@ -407,8 +418,9 @@ class LogServicer(_Base, log_pb2_grpc.LogServiceServicer):
 
     peers_allowed = True
 
-    def __init__(self, store: Store, auth: Authenticator, clock: Clock, logbook: Logbook) -> None:
+    def __init__(self, store: Store, auth: Authenticator, clock: Clock, tokens: Tokens, logbook: Logbook) -> None:
         super().__init__(store, auth, clock)
+        self.tokens = tokens
         self.logbook = logbook
 
     @_guard
@@ -419,7 +431,9 @@ class LogServicer(_Base, log_pb2_grpc.LogServiceServicer):
     @_guard
     async def ListEntries(self, request: log_pb2.ListEntriesRequest, actor: Actor) -> Any:
         page = await self.store.read(
-            lambda uow: self.logbook.entries(uow, request.start, request.end, request.page_size, request.page_token)
+            lambda uow: self.logbook.entries(
+                uow, actor, request.start, request.end, request.page_size, request.page_token, self.tokens
+            )
         )
         return log_pb2.ListEntriesResponse(
             entries=[log_pb2.LogEntry(index=i, leaf=leaf) for i, leaf in page.items],
@@ -449,8 +463,11 @@ def _logged_page(response_type: type[M], origin: str) -> Callable[[Logged[PageVi
 
 
 class PageServicer(_Base, pages_pb2_grpc.PageServiceServicer):
-    def __init__(self, store: Store, auth: Authenticator, clock: Clock, pages: Pages, origin: str) -> None:
+    def __init__(
+        self, store: Store, auth: Authenticator, clock: Clock, tokens: Tokens, pages: Pages, origin: str
+    ) -> None:
         super().__init__(store, auth, clock)
+        self.tokens = tokens
         self.pages = pages
         self.origin = origin  # the log's, named in each receipt
 
@@ -510,7 +527,9 @@ class PageServicer(_Base, pages_pb2_grpc.PageServiceServicer):
     @_guard
     async def ListPages(self, request: pages_pb2.ListPagesRequest, actor: Actor) -> Any:
         page = await self.store.read(
-            lambda uow: self.pages.list_pages(uow, actor, request.lookup_code, request.page_size, request.page_token)
+            lambda uow: self.pages.list_pages(
+                uow, actor, request.lookup_code, request.page_size, request.page_token, self.tokens
+            )
         )
         return pages_pb2.ListPagesResponse(
             pages=[convert.page_pb(v) for v in page.items], next_page_token=page.next_page_token
@@ -518,8 +537,11 @@ class PageServicer(_Base, pages_pb2_grpc.PageServiceServicer):
 
 
 class StaffServicer(_Base, staff_pb2_grpc.StaffServiceServicer):
-    def __init__(self, store: Store, auth: Authenticator, clock: Clock, staff: Staff, origin: str) -> None:
+    def __init__(
+        self, store: Store, auth: Authenticator, clock: Clock, tokens: Tokens, staff: Staff, origin: str
+    ) -> None:
         super().__init__(store, auth, clock)
+        self.tokens = tokens
         self.staff = staff
         self.origin = origin  # the log's, named in each receipt
 
@@ -557,7 +579,9 @@ class StaffServicer(_Base, staff_pb2_grpc.StaffServiceServicer):
     @_guard
     async def ListTeachers(self, request: staff_pb2.ListTeachersRequest, actor: Actor) -> Any:
         page = await self.store.read(
-            lambda uow: self.staff.list_teachers(uow, actor, request.school, request.page_size, request.page_token)
+            lambda uow: self.staff.list_teachers(
+                uow, actor, request.school, request.page_size, request.page_token, self.tokens
+            )
         )
         return staff_pb2.ListTeachersResponse(
             teachers=[convert.teacher_pb(t) for t in page.items], next_page_token=page.next_page_token
@@ -592,7 +616,9 @@ class StaffServicer(_Base, staff_pb2_grpc.StaffServiceServicer):
     @_guard
     async def ListSigningTasks(self, request: staff_pb2.ListSigningTasksRequest, actor: Actor) -> Any:
         def read(uow: UnitOfWork) -> tuple[Any, dict[str, bytes]]:
-            page = self.staff.list_tasks(uow, actor, request.teacher_id, request.page_size, request.page_token)
+            page = self.staff.list_tasks(
+                uow, actor, request.teacher_id, request.page_size, request.page_token, self.tokens
+            )
             digests = {}
             for task in page.items:
                 found = uow.pages.get(task.page_id)
@@ -629,7 +655,7 @@ class StaffServicer(_Base, staff_pb2_grpc.StaffServiceServicer):
     async def ListHandoffs(self, request: staff_pb2.ListHandoffsRequest, actor: Actor) -> Any:
         page = await self.store.read(
             lambda uow: self.staff.list_handoffs(
-                uow, actor, request.school, request.teacher_id, request.page_size, request.page_token
+                uow, actor, request.school, request.teacher_id, request.page_size, request.page_token, self.tokens
             )
         )
         return staff_pb2.ListHandoffsResponse(
