@@ -346,6 +346,10 @@ class Dispatcher:
         # Messages whose attempt crashed and whose retry could not be recorded
         # either: left alone until this (monotonic) time, not retried in a loop.
         self._resting: dict[int, float] = {}
+        # Attempts ended, numbered: a lookup that began before an attempt's outcome was recorded may
+        # read the message as it was before (due), and must not start it again.
+        self._ended = 0
+        self._ended_at: dict[int, int] = {}
         self._verified_checkpoints: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()
         # Peers whose messages may be backed off for the peer's sake (it could not be reached): all
         # of them at start, since the schedule in the database may come from before a restart.
@@ -377,11 +381,19 @@ class Dispatcher:
                 # Cleared before looking, so a message queued (or a full peer's
                 # slot freed) while we look wakes the next wait.
                 self.wake.clear()
+                looked = self._ended
                 due = await self.store.read(functools.partial(_due, now=self.clock.now(), skip=self._saturated()))
+                # Attempts that ended while we looked: what we read of them may be older than their outcome.
+                stale = {m for m, at in self._ended_at.items() if at >= looked}
+                self._ended_at = {m: self._ended_at[m] for m in stale}
                 started = 0
                 waiting: dict[str, dict[int, OutboxMessage]] = {}
                 for message in due:
-                    if message.id in self._in_flight or self._resting.get(message.id, 0.0) > time.monotonic():
+                    if (
+                        message.id in self._in_flight
+                        or message.id in stale
+                        or self._resting.get(message.id, 0.0) > time.monotonic()
+                    ):
                         continue
                     if self._busy[message.peer] >= PER_PEER:
                         waiting.setdefault(message.peer, {})[message.id] = message
@@ -457,6 +469,8 @@ class Dispatcher:
                 self._resting[message.id] = time.monotonic() + CRASH_REST_SECONDS
         finally:
             self._in_flight.discard(message.id)
+            self._ended_at[message.id] = self._ended
+            self._ended += 1
             was_full = self._busy[message.peer] >= PER_PEER
             self._busy[message.peer] -= 1
             if not self._busy[message.peer]:
