@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from transfer.ledger.note import (
     MAX_SIGNATURES,
     Checkpoint,
+    CosignatureV1Signer,
     CosignatureV1Verifier,
     ECDSAVerifier,
     Ed25519Signer,
@@ -28,6 +29,7 @@ from transfer.ledger.note import (
     NoteError,
     Signature,
     cosignature_message,
+    cosignature_signer,
     cosignature_timestamp,
     generate_key,
     key_id,
@@ -38,6 +40,7 @@ from transfer.ledger.note import (
     parse_skey,
     parse_vkey,
     sign_note,
+    signature_line,
     vkey_for,
 )
 
@@ -281,6 +284,59 @@ def test_cosignature_timestamp_above_2_63_is_refused() -> None:
     with pytest.raises(NoteError, match="2\\^63"):
         cosignature_timestamp((2**63).to_bytes(8, "big") + bytes(64))
     assert cosignature_message("x\n", 2**63 - 1) == b"cosignature/v1\ntime 9223372036854775807\nx\n"
+
+
+def test_every_cosignature_on_the_real_checkpoint_is_a_cosignature_v1() -> None:
+    """The arche checkpoint's four witness lines are 4+8+64-byte cosignature/v1 payloads of one timestamp
+    (the remora vector's); the remora line is the one its vkey verifies, the log's RFC 6962 line is not one."""
+    note = parse_note(ARCHE_NOTE["signed_note"])
+    witnesses = [s for s in note.signatures if s.name != ARCHE_NOTE["checkpoint"]["origin"]]
+    assert [s.name for s in witnesses] == [
+        "transparency.dev/DEV:witness-little-garden",
+        "witness1.smartit.nu/witness1",
+        "remora.n621.de",
+        "witness.stagemole.eu",
+    ]
+    assert {cosignature_timestamp(s.data) for s in witnesses} == {REMORA["timestamp"]}
+    remora = parse_vkey(REMORA["cosigner_vkey"])
+    text = note.text.encode()
+    assert [remora.verify(text, s.data) for s in witnesses if s.key_id == remora.key_id] == [True]
+    assert next(s for s in witnesses if s.name == "remora.n621.de").key_id == remora.key_id
+
+
+def test_cosigner_signs_the_documented_message() -> None:
+    """CosignatureV1Signer: key ID with type 0x04, signature = Ed25519 over the vector's exact signed message
+    (deterministic, so checked byte for byte against a signature made without the module), 4+8+64 line."""
+    seed = bytes.fromhex(KEY["EnochRoot"]["ed25519_seed_hex"])
+    key = ed25519.Ed25519PrivateKey.from_private_bytes(seed)
+    signer = CosignatureV1Signer("witness.example/w1", key)
+    pub = key.public_key().public_bytes_raw()
+    assert signer.key_id == hashlib.sha256(b"witness.example/w1\n\x04" + pub).digest()[:4]
+    assert signer.vkey == f"witness.example/w1+{signer.key_id.hex()}+" + b64e(bytes([0x04]) + pub)
+    sig = signer.cosign(REMORA["checkpoint_body"], REMORA["timestamp"])
+    assert sig.data == REMORA["timestamp"].to_bytes(8, "big") + key.sign(REMORA["signed_message"].encode())
+    line = signature_line(sig)
+    assert line == "\u2014 witness.example/w1 " + b64e(signer.key_id + sig.data) + "\n"
+    assert len(b64d(line.split(" ")[2].rstrip("\n"))) == 4 + 8 + 64
+    signed = ARCHE_NOTE["signed_note"] + line
+    _, verified = open_note(signed, [parse_vkey(signer.vkey), parse_vkey(REMORA["cosigner_vkey"])])
+    assert [s.name for s in verified] == ["remora.n621.de", "witness.example/w1"]
+    # Built from the Go-format skey the witness keeps on disk: same key, type 0x04 identity.
+    from_skey = cosignature_signer(skey_of(KEY["EnochRoot"]))
+    assert from_skey.name == "EnochRoot" and from_skey.public_key == pub
+    assert from_skey.key_id == key_id("EnochRoot", 0x04, pub) != bytes.fromhex(KEY["EnochRoot"]["key_id_hex"])
+
+
+def test_cosigner_refuses_what_is_not_a_checkpoint_text() -> None:
+    """A cosignature needs a note text ending in a newline and a timestamp within 0..2^63-1; a non-Ed25519 skey
+    cannot make a cosigner."""
+    signer = CosignatureV1Signer("w", ed25519.Ed25519PrivateKey.from_private_bytes(bytes(32)))
+    with pytest.raises(NoteError):
+        signer.cosign("no newline", 1)
+    with pytest.raises(NoteError, match="out of range"):
+        signer.cosign("x\n", 2**63)
+    with pytest.raises(NoteError):
+        cosignature_signer(KEY["PeterNeumann"]["vkey"])
 
 
 # -- other_signature_types / cosignatures_mldsa44 -----------------------------

@@ -48,6 +48,7 @@ __all__ = [
     "SIG_ECDSA",
     "SIG_ED25519",
     "Checkpoint",
+    "CosignatureV1Signer",
     "CosignatureV1Verifier",
     "ECDSAVerifier",
     "Ed25519Signer",
@@ -59,6 +60,7 @@ __all__ = [
     "Signer",
     "Verifier",
     "cosignature_message",
+    "cosignature_signer",
     "cosignature_timestamp",
     "generate_key",
     "key_id",
@@ -70,6 +72,7 @@ __all__ = [
     "parse_skey",
     "parse_vkey",
     "sign_note",
+    "signature_line",
     "vkey_for",
 ]
 
@@ -418,6 +421,61 @@ def cosignature_timestamp(data: bytes) -> int:
     if timestamp > _MAX_TIMESTAMP:
         raise NoteError(f"cosignature timestamp {timestamp} exceeds 2^63-1")
     return timestamp
+
+
+class CosignatureV1Signer:
+    """A witness's cosignature/v1 key (type 0x04, c2sp.org/tlog-cosignature).
+
+    The key ID is computed with type byte 0x04, so the same Ed25519 key never
+    yields a line that a type 0x01 verifier of that name would take for its own.
+    The signed message does not name the witness: one key serves one witness.
+    """
+
+    __slots__ = ("_key", "key_id", "name", "public_key")
+
+    name: str
+    key_id: bytes
+    public_key: bytes
+
+    def __init__(self, name: str, private_key: ed25519.Ed25519PrivateKey) -> None:
+        _check_name(name, "cosigner")
+        self.name = name
+        self._key = private_key
+        self.public_key = private_key.public_key().public_bytes_raw()
+        self.key_id = key_id(name, SIG_COSIGNATURE_V1, self.public_key)
+
+    @property
+    def vkey(self) -> str:
+        """The type 0x04 verifier key that checks this witness's cosignatures."""
+        return _encode_key(self.name, self.key_id, SIG_COSIGNATURE_V1, self.public_key)
+
+    def cosign(self, text: str, timestamp: int) -> Signature:
+        """The cosignature of a checkpoint's note text at `timestamp` (POSIX seconds)."""
+        message = cosignature_message(_check_text(text), timestamp)
+        return Signature(self.name, self.key_id, timestamp.to_bytes(_TIMESTAMP_SIZE, "big") + self._key.sign(message))
+
+    def __repr__(self) -> str:  # never the private key
+        return f"CosignatureV1Signer({self.name}+{self.key_id.hex()})"
+
+
+def cosignature_signer(skey: str) -> CosignatureV1Signer:
+    """A cosigner from an Ed25519 skey in Go's format (PRIVATE+KEY+<name>+<id>+base64(0x01 || seed)).
+
+    The private key file is the ordinary note key (as transparency-dev's
+    NewSignerForCosignatureV1 reads it); the cosigner's own key ID and vkey use type 0x04.
+    """
+    signer = parse_skey(skey)
+    if not isinstance(signer, Ed25519Signer):
+        raise NoteError("a cosigner key must be an Ed25519 key")
+    return CosignatureV1Signer(signer.name, signer._key)
+
+
+def signature_line(sig: Signature) -> str:
+    """One note signature line, "— <name> base64(key ID || signature)", with its newline."""
+    _check_name(sig.name, "signature")
+    if len(sig.key_id) != 4 or not sig.data:
+        raise NoteError(f"signature by {sig.name}: want a 4-byte key ID and a signature")
+    return f"{_SIG_PREFIX}{sig.name} {_b64(sig.key_id + sig.data)}\n"
 
 
 # -- notes --------------------------------------------------------------------

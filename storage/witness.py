@@ -1,0 +1,118 @@
+"""A witness's state file (SQLite, standard library): per origin the checkpoint it last cosigned,
+and the split-view evidence it kept.
+
+Standalone: the witness is its own program with its own small file, so this uses `sqlite3`
+directly rather than the node's SQLAlchemy engine and migrations. Each add-checkpoint runs in
+one `BEGIN IMMEDIATE` transaction: the read of the stored size, the check and the write of the
+new checkpoint happen under SQLite's write lock, so two racing requests cannot both pass the
+check against the same old size (c2sp.org/tlog-witness asks for exactly this atomicity).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from transfer.ledger.witness import Evidence, Stored
+
+__all__ = ["WitnessState", "WitnessTransaction"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cosigned (
+    origin TEXT PRIMARY KEY,
+    size TEXT NOT NULL,           -- decimal: a uint64 does not fit SQLite's INTEGER
+    root BLOB NOT NULL,
+    note TEXT NOT NULL,           -- the log's signed note as submitted
+    cosignature TEXT NOT NULL,    -- the signature line(s) the witness returned
+    cosigned_at INTEGER NOT NULL  -- the cosignature's timestamp, POSIX seconds
+);
+CREATE TABLE IF NOT EXISTS evidence (
+    id INTEGER PRIMARY KEY,
+    origin TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    document TEXT NOT NULL        -- Evidence.to_json()
+);
+"""
+
+
+class WitnessTransaction:
+    """One add-checkpoint's view of the state, inside its write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def get(self, origin: str) -> Stored | None:
+        row = self._conn.execute("SELECT size, root, note FROM cosigned WHERE origin = ?", (origin,)).fetchone()
+        if row is None:
+            return None
+        return Stored(int(row[0]), bytes(row[1]), row[2])
+
+    def put(self, origin: str, size: int, root: bytes, note: str, cosignature: str, timestamp: int) -> None:
+        self._conn.execute(
+            "INSERT INTO cosigned (origin, size, root, note, cosignature, cosigned_at) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (origin) DO UPDATE SET size = excluded.size, root = excluded.root, note = excluded.note, "
+            "cosignature = excluded.cosignature, cosigned_at = excluded.cosigned_at",
+            (origin, str(size), root, note, cosignature, timestamp),
+        )
+
+    def keep_evidence(self, evidence: Evidence, received_at: int) -> None:
+        self._conn.execute(
+            "INSERT INTO evidence (origin, received_at, document) VALUES (?, ?, ?)",
+            (evidence.origin, received_at, evidence.to_json()),
+        )
+
+
+class WitnessState:
+    """The state file. Each call opens its own connection, so request threads share nothing."""
+
+    def __init__(self, path: Path, *, busy_timeout: float = 10.0) -> None:
+        self.path = path
+        self._busy_timeout = busy_timeout
+        conn = self._connect()
+        try:
+            conn.executescript(_SCHEMA)
+        finally:
+            conn.close()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = FULL")  # a cosignature is returned only once its state is on disk
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[WitnessTransaction]:
+        """A write transaction: committed when the block ends, rolled back if it raises."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield WitnessTransaction(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    def cosigned(self, origin: str) -> tuple[Stored, str] | None:
+        """What was last cosigned for `origin` and the cosignature line(s) returned for it."""
+        conn = self._connect()
+        try:
+            row = conn.execute(
+                "SELECT size, root, note, cosignature FROM cosigned WHERE origin = ?", (origin,)
+            ).fetchone()
+        finally:
+            conn.close()
+        return None if row is None else (Stored(int(row[0]), bytes(row[1]), row[2]), row[3])
+
+    def evidence(self) -> list[Evidence]:
+        """Every split-view evidence kept, oldest first."""
+        conn = self._connect()
+        try:
+            rows = conn.execute("SELECT document FROM evidence ORDER BY id").fetchall()
+        finally:
+            conn.close()
+        return [Evidence.from_json(row[0]) for row in rows]

@@ -1,0 +1,139 @@
+"""The witness's HTTP service (c2sp.org/tlog-witness `add-checkpoint`), on the standard library.
+
+`Witness.add_checkpoint` is the whole protocol: parse, check the origin and the log's
+signature, then in one write transaction read the stored checkpoint, check consistency,
+and store the new checkpoint (or the evidence of a split view), and only after the commit
+cosign. `serve` wraps it in a `ThreadingHTTPServer`; each request has its own connection
+to the state file, and SQLite's write lock orders racing requests.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from storage.witness import WitnessState
+from transfer.ledger.note import CosignatureV1Signer, Verifier, signature_line
+from transfer.ledger.witness import Refusal, check_consistency, open_submitted, parse_add_checkpoint
+
+__all__ = ["MAX_BODY", "Response", "Witness", "make_server"]
+
+log = logging.getLogger("transfer.witness")
+
+# An add-checkpoint body is an old line, at most 63 proof lines and a checkpoint note of at most
+# 100 signatures (note.MAX_SIGNATURES): well under this.
+MAX_BODY = 64 * 1024
+
+TEXT = "text/plain; charset=utf-8"
+SIZE = "text/x.tlog.size"
+
+
+@dataclass(frozen=True)
+class Response:
+    """An HTTP answer: status, content type, body."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+class Witness:
+    """The add-checkpoint rules over a state file, for the configured logs (origin -> verifier keys)."""
+
+    def __init__(
+        self,
+        signer: CosignatureV1Signer,
+        state: WitnessState,
+        logs: dict[str, list[Verifier]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.signer = signer
+        self.state = state
+        self.logs = logs
+        self._clock = clock
+
+    def add_checkpoint(self, body: bytes) -> Response:
+        try:
+            return self._add(body)
+        except Refusal as refusal:
+            log.info("add-checkpoint refused: %d %s", refusal.status, refusal.reason)
+            if refusal.status == HTTPStatus.CONFLICT:
+                return Response(refusal.status, SIZE, f"{refusal.stored_size}\n".encode())
+            return Response(refusal.status, TEXT, f"{refusal.reason}\n".encode())
+
+    def _add(self, body: bytes) -> Response:
+        request = parse_add_checkpoint(body)
+        checkpoint = open_submitted(request.note, self.logs)
+        # A cosignature must carry a time (tlog-witness: "the timestamp MUST NOT be zero").
+        timestamp = max(1, int(self._clock()))
+        text = checkpoint.text()
+        line = signature_line(self.signer.cosign(text, timestamp))
+        contradiction: Refusal | None = None
+        with self.state.transaction() as tx:
+            try:
+                check_consistency(tx.get(checkpoint.origin), request, checkpoint)
+            except Refusal as refusal:
+                if refusal.evidence is None:
+                    raise
+                # Keep the two signed checkpoints (committed with this transaction), then refuse.
+                tx.keep_evidence(refusal.evidence, timestamp)
+                contradiction = refusal
+            else:
+                tx.put(checkpoint.origin, checkpoint.size, checkpoint.root, request.note, line, timestamp)
+        if contradiction is not None:
+            log.warning("split view kept as evidence for %s: %s", checkpoint.origin, contradiction.reason)
+            raise contradiction
+        log.info("cosigned %s at size %d", checkpoint.origin, checkpoint.size)
+        return Response(HTTPStatus.OK, TEXT, line.encode())
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"  # keep-alive, as the spec recommends
+
+    def do_POST(self) -> None:
+        if self.path != self.server.add_path:
+            self._send(Response(HTTPStatus.NOT_FOUND, TEXT, b"not found\n"))
+            return
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self._send(Response(HTTPStatus.LENGTH_REQUIRED, TEXT, b"Content-Length required\n"))
+            return
+        if int(length) > MAX_BODY:
+            self.close_connection = True
+            self._send(Response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, TEXT, b"body too large\n"))
+            return
+        self._send(self.server.witness.add_checkpoint(self.rfile.read(int(length))))
+
+    def do_GET(self) -> None:
+        self._send(Response(HTTPStatus.METHOD_NOT_ALLOWED if self.path == self.server.add_path else 404, TEXT, b""))
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        if response.status == HTTPStatus.METHOD_NOT_ALLOWED:
+            self.send_header("Allow", "POST")
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("%s %s", self.address_string(), format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], witness: Witness, prefix: str) -> None:
+        super().__init__(address, _Handler)
+        self.witness = witness
+        self.add_path = f"{prefix}/add-checkpoint"
+
+
+def make_server(host: str, port: int, witness: Witness, prefix: str = "") -> ThreadingHTTPServer:
+    """An HTTP server answering `POST <prefix>/add-checkpoint`; call serve_forever() on it."""
+    return _Server((host, port), witness, prefix.rstrip("/"))
