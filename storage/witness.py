@@ -17,7 +17,7 @@ from pathlib import Path
 
 from transfer.ledger.witness import Evidence, Stored
 
-__all__ = ["WitnessState", "WitnessTransaction"]
+__all__ = ["StateUnavailable", "WitnessState", "WitnessTransaction"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cosigned (
@@ -35,6 +35,10 @@ CREATE TABLE IF NOT EXISTS evidence (
     document TEXT NOT NULL        -- Evidence.to_json()
 );
 """
+
+
+class StateUnavailable(Exception):
+    """The state file could not be read or written (locked past the busy timeout, disk full, ...)."""
 
 
 class WitnessTransaction:
@@ -85,7 +89,10 @@ class WitnessState:
     @contextmanager
     def transaction(self) -> Iterator[WitnessTransaction]:
         """A write transaction: committed when the block ends, rolled back if it raises."""
-        conn = self._connect()
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:
+            raise StateUnavailable(str(exc)) from None
         try:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -94,6 +101,8 @@ class WitnessState:
                 conn.execute("ROLLBACK")
                 raise
             conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StateUnavailable(str(exc)) from None
         finally:
             conn.close()
 

@@ -5,6 +5,7 @@ built with transfer/ledger/merkle.py; its state across restarts and races; split
 from __future__ import annotations
 
 import base64
+import hashlib
 import http.client
 import re
 import subprocess
@@ -118,11 +119,11 @@ class WitnessProcess:
             self.proc.kill()
             self.proc.wait(10)
 
-    def post(self, data: bytes, path: str = "/add-checkpoint") -> tuple[int, str, str]:
-        """(status, content type, body) of one POST."""
+    def post(self, data: bytes, path: str = "/add-checkpoint", method: str = "POST") -> tuple[int, str, str]:
+        """(status, content type, body) of one request."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         try:
-            conn.request("POST", path, body=data, headers={"Content-Type": "text/plain"})
+            conn.request(method, path, body=data or None, headers={"Content-Type": "text/plain"})
             resp = conn.getresponse()
             return resp.status, resp.getheader("Content-Type", ""), resp.read().decode()
         finally:
@@ -279,6 +280,23 @@ def test_state_survives_a_restart(witness: WitnessProcess, log_key: str) -> None
     cosign_ok(witness, log, old=10)
 
 
+def test_the_latest_cosigned_checkpoint_is_served(witness: WitnessProcess, log_key: str) -> None:
+    """GET /<sha256 hex of the origin>/checkpoint: 404 before any cosignature, then the last cosigned checkpoint
+    with the log's signature and the witness's cosignature, both verifying; GET on add-checkpoint is 405."""
+    path = f"/{hashlib.sha256(ORIGIN.encode()).hexdigest()}/checkpoint"
+    assert witness.post(b"", path, method="GET")[0] == 404
+    log = TreeLog(log_key).grow(3)
+    cosign_ok(witness, log, old=0)
+    cosign_ok(witness, log.grow(5), old=3)
+    status, _, text = witness.post(b"", path, method="GET")
+    assert status == 200
+    assert text.startswith(log.checkpoint(5))
+    _, verified = open_note(text, [parse_vkey(log.signer.vkey), parse_vkey(witness.vkey)])
+    assert [s.name for s in verified] == [ORIGIN, "witness.example/w1"]
+    assert witness.post(b"", f"/{hashlib.sha256(b'x').hexdigest()}/checkpoint", method="GET")[0] == 404
+    assert witness.post(b"", "/add-checkpoint", method="GET")[0] == 405
+
+
 def test_racing_submissions_from_one_old_size_cosign_only_one(witness: WitnessProcess, log_key: str) -> None:
     """Two submissions with old = the stored size, sent at once: one is cosigned, the other gets 409 with the
     size the first stored (the check and the write are one transaction, so neither rolls the other back)."""
@@ -383,3 +401,29 @@ def test_rules_without_http() -> None:
     assert parse_add_checkpoint(body(5, log.proof(5), log.checkpoint())).old == 5
     with pytest.raises(Refusal, match="63"):
         parse_add_checkpoint(body(1, [bytes(32)] * 64, log.checkpoint()))
+
+
+def test_unusable_configuration_and_keys_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """serve refuses a config without logs, with a bad vkey or a missing key file; generate-key never overwrites a
+    key; verify-evidence refuses a file that is not evidence: each exits 2 with one line saying why."""
+    key = tmp_path / "w.key"
+    assert witness_main(["generate-key", "w.example/w", str(key)]) == 0
+    assert capsys.readouterr().out.startswith("w.example/w+")
+    assert witness_main(["generate-key", "w.example/w", str(key)]) == 2
+    assert "never overwritten" in capsys.readouterr().err
+    cases = {
+        'key_file = "w.key"\nstate_file = "s.sqlite"\n': "at least one [[log]]",
+        'key_file = "w.key"\nstate_file = "s.sqlite"\n[[log]]\norigin = "o"\nvkeys = ["o+00000000+AQ=="]\n': "log 'o'",
+        'key_file = "none.key"\nstate_file = "s.sqlite"\n[[log]]\norigin = "o"\n'
+        f'vkeys = ["{generate_key("o")[1]}"]\n': "not a witness key",
+        'listen = "nowhere"\nkey_file = "w.key"\nstate_file = "s.sqlite"\n': "host:port",
+        'key_file = "w.key"\nstate_file = "s.sqlite"\ncolour = "blue"\n': "unknown settings",
+    }
+    for text, why in cases.items():
+        (tmp_path / "w.toml").write_text(text, encoding="utf-8")
+        assert witness_main(["serve", "--config", str(tmp_path / "w.toml")]) == 2, text
+        err = capsys.readouterr().err
+        assert why in err and err.count("\n") == 1, err
+    (tmp_path / "e.json").write_text('{"format": "other"}', encoding="utf-8")
+    assert witness_main(["verify-evidence", str(tmp_path / "e.json"), "--vkey", generate_key("o")[1]]) == 2
+    assert "format" in capsys.readouterr().err

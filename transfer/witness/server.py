@@ -2,13 +2,16 @@
 
 `Witness.add_checkpoint` is the whole protocol: parse, check the origin and the log's
 signature, then in one write transaction read the stored checkpoint, check consistency,
-and store the new checkpoint (or the evidence of a split view), and only after the commit
-cosign. `serve` wraps it in a `ThreadingHTTPServer`; each request has its own connection
-to the state file, and SQLite's write lock orders racing requests.
+and store the new checkpoint with its cosignature (or the evidence of a split view); the
+cosignature is returned only after that commit. `Witness.latest` serves the monitoring
+endpoint (`GET <prefix>/<origin hash>/checkpoint`). `make_server` wraps both in a
+`ThreadingHTTPServer`; each request has its own connection to the state file, and
+SQLite's write lock orders racing requests.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from storage.witness import WitnessState
+from storage.witness import StateUnavailable, WitnessState
 from transfer.ledger.note import CosignatureV1Signer, Verifier, signature_line
 from transfer.ledger.witness import Refusal, check_consistency, open_submitted, parse_add_checkpoint
 
@@ -55,6 +58,7 @@ class Witness:
         self.state = state
         self.logs = logs
         self._clock = clock
+        self._by_hash = {hashlib.sha256(origin.encode()).hexdigest(): origin for origin in logs}
 
     def add_checkpoint(self, body: bytes) -> Response:
         try:
@@ -64,6 +68,24 @@ class Witness:
             if refusal.status == HTTPStatus.CONFLICT:
                 return Response(refusal.status, SIZE, f"{refusal.stored_size}\n".encode())
             return Response(refusal.status, TEXT, f"{refusal.reason}\n".encode())
+        except StateUnavailable as exc:
+            # Nothing was cosigned: the log may retry.
+            log.error("state file unavailable: %s", exc)
+            return Response(HTTPStatus.SERVICE_UNAVAILABLE, TEXT, b"the witness's state is unavailable\n")
+
+    def latest(self, origin_hash: str) -> Response:
+        """`GET <prefix>/<hex SHA-256 of the origin>/checkpoint`: the last checkpoint cosigned for that log, with
+        the log's signatures as submitted and the witness's cosignature (404 if none)."""
+        origin = self._by_hash.get(origin_hash)
+        try:
+            found = None if origin is None else self.state.cosigned(origin)
+        except StateUnavailable as exc:
+            log.error("state file unavailable: %s", exc)
+            return Response(HTTPStatus.SERVICE_UNAVAILABLE, TEXT, b"the witness's state is unavailable\n")
+        if found is None:
+            return Response(HTTPStatus.NOT_FOUND, TEXT, b"no checkpoint cosigned for this origin\n")
+        stored, cosignature = found
+        return Response(HTTPStatus.OK, TEXT, (stored.note + cosignature).encode())
 
     def _add(self, body: bytes) -> Response:
         request = parse_add_checkpoint(body)
@@ -110,7 +132,14 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(self.server.witness.add_checkpoint(self.rfile.read(int(length))))
 
     def do_GET(self) -> None:
-        self._send(Response(HTTPStatus.METHOD_NOT_ALLOWED if self.path == self.server.add_path else 404, TEXT, b""))
+        prefix = self.server.prefix
+        tail = self.path[len(prefix) :].split("/") if self.path.startswith(prefix + "/") else []
+        if len(tail) == 3 and tail[0] == "" and tail[2] == "checkpoint":
+            self._send(self.server.witness.latest(tail[1]))
+        elif self.path == self.server.add_path:
+            self._send(Response(HTTPStatus.METHOD_NOT_ALLOWED, TEXT, b"POST only\n"))
+        else:
+            self._send(Response(HTTPStatus.NOT_FOUND, TEXT, b"not found\n"))
 
     def _send(self, response: Response) -> None:
         self.send_response(response.status)
@@ -131,9 +160,11 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address: tuple[str, int], witness: Witness, prefix: str) -> None:
         super().__init__(address, _Handler)
         self.witness = witness
+        self.prefix = prefix
         self.add_path = f"{prefix}/add-checkpoint"
 
 
 def make_server(host: str, port: int, witness: Witness, prefix: str = "") -> ThreadingHTTPServer:
-    """An HTTP server answering `POST <prefix>/add-checkpoint`; call serve_forever() on it."""
+    """An HTTP server answering `POST <prefix>/add-checkpoint` and `GET <prefix>/<origin hash>/checkpoint`;
+    call serve_forever() on it."""
     return _Server((host, port), witness, prefix.rstrip("/"))
