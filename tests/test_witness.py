@@ -8,6 +8,7 @@ import base64
 import hashlib
 import http.client
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -16,10 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from storage.witness import WitnessState
 from transfer.ledger.merkle import EMPTY_ROOT, Frontier, NodeId, consistency_proof, leaf_hash, root_from_nodes
 from transfer.ledger.note import (
     Checkpoint,
+    CosignatureV1Signer,
     Ed25519Signer,
     cosignature_timestamp,
     generate_key,
@@ -40,6 +44,7 @@ from transfer.ledger.witness import (
     verify_evidence,
 )
 from transfer.witness.__main__ import main as witness_main
+from transfer.witness.server import Witness
 
 pytestmark = pytest.mark.slow
 
@@ -427,3 +432,23 @@ def test_unusable_configuration_and_keys_exit_2(tmp_path: Path, capsys: pytest.C
     (tmp_path / "e.json").write_text('{"format": "other"}', encoding="utf-8")
     assert witness_main(["verify-evidence", str(tmp_path / "e.json"), "--vkey", generate_key("o")[1]]) == 2
     assert "format" in capsys.readouterr().err
+
+
+def test_a_locked_state_file_is_503_and_nothing_is_cosigned(tmp_path: Path) -> None:
+    """While another process holds the state file's write lock past the busy timeout, add-checkpoint answers 503
+    and stores nothing; once the lock is released the same request is cosigned."""
+    log = TreeLog(generate_key(ORIGIN)[0]).grow(3)
+    state = WitnessState(tmp_path / "w.sqlite", busy_timeout=0.05)
+    signer = CosignatureV1Signer("w.example/w", Ed25519PrivateKey.generate())
+    witness = Witness(signer, state, {ORIGIN: [parse_vkey(log.signer.vkey)]})
+    holder = sqlite3.connect(tmp_path / "w.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        answer = witness.add_checkpoint(body(0, [], log.checkpoint()))
+        assert (answer.status, answer.body) == (503, b"the witness's state is unavailable\n")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert state.cosigned(ORIGIN) is None
+    assert witness.add_checkpoint(body(0, [], log.checkpoint())).status == 200
+    assert state.cosigned(ORIGIN) is not None

@@ -116,6 +116,7 @@ class Witness:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"  # keep-alive, as the spec recommends
+    timeout = 30  # seconds a socket read may wait: a client that stalls mid-request loses its connection
 
     def do_POST(self) -> None:
         if self.path != self.server.add_path:
