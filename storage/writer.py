@@ -138,6 +138,10 @@ class Writer:
             if len(batch) > 1:
                 # Someone in the batch failed half-way: run each alone, so only it fails.
                 for item in batch:
+                    if self.gate.broken is not None:  # one of them found the log broken: none runs after it
+                        if not item[1].done():
+                            item[1].set_exception(self.gate.refusal())
+                        continue
                     await self._commit([item])
                 return
             _, fut, _, _ = batch[0]
