@@ -483,11 +483,9 @@ class Node:
                 await self.sweep_once()
             except asyncio.CancelledError:
                 raise
-            except Unavailable as exc:
-                if exc.reason == "LOG_INCONSISTENT":
-                    return
-                log.warning("sweep incomplete; will retry", extra={"in_s": self.config.expiry_sweep_seconds})
-            except Exception:  # each failed stage was logged by sweep_once
+            except Exception as exc:  # each failed stage was logged by sweep_once
+                if isinstance(exc, Unavailable) and exc.reason == "LOG_INCONSISTENT":
+                    return  # said once, by _log_broke
                 log.warning("sweep incomplete; will retry", extra={"in_s": self.config.expiry_sweep_seconds})
             await asyncio.sleep(self.config.expiry_sweep_seconds)
 
@@ -587,8 +585,8 @@ class Node:
             "accepts no changes until an operator repairs it (docs/operations.md, The log)",
             extra={"reason": "LOG_INCONSISTENT", **cause.log_extra()},
         )
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._stop_changing(), name="log-broke"))
+        if self._stopping is None:  # a node stopping says NOT_SERVING and stops its tasks anyway
+            self._tasks.append(asyncio.get_running_loop().create_task(self._stop_changing(), name="log-broke"))
 
     async def _stop_changing(self) -> None:
         if self._health is not None:
