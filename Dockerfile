@@ -6,7 +6,8 @@
 #
 # /etc/hocba/node.toml is the node's configuration (see docs/operations.md);
 # its TLS files and a sqlite:////var/lib/hocba/node.db URL (or a
-# postgresql:// one) go beside it. The node runs as the unprivileged user
+# postgresql:// one) go beside it, with
+# log.latest_checkpoint_file = "/var/lib/hocba-state/latest-checkpoint". The node runs as the unprivileged user
 # "node"; the health check asks the node's own gRPC health service over mTLS.
 FROM debian:bookworm-slim
 

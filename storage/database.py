@@ -98,6 +98,14 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file a SQLite URL names (None: not SQLite, or an in-memory database)."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return u.database
+
+
 def describe(url: str) -> str:
     """The URL with any password hidden, for logs."""
     return make_url(url).render_as_string(hide_password=True)

@@ -37,6 +37,7 @@ from storage.schema import (
     transfers,
 )
 from storage.sql import PAGE_COLS, RECORD_COLS, SCHOOL_COLS, TRANSFER_COLS, P, Runner
+from transfer.domain.logbook import LogInconsistent
 from transfer.domain.model import (
     DeliveryState,
     DeliveryStats,
@@ -70,7 +71,7 @@ from transfer.domain.model import (
 )
 from transfer.domain.ports import ReadAhead
 from transfer.domain.signatures import CertificateInfo
-from transfer.ledger.merkle import Frontier, NodeId, leaf_hash, root_nodes
+from transfer.ledger.merkle import Frontier, NodeId, leaf_hash, root_from_nodes, root_nodes
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -543,11 +544,19 @@ class LogState:
 
     It is only a cache: every write transaction compares it with the head it
     reads under the write lock and reloads it (O(log n) rows) when another
-    process appended meanwhile.
+    process appended meanwhile. It also remembers the largest checkpoint this
+    node is known to have signed (at start-up, and each one it stores): a head
+    below that, or below the frontier it committed, means entries it signed or
+    acknowledged are gone, and nothing may be appended at their positions.
     """
 
     def __init__(self) -> None:
         self.frontier: Frontier | None = None
+        self.signed: StoredCheckpoint | None = None
+
+    def signed_at_least(self, checkpoint: StoredCheckpoint) -> None:
+        if self.signed is None or checkpoint.size > self.signed.size:
+            self.signed = checkpoint
 
 
 class SqlLog:
@@ -568,10 +577,43 @@ class SqlLog:
         if self._frontier is None:
             size = self._committed_size()
             cached = self.state.frontier if self.state is not None else None
+            if self.state is not None:
+                self._refuse_lost_entries(size, cached)
             if cached is None or cached.size != size:
                 cached = Frontier.from_nodes(size, self.nodes(root_nodes(size)))
             self._frontier = cached.copy()
         return self._frontier
+
+    def _refuse_lost_entries(self, size: int, cached: Frontier | None) -> None:
+        """Appending at `size` would give new entries positions that a signed checkpoint, or a receipt
+        this writer handed out, already gave others (the database lost its tail: a restore, a failover
+        to a replica that was behind, rows deleted behind the node's back)."""
+        assert self.state is not None
+        signed = self.state.signed
+        if signed is not None and size < signed.size:
+            raise LogInconsistent(
+                "LOG_SHRANK",
+                f"the log has {size} entries but checkpoint {signed.size} was signed",
+                signed_size=signed.size,
+                signed_root=signed.root,
+                size=size,
+                root=self._root_or_none(size),
+            )
+        if cached is not None and size < cached.size:
+            raise LogInconsistent(
+                "LOG_SHRANK",
+                f"the log has {size} entries but this node committed {cached.size}",
+                signed_size=signed.size if signed is not None else 0,
+                signed_root=signed.root if signed is not None else None,
+                size=size,
+                root=self._root_or_none(size),
+            )
+
+    def _root_or_none(self, size: int) -> bytes | None:
+        try:
+            return root_from_nodes(size, self.nodes(root_nodes(size)))
+        except ValueError:  # rows missing too (MerkleError is one)
+            return None
 
     def append(self, leaf: bytes) -> int:
         index = self._working_frontier().size + len(self.staged)
@@ -601,7 +643,10 @@ class SqlLog:
 
     def latest_checkpoint(self) -> StoredCheckpoint | None:
         row = self.db.one("checkpoint_latest", {})
-        return None if row is None else _checkpoint(row)
+        found = None if row is None else _checkpoint(row)
+        if found is not None and self.state is not None:  # committed, read under the write lock
+            self.state.signed_at_least(found)
+        return found
 
     def checkpoint_covering(self, index: int) -> StoredCheckpoint | None:
         row = self.db.one("checkpoint_covering", {"index": index})
@@ -612,6 +657,8 @@ class SqlLog:
         return None if row is None else _checkpoint(row)
 
     def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None:
+        if self.state is not None:  # signed already: remembered even should this transaction fail
+            self.state.signed_at_least(checkpoint)
         self.db.run(
             "checkpoint_insert",
             {

@@ -26,6 +26,7 @@ from sqlalchemy import Connection
 from storage.database import Database
 from storage.repositories import LogState, SqlUnitOfWork
 from transfer.domain.errors import DomainError, Unavailable
+from transfer.domain.logbook import LogGate, LogInconsistent
 from transfer.domain.ports import ReadAhead, UnitOfWork
 from transfer.unavailable import UnavailableLog
 
@@ -49,8 +50,11 @@ class Writer:
         max_batch: int = 128,
         after_commit: Callable[[list[object]], None] | None = None,
         after_uncertain: Callable[[], None] | None = None,
+        gate: LogGate | None = None,
     ) -> None:
         self.db = db
+        # Closed when the log is found inconsistent with a signed checkpoint: no command runs then.
+        self.gate = gate or LogGate()
         self.max_batch = max_batch
         self.after_commit = after_commit
         # Called when a transaction failed in a way that leaves open whether it
@@ -88,6 +92,7 @@ class Writer:
         in a few statements beforehand."""
         if self._stopping or self._task is None or self._task.done():
             raise WriterStopped("the writer is not running")
+        self.gate.check()
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.append((command, fut, idempotency_key, reads))
         self._wake.set()
@@ -119,10 +124,24 @@ class Writer:
                 functools.partial(self._execute, batch=batch, log_state=self.log_state),
                 busy=len(batch) > 1 or bool(self._queue),
             )
+        except _Broken as broken:
+            # The log lost entries it signed or acknowledged: nothing of the batch stands, and no
+            # later command runs (the gate refuses them), so no entry gets a position it cannot prove.
+            self.gate.trip(broken.cause)
+            refusal = self.gate.refusal()
+            for _, fut, _, _ in [*batch, *self._queue]:
+                if not fut.done():
+                    fut.set_exception(refusal)
+            self._queue.clear()
+            return
         except _Undo as undo:
             if len(batch) > 1:
                 # Someone in the batch failed half-way: run each alone, so only it fails.
                 for item in batch:
+                    if self.gate.broken is not None:  # one of them found the log broken: none runs after it
+                        if not item[1].done():
+                            item[1].set_exception(self.gate.refusal())
+                        continue
                     await self._commit([item])
                 return
             _, fut, _, _ = batch[0]
@@ -187,6 +206,8 @@ class Writer:
             writes, mark = uow.writes, len(uow.published)
             try:
                 outcomes.append((True, command(uow)))
+            except LogInconsistent as exc:
+                raise _Broken(exc) from exc
             except DomainError as exc:
                 if uow.writes != writes:
                     raise _Undo(exc) from exc
@@ -199,6 +220,14 @@ class Writer:
         except Exception as exc:  # e.g. a constraint two commands of the batch break together
             raise _Undo(exc) from exc
         return outcomes, uow.published, committed
+
+
+class _Broken(Exception):
+    """Roll back the whole batch: the log is inconsistent with what the node signed (`cause`)."""
+
+    def __init__(self, cause: LogInconsistent) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 class _Undo(Exception):

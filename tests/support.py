@@ -56,7 +56,13 @@ def write_config(
     listen: str = "127.0.0.1:0",
     extra: str = "",
     signing_ca: Path | None = None,
+    latest_checkpoint_file: Path | None = None,
 ) -> Path:
+    """A node's configuration. `log.latest_checkpoint_file` takes its default beside a SQLite file; a
+    PostgreSQL database, which has none, gets one named after the database beside the configuration."""
+    if latest_checkpoint_file is None and database_url.startswith("postgresql"):
+        latest_checkpoint_file = path.parent / f"{database_url.rsplit('/', 1)[1]}.latest-checkpoint"
+    latest = f'latest_checkpoint_file = "{latest_checkpoint_file}"\n' if latest_checkpoint_file else ""
     path.write_text(
         f"""
 [node]
@@ -76,7 +82,7 @@ url = "{database_url}"
 [log]
 key_file = "{pki / "log.key"}"
 checkpoint_interval_seconds = 0.2
-
+{latest}
 [signing]
 ca_file = "{signing_ca or pki / "signing-ca.pem"}"
 
@@ -129,9 +135,10 @@ class RunningNode:
 class NodeThread:
     """A node running in this process, on its own event loop thread."""
 
-    def __init__(self, config: Config, clock: FakeClock) -> None:
+    def __init__(self, config: Config, clock: FakeClock, **options: Any) -> None:
         self.config = config
         self.clock = clock
+        self.options = options  # Node's keyword options (accept_missing_checkpoint_file)
         self.node: Node | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self._started = threading.Event()
@@ -146,7 +153,7 @@ class NodeThread:
         self.loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            self.node = Node(self.config, clock=self.clock)
+            self.node = Node(self.config, clock=self.clock, **self.options)
             await self.node.start()
         except BaseException as exc:
             self._error = exc
@@ -174,8 +181,10 @@ class NodeThread:
 
 
 @contextlib.contextmanager
-def running_node(config: Config, pki: Path, clock: FakeClock, config_path: Path | None = None) -> Iterator[RunningNode]:
-    nt = NodeThread(config, clock)
+def running_node(
+    config: Config, pki: Path, clock: FakeClock, config_path: Path | None = None, **options: Any
+) -> Iterator[RunningNode]:
+    nt = NodeThread(config, clock, **options)
     port = nt.start()
     handle = RunningNode(f"127.0.0.1:{port}", pki, config_path, clock, nt.node, nt.loop)
     try:

@@ -36,7 +36,7 @@ def test_defaults_and_relative_paths(tmp_path: Path) -> None:
     assert c.utc_offset == timedelta(hours=7) and c.listen == "127.0.0.1:50051"
     assert c.ca_file == tmp_path / "pki/ca.pem"
     assert c.database_url == f"sqlite:///{tmp_path / 'var/node.db'}"
-    assert c.latest_checkpoint_file is None
+    assert c.latest_checkpoint_file == tmp_path / "var/node.latest-checkpoint"  # beside the SQLite file
     assert c.database_unavailable_after_seconds == 4.0
     p.write_text(MINIMAL + 'latest_checkpoint_file = "state/latest"\n')
     assert load(p, env={}).latest_checkpoint_file == tmp_path / "state/latest"
@@ -52,6 +52,7 @@ def test_environment_overrides(tmp_path: Path) -> None:
         "TRANSFER_TRANSFERS_HOLIDAYS": "2026-09-02, 2026-09-03",
         "TRANSFER_DATABASE_AUTO_MIGRATE": "false",
         "TRANSFER_DATABASE_UNAVAILABLE_AFTER_SECONDS": "2.5",
+        "TRANSFER_LOG_LATEST_CHECKPOINT_FILE": "/var/lib/hocba-state/latest-checkpoint",
         "UNRELATED": "x",
     }
     c = load(p, env=env)
@@ -59,6 +60,17 @@ def test_environment_overrides(tmp_path: Path) -> None:
     assert c.database_unavailable_after_seconds == 2.5
     assert c.deadline_working_days == 8 and not c.auto_migrate
     assert c.holidays == (date(2026, 9, 2), date(2026, 9, 3))
+    assert c.latest_checkpoint_file == Path("/var/lib/hocba-state/latest-checkpoint")
+
+
+def test_a_postgresql_database_needs_a_latest_checkpoint_file(tmp_path: Path) -> None:
+    """PostgreSQL has no file to keep the latest checkpoint beside: the configuration must name one."""
+    p = tmp_path / "node.toml"
+    p.write_text(MINIMAL.replace("sqlite:///var/node.db", "postgresql://u@127.0.0.1:5432/db"))
+    with pytest.raises(ConfigError, match=r"log\.latest_checkpoint_file is required with a PostgreSQL database"):
+        load(p, env={})
+    p.write_text(p.read_text() + 'latest_checkpoint_file = "state/latest"\n')
+    assert load(p, env={}).latest_checkpoint_file == tmp_path / "state/latest"
 
 
 def test_server_limits_have_defaults_and_overrides(tmp_path: Path) -> None:

@@ -239,8 +239,9 @@ def test_tampered_leaf_is_named(
 def test_tampered_subtree_hash_is_named_and_blocks_signing(
     node: RunningNode, s1: TransferClient, s2: TransferClient, database_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A changed interior hash: `verify` names the leaves it covers, and the node refuses to sign past it."""
-    from transfer.domain.errors import DataLoss
+    """A changed interior hash: `verify` names the leaves it covers, and the node refuses to sign past it
+    (and, from then on, any change: UNAVAILABLE LOG_INCONSISTENT)."""
+    from transfer.domain.errors import Unavailable
 
     flow(s1, s2, 4)
     assert node.node is not None and node.config_path is not None
@@ -254,7 +255,7 @@ def test_tampered_subtree_hash_is_named_and_blocks_signing(
     # A damaged hash on the tree's right edge changes the root the node would sign next.
     _tamper(database_url, "UPDATE log_nodes SET hash = :h WHERE level = 3 AND idx = 0", h=bytes(32))
     flow(s1, s2, 1)  # the log grows past the damage
-    with pytest.raises(DataLoss) as info:
+    with pytest.raises(Unavailable) as info:
         node.run(node.node.publish_checkpoint)
     assert info.value.reason == "LOG_INCONSISTENT"
     assert s1.get_checkpoint().tree_size == 8  # nothing inconsistent was signed

@@ -1,13 +1,16 @@
 """A node never signs over a log it has lost.
 
 The node keeps a copy of the latest checkpoint it signed outside its database
-(`log.latest_checkpoint_file`). Started on a database that no longer holds that
-tree (restored from an older backup, or another node's), it refuses to start:
-signing would publish a second, different tree of a size it already signed.
+(`log.latest_checkpoint_file`; by default beside a SQLite file, required with
+PostgreSQL). Started on a database that no longer holds that tree (restored
+from an older backup, or another node's), or without the file on a database
+that holds signed checkpoints, it refuses to start: signing would publish a
+second, different tree of a size it already signed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -17,6 +20,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.support import (
@@ -35,20 +39,14 @@ from transfer.server.verify import main as verify_log
 
 
 def _config(tmp_path: Path, name: str, pki: Path, url: str, latest: Path) -> tuple[Config, Path]:
-    path = write_config(tmp_path / f"{name}.toml", pki=pki, database_url=url)
-    text = path.read_text(encoding="utf-8")
-    text = text.replace(
-        "checkpoint_interval_seconds = 0.2\n",
-        f'checkpoint_interval_seconds = 0.2\nlatest_checkpoint_file = "{latest}"\n',
-    )
-    path.write_text(text, encoding="utf-8")
+    path = write_config(tmp_path / f"{name}.toml", pki=pki, database_url=url, latest_checkpoint_file=latest)
     return load_config(path), path
 
 
-def _serve(config: Config, pki: Path, clock: FakeClock, schools: list[str], transfers: int = 0) -> str:
+def _serve(config: Config, pki: Path, clock: FakeClock, schools: list[str], transfers: int = 0, **options: bool) -> str:
     """Start the node, register `schools`, log `transfers` transfers from S1 to S2, stop it;
     the latest checkpoint's note."""
-    with running_node(config, pki, clock) as node:
+    with running_node(config, pki, clock, **options) as node:
         admin = node.client("province-admin")
         for code in schools:
             admin.register_school(code, f"Trường {code}")
@@ -190,7 +188,8 @@ def test_a_checkpoint_on_the_file_but_not_in_the_database_is_no_fork(
 ) -> None:
     """A crash after the file was written but before the checkpoint was stored leaves the file ahead of
     the database's checkpoints, over entries the database holds: the node starts, signs that tree again
-    (the same root), and the file does not go back. A lost file only gets a warning."""
+    (the same root), and the file does not go back. A lost file is refused (LATEST_CHECKPOINT_MISSING)
+    unless the operator accepts it for one start, which gets a warning and writes the file again."""
     db = tmp_path / "node.db"
     latest = tmp_path / "latest-checkpoint"
     config, _ = _config(tmp_path, "node", pki, f"sqlite:///{db}", latest)
@@ -207,7 +206,81 @@ def test_a_checkpoint_on_the_file_but_not_in_the_database_is_no_fork(
     assert latest.read_text(encoding="utf-8") == again
 
     latest.unlink()
+    with pytest.raises(StartRefused) as info, running_node(config, pki, clock):
+        pass
+    assert str(info.value).startswith("LATEST_CHECKPOINT_MISSING") and "--accept-missing-checkpoint-file" in str(
+        info.value
+    )
+    assert not latest.exists()
     with caplog.at_level(logging.WARNING):
-        _serve(config, pki, clock, [])
+        _serve(config, pki, clock, [], accept_missing_checkpoint_file=True)
     assert any("latest_checkpoint_file is missing" in r.getMessage() for r in caplog.records)
     assert latest.read_text(encoding="utf-8") == again
+    _serve(config, pki, clock, [])  # and the next start checks against it again
+
+
+def _copy_database(url: str, tmp_path: Path, name: str) -> str:
+    """A copy of the (stopped) node's database, as a backup holds it: its URL."""
+    if url.startswith("sqlite"):
+        src = Path(url.removeprefix("sqlite:///"))
+        dst = tmp_path / name
+        dst.mkdir()
+        for f in src.parent.glob(src.name + "*"):
+            shutil.copy2(f, dst / f.name)
+        return f"sqlite:///{dst / src.name}"
+    base = os.environ["TRANSFER_TEST_PG"]
+    copy = base.rsplit("/", 1)[0] + f"/t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{copy.rsplit("/", 1)[1]}" TEMPLATE "{url.rsplit("/", 1)[1]}"')
+    return copy
+
+
+def test_a_restored_backup_is_refused_with_the_default_configuration(
+    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock
+) -> None:
+    """The issue's measurement, with no log.latest_checkpoint_file set by hand (SQLite: its default beside the
+    database; PostgreSQL: the key the configuration must carry): a node that signed a larger tree, put back on
+    its backup, refuses to start with LOG_BEHIND_SIGNED_CHECKPOINT and says how to recover, instead of signing
+    a second tree at the sizes it signed; without the file it refuses too (LATEST_CHECKPOINT_MISSING)."""
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url)
+    config = load_config(path)
+    if database_url.startswith("sqlite"):
+        assert config.latest_checkpoint_file == tmp_path / "node.latest-checkpoint"
+    _serve(config, pki, clock, ["S1", "S2"], transfers=2)
+    backup_url = _copy_database(database_url, tmp_path, "backup")
+    try:
+        note = _serve(config, pki, clock, [], transfers=3)
+        signed = int(note.splitlines()[1])
+        if database_url.startswith("sqlite"):  # the backup put back in place of the database
+            db = Path(database_url.removeprefix("sqlite:///"))
+            for f in tmp_path.glob("node.db*"):
+                f.unlink()
+            for f in (tmp_path / "backup").iterdir():
+                shutil.copy2(f, db.parent / f.name)
+            restored = config
+        else:  # the node pointed at the restored database, its state directory untouched
+            restored = dataclasses.replace(config, database_url=backup_url)
+        message = _refused(restored, pki, clock, "LOG_BEHIND_SIGNED_CHECKPOINT")
+        assert f"this node has signed a checkpoint of {signed}" in message
+        assert "point-in-time recovery" in message and "new log.origin" in message
+        assert config.latest_checkpoint_file.read_text(encoding="utf-8") == note
+
+        config.latest_checkpoint_file.unlink()  # "deleting the file forks again": not any more
+        with pytest.raises(StartRefused) as info, running_node(restored, pki, clock):
+            pass
+        assert str(info.value).startswith("LATEST_CHECKPOINT_MISSING")
+    finally:
+        if not database_url.startswith("sqlite"):
+            drop_pg_database(os.environ["TRANSFER_TEST_PG"], backup_url)
+
+
+def test_a_checkpoint_file_that_cannot_be_written_stops_the_start(tmp_path: Path, pki: Path, clock: FakeClock) -> None:
+    """log.latest_checkpoint_file in a place the node cannot write: refused at start, in one line naming it,
+    rather than at the first checkpoint."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("", encoding="utf-8")
+    latest = blocker / "latest-checkpoint"
+    config, _ = _config(tmp_path, "node", pki, f"sqlite:///{tmp_path / 'node.db'}", latest)
+    with pytest.raises(StartRefused) as info, running_node(config, pki, clock):
+        pass
+    assert str(info.value).startswith(f"log.latest_checkpoint_file {latest}: cannot be written")

@@ -24,7 +24,7 @@ from storage.schema import metadata, transfers
 from storage.writer import Writer
 from transfer.domain.errors import AlreadyExists, Unavailable
 from transfer.domain.federation import Federation
-from transfer.domain.logbook import tree_root
+from transfer.domain.logbook import LogGate, LogInconsistent, tree_root
 from transfer.domain.model import (
     MessageKind,
     OutboxMessage,
@@ -32,6 +32,7 @@ from transfer.domain.model import (
     Record,
     RecordLevel,
     School,
+    StoredCheckpoint,
     Transfer,
     TransferScope,
     TransferState,
@@ -389,6 +390,44 @@ def test_log_appends_commit_with_their_batch_or_not_at_all(database_url: str) ->
     results, leaves = asyncio.run(scenario())
     assert results[0] == 0 and results[2] == 1 and results[3] == 2 and isinstance(results[1], RuntimeError)
     assert leaves == [b"a", b"b", b"c"]
+
+
+def test_a_log_behind_what_the_node_signed_rolls_back_its_batch_and_closes_the_writer(database_url: str) -> None:
+    """The writer knows a larger tree was signed than the log holds (its tail was lost): the batch that would
+    append is rolled back whole, its neighbours that append nothing included, and every later command is
+    refused with UNAVAILABLE LOG_INCONSISTENT, once the gate has told its listener why (sizes and roots)."""
+    migrate.upgrade(database_url)
+    told: list[LogInconsistent] = []
+
+    async def scenario() -> tuple[list[object], object, list[str], list[bytes]]:
+        db = open_database(database_url)
+        gate = LogGate()
+        gate.on_break(told.append)
+        writer = Writer(db, gate=gate)
+        writer.start()
+        await writer.submit(_append(b"a"))  # type: ignore[arg-type]
+        root = merkle.leaf_hash(b"a")
+        writer.log_state.signed_at_least(StoredCheckpoint(3, bytes(32), "note", NOW))  # signed, then lost
+        batch = await asyncio.gather(
+            writer.submit(_add_school("A")),  # type: ignore[arg-type]
+            writer.submit(_append(b"b")),  # type: ignore[arg-type]
+            writer.submit(_add_school("B")),  # type: ignore[arg-type]
+            return_exceptions=True,
+        )
+        later = await asyncio.gather(writer.submit(_add_school("C")), return_exceptions=True)  # type: ignore[arg-type]
+        codes = await db.read(_school_codes)
+        leaves = await db.read(lambda conn: SqlUnitOfWork(conn).log.leaves(0, 10))
+        await writer.stop()
+        await db.close()
+        assert told and told[0].root == root
+        return [*batch], later[0], codes, leaves
+
+    batch, later, codes, leaves = asyncio.run(scenario())
+    for result in [*batch, later]:
+        assert isinstance(result, Unavailable) and result.reason == "LOG_INCONSISTENT", result
+    assert codes == [] and leaves == [b"a"]
+    (cause,) = told
+    assert (cause.reason, cause.signed_size, cause.size) == ("LOG_SHRANK", 3, 1)
 
 
 def test_many_rows_of_one_batch_are_all_written_in_order(database_url: str) -> None:

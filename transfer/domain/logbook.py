@@ -11,8 +11,9 @@ compare-and-swap) — and serves what verifiers ask for.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
-from transfer.domain.errors import DataLoss, FieldViolation, InvalidArgument, NotFound, OutOfRange
+from transfer.domain.errors import DataLoss, FieldViolation, InvalidArgument, NotFound, OutOfRange, Unavailable
 from transfer.domain.model import Actor, StoredCheckpoint
 from transfer.domain.paging import Page, Tokens
 from transfer.domain.ports import Clock, UnitOfWork
@@ -24,6 +25,14 @@ MAX_ENTRIES_PAGE = 1000
 
 def tree_root(uow: UnitOfWork, size: int) -> bytes:
     return merkle.root_from_nodes(size, uow.log.nodes(merkle.root_nodes(size)))
+
+
+def _root_or_none(uow: UnitOfWork, size: int) -> bytes | None:
+    """The root at `size`, or None when the stored hashes cannot make it (rows missing)."""
+    try:
+        return tree_root(uow, size)
+    except (KeyError, ValueError, merkle.MerkleError):
+        return None
 
 
 _ENTRIES_KEY = re.compile(r"(-?[0-9]{1,18}):([0-9]{1,18})")
@@ -39,6 +48,69 @@ def _entries_key(key: str | int) -> tuple[int, int]:
             field_violations=(FieldViolation("page_token", "malformed", "INVALID_PAGE_TOKEN"),),
         )
     return int(found.group(1)), int(found.group(2))
+
+
+class LogInconsistent(DataLoss):
+    """The stored log contradicts a checkpoint this node signed: signing anything now would fork it.
+
+    `size`/`root` are the stored log's (root None when it cannot be computed);
+    `signed_size`/`signed_root` the checkpoint's (root None when unknown)."""
+
+    def __init__(
+        self, reason: str, message: str, *, signed_size: int, signed_root: bytes | None, size: int, root: bytes | None
+    ) -> None:
+        super().__init__(reason, message)
+        self.signed_size = signed_size
+        self.signed_root = signed_root
+        self.size = size
+        self.root = root
+
+    def log_extra(self) -> dict[str, str | int]:
+        """The sizes and roots, for the node's one log line."""
+        return {
+            "cause": self.reason,
+            "signed_size": self.signed_size,
+            "signed_root": "" if self.signed_root is None else self.signed_root.hex(),
+            "tree_size": self.size,
+            "root": "" if self.root is None else self.root.hex(),
+        }
+
+
+class LogGate:
+    """Node-wide: whether the node may still change anything.
+
+    Closed for good (until an operator restarts the node) the first time the
+    log is found inconsistent with a checkpoint the node signed: every change
+    would then append entries at positions it cannot prove, or under a tree it
+    cannot sign, so none is accepted (UNAVAILABLE LOG_INCONSISTENT)."""
+
+    def __init__(self) -> None:
+        self.broken: LogInconsistent | None = None
+        self._listeners: list[Callable[[LogInconsistent], None]] = []
+
+    def on_break(self, listener: Callable[[LogInconsistent], None]) -> None:
+        self._listeners.append(listener)
+
+    def trip(self, cause: LogInconsistent) -> bool:
+        """Close the gate; True the first time (the listeners were told), False when it was closed already."""
+        if self.broken is not None:
+            return False
+        self.broken = cause
+        for listener in self._listeners:
+            listener(cause)
+        return True
+
+    def check(self) -> None:
+        """Refuse a change while the gate is closed."""
+        if self.broken is not None:
+            raise self.refusal()
+
+    def refusal(self) -> Unavailable:
+        return Unavailable(
+            "LOG_INCONSISTENT",
+            "the node's log is inconsistent with a checkpoint it signed; it accepts no changes until an operator "
+            "repairs it (reads still work)",
+        )
 
 
 def _bad(field: str, message: str, reason: str = "INVALID_TREE_SIZE") -> InvalidArgument:
@@ -73,7 +145,14 @@ class Logbook:
         latest = uow.log.latest_checkpoint()
         if latest is not None and latest.size >= size:
             if latest.size > size:
-                raise DataLoss("LOG_SHRANK", f"the log has {size} entries but checkpoint {latest.size} was signed")
+                raise LogInconsistent(
+                    "LOG_SHRANK",
+                    f"the log has {size} entries but checkpoint {latest.size} was signed",
+                    signed_size=latest.size,
+                    signed_root=latest.root,
+                    size=size,
+                    root=_root_or_none(uow, size),
+                )
             return None
         root = tree_root(uow, size)
         self._check_consistent(uow, latest, size, root)
@@ -100,8 +179,13 @@ class Logbook:
             merkle.verify_consistency(latest.size, size, proof, latest.root, root)
         except merkle.MerkleError as exc:
             # Signing now would put two inconsistent checkpoints in the world.
-            raise DataLoss(
-                "LOG_INCONSISTENT", f"the log at {size} is not consistent with checkpoint {latest.size}: {exc}"
+            raise LogInconsistent(
+                "LOG_INCONSISTENT",
+                f"the log at {size} is not consistent with checkpoint {latest.size}: {exc}",
+                signed_size=latest.size,
+                signed_root=latest.root,
+                size=size,
+                root=root,
             ) from exc
 
     def check_signed_before(self, uow: UnitOfWork, note: str, verifier: Verifier) -> Checkpoint:
@@ -211,4 +295,4 @@ class Logbook:
             raise OutOfRange("BEYOND_LOG", f"{field} {size} is beyond the log's {current} entries")
 
 
-__all__ = ["Logbook", "tree_root"]
+__all__ = ["LogGate", "LogInconsistent", "Logbook", "tree_root"]

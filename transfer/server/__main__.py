@@ -29,6 +29,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="transfer-server", description="Run a school-record transfer node.")
     parser.add_argument("--config", type=Path, help="TOML configuration (environment variables override it)")
     parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
+    parser.add_argument(
+        "--accept-missing-checkpoint-file",
+        action="store_true",
+        help="start, this once, although log.latest_checkpoint_file is missing and the database holds signed "
+        "checkpoints (after checking the database: docs/operations.md, Backups and restores)",
+    )
     ns = parser.parse_args(argv)
     try:
         config = load(ns.config)
@@ -50,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logs.configure(config.log_level, config.log_format)
     try:
-        asyncio.run(_serve(Node(config)))
+        asyncio.run(_serve(Node(config, accept_missing_checkpoint_file=ns.accept_missing_checkpoint_file)))
     except (OSError, StartRefused) as exc:
         logging.getLogger("transfer.node").error("cannot start: %s", exc)
         return 1

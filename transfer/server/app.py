@@ -26,7 +26,7 @@ from storage.store import Store
 from storage.writer import Writer
 from transfer.domain.errors import DataLoss, Unavailable
 from transfer.domain.federation import Federation
-from transfer.domain.logbook import Logbook
+from transfer.domain.logbook import Logbook, LogGate, LogInconsistent
 from transfer.domain.model import HandoffState, StoredCheckpoint
 from transfer.domain.pages import PagePolicy, Pages
 from transfer.domain.paging import Tokens
@@ -80,6 +80,17 @@ from transfer.v1 import (
 )
 
 log = logging.getLogger("transfer.node")
+
+# The services whose calls change something: NOT_SERVING in gRPC health once the
+# log is found inconsistent with a signed checkpoint (the node then refuses every change).
+WRITE_SERVICE_NAMES = (
+    schools_pb2.DESCRIPTOR.services_by_name["SchoolDirectoryService"].full_name,
+    records_pb2.DESCRIPTOR.services_by_name["RecordService"].full_name,
+    transfers_pb2.DESCRIPTOR.services_by_name["TransferService"].full_name,
+    pages_pb2.DESCRIPTOR.services_by_name["PageService"].full_name,
+    peers_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name,
+    staff_pb2.DESCRIPTOR.services_by_name["StaffService"].full_name,
+)
 
 SERVICE_NAMES = (
     schools_pb2.DESCRIPTOR.services_by_name["SchoolDirectoryService"].full_name,
@@ -167,6 +178,14 @@ def load_log_signer(config: Config) -> Ed25519Signer:
         raise OSError(f"{config.log_key_file}: not a signed-note private key: {exc}") from None
 
 
+_RECOVERY = (
+    "recover the entries since the backup (restore the newest backup and roll it forward, e.g. PostgreSQL "
+    "point-in-time recovery, to at least the checkpoint's size); if they are lost for good, this log cannot go on "
+    "without a fork: it continues under a new log.origin and log.key, announced to peers and auditors as such. "
+    "See docs/operations.md, Backups and restores"
+)
+
+
 class StartRefused(Exception):
     """The node will not start: the reason says what to do."""
 
@@ -188,8 +207,20 @@ def _write_synced(path: Path, text: str) -> None:
 
 
 class Node:
-    def __init__(self, config: Config, *, clock: Clock | None = None, ids: IdSource | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        ids: IdSource | None = None,
+        accept_missing_checkpoint_file: bool = False,
+    ) -> None:
         self.config = config
+        # The operator's word, for this start only, that a database with signed checkpoints may
+        # start without its log.latest_checkpoint_file (transfer-server --accept-missing-checkpoint-file).
+        self.accept_missing_checkpoint_file = accept_missing_checkpoint_file
+        self.gate = LogGate()
+        self.gate.on_break(self._log_broke)
         self.clock = clock or SystemClock()
         self.ids = ids or RandomIds()
         self.port = 0
@@ -251,7 +282,11 @@ class Node:
             unavailable_after=cfg.database_unavailable_after_seconds,
         )
         self.writer = Writer(
-            self.db, max_batch=cfg.max_batch, after_commit=self._after_commit, after_uncertain=self._after_uncertain
+            self.db,
+            max_batch=cfg.max_batch,
+            after_commit=self._after_commit,
+            after_uncertain=self._after_uncertain,
+            gate=self.gate,
         )
         store = self.store = Store(self.db, self.writer)
         try:
@@ -376,12 +411,15 @@ class Node:
         others from running; the first failure is raised once all have run.
         """
         assert self.store is not None, "node not started"
+        self.gate.check()
         done: dict[str, int] = {}
         failure: Exception | None = None
         for stage in (self._expire_overdue, self._apply_handoffs, self._lock_pages, self._forget_request_ids):
             try:
                 done[stage.__name__] = await stage()
             except Unavailable as exc:
+                if exc.reason == "LOG_INCONSISTENT":  # said once, by _log_broke
+                    raise
                 self._sweep_unavailable.failed(exc, stage=stage.__name__)
                 failure = failure or exc
             except Exception as exc:
@@ -440,34 +478,39 @@ class Node:
                 return total
 
     async def _sweep_forever(self) -> None:
-        while True:
+        while self.gate.broken is None:
             try:
                 await self.sweep_once()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # each failed stage was logged by sweep_once
+            except Exception as exc:  # each failed stage was logged by sweep_once
+                if isinstance(exc, Unavailable) and exc.reason == "LOG_INCONSISTENT":
+                    return  # said once, by _log_broke
                 log.warning("sweep incomplete; will retry", extra={"in_s": self.config.expiry_sweep_seconds})
             await asyncio.sleep(self.config.expiry_sweep_seconds)
 
     async def publish_checkpoint(self) -> StoredCheckpoint | None:
         """Sign a checkpoint of the log if it grew since the last one (stored through the writer).
 
-        With `log.latest_checkpoint_file`, the checkpoint is signed on a read,
-        written to that file, and only then stored, where receipts and
-        GetCheckpoint find it: nothing this node hands out is missing from the
-        file. The entries it covers were committed before it was signed, so a
-        file ahead of the database's checkpoints still matches its tree."""
+        The checkpoint is signed on a read, written to `log.latest_checkpoint_file`,
+        and only then stored, where receipts and GetCheckpoint find it: nothing
+        this node hands out is missing from the file. The entries it covers were
+        committed before it was signed, so a file ahead of the database's
+        checkpoints still matches its tree. A log inconsistent with the latest
+        checkpoint closes the node's gate (`_log_broke`) and signs nothing."""
         assert self.store is not None and self.logbook is not None, "node not started"
         logbook, path = self.logbook, self.config.latest_checkpoint_file
         async with self._publish_lock:
-            if path is None:
-                checkpoint = await self.store.write(logbook.publish)
-            else:
+            self.gate.check()  # nothing is signed over a log found inconsistent
+            try:
                 signed = await self.store.read(logbook.prepare)
-                if signed is None:
-                    return None
-                await asyncio.to_thread(self._save_synced, path, signed)
-                checkpoint = await self.store.write(lambda uow: logbook.store(uow, signed))
+            except LogInconsistent as exc:
+                self.gate.trip(exc)
+                raise self.gate.refusal() from None
+            if signed is None:
+                return None
+            await asyncio.to_thread(self._save_synced, path, signed)
+            checkpoint = await self.store.write(lambda uow: logbook.store(uow, signed))
         if checkpoint is not None:
             log.info("checkpoint published", extra={"tree_size": checkpoint.size, "root": checkpoint.root.hex()})
         return checkpoint
@@ -476,32 +519,84 @@ class Node:
         """Refuse to start on a database that no longer holds the latest tree this
         node signed (`log.latest_checkpoint_file`, kept outside the database)."""
         path = self.config.latest_checkpoint_file
-        if path is None:
-            return
         latest = await store.read(lambda uow: uow.log.latest_checkpoint())
         try:
             saved = path.read_text(encoding="utf-8")
-        except FileNotFoundError:  # the first start with the file configured, or the file was lost
-            if latest is not None:
-                log.warning(
-                    "log.latest_checkpoint_file is missing: the database could not be checked against it",
-                    extra={"path": str(path), "tree_size": latest.size},
-                )
-                await asyncio.to_thread(self._save_synced, path, latest)
-            return
+        except (FileNotFoundError, NotADirectoryError):  # the first start, or the file was lost
+            saved = None
         except (OSError, UnicodeDecodeError) as exc:
             raise StartRefused(f"log.latest_checkpoint_file {path}: cannot be read: {exc}") from None
+        if saved is None:
+            self._check_writable(path)
+            if latest is not None:
+                if not self.accept_missing_checkpoint_file:
+                    missing = DataLoss(
+                        "LATEST_CHECKPOINT_MISSING",
+                        f"log.latest_checkpoint_file {path} does not exist, but the database holds checkpoints "
+                        f"this node signed (up to {latest.size} entries): the database cannot be checked against "
+                        "the latest one. If the file was lost, check the database with transfer-verify-log "
+                        "--checkpoint (the latest checkpoints peers and auditors hold), then start once with "
+                        "--accept-missing-checkpoint-file; see docs/operations.md, Backups and restores",
+                    )
+                    raise StartRefused(f"{missing.reason}: {missing.message}")
+                log.warning(
+                    "log.latest_checkpoint_file is missing: started without checking the database against it "
+                    "(--accept-missing-checkpoint-file)",
+                    extra={"path": str(path), "tree_size": latest.size},
+                )
+                self._remember_signed(latest)
+                await asyncio.to_thread(self._save_synced, path, latest)
+            return
         try:
             signed = await store.read(lambda uow: logbook.check_signed_before(uow, saved, verifier))
         except DataLoss as exc:
             raise StartRefused(
-                f"{exc.reason}: {exc.message} (log.latest_checkpoint_file {path}; see docs/operations.md, "
-                "Backups and restores)"
+                f"{exc.reason}: {exc.message} (log.latest_checkpoint_file {path}); {_RECOVERY}"
             ) from None
         log.info("log matches the latest signed checkpoint", extra={"tree_size": signed.size})
         self._saved_size = signed.size  # the file never goes back to a smaller tree
+        self._remember_signed(StoredCheckpoint(signed.size, signed.root, saved, self.clock.now()))
         if latest is not None:
+            self._remember_signed(latest)
             await asyncio.to_thread(self._save_synced, path, latest)
+
+    def _remember_signed(self, checkpoint: StoredCheckpoint) -> None:
+        """The writer refuses to append below a tree this node signed (storage.repositories.LogState)."""
+        assert self.writer is not None
+        self.writer.log_state.signed_at_least(checkpoint)
+
+    @staticmethod
+    def _check_writable(path: Path) -> None:
+        """A file the node will have to write at its first checkpoint: refused now, in one line, if it cannot."""
+        probe = path.with_name(path.name + ".tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(probe, "w", encoding="utf-8"):
+                pass
+            probe.unlink()
+        except OSError as exc:
+            raise StartRefused(f"log.latest_checkpoint_file {path}: cannot be written: {exc}") from None
+
+    def _log_broke(self, cause: LogInconsistent) -> None:
+        """The gate closed (once): one line with the sizes and roots, the write services NOT_SERVING,
+        and nothing more sent to peers or swept (it would all be changes the node now refuses)."""
+        log.error(
+            "LOG_INCONSISTENT: the log contradicts a checkpoint this node signed; it signs nothing more and "
+            "accepts no changes until an operator repairs it (docs/operations.md, The log)",
+            extra={"reason": "LOG_INCONSISTENT", **cause.log_extra()},
+        )
+        if self._stopping is None:  # a node stopping says NOT_SERVING and stops its tasks anyway
+            self._tasks.append(asyncio.get_running_loop().create_task(self._stop_changing(), name="log-broke"))
+
+    async def _stop_changing(self) -> None:
+        if self._health is not None:
+            for name in WRITE_SERVICE_NAMES:
+                await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        for task in self._tasks:
+            if task.get_name() == "expiry-sweeper":
+                task.cancel()
+        if self.dispatcher is not None:
+            await self.dispatcher.stop()
 
     def _save_synced(self, path: Path, checkpoint: StoredCheckpoint) -> None:
         # On a thread, which runs on even when its caller is cancelled (at stop):
@@ -545,12 +640,14 @@ class Node:
         return await self.publish_checkpoint()
 
     async def _publish_forever(self) -> None:
-        while True:
+        while self.gate.broken is None:  # once it closed, there is nothing the node may sign
             try:
                 await self.publish_checkpoint()
             except asyncio.CancelledError:
                 raise
             except Unavailable as exc:  # the database is down, locked or full: one line, not one per round
+                if exc.reason == "LOG_INCONSISTENT":  # said once, by _log_broke
+                    return
                 self._publish_unavailable.failed(exc)
             except Exception:
                 log.exception("checkpoint publication failed; will retry")
@@ -584,9 +681,12 @@ class Node:
             await self.dispatcher.stop()
         if self.links is not None:
             await self.links.close()
-        if self.store is not None:
+        if self.store is not None and self.gate.broken is None:
             try:  # leave a checkpoint covering everything this node wrote
                 await self.publish_checkpoint()
+            except Unavailable as exc:
+                if exc.reason != "LOG_INCONSISTENT":  # that one was said once, by _log_broke
+                    log.exception("final checkpoint failed; the next start publishes it")
             except Exception:
                 log.exception("final checkpoint failed; the next start publishes it")
         if self.writer is not None:

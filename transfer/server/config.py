@@ -30,7 +30,9 @@
     checkpoint_interval_seconds = 1 # how often a grown log gets a new checkpoint
     latest_checkpoint_file = "state/latest-checkpoint"  # a copy of the latest signed checkpoint, kept
                                     # outside the database: the node will not start on a database
-                                    # that no longer holds that tree (a restored backup)
+                                    # that no longer holds that tree (a restored backup). Default
+                                    # with SQLite: <database file without suffix>.latest-checkpoint
+                                    # beside it; required with PostgreSQL
 
     [signing]
     ca_file = "pki/signing-ca.pem"  # CAs of teachers' signing certificates (PEM bundle)
@@ -89,7 +91,7 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from storage.database import UNAVAILABLE_AFTER_S, url_problem
+from storage.database import UNAVAILABLE_AFTER_S, sqlite_file, url_problem
 from transfer.domain.provinces import is_province
 
 
@@ -151,6 +153,7 @@ class Config:
     cert_file: Path
     key_file: Path
     database_url: str
+    latest_checkpoint_file: Path
     port_file: Path | None = None
     sqlite_synchronous: str = "FULL"
     auto_migrate: bool = True
@@ -162,7 +165,6 @@ class Config:
     log_key_file: Path = Path("log.key")
     log_origin: str = ""
     checkpoint_interval_seconds: float = 1.0
-    latest_checkpoint_file: Path | None = None
     signing_ca_file: Path | None = None
     lock_completed: tuple[int, int] = (6, 30)
     lock_supplementary: tuple[int, int] = (8, 15)
@@ -295,6 +297,21 @@ def _sqlite_url_relative_to(url: str, base: Path) -> str:
     return url
 
 
+def _default_latest_file(database_url: str) -> Path:
+    """Where the copy of the latest signed checkpoint goes when log.latest_checkpoint_file is not set: beside
+    a SQLite file (`node.db` -> `node.latest-checkpoint`, a name that `node.db*` does not match, so copying a
+    database with its -wal file does not take it along). PostgreSQL has no such place: the key is required."""
+    path = sqlite_file(database_url)
+    if path is None:
+        raise ConfigError(
+            "log.latest_checkpoint_file is required with a PostgreSQL database (or set "
+            "TRANSFER_LOG_LATEST_CHECKPOINT_FILE): a path on storage that the database's backups and restores "
+            "do not touch, where the node keeps a copy of the latest checkpoint it signed"
+        )
+    db = Path(path)
+    return db.with_name((db.stem or db.name) + ".latest-checkpoint")
+
+
 def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     """Read `path` (may be None: environment only) and apply the environment."""
     env = os.environ if env is None else env
@@ -363,7 +380,9 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     if not 0 < interval < math.inf:  # NaN fails this too
         raise ConfigError("log.checkpoint_interval_seconds: must be positive and finite")
     name = get("node", "name", f"hocba-node-{province}")
+    database_url = _sqlite_url_relative_to(get("database", "url"), base)
     latest_file = get("log", "latest_checkpoint_file", "")
+    latest_checkpoint_file = (base / latest_file) if latest_file else _default_latest_file(database_url)
     lock_dates = []
     for key, default in (("lock_completed", "06-30"), ("lock_supplementary", "08-15")):
         text = get("pages", key, default)
@@ -395,7 +414,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         ca_file=base / get("tls", "ca_file"),
         cert_file=base / get("tls", "cert_file"),
         key_file=base / get("tls", "key_file"),
-        database_url=_sqlite_url_relative_to(get("database", "url"), base),
+        database_url=database_url,
         sqlite_synchronous=sync,
         auto_migrate=get("database", "auto_migrate", True),
         database_unavailable_after_seconds=unavailable_after,
@@ -406,7 +425,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         log_key_file=base / get("log", "key_file"),
         log_origin=get("log", "origin", "") or name,
         checkpoint_interval_seconds=interval,
-        latest_checkpoint_file=(base / latest_file) if latest_file else None,
+        latest_checkpoint_file=latest_checkpoint_file,
         signing_ca_file=(base / signing_ca) if signing_ca else None,
         lock_completed=lock_dates[0],
         lock_supplementary=lock_dates[1],

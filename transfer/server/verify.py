@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load(ns.config)
         verifier: Verifier = parse_vkey(ns.vkey) if ns.vkey else parse_vkey(load_log_signer(cfg).vkey)
         files = list(ns.checkpoint)
-        if cfg.latest_checkpoint_file is not None and cfg.latest_checkpoint_file.exists():
+        if cfg.latest_checkpoint_file.exists():
             files.insert(0, cfg.latest_checkpoint_file)
         held = [(str(f), f.read_text(encoding="utf-8")) for f in files]
     except (ConfigError, NoteError, OSError, UnicodeDecodeError) as exc:
