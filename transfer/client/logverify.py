@@ -36,6 +36,10 @@ class LogForked(LogVerificationError):
     """The log presented a history inconsistent with a checkpoint already trusted."""
 
 
+class PinMismatch(LogVerificationError):
+    """The node serves another origin or log key than the ones pinned."""
+
+
 class EntryMismatch(LogVerificationError):
     """An entry served by the log is not the one its checkpoints commit to."""
 
@@ -67,11 +71,27 @@ def verify_receipt_offline(
 
 
 class LogVerifier:
+    """Verifies one log, pinned by its verifier key `vkey` and (recommended) its `origin`: values
+    obtained out of band (from the province's published list, a signed letter, the operator), never
+    from the node being verified — what the node serves about itself (GetLogInfo) is only compared
+    with them (`check_log_info`)."""
+
     def __init__(self, client: TransferClient, vkey: str, state_file: str | Path, *, origin: str | None = None) -> None:
         self.client = client
+        self.vkey = vkey
         self.verifier = parse_vkey(vkey)
         self.origin = origin
         self.state_file = Path(state_file)
+
+    def check_log_info(self) -> log_pb2.GetLogInfoResponse:
+        """Fetch GetLogInfo and check that it names the pinned log key (and origin, when pinned);
+        PinMismatch otherwise: the node changed its key or origin, or it is not the log pinned."""
+        info = self.client.get_log_info()
+        if info.log_vkey != self.vkey:
+            raise PinMismatch(f"the node serves the log key {info.log_vkey!r}, not the pinned {self.vkey!r}")
+        if self.origin is not None and info.origin != self.origin:
+            raise PinMismatch(f"the node serves the origin {info.origin!r}, not the pinned {self.origin!r}")
+        return info
 
     # -- trusted state ------------------------------------------------------
 

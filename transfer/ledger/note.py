@@ -389,7 +389,12 @@ def parse_skey(skey: str) -> Signer:
 
 def generate_key(name: str) -> tuple[str, str]:
     """A new Ed25519 key pair for `name`: (skey, vkey)."""
-    signer = Ed25519Signer(name, ed25519.Ed25519PrivateKey.generate())
+    return skey_for(name, ed25519.Ed25519PrivateKey.generate())
+
+
+def skey_for(name: str, private_key: ed25519.Ed25519PrivateKey) -> tuple[str, str]:
+    """The signed-note (skey, vkey) of an Ed25519 private key, named `name`."""
+    signer = Ed25519Signer(name, private_key)
     seed = signer._key.private_bytes_raw()
     return f"PRIVATE+KEY+{_encode_key(name, signer.key_id, SIG_ED25519, seed)}", signer.vkey
 

@@ -26,7 +26,7 @@ from storage.store import Store
 from storage.writer import Writer
 from transfer.domain.errors import DataLoss, Unavailable
 from transfer.domain.federation import Federation
-from transfer.domain.logbook import Logbook
+from transfer.domain.logbook import Logbook, LogInfo
 from transfer.domain.model import HandoffState, StoredCheckpoint
 from transfer.domain.pages import PagePolicy, Pages
 from transfer.domain.paging import Tokens
@@ -49,7 +49,7 @@ from transfer.server.peers import (
     PeerServicer,
     Sealer,
     load_peers,
-    load_seal_key,
+    load_seal_signer,
     peer_keys,
 )
 from transfer.server.servicers import (
@@ -210,7 +210,9 @@ class Node:
         trust = load_signing_trust(config)
         page_policy = PagePolicy(config.lock_completed, config.lock_supplementary, config.utc_offset)
         self.peers = load_peers(config)
-        self.seal_key = load_seal_key(config)
+        seal = load_seal_signer(config)
+        self.seal_key = None if seal is None else seal._key
+        self.seal_vkey = "" if seal is None else seal.vkey
         self.federation = Federation(
             config.province, peer_keys(self.peers), self.seal_key, trust, page_policy,
             config.inter_province_deadline_working_days, self.clock, holidays=config.holidays,
@@ -240,6 +242,7 @@ class Node:
         if files_problem is not None:
             raise StartRefused(files_problem)
         signer = load_log_signer(cfg)
+        self.log_vkey = signer.vkey
         self.logbook = logbook = Logbook(cfg.log_origin, signer, self.clock)
         try:
             migrate.prepare(cfg.database_url, upgrade_schema=cfg.auto_migrate)
@@ -255,6 +258,7 @@ class Node:
         )
         store = self.store = Store(self.db, self.writer)
         try:
+            await self._check_origin(store, logbook)
             await self._check_signed_before(store, logbook, parse_vkey(signer.vkey))
             self.tokens = Tokens(await store.node_secret(TOKEN_SECRET))
         except BaseException:
@@ -329,7 +333,9 @@ class Node:
             ),
             server,
         )
-        log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(store, auth, self.clock, tokens, logbook), server)
+        log_pb2_grpc.add_LogServiceServicer_to_server(
+            LogServicer(store, auth, self.clock, tokens, logbook, self.log_info(logbook)), server
+        )
         pages_pb2_grpc.add_PageServiceServicer_to_server(
             PageServicer(store, auth, self.clock, tokens, self.pages, cfg.log_origin), server
         )
@@ -471,6 +477,17 @@ class Node:
         if checkpoint is not None:
             log.info("checkpoint published", extra={"tree_size": checkpoint.size, "root": checkpoint.root.hex()})
         return checkpoint
+
+    def log_info(self, logbook: Logbook) -> LogInfo:
+        """What GetLogInfo serves: the origin and the keys verifiers pin (no witnesses yet)."""
+        return LogInfo(origin=logbook.origin, log_vkey=self.log_vkey, seal_vkey=self.seal_vkey)
+
+    async def _check_origin(self, store: Store, logbook: Logbook) -> None:
+        """Refuse to start when log.origin is not the origin of the checkpoints already signed."""
+        try:
+            await store.read(logbook.check_origin)
+        except DataLoss as exc:
+            raise StartRefused(f"{exc.reason}: {exc.message} (see docs/operations.md, Log keys)") from None
 
     async def _check_signed_before(self, store: Store, logbook: Logbook, verifier: Verifier) -> None:
         """Refuse to start on a database that no longer holds the latest tree this
