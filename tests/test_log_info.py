@@ -10,14 +10,23 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.federation import free_port, peer_block
-from tests.support import FakeClock, load_config, new_lookup_code, new_national_id, running_node, write_config
+from tests.support import (
+    FakeClock,
+    RunningNode,
+    load_config,
+    new_lookup_code,
+    new_national_id,
+    running_node,
+    write_config,
+)
 from transfer.client import NO_RETRY, ClientTls, TransferClient
-from transfer.client.logverify import LogVerifier, PinMismatch
+from transfer.client.logverify import LogVerificationError, LogVerifier, PinMismatch
 from transfer.devpki import make_dev_pki
 from transfer.keygen import main as keygen
 from transfer.ledger.note import open_checkpoint, parse_vkey
 from transfer.server.app import StartRefused
 from transfer.server.config import ConfigError
+from transfer.server.verify import main as verify_log
 from transfer.v1 import common_pb2
 
 ORIGIN = "hocba.invalid/province/01/log"
@@ -189,3 +198,77 @@ def test_production_keys_from_keygen_or_openssl_pem_serve_a_node(
         info = s1.get_log_info()
         assert (info.origin, info.log_vkey, info.seal_vkey) == (origin, log_vkey, seal_vkey)
         assert open_checkpoint(s1.get_checkpoint().checkpoint, parse_vkey(log_vkey), origin).origin == origin
+
+
+def _flow(node: RunningNode, transfers: int) -> None:
+    """`transfers` transfers initiated by S1, then a checkpoint over them."""
+    s1 = node.client("school-S1")
+    for _ in range(transfers):
+        code = new_lookup_code()
+        s1.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
+        s1.initiate_transfer(code, "S2")
+    assert node.node is not None
+    node.run(node.node.publish_checkpoint)
+
+
+def test_a_log_key_rotates_without_breaking_verifiers_or_the_nodes_checks(
+    tmp_path: Path, pki: Path, database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With log.next_key_file every checkpoint is signed by both keys: verifiers pinned to either accept it and
+    GetLogInfo announces the next key. After the switch (the new key as log.key_file, the old vkey in
+    log.previous_vkey_files) the node starts on its latest-checkpoint file, transfer-verify-log accepts the
+    older checkpoints, and verifiers re-pinned to the new key go on from their trusted state."""
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    assert keygen(["--name", ORIGIN, "--out", str(keys), "--stem", "log"]) == 0
+    new_vkey = capsys.readouterr().out.strip()
+    old_vkey = (pki / "log.vkey").read_text().strip()
+    path = _with_log_keys(
+        _config_file(tmp_path, pki, database_url), f'latest_checkpoint_file = "{tmp_path / "latest"}"\n'
+    )
+    original = path.read_text(encoding="utf-8")
+    clock = FakeClock()
+    with running_node(load_config(path), pki, clock) as node:
+        admin = node.client("province-admin")
+        for code in ("S1", "S2"):
+            admin.register_school(code, f"Trường {code}")
+        _flow(node, 2)
+        old_pin = LogVerifier(node.client("auditor"), old_vkey, tmp_path / "old-pin", origin=ORIGIN)
+        before = old_pin.refresh()
+        stale = (tmp_path / "old-pin").read_text(encoding="utf-8")  # signed by the old key only
+
+    # The window: both keys sign.
+    _with_log_keys(path, f'next_key_file = "{keys / "log.key"}"\n')
+    with running_node(load_config(path), pki, clock) as node:
+        _flow(node, 1)
+        auditor = node.client("auditor")
+        info = auditor.get_log_info()
+        assert (info.log_vkey, info.next_log_vkey) == (old_vkey, new_vkey)
+        assert LogVerifier(auditor, old_vkey, tmp_path / "old-pin", origin=ORIGIN).refresh().size > before.size
+        new_pin = LogVerifier(auditor, new_vkey, tmp_path / "new-pin", origin=ORIGIN)
+        assert new_pin.check_log_info() == info
+        window = new_pin.refresh()
+        note = auditor.get_checkpoint().checkpoint
+        assert open_checkpoint(note, parse_vkey(old_vkey), ORIGIN) == open_checkpoint(note, parse_vkey(new_vkey))
+
+    # The switch: the new key signs alone; the old one only checks older checkpoints.
+    path.write_text(original.replace(str(pki / "log.key"), str(keys / "log.key")), encoding="utf-8")
+    assert verify_log(["--config", str(path), "--quiet"]) == 1  # older checkpoints: signed by the old key only
+    assert "signature or format is invalid" in capsys.readouterr().out
+    _with_log_keys(path, f'previous_vkey_files = ["{pki / "log.vkey"}"]\n')
+    assert verify_log(["--config", str(path), "--quiet"]) == 0
+    with running_node(load_config(path), pki, clock) as node:
+        _flow(node, 1)
+        auditor = node.client("auditor")
+        info = auditor.get_log_info()
+        assert (info.log_vkey, info.next_log_vkey, list(info.previous_log_vkeys)) == (new_vkey, "", [old_vkey])
+        assert LogVerifier(auditor, new_vkey, tmp_path / "new-pin", origin=ORIGIN).refresh().size > window.size
+        with pytest.raises(LogVerificationError):  # no longer signed by the old key
+            LogVerifier(auditor, old_vkey, tmp_path / "old-pin", origin=ORIGIN).refresh()
+        # A verifier last refreshed before the window re-pins to the new key, and names the old one for its
+        # trusted state only.
+        (tmp_path / "stale").write_text(stale, encoding="utf-8")
+        with pytest.raises(LogVerificationError):
+            LogVerifier(auditor, new_vkey, tmp_path / "stale", origin=ORIGIN).refresh()
+        repinned = LogVerifier(auditor, new_vkey, tmp_path / "stale", origin=ORIGIN, previous_vkeys=[old_vkey])
+        assert repinned.refresh().size > window.size

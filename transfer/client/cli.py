@@ -106,6 +106,8 @@ def fmt_deliveries(d: peers_pb2.PeerDeliveries) -> str:
 
 def fmt_log_info(info: log_pb2.GetLogInfoResponse) -> str:
     lines = [f"origin     {info.origin}", f"log vkey   {info.log_vkey}", f"seal vkey  {info.seal_vkey or '-'}"]
+    lines += [f"next vkey  {info.next_log_vkey}"] * bool(info.next_log_vkey)
+    lines += [f"old vkey   {v}" for v in info.previous_log_vkeys]
     lines += [f"witness    {w.name} {w.vkey} {w.url}".rstrip() for w in info.witnesses]
     lines.append(f"quorum     {info.witness_quorum}")
     return "\n".join(lines)

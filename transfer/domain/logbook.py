@@ -11,6 +11,7 @@ compare-and-swap) — and serves what verifiers ask for.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from transfer.domain.errors import DataLoss, FieldViolation, InvalidArgument, NotFound, OutOfRange
@@ -63,14 +64,17 @@ class LogInfo:
     origin: str
     log_vkey: str
     seal_vkey: str = ""
+    next_log_vkey: str = ""
+    previous_log_vkeys: tuple[str, ...] = ()
     witnesses: tuple[Witness, ...] = ()
     witness_quorum: int = 0
 
 
 class Logbook:
-    def __init__(self, origin: str, signer: Signer | None, clock: Clock) -> None:
+    def __init__(self, origin: str, signer: Signer | None, clock: Clock, *, also: Sequence[Signer] = ()) -> None:
         self.origin = origin
         self.signer = signer
+        self.also = tuple(also)  # during a key rotation, the next key signs every checkpoint too
         self.clock = clock
 
     # -- publishing ---------------------------------------------------------
@@ -99,7 +103,7 @@ class Logbook:
             return None
         root = tree_root(uow, size)
         self._check_consistent(uow, latest, size, root)
-        note = sign_note(Checkpoint(self.origin, size, root).text(), self.signer)
+        note = sign_note(Checkpoint(self.origin, size, root).text(), self.signer, *self.also)
         return StoredCheckpoint(size, root, note, self.clock.now())
 
     def store(self, uow: UnitOfWork, checkpoint: StoredCheckpoint) -> StoredCheckpoint | None:
@@ -144,7 +148,7 @@ class Logbook:
                 f"{self.origin!r}: set log.origin = {stored!r} to go on with this log",
             )
 
-    def check_signed_before(self, uow: UnitOfWork, note: str, verifier: Verifier) -> Checkpoint:
+    def check_signed_before(self, uow: UnitOfWork, note: str, verifier: Verifier | Sequence[Verifier]) -> Checkpoint:
         """Check that the database still holds the tree of a checkpoint this node
         signed (`note`, a copy kept outside the database).
 

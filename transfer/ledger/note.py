@@ -34,7 +34,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -663,8 +663,10 @@ def parse_checkpoint(text: str, *, origin: str | None = None) -> Checkpoint:
     return Checkpoint(first, int(size_line), root, tuple(extensions))
 
 
-def open_checkpoint(signed: str, verifier: Verifier, origin: str | None = None) -> Checkpoint:
-    """The checkpoint in a signed note whose signature by `verifier` is valid
-    (and, given `origin`, which is of that log); NoteError otherwise."""
-    note, _ = open_note(signed, [verifier])
+def open_checkpoint(signed: str, verifier: Verifier | Sequence[Verifier], origin: str | None = None) -> Checkpoint:
+    """A checkpoint whose signed note carries a valid signature by `verifier`
+    (or by one of several: a log's current, next and previous keys; every
+    signature by any of them must verify), and, given `origin`, which is of
+    that log; NoteError otherwise."""
+    note, _ = open_note(signed, list(verifier) if isinstance(verifier, Sequence) else [verifier])
     return parse_checkpoint(note.text, origin=origin)

@@ -28,6 +28,8 @@
     [log]
     key_file = "pki/log.key"        # Ed25519 key signing checkpoints (signed-note skey)
     origin = ""                     # checkpoints' first line; default: <node.domain>/province/<province>/log
+    next_key_file = ""              # during a key rotation: the new key, signing every checkpoint too
+    previous_vkey_files = []        # after one: the retired keys' vkeys, checking older checkpoints
     checkpoint_interval_seconds = 1 # how often a grown log gets a new checkpoint
     latest_checkpoint_file = "state/latest-checkpoint"  # a copy of the latest signed checkpoint, kept
                                     # outside the database: the node will not start on a database
@@ -162,6 +164,8 @@ class Config:
     expiry_sweep_seconds: float = 30.0
     log_key_file: Path = Path("log.key")
     log_origin: str = ""
+    log_next_key_file: Path | None = None
+    log_previous_vkey_files: tuple[Path, ...] = ()
     domain: str = "hocba.invalid"
     checkpoint_interval_seconds: float = 1.0
     latest_checkpoint_file: Path | None = None
@@ -206,6 +210,8 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
     "log": {
         "key_file": (str, True),
         "origin": (str, False),
+        "next_key_file": (str, False),
+        "previous_vkey_files": (list, False),
         "checkpoint_interval_seconds": (float, False),
         "latest_checkpoint_file": (str, False),
     },
@@ -393,6 +399,10 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
             "hocba.example.vn/province/01/log)"
         )
     latest_file = get("log", "latest_checkpoint_file", "")
+    next_key = get("log", "next_key_file", "")
+    previous_vkeys = get("log", "previous_vkey_files", [])
+    if not all(isinstance(p, str) and p for p in previous_vkeys):
+        raise ConfigError("log.previous_vkey_files: a list of file names")
     lock_dates = []
     for key, default in (("lock_completed", "06-30"), ("lock_supplementary", "08-15")):
         text = get("pages", key, default)
@@ -435,6 +445,8 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         expiry_sweep_seconds=sweep,
         log_key_file=base / get("log", "key_file"),
         log_origin=origin,
+        log_next_key_file=(base / next_key) if next_key else None,
+        log_previous_vkey_files=tuple(base / str(p) for p in previous_vkeys),
         checkpoint_interval_seconds=interval,
         latest_checkpoint_file=(base / latest_file) if latest_file else None,
         signing_ca_file=(base / signing_ca) if signing_ca else None,

@@ -114,6 +114,8 @@ def log_info_pb(info: LogInfo) -> log_pb2.GetLogInfoResponse:
         seal_vkey=info.seal_vkey,
         witnesses=[log_pb2.Witness(name=w.name, vkey=w.vkey, url=w.url) for w in info.witnesses],
         witness_quorum=info.witness_quorum,
+        next_log_vkey=info.next_log_vkey,
+        previous_log_vkeys=info.previous_log_vkeys,
     )
 
 

@@ -111,15 +111,19 @@ class Witness(_message.Message):
     def __init__(self, name: _Optional[str] = ..., vkey: _Optional[str] = ..., url: _Optional[str] = ...) -> None: ...
 
 class GetLogInfoResponse(_message.Message):
-    __slots__ = ("origin", "log_vkey", "seal_vkey", "witnesses", "witness_quorum")
+    __slots__ = ("origin", "log_vkey", "seal_vkey", "witnesses", "witness_quorum", "next_log_vkey", "previous_log_vkeys")
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     LOG_VKEY_FIELD_NUMBER: _ClassVar[int]
     SEAL_VKEY_FIELD_NUMBER: _ClassVar[int]
     WITNESSES_FIELD_NUMBER: _ClassVar[int]
     WITNESS_QUORUM_FIELD_NUMBER: _ClassVar[int]
+    NEXT_LOG_VKEY_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_LOG_VKEYS_FIELD_NUMBER: _ClassVar[int]
     origin: str
     log_vkey: str
     seal_vkey: str
     witnesses: _containers.RepeatedCompositeFieldContainer[Witness]
     witness_quorum: int
-    def __init__(self, origin: _Optional[str] = ..., log_vkey: _Optional[str] = ..., seal_vkey: _Optional[str] = ..., witnesses: _Optional[_Iterable[_Union[Witness, _Mapping]]] = ..., witness_quorum: _Optional[int] = ...) -> None: ...
+    next_log_vkey: str
+    previous_log_vkeys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, origin: _Optional[str] = ..., log_vkey: _Optional[str] = ..., seal_vkey: _Optional[str] = ..., witnesses: _Optional[_Iterable[_Union[Witness, _Mapping]]] = ..., witness_quorum: _Optional[int] = ..., next_log_vkey: _Optional[str] = ..., previous_log_vkeys: _Optional[_Iterable[str]] = ...) -> None: ...
