@@ -24,6 +24,7 @@ from transfer.client.logverify import LogVerificationError, LogVerifier, PinMism
 from transfer.devpki import make_dev_pki
 from transfer.keygen import main as keygen
 from transfer.ledger.note import open_checkpoint, parse_vkey
+from transfer.server.__main__ import main as server_main
 from transfer.server.app import StartRefused
 from transfer.server.config import ConfigError
 from transfer.server.verify import main as verify_log
@@ -272,3 +273,25 @@ def test_a_log_key_rotates_without_breaking_verifiers_or_the_nodes_checks(
             LogVerifier(auditor, new_vkey, tmp_path / "stale", origin=ORIGIN).refresh()
         repinned = LogVerifier(auditor, new_vkey, tmp_path / "stale", origin=ORIGIN, previous_vkeys=[old_vkey])
         assert repinned.refresh().size > window.size
+
+
+def test_rotation_keys_that_are_the_log_key_or_unreadable_are_refused(
+    tmp_path: Path, pki: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """log.next_key_file or log.previous_vkey_files naming the log key itself, or a previous key file that is
+    not a verifier key, stop the node before it serves (and fail --check-config and transfer-verify-log), with the file named."""
+    url = f"sqlite:///{tmp_path / 'node.db'}"
+    garbage = tmp_path / "garbage.vkey"
+    garbage.write_text("not a key\n", encoding="utf-8")
+    cases = [
+        (f'next_key_file = "{pki / "log.key"}"\n', "is the log key itself"),
+        (f'previous_vkey_files = ["{pki / "log.vkey"}"]\n', "names a key the log signs with"),
+        (f'previous_vkey_files = ["{garbage}"]\n', "not a signed-note verifier key"),
+    ]
+    for i, (line, message) in enumerate(cases):
+        path = _with_log_keys(_config_file(tmp_path, pki, url, name=f"bad{i}"), line)
+        with pytest.raises(OSError, match=message), running_node(load_config(path), pki, FakeClock()):
+            pass
+        assert verify_log(["--config", str(path), "--quiet"]) == 2
+        assert server_main(["--config", str(path), "--check-config"]) == 1
+        assert message in capsys.readouterr().err

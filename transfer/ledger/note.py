@@ -73,6 +73,7 @@ __all__ = [
     "parse_vkey",
     "sign_note",
     "signature_line",
+    "skey_for",
     "vkey_for",
 ]
 
