@@ -482,3 +482,13 @@ def test_cli_watch_options_are_checked_and_permanent_errors_end_it(
     assert time.monotonic() - started < 10
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "PERMISSION_DENIED NOT_YOUR_SCHOOL" in err[0], err
+
+
+def test_cli_log_info(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
+    """`transfer-cli log-info` prints the origin and the verifier keys GetLogInfo serves, as text and as JSON."""
+    vkey = (node.pki / "log.vkey").read_text().strip()
+    assert main(cli(node, "auditor", "log-info")) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ["origin     hocba.invalid/province/01/log", f"log vkey   {vkey}", "seal vkey  -", "quorum     0"]
+    assert main(["--json", *cli(node, "school-S1", "log-info")]) == 0
+    assert json.loads(capsys.readouterr().out) == {"origin": "hocba.invalid/province/01/log", "log_vkey": vkey}

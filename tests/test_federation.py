@@ -627,7 +627,7 @@ def test_forged_packages_are_refused(start_pair: StartPair, pki: Path, rogue_pki
     response = stub.OfferTransfer(peers_pb2.OfferTransferRequest(package=package, seal=seal), timeout=10)
     body = peers_pb2.PeerReceiptBody.FromString(response.receipt.body)
     assert body.transfer_id == t.id and body.receiver_province == "79" and body.logged
-    assert body.state == REQUESTED and body.checkpoint.startswith("hocba-node-79\n")
+    assert body.state == REQUESTED and body.checkpoint.startswith("hocba.invalid/province/79/log\n")
     assert doc["transfer"]["id"] == t.id
     again = stub.OfferTransfer(peers_pb2.OfferTransferRequest(package=package, seal=seal), timeout=10)
     assert again.receipt == response.receipt  # a repeat returns the stored receipt
@@ -695,7 +695,10 @@ def test_a_peer_node_reads_the_log(tmp_path: Path, pki: Path, pki79: Path, datab
         tls = ClientTls.from_files(pki / "ca.pem", pki79 / "node.pem", pki79 / "node.key")
         with TransferClient(node.address, tls, retry=NO_RETRY) as peer:
             verifier = LogVerifier(
-                peer, (pki / "log.vkey").read_text().strip(), tmp_path / "trusted", origin="hocba-node-01"
+                peer,
+                (pki / "log.vkey").read_text().strip(),
+                tmp_path / "trusted",
+                origin="hocba.invalid/province/01/log",
             )
             checkpoint = verifier.verify_receipt(first.receipt)  # GetCheckpoint, GetInclusionProof
             assert checkpoint.size == last.receipt.index + 1

@@ -65,7 +65,7 @@ def test_every_change_is_an_entry_with_a_receipt(node: RunningNode, s1: Transfer
     assert first.deadline is not None and int(first.deadline.timestamp()) == sent.transfer.deadline.seconds
     for leaf in (sent.receipt.leaf, rejected.receipt.leaf):
         assert nid.encode() not in leaf and code.encode() not in leaf and "đủ".encode() not in leaf
-    assert sent.receipt.origin == "hocba-node-01"
+    assert sent.receipt.origin == "hocba.invalid/province/01/log"
 
 
 def test_receipts_verify_online_and_offline(
@@ -73,7 +73,7 @@ def test_receipts_verify_online_and_offline(
 ) -> None:
     """Receipts verify against a signed checkpoint: through the client verifier, and offline from a proof."""
     changes = flow(s1, s2)
-    verifier = LogVerifier(s1, vkey(node), tmp_path / "trusted.checkpoint", origin="hocba-node-01")
+    verifier = LogVerifier(s1, vkey(node), tmp_path / "trusted.checkpoint", origin="hocba.invalid/province/01/log")
     for change in changes:
         checkpoint = verifier.verify_receipt(change.receipt)  # type: ignore[attr-defined]
         assert checkpoint.size > change.receipt.index  # type: ignore[attr-defined]
@@ -222,7 +222,7 @@ def test_tampered_leaf_is_named(
     flow(s1, s2, 5)
     assert node.node is not None and node.config_path is not None
     node.run(node.node.publish_checkpoint)
-    verifier = LogVerifier(s1, vkey(node), tmp_path / "trusted", origin="hocba-node-01")
+    verifier = LogVerifier(s1, vkey(node), tmp_path / "trusted", origin="hocba.invalid/province/01/log")
     verifier.audit()
     assert verify_main(["--config", str(node.config_path), "--quiet"]) == 0
     assert "log verified: 10 entries" in capsys.readouterr().out
@@ -342,7 +342,7 @@ def test_audit_of_a_log_serving_malformed_proofs_fails_cleanly(
     assert node.node is not None
     node.run(node.node.publish_checkpoint)
     forged = node.client("auditor", interceptors=[ForgedLog(6, reshape)])
-    verifier = LogVerifier(forged, vkey(node), tmp_path / "trusted", origin="hocba-node-01")
+    verifier = LogVerifier(forged, vkey(node), tmp_path / "trusted", origin="hocba.invalid/province/01/log")
     with pytest.raises(LogVerificationError) as info:
         verifier.audit()
     assert not isinstance(info.value, EntryMismatch) or info.value.index == 6, info.value
@@ -373,4 +373,4 @@ def test_every_receipt_names_the_log(node: RunningNode, s1: TransferClient, pki:
         teachers[0].id, staff_pb2.DEPARTURE_REASON_RETIREMENT, "2026-11-23", replacement=teachers[3].id
     )
     receipts = [assigned.receipt, added.receipt, replaced.receipt, locked.receipt, departed]
-    assert [r.origin for r in receipts] == ["hocba-node-01"] * len(receipts)
+    assert [r.origin for r in receipts] == ["hocba.invalid/province/01/log"] * len(receipts)

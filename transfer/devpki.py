@@ -16,7 +16,9 @@ writes (ECDSA P-256, PEM):
                                         a teacher's signing certificate
     log.key / log.vkey                  the node's Ed25519 key for signing log
                                         checkpoints (signed-note formats), named
-                                        after the node (--node-name)
+                                        after the node's default log origin
+                                        (hocba.invalid/province/<code>/log;
+                                        --node-name to name it otherwise)
     seal.key / seal.vkey                the node's Ed25519 key sealing transfer
                                         packages and receipts it sends to peers
 
@@ -48,6 +50,7 @@ from transfer.domain.provinces import is_province
 from transfer.domain.validation import SCHOOL_CODE
 from transfer.identity import province_uri, role_uri, school_uri
 from transfer.ledger.note import generate_key
+from transfer.server.config import DEFAULT_DOMAIN, default_origin
 
 
 @dataclass(frozen=True)
@@ -287,9 +290,9 @@ def make_dev_pki(
     for code in schools:
         ca.school(province, code)
         ca.school(province, code, admin=True)
-    name = node_name or f"hocba-node-{province}"
-    write_note_key(out, "log", name)
-    write_note_key(out, "seal", f"{name}-seal")
+    # C2SP tlog-checkpoint: the log key's name should be the log's origin (the default one here).
+    write_note_key(out, "log", node_name or default_origin(DEFAULT_DOMAIN, province))
+    write_note_key(out, "seal", f"{node_name or f'hocba-node-{province}'}-seal")
     signing = SigningCA(out, days=days)
     for spec in teachers or []:
         name, _, key_type = spec.partition(":")
@@ -308,7 +311,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--teacher", action="append", default=[], help="a teacher's signing certificate: name[:rsa|ecdsa|ed25519]"
     )
-    parser.add_argument("--node-name", help="the node's name, also its log key's name (default hocba-node-<province>)")
+    parser.add_argument(
+        "--node-name",
+        help="the log key's name (default: the default origin, hocba.invalid/province/<province>/log)",
+    )
     ns = parser.parse_args(argv)
     try:
         make_dev_pki(ns.out, ns.province, ns.school, days=ns.days, node_name=ns.node_name, teachers=ns.teacher)

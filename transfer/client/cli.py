@@ -32,7 +32,7 @@ from transfer.client.client import ClientTls, ClientTlsError, TransferChange, Tr
 from transfer.client.errors import TransferError
 from transfer.client.retry import RetryPolicy
 from transfer.client.signing import load_key, sign_digest
-from transfer.v1 import common_pb2, pages_pb2, peers_pb2, records_pb2, schools_pb2, staff_pb2, transfers_pb2
+from transfer.v1 import common_pb2, log_pb2, pages_pb2, peers_pb2, records_pb2, schools_pb2, staff_pb2, transfers_pb2
 
 LOCAL = timezone(timedelta(hours=7))
 
@@ -102,6 +102,15 @@ def fmt_deliveries(d: peers_pb2.PeerDeliveries) -> str:
     if d.last_error:
         line += f"  last error: {d.last_error}"
     return line
+
+
+def fmt_log_info(info: log_pb2.GetLogInfoResponse) -> str:
+    lines = [f"origin     {info.origin}", f"log vkey   {info.log_vkey}", f"seal vkey  {info.seal_vkey or '-'}"]
+    lines += [f"next vkey  {info.next_log_vkey}"] * bool(info.next_log_vkey)
+    lines += [f"old vkey   {v}" for v in info.previous_log_vkeys]
+    lines += [f"witness    {w.name} {w.vkey} {w.url}".rstrip() for w in info.witnesses]
+    lines.append(f"quorum     {info.witness_quorum}")
+    return "\n".join(lines)
 
 
 class Output:
@@ -227,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     cmd("deliveries", "messages to other provinces' nodes, per peer (province admin)")
+    cmd("log-info", "the log's origin, verifier keys and witnesses (compare them with the values you pinned)")
 
     s = cmd("record-register", "register a record held by your school")
     s.add_argument("lookup_code")
@@ -434,6 +444,8 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                 out.show(c.update_school(ns.code, name=ns.name, active=ns.active, request_id=ns.request_id), fmt_school)
             case "school-get":
                 out.show(c.get_school(ns.code), fmt_school)
+            case "log-info":
+                out.show(c.get_log_info(), fmt_log_info)
             case "school-list":
                 for school in c.iter_schools():
                     out.show(school, fmt_school)

@@ -548,6 +548,12 @@ class TransferClient:
 
     # -- the log --------------------------------------------------------------
 
+    def get_log_info(self) -> log_pb2.GetLogInfoResponse:
+        """The log's origin, verifier keys and witness policy, as the node serves them (not verified:
+        compare them with values obtained out of band, see LogVerifier.check_log_info)."""
+        resp: log_pb2.GetLogInfoResponse = self._call(self.log.GetLogInfo, log_pb2.GetLogInfoRequest())
+        return resp
+
     def get_checkpoint(self, tree_size: int = 0) -> log_pb2.GetCheckpointResponse:
         """The latest signed checkpoint, or the one signed at `tree_size` (not verified here)."""
         resp: log_pb2.GetCheckpointResponse = self._call(

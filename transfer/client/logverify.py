@@ -36,6 +36,10 @@ class LogForked(LogVerificationError):
     """The log presented a history inconsistent with a checkpoint already trusted."""
 
 
+class PinMismatch(LogVerificationError):
+    """The node serves another origin or log key than the ones pinned."""
+
+
 class EntryMismatch(LogVerificationError):
     """An entry served by the log is not the one its checkpoints commit to."""
 
@@ -44,7 +48,7 @@ class EntryMismatch(LogVerificationError):
         self.index = index
 
 
-def open_checkpoint(signed: str, verifier: Verifier, origin: str | None) -> Checkpoint:
+def open_checkpoint(signed: str, verifier: Verifier | Sequence[Verifier], origin: str | None) -> Checkpoint:
     """A checkpoint whose signature by `verifier` is valid (and whose origin is `origin`)."""
     try:
         return open_signed_checkpoint(signed, verifier, origin)
@@ -67,11 +71,38 @@ def verify_receipt_offline(
 
 
 class LogVerifier:
-    def __init__(self, client: TransferClient, vkey: str, state_file: str | Path, *, origin: str | None = None) -> None:
+    """Verifies one log, pinned by its verifier key `vkey` and (recommended) its `origin`: values
+    obtained out of band (from the province's published list, a signed letter, the operator), never
+    from the node being verified — what the node serves about itself (GetLogInfo) is only compared
+    with them (`check_log_info`)."""
+
+    def __init__(
+        self,
+        client: TransferClient,
+        vkey: str,
+        state_file: str | Path,
+        *,
+        origin: str | None = None,
+        previous_vkeys: Sequence[str] = (),
+    ) -> None:
         self.client = client
+        self.vkey = vkey
         self.verifier = parse_vkey(vkey)
+        # After the log's key rotation: the retired keys, accepted only for the checkpoint already
+        # trusted (the state file); every new checkpoint must be signed by `vkey`.
+        self.previous = [parse_vkey(v) for v in previous_vkeys]
         self.origin = origin
         self.state_file = Path(state_file)
+
+    def check_log_info(self) -> log_pb2.GetLogInfoResponse:
+        """Fetch GetLogInfo and check that it names the pinned log key (and origin, when pinned);
+        PinMismatch otherwise: the node changed its key or origin, or it is not the log pinned."""
+        info = self.client.get_log_info()
+        if self.vkey not in (info.log_vkey, info.next_log_vkey):  # pinned to the next key during a rotation
+            raise PinMismatch(f"the node serves the log key {info.log_vkey!r}, not the pinned {self.vkey!r}")
+        if self.origin is not None and info.origin != self.origin:
+            raise PinMismatch(f"the node serves the origin {info.origin!r}, not the pinned {self.origin!r}")
+        return info
 
     # -- trusted state ------------------------------------------------------
 
@@ -81,7 +112,7 @@ class LogVerifier:
             signed = self.state_file.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
-        return open_checkpoint(signed, self.verifier, self.origin), signed
+        return open_checkpoint(signed, [self.verifier, *self.previous], self.origin), signed
 
     def _save(self, signed: str) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.state_file.parent, prefix=self.state_file.name + ".")

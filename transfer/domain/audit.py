@@ -66,7 +66,7 @@ def _no_progress(stage: str, done: int, total: int) -> None:
 
 def audit_log(
     source: LogSource,
-    verifier: Verifier,
+    verifier: Verifier | Sequence[Verifier],
     origin: str,
     *,
     progress: Progress = _no_progress,
@@ -91,7 +91,9 @@ def audit_log(
     return report
 
 
-def _check_held(source: LogSource, report: AuditReport, verifier: Verifier, origin: str, where: str, text: str) -> None:
+def _check_held(
+    source: LogSource, report: AuditReport, verifier: Verifier | Sequence[Verifier], origin: str, where: str, text: str
+) -> None:
     try:
         body = open_checkpoint(text, verifier, origin)
     except NoteError as exc:
@@ -162,7 +164,11 @@ def _check_levels(source: LogSource, report: AuditReport, progress: Progress) ->
 
 
 def _check_checkpoints(
-    source: LogSource, checkpoints: list[StoredCheckpoint], report: AuditReport, verifier: Verifier, origin: str
+    source: LogSource,
+    checkpoints: list[StoredCheckpoint],
+    report: AuditReport,
+    verifier: Verifier | Sequence[Verifier],
+    origin: str,
 ) -> None:
     previous: StoredCheckpoint | None = None
     for cp in checkpoints:

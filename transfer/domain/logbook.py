@@ -11,7 +11,8 @@ compare-and-swap) — and serves what verifiers ask for.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from transfer.domain.errors import DataLoss, FieldViolation, InvalidArgument, NotFound, OutOfRange, Unavailable
 from transfer.domain.model import Actor, StoredCheckpoint
@@ -117,10 +118,34 @@ def _bad(field: str, message: str, reason: str = "INVALID_TREE_SIZE") -> Invalid
     return InvalidArgument(reason, f"{field}: {message}", field_violations=(FieldViolation(field, message, reason),))
 
 
+@dataclass(frozen=True)
+class Witness:
+    """A witness cosigning the log's checkpoints: its key name, verifier key and address."""
+
+    name: str
+    vkey: str
+    url: str
+
+
+@dataclass(frozen=True)
+class LogInfo:
+    """What verifiers pin: the log's origin, its checkpoint key, the node's seal key (verifier
+    keys, "" when none) and the witness policy (none yet: no witnesses, quorum 0)."""
+
+    origin: str
+    log_vkey: str
+    seal_vkey: str = ""
+    next_log_vkey: str = ""
+    previous_log_vkeys: tuple[str, ...] = ()
+    witnesses: tuple[Witness, ...] = ()
+    witness_quorum: int = 0
+
+
 class Logbook:
-    def __init__(self, origin: str, signer: Signer | None, clock: Clock) -> None:
+    def __init__(self, origin: str, signer: Signer | None, clock: Clock, *, also: Sequence[Signer] = ()) -> None:
         self.origin = origin
         self.signer = signer
+        self.also = tuple(also)  # during a key rotation, the next key signs every checkpoint too
         self.clock = clock
 
     # -- publishing ---------------------------------------------------------
@@ -156,7 +181,7 @@ class Logbook:
             return None
         root = tree_root(uow, size)
         self._check_consistent(uow, latest, size, root)
-        note = sign_note(Checkpoint(self.origin, size, root).text(), self.signer)
+        note = sign_note(Checkpoint(self.origin, size, root).text(), self.signer, *self.also)
         return StoredCheckpoint(size, root, note, self.clock.now())
 
     def store(self, uow: UnitOfWork, checkpoint: StoredCheckpoint) -> StoredCheckpoint | None:
@@ -188,7 +213,25 @@ class Logbook:
                 root=root,
             ) from exc
 
-    def check_signed_before(self, uow: UnitOfWork, note: str, verifier: Verifier) -> Checkpoint:
+    def check_origin(self, uow: UnitOfWork) -> None:
+        """Refuse to go on with a log whose stored checkpoints name another origin.
+
+        The origin is the log's identity: every checkpoint a peer, a school or an
+        auditor holds names it. Signing the same tree under another origin (after
+        a change of log.origin, node.domain or node.province) would make a second
+        log of the same history that no holder of the first can follow."""
+        latest = uow.log.latest_checkpoint()
+        if latest is None:
+            return
+        stored = latest.note.split("\n", 1)[0]
+        if stored != self.origin:
+            raise DataLoss(
+                "LOG_ORIGIN_CHANGED",
+                f"the database's checkpoints are of the log {stored!r}, but this node is configured as "
+                f"{self.origin!r}: set log.origin = {stored!r} to go on with this log",
+            )
+
+    def check_signed_before(self, uow: UnitOfWork, note: str, verifier: Verifier | Sequence[Verifier]) -> Checkpoint:
         """Check that the database still holds the tree of a checkpoint this node
         signed (`note`, a copy kept outside the database).
 

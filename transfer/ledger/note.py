@@ -34,7 +34,7 @@ import base64
 import binascii
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -73,6 +73,7 @@ __all__ = [
     "parse_vkey",
     "sign_note",
     "signature_line",
+    "skey_for",
     "vkey_for",
 ]
 
@@ -389,7 +390,12 @@ def parse_skey(skey: str) -> Signer:
 
 def generate_key(name: str) -> tuple[str, str]:
     """A new Ed25519 key pair for `name`: (skey, vkey)."""
-    signer = Ed25519Signer(name, ed25519.Ed25519PrivateKey.generate())
+    return skey_for(name, ed25519.Ed25519PrivateKey.generate())
+
+
+def skey_for(name: str, private_key: ed25519.Ed25519PrivateKey) -> tuple[str, str]:
+    """The signed-note (skey, vkey) of an Ed25519 private key, named `name`."""
+    signer = Ed25519Signer(name, private_key)
     seed = signer._key.private_bytes_raw()
     return f"PRIVATE+KEY+{_encode_key(name, signer.key_id, SIG_ED25519, seed)}", signer.vkey
 
@@ -658,8 +664,10 @@ def parse_checkpoint(text: str, *, origin: str | None = None) -> Checkpoint:
     return Checkpoint(first, int(size_line), root, tuple(extensions))
 
 
-def open_checkpoint(signed: str, verifier: Verifier, origin: str | None = None) -> Checkpoint:
-    """The checkpoint in a signed note whose signature by `verifier` is valid
-    (and, given `origin`, which is of that log); NoteError otherwise."""
-    note, _ = open_note(signed, [verifier])
+def open_checkpoint(signed: str, verifier: Verifier | Sequence[Verifier], origin: str | None = None) -> Checkpoint:
+    """A checkpoint whose signed note carries a valid signature by `verifier`
+    (or by one of several: a log's current, next and previous keys; every
+    signature by any of them must verify), and, given `origin`, which is of
+    that log; NoteError otherwise."""
+    note, _ = open_note(signed, list(verifier) if isinstance(verifier, Sequence) else [verifier])
     return parse_checkpoint(note.text, origin=origin)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from transfer.server import logs
-from transfer.server.app import Node, StartRefused, load_log_signer, server_credentials
+from transfer.server.app import Node, StartRefused, load_log_keys, server_credentials
 from transfer.server.config import ConfigError, load
 from transfer.server.limits import raise_open_file_limit
 
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         try:  # the files it names too (keys, certificates, peers), as a start would read them
             Node(config)
             server_credentials(config)
-            load_log_signer(config)
+            load_log_keys(config)
             files_problem = raise_open_file_limit(config.limits)
             if files_problem is not None:
                 raise StartRefused(files_problem)

@@ -26,7 +26,7 @@ from storage.store import Store
 from storage.writer import Writer
 from transfer.domain.errors import DataLoss, Unavailable
 from transfer.domain.federation import Federation
-from transfer.domain.logbook import Logbook, LogGate, LogInconsistent
+from transfer.domain.logbook import Logbook, LogGate, LogInconsistent, LogInfo
 from transfer.domain.model import HandoffState, StoredCheckpoint
 from transfer.domain.pages import PagePolicy, Pages
 from transfer.domain.paging import Tokens
@@ -49,7 +49,7 @@ from transfer.server.peers import (
     PeerServicer,
     Sealer,
     load_peers,
-    load_seal_key,
+    load_seal_signer,
     peer_keys,
 )
 from transfer.server.servicers import (
@@ -168,14 +168,41 @@ def digest_key(logbook: Logbook) -> bytes:
     return hashlib.sha256(logbook.signer.sign(_DIGEST_KEY_TEXT)).digest()
 
 
-def load_log_signer(config: Config) -> Ed25519Signer:
+def load_log_signer(config: Config, path: Path | None = None) -> Ed25519Signer:
+    """The log key (log.key_file), or the key at `path` (log.next_key_file)."""
+    path = path or config.log_key_file
     try:
-        signer = parse_skey(config.log_key_file.read_text(encoding="utf-8").strip())
+        signer = parse_skey(path.read_text(encoding="utf-8").strip())
         if not isinstance(signer, Ed25519Signer):
             raise NoteError("the log key must be an Ed25519 key")
         return signer
     except NoteError as exc:
-        raise OSError(f"{config.log_key_file}: not a signed-note private key: {exc}") from None
+        raise OSError(f"{path}: not a signed-note private key: {exc}") from None
+
+
+def load_log_keys(config: Config) -> tuple[Ed25519Signer, Ed25519Signer | None, list[str]]:
+    """The log key, the next key (during a rotation) and the previous keys' vkeys (after one)."""
+    signer = load_log_signer(config)
+    following = load_log_signer(config, config.log_next_key_file) if config.log_next_key_file else None
+    if following is not None and following.vkey == signer.vkey:
+        raise OSError(f"{config.log_next_key_file}: log.next_key_file is the log key itself")
+    previous = []
+    for path in config.log_previous_vkey_files:
+        try:
+            vkey = path.read_text(encoding="utf-8").strip()
+            parse_vkey(vkey)
+        except (NoteError, UnicodeDecodeError) as exc:
+            raise OSError(f"{path}: not a signed-note verifier key: {exc}") from None
+        if vkey in (signer.vkey, following.vkey if following else ""):
+            raise OSError(f"{path}: log.previous_vkey_files names a key the log signs with")
+        previous.append(vkey)
+    return signer, following, previous
+
+
+def log_verifiers(config: Config) -> list[Verifier]:
+    """Every key a checkpoint of this log may be signed with: the current, the next and the previous ones."""
+    signer, following, previous = load_log_keys(config)
+    return [parse_vkey(v) for v in (signer.vkey, *([following.vkey] if following else []), *previous)]
 
 
 _RECOVERY = (
@@ -241,7 +268,9 @@ class Node:
         trust = load_signing_trust(config)
         page_policy = PagePolicy(config.lock_completed, config.lock_supplementary, config.utc_offset)
         self.peers = load_peers(config)
-        self.seal_key = load_seal_key(config)
+        seal = load_seal_signer(config)
+        self.seal_key = None if seal is None else seal._key
+        self.seal_vkey = "" if seal is None else seal.vkey
         self.federation = Federation(
             config.province, peer_keys(self.peers), self.seal_key, trust, page_policy,
             config.inter_province_deadline_working_days, self.clock, holidays=config.holidays,
@@ -270,8 +299,11 @@ class Node:
         files_problem = raise_open_file_limit(cfg.limits)
         if files_problem is not None:
             raise StartRefused(files_problem)
-        signer = load_log_signer(cfg)
-        self.logbook = logbook = Logbook(cfg.log_origin, signer, self.clock)
+        signer, following, previous = load_log_keys(cfg)
+        self.log_vkey = signer.vkey
+        self.next_log_vkey = following.vkey if following else ""
+        self.previous_log_vkeys = tuple(previous)
+        self.logbook = logbook = Logbook(cfg.log_origin, signer, self.clock, also=[following] if following else [])
         try:
             migrate.prepare(cfg.database_url, upgrade_schema=cfg.auto_migrate)
         except (migrate.SchemaMismatch, DatabaseUnreachable) as exc:
@@ -290,7 +322,9 @@ class Node:
         )
         store = self.store = Store(self.db, self.writer)
         try:
-            await self._check_signed_before(store, logbook, parse_vkey(signer.vkey))
+            await self._check_origin(store, logbook)
+            verifiers = [parse_vkey(v) for v in (signer.vkey, self.next_log_vkey, *previous) if v]
+            await self._check_signed_before(store, logbook, verifiers)
             self.tokens = Tokens(await store.node_secret(TOKEN_SECRET))
         except BaseException:
             await self.db.close()
@@ -364,7 +398,9 @@ class Node:
             ),
             server,
         )
-        log_pb2_grpc.add_LogServiceServicer_to_server(LogServicer(store, auth, self.clock, tokens, logbook), server)
+        log_pb2_grpc.add_LogServiceServicer_to_server(
+            LogServicer(store, auth, self.clock, tokens, logbook, self.log_info(logbook)), server
+        )
         pages_pb2_grpc.add_PageServiceServicer_to_server(
             PageServicer(store, auth, self.clock, tokens, self.pages, cfg.log_origin), server
         )
@@ -515,7 +551,24 @@ class Node:
             log.info("checkpoint published", extra={"tree_size": checkpoint.size, "root": checkpoint.root.hex()})
         return checkpoint
 
-    async def _check_signed_before(self, store: Store, logbook: Logbook, verifier: Verifier) -> None:
+    def log_info(self, logbook: Logbook) -> LogInfo:
+        """What GetLogInfo serves: the origin and the keys verifiers pin (no witnesses yet)."""
+        return LogInfo(
+            origin=logbook.origin,
+            log_vkey=self.log_vkey,
+            seal_vkey=self.seal_vkey,
+            next_log_vkey=self.next_log_vkey,
+            previous_log_vkeys=self.previous_log_vkeys,
+        )
+
+    async def _check_origin(self, store: Store, logbook: Logbook) -> None:
+        """Refuse to start when log.origin is not the origin of the checkpoints already signed."""
+        try:
+            await store.read(logbook.check_origin)
+        except DataLoss as exc:
+            raise StartRefused(f"{exc.reason}: {exc.message} (see docs/operations.md, Log keys)") from None
+
+    async def _check_signed_before(self, store: Store, logbook: Logbook, verifier: list[Verifier]) -> None:
         """Refuse to start on a database that no longer holds the latest tree this
         node signed (`log.latest_checkpoint_file`, kept outside the database)."""
         path = self.config.latest_checkpoint_file

@@ -2,7 +2,8 @@
 
     [node]
     province = "01"                 # the node's province code (its id)
-    name = "hocba.hanoi.example"    # the node's name (log origin, peers)
+    name = "hocba.hanoi.example"    # the node's name
+    domain = "hocba.invalid"        # the DNS name of the deployment (makes the log's origin unique)
     listen = "127.0.0.1:50051"      # host:port; port 0 picks a free one
     port_file = ""                  # if set, the bound port is written here
 
@@ -26,7 +27,9 @@
 
     [log]
     key_file = "pki/log.key"        # Ed25519 key signing checkpoints (signed-note skey)
-    origin = ""                     # checkpoints' first line; default: node.name
+    origin = ""                     # checkpoints' first line; default: <node.domain>/province/<province>/log
+    next_key_file = ""              # during a key rotation: the new key, signing every checkpoint too
+    previous_vkey_files = []        # after one: the retired keys' vkeys, checking older checkpoints
     checkpoint_interval_seconds = 1 # how often a grown log gets a new checkpoint
     latest_checkpoint_file = "state/latest-checkpoint"  # a copy of the latest signed checkpoint, kept
                                     # outside the database: the node will not start on a database
@@ -164,6 +167,9 @@ class Config:
     expiry_sweep_seconds: float = 30.0
     log_key_file: Path = Path("log.key")
     log_origin: str = ""
+    log_next_key_file: Path | None = None
+    log_previous_vkey_files: tuple[Path, ...] = ()
+    domain: str = "hocba.invalid"
     checkpoint_interval_seconds: float = 1.0
     signing_ca_file: Path | None = None
     lock_completed: tuple[int, int] = (6, 30)
@@ -181,7 +187,13 @@ class Config:
 
 # section -> key -> (type, required)
 SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
-    "node": {"province": (str, True), "name": (str, False), "listen": (str, False), "port_file": (str, False)},
+    "node": {
+        "province": (str, True),
+        "name": (str, False),
+        "domain": (str, False),
+        "listen": (str, False),
+        "port_file": (str, False),
+    },
     "tls": {"ca_file": (str, True), "cert_file": (str, True), "key_file": (str, True)},
     "database": {
         "url": (str, True),
@@ -200,6 +212,8 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
     "log": {
         "key_file": (str, True),
         "origin": (str, False),
+        "next_key_file": (str, False),
+        "previous_vkey_files": (list, False),
         "checkpoint_interval_seconds": (float, False),
         "latest_checkpoint_file": (str, False),
     },
@@ -215,6 +229,18 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
 }
 
 ENV_PREFIX = "TRANSFER_"
+
+# The placeholder domain (RFC 2606 reserves .invalid): a production node sets its own, or its
+# log's origin is the same as every other node's that kept the default.
+DEFAULT_DOMAIN = "hocba.invalid"
+_DOMAIN = re.compile(r"(?=.{1,200}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)+")
+# C2SP tlog-checkpoint: the origin SHOULD be a schema-less URL with neither spaces nor '+'.
+_ORIGIN = re.compile(r"[\x21-\x2a\x2c-\x7e]{1,200}")
+
+
+def default_origin(domain: str, province: str) -> str:
+    """The log's origin when log.origin is not set: unique to the deployment's domain and the province."""
+    return f"{domain}/province/{province}/log"
 
 
 def _coerce(section: str, key: str, kind: type, value: Any, *, from_env: bool) -> Any:
@@ -383,6 +409,19 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     database_url = _sqlite_url_relative_to(get("database", "url"), base)
     latest_file = get("log", "latest_checkpoint_file", "")
     latest_checkpoint_file = (base / latest_file) if latest_file else _default_latest_file(database_url)
+    domain = get("node", "domain", DEFAULT_DOMAIN)
+    if not _DOMAIN.fullmatch(domain):
+        raise ConfigError(f"node.domain: {domain!r} is not a lower-case DNS name (like hocba.example.vn)")
+    origin = get("log", "origin", "") or default_origin(domain, province)
+    if not _ORIGIN.fullmatch(origin):
+        raise ConfigError(
+            f"log.origin: {origin!r} must be printable, without spaces or '+' (a schema-less URL like "
+            "hocba.example.vn/province/01/log)"
+        )
+    next_key = get("log", "next_key_file", "")
+    previous_vkeys = get("log", "previous_vkey_files", [])
+    if not all(isinstance(p, str) and p for p in previous_vkeys):
+        raise ConfigError("log.previous_vkey_files: a list of file names")
     lock_dates = []
     for key, default in (("lock_completed", "06-30"), ("lock_supplementary", "08-15")):
         text = get("pages", key, default)
@@ -409,6 +448,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     return Config(
         province=province,
         name=name,
+        domain=domain,
         listen=get("node", "listen", "127.0.0.1:50051"),
         port_file=(base / port_file) if port_file else None,
         ca_file=base / get("tls", "ca_file"),
@@ -423,7 +463,9 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         utc_offset=offset,
         expiry_sweep_seconds=sweep,
         log_key_file=base / get("log", "key_file"),
-        log_origin=get("log", "origin", "") or name,
+        log_origin=origin,
+        log_next_key_file=(base / next_key) if next_key else None,
+        log_previous_vkey_files=tuple(base / str(p) for p in previous_vkeys),
         checkpoint_interval_seconds=interval,
         latest_checkpoint_file=latest_checkpoint_file,
         signing_ca_file=(base / signing_ca) if signing_ca else None,

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from transfer.domain.logbook import LogInfo
 from transfer.domain.model import (
     Duty,
     DutyKey,
@@ -104,6 +105,18 @@ def receipt_pb(r: LogReceipt, origin: str) -> log_pb2.LogReceipt | None:
 
 def checkpoint_pb(c: StoredCheckpoint) -> log_pb2.GetCheckpointResponse:
     return log_pb2.GetCheckpointResponse(checkpoint=c.note, tree_size=c.size, root_hash=c.root)
+
+
+def log_info_pb(info: LogInfo) -> log_pb2.GetLogInfoResponse:
+    return log_pb2.GetLogInfoResponse(
+        origin=info.origin,
+        log_vkey=info.log_vkey,
+        seal_vkey=info.seal_vkey,
+        witnesses=[log_pb2.Witness(name=w.name, vkey=w.vkey, url=w.url) for w in info.witnesses],
+        witness_quorum=info.witness_quorum,
+        next_log_vkey=info.next_log_vkey,
+        previous_log_vkeys=info.previous_log_vkeys,
+    )
 
 
 # -- pages and staff -------------------------------------------------------------

@@ -142,7 +142,7 @@ def load_peers(config: Config) -> dict[str, Peer]:
     return peers
 
 
-def load_seal_key(config: Config) -> ed25519.Ed25519PrivateKey | None:
+def load_seal_signer(config: Config) -> Ed25519Signer | None:
     if config.seal_key_file is None:
         return None
     try:
@@ -150,7 +150,12 @@ def load_seal_key(config: Config) -> ed25519.Ed25519PrivateKey | None:
     except NoteError as exc:
         raise OSError(f"{config.seal_key_file}: not a signed-note private key: {exc}") from None
     assert isinstance(signer, Ed25519Signer)
-    return signer._key
+    return signer
+
+
+def load_seal_key(config: Config) -> ed25519.Ed25519PrivateKey | None:
+    signer = load_seal_signer(config)
+    return None if signer is None else signer._key
 
 
 def peer_keys(peers: Mapping[str, Peer]) -> dict[str, PeerKeys]:

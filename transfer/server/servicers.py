@@ -31,7 +31,7 @@ from transfer.domain.errors import (
     Unavailable,
     Violations,
 )
-from transfer.domain.logbook import Logbook
+from transfer.domain.logbook import Logbook, LogInfo
 from transfer.domain.model import Actor, Logged, Role, Transfer, TransferState
 from transfer.domain.pages import AddPage, Pages, PageView, ReplacePage, SignPage
 from transfer.domain.paging import Tokens
@@ -418,10 +418,17 @@ class LogServicer(_Base, log_pb2_grpc.LogServiceServicer):
 
     peers_allowed = True
 
-    def __init__(self, store: Store, auth: Authenticator, clock: Clock, tokens: Tokens, logbook: Logbook) -> None:
+    def __init__(
+        self, store: Store, auth: Authenticator, clock: Clock, tokens: Tokens, logbook: Logbook, info: LogInfo
+    ) -> None:
         super().__init__(store, auth, clock)
         self.tokens = tokens
         self.logbook = logbook
+        self.info = info
+
+    @_guard
+    async def GetLogInfo(self, request: log_pb2.GetLogInfoRequest, actor: Actor) -> Any:
+        return convert.log_info_pb(self.info)
 
     @_guard
     async def GetCheckpoint(self, request: log_pb2.GetCheckpointRequest, actor: Actor) -> Any:

@@ -24,7 +24,7 @@ from storage.database import DatabaseUnreachable
 from storage.logscan import LogScanner
 from transfer.domain.audit import audit_log
 from transfer.ledger.note import NoteError, Verifier, parse_vkey
-from transfer.server.app import load_log_signer
+from transfer.server.app import log_verifiers
 from transfer.server.config import ConfigError, load
 
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     try:
         cfg = load(ns.config)
-        verifier: Verifier = parse_vkey(ns.vkey) if ns.vkey else parse_vkey(load_log_signer(cfg).vkey)
+        verifier: Verifier | list[Verifier] = parse_vkey(ns.vkey) if ns.vkey else log_verifiers(cfg)
         files = list(ns.checkpoint)
         if cfg.latest_checkpoint_file.exists():
             files.insert(0, cfg.latest_checkpoint_file)

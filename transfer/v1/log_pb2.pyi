@@ -95,3 +95,35 @@ class GetConsistencyProofResponse(_message.Message):
     second_size: int
     proof: _containers.RepeatedScalarFieldContainer[bytes]
     def __init__(self, first_size: _Optional[int] = ..., second_size: _Optional[int] = ..., proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class GetLogInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Witness(_message.Message):
+    __slots__ = ("name", "vkey", "url")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VKEY_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    vkey: str
+    url: str
+    def __init__(self, name: _Optional[str] = ..., vkey: _Optional[str] = ..., url: _Optional[str] = ...) -> None: ...
+
+class GetLogInfoResponse(_message.Message):
+    __slots__ = ("origin", "log_vkey", "seal_vkey", "witnesses", "witness_quorum", "next_log_vkey", "previous_log_vkeys")
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    LOG_VKEY_FIELD_NUMBER: _ClassVar[int]
+    SEAL_VKEY_FIELD_NUMBER: _ClassVar[int]
+    WITNESSES_FIELD_NUMBER: _ClassVar[int]
+    WITNESS_QUORUM_FIELD_NUMBER: _ClassVar[int]
+    NEXT_LOG_VKEY_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_LOG_VKEYS_FIELD_NUMBER: _ClassVar[int]
+    origin: str
+    log_vkey: str
+    seal_vkey: str
+    witnesses: _containers.RepeatedCompositeFieldContainer[Witness]
+    witness_quorum: int
+    next_log_vkey: str
+    previous_log_vkeys: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, origin: _Optional[str] = ..., log_vkey: _Optional[str] = ..., seal_vkey: _Optional[str] = ..., witnesses: _Optional[_Iterable[_Union[Witness, _Mapping]]] = ..., witness_quorum: _Optional[int] = ..., next_log_vkey: _Optional[str] = ..., previous_log_vkeys: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -61,6 +61,11 @@ class LogServiceStub:
                 request_serializer=transfer_dot_v1_dot_log__pb2.GetConsistencyProofRequest.SerializeToString,
                 response_deserializer=transfer_dot_v1_dot_log__pb2.GetConsistencyProofResponse.FromString,
                 _registered_method=True)
+        self.GetLogInfo = channel.unary_unary(
+                '/transfer.v1.LogService/GetLogInfo',
+                request_serializer=transfer_dot_v1_dot_log__pb2.GetLogInfoRequest.SerializeToString,
+                response_deserializer=transfer_dot_v1_dot_log__pb2.GetLogInfoResponse.FromString,
+                _registered_method=True)
 
 
 class LogServiceServicer:
@@ -101,6 +106,17 @@ class LogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLogInfo(self, request, context):
+        """The log's identity: its origin, the key that signs its checkpoints, the
+        node's seal key, and the witnesses whose cosignatures it asks for. A
+        verifier pins these by comparing them with the values it obtained out of
+        band (docs/log.md); taking them from this answer alone is trust on first
+        use, not pinning.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +139,11 @@ def add_LogServiceServicer_to_server(servicer, server):
                     servicer.GetConsistencyProof,
                     request_deserializer=transfer_dot_v1_dot_log__pb2.GetConsistencyProofRequest.FromString,
                     response_serializer=transfer_dot_v1_dot_log__pb2.GetConsistencyProofResponse.SerializeToString,
+            ),
+            'GetLogInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLogInfo,
+                    request_deserializer=transfer_dot_v1_dot_log__pb2.GetLogInfoRequest.FromString,
+                    response_serializer=transfer_dot_v1_dot_log__pb2.GetLogInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -240,6 +261,33 @@ class LogService:
             '/transfer.v1.LogService/GetConsistencyProof',
             transfer_dot_v1_dot_log__pb2.GetConsistencyProofRequest.SerializeToString,
             transfer_dot_v1_dot_log__pb2.GetConsistencyProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLogInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/transfer.v1.LogService/GetLogInfo',
+            transfer_dot_v1_dot_log__pb2.GetLogInfoRequest.SerializeToString,
+            transfer_dot_v1_dot_log__pb2.GetLogInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,
