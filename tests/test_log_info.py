@@ -40,8 +40,12 @@ def pki79(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _config_file(tmp_path: Path, pki: Path, database_url: str, extra: str = "", *, name: str = "node") -> Path:
-    return write_config(tmp_path / f"{name}.toml", pki=pki, database_url=database_url, extra=extra)
+def _config_file(
+    tmp_path: Path, pki: Path, database_url: str, extra: str = "", *, name: str = "node", latest: Path | None = None
+) -> Path:
+    return write_config(
+        tmp_path / f"{name}.toml", pki=pki, database_url=database_url, extra=extra, latest_checkpoint_file=latest
+    )
 
 
 def _with_log_keys(path: Path, lines: str) -> Path:
@@ -224,9 +228,7 @@ def test_a_log_key_rotates_without_breaking_verifiers_or_the_nodes_checks(
     assert keygen(["--name", ORIGIN, "--out", str(keys), "--stem", "log"]) == 0
     new_vkey = capsys.readouterr().out.strip()
     old_vkey = (pki / "log.vkey").read_text().strip()
-    path = _with_log_keys(
-        _config_file(tmp_path, pki, database_url), f'latest_checkpoint_file = "{tmp_path / "latest"}"\n'
-    )
+    path = _config_file(tmp_path, pki, database_url, latest=tmp_path / "latest")
     original = path.read_text(encoding="utf-8")
     clock = FakeClock()
     with running_node(load_config(path), pki, clock) as node:
