@@ -591,23 +591,18 @@ class SqlLog:
         assert self.state is not None
         signed = self.state.signed
         if signed is not None and size < signed.size:
-            raise LogInconsistent(
-                "LOG_SHRANK",
-                f"the log has {size} entries but checkpoint {signed.size} was signed",
-                signed_size=signed.size,
-                signed_root=signed.root,
-                size=size,
-                root=self._root_or_none(size),
-            )
-        if cached is not None and size < cached.size:
-            raise LogInconsistent(
-                "LOG_SHRANK",
-                f"the log has {size} entries but this node committed {cached.size}",
-                signed_size=signed.size if signed is not None else 0,
-                signed_root=signed.root if signed is not None else None,
-                size=size,
-                root=self._root_or_none(size),
-            )
+            before = f"checkpoint {signed.size} was signed"
+        elif cached is not None and size < cached.size:
+            before = f"this node committed {cached.size}"
+        else:
+            return
+        raise LogInconsistent.shrank(
+            size,
+            self._root_or_none(size),
+            before,
+            signed_size=signed.size if signed is not None else 0,
+            signed_root=signed.root if signed is not None else None,
+        )
 
     def _root_or_none(self, size: int) -> bytes | None:
         try:

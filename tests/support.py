@@ -389,3 +389,16 @@ class InjectedRefusal(grpc.RpcError, grpc.Call):  # type: ignore[misc]
 
     def result(self, timeout: float | None = None) -> None:
         raise self
+
+
+def schools_and_a_transfer(node: RunningNode) -> Any:
+    """Schools S1 and S2 registered, and a record of S1 offered to S2: the transfer's change (with its receipt)."""
+    from transfer.v1 import common_pb2
+
+    admin = node.client("province-admin")
+    for code in ("S1", "S2"):
+        admin.register_school(code, f"Trường {code}")
+    s1 = node.client("school-S1")
+    code = new_lookup_code()
+    s1.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
+    return s1.initiate_transfer(code, "S2")

@@ -24,13 +24,13 @@ import pytest
 from tests.support import (
     ROOT,
     FakeClock,
-    RunningNode,
     ServerProcess,
     load_config,
     new_lookup_code,
     new_national_id,
     refused,
     running_node,
+    schools_and_a_transfer,
     write_config,
 )
 from transfer.client import NO_RETRY, ClientTls, TransferClient, TransferError
@@ -233,22 +233,12 @@ def _in_process(tmp_path: Path, pki: Path, clock: FakeClock, limits: str) -> con
     return running_node(load_config(path), pki, clock, path)
 
 
-def _with_schools(node: RunningNode) -> None:
-    admin = node.client("province-admin")
-    for code in ("S1", "S2"):
-        admin.register_school(code, f"Trường {code}")
-    s1 = node.client("school-S1")
-    code = new_lookup_code()
-    s1.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
-    s1.initiate_transfer(code, "S2")
-
-
 def test_watch_streams_per_caller_are_limited(tmp_path: Path, pki: Path, clock: FakeClock) -> None:
     """A caller with max_watch_streams_per_caller streams open is refused another with RESOURCE_EXHAUSTED
     (TOO_MANY_STREAMS, its limit in the metadata); other callers are not; closing one of its streams frees
     its place."""
     with _in_process(tmp_path, pki, clock, "max_watch_streams_per_caller = 3") as node:
-        _with_schools(node)
+        schools_and_a_transfer(node)
         s1, s2, s1_admin = node.client("school-S1"), node.client("school-S2"), node.client("school-admin-S1")
         streams = [_first_event(s1) for _ in range(3)]
         with refused("RESOURCE_EXHAUSTED", "TOO_MANY_STREAMS") as caught:
@@ -277,7 +267,7 @@ def test_streams_per_connection_are_limited(tmp_path: Path, pki: Path, clock: Fa
     """With max_concurrent_streams calls open on a connection, the client's next call on it waits for one to
     end (here: until its deadline), while a call on another connection is served; once a stream ends, it goes."""
     with _in_process(tmp_path, pki, clock, "max_concurrent_streams = 4") as node:
-        _with_schools(node)
+        schools_and_a_transfer(node)
         s1 = node.client("school-S1")
         streams = [_first_event(s1) for _ in range(4)]
         with pytest.raises(grpc.RpcError) as waited:
@@ -298,7 +288,7 @@ def test_connections_are_closed_at_their_maximum_age_and_watchers_resume(
     connection, losing and repeating nothing."""
     limits = "max_connection_age_seconds = 1\nmax_connection_age_grace_seconds = 1"
     with _in_process(tmp_path, pki, clock, limits) as node:
-        _with_schools(node)
+        schools_and_a_transfer(node)
         s1 = node.client("school-S1")
         drops: list[TransferError] = []
         events: list[Any] = []
@@ -359,7 +349,7 @@ def test_clients_pinging_too_often_are_disconnected(tmp_path: Path, pki: Path, c
     allows one every 30 s, gets max_ping_strikes (2) strikes and then GOAWAY: its stream ends UNAVAILABLE
     ("Too many pings")."""
     with _in_process(tmp_path, pki, clock, "min_client_ping_interval_seconds = 30\nmax_ping_strikes = 2") as node:
-        _with_schools(node)
+        schools_and_a_transfer(node)
         tls = ClientTls.from_pki(pki, "school-S1")
         options = [("grpc.keepalive_time_ms", 200), ("grpc.http2.max_pings_without_data", 0)]
         with grpc.secure_channel(node.address, tls.credentials(), options=options) as channel:

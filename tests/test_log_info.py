@@ -17,6 +17,7 @@ from tests.support import (
     new_lookup_code,
     new_national_id,
     running_node,
+    schools_and_a_transfer,
     write_config,
 )
 from transfer.client import NO_RETRY, ClientTls, TransferClient
@@ -63,13 +64,8 @@ def test_log_info_is_served_to_schools_auditors_and_peers(
     extra = f'\n[seal]\nkey_file = "{pki / "seal.key"}"\n' + peer_block(pki79, "79", free_port())
     path = _config_file(tmp_path, pki, database_url, extra)
     with running_node(load_config(path), pki, FakeClock(), path) as node:
-        admin = node.client("province-admin")
-        for code in ("S1", "S2"):
-            admin.register_school(code, f"Trường {code}")
+        sent = schools_and_a_transfer(node)
         s1 = node.client("school-S1")
-        code = new_lookup_code()
-        s1.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
-        sent = s1.initiate_transfer(code, "S2")
         assert node.node is not None
         node.run(node.node.publish_checkpoint)
         tls = ClientTls.from_files(pki / "ca.pem", pki79 / "node.pem", pki79 / "node.key")

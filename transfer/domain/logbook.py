@@ -66,6 +66,20 @@ class LogInconsistent(DataLoss):
         self.size = size
         self.root = root
 
+    @classmethod
+    def shrank(
+        cls, size: int, root: bytes | None, before: str, *, signed_size: int, signed_root: bytes | None
+    ) -> LogInconsistent:
+        """The stored log has `size` entries, fewer than `before` says it had ("checkpoint 9 was signed")."""
+        return cls(
+            "LOG_SHRANK",
+            f"the log has {size} entries but {before}",
+            signed_size=signed_size,
+            signed_root=signed_root,
+            size=size,
+            root=root,
+        )
+
     def log_extra(self) -> dict[str, str | int]:
         """The sizes and roots, for the node's one log line."""
         return {
@@ -170,13 +184,12 @@ class Logbook:
         latest = uow.log.latest_checkpoint()
         if latest is not None and latest.size >= size:
             if latest.size > size:
-                raise LogInconsistent(
-                    "LOG_SHRANK",
-                    f"the log has {size} entries but checkpoint {latest.size} was signed",
+                raise LogInconsistent.shrank(
+                    size,
+                    _root_or_none(uow, size),
+                    f"checkpoint {latest.size} was signed",
                     signed_size=latest.size,
                     signed_root=latest.root,
-                    size=size,
-                    root=_root_or_none(uow, size),
                 )
             return None
         root = tree_root(uow, size)

@@ -293,13 +293,20 @@ class _Reader:
             self.add(f"{path}.{k[:40]}", "not a field of this format", "UNKNOWN_FIELD")
         return value
 
-    def string(self, obj: dict[str, Any], key: str, path: str, max_len: int, rule: Any = None) -> str | None:
-        value = obj.get(key)
-        field = f"{path}.{key}"
+    def _typed(self, obj: dict[str, Any], key: str, path: str, kind: type, what: str) -> Any:
+        """`obj[key]` when present and exactly of type `kind` (a bool is no int), else None (a wrong type noted)."""
         if key not in obj:
             return None
-        if type(value) is not str:
-            self.add(field, "must be a string", "WRONG_TYPE")
+        value = obj[key]
+        if type(value) is not kind:
+            self.add(f"{path}.{key}", f"must be {what}", "WRONG_TYPE")
+            return None
+        return value
+
+    def string(self, obj: dict[str, Any], key: str, path: str, max_len: int, rule: Any = None) -> str | None:
+        value = self._typed(obj, key, path, str, "a string")
+        field = f"{path}.{key}"
+        if value is None:
             return None
         if len(value) > max_len:
             self.add(field, f"at most {max_len} characters", "TOO_LONG")
@@ -310,17 +317,13 @@ class _Reader:
         return value if len(self.v.items) == before else None
 
     def integer(self, obj: dict[str, Any], key: str, path: str, lo: int, hi: int) -> int | None:
-        value = obj.get(key)
-        field = f"{path}.{key}"
-        if key not in obj:
-            return None
-        if type(value) is not int:
-            self.add(field, "must be an integer", "WRONG_TYPE")
+        value = self._typed(obj, key, path, int, "an integer")
+        if value is None:
             return None
         if not lo <= value <= hi:
-            self.add(field, f"must be from {lo} to {hi}", "NUMBER_OUT_OF_RANGE")
+            self.add(f"{path}.{key}", f"must be from {lo} to {hi}", "NUMBER_OUT_OF_RANGE")
             return None
-        return value
+        return value  # type: ignore[no-any-return]
 
     def enum(self, obj: dict[str, Any], key: str, path: str, kind: Any) -> Any:
         value = self.integer(obj, key, path, 1, max(kind))
@@ -366,17 +369,13 @@ class _Reader:
         return data
 
     def array(self, obj: dict[str, Any], key: str, path: str, max_items: int) -> list[Any]:
-        value = obj.get(key)
-        field = f"{path}.{key}"
-        if key not in obj:
-            return []
-        if type(value) is not list:
-            self.add(field, "must be a JSON array", "WRONG_TYPE")
+        value = self._typed(obj, key, path, list, "a JSON array")
+        if value is None:
             return []
         if len(value) > max_items:
-            self.add(field, f"at most {max_items} items", "TOO_LONG")
+            self.add(f"{path}.{key}", f"at most {max_items} items", "TOO_LONG")
             return []
-        return value
+        return value  # type: ignore[no-any-return]
 
     def summary(self) -> str:
         more = " (and possibly more)" if len(self.v.items) >= MAX_VIOLATIONS else ""

@@ -81,17 +81,6 @@ from transfer.v1 import (
 
 log = logging.getLogger("transfer.node")
 
-# The services whose calls change something: NOT_SERVING in gRPC health once the
-# log is found inconsistent with a signed checkpoint (the node then refuses every change).
-WRITE_SERVICE_NAMES = (
-    schools_pb2.DESCRIPTOR.services_by_name["SchoolDirectoryService"].full_name,
-    records_pb2.DESCRIPTOR.services_by_name["RecordService"].full_name,
-    transfers_pb2.DESCRIPTOR.services_by_name["TransferService"].full_name,
-    pages_pb2.DESCRIPTOR.services_by_name["PageService"].full_name,
-    peers_pb2.DESCRIPTOR.services_by_name["PeerService"].full_name,
-    staff_pb2.DESCRIPTOR.services_by_name["StaffService"].full_name,
-)
-
 SERVICE_NAMES = (
     schools_pb2.DESCRIPTOR.services_by_name["SchoolDirectoryService"].full_name,
     records_pb2.DESCRIPTOR.services_by_name["RecordService"].full_name,
@@ -102,6 +91,13 @@ SERVICE_NAMES = (
     peers_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name,
     staff_pb2.DESCRIPTOR.services_by_name["StaffService"].full_name,
 )
+# The services whose calls change something: NOT_SERVING in gRPC health once the
+# log is found inconsistent with a signed checkpoint (the node then refuses every change).
+_READ_ONLY_SERVICE_NAMES = (
+    log_pb2.DESCRIPTOR.services_by_name["LogService"].full_name,
+    peers_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name,
+)
+WRITE_SERVICE_NAMES = tuple(name for name in SERVICE_NAMES if name not in _READ_ONLY_SERVICE_NAMES)
 
 
 def _check_tls_files(ca: bytes, cert: bytes, key: bytes, config: Config) -> None:
