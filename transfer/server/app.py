@@ -26,7 +26,7 @@ from storage.store import Store
 from storage.writer import Writer
 from transfer.domain.errors import DataLoss, Unavailable
 from transfer.domain.federation import Federation
-from transfer.domain.logbook import Logbook, LogGate, LogInconsistent, LogInfo
+from transfer.domain.logbook import Logbook, LogGate, LogInconsistent, LogInfo, Witness
 from transfer.domain.model import HandoffState, StoredCheckpoint
 from transfer.domain.pages import PagePolicy, Pages
 from transfer.domain.paging import Tokens
@@ -35,7 +35,8 @@ from transfer.domain.services import Directory, Records, TransferPolicy, Transfe
 from transfer.domain.signatures import SigningTrust
 from transfer.domain.staff import Staff
 from transfer.domain.validation import MAX_MESSAGE
-from transfer.ledger.note import Ed25519Signer, NoteError, Verifier, parse_skey, parse_vkey
+from transfer.ledger.merkle import EMPTY_ROOT
+from transfer.ledger.note import Checkpoint, Ed25519Signer, NoteError, Verifier, parse_skey, parse_vkey, sign_note
 from transfer.server import faults
 from transfer.server.auth import Authenticator
 from transfer.server.config import Config
@@ -60,6 +61,7 @@ from transfer.server.servicers import (
     StaffServicer,
     TransferServicer,
 )
+from transfer.server.witnessing import WitnessAhead, Witnessing
 from transfer.tlsfiles import tls_files_problem
 from transfer.unavailable import UnavailableLog
 from transfer.v1 import (
@@ -288,6 +290,7 @@ class Node:
         self._publish_unavailable = UnavailableLog(
             log, "checkpoint publication failed: database unavailable; will retry"
         )
+        self.witnessing: Witnessing | None = None
 
     async def start(self) -> int:
         cfg = self.config
@@ -319,6 +322,7 @@ class Node:
         store = self.store = Store(self.db, self.writer)
         try:
             await self._check_origin(store, logbook)
+            await self._check_witnesses(store, logbook, signer)
             verifiers = [parse_vkey(v) for v in (signer.vkey, self.next_log_vkey, *previous) if v]
             await self._check_signed_before(store, logbook, verifiers)
             self.tokens = Tokens(await store.node_secret(TOKEN_SECRET))
@@ -351,6 +355,8 @@ class Node:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.witnessing is not None:
+            await self.witnessing.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self.links is not None:
@@ -425,6 +431,8 @@ class Node:
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._sweep_forever(), name="expiry-sweeper"))
         self._tasks.append(asyncio.create_task(self._publish_forever(), name="checkpoint-publisher"))
+        if self.witnessing is not None:
+            self.witnessing.start(await store.read(lambda uow: uow.log.latest_checkpoint()))
         if self.dispatcher is not None:
             self.dispatcher.start()
         if faults.active():
@@ -545,17 +553,47 @@ class Node:
             checkpoint = await self.store.write(lambda uow: logbook.store(uow, signed))
         if checkpoint is not None:
             log.info("checkpoint published", extra={"tree_size": checkpoint.size, "root": checkpoint.root.hex()})
+            if self.witnessing is not None:
+                self.witnessing.published(checkpoint)
         return checkpoint
 
     def log_info(self, logbook: Logbook) -> LogInfo:
-        """What GetLogInfo serves: the origin and the keys verifiers pin (no witnesses yet)."""
+        """What GetLogInfo serves: the origin, the keys verifiers pin, and the witness policy."""
         return LogInfo(
             origin=logbook.origin,
             log_vkey=self.log_vkey,
             seal_vkey=self.seal_vkey,
             next_log_vkey=self.next_log_vkey,
             previous_log_vkeys=self.previous_log_vkeys,
+            witnesses=tuple(Witness(w.name, w.vkey, w.url) for w in self.config.witnesses),
+            witness_quorum=self.config.witness_quorum,
         )
+
+    async def _check_witnesses(self, store: Store, logbook: Logbook, signer: Ed25519Signer) -> None:
+        """Refuse to start on a database behind a checkpoint a witness cosigned (log.witnesses).
+
+        The latest stored checkpoint (a signed size-0 one when there is none: it is
+        consistent with every tree) goes to every witness with `old 0`; a 409 answer
+        names the size the witness cosigned. Witnesses that do not answer within
+        log.witness_startup_seconds do not hold the start (a warning names them)."""
+        cfg = self.config
+        if not cfg.witnesses:
+            return
+        self.witnessing = Witnessing(
+            [(w.name, w.vkey, w.url) for w in cfg.witnesses], cfg.witness_quorum, logbook, store
+        )
+        latest, size = await store.read(lambda uow: (uow.log.latest_checkpoint(), uow.log.committed_size()))
+        probe = latest or StoredCheckpoint(
+            0, EMPTY_ROOT, sign_note(Checkpoint(logbook.origin, 0, EMPTY_ROOT).text(), signer), self.clock.now()
+        )
+        try:
+            await self.witnessing.check_at_start(probe, latest is not None, size, cfg.witness_startup_seconds)
+        except WitnessAhead as exc:
+            raise StartRefused(
+                f"LOG_BEHIND_SIGNED_CHECKPOINT: the database holds {exc.log_size} log entries, but witness "
+                f"{exc.name} has cosigned a checkpoint of this log of {exc.size}: it was restored from an older "
+                f"backup, or it is not this node's database; signing now would fork the log. {_RECOVERY}"
+            ) from None
 
     async def _check_origin(self, store: Store, logbook: Logbook) -> None:
         """Refuse to start when log.origin is not the origin of the checkpoints already signed."""
@@ -726,6 +764,8 @@ class Node:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.witnessing is not None:
+            await self.witnessing.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self.links is not None:

@@ -36,6 +36,15 @@
                                     # that no longer holds that tree (a restored backup). Default
                                     # with SQLite: <database file without suffix>.latest-checkpoint
                                     # beside it; required with PostgreSQL
+    witness_quorum = 1              # how many of log.witnesses must cosign a checkpoint for it to
+                                    # count as witnessed; default: all of them (0 without witnesses)
+    witness_startup_seconds = 10    # how long the start-up check waits for the witnesses' sizes
+
+    [[log.witnesses]]               # one table per witness cosigning this log's checkpoints (C2SP
+    name = "witness.example.org/w1" # tlog-witness); the name is its key's name
+    vkey = "witness.example.org/w1+1a2b3c4d+BF..."  # its cosignature/v1 verifier key, or:
+    # vkey_file = "witnesses/w1.vkey"
+    url = "https://witness.example.org"  # POST <url>/add-checkpoint
 
     [signing]
     ca_file = "pki/signing-ca.pem"  # CAs of teachers' signing certificates (PEM bundle)
@@ -96,6 +105,8 @@ from typing import Any
 
 from storage.database import UNAVAILABLE_AFTER_S, sqlite_file, url_problem
 from transfer.domain.provinces import is_province
+from transfer.ledger.note import NoteError
+from transfer.ledger.witnessed import cosignature_verifier
 
 
 class ConfigError(ValueError):
@@ -112,6 +123,15 @@ class PeerConfig:
     seal_vkey_file: Path
     log_vkey_file: Path
     server_name: str = ""
+
+
+@dataclass(frozen=True)
+class WitnessConfig:
+    """A witness asked to cosign this log's checkpoints: its key name, cosignature/v1 verifier key, base URL."""
+
+    name: str
+    vkey: str
+    url: str
 
 
 @dataclass(frozen=True)
@@ -177,6 +197,9 @@ class Config:
     inter_province_deadline_working_days: int = 8
     seal_key_file: Path | None = None
     peers: tuple[PeerConfig, ...] = ()
+    witnesses: tuple[WitnessConfig, ...] = ()
+    witness_quorum: int = 0
+    witness_startup_seconds: float = 10.0
     idempotency_retention_days: int = 30
     shutdown_grace_seconds: float = 10.0
     max_batch: int = 128
@@ -216,6 +239,8 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
         "previous_vkey_files": (list, False),
         "checkpoint_interval_seconds": (float, False),
         "latest_checkpoint_file": (str, False),
+        "witness_quorum": (int, False),
+        "witness_startup_seconds": (float, False),
     },
     "signing": {"ca_file": (str, False)},
     "pages": {"lock_completed": (str, False), "lock_supplementary": (str, False)},
@@ -352,6 +377,9 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
             raise ConfigError(f"{path}: {exc}") from None
         base = path.resolve().parent
     peers_raw = raw.pop("peers", []) if isinstance(raw, dict) else []
+    witnesses_raw: Any = []
+    if isinstance(raw, dict) and isinstance(raw.get("log"), dict):
+        witnesses_raw = raw["log"].pop("witnesses", [])
     c = _merge(raw, env)
 
     def get(section: str, key: str, default: Any = None) -> Any:
@@ -445,6 +473,15 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     if not 0 < grace <= 3600:
         raise ConfigError("server.shutdown_grace_seconds: above 0 and at most 3600")
     limits = _limits(c.get("server", {}))
+    witnesses = _witnesses(witnesses_raw, base)
+    quorum = get("log", "witness_quorum", len(witnesses))
+    if witnesses and not 1 <= quorum <= len(witnesses):
+        raise ConfigError(f"log.witness_quorum: between 1 and {len(witnesses)} (the number of log.witnesses)")
+    if not witnesses and quorum != 0:
+        raise ConfigError("log.witness_quorum: 0 without log.witnesses")
+    startup_wait = get("log", "witness_startup_seconds", 10.0)
+    if not 0 < startup_wait <= 600:  # NaN fails this too
+        raise ConfigError("log.witness_startup_seconds: above 0 and at most 600")
     return Config(
         province=province,
         name=name,
@@ -474,6 +511,9 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         inter_province_deadline_working_days=inter_days,
         seal_key_file=(base / seal_key) if seal_key else None,
         peers=peers,
+        witnesses=witnesses,
+        witness_quorum=quorum,
+        witness_startup_seconds=startup_wait,
         idempotency_retention_days=retention,
         shutdown_grace_seconds=grace,
         max_batch=max_batch,
@@ -532,4 +572,57 @@ def _peers(raw: Any, base: Path, own: str) -> tuple[PeerConfig, ...]:
                 server_name=str(item.get("server_name", "")),
             )
         )
+    return tuple(out)
+
+
+WITNESS_KEYS = {"name", "vkey", "vkey_file", "url"}
+_WITNESS_URL = re.compile(r"https?://[^\s/?#@]+(/[^\s?#]*)?")
+
+
+def _witnesses(raw: Any, base: Path) -> tuple[WitnessConfig, ...]:
+    """[[log.witnesses]]: each with a name, a cosignature/v1 vkey (inline or vkey_file) named so, and an
+    http(s) URL; names, keys and URLs each once."""
+    if not isinstance(raw, list):
+        raise ConfigError("log.witnesses must be an array of tables: [[log.witnesses]]")
+    out: list[WitnessConfig] = []
+    for i, item in enumerate(raw):
+        where = f"log.witnesses[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        unknown = set(item) - WITNESS_KEYS
+        if unknown:
+            raise ConfigError(f"unknown key {where}.{sorted(unknown)[0]}; known: {', '.join(sorted(WITNESS_KEYS))}")
+        for key, text in item.items():
+            if not isinstance(text, str) or not text:
+                raise ConfigError(f"{where}.{key}: a non-empty string")
+            if "\0" in text:
+                raise ConfigError(f"{where}.{key}: must not contain a NUL character")
+        for key in ("name", "url"):
+            if key not in item:
+                raise ConfigError(f"{where}.{key} is required (a string)")
+        if ("vkey" in item) == ("vkey_file" in item):
+            raise ConfigError(f"{where}: set one of vkey and vkey_file")
+        name = item["name"]
+        if "vkey" in item:
+            vkey = item["vkey"].strip()
+        else:
+            try:
+                vkey = (base / item["vkey_file"]).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{where}.vkey_file: cannot be read: {exc}") from None
+        try:
+            verifier = cosignature_verifier(vkey)
+        except NoteError as exc:
+            raise ConfigError(f"{where}.vkey: {exc}") from None
+        if verifier.name != name:
+            raise ConfigError(f"{where}.name: {name!r} is not the name of its key ({verifier.name!r})")
+        url = item["url"].rstrip("/")
+        if not _WITNESS_URL.fullmatch(url):
+            raise ConfigError(f"{where}.url: {item['url']!r} is not an http:// or https:// URL (no query)")
+        for other in out:
+            if other.name == name:
+                raise ConfigError(f"{where}.name: {name!r} is configured twice")
+            if other.url == url:
+                raise ConfigError(f"{where}.url: {url!r} is configured twice")
+        out.append(WitnessConfig(name=name, vkey=vkey, url=url))
     return tuple(out)
