@@ -458,3 +458,29 @@ def test_a_cosignature_that_does_not_verify_is_not_stored(
         assert [s.name for s in parse_note(served).signatures] == [ORIGIN]
     assert "cosigned" in w.log_path.read_text()  # the witness did cosign: the node refused its line
     assert len([r for r in caplog.records if r.getMessage() == "witness failed: bad cosignature"]) == 1
+
+
+def test_the_witnessed_rule_counts_each_trusted_witness_once() -> None:
+    """check_witnessed: k of n distinct trusted witnesses with verifying cosignatures; a repeated line counts
+    once, a cosigner nobody trusts counts for nothing, a type 0x01 note signature by a witness's name is no
+    cosignature, and a quorum outside [0, n] is a ValueError."""
+    from transfer.ledger.merkle import EMPTY_ROOT
+    from transfer.ledger.note import Checkpoint, cosignature_signer, parse_skey, sign_note
+
+    log_skey, log_vkey = generate_key(ORIGIN)
+    text = Checkpoint(ORIGIN, 0, EMPTY_ROOT).text()
+    note = sign_note(text, parse_skey(log_skey))
+    signers = [cosignature_signer(generate_key(f"w{i}.example/w")[0]) for i in range(3)]
+    keys = [parse_vkey(s.vkey) for s in signers[:2]]  # the third is nobody's trusted witness
+    lines = [signature_line(s.cosign(text, 1_700_000_000 + i)) for i, s in enumerate(signers)]
+    impostor_skey = generate_key("w1.example/w")[0]  # a note key under a witness's name
+    impostor = sign_note(text, parse_skey(impostor_skey)).split("\n\n", 1)[1]
+
+    one = check_witnessed(note + lines[0] + lines[0] + lines[2] + impostor, parse_vkey(log_vkey), keys, 2)
+    assert one.cosigned == ("w0.example/w",) and one.missing == ("w1.example/w",) and not one.witnessed
+    both = check_witnessed(note + lines[1] + lines[0], parse_vkey(log_vkey), keys, 2)
+    assert both.cosigned == ("w0.example/w", "w1.example/w") and both.witnessed and both.missing == ()
+    assert check_witnessed(note, parse_vkey(log_vkey), keys, 0).witnessed
+    for quorum in (-1, 3):
+        with pytest.raises(ValueError, match="quorum"):
+            check_witnessed(note, parse_vkey(log_vkey), keys, quorum)
