@@ -210,8 +210,8 @@ class Witnessing:
 
     def start(self, latest: StoredCheckpoint | None) -> None:
         """Start one task per witness, submitting `latest` (the latest stored checkpoint) first."""
-        if latest is not None:
-            self._latest = latest
+        if latest is not None and (self._latest is None or latest.size > self._latest.size):
+            self._latest = latest  # unless a publication since told of a newer one
         for link in self.links:
             link.wake.set()
             self._tasks.append(asyncio.create_task(self._run(link), name=f"witness {link.name}"))
