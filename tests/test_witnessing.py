@@ -51,19 +51,14 @@ class Witnesses:
 
     def start(self, name: str) -> WitnessProcess:
         where = self.root / name.replace("/", "_")
-        if name not in self.running:
-            where.mkdir(parents=True, exist_ok=True)
-            assert witness_main(["generate-key", name, str(where / "witness.key")]) == 0
-            (where / "witness.toml").write_text(
-                'listen = "127.0.0.1:0"\nkey_file = "witness.key"\nstate_file = "witness.sqlite"\n\n'
-                f'[[log]]\norigin = "{ORIGIN}"\nvkeys = ["{self.log_vkey}"]\n',
-                encoding="utf-8",
-            )
+        where.mkdir(parents=True)
+        assert witness_main(["generate-key", name, str(where / "witness.key")]) == 0
+        (where / "witness.toml").write_text(
+            'listen = "127.0.0.1:0"\nkey_file = "witness.key"\nstate_file = "witness.sqlite"\n\n'
+            f'[[log]]\norigin = "{ORIGIN}"\nvkeys = ["{self.log_vkey}"]\n',
+            encoding="utf-8",
+        )
         w = WitnessProcess(where / "witness.toml", where / "witness.log")
-        if name in self.running:  # a restart comes back on its port
-            old = self.running[name]
-            text = (where / "witness.toml").read_text().replace('"127.0.0.1:0"', f'"127.0.0.1:{old.port}"')
-            (where / "witness.toml").write_text(text, encoding="utf-8")
         w.start()
         self.running[name] = w
         return w
@@ -210,11 +205,8 @@ def test_the_node_learns_the_witness_size_from_a_409(
         cosigned_note(node, ["w1.example/w"], second)
         assert link.old == second
 
-        def stale() -> None:
-            link.old = 1  # as if another submission had moved the witness on since
-
         async def make_stale() -> None:
-            stale()
+            link.old = 1  # as if the node had missed the witness's moves since
 
         node.run(make_stale)
         grow(node, 1)
