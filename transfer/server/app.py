@@ -42,6 +42,7 @@ from transfer.server.config import Config
 from transfer.server.decoding import RefuseMalformed
 from transfer.server.limits import StreamQuota, grpc_options, raise_open_file_limit
 from transfer.server.notify import Notifier
+from transfer.server.peer_witness import PeerWitness, WitnessStartRefused
 from transfer.server.peers import (
     DeliveryServicer,
     Dispatcher,
@@ -247,6 +248,7 @@ class Node:
         self.clock = clock or SystemClock()
         self.ids = ids or RandomIds()
         self.port = 0
+        self.witness_port = 0  # the [witness] endpoint's bound port, once started
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -267,6 +269,15 @@ class Node:
         seal = load_seal_signer(config)
         self.seal_key = None if seal is None else seal._key
         self.seal_vkey = "" if seal is None else seal.vkey
+        # [witness]: the node cosigns its peers' checkpoints on an HTTP endpoint of its own (peer_witness.py).
+        self.peer_witness: PeerWitness | None = None
+        if config.witness is not None:
+            own, following, _ = load_log_keys(config)
+            node_keys = [k.public_key for k in (own, following, seal) if k is not None]
+            try:
+                self.peer_witness = PeerWitness.load(config.witness, self.peers, node_keys)
+            except WitnessStartRefused as exc:
+                raise StartRefused(str(exc)) from None
         self.federation = Federation(
             config.province, peer_keys(self.peers), self.seal_key, trust, page_policy,
             config.inter_province_deadline_working_days, self.clock, holidays=config.holidays,
@@ -339,6 +350,7 @@ class Node:
                 "listen": cfg.listen,
                 "port": self.port,
                 "database": describe(cfg.database_url),
+                "witness_port": self.witness_port,
             },
         )
         return self.port
@@ -347,6 +359,8 @@ class Node:
         if self._server is not None:
             await self._server.stop(None)
             self._server = None
+        if self.peer_witness is not None:
+            await asyncio.to_thread(self.peer_witness.stop)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -419,6 +433,11 @@ class Node:
             raise StartRefused(
                 f"cannot listen on {cfg.listen} (node.listen): the port is in use, or not an address of this host"
             )
+        if self.peer_witness is not None:
+            try:
+                self.witness_port = self.peer_witness.start(lambda: self.clock.now().timestamp())
+            except WitnessStartRefused as exc:
+                raise StartRefused(str(exc)) from None
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
@@ -555,6 +574,7 @@ class Node:
             seal_vkey=self.seal_vkey,
             next_log_vkey=self.next_log_vkey,
             previous_log_vkeys=self.previous_log_vkeys,
+            own_witness_vkey=self.peer_witness.vkey if self.peer_witness is not None else "",
         )
 
     async def _check_origin(self, store: Store, logbook: Logbook) -> None:
@@ -723,6 +743,8 @@ class Node:
         self.notifier.close()
         if self._server is not None:
             await self._server.stop(grace)
+        if self.peer_witness is not None:
+            await asyncio.to_thread(self.peer_witness.stop)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
