@@ -68,9 +68,16 @@ def witness_cli(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def generate_witness_key(name: str, path: Path) -> str:
-    """A witness key made with `transfer-witness generate-key`; returns the vkey it printed."""
-    done = witness_cli("generate-key", name, str(path))
+def generate_witness_key(name: str, path: Path, *, keygen: bool = False) -> str:
+    """A witness key made with `transfer-witness generate-key` (or `python -m transfer.keygen --stem witness`,
+    which writes it as <dir>/witness.key); returns the vkey it printed."""
+    if keygen:
+        assert path.name == "witness.key"
+        command = ["-m", "transfer.keygen", "--name", name, "--out", str(path.parent), "--stem", "witness"]
+        done = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True, check=False)
+        assert (path.parent / "witness.vkey").read_text().strip() == done.stdout.strip()
+    else:
+        done = witness_cli("generate-key", name, str(path))
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -166,7 +173,7 @@ def start_nodes(
         ):
             (tmp_path / name).mkdir(parents=True, exist_ok=True)
             key = tmp_path / name / "witness.key"
-            vkey = generate_witness_key(f"hocba.invalid/province/{province}/witness", key)
+            vkey = generate_witness_key(f"hocba.invalid/province/{province}/witness", key, keygen=name == "a")
             url = database(name, engine)
             # Beside the SQLite database by default; PostgreSQL needs it named.
             state = tmp_path / name / "node.witness.sqlite"
