@@ -353,7 +353,8 @@ def start_refusal(config: Path, *args: str) -> tuple[int, list[str]]:
 def test_a_bad_witness_configuration_is_refused_in_one_line(tmp_path: Path, pki: Path, pki79: Path) -> None:
     """A [witness] that cannot work stops the node before it serves, with one line naming the setting: an
     empty section, a bad listen, no peers, PostgreSQL without a state file, the node's log key as the witness
-    key, a name that is not the key's, an unreadable key, and a port already taken."""
+    key, a name that is not the key's, an unreadable key, a port already taken, the node's database as the state
+    file, and a state file that cannot be opened."""
     key = tmp_path / "witness.key"
     generate_witness_key("hocba.invalid/province/01/witness", key)
     peers = f"""
@@ -387,6 +388,9 @@ log_vkey_file = "{pki79 / "log.vkey"}"
             (sqlite, witness_section(0, tmp_path / "none.key") + peers, "--check-config", 1,
              "witness.key_file:"),
             (sqlite, witness_section(busy, key) + peers, "", 1, f"cannot listen on 127.0.0.1:{busy} (witness.listen)"),
+            (sqlite, witness_section(0, key, state_file=tmp_path / "node.db") + peers, "--check-config", 2,
+             "is the node's database or its latest checkpoint file"),
+            (sqlite, witness_section(0, key, state_file=tmp_path) + peers, "", 1, "witness.state_file: cannot open"),
         ]  # fmt: skip
         for i, (url, section, flag, status, message) in enumerate(cases):
             config = write_config(tmp_path / f"node{i}.toml", pki=pki, database_url=url, extra=section)
