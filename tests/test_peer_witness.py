@@ -32,7 +32,7 @@ from transfer.ledger.note import (
     sign_note,
 )
 from transfer.server.config import ConfigError, load
-from transfer.server.peer_witness import peer_logs
+from transfer.server.peer_witness import WitnessStartRefused, peer_logs
 from transfer.server.peers import load_peers
 from transfer.v1 import common_pb2
 
@@ -407,7 +407,8 @@ log_vkey_file = "{pki79 / "log.vkey"}"
 
 def test_a_peers_origin_is_its_log_keys_name_unless_configured(tmp_path: Path, pki: Path, pki79: Path) -> None:
     """The node witnesses each peer's log under the name of the peer's log key (C2SP: a log key is named after
-    its origin), or under peers[].log_origin when that is set; a log_origin that is no origin is refused."""
+    its origin), or under peers[].log_origin when that is set; a log_origin that is no origin, or one origin for
+    two peers, is refused."""
     key = tmp_path / "witness.key"
     generate_witness_key("hocba.invalid/province/01/witness", key)
     peer = f"""
@@ -428,5 +429,10 @@ log_vkey_file = "{pki79 / "log.vkey"}"
     named = peer + 'log_origin = "hcm.example.vn/hocba/log"\n'
     config = load(write_config(tmp_path / "b.toml", pki=pki, database_url=url, extra=witness_section(0, key) + named))
     assert list(peer_logs(load_peers(config))) == ["hcm.example.vn/hocba/log"]
+    second = named[named.index("[[peers]]") :].replace('"79"', '"48"')
+    twice = named + second  # two peers, one origin: which log would a checkpoint be?
+    config = load(write_config(tmp_path / "d.toml", pki=pki, database_url=url, extra=witness_section(0, key) + twice))
+    with pytest.raises(WitnessStartRefused, match=r"the same log origin 'hcm\.example\.vn/hocba/log'"):
+        peer_logs(load_peers(config))
     with pytest.raises(ConfigError, match=r"peers\[0\]\.log_origin: 'a b'"):
         load(write_config(tmp_path / "c.toml", pki=pki, database_url=url, extra=peer + 'log_origin = "a b"\n'))
