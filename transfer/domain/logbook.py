@@ -164,6 +164,7 @@ class LogInfo:
     previous_log_vkeys: tuple[str, ...] = ()
     witnesses: tuple[Witness, ...] = ()
     witness_quorum: int = 0
+    own_witness_vkey: str = ""  # the node's own witness of its peers' logs ([witness]), "" when none
 
 
 class Logbook:

@@ -43,6 +43,7 @@ from transfer.server.config import Config
 from transfer.server.decoding import RefuseMalformed
 from transfer.server.limits import StreamQuota, grpc_options, raise_open_file_limit
 from transfer.server.notify import Notifier
+from transfer.server.peer_witness import PeerWitness, WitnessStartRefused
 from transfer.server.peers import (
     DeliveryServicer,
     Dispatcher,
@@ -249,6 +250,7 @@ class Node:
         self.clock = clock or SystemClock()
         self.ids = ids or RandomIds()
         self.port = 0
+        self.witness_port = 0  # the [witness] endpoint's bound port, once started
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -269,6 +271,15 @@ class Node:
         seal = load_seal_signer(config)
         self.seal_key = None if seal is None else seal._key
         self.seal_vkey = "" if seal is None else seal.vkey
+        # [witness]: the node cosigns its peers' checkpoints on an HTTP endpoint of its own (peer_witness.py).
+        self.peer_witness: PeerWitness | None = None
+        if config.witness is not None:
+            own, following, _ = load_log_keys(config)
+            node_keys = [k.public_key for k in (own, following, seal) if k is not None]
+            try:
+                self.peer_witness = PeerWitness.load(config.witness, self.peers, node_keys)
+            except WitnessStartRefused as exc:
+                raise StartRefused(str(exc)) from None
         self.federation = Federation(
             config.province, peer_keys(self.peers), self.seal_key, trust, page_policy,
             config.inter_province_deadline_working_days, self.clock, holidays=config.holidays,
@@ -343,6 +354,7 @@ class Node:
                 "listen": cfg.listen,
                 "port": self.port,
                 "database": describe(cfg.database_url),
+                "witness_port": self.witness_port,
             },
         )
         return self.port
@@ -351,6 +363,8 @@ class Node:
         if self._server is not None:
             await self._server.stop(None)
             self._server = None
+        if self.peer_witness is not None:
+            await asyncio.to_thread(self.peer_witness.stop)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -425,6 +439,11 @@ class Node:
             raise StartRefused(
                 f"cannot listen on {cfg.listen} (node.listen): the port is in use, or not an address of this host"
             )
+        if self.peer_witness is not None:
+            try:
+                self.witness_port = self.peer_witness.start(lambda: self.clock.now().timestamp())
+            except WitnessStartRefused as exc:
+                raise StartRefused(str(exc)) from None
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
@@ -567,6 +586,7 @@ class Node:
             previous_log_vkeys=self.previous_log_vkeys,
             witnesses=tuple(Witness(w.name, w.vkey, w.url) for w in self.config.witnesses),
             witness_quorum=self.config.witness_quorum,
+            own_witness_vkey=self.peer_witness.vkey if self.peer_witness is not None else "",
         )
 
     async def _check_witnesses(self, store: Store, logbook: Logbook, signer: Ed25519Signer) -> None:
@@ -761,6 +781,8 @@ class Node:
         self.notifier.close()
         if self._server is not None:
             await self._server.stop(grace)
+        if self.peer_witness is not None:
+            await asyncio.to_thread(self.peer_witness.stop)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -63,6 +63,16 @@
     ca_file = "peers/79/ca.pem"     # the CA that issued its node certificate
     seal_vkey_file = "peers/79/seal.vkey"
     log_vkey_file = "peers/79/log.vkey"
+    log_origin = ""                 # its log's origin; default: the name of the key in log_vkey_file
+                                    # (C2SP: a log key is named after its origin)
+
+    [witness]                       # optional: this node cosigns its peers' checkpoints (C2SP tlog-witness)
+    listen = "0.0.0.0:7380"         # host:port of its HTTP endpoint (POST /add-checkpoint)
+    key_file = "keys/witness.key"   # the witness's own Ed25519 key (never the log or seal key)
+    state_file = "state/witness.sqlite"  # what it cosigned per peer; default with SQLite:
+                                    # <database file without suffix>.witness.sqlite beside it;
+                                    # required with PostgreSQL
+    name = "hocba.example.vn/province/01/witness"  # optional: the key's name, checked at start
 
     [idempotency]
     retention_days = 30             # how long a request_id is remembered
@@ -123,6 +133,18 @@ class PeerConfig:
     seal_vkey_file: Path
     log_vkey_file: Path
     server_name: str = ""
+    log_origin: str = ""  # "" : the name of the key in log_vkey_file
+
+
+@dataclass(frozen=True)
+class PeerWitnessConfig:
+    """[witness]: the node's own C2SP witness, cosigning its peers' checkpoints (docs/witness.md)."""
+
+    host: str
+    port: int
+    key_file: Path
+    state_file: Path
+    name: str = ""  # "" : whatever the key file names; otherwise the key's name must be this
 
 
 @dataclass(frozen=True)
@@ -200,6 +222,7 @@ class Config:
     witnesses: tuple[WitnessConfig, ...] = ()
     witness_quorum: int = 0
     witness_startup_seconds: float = 10.0
+    witness: PeerWitnessConfig | None = None
     idempotency_retention_days: int = 30
     shutdown_grace_seconds: float = 10.0
     max_batch: int = 128
@@ -251,6 +274,7 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
         **{key: (kind, False) for key, (kind, _, _) in LIMIT_BOUNDS.items()},
     },
     "logging": {"level": (str, False), "format": (str, False)},
+    "witness": {"listen": (str, False), "key_file": (str, False), "state_file": (str, False), "name": (str, False)},
 }
 
 ENV_PREFIX = "TRANSFER_"
@@ -482,6 +506,9 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     startup_wait = get("log", "witness_startup_seconds", 10.0)
     if not 0 < startup_wait <= 600:  # NaN fails this too
         raise ConfigError("log.witness_startup_seconds: above 0 and at most 600")
+    witness = None
+    if "witness" in raw or "witness" in c:  # an empty [witness] table is a mistake, not "off"
+        witness = _witness(c.get("witness", {}), base, database_url, latest_checkpoint_file, peers)
     return Config(
         province=province,
         name=name,
@@ -514,6 +541,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         witnesses=witnesses,
         witness_quorum=quorum,
         witness_startup_seconds=startup_wait,
+        witness=witness,
         idempotency_retention_days=retention,
         shutdown_grace_seconds=grace,
         max_batch=max_batch,
@@ -537,7 +565,8 @@ def _limits(server: Mapping[str, Any]) -> ServerLimits:
     return ServerLimits(**values)
 
 
-PEER_KEYS = {"province", "address", "server_name", "ca_file", "seal_vkey_file", "log_vkey_file"}
+PEER_KEYS = {"province", "address", "server_name", "ca_file", "seal_vkey_file", "log_vkey_file", "log_origin"}
+OPTIONAL_PEER_KEYS = {"server_name", "log_origin"}
 
 
 def _peers(raw: Any, base: Path, own: str) -> tuple[PeerConfig, ...]:
@@ -551,7 +580,7 @@ def _peers(raw: Any, base: Path, own: str) -> tuple[PeerConfig, ...]:
         unknown = set(item) - PEER_KEYS
         if unknown:
             raise ConfigError(f"unknown key {where}.{sorted(unknown)[0]}; known: {', '.join(sorted(PEER_KEYS))}")
-        for key in PEER_KEYS - {"server_name"}:
+        for key in PEER_KEYS - OPTIONAL_PEER_KEYS:
             if not isinstance(item.get(key), str) or not item[key]:
                 raise ConfigError(f"{where}.{key} is required (a string)")
         for key, text in item.items():
@@ -562,6 +591,12 @@ def _peers(raw: Any, base: Path, own: str) -> tuple[PeerConfig, ...]:
             raise ConfigError(f"{where}.province: {province!r} must be another province's code")
         if any(p.province == province for p in out):
             raise ConfigError(f"{where}.province: {province} is configured twice")
+        log_origin = item.get("log_origin", "")
+        if not isinstance(log_origin, str) or (log_origin and not _ORIGIN.fullmatch(log_origin)):
+            raise ConfigError(
+                f"{where}.log_origin: {log_origin!r} must be printable, without spaces or '+' (the first line of "
+                "the peer's checkpoints)"
+            )
         out.append(
             PeerConfig(
                 province=province,
@@ -570,6 +605,7 @@ def _peers(raw: Any, base: Path, own: str) -> tuple[PeerConfig, ...]:
                 seal_vkey_file=base / item["seal_vkey_file"],
                 log_vkey_file=base / item["log_vkey_file"],
                 server_name=str(item.get("server_name", "")),
+                log_origin=log_origin,
             )
         )
     return tuple(out)
@@ -626,3 +662,43 @@ def _witnesses(raw: Any, base: Path) -> tuple[WitnessConfig, ...]:
                 raise ConfigError(f"{where}.url: {url!r} is configured twice")
         out.append(WitnessConfig(name=name, vkey=vkey, url=url))
     return tuple(out)
+def _witness(
+    section: Mapping[str, Any],
+    base: Path,
+    database_url: str,
+    latest_checkpoint_file: Path,
+    peers: tuple[PeerConfig, ...],
+) -> PeerWitnessConfig:
+    """[witness]: listen and key_file required; state_file beside a SQLite database by default."""
+    for key in ("listen", "key_file"):
+        if not section.get(key):
+            raise ConfigError(f"witness.{key} is required in [witness] (or set {ENV_PREFIX}WITNESS_{key.upper()})")
+    if not peers:
+        raise ConfigError("[witness]: there are no [[peers]] to witness (the witness cosigns its peers' logs)")
+    listen = section["listen"]
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"witness.listen: {listen!r} is not host:port (port 0 picks a free one)")
+    name = section.get("name", "")
+    if name and not _ORIGIN.fullmatch(name):
+        raise ConfigError(f"witness.name: {name!r} must be printable, without spaces or '+' (a key name)")
+    state = section.get("state_file", "")
+    if state:
+        state_file = base / state
+    else:
+        db = sqlite_file(database_url)
+        if db is None:
+            raise ConfigError(
+                "witness.state_file is required with a PostgreSQL database (or set TRANSFER_WITNESS_STATE_FILE): "
+                "the witness keeps its own SQLite file, apart from the node's database"
+            )
+        state_file = Path(db).with_name((Path(db).stem or Path(db).name) + ".witness.sqlite")
+    db_file = sqlite_file(database_url)
+    if state_file.resolve() in (latest_checkpoint_file.resolve(), *([Path(db_file).resolve()] if db_file else [])):
+        raise ConfigError(
+            f"witness.state_file: {state_file} is the node's database or its latest checkpoint file; the witness "
+            "shares no file with the node"
+        )
+    return PeerWitnessConfig(
+        host=host.strip("[]"), port=int(port), key_file=base / section["key_file"], state_file=state_file, name=name
+    )
