@@ -108,6 +108,38 @@ def test_devpki_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert "not a province code" in capsys.readouterr().err
 
 
+def test_devpki_witness_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each dev node gets a witness key (cosignature/v1 vkey named after its province) unless told not to, and
+    `--witness` writes a standalone witness (key, vkey, witness.toml for the given logs' vkeys) with no CA."""
+    import tomllib
+
+    from transfer.ledger.note import parse_vkey
+    from transfer.ledger.witnessed import cosignature_verifier
+
+    assert devpki_main(["--out", str(tmp_path / "p01"), "--province", "01"]) == 0
+    vkey = (tmp_path / "p01" / "witness.vkey").read_text().strip()
+    assert cosignature_verifier(vkey).name == "hocba.invalid/province/01/witness"
+    assert (tmp_path / "p01" / "witness.key").stat().st_mode & 0o077 == 0
+    assert devpki_main(["--out", str(tmp_path / "p79"), "--province", "79", "--no-witness-key"]) == 0
+    assert not (tmp_path / "p79" / "witness.key").exists()
+    capsys.readouterr()
+    logs = [str(tmp_path / p / "log.vkey") for p in ("p01", "p79")]
+    out = tmp_path / "w"
+    assert (
+        devpki_main(["--out", str(out), "--witness", "w.example/w", "--log-vkey", logs[0], "--log-vkey", logs[1]]) == 0
+    )
+    printed = capsys.readouterr().out.splitlines()[0]
+    assert printed == (out / "witness.vkey").read_text().strip() and cosignature_verifier(printed).name == "w.example/w"
+    assert sorted(p.name for p in out.iterdir()) == ["witness.key", "witness.toml", "witness.vkey"]
+    config = tomllib.loads((out / "witness.toml").read_text())
+    assert config["key_file"] == "witness.key" and config["state_file"] == "witness.sqlite"
+    assert [(t["origin"], t["vkeys"]) for t in config["log"]] == [
+        (parse_vkey(v).name, [v]) for v in (Path(f).read_text().strip() for f in logs)
+    ]
+    assert devpki_main(["--out", str(tmp_path / "y")]) == 2
+    assert "--province is required" in capsys.readouterr().err
+
+
 def test_cli_staff_and_handoff(node: RunningNode, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     """Admins register teachers, assign duties, list tasks, record a departure and list handoffs from the CLI."""
     from datetime import UTC, datetime

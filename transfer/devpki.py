@@ -21,6 +21,23 @@ writes (ECDSA P-256, PEM):
                                         --node-name to name it otherwise)
     seal.key / seal.vkey                the node's Ed25519 key sealing transfer
                                         packages and receipts it sends to peers
+    witness.key / witness.vkey          the key of the node's own witness of its
+                                        peers' logs (a [witness] section), named
+                                        hocba.invalid/province/<code>/witness;
+                                        witness.vkey is the cosignature/v1
+                                        verifier key (type 0x04) peers configure
+                                        (--no-witness-key to leave it out)
+
+A standalone witness (`transfer-witness serve`) for development gets its own
+directory, with no CA and no province:
+
+    python -m transfer.devpki --out wit --witness hocba.invalid/witness \
+        --log-vkey pki01/log.vkey --log-vkey pki79/log.vkey
+
+writes witness.key / witness.vkey and a witness.toml (listen 127.0.0.1:0,
+state file witness.sqlite) that witnesses the logs of those verifier keys,
+each under its key's name as the origin (docs/operations.md, Witnessing in a
+federation).
 
 The node certificate doubles as its client certificate towards peer nodes,
 which trust this CA for this province only.
@@ -49,7 +66,7 @@ from transfer.domain.model import Role
 from transfer.domain.provinces import is_province
 from transfer.domain.validation import SCHOOL_CODE
 from transfer.identity import province_uri, role_uri, school_uri
-from transfer.ledger.note import generate_key
+from transfer.ledger.note import cosignature_signer, generate_key, parse_vkey
 from transfer.server.config import DEFAULT_DOMAIN, default_origin
 
 
@@ -265,6 +282,43 @@ def write_note_key(out: Path, stem: str, name: str) -> str:
     return vkey
 
 
+def write_witness_key(out: Path, name: str, stem: str = "witness") -> str:
+    """Write a witness's key: <stem>.key (a note key, 0600) and <stem>.vkey, its cosignature/v1 verifier key
+    (type 0x04), as `transfer-witness generate-key` and `transfer.keygen --stem witness` do; return the vkey."""
+    skey, _ = generate_key(name)
+    vkey = cosignature_signer(skey).vkey
+    fd = os.open(out / f"{stem}.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(skey + "\n")
+    (out / f"{stem}.vkey").write_text(vkey + "\n")
+    return vkey
+
+
+def dev_witness_name(province: str, domain: str = DEFAULT_DOMAIN) -> str:
+    """The name of a dev node's witness key: <domain>/province/<code>/witness."""
+    return f"{domain}/province/{province}/witness"
+
+
+def make_dev_witness(out: Path, name: str, log_vkeys: list[str], *, listen: str = "127.0.0.1:0") -> str:
+    """Write a standalone development witness into `out`: witness.key / witness.vkey and witness.toml for
+    `transfer-witness serve --config out/witness.toml`, witnessing the log of each of `log_vkeys` (a log's
+    verifier key, named after its origin). Returns the witness's vkey."""
+    logs = [parse_vkey(v.strip()) for v in log_vkeys]
+    if not logs:
+        raise ValueError("a witness needs at least one log's verifier key")
+    if len({v.name for v in logs}) != len(logs):
+        raise ValueError("two log verifier keys name the same origin")
+    out.mkdir(parents=True, exist_ok=True)
+    vkey = write_witness_key(out, name)
+    tables = "".join(
+        f'\n[[log]]\norigin = "{v.name}"\nvkeys = ["{k.strip()}"]\n' for v, k in zip(logs, log_vkeys, strict=True)
+    )
+    (out / "witness.toml").write_text(
+        f'listen = "{listen}"\nkey_file = "witness.key"\nstate_file = "witness.sqlite"\n{tables}', encoding="utf-8"
+    )
+    return vkey
+
+
 def make_dev_pki(
     out: Path,
     province: str,
@@ -273,10 +327,12 @@ def make_dev_pki(
     days: int = 365,
     node_name: str | None = None,
     teachers: list[str] | None = None,
+    witness_key: bool = True,
 ) -> DevCA:
     """Write the whole development PKI for one node into `out`.
 
-    `teachers` are "name" or "name:keytype" (ecdsa, rsa, ed25519).
+    `teachers` are "name" or "name:keytype" (ecdsa, rsa, ed25519). `witness_key`: also write the key of the
+    node's own witness (witness.key / witness.vkey).
     """
     if not is_province(province):
         raise ValueError(f"{province!r} is not a province code")
@@ -293,6 +349,8 @@ def make_dev_pki(
     # C2SP tlog-checkpoint: the log key's name should be the log's origin (the default one here).
     write_note_key(out, "log", node_name or default_origin(DEFAULT_DOMAIN, province))
     write_note_key(out, "seal", f"{node_name or f'hocba-node-{province}'}-seal")
+    if witness_key:
+        write_witness_key(out, f"{node_name}-witness" if node_name else dev_witness_name(province))
     signing = SigningCA(out, days=days)
     for spec in teachers or []:
         name, _, key_type = spec.partition(":")
@@ -303,9 +361,12 @@ def make_dev_pki(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="transfer-devpki", description="Generate a development PKI for one node.")
+    parser = argparse.ArgumentParser(
+        prog="transfer-devpki",
+        description="Generate a development PKI for one node, or (--witness) a standalone witness's key and config.",
+    )
     parser.add_argument("--out", type=Path, required=True, help="directory to write into")
-    parser.add_argument("--province", required=True, help="the node's province code, e.g. 01")
+    parser.add_argument("--province", help="the node's province code, e.g. 01 (required without --witness)")
     parser.add_argument("--school", action="append", default=[], help="a school code (repeatable)")
     parser.add_argument("--days", type=int, default=365, help="validity of every certificate")
     parser.add_argument(
@@ -315,10 +376,35 @@ def main(argv: list[str] | None = None) -> int:
         "--node-name",
         help="the log key's name (default: the default origin, hocba.invalid/province/<province>/log)",
     )
+    parser.add_argument(
+        "--no-witness-key", action="store_true", help="do not write the node's witness key (witness.key/.vkey)"
+    )
+    parser.add_argument("--witness", metavar="NAME", help="write a standalone witness named NAME instead of a PKI")
+    parser.add_argument(
+        "--log-vkey",
+        action="append",
+        default=[],
+        type=Path,
+        help="with --witness: a log.vkey file of a log it witnesses (repeatable)",
+    )
     ns = parser.parse_args(argv)
     try:
-        make_dev_pki(ns.out, ns.province, ns.school, days=ns.days, node_name=ns.node_name, teachers=ns.teacher)
-    except ValueError as exc:
+        if ns.witness:
+            vkeys = [p.read_text(encoding="utf-8").strip() for p in ns.log_vkey]
+            print(make_dev_witness(ns.out, ns.witness, vkeys))
+        elif ns.province is None:
+            raise ValueError("--province is required (or --witness NAME for a standalone witness)")
+        else:
+            make_dev_pki(
+                ns.out,
+                ns.province,
+                ns.school,
+                days=ns.days,
+                node_name=ns.node_name,
+                teachers=ns.teacher,
+                witness_key=not ns.no_witness_key,
+            )
+    except (OSError, ValueError) as exc:  # NoteError is a ValueError
         print(f"transfer-devpki: {exc}", file=sys.stderr)
         return 2
     files = sorted(p.name for p in ns.out.iterdir())
