@@ -1,7 +1,9 @@
 """`make demo`: two nodes (Hà Nội and Hồ Chí Minh City); in Hà Nội one transfer
 accepted and one rejected, a homeroom teacher retiring mid-year with her
 class's pages half signed, the node's signed log checkpoint and one receipt
-verified offline; then a record moved from Hà Nội's node to Hồ Chí Minh City's.
+verified offline; then a record moved from Hà Nội's node to Hồ Chí Minh City's,
+and each node's checkpoint cosigned by the other node's witness and by a
+standalone witness (`transfer-witness`), verified with their keys.
 
 Generates throwaway development PKIs, starts real node processes on free
 loopback ports over mutual TLS, and drives them with the client library exactly
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import socket
@@ -31,14 +34,16 @@ from transfer.client import ClientTls, TransferClient, TransferError
 from transfer.client.cli import LOCAL, fmt_deliveries, fmt_record, fmt_transfer
 from transfer.client.logverify import verify_receipt_offline
 from transfer.client.signing import sign_digest
-from transfer.devpki import SigningCA, make_dev_pki
+from transfer.devpki import SigningCA, dev_witness_name, make_dev_pki, make_dev_witness
 from transfer.domain.leaves import decode_leaf
 from transfer.domain.signatures import verify_signature
-from transfer.ledger.note import parse_vkey
+from transfer.ledger.note import Verifier, parse_vkey
+from transfer.ledger.witnessed import Witnessed, check_witnessed, cosignature_verifier
 from transfer.v1 import common_pb2, transfers_pb2
 
 SENDER, RECEIVER = "HN-TH-0001", "HN-TH-0002"
 FAR = "HCM-TH-0001"  # a school of Hồ Chí Minh City, on the other node
+STANDALONE = "hocba.invalid/witness"  # the standalone witness (a ministry's, say), witnessing both logs
 DELIVERED = transfers_pb2.DELIVERY_STATE_DELIVERED
 
 
@@ -52,8 +57,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_node(work: Path, province: str, port: int, peer: str, peer_port: int) -> tuple[subprocess.Popen[bytes], str]:
-    """Start the node of `province` (PKI in pki<province>/), with the other province as its peer."""
+def start_witness(work: Path, port: int) -> subprocess.Popen[bytes]:
+    """Start the standalone witness (witness/witness.toml, from make_dev_witness) on `port`."""
+    log_path = work / "witness.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "transfer.witness", "serve", "--config", str(work / "witness" / "witness.toml")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if re.search(r"^listening on ", log_path.read_text(encoding="utf-8", errors="replace"), re.M):
+            return proc
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit(f"the witness did not start; see {log_path}")
+
+
+def start_node(
+    work: Path, province: str, port: int, peer: str, peer_port: int, witness_ports: dict[str, int]
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start the node of `province` (PKI in pki<province>/), with the other province as its peer, a witness of
+    the peer's log on its own port, and its checkpoints submitted to the peer's witness and the standalone one
+    (`witness_ports`: each province's witness port, and the standalone witness's under "standalone")."""
     own, other = f"pki{province}", f"pki{peer}"
     config = work / f"node{province}.toml"
     config.write_text(
@@ -72,6 +101,7 @@ url = "sqlite:///node{province}.db"
 [log]
 key_file = "{own}/log.key"
 latest_checkpoint_file = "node{province}.latest-checkpoint"
+witness_quorum = 2
 [signing]
 ca_file = "signing-cas.pem"
 [seal]
@@ -85,7 +115,7 @@ server_name = "localhost"
 ca_file = "{other}/ca.pem"
 seal_vkey_file = "{other}/seal.vkey"
 log_vkey_file = "{other}/log.vkey"
-""",
+{witnessing_config(province, peer, witness_ports)}""",
         encoding="utf-8",
     )
     log = (work / f"node{province}.log").open("wb")
@@ -102,6 +132,27 @@ log_vkey_file = "{other}/log.vkey"
         time.sleep(0.05)
     proc.kill()
     raise SystemExit(f"the node did not start; see {work / f'node{province}.log'}")
+
+
+def witnessing_config(province: str, peer: str, witness_ports: dict[str, int]) -> str:
+    """The node's witnessing, as docs/operations.md ("Witnessing in a federation") writes it: its own witness
+    of its peer's log ([witness]), and the two witnesses of its own log (the peer's and the standalone one,
+    both required: quorum 2). TOML tables of their own, after [[peers]]."""
+    return f"""
+[witness]
+listen = "127.0.0.1:{witness_ports[province]}"
+key_file = "pki{province}/witness.key"
+
+[[log.witnesses]]
+name = "{dev_witness_name(peer)}"
+vkey_file = "pki{peer}/witness.vkey"
+url = "http://127.0.0.1:{witness_ports[peer]}"
+
+[[log.witnesses]]
+name = "{STANDALONE}"
+vkey_file = "witness/witness.vkey"
+url = "http://127.0.0.1:{witness_ports["standalone"]}"
+"""
 
 
 def watch(client: TransferClient, stop: threading.Event, seen: list[str]) -> None:
@@ -123,15 +174,33 @@ def run(work: Path) -> None:
         (work / "pki01" / "signing-ca.pem").read_bytes() + (work / "pki79" / "signing-ca.pem").read_bytes()
     )
     say(f"   written to {work / 'pki01'} and {work / 'pki79'}")
+    logs = [(work / f"pki{p}" / "log.vkey").read_text() for p in ("01", "79")]
+    make_dev_witness(work / "witness", STANDALONE, logs)
+    say(f"   and a standalone witness of both logs, {STANDALONE}, in {work / 'witness'}")
     say("2. Start two nodes over mutual TLS, each with its SQLite database, each the other's peer:")
     port01, port79 = free_port(), free_port()
-    procs = []
-    proc, address = start_node(work, "01", port01, "79", port79)
-    procs.append(proc)
-    say(f"   Hà Nội (01) on {address}")
-    proc79, address79 = start_node(work, "79", port79, "01", port01)
-    procs.append(proc79)
+    witness_ports = {"01": free_port(), "79": free_port(), "standalone": free_port()}
+    text = (work / "witness" / "witness.toml").read_text(encoding="utf-8")
+    (work / "witness" / "witness.toml").write_text(
+        text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{witness_ports["standalone"]}"'),
+        encoding="utf-8",
+    )
+    procs = [start_witness(work, witness_ports["standalone"])]
+    say(f"   the standalone witness on http://127.0.0.1:{witness_ports['standalone']} (log: {work}/witness.log)")
+    try:
+        proc, address = start_node(work, "01", port01, "79", port79, witness_ports)
+        procs.append(proc)
+        say(f"   Hà Nội (01) on {address}")
+        proc79, address79 = start_node(work, "79", port79, "01", port01, witness_ports)
+        procs.append(proc79)
+    except BaseException:  # a node that did not start: stop what did, then say why
+        for p in procs:
+            p.kill()
+            p.wait(30)
+        raise
     say(f"   Hồ Chí Minh City (79) on {address79} (logs: {work}/node01.log, node79.log)")
+    say(f"   each a witness of the other's log (01's on port {witness_ports['01']}, 79's on {witness_ports['79']}),")
+    say("   each asking the other's witness and the standalone one to cosign its checkpoints (quorum 2)")
     pki = work / "pki01"
     tls = {name: ClientTls.from_pki(pki, name) for name in ("province-admin", f"school-{SENDER}", f"school-{RECEIVER}")}
     admin = TransferClient(address, tls["province-admin"])
@@ -201,14 +270,25 @@ def run(work: Path) -> None:
         )
 
         move_to_another_province(receiver, far, admin, codes[0])
+
+        show_witnessed_checkpoints(work, receiver, far, admin79)
+
+        # Issue 17's last two demo steps go here, as steps of their own, while the nodes and witnesses run:
+        #   - a receipt verified offline with `transfer-verify-receipt` (the receipts branch), and
+        #   - `transfer-audit` over both logs (the audit branch).
+        # Both can take the pinned keys show_witnessed_checkpoints uses (pki01/log.vkey, pki79/witness.vkey,
+        # witness/witness.vkey) as their witness policy; renumber the steps below when adding them.
     finally:
         for c in (admin, sender, receiver, watcher, admin79, far):
             c.close()
         statuses = []
-        for p in procs:
+        witness_proc, *node_procs = procs
+        for p in node_procs:
             p.send_signal(signal.SIGTERM)
             statuses.append(p.wait(30))
-        say(f"12. Both nodes stopped with SIGTERM (exit status {statuses}); the operators verify their logs:")
+        witness_proc.terminate()
+        witness_proc.wait(30)
+        say(f"13. Both nodes stopped with SIGTERM (exit status {statuses}); the operators verify their logs:")
     for province in ("01", "79"):
         verified = subprocess.run(
             [sys.executable, "-m", "transfer.server.verify", "--config", str(work / f"node{province}.toml"), "--quiet"],
@@ -243,6 +323,59 @@ def move_to_another_province(
     say("   " + fmt_record(holder.get_record(lookup_code)))
     for peer in admin.list_deliveries():
         say(f"   node 01 deliveries: {fmt_deliveries(peer)}")
+
+
+def show_witnessed_checkpoints(
+    work: Path, client01: TransferClient, client79: TransferClient, admin79: TransferClient
+) -> None:
+    """Part four: each node's latest checkpoint, cosigned by the other node's witness and the standalone one,
+    checked with keys the verifier pinned (the dev PKIs' files), the peer's also compared with its GetLogInfo."""
+    say("12. Witnesses: node 01's latest checkpoint, cosigned by node 79's witness and the standalone witness")
+    pinned = {name: (work / name).read_text().strip() for name in
+              ("pki01/log.vkey", "pki79/log.vkey", "pki01/witness.vkey", "pki79/witness.vkey", "witness/witness.vkey")}  # fmt: skip
+    if admin79.get_log_info().own_witness_vkey != pinned["pki79/witness.vkey"]:
+        raise SystemExit("node 79's GetLogInfo serves another witness key than pki79/witness.vkey")
+    standalone = cosignature_verifier(pinned["witness/witness.vkey"])
+    log01 = parse_vkey(pinned["pki01/log.vkey"])
+    note, result = wait_for_witnessed(client01, log01, [cosignature_verifier(pinned["pki79/witness.vkey"]), standalone])
+    for line in note.splitlines():
+        say("   | " + line)
+    cp = result.checkpoint
+    say(f"   check_witnessed: the checkpoint of {cp.size} entries verifies with the log key pki01/log.vkey")
+    say(f"   ({log01.name}) and is witnessed, {_count(result)}:")
+    say(f"     {result.cosigned[0]} with pki79/witness.vkey (node 79's own_witness_vkey in GetLogInfo too)")
+    say(f"     {result.cosigned[1]} with witness/witness.vkey (the standalone witness)")
+    _, result79 = wait_for_witnessed(
+        client79,
+        parse_vkey(pinned["pki79/log.vkey"]),
+        [cosignature_verifier(pinned["pki01/witness.vkey"]), standalone],
+    )
+    say(
+        f"   node 79's latest checkpoint ({result79.checkpoint.size} entries) likewise, {_count(result79)}: "
+        + " and ".join(result79.cosigned)
+    )
+
+
+def _count(result: Witnessed) -> str:
+    total = len(result.cosigned) + len(result.missing)
+    return f"{len(result.cosigned)} of {total} cosignatures verifying (quorum {result.quorum})"
+
+
+def wait_for_witnessed(
+    client: TransferClient, log: Verifier, witnesses: list[Verifier], timeout: float = 60.0
+) -> tuple[str, Witnessed]:
+    """The node's latest checkpoint once it covers the whole log and check_witnessed counts every one of
+    `witnesses`' cosignatures (each node submits its checkpoints as it publishes them, off the write path)."""
+    size = sum(1 for _ in client.iter_entries())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        cp = client.get_checkpoint()
+        if cp.tree_size >= size:
+            result = check_witnessed(cp.checkpoint, log, witnesses, len(witnesses), origin=log.name)
+            if result.witnessed:
+                return cp.checkpoint, result
+        time.sleep(0.2)
+    raise SystemExit(f"no checkpoint of {log.name} cosigned by every witness in {timeout:.0f} s; see the logs")
 
 
 def _until(fn: Any, timeout: float = 30.0) -> Any:
