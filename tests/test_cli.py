@@ -125,14 +125,14 @@ def test_devpki_witness_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     capsys.readouterr()
     logs = [str(tmp_path / p / "log.vkey") for p in ("p01", "p79")]
     out = tmp_path / "w"
-    assert (
-        devpki_main(["--out", str(out), "--witness", "w.example/w", "--log-vkey", logs[0], "--log-vkey", logs[1]]) == 0
-    )
+    witness_args = ["--out", str(out), "--witness", "w.example/w", "--listen", "127.0.0.1:7390"]
+    assert devpki_main([*witness_args, "--log-vkey", logs[0], "--log-vkey", logs[1]]) == 0
     printed = capsys.readouterr().out.splitlines()[0]
     assert printed == (out / "witness.vkey").read_text().strip() and cosignature_verifier(printed).name == "w.example/w"
     assert sorted(p.name for p in out.iterdir()) == ["witness.key", "witness.toml", "witness.vkey"]
     config = tomllib.loads((out / "witness.toml").read_text())
     assert config["key_file"] == "witness.key" and config["state_file"] == "witness.sqlite"
+    assert config["listen"] == "127.0.0.1:7390"
     assert [(t["origin"], t["vkeys"]) for t in config["log"]] == [
         (parse_vkey(v).name, [v]) for v in (Path(f).read_text().strip() for f in logs)
     ]

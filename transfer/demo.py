@@ -175,16 +175,11 @@ def run(work: Path) -> None:
     )
     say(f"   written to {work / 'pki01'} and {work / 'pki79'}")
     logs = [(work / f"pki{p}" / "log.vkey").read_text() for p in ("01", "79")]
-    make_dev_witness(work / "witness", STANDALONE, logs)
+    witness_ports = {"01": free_port(), "79": free_port(), "standalone": free_port()}
+    make_dev_witness(work / "witness", STANDALONE, logs, listen=f"127.0.0.1:{witness_ports['standalone']}")
     say(f"   and a standalone witness of both logs, {STANDALONE}, in {work / 'witness'}")
     say("2. Start two nodes over mutual TLS, each with its SQLite database, each the other's peer:")
     port01, port79 = free_port(), free_port()
-    witness_ports = {"01": free_port(), "79": free_port(), "standalone": free_port()}
-    text = (work / "witness" / "witness.toml").read_text(encoding="utf-8")
-    (work / "witness" / "witness.toml").write_text(
-        text.replace('listen = "127.0.0.1:0"', f'listen = "127.0.0.1:{witness_ports["standalone"]}"'),
-        encoding="utf-8",
-    )
     procs = [start_witness(work, witness_ports["standalone"])]
     say(f"   the standalone witness on http://127.0.0.1:{witness_ports['standalone']} (log: {work}/witness.log)")
     try:

@@ -31,11 +31,11 @@ writes (ECDSA P-256, PEM):
 A standalone witness (`transfer-witness serve`) for development gets its own
 directory, with no CA and no province:
 
-    python -m transfer.devpki --out wit --witness hocba.invalid/witness \
-        --log-vkey pki01/log.vkey --log-vkey pki79/log.vkey
+    python -m transfer.devpki --out wit --witness hocba.invalid/witness --listen 127.0.0.1:7390
+        --log-vkey pki01/log.vkey --log-vkey pki79/log.vkey       (one command line)
 
-writes witness.key / witness.vkey and a witness.toml (listen 127.0.0.1:0,
-state file witness.sqlite) that witnesses the logs of those verifier keys,
+writes witness.key / witness.vkey and a witness.toml (listen as given, by
+default 127.0.0.1:0; state file witness.sqlite) that witnesses the logs of those verifier keys,
 each under its key's name as the origin (docs/operations.md, Witnessing in a
 federation).
 
@@ -387,11 +387,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         help="with --witness: a log.vkey file of a log it witnesses (repeatable)",
     )
+    parser.add_argument("--listen", default="127.0.0.1:0", help="with --witness: its host:port (default 127.0.0.1:0)")
     ns = parser.parse_args(argv)
     try:
         if ns.witness:
             vkeys = [p.read_text(encoding="utf-8").strip() for p in ns.log_vkey]
-            print(make_dev_witness(ns.out, ns.witness, vkeys))
+            print(make_dev_witness(ns.out, ns.witness, vkeys, listen=ns.listen))
         elif ns.province is None:
             raise ValueError("--province is required (or --witness NAME for a standalone witness)")
         else:
