@@ -662,6 +662,8 @@ def _witnesses(raw: Any, base: Path) -> tuple[WitnessConfig, ...]:
                 raise ConfigError(f"{where}.url: {url!r} is configured twice")
         out.append(WitnessConfig(name=name, vkey=vkey, url=url))
     return tuple(out)
+
+
 def _witness(
     section: Mapping[str, Any],
     base: Path,
