@@ -237,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     cmd("deliveries", "messages to other provinces' nodes, per peer (province admin)")
     cmd("log-info", "the log's origin, verifier keys and witnesses (compare them with the values you pinned)")
+    s = cmd("proof-bundle", "save a log entry's proof bundle, to verify offline with transfer-verify-receipt")
+    s.add_argument("index", type=_positive(int, zero=True), help="the entry's index (a receipt's log entry)")
+    s.add_argument("--tree-size", type=_positive(int, zero=True), default=0, help="checkpoint size (default: latest)")
+    s.add_argument("--out", type=Path, required=True, help="file to write the bundle to (- for standard output)")
 
     s = cmd("record-register", "register a record held by your school")
     s.add_argument("lookup_code")
@@ -446,6 +450,15 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                 out.show(c.get_school(ns.code), fmt_school)
             case "log-info":
                 out.show(c.get_log_info(), fmt_log_info)
+            case "proof-bundle":
+                bundle = c.get_proof_bundle(ns.index, ns.tree_size)
+                if str(ns.out) == "-":
+                    sys.stdout.write(bundle)
+                else:
+                    tmp = ns.out.with_name(ns.out.name + ".tmp")
+                    tmp.write_text(bundle, encoding="utf-8")
+                    tmp.replace(ns.out)
+                    print(f"proof bundle of entry {ns.index} written to {ns.out}", file=sys.stderr)
             case "school-list":
                 for school in c.iter_schools():
                     out.show(school, fmt_school)

@@ -561,6 +561,14 @@ class TransferClient:
         )
         return resp
 
+    def get_proof_bundle(self, index: int, tree_size: int = 0) -> str:
+        """Entry `index`'s proof bundle (docs/log.md): in the latest checkpoint (tree_size 0) or the
+        one signed at `tree_size`. Not verified here: `transfer-verify-receipt` checks it offline."""
+        resp: log_pb2.GetProofBundleResponse = self._call(
+            self.log.GetProofBundle, log_pb2.GetProofBundleRequest(index=index, tree_size=tree_size)
+        )
+        return resp.bundle
+
     def iter_entries(self, start: int = 0, end: int = 0, *, page_size: int = 0) -> Iterator[log_pb2.LogEntry]:
         """Log entries [start, end) in order (end 0: up to the log's current size)."""
         return _pages(

@@ -73,7 +73,7 @@ class PeerReceipt(_message.Message):
     def __init__(self, body: _Optional[bytes] = ..., seal: _Optional[bytes] = ...) -> None: ...
 
 class PeerReceiptBody(_message.Message):
-    __slots__ = ("transfer_id", "kind", "message_sha256", "receiver_province", "log_index", "logged", "checkpoint", "state", "receive_time")
+    __slots__ = ("transfer_id", "kind", "message_sha256", "receiver_province", "log_index", "logged", "checkpoint", "state", "receive_time", "leaf", "inclusion_proof")
     TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,8 @@ class PeerReceiptBody(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     RECEIVE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LEAF_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_PROOF_FIELD_NUMBER: _ClassVar[int]
     transfer_id: str
     kind: PeerMessageKind
     message_sha256: bytes
@@ -92,7 +94,9 @@ class PeerReceiptBody(_message.Message):
     checkpoint: str
     state: _transfers_pb2.TransferState
     receive_time: _timestamp_pb2.Timestamp
-    def __init__(self, transfer_id: _Optional[str] = ..., kind: _Optional[_Union[PeerMessageKind, str]] = ..., message_sha256: _Optional[bytes] = ..., receiver_province: _Optional[str] = ..., log_index: _Optional[int] = ..., logged: _Optional[bool] = ..., checkpoint: _Optional[str] = ..., state: _Optional[_Union[_transfers_pb2.TransferState, str]] = ..., receive_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    leaf: bytes
+    inclusion_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, transfer_id: _Optional[str] = ..., kind: _Optional[_Union[PeerMessageKind, str]] = ..., message_sha256: _Optional[bytes] = ..., receiver_province: _Optional[str] = ..., log_index: _Optional[int] = ..., logged: _Optional[bool] = ..., checkpoint: _Optional[str] = ..., state: _Optional[_Union[_transfers_pb2.TransferState, str]] = ..., receive_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., leaf: _Optional[bytes] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class ListDeliveriesRequest(_message.Message):
     __slots__ = ()

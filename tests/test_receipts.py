@@ -1,0 +1,235 @@
+"""Receipts that verify offline: the entry promise every mutation's receipt carries, the proof
+bundle GetProofBundle serves, and `transfer-verify-receipt`, which checks either with no network
+and says what it verified or which check, key or cosignature failed."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from tests.support import FakeClock, RunningNode, new_lookup_code, new_national_id, refused
+from transfer.client import TransferClient
+from transfer.ledger import merkle
+from transfer.ledger.note import CosignatureV1Signer, generate_key, parse_note, parse_vkey, signature_line
+from transfer.ledger.receipt import (
+    ReceiptError,
+    parse_bundle,
+    parse_promise_text,
+    valid_cosigners,
+    verify_bundle,
+    verify_promise,
+)
+from transfer.v1 import common_pb2
+
+ROOT = Path(__file__).resolve().parent.parent
+ORIGIN = "hocba.invalid/province/01/log"
+
+
+def _vkey(node: RunningNode) -> str:
+    return (node.pki / "log.vkey").read_text().strip()
+
+
+def verify_cli(*args: str | Path) -> tuple[int, str, str]:
+    """Run transfer-verify-receipt as a process: (exit status, stdout, stderr)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "transfer.client.verifyreceipt", *map(str, args)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    return done.returncode, done.stdout, done.stderr
+
+
+def _transfer(s1: TransferClient, s2: TransferClient) -> tuple[object, object]:
+    code = new_lookup_code()
+    s1.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
+    sent = s1.initiate_transfer(code, "S2")
+    return sent, s2.accept_transfer(sent.transfer.id)
+
+
+def _receipt_json(receipt: object) -> str:
+    from google.protobuf.json_format import MessageToDict
+
+    return json.dumps({"receipt": MessageToDict(receipt, preserving_proto_field_name=True)})  # type: ignore[arg-type]
+
+
+def test_receipt_carries_a_signed_entry_promise(node: RunningNode, s1: TransferClient, s2: TransferClient) -> None:
+    """Every receipt carries the node's signed promise of the entry's position, byte-identical on a repeat."""
+    code, rid = new_lookup_code(), str(uuid.uuid4())
+    s1.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
+    sent = s1.initiate_transfer(code, "S2", request_id=rid)
+    again = s1.initiate_transfer(code, "S2", request_id=rid)
+    accepted = s2.accept_transfer(sent.transfer.id)
+    log_key = parse_vkey(_vkey(node))
+    for change in (sent, accepted):
+        r = change.receipt
+        assert r.signed_entry, "a receipt without a signed promise can only be checked online, later"
+        found = verify_promise(r.signed_entry, [log_key], leaf=r.leaf, index=r.index, origin=ORIGIN)
+        assert (found.promise.index, found.promise.leaf_hash) == (r.index, merkle.leaf_hash(r.leaf))
+        assert found.promise.time_us == int.from_bytes(r.leaf[2:10], "big")
+        assert parse_note(r.signed_entry).text.startswith("hocba-entry/v1\n" + ORIGIN + "\n")
+    assert again.receipt == sent.receipt
+
+
+def test_promise_verifies_offline_with_the_cli(
+    node: RunningNode, s1: TransferClient, s2: TransferClient, tmp_path: Path
+) -> None:
+    """transfer-verify-receipt: a receipt verifies with the log key; another key, a tampered entry, another origin fail."""
+    _, accepted = _transfer(s1, s2)
+    receipt = accepted.receipt  # type: ignore[attr-defined]
+    good = tmp_path / "receipt.json"
+    good.write_text(_receipt_json(receipt))
+    key_file = node.pki / "log.vkey"
+
+    status, out, _ = verify_cli(good, "--log-key", key_file)
+    assert status == 0, out
+    assert f"VERIFIED entry promise: entry {receipt.index} of log {ORIGIN}" in out
+    assert "entry bytes hash to that leaf hash" in out
+
+    _, other = generate_key(ORIGIN)  # a key of the same name that is not the log's
+    status, out, _ = verify_cli(good, "--log-key", other)
+    assert status == 1 and out.startswith("FAILED (log-key): ") and "carries no signature by the given log key" in out
+
+    tampered = tmp_path / "tampered.json"
+    leaf = bytearray(receipt.leaf)
+    leaf[-1] ^= 1
+    data = json.loads(good.read_text())
+    data["receipt"]["leaf"] = base64.b64encode(bytes(leaf)).decode()
+    tampered.write_text(json.dumps(data))
+    status, out, _ = verify_cli(tampered, "--log-key", key_file)
+    assert status == 1 and out.startswith("FAILED (entry): "), out
+
+    status, out, _ = verify_cli(good, "--log-key", key_file, "--origin", "hocba.invalid/province/79/log")
+    assert status == 1 and out.startswith("FAILED (origin): "), out
+
+    promise = tmp_path / "promise.note"
+    promise.write_text(receipt.signed_entry)
+    status, out, _ = verify_cli(promise, "--log-key", key_file, "--index", str(receipt.index))
+    assert status == 0 and "VERIFIED entry promise" in out
+    w = CosignatureV1Signer("witness.test/w1", ed25519.Ed25519PrivateKey.generate())
+    status, out, _ = verify_cli(promise, "--log-key", key_file, "--witness", w.vkey, "--quorum", "1")
+    assert status == 3 and "NOT witnessed (0 of 1 needed)" in out
+
+    status, _, err = verify_cli(good, "--log-key", "not-a-key")
+    assert status == 2 and "--log-key not-a-key" in err
+
+
+def test_proof_bundle_is_served_saved_and_verified(
+    node: RunningNode, s1: TransferClient, s2: TransferClient, tmp_path: Path, database_url: str
+) -> None:
+    """GetProofBundle (publishing a checkpoint when none covers the entry), saved by transfer-cli, verifies offline."""
+    _, accepted = _transfer(s1, s2)
+    index = accepted.receipt.index  # type: ignore[attr-defined]
+    out_file = tmp_path / "entry.bundle"
+    cli = [sys.executable, "-m", "transfer.client.cli", "--address", node.address, "--pki", str(node.pki)]
+    done = subprocess.run(
+        [*cli, "--as", "school-S2", "proof-bundle", str(index), "--out", str(out_file)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = out_file.read_text()
+    bundle = parse_bundle(text)
+    assert text.startswith("hocba-proof-bundle/v1\norigin " + ORIGIN + f"\nindex {index}\nleaf ")
+    assert bundle.leaf == accepted.receipt.leaf  # type: ignore[attr-defined]
+    assert bundle.tree_size() > index and bundle.text() == text
+
+    status, out, _ = verify_cli(out_file, "--log-key", node.pki / "log.vkey")
+    assert status == 0, out
+    assert f"VERIFIED inclusion: entry {index} of log {ORIGIN}" in out
+
+    # A tampered entry: the proof no longer leads to the signed root.
+    leaf = bytearray(bundle.leaf)
+    leaf[12] ^= 0x40
+    tampered = tmp_path / "tampered.bundle"
+    tampered.write_text(text.replace(base64.b64encode(bundle.leaf).decode(), base64.b64encode(bytes(leaf)).decode()))
+    status, out, _ = verify_cli(tampered, "--log-key", node.pki / "log.vkey")
+    assert status == 1 and out.startswith("FAILED (inclusion): "), out
+
+    # A bundle proved in an earlier checkpoint, named by its size.
+    size = bundle.tree_size()
+    assert s1.get_proof_bundle(index, size) == text
+    with refused("OUT_OF_RANGE", "BEYOND_LOG", database_url=database_url):
+        s1.get_proof_bundle(size + 100)
+    _, later = _transfer(s1, s2)
+    with refused("INVALID_ARGUMENT", "INVALID_INDEX"):  # that checkpoint does not cover the later entry
+        s1.get_proof_bundle(later.receipt.index, size)  # type: ignore[attr-defined]
+    assert parse_bundle(s1.get_proof_bundle(later.receipt.index)).tree_size() > size  # type: ignore[attr-defined]
+
+
+def _cosigned(note: str, *witnesses: CosignatureV1Signer, at: int) -> str:
+    """The checkpoint note with each witness's cosignature/v1 line appended."""
+    text = parse_note(note).text
+    return note + "".join(signature_line(w.cosign(text, at)) for w in witnesses)
+
+
+def test_bundle_witnessing_counts_k_of_n(
+    node: RunningNode, s1: TransferClient, s2: TransferClient, tmp_path: Path, clock: FakeClock
+) -> None:
+    """A bundle is 'witnessed' only with k valid cosignatures from the given witnesses; an untrusted key does not count."""
+    _, accepted = _transfer(s1, s2)
+    text = s1.get_proof_bundle(accepted.receipt.index)  # type: ignore[attr-defined]
+    bundle = parse_bundle(text)
+    w1, w2, w3 = (CosignatureV1Signer(f"witness.test/w{i}", ed25519.Ed25519PrivateKey.generate()) for i in (1, 2, 3))
+    rogue = CosignatureV1Signer("witness.test/w2", ed25519.Ed25519PrivateKey.generate())  # w2's name, not its key
+    at = int(clock.now().timestamp())
+    head = text[: len(text) - len(bundle.checkpoint)]
+
+    def write(name: str, *cosigners: CosignatureV1Signer) -> Path:
+        path = tmp_path / name
+        path.write_text(head + _cosigned(bundle.checkpoint, *cosigners, at=at))
+        return path
+
+    trusted = ["--witness", w1.vkey, "--witness", w2.vkey, "--witness", w3.vkey]
+    log_key = ["--log-key", str(node.pki / "log.vkey")]
+
+    status, out, _ = verify_cli(write("enough.bundle", w1, w3), *log_key, *trusted, "--quorum", "2")
+    assert status == 0, out
+    assert "WITNESSED: 2 of 2 needed cosignatures verify (witness.test/w1, witness.test/w3)" in out
+
+    status, out, _ = verify_cli(write("few.bundle", w1), *log_key, *trusted, "--quorum", "2")
+    assert status == 3, out
+    assert "included, NOT witnessed (1 of 2 needed, missing: witness.test/w2, witness.test/w3)" in out
+    assert "VERIFIED inclusion" in out  # what was verified is still said
+
+    status, out, _ = verify_cli(write("rogue.bundle", w1, rogue), *log_key, *trusted, "--quorum", "2")
+    assert status == 3, out
+    assert "1 of 2 needed, missing: witness.test/w2, witness.test/w3" in out
+
+    status, out, _ = verify_cli(write("none-needed.bundle", w2), *log_key, *trusted)
+    assert status == 0 and "cosigned by 1 of the 3 given witnesses: witness.test/w2" in out
+
+    status, _, err = verify_cli(write("q.bundle"), *log_key, "--witness", w1.vkey, "--quorum", "2")
+    assert status == 2 and "--quorum 2" in err
+
+
+def test_receipt_formats_are_strict() -> None:
+    """The promise and bundle parsers refuse what is not exactly their format; a bad cosignature does not count."""
+    for text in ("hocba-entry/v1\no\n1\n", "hocba-entry/v2\no\n1\n" + "A" * 44 + "\n1\n", "x\n"):
+        with pytest.raises(ReceiptError):
+            parse_promise_text(text)
+    with pytest.raises(ReceiptError) as info:
+        parse_promise_text("hocba-entry/v1\no\n01\n" + base64.b64encode(bytes(32)).decode() + "\n1\n")
+    assert info.value.check == "format"
+    for bad in ("hocba-proof-bundle/v1\norigin o\nleaf AA==\nindex 1\ncheckpoint\nx", "nope\ncheckpoint\n"):
+        with pytest.raises(ReceiptError):
+            parse_bundle(bad)
+    skey, vkey = generate_key("log.test")
+    from transfer.ledger.note import Checkpoint, parse_skey, sign_note
+
+    note = sign_note(Checkpoint("log.test", 1, merkle.leaf_hash(b"e")).text(), parse_skey(skey))
+    w = CosignatureV1Signer("w.test", ed25519.Ed25519PrivateKey.generate())
+    good = _cosigned(note, w, at=1)
+    broken = good[:-3] + ("A" if good[-3] != "A" else "B") + good[-2:]
+    assert valid_cosigners(good, [parse_vkey(w.vkey)]) == (["w.test"], [])
+    assert valid_cosigners(broken, [parse_vkey(w.vkey)]) == ([], ["w.test"])
+    text = "\n".join(["hocba-proof-bundle/v1", "origin log.test", "index 0", "leaf " + base64.b64encode(b"e").decode()])
+    found = verify_bundle(text + "\ncheckpoint\n" + good, [parse_vkey(vkey)], [parse_vkey(w.vkey)])
+    assert (found.tree_size, found.cosigned) == (1, ("w.test",))
+    with pytest.raises(ReceiptError) as info:
+        verify_bundle(text + "\ncheckpoint\n" + good, [parse_vkey(vkey)], origin="log.other")
+    assert info.value.check == "origin"
