@@ -5,20 +5,44 @@ and says what it verified or which check, key or cosignature failed."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import subprocess
 import sys
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.support import FakeClock, RunningNode, new_lookup_code, new_national_id, refused
+from tests.test_federation import (  # noqa: F401  (fixtures)
+    StartPair,
+    arrived,
+    drained,
+    offer,
+    pki79,
+    prepared_record,
+    settled,
+    signing_bundle,
+    start_pair,
+)
 from transfer.client import TransferClient
+from transfer.domain.model import MessageKind, OutboxMessage, OutboxState
 from transfer.ledger import merkle
-from transfer.ledger.note import CosignatureV1Signer, generate_key, parse_note, parse_vkey, signature_line
+from transfer.ledger.note import (
+    Checkpoint,
+    CosignatureV1Signer,
+    generate_key,
+    parse_note,
+    parse_skey,
+    parse_vkey,
+    sign_note,
+    signature_line,
+)
 from transfer.ledger.receipt import (
+    ProofBundle,
     ReceiptError,
     parse_bundle,
     parse_promise_text,
@@ -26,10 +50,12 @@ from transfer.ledger.receipt import (
     verify_bundle,
     verify_promise,
 )
-from transfer.v1 import common_pb2
+from transfer.server.peers import Dispatcher, Peer, Sealer, peer_bundle, receipt_message
+from transfer.v1 import common_pb2, peers_pb2, transfers_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 ORIGIN = "hocba.invalid/province/01/log"
+NOW = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
 
 
 def _vkey(node: RunningNode) -> str:
@@ -219,8 +245,6 @@ def test_receipt_formats_are_strict() -> None:
         with pytest.raises(ReceiptError):
             parse_bundle(bad)
     skey, vkey = generate_key("log.test")
-    from transfer.ledger.note import Checkpoint, parse_skey, sign_note
-
     note = sign_note(Checkpoint("log.test", 1, merkle.leaf_hash(b"e")).text(), parse_skey(skey))
     w = CosignatureV1Signer("w.test", ed25519.Ed25519PrivateKey.generate())
     good = _cosigned(note, w, at=1)
@@ -233,3 +257,114 @@ def test_receipt_formats_are_strict() -> None:
     with pytest.raises(ReceiptError) as info:
         verify_bundle(text + "\ncheckpoint\n" + good, [parse_vkey(vkey)], origin="log.other")
     assert info.value.check == "origin"
+
+
+# -- a peer's receipts: the sender keeps them as proof bundles -------------------------------------
+
+
+def _peer_receipt(sealer: object, message: object, bundle: object, *, index: int = 0, **fields: object) -> object:
+    """A receipt sealed by the peer for `message`, naming entry `index` and carrying `bundle`, with `fields` changed."""
+    from transfer.v1 import peers_pb2
+
+    raw = sealer.receipt(  # type: ignore[attr-defined]
+        message.transfer_id,
+        message.kind,
+        hashlib.sha256(message.payload).digest(),
+        index,
+        bundle,
+        2,
+        NOW,  # type: ignore[attr-defined]
+    )
+    if not fields:
+        return peers_pb2.PeerReceipt.FromString(raw)
+    body = peers_pb2.PeerReceiptBody.FromString(peers_pb2.PeerReceipt.FromString(raw).body)
+    for name, value in fields.items():
+        if name == "inclusion_proof":
+            del body.inclusion_proof[:]
+            body.inclusion_proof.extend(value)  # type: ignore[arg-type]
+        else:
+            setattr(body, name, value)
+    data = body.SerializeToString(deterministic=True)
+    return peers_pb2.PeerReceipt(body=data, seal=sealer.key.sign(receipt_message(data)))  # type: ignore[attr-defined]
+
+
+def test_a_peer_receipts_entry_and_proof_are_checked_and_optional() -> None:
+    """A peer's receipt with its entry and inclusion proof is a bundle, checked before delivery counts; one
+    without them (another implementation) is still taken; a wrong entry or a proof without an entry is not."""
+    seal_key = ed25519.Ed25519PrivateKey.generate()
+    skey, vkey = generate_key("peer.test/province/79/log")
+    leaves = [b"\x01\x07" + bytes(8) + bytes([i]) * 20 for i in range(3)]
+    tree = [merkle.leaf_hash(x) for x in leaves]
+    note = sign_note(Checkpoint("peer.test/province/79/log", 3, merkle.root(tree)).text(), parse_skey(skey))
+    nodes = {(0, i): h for i, h in enumerate(tree)} | {(1, 0): merkle.node_hash(tree[0], tree[1])}
+    proof = tuple(merkle.inclusion_proof(1, 3, nodes))
+    bundle = ProofBundle("peer.test/province/79/log", 1, leaves[1], proof, note)
+    peer = Peer(None, None, seal_key.public_key(), parse_vkey(vkey))  # type: ignore[arg-type]
+    dispatcher = Dispatcher(None, None, None, {"79": peer}, None)  # type: ignore[arg-type]
+    message = OutboxMessage(1, "a" * 32, "79", MessageKind.RESOLVE, b"{}", OutboxState.PENDING, 0, NOW, "", NOW)
+    sealer = Sealer("79", seal_key)
+
+    good = _peer_receipt(sealer, message, bundle, index=1)
+    assert dispatcher._check_receipt(message, good).leaf == leaves[1]  # type: ignore[arg-type]
+    stored = peer_bundle(good.SerializeToString())  # type: ignore[attr-defined]
+    assert stored == bundle.text()
+    assert verify_bundle(stored, [parse_vkey(vkey)]).tree_size == 3
+
+    older = _peer_receipt(sealer, message, bundle, index=1, leaf=b"", inclusion_proof=[])
+    assert dispatcher._check_receipt(message, older).log_index == 1  # type: ignore[arg-type]
+    assert peer_bundle(older.SerializeToString()) == ""  # type: ignore[attr-defined]
+
+    for fields, why in (
+        ({"leaf": leaves[2]}, "not in its checkpoint's tree"),
+        ({"inclusion_proof": [bytes(32)] * 2}, "not in its checkpoint's tree"),
+        ({"leaf": b""}, "inclusion proof without the entry"),
+        ({"logged": False, "log_index": 0}, "names no entry"),
+    ):
+        with pytest.raises(ValueError, match=why):
+            dispatcher._check_receipt(message, _peer_receipt(sealer, message, bundle, index=1, **fields))  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_the_sender_keeps_the_peers_receipts_as_bundles(
+    start_pair: StartPair,  # noqa: F811  (the fixture imported above)
+    engine: str,
+    tmp_path: Path,
+) -> None:
+    """Between provinces each node keeps the other's receipt as a proof bundle, served to its admins and
+    verified offline with the other node's log key (not with its own)."""
+    pair = start_pair(engine)
+    code, _ = prepared_record(pair.a)
+    t = offer(pair, code)
+    arrived(pair, t.id)
+    pair.b.client("school-D1").accept_transfer(t.id)
+    settled(pair, t.id, transfers_pb2.TRANSFER_STATE_ACCEPTED)
+    drained(pair.a)
+    drained(pair.b)
+
+    offers = pair.a.admin.list_peer_receipts(t.id)  # 01 holds 79's receipt for its offer
+    resolves = pair.b.admin.list_peer_receipts(t.id)  # 79 holds 01's receipt for the decision
+    assert [(r.kind, r.peer_province) for r in offers] == [(peers_pb2.PEER_MESSAGE_KIND_OFFER, "79")]
+    assert [(r.kind, r.peer_province) for r in resolves] == [(peers_pb2.PEER_MESSAGE_KIND_RESOLVE, "01")]
+    for held, signer in ((offers[0], pair.b), (resolves[0], pair.a)):
+        body = peers_pb2.PeerReceiptBody.FromString(held.receipt.body)
+        bundle = parse_bundle(held.bundle)
+        assert (bundle.index, bundle.checkpoint) == (body.log_index, body.checkpoint)
+        assert bundle.leaf in [e.leaf for e in signer.admin.iter_entries()]
+
+    out_dir = tmp_path / "receipts"
+    out_dir.mkdir()
+    cli = [sys.executable, "-m", "transfer.client.cli", "--address", pair.a.proc.address, "--pki", str(pair.a.pki)]
+    done = subprocess.run(
+        [*cli, "--as", "province-admin", "peer-receipts", t.id, "--out-dir", str(out_dir)],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    saved = out_dir / f"{t.id}-offer-79.bundle"
+    assert f"offer to 79: proof bundle written to {saved}" in done.stdout
+    status, out, _ = verify_cli(saved, "--log-key", pair.b.pki / "log.vkey")
+    assert status == 0 and "VERIFIED inclusion" in out and "/province/79/log" in out, out
+    status, out, _ = verify_cli(saved, "--log-key", pair.a.pki / "log.vkey")
+    assert status == 1 and out.startswith("FAILED (log-key): "), out
+    with refused("PERMISSION_DENIED", "PROVINCE_ADMIN_ONLY"):
+        pair.a.client("school-S1").list_peer_receipts(t.id)

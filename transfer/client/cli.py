@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     cmd("deliveries", "messages to other provinces' nodes, per peer (province admin)")
+    s = cmd("peer-receipts", "the receipts peers gave for a transfer's messages, as proof bundles (province admin)")
+    s.add_argument("transfer_id")
+    s.add_argument("--out-dir", type=Path, help="write each bundle to DIR/<transfer>-<kind>-<peer>.bundle")
     cmd("log-info", "the log's origin, verifier keys and witnesses (compare them with the values you pinned)")
     s = cmd("proof-bundle", "save a log entry's proof bundle, to verify offline with transfer-verify-receipt")
     s.add_argument("index", type=_positive(int, zero=True), help="the entry's index (a receipt's log entry)")
@@ -493,6 +496,19 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                     replacement=ns.replacement, replacements=pairs, request_id=ns.request_id,
                 )  # fmt: skip
                 out.show(handoff, lambda h: f"{fmt_handoff(h)}  [log entry {receipt.index}]")
+            case "peer-receipts":
+                for r in c.list_peer_receipts(ns.transfer_id):
+                    kind = peers_pb2.PeerMessageKind.Name(r.kind).removeprefix("PEER_MESSAGE_KIND_").lower()
+                    line = f"{kind} to {r.peer_province}: " + (
+                        "proof bundle" if r.bundle else "no bundle (the peer sent none)"
+                    )
+                    if r.bundle and ns.out_dir:
+                        path = ns.out_dir / f"{ns.transfer_id}-{kind}-{r.peer_province}.bundle"
+                        path.write_text(r.bundle, encoding="utf-8")
+                        line += f" written to {path}"
+                    elif r.bundle and not out.as_json:
+                        line += "\n" + r.bundle
+                    out.show(r, lambda _r, line=line: line)
             case "deliveries":
                 for peer in c.list_deliveries():
                     out.show(peer, fmt_deliveries)

@@ -273,6 +273,15 @@ class TransferClient:
 
     # -- deliveries to peer nodes ---------------------------------------------
 
+    def list_peer_receipts(self, transfer_id: str) -> list[peers_pb2.DeliveredReceipt]:
+        """The receipts peers sealed for the transfer's delivered messages, each with its proof
+        bundle when the peer sent one (province admins). Not verified here: transfer-verify-receipt
+        checks a bundle with the peer's log key."""
+        resp: peers_pb2.ListPeerReceiptsResponse = self._call(
+            self.deliveries.ListPeerReceipts, peers_pb2.ListPeerReceiptsRequest(transfer_id=transfer_id)
+        )
+        return list(resp.receipts)
+
     def list_deliveries(self) -> list[peers_pb2.PeerDeliveries]:
         """The node's outgoing messages to other provinces' nodes, per peer (province admins)."""
         resp: peers_pb2.ListDeliveriesResponse = self._call(

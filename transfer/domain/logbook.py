@@ -304,10 +304,18 @@ class Logbook:
                 "NO_CHECKPOINT_YET",
                 f"no checkpoint covers entry {index} yet (the latest is of {checkpoint.size}); retry",
             )
+        return self._bundle(uow, index, checkpoint)
+
+    def receipt_bundle(self, uow: UnitOfWork, index: int) -> ProofBundle | None:
+        """Entry `index` proved in the first checkpoint signed over it (None: not signed yet): what a
+        receipt to a peer carries, always the same bytes once that checkpoint exists."""
+        found = self.first_covering(uow, index)
+        return None if found is None else self._bundle(uow, index, found)
+
+    def _bundle(self, uow: UnitOfWork, index: int, checkpoint: StoredCheckpoint) -> ProofBundle:
         leaf = uow.log.leaves(index, index + 1)[0]
-        proof = merkle.inclusion_proof(
-            index, checkpoint.size, uow.log.nodes(merkle.inclusion_nodes(index, checkpoint.size))
-        )
+        nodes = uow.log.nodes(merkle.inclusion_nodes(index, checkpoint.size))
+        proof = merkle.inclusion_proof(index, checkpoint.size, nodes)
         return ProofBundle(self.origin, index, leaf, tuple(proof), checkpoint.note)
 
     # -- reading ------------------------------------------------------------

@@ -401,7 +401,7 @@ class Node:
         )
         sealer = Sealer(cfg.province, self.seal_key)
         peers_pb2_grpc.add_PeerServiceServicer_to_server(
-            PeerServicer(store, auth, self.clock, self.federation, sealer, self.checkpoint_covering), server
+            PeerServicer(store, auth, self.clock, self.federation, sealer, self.receipt_bundle), server
         )
         peers_pb2_grpc.add_DeliveryServiceServicer_to_server(DeliveryServicer(store, auth, self.clock), server)
         staff_pb2_grpc.add_StaffServiceServicer_to_server(
@@ -695,6 +695,17 @@ class Node:
                 raise
         await self.checkpoint_covering(index)
         return await self.store.read(lambda uow: logbook.proof_bundle(uow, index, 0))
+
+    async def receipt_bundle(self, index: int) -> ProofBundle:
+        """Entry `index` proved in the first checkpoint signed over it (publishing one if needed):
+        what a sealed receipt to a peer carries (docs/federation.md, Receipts)."""
+        assert self.store is not None and self.logbook is not None
+        logbook = self.logbook
+        await self.checkpoint_covering(index)
+        bundle = await self.store.read(lambda uow: logbook.receipt_bundle(uow, index))
+        if bundle is None:  # not reached: the checkpoint found above is never removed
+            raise Unavailable("NO_CHECKPOINT_YET", "no checkpoint covers the entry yet; retry")
+        return bundle
 
     async def _publish_soon(self) -> StoredCheckpoint | None:
         await asyncio.sleep(RECEIPT_LINGER_SECONDS)  # let the entries committing now share it

@@ -125,3 +125,29 @@ class ListDeliveriesResponse(_message.Message):
     PEERS_FIELD_NUMBER: _ClassVar[int]
     peers: _containers.RepeatedCompositeFieldContainer[PeerDeliveries]
     def __init__(self, peers: _Optional[_Iterable[_Union[PeerDeliveries, _Mapping]]] = ...) -> None: ...
+
+class ListPeerReceiptsRequest(_message.Message):
+    __slots__ = ("transfer_id",)
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    transfer_id: str
+    def __init__(self, transfer_id: _Optional[str] = ...) -> None: ...
+
+class DeliveredReceipt(_message.Message):
+    __slots__ = ("kind", "peer_province", "receipt", "bundle", "deliver_time")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PEER_PROVINCE_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_TIME_FIELD_NUMBER: _ClassVar[int]
+    kind: PeerMessageKind
+    peer_province: str
+    receipt: PeerReceipt
+    bundle: str
+    deliver_time: _timestamp_pb2.Timestamp
+    def __init__(self, kind: _Optional[_Union[PeerMessageKind, str]] = ..., peer_province: _Optional[str] = ..., receipt: _Optional[_Union[PeerReceipt, _Mapping]] = ..., bundle: _Optional[str] = ..., deliver_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListPeerReceiptsResponse(_message.Message):
+    __slots__ = ("receipts",)
+    RECEIPTS_FIELD_NUMBER: _ClassVar[int]
+    receipts: _containers.RepeatedCompositeFieldContainer[DeliveredReceipt]
+    def __init__(self, receipts: _Optional[_Iterable[_Union[DeliveredReceipt, _Mapping]]] = ...) -> None: ...
