@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -92,6 +93,25 @@ def fmt_transfer(t: transfers_pb2.Transfer) -> str:
     if t.delivery_error:
         line += f"  delivery error: {t.delivery_error}"
     return line
+
+
+def save_peer_bundle(r: peers_pb2.DeliveredReceipt, transfer_id: str, out_dir: Path | None) -> Path | None:
+    """Write a peer receipt's bundle to OUT_DIR/<transfer>-<kind>-<peer>.bundle (None: nothing written)."""
+    if not r.bundle or out_dir is None:
+        return None
+    kind = peers_pb2.PeerMessageKind.Name(r.kind).removeprefix("PEER_MESSAGE_KIND_").lower()
+    path = out_dir / f"{transfer_id}-{kind}-{r.peer_province}.bundle"
+    path.write_text(r.bundle, encoding="utf-8")
+    return path
+
+
+def fmt_peer_receipt(r: peers_pb2.DeliveredReceipt, *, saved: Path | None) -> str:
+    """One line per receipt a peer gave; its bundle follows unless it was written to a file."""
+    kind = peers_pb2.PeerMessageKind.Name(r.kind).removeprefix("PEER_MESSAGE_KIND_").lower()
+    line = f"{kind} to {r.peer_province}: " + ("proof bundle" if r.bundle else "no bundle (the peer sent none)")
+    if saved is not None:
+        return f"{line} written to {saved}"
+    return f"{line}\n{r.bundle.rstrip()}" if r.bundle else line
 
 
 def fmt_deliveries(d: peers_pb2.PeerDeliveries) -> str:
@@ -497,18 +517,9 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                 )  # fmt: skip
                 out.show(handoff, lambda h: f"{fmt_handoff(h)}  [log entry {receipt.index}]")
             case "peer-receipts":
-                for r in c.list_peer_receipts(ns.transfer_id):
-                    kind = peers_pb2.PeerMessageKind.Name(r.kind).removeprefix("PEER_MESSAGE_KIND_").lower()
-                    line = f"{kind} to {r.peer_province}: " + (
-                        "proof bundle" if r.bundle else "no bundle (the peer sent none)"
-                    )
-                    if r.bundle and ns.out_dir:
-                        path = ns.out_dir / f"{ns.transfer_id}-{kind}-{r.peer_province}.bundle"
-                        path.write_text(r.bundle, encoding="utf-8")
-                        line += f" written to {path}"
-                    elif r.bundle and not out.as_json:
-                        line += "\n" + r.bundle
-                    out.show(r, lambda _r, line=line: line)
+                for held in c.list_peer_receipts(ns.transfer_id):
+                    saved = save_peer_bundle(held, ns.transfer_id, ns.out_dir)
+                    out.show(held, functools.partial(fmt_peer_receipt, saved=saved))
             case "deliveries":
                 for peer in c.list_deliveries():
                     out.show(peer, fmt_deliveries)
