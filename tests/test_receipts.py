@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -368,3 +369,18 @@ def test_the_sender_keeps_the_peers_receipts_as_bundles(
     assert status == 1 and out.startswith("FAILED (log-key): "), out
     with refused("PERMISSION_DENIED", "PROVINCE_ADMIN_ONLY"):
         pair.a.client("school-S1").list_peer_receipts(t.id)
+
+
+def test_the_examples_in_docs_log_md_verify() -> None:
+    """docs/log.md's entry promise and proof bundle examples verify with the keys it names (the formats are as shown)."""
+    doc = (ROOT / "docs" / "log.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```\n(.*?)```", doc, re.S)
+    bundle = next(b for b in blocks if b.startswith("hocba-proof-bundle/v1\n"))
+    promise = next(b for b in blocks if b.startswith("hocba-entry/v1"))
+    promise = "\n".join(line.split(" <-")[0].rstrip() for line in promise.split("\n"))
+    log_key = parse_vkey(re.findall(r"`(hocba\.moet\.gov\.vn/province/01/log\+[0-9a-f]{8}\+[^`]+)`", doc)[0])
+    witness = parse_vkey(re.findall(r"`(witness\.example\.org/w1\+[0-9a-f]{8}\+[^`]+)`", doc)[0])
+    found = verify_bundle(bundle, [log_key], [witness])
+    assert (found.bundle.index, found.tree_size, found.cosigned) == (2, 3, ("witness.example.org/w1",))
+    checked = verify_promise(promise, [log_key], leaf=found.bundle.leaf, index=2)
+    assert checked.promise.origin == found.bundle.origin
