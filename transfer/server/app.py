@@ -701,8 +701,10 @@ class Node:
         what a sealed receipt to a peer carries (docs/federation.md, Receipts)."""
         assert self.store is not None and self.logbook is not None
         logbook = self.logbook
-        await self.checkpoint_covering(index)
         bundle = await self.store.read(lambda uow: logbook.receipt_bundle(uow, index))
+        if bundle is None:  # no checkpoint covers it yet: publish one (shared by the receipts of a burst)
+            await self.checkpoint_covering(index)
+            bundle = await self.store.read(lambda uow: logbook.receipt_bundle(uow, index))
         if bundle is None:  # not reached: the checkpoint found above is never removed
             raise Unavailable("NO_CHECKPOINT_YET", "no checkpoint covers the entry yet; retry")
         return bundle
