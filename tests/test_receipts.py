@@ -47,6 +47,7 @@ from transfer.ledger.receipt import (
     ReceiptError,
     parse_bundle,
     parse_promise_text,
+    sign_promise,
     valid_cosigners,
     verify_bundle,
     verify_promise,
@@ -258,6 +259,16 @@ def test_receipt_formats_are_strict() -> None:
     with pytest.raises(ReceiptError) as info:
         verify_bundle(text + "\ncheckpoint\n" + good, [parse_vkey(vkey)], origin="log.other")
     assert info.value.check == "origin"
+    promise = sign_promise("log.test", 0, b"\x01\x02" + bytes(8) + b"e", 0, parse_skey(skey))
+    assert verify_promise(promise, [parse_vkey(vkey)]).promise.index == 0
+    sig_start = promise.rindex(" ") + 1
+    forged = promise[:sig_start] + ("B" if promise[sig_start + 8] == "A" else "A").join(
+        (promise[sig_start : sig_start + 8], promise[sig_start + 9 :])
+    )
+    for note, check in ((forged, "log-key"), (promise.replace("\n\n", "\n"), "format")):
+        with pytest.raises(ReceiptError) as info:
+            verify_promise(note, [parse_vkey(vkey)])
+        assert info.value.check == check
 
 
 # -- a peer's receipts: the sender keeps them as proof bundles -------------------------------------
@@ -384,3 +395,21 @@ def test_the_examples_in_docs_log_md_verify() -> None:
     assert (found.bundle.index, found.tree_size, found.cosigned) == (2, 3, ("witness.example.org/w1",))
     checked = verify_promise(promise, [log_key], leaf=found.bundle.leaf, index=2)
     assert checked.promise.origin == found.bundle.origin
+
+
+def test_what_transfer_cli_prints_is_a_receipt_the_verifier_reads(node: RunningNode, s1: TransferClient) -> None:
+    """`transfer-cli --json initiate` prints the change with its receipt; piped to transfer-verify-receipt it verifies."""
+    code = new_lookup_code()
+    s1.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
+    cli = [sys.executable, "-m", "transfer.client.cli", "--address", node.address, "--pki", str(node.pki)]
+    printed = subprocess.run(
+        [*cli, "--as", "school-S1", "--json", "initiate", code, "S2"],
+        capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert printed.returncode == 0, printed.stderr
+    assert json.loads(printed.stdout)["receipt"]["signed_entry"].startswith("hocba-entry/v1\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "transfer.client.verifyreceipt", "-", "--log-key", str(node.pki / "log.vkey")],
+        input=printed.stdout, capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0 and "VERIFIED entry promise" in done.stdout, done.stdout + done.stderr

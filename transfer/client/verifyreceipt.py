@@ -207,8 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         witnesses = [_key(k, "--witness") for k in ns.witness]
         if ns.quorum is not None and not 0 <= ns.quorum <= len(witnesses):
             raise Usage(f"--quorum {ns.quorum}: want 0 to the number of --witness keys ({len(witnesses)})")
-        if len({(w.name, bytes(w.key_id)) for w in witnesses}) != len(witnesses):
-            raise Usage("a --witness key is given twice")
+        for given, what in ((log_keys, "--log-key"), (witnesses, "--witness")):
+            if len({(k.name, bytes(k.key_id)) for k in given}) != len(given):
+                raise Usage(f"a {what} key is given twice")
         text = _read(ns.file)
         return verify(text, log_keys, witnesses, ns.quorum, ns.origin, ns.index)
     except Usage as exc:

@@ -170,14 +170,16 @@ class PromiseCheck:
 
 def _open(note_text: str, log_keys: Sequence[Verifier], what: str) -> tuple[Note, list[Signature]]:
     try:
-        return open_note(note_text, log_keys)
+        parse_note(note_text)
     except NoteError as exc:
+        raise ReceiptError("format", f"the {what} is not a signed note: {exc}") from None
+    try:
+        return open_note(note_text, log_keys)
+    except NoteError as exc:  # the note is well formed: what failed is a signature by the keys given
         names = ", ".join(f"{k.name}+{k.key_id.hex()}" for k in log_keys)
         if "no verifiable signatures" in str(exc):
             raise ReceiptError("log-key", f"the {what} carries no signature by the given log key ({names})") from None
-        if "invalid signature" in str(exc):
-            raise ReceiptError("log-key", f"the {what}'s signature by a given log key does not verify: {exc}") from None
-        raise ReceiptError("format", f"the {what} is not a signed note: {exc}") from None
+        raise ReceiptError("log-key", f"the {what}'s signature by a given log key does not verify: {exc}") from None
 
 
 def verify_promise(
