@@ -26,6 +26,7 @@ from sqlalchemy import ColumnElement, Connection, Select, and_, case, func, lite
 from storage.schema import (
     handoffs,
     idempotency_keys,
+    log_cosignatures,
     log_leaves,
     outbox,
     pages,
@@ -663,6 +664,23 @@ class SqlLog:
                 "created_at_us": to_us(checkpoint.created_at),
             },
         )
+
+    def cosignatures(self, size: int) -> list[str]:
+        def build() -> Select[Any]:
+            return (
+                select(log_cosignatures.c.line)
+                .where(log_cosignatures.c.size == P("size"))
+                .order_by(log_cosignatures.c.witness, log_cosignatures.c.key_id)
+            )
+
+        return [str(r[0]) for r in self.db.all("cosignatures_at", build, {"size": size})]
+
+    def add_cosignature(self, size: int, witness: str, key_id: bytes, line: str, received_at: datetime) -> bool:
+        key = {"size": size, "witness": witness, "key_id": key_id}
+        if self.db.one("cosignature_get", key) is not None:
+            return False
+        self.db.run("cosignature_insert", {**key, "line": line, "received_at_us": to_us(received_at)})
+        return True
 
     def flush(self) -> Callable[[], None] | None:
         """Hash and write the staged leaves and the subtrees they complete.

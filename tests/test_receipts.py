@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from tests.support import FakeClock, RunningNode, new_lookup_code, new_national_id, refused
+from tests.support import FakeClock, RunningNode, load_config, new_lookup_code, new_national_id, refused, running_node
 from tests.test_federation import (  # noqa: F401  (fixtures)
     StartPair,
     arrived,
@@ -28,6 +28,17 @@ from tests.test_federation import (  # noqa: F401  (fixtures)
     settled,
     signing_bundle,
     start_pair,
+)
+from tests.test_witnessing import (  # noqa: F401  (the witnesses fixture)
+    Witnesses,
+    cosigned_note,
+    down_witness,
+    entry,
+    grow,
+    node_config,
+    publish,
+    witness_block,
+    witnesses,
 )
 from transfer.client import TransferClient
 from transfer.domain.model import MessageKind, OutboxMessage, OutboxState
@@ -48,10 +59,10 @@ from transfer.ledger.receipt import (
     parse_bundle,
     parse_promise_text,
     sign_promise,
-    valid_cosigners,
     verify_bundle,
     verify_promise,
 )
+from transfer.ledger.witnessed import check_witnessed
 from transfer.server.peers import Dispatcher, Peer, Sealer, peer_bundle, receipt_message
 from transfer.v1 import common_pb2, peers_pb2, transfers_pb2
 
@@ -189,10 +200,10 @@ def test_proof_bundle_is_served_saved_and_verified(
     assert parse_bundle(s1.get_proof_bundle(later.receipt.index)).tree_size() > size  # type: ignore[attr-defined]
 
 
-def _cosigned(note: str, *witnesses: CosignatureV1Signer, at: int) -> str:
+def _cosigned(note: str, *cosigners: CosignatureV1Signer, at: int) -> str:
     """The checkpoint note with each witness's cosignature/v1 line appended."""
     text = parse_note(note).text
-    return note + "".join(signature_line(w.cosign(text, at)) for w in witnesses)
+    return note + "".join(signature_line(w.cosign(text, at)) for w in cosigners)
 
 
 def test_bundle_witnessing_counts_k_of_n(
@@ -251,8 +262,8 @@ def test_receipt_formats_are_strict() -> None:
     w = CosignatureV1Signer("w.test", ed25519.Ed25519PrivateKey.generate())
     good = _cosigned(note, w, at=1)
     broken = good[:-3] + ("A" if good[-3] != "A" else "B") + good[-2:]
-    assert valid_cosigners(good, [parse_vkey(w.vkey)]) == (["w.test"], [])
-    assert valid_cosigners(broken, [parse_vkey(w.vkey)]) == ([], ["w.test"])
+    assert check_witnessed(good, [parse_vkey(vkey)], [parse_vkey(w.vkey)], 1).cosigned == ("w.test",)
+    assert check_witnessed(broken, [parse_vkey(vkey)], [parse_vkey(w.vkey)], 1).invalid == ("w.test",)
     text = "\n".join(["hocba-proof-bundle/v1", "origin log.test", "index 0", "leaf " + base64.b64encode(b"e").decode()])
     found = verify_bundle(text + "\ncheckpoint\n" + good, [parse_vkey(vkey)], [parse_vkey(w.vkey)])
     assert (found.tree_size, found.cosigned) == (1, ("w.test",))
@@ -413,3 +424,29 @@ def test_what_transfer_cli_prints_is_a_receipt_the_verifier_reads(node: RunningN
         input=printed.stdout, capture_output=True, text=True, cwd=ROOT, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 0 and "VERIFIED entry promise" in done.stdout, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_a_bundle_carries_the_cosignatures_of_the_nodes_witnesses(
+    tmp_path: Path,
+    pki: Path,
+    database_url: str,
+    witnesses: Witnesses,  # noqa: F811  (the fixture imported above)
+) -> None:
+    """With a real witness cosigning the node's checkpoints, GetProofBundle's checkpoint carries its cosignature:
+    witnessed with it alone at quorum 1, and 'NOT witnessed' at quorum 2 with a second witness that is down."""
+    w1 = witnesses.start("w1.example/w")
+    down = down_witness()
+    path = node_config(tmp_path, pki, database_url, witness_block([entry(w1), down], quorum=1))
+    with running_node(load_config(path), pki, FakeClock(), path) as node:
+        grow(node, 2)
+        size = publish(node)
+        cosigned_note(node, ["w1.example/w"], size)
+        bundle = tmp_path / "entry.bundle"
+        bundle.write_text(node.client("school-S1").get_proof_bundle(size - 1))
+        assert parse_bundle(bundle.read_text()).tree_size() == size
+        log_key = ["--log-key", str(pki / "log.vkey")]
+        status, out, _ = verify_cli(bundle, *log_key, "--witness", w1.vkey, "--quorum", "1")
+        assert status == 0 and "WITNESSED: 1 of 1 needed cosignatures verify (w1.example/w)" in out, out
+        status, out, _ = verify_cli(bundle, *log_key, "--witness", w1.vkey, "--witness", down[1], "--quorum", "2")
+        assert status == 3 and f"included, NOT witnessed (1 of 2 needed, missing: {down[0]})" in out, out

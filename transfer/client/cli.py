@@ -130,6 +130,7 @@ def fmt_log_info(info: log_pb2.GetLogInfoResponse) -> str:
     lines += [f"old vkey   {v}" for v in info.previous_log_vkeys]
     lines += [f"witness    {w.name} {w.vkey} {w.url}".rstrip() for w in info.witnesses]
     lines.append(f"quorum     {info.witness_quorum}")
+    lines += [f"witnesses peers as {info.own_witness_vkey}"] * bool(info.own_witness_vkey)
     return "\n".join(lines)
 
 

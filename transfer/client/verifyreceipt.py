@@ -51,6 +51,7 @@ from transfer.ledger.receipt import (
     verify_bundle,
     verify_promise,
 )
+from transfer.ledger.witnessed import cosignature_verifier
 
 PROG = "transfer-verify-receipt"
 OK, FAILED, USAGE, NOT_WITNESSED = 0, 1, 2, 3
@@ -60,8 +61,8 @@ class Usage(Exception):
     """An argument or input that cannot be used; exit 2."""
 
 
-def _key(arg: str, what: str) -> Verifier:
-    """A verifier key given as itself or as a file holding it."""
+def _key(arg: str, what: str, *, witness: bool = False) -> Verifier:
+    """A verifier key given as itself or as a file holding it (a witness's: a cosignature/v1 key)."""
     text = arg
     path = Path(arg)
     if "+" not in arg or path.is_file():
@@ -70,7 +71,7 @@ def _key(arg: str, what: str) -> Verifier:
         except (OSError, UnicodeDecodeError) as exc:
             raise Usage(f"{what} {arg}: not a verifier key, nor a readable file holding one ({exc})") from None
     try:
-        return parse_vkey(text)
+        return cosignature_verifier(text) if witness else parse_vkey(text)
     except NoteError as exc:
         raise Usage(f"{what} {arg}: {exc}") from None
 
@@ -145,12 +146,16 @@ def _witnessing(found: BundleCheck | None, quorum: int | None, witnesses: Sequen
             print(f"included, NOT witnessed (0 of {quorum} needed): an entry promise carries no cosignatures")
             return NOT_WITNESSED
         return OK
-    valid, missing = found.cosigned, found.missing
+    valid, missing, invalid = found.cosigned, found.missing, found.witnessing.invalid
     if witnesses:
         print(
             f"  cosigned by {len(valid)} of the {len(witnesses)} given witnesses"
             + (f": {_keys(valid)}" if valid else "")
             + (f"; no valid cosignature from: {_keys(missing)}" if missing else "")
+        )
+    if invalid:
+        print(
+            f"  WARNING: a cosignature line with the key of {_keys(invalid)} does not verify (a broken or forged line)"
         )
     if quorum is None:
         return OK
@@ -204,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = p.parse_args(argv)
     try:
         log_keys = [_key(k, "--log-key") for k in ns.log_key]
-        witnesses = [_key(k, "--witness") for k in ns.witness]
+        witnesses = [_key(k, "--witness", witness=True) for k in ns.witness]
         if ns.quorum is not None and not 0 <= ns.quorum <= len(witnesses):
             raise Usage(f"--quorum {ns.quorum}: want 0 to the number of --witness keys ({len(witnesses)})")
         for given, what in ((log_keys, "--log-key"), (witnesses, "--witness")):

@@ -183,6 +183,13 @@ class LogRepository(Protocol):
         ...
 
     def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None: ...
+    def cosignatures(self, size: int) -> list[str]:
+        """The witnesses' cosignature lines stored for the checkpoint of `size` (each ending in a newline)."""
+        ...
+
+    def add_cosignature(self, size: int, witness: str, key_id: bytes, line: str, received_at: datetime) -> bool:
+        """Store a witness's cosignature line of the checkpoint of `size`; False when that key's is stored already."""
+        ...
 
 
 class TeacherRepository(Protocol):

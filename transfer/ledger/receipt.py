@@ -54,6 +54,7 @@ from transfer.ledger.note import (
     parse_note,
     sign_note,
 )
+from transfer.ledger.witnessed import Witnessed, check_witnessed
 
 __all__ = [
     "BUNDLE_HEADER",
@@ -67,7 +68,6 @@ __all__ = [
     "parse_bundle",
     "parse_promise_text",
     "sign_promise",
-    "valid_cosigners",
     "verify_bundle",
     "verify_promise",
 ]
@@ -209,28 +209,6 @@ def verify_promise(
     return PromiseCheck(promise, tuple(s.name for s in sigs))
 
 
-# -- cosignatures ---------------------------------------------------------------
-
-
-def valid_cosigners(note_text: str, witnesses: Sequence[Verifier]) -> tuple[list[str], list[str]]:
-    """The names of the `witnesses` whose cosignature on the note verifies, and of those
-    whose does not (absent, or present but invalid): (valid, missing), each in the order given.
-
-    Unlike `open_note`, a bad cosignature does not refuse the note: it only does not count.
-    One witness counts once however many lines it added."""
-    note = parse_note(note_text)
-    text = note.text.encode("utf-8")
-    valid: list[str] = []
-    missing: list[str] = []
-    for witness in witnesses:
-        lines = [s for s in note.signatures if s.name == witness.name and s.key_id == bytes(witness.key_id)]
-        if lines and all(witness.verify(text, s.data) for s in lines):
-            valid.append(witness.name)
-        else:
-            missing.append(witness.name)
-    return valid, missing
-
-
 # -- the proof bundle -------------------------------------------------------------
 
 
@@ -285,13 +263,21 @@ def parse_bundle(text: str) -> ProofBundle:
 @dataclass(frozen=True)
 class BundleCheck:
     """What a verified bundle established: the entry is in the log's tree of `tree_size`,
-    signed by `signed_by`; `cosigned` / `missing`: the given witnesses that did / did not cosign."""
+    signed by `signed_by`; `witnessing`: the given witnesses that did and did not cosign that
+    checkpoint (`transfer.ledger.witnessed`, the rule the node and auditors apply too)."""
 
     bundle: ProofBundle
     tree_size: int
     signed_by: tuple[str, ...]
-    cosigned: tuple[str, ...]
-    missing: tuple[str, ...]
+    witnessing: Witnessed
+
+    @property
+    def cosigned(self) -> tuple[str, ...]:
+        return self.witnessing.cosigned
+
+    @property
+    def missing(self) -> tuple[str, ...]:
+        return self.witnessing.missing
 
 
 def verify_bundle(
@@ -299,7 +285,8 @@ def verify_bundle(
 ) -> BundleCheck:
     """Check that a bundle's checkpoint is signed by one of `log_keys` for the bundle's origin
     (and `origin`, when given), covers its index, and that the proof leads from the entry to its
-    root. Counts the witnesses' valid cosignatures; deciding on a quorum is the caller's."""
+    root. Counts the witnesses' valid cosignatures (`check_witnessed`); deciding on a quorum is the
+    caller's."""
     bundle = parse_bundle(text)
     if origin is not None and bundle.origin != origin:
         raise ReceiptError("origin", f"the bundle is for the log {bundle.origin!r}, not {origin!r}")
@@ -324,5 +311,5 @@ def verify_bundle(
             f"entry {bundle.index} with these bytes is not in the signed tree of {checkpoint.size} "
             f"(a tampered entry or a bad proof): {exc}",
         ) from None
-    cosigned, missing = valid_cosigners(bundle.checkpoint, witnesses)
-    return BundleCheck(bundle, checkpoint.size, tuple(s.name for s in sigs), tuple(cosigned), tuple(missing))
+    witnessing = check_witnessed(bundle.checkpoint, log_keys, witnesses, 0)
+    return BundleCheck(bundle, checkpoint.size, tuple(s.name for s in sigs), witnessing)

@@ -26,7 +26,7 @@ from storage.store import Store
 from storage.writer import Writer
 from transfer.domain.errors import DataLoss, NotFound, Unavailable
 from transfer.domain.federation import Federation
-from transfer.domain.logbook import Logbook, LogGate, LogInconsistent, LogInfo
+from transfer.domain.logbook import Logbook, LogGate, LogInconsistent, LogInfo, Witness
 from transfer.domain.model import HandoffState, StoredCheckpoint
 from transfer.domain.pages import PagePolicy, Pages
 from transfer.domain.paging import Tokens
@@ -35,7 +35,8 @@ from transfer.domain.services import Directory, Records, TransferPolicy, Transfe
 from transfer.domain.signatures import SigningTrust
 from transfer.domain.staff import Staff
 from transfer.domain.validation import MAX_MESSAGE
-from transfer.ledger.note import Ed25519Signer, NoteError, Verifier, parse_skey, parse_vkey
+from transfer.ledger.merkle import EMPTY_ROOT
+from transfer.ledger.note import Checkpoint, Ed25519Signer, NoteError, Verifier, parse_skey, parse_vkey, sign_note
 from transfer.ledger.receipt import ProofBundle
 from transfer.server import faults
 from transfer.server.auth import Authenticator
@@ -43,6 +44,7 @@ from transfer.server.config import Config
 from transfer.server.decoding import RefuseMalformed
 from transfer.server.limits import StreamQuota, grpc_options, raise_open_file_limit
 from transfer.server.notify import Notifier
+from transfer.server.peer_witness import PeerWitness, WitnessStartRefused
 from transfer.server.peers import (
     DeliveryServicer,
     Dispatcher,
@@ -61,6 +63,7 @@ from transfer.server.servicers import (
     StaffServicer,
     TransferServicer,
 )
+from transfer.server.witnessing import WitnessAhead, Witnessing
 from transfer.tlsfiles import tls_files_problem
 from transfer.unavailable import UnavailableLog
 from transfer.v1 import (
@@ -248,6 +251,7 @@ class Node:
         self.clock = clock or SystemClock()
         self.ids = ids or RandomIds()
         self.port = 0
+        self.witness_port = 0  # the [witness] endpoint's bound port, once started
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -268,6 +272,15 @@ class Node:
         seal = load_seal_signer(config)
         self.seal_key = None if seal is None else seal._key
         self.seal_vkey = "" if seal is None else seal.vkey
+        # [witness]: the node cosigns its peers' checkpoints on an HTTP endpoint of its own (peer_witness.py).
+        self.peer_witness: PeerWitness | None = None
+        if config.witness is not None:
+            own, following, _ = load_log_keys(config)
+            node_keys = [k.public_key for k in (own, following, seal) if k is not None]
+            try:
+                self.peer_witness = PeerWitness.load(config.witness, self.peers, node_keys)
+            except WitnessStartRefused as exc:
+                raise StartRefused(str(exc)) from None
         self.federation = Federation(
             config.province, peer_keys(self.peers), self.seal_key, trust, page_policy,
             config.inter_province_deadline_working_days, self.clock, holidays=config.holidays,
@@ -289,6 +302,7 @@ class Node:
         self._publish_unavailable = UnavailableLog(
             log, "checkpoint publication failed: database unavailable; will retry"
         )
+        self.witnessing: Witnessing | None = None
 
     async def start(self) -> int:
         cfg = self.config
@@ -320,6 +334,7 @@ class Node:
         store = self.store = Store(self.db, self.writer)
         try:
             await self._check_origin(store, logbook)
+            await self._check_witnesses(store, logbook, signer)
             verifiers = [parse_vkey(v) for v in (signer.vkey, self.next_log_vkey, *previous) if v]
             await self._check_signed_before(store, logbook, verifiers)
             self.tokens = Tokens(await store.node_secret(TOKEN_SECRET))
@@ -340,6 +355,7 @@ class Node:
                 "listen": cfg.listen,
                 "port": self.port,
                 "database": describe(cfg.database_url),
+                "witness_port": self.witness_port,
             },
         )
         return self.port
@@ -348,10 +364,14 @@ class Node:
         if self._server is not None:
             await self._server.stop(None)
             self._server = None
+        if self.peer_witness is not None:
+            await asyncio.to_thread(self.peer_witness.stop)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.witnessing is not None:
+            await self.witnessing.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self.links is not None:
@@ -418,12 +438,19 @@ class Node:
             raise StartRefused(
                 f"cannot listen on {cfg.listen} (node.listen): the port is in use, or not an address of this host"
             )
+        if self.peer_witness is not None:
+            try:
+                self.witness_port = self.peer_witness.start(lambda: self.clock.now().timestamp())
+            except WitnessStartRefused as exc:
+                raise StartRefused(str(exc)) from None
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._sweep_forever(), name="expiry-sweeper"))
         self._tasks.append(asyncio.create_task(self._publish_forever(), name="checkpoint-publisher"))
+        if self.witnessing is not None:
+            self.witnessing.start(await store.read(lambda uow: uow.log.latest_checkpoint()))
         if self.dispatcher is not None:
             self.dispatcher.start()
         if faults.active():
@@ -544,17 +571,48 @@ class Node:
             checkpoint = await self.store.write(lambda uow: logbook.store(uow, signed))
         if checkpoint is not None:
             log.info("checkpoint published", extra={"tree_size": checkpoint.size, "root": checkpoint.root.hex()})
+            if self.witnessing is not None:
+                self.witnessing.published(checkpoint)
         return checkpoint
 
     def log_info(self, logbook: Logbook) -> LogInfo:
-        """What GetLogInfo serves: the origin and the keys verifiers pin (no witnesses yet)."""
+        """What GetLogInfo serves: the origin, the keys verifiers pin, and the witness policy."""
         return LogInfo(
             origin=logbook.origin,
             log_vkey=self.log_vkey,
             seal_vkey=self.seal_vkey,
             next_log_vkey=self.next_log_vkey,
             previous_log_vkeys=self.previous_log_vkeys,
+            witnesses=tuple(Witness(w.name, w.vkey, w.url) for w in self.config.witnesses),
+            witness_quorum=self.config.witness_quorum,
+            own_witness_vkey=self.peer_witness.vkey if self.peer_witness is not None else "",
         )
+
+    async def _check_witnesses(self, store: Store, logbook: Logbook, signer: Ed25519Signer) -> None:
+        """Refuse to start on a database behind a checkpoint a witness cosigned (log.witnesses).
+
+        The latest stored checkpoint (a signed size-0 one when there is none: it is
+        consistent with every tree) goes to every witness with `old 0`; a 409 answer
+        names the size the witness cosigned. Witnesses that do not answer within
+        log.witness_startup_seconds do not hold the start (a warning names them)."""
+        cfg = self.config
+        if not cfg.witnesses:
+            return
+        self.witnessing = Witnessing(
+            [(w.name, w.vkey, w.url) for w in cfg.witnesses], cfg.witness_quorum, logbook, store
+        )
+        latest, size = await store.read(lambda uow: (uow.log.latest_checkpoint(), uow.log.committed_size()))
+        probe = latest or StoredCheckpoint(
+            0, EMPTY_ROOT, sign_note(Checkpoint(logbook.origin, 0, EMPTY_ROOT).text(), signer), self.clock.now()
+        )
+        try:
+            await self.witnessing.check_at_start(probe, latest is not None, size, cfg.witness_startup_seconds)
+        except WitnessAhead as exc:
+            raise StartRefused(
+                f"LOG_BEHIND_SIGNED_CHECKPOINT: the database holds {exc.log_size} log entries, but witness "
+                f"{exc.name} has cosigned a checkpoint of this log of {exc.size}: it was restored from an older "
+                f"backup, or it is not this node's database; signing now would fork the log. {_RECOVERY}"
+            ) from None
 
     async def _check_origin(self, store: Store, logbook: Logbook) -> None:
         """Refuse to start when log.origin is not the origin of the checkpoints already signed."""
@@ -748,9 +806,13 @@ class Node:
         self.notifier.close()
         if self._server is not None:
             await self._server.stop(grace)
+        if self.peer_witness is not None:
+            await asyncio.to_thread(self.peer_witness.stop)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.witnessing is not None:
+            await self.witnessing.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self.links is not None:

@@ -130,6 +130,7 @@ def log_info_pb(info: LogInfo) -> log_pb2.GetLogInfoResponse:
         witness_quorum=info.witness_quorum,
         next_log_vkey=info.next_log_vkey,
         previous_log_vkeys=info.previous_log_vkeys,
+        own_witness_vkey=info.own_witness_vkey,
     )
 
 

@@ -113,7 +113,7 @@ class Witness(_message.Message):
     def __init__(self, name: _Optional[str] = ..., vkey: _Optional[str] = ..., url: _Optional[str] = ...) -> None: ...
 
 class GetLogInfoResponse(_message.Message):
-    __slots__ = ("origin", "log_vkey", "seal_vkey", "witnesses", "witness_quorum", "next_log_vkey", "previous_log_vkeys")
+    __slots__ = ("origin", "log_vkey", "seal_vkey", "witnesses", "witness_quorum", "next_log_vkey", "previous_log_vkeys", "own_witness_vkey")
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     LOG_VKEY_FIELD_NUMBER: _ClassVar[int]
     SEAL_VKEY_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class GetLogInfoResponse(_message.Message):
     WITNESS_QUORUM_FIELD_NUMBER: _ClassVar[int]
     NEXT_LOG_VKEY_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_LOG_VKEYS_FIELD_NUMBER: _ClassVar[int]
+    OWN_WITNESS_VKEY_FIELD_NUMBER: _ClassVar[int]
     origin: str
     log_vkey: str
     seal_vkey: str
@@ -128,7 +129,8 @@ class GetLogInfoResponse(_message.Message):
     witness_quorum: int
     next_log_vkey: str
     previous_log_vkeys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, origin: _Optional[str] = ..., log_vkey: _Optional[str] = ..., seal_vkey: _Optional[str] = ..., witnesses: _Optional[_Iterable[_Union[Witness, _Mapping]]] = ..., witness_quorum: _Optional[int] = ..., next_log_vkey: _Optional[str] = ..., previous_log_vkeys: _Optional[_Iterable[str]] = ...) -> None: ...
+    own_witness_vkey: str
+    def __init__(self, origin: _Optional[str] = ..., log_vkey: _Optional[str] = ..., seal_vkey: _Optional[str] = ..., witnesses: _Optional[_Iterable[_Union[Witness, _Mapping]]] = ..., witness_quorum: _Optional[int] = ..., next_log_vkey: _Optional[str] = ..., previous_log_vkeys: _Optional[_Iterable[str]] = ..., own_witness_vkey: _Optional[str] = ...) -> None: ...
 
 class GetProofBundleRequest(_message.Message):
     __slots__ = ("index", "tree_size")
