@@ -1219,6 +1219,14 @@ class SqlOutbox:
 
         return [_outbox(r) for r in self.db.all("outbox_pending_of", build, {"transfer_id": transfer_id})]
 
+    def delivered_of(self, transfer_id: str) -> list[OutboxMessage]:
+        def build() -> Select[Any]:
+            o = outbox
+            delivered: ColumnElement[Any] = literal_column(str(int(OutboxState.DELIVERED)))
+            return select(*o.c).where(o.c.transfer_id == P("transfer_id"), o.c.state == delivered).order_by(o.c.id)
+
+        return [_outbox(r) for r in self.db.all("outbox_delivered_of", build, {"transfer_id": transfer_id})]
+
     def next_attempt(self, skip_peers: Collection[str] = ()) -> datetime | None:
         # Over the messages `due` may return: one waiting behind an earlier
         # message of its transfer is not due before that one is delivered.

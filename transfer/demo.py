@@ -38,6 +38,7 @@ from transfer.devpki import SigningCA, dev_witness_name, make_dev_pki, make_dev_
 from transfer.domain.leaves import decode_leaf
 from transfer.domain.signatures import verify_signature
 from transfer.ledger.note import Verifier, parse_vkey
+from transfer.ledger.receipt import verify_bundle, verify_promise
 from transfer.ledger.witnessed import Witnessed, check_witnessed, cosignature_verifier
 from transfer.v1 import common_pb2, transfers_pb2
 
@@ -263,16 +264,31 @@ def run(work: Path) -> None:
             f"   verified: {event.kind.name.lower()} of transfer {event.transfer_id} by {event.actor} is in "
             f"the tree of {checkpoint.size} entries signed by {vkey.split('+')[0]} ({len(proof)} proof hashes)"
         )
+        log_key = [parse_vkey(vkey)]
+        promised = verify_promise(
+            accepted.receipt.signed_entry, log_key, leaf=accepted.receipt.leaf, index=accepted.receipt.index
+        ).promise
+        say(
+            f"   at once, from the receipt alone: the node's signed promise that entry {promised.index} of "
+            f"{promised.origin} has leaf hash {promised.leaf_hash.hex()[:16]}… (transfer-verify-receipt)"
+        )
+        bundle = receiver.get_proof_bundle(accepted.receipt.index)
+        proved = verify_bundle(bundle, log_key)
+        say(
+            f"   and its proof bundle, {len(bundle.splitlines())} lines to keep with the record "
+            f"(transfer-cli proof-bundle), verifies with the log key alone: in the tree of {proved.tree_size}"
+        )
 
         move_to_another_province(receiver, far, admin, codes[0])
 
         show_witnessed_checkpoints(work, receiver, far, admin79)
 
         # Issue 17's last two demo steps go here, as steps of their own, while the nodes and witnesses run:
-        #   - a receipt verified offline with `transfer-verify-receipt` (the receipts branch), and
+        #   - a receipt's proof bundle verified offline by `transfer-verify-receipt` against the witness
+        #     policy (step 10 checks one with the log key only, before any cosignature is guaranteed), and
         #   - `transfer-audit` over both logs (the audit branch).
-        # Both can take the pinned keys show_witnessed_checkpoints uses (pki01/log.vkey, pki79/witness.vkey,
-        # witness/witness.vkey) as their witness policy; renumber the steps below when adding them.
+        # Both take the keys show_witnessed_checkpoints pins (pki01/log.vkey, pki79/witness.vkey,
+        # witness/witness.vkey; quorum 2) as their witness policy; renumber the steps below when adding them.
     finally:
         for c in (admin, sender, receiver, watcher, admin79, far):
             c.close()

@@ -31,6 +31,7 @@ from transfer.ledger.note import (
     sign_note,
     signature_line,
 )
+from transfer.ledger.receipt import ProofBundle, entry_time, sign_promise
 
 MAX_ENTRIES_PAGE = 1000
 
@@ -285,6 +286,49 @@ class Logbook:
                 "signed at that size: it is not this node's database",
             )
         return signed
+
+    # -- receipts that verify offline -----------------------------------------
+
+    def promise(self, index: int, leaf: bytes) -> str:
+        """The signed entry promise of a receipt: "the entry with this leaf hash is at `index`"
+        (transfer/ledger/receipt.py). Deterministic (Ed25519 over the entry's own time), so a
+        repeated request gets the same bytes; "" on a node without a log key."""
+        if self.signer is None:
+            return ""
+        when = entry_time(leaf)
+        if when is None:  # every entry this node writes has the version-1 header
+            raise ValueError(f"entry {index} is not in the node's entry format")
+        return sign_promise(self.origin, index, leaf, when, self.signer, *self.also)
+
+    def proof_bundle(self, uow: UnitOfWork, index: int, size: int = 0) -> ProofBundle:
+        """Entry `index`, its inclusion proof and the checkpoint (`checkpoint`: the latest for
+        size 0, with whatever cosignatures it carries) that covers it."""
+        if index < 0:
+            raise _bad("index", "must not be negative", "INVALID_INDEX")
+        current = uow.log.size()
+        if index >= current:
+            raise OutOfRange("BEYOND_LOG", f"index {index} is beyond the log's {current} entries")
+        checkpoint = self.checkpoint(uow, size)
+        if index >= checkpoint.size:
+            if size:
+                raise _bad("index", f"must be within [0, {checkpoint.size})", "INVALID_INDEX")
+            raise Unavailable(
+                "NO_CHECKPOINT_YET",
+                f"no checkpoint covers entry {index} yet (the latest is of {checkpoint.size}); retry",
+            )
+        return self._bundle(uow, index, checkpoint)
+
+    def receipt_bundle(self, uow: UnitOfWork, index: int) -> ProofBundle | None:
+        """Entry `index` proved in the first checkpoint signed over it (None: not signed yet): what a
+        receipt to a peer carries, always the same bytes once that checkpoint exists."""
+        found = self.first_covering(uow, index)
+        return None if found is None else self._bundle(uow, index, found)
+
+    def _bundle(self, uow: UnitOfWork, index: int, checkpoint: StoredCheckpoint) -> ProofBundle:
+        leaf = uow.log.leaves(index, index + 1)[0]
+        nodes = uow.log.nodes(merkle.inclusion_nodes(index, checkpoint.size))
+        proof = merkle.inclusion_proof(index, checkpoint.size, nodes)
+        return ProofBundle(self.origin, index, leaf, tuple(proof), checkpoint.note)
 
     # -- witnesses ----------------------------------------------------------
 

@@ -286,6 +286,10 @@ class OutboxRepository(Protocol):
         """The transfer's messages still waiting to be delivered, oldest first."""
         ...
 
+    def delivered_of(self, transfer_id: str) -> list[OutboxMessage]:
+        """The transfer's DELIVERED messages (with the peer's receipts), oldest first."""
+        ...
+
     def next_attempt(self, skip_peers: Collection[str] = ()) -> datetime | None:
         """When the earliest PENDING message (not for `skip_peers`) is due (None: nothing pending)."""
         ...

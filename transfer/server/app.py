@@ -24,7 +24,7 @@ from storage import migrate
 from storage.database import Database, DatabaseUnreachable, describe, open_database
 from storage.store import Store
 from storage.writer import Writer
-from transfer.domain.errors import DataLoss, Unavailable
+from transfer.domain.errors import DataLoss, NotFound, Unavailable
 from transfer.domain.federation import Federation
 from transfer.domain.logbook import Logbook, LogGate, LogInconsistent, LogInfo, Witness
 from transfer.domain.model import HandoffState, StoredCheckpoint
@@ -37,6 +37,7 @@ from transfer.domain.staff import Staff
 from transfer.domain.validation import MAX_MESSAGE
 from transfer.ledger.merkle import EMPTY_ROOT
 from transfer.ledger.note import Checkpoint, Ed25519Signer, NoteError, Verifier, parse_skey, parse_vkey, sign_note
+from transfer.ledger.receipt import ProofBundle
 from transfer.server import faults
 from transfer.server.auth import Authenticator
 from transfer.server.config import Config
@@ -409,24 +410,22 @@ class Node:
             RecordServicer(store, auth, self.clock, tokens, Records(self.clock, digest_key(logbook))), server
         )
         transfers_pb2_grpc.add_TransferServiceServicer_to_server(
-            TransferServicer(
-                store, auth, self.clock, tokens, self.transfers, self.notifier, cfg.log_origin, self.watch_quota
-            ),
+            TransferServicer(store, auth, self.clock, tokens, self.transfers, self.notifier, logbook, self.watch_quota),
             server,
         )
         log_pb2_grpc.add_LogServiceServicer_to_server(
-            LogServicer(store, auth, self.clock, tokens, logbook, self.log_info(logbook)), server
+            LogServicer(store, auth, self.clock, tokens, logbook, self.log_info(logbook), self.proof_bundle), server
         )
         pages_pb2_grpc.add_PageServiceServicer_to_server(
-            PageServicer(store, auth, self.clock, tokens, self.pages, cfg.log_origin), server
+            PageServicer(store, auth, self.clock, tokens, self.pages, logbook), server
         )
         sealer = Sealer(cfg.province, self.seal_key)
         peers_pb2_grpc.add_PeerServiceServicer_to_server(
-            PeerServicer(store, auth, self.clock, self.federation, sealer, self.checkpoint_covering), server
+            PeerServicer(store, auth, self.clock, self.federation, sealer, self.receipt_bundle), server
         )
         peers_pb2_grpc.add_DeliveryServiceServicer_to_server(DeliveryServicer(store, auth, self.clock), server)
         staff_pb2_grpc.add_StaffServiceServicer_to_server(
-            StaffServicer(store, auth, self.clock, tokens, self.staff, cfg.log_origin), server
+            StaffServicer(store, auth, self.clock, tokens, self.staff, logbook), server
         )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -741,6 +740,32 @@ class Node:
                 self._publishing = asyncio.get_running_loop().create_task(self._publish_soon())
             await asyncio.shield(self._publishing)
         raise Unavailable("NO_CHECKPOINT_YET", "no checkpoint covers the entry yet; retry")
+
+    async def proof_bundle(self, index: int, size: int) -> ProofBundle:
+        """GetProofBundle: entry `index` proved in the checkpoint of `size` (0: the latest, one
+        being published first when none covers the entry yet, as for a peer's receipt)."""
+        assert self.store is not None and self.logbook is not None
+        logbook = self.logbook
+        try:
+            return await self.store.read(lambda uow: logbook.proof_bundle(uow, index, size))
+        except (Unavailable, NotFound) as exc:
+            if size or exc.reason not in ("NO_CHECKPOINT_YET", "NO_CHECKPOINT"):
+                raise
+        await self.checkpoint_covering(index)
+        return await self.store.read(lambda uow: logbook.proof_bundle(uow, index, 0))
+
+    async def receipt_bundle(self, index: int) -> ProofBundle:
+        """Entry `index` proved in the first checkpoint signed over it (publishing one if needed):
+        what a sealed receipt to a peer carries (docs/federation.md, Receipts)."""
+        assert self.store is not None and self.logbook is not None
+        logbook = self.logbook
+        bundle = await self.store.read(lambda uow: logbook.receipt_bundle(uow, index))
+        if bundle is None:  # no checkpoint covers it yet: publish one (shared by the receipts of a burst)
+            await self.checkpoint_covering(index)
+            bundle = await self.store.read(lambda uow: logbook.receipt_bundle(uow, index))
+        if bundle is None:  # not reached: the checkpoint found above is never removed
+            raise Unavailable("NO_CHECKPOINT_YET", "no checkpoint covers the entry yet; retry")
+        return bundle
 
     async def _publish_soon(self) -> StoredCheckpoint | None:
         await asyncio.sleep(RECEIPT_LINGER_SECONDS)  # let the entries committing now share it

@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LogReceipt(_message.Message):
-    __slots__ = ("index", "leaf", "origin")
+    __slots__ = ("index", "leaf", "origin", "signed_entry")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     LEAF_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_ENTRY_FIELD_NUMBER: _ClassVar[int]
     index: int
     leaf: bytes
     origin: str
-    def __init__(self, index: _Optional[int] = ..., leaf: _Optional[bytes] = ..., origin: _Optional[str] = ...) -> None: ...
+    signed_entry: str
+    def __init__(self, index: _Optional[int] = ..., leaf: _Optional[bytes] = ..., origin: _Optional[str] = ..., signed_entry: _Optional[str] = ...) -> None: ...
 
 class GetCheckpointRequest(_message.Message):
     __slots__ = ("tree_size",)
@@ -129,3 +131,19 @@ class GetLogInfoResponse(_message.Message):
     previous_log_vkeys: _containers.RepeatedScalarFieldContainer[str]
     own_witness_vkey: str
     def __init__(self, origin: _Optional[str] = ..., log_vkey: _Optional[str] = ..., seal_vkey: _Optional[str] = ..., witnesses: _Optional[_Iterable[_Union[Witness, _Mapping]]] = ..., witness_quorum: _Optional[int] = ..., next_log_vkey: _Optional[str] = ..., previous_log_vkeys: _Optional[_Iterable[str]] = ..., own_witness_vkey: _Optional[str] = ...) -> None: ...
+
+class GetProofBundleRequest(_message.Message):
+    __slots__ = ("index", "tree_size")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    tree_size: int
+    def __init__(self, index: _Optional[int] = ..., tree_size: _Optional[int] = ...) -> None: ...
+
+class GetProofBundleResponse(_message.Message):
+    __slots__ = ("bundle", "tree_size")
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    bundle: str
+    tree_size: int
+    def __init__(self, bundle: _Optional[str] = ..., tree_size: _Optional[int] = ...) -> None: ...
