@@ -535,9 +535,6 @@ def test_a_missing_or_mismatched_acknowledgement_is_named(
     )
     assert lines[1].startswith(
         f"BROKEN [nothing dangles] node 01 entry {lost['offer']} (transfer.offered) transfer {tid(2)}: offer to 79 "
-        "neither acknowledged nor refused, 1 days before the newest entry"
-    ) or lines[1].startswith(
-        f"BROKEN [nothing dangles] node 01 entry {lost['offer']} (transfer.offered) transfer {tid(2)}: offer to 79 "
         "neither acknowledged nor refused, 24 hours before the newest entry"
     )
     assert "checkpoint verified" in done.stdout and "RESULT: BROKEN" in done.stdout
