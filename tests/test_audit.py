@@ -32,6 +32,7 @@ from tests.support import (
     running_node,
     write_config,
 )
+from transfer.auditor import UsageError, pins_from
 from transfer.devpki import make_dev_pki
 from transfer.domain.custody import DEFAULT_HORIZON, Report, Rule, check_federation, read_entries
 from transfer.domain.leaves import (
@@ -45,6 +46,7 @@ from transfer.domain.leaves import (
     text_digest,
 )
 from transfer.domain.model import MessageKind
+from transfer.ledger.note import Checkpoint, parse_skey, sign_note
 from transfer.v1 import transfers_pb2
 
 T0 = datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
@@ -555,3 +557,59 @@ def test_usage_and_connection_errors_exit_2(tmp_path: Path, pki: Path) -> None:
     assert down.returncode == 2, down.stdout + down.stderr
     assert "node 01" in down.stdout and "NOT READ: UNAVAILABLE" in down.stdout
     assert "RESULT: INCOMPLETE" in down.stdout
+
+
+def test_a_log_that_does_not_extend_the_pinned_checkpoint_fails(
+    tmp_path: Path, pki: Path, engine_urls: tuple[str, str]
+) -> None:
+    """A checkpoint pinned earlier that the node's log does not extend (another root at that size, signed by the
+    log's own key: a fork) fails the node's log (exit 1), naming the sizes; the same node passes without it."""
+    config = write_config(tmp_path / "01.toml", pki=pki, database_url=engine_urls[0], province="01")
+    with running_node(load_config(config), pki, FakeClock(), config) as a:
+        h = History()
+        h.offered(tid(1), receiver="48")
+        _write_log(a, [x for x in h.logs["01"] if not isinstance(x, bytes)])
+        signer = parse_skey((pki / "log.key").read_text(encoding="utf-8").strip())
+        forked = tmp_path / "forked.checkpoint"
+        forked.write_text(sign_note(Checkpoint(ORIGIN.format("01"), 2, bytes(32)).text(), signer), encoding="utf-8")
+        node = f"province=01,address={a.address},server-name=localhost,origin={ORIGIN.format('01')},pki={pki}"
+        node += f",vkey_file={pki / 'log.vkey'}"
+        alone = run_audit("--quiet", "--node", node)
+        fork = run_audit("--quiet", "--node", f"{node},checkpoint_file={forked}")
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    assert "not checked: entries naming 48" in alone.stdout
+    assert fork.returncode == 1, fork.stdout + fork.stderr
+    assert "node 01  hocba.invalid/province/01/log  LOG DOES NOT VERIFY: checkpoint 3 is not consistent with " \
+           "trusted checkpoint 2" in fork.stdout  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        pytest.param({"colour": "red"}, "unknown keys colour", id="unknown-key"),
+        pytest.param({"address": ""}, "missing address", id="missing-address"),
+        pytest.param({"province": "1"}, "province must be a two-digit code", id="bad-province"),
+        pytest.param({"vkey": "x"}, "exactly one of vkey and vkey_file", id="two-keys"),
+        pytest.param({"cert_file": "{tmp}/absent.pem"}, "absent.pem", id="absent-file"),
+        pytest.param({"checkpoint_file": "{pki}/log.vkey"}, "checkpoint", id="not-a-checkpoint"),
+        pytest.param({"origin": "another/origin"}, "origin", id="checkpoint-of-another-origin"),
+    ],
+)
+def test_unusable_node_tables_are_refused(tmp_path: Path, pki: Path, table: dict[str, str], message: str) -> None:
+    """Each unusable part of a node's table is refused before any node is called, naming the table and what."""
+    pinned = tmp_path / "pinned.checkpoint"
+    signer = parse_skey((pki / "log.key").read_text(encoding="utf-8").strip())
+    pinned.write_text(sign_note(Checkpoint(ORIGIN.format("01"), 1, bytes(32)).text(), signer), encoding="utf-8")
+    base = {"province": "01", "address": "127.0.0.1:1", "origin": ORIGIN.format("01"), "pki": str(pki),
+            "vkey_file": str(pki / "log.vkey"), "checkpoint_file": str(pinned)}  # fmt: skip
+    items = {**base, **{k: v.format(tmp=tmp_path, pki=pki) for k, v in table.items()}}
+    config = tmp_path / "audit.toml"
+    config.write_text("[[nodes]]\n" + "".join(f'{k} = "{v}"\n' for k, v in items.items()), encoding="utf-8")
+    with pytest.raises(UsageError) as info:
+        pins_from(config, [])
+    assert f"{config}: nodes[0]: " in str(info.value) and message in str(info.value)
+    config.write_text("[[nodes]]\n" + "".join(f'{k} = "{v}"\n' for k, v in base.items()), encoding="utf-8")
+    assert [p.province for p in pins_from(config, [])[0]] == ["01"]
+    twice = f"province=01,address=x,origin=o,vkey_file={pki / 'log.vkey'},pki={pki}"
+    with pytest.raises(UsageError, match="one node per province"):
+        pins_from(config, [twice])
