@@ -1,7 +1,8 @@
 """`make demo`: two nodes (Hà Nội and Hồ Chí Minh City); in Hà Nội one transfer
 accepted and one rejected, a homeroom teacher retiring mid-year with her
 class's pages half signed, the node's signed log checkpoint and one receipt
-verified offline; then a record moved from Hà Nội's node to Hồ Chí Minh City's.
+verified offline; then a record moved from Hà Nội's node to Hồ Chí Minh City's,
+and an auditor checking both logs and the promises between them (`transfer-audit`).
 
 Generates throwaway development PKIs, starts real node processes on free
 loopback ports over mutual TLS, and drives them with the client library exactly
@@ -35,6 +36,7 @@ from transfer.devpki import SigningCA, make_dev_pki
 from transfer.domain.leaves import decode_leaf
 from transfer.domain.signatures import verify_signature
 from transfer.ledger.note import parse_vkey
+from transfer.server.config import DEFAULT_DOMAIN, default_origin
 from transfer.v1 import common_pb2, transfers_pb2
 
 SENDER, RECEIVER = "HN-TH-0001", "HN-TH-0002"
@@ -201,6 +203,7 @@ def run(work: Path) -> None:
         )
 
         move_to_another_province(receiver, far, admin, codes[0])
+        audit_federation({"01": (address, admin), "79": (address79, admin79)})
     finally:
         for c in (admin, sender, receiver, watcher, admin79, far):
             c.close()
@@ -208,7 +211,7 @@ def run(work: Path) -> None:
         for p in procs:
             p.send_signal(signal.SIGTERM)
             statuses.append(p.wait(30))
-        say(f"12. Both nodes stopped with SIGTERM (exit status {statuses}); the operators verify their logs:")
+        say(f"13. Both nodes stopped with SIGTERM (exit status {statuses}); the operators verify their logs:")
     for province in ("01", "79"):
         verified = subprocess.run(
             [sys.executable, "-m", "transfer.server.verify", "--config", str(work / f"node{province}.toml"), "--quiet"],
@@ -243,6 +246,24 @@ def move_to_another_province(
     say("   " + fmt_record(holder.get_record(lookup_code)))
     for peer in admin.list_deliveries():
         say(f"   node 01 deliveries: {fmt_deliveries(peer)}")
+
+
+def audit_federation(nodes: dict[str, tuple[str, TransferClient]]) -> None:
+    """Part four: an auditor checks both logs, and the promises between them, through LogService only."""
+    say("12. An auditor reads both logs and checks each transfer between them (transfer-audit, docs/audit.md):")
+    args = []
+    for province, (address, admin) in nodes.items():
+        _until(lambda admin=admin: all(d.pending == 0 for d in admin.list_deliveries()))  # the last receipt logged
+        wait_for_checkpoint(admin, covering=sum(1 for _ in admin.iter_entries()))
+        pins = f"origin={default_origin(DEFAULT_DOMAIN, province)},vkey_file=pki{province}/log.vkey"
+        args += ["--node", f"province={province},address={address},server_name=localhost,{pins},pki=pki{province}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "transfer.auditor", "--quiet", *args], capture_output=True, text=True, check=False
+    )
+    for line in (done.stdout + done.stderr).splitlines():
+        say("   | " + line)
+    if done.returncode != 0:
+        raise SystemExit(f"transfer-audit exited with {done.returncode}")
 
 
 def _until(fn: Any, timeout: float = 30.0) -> Any:
