@@ -506,7 +506,8 @@ def test_a_missing_or_mismatched_acknowledgement_is_named(
     tmp_path: Path, pki: Path, pki79: Path, engine_urls: tuple[str, str]
 ) -> None:
     """Logs (signed by the nodes' real keys) where 01's acknowledgement names another package than its offer,
-    and where an old offer was never acknowledged: the audit fails (exit 1) naming each entry."""
+    and where an old offer was never acknowledged: the audit fails (exit 1) naming each entry; a horizon longer
+    than the offer's age leaves it in flight."""
     clock = FakeClock()
     configs = [
         write_config(tmp_path / f"{p}.toml", pki=k, database_url=url, province=p)
@@ -528,6 +529,15 @@ def test_a_missing_or_mismatched_acknowledgement_is_named(
         config = audit_config(tmp_path / "audit.toml", [("01", a.address, pki), ("79", b.address, pki79)])
 
         done = run_audit("--config", str(config), "--quiet")
+        # With a horizon of two days the old offer is still in flight: only the other package is broken.
+        config.write_text("horizon_seconds = 172800\n" + config.read_text(encoding="utf-8"), encoding="utf-8")
+        patient = run_audit("--config", str(config), "--quiet")
+        hasty = run_audit("--config", str(config), "--quiet", "--horizon", "0")
+    assert patient.returncode == 1 and "horizon 172800 s" in patient.stdout
+    assert [x for x in patient.stdout.splitlines() if x.startswith("BROKEN")] == [
+        x for x in done.stdout.splitlines() if x.startswith("BROKEN [offers acknowledged]")
+    ]
+    assert "horizon 0 s" in hasty.stdout  # the command line's horizon wins over the file's
     assert done.returncode == 1, done.stdout + done.stderr
     lines = [x for x in done.stdout.splitlines() if x.startswith("BROKEN")]
     assert len(lines) == 2, done.stdout

@@ -263,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     ns = parser.parse_args(argv)
     try:
         pins, configured = pins_from(ns.config, ns.node)
-        horizon = _horizon(ns.horizon, "--horizon") if ns.horizon is not None else configured or DEFAULT_HORIZON
+        horizon = DEFAULT_HORIZON if configured is None else configured
+        if ns.horizon is not None:
+            horizon = _horizon(ns.horizon, "--horizon")
         if not 0 < ns.timeout < 3600:
             raise UsageError("--timeout: seconds, more than 0")
     except UsageError as exc:
