@@ -623,3 +623,16 @@ def test_unusable_node_tables_are_refused(tmp_path: Path, pki: Path, table: dict
     twice = f"province=01,address=x,origin=o,vkey_file={pki / 'log.vkey'},pki={pki}"
     with pytest.raises(UsageError, match="one node per province"):
         pins_from(config, [twice])
+
+
+def test_an_acknowledgement_of_a_message_never_sent_is_named() -> None:
+    """An acknowledgement of an offer or a decision its node never logged, or of an unknown message kind, fails."""
+    h = clean()
+    offer_ack = h.add("01", PeerLeaf(ACK, T0, tid(50), "79", PACKAGE, "", MessageKind.OFFER, 0))
+    resolve_ack = h.add("79", PeerLeaf(ACK, T0, tid(51), "01", PACKAGE, "", MessageKind.RESOLVE, 0))
+    unknown = h.add("79", PeerLeaf(ACK, T0, tid(52), "01", PACKAGE, "", 9, 0))
+    report = h.check()
+    assert (Rule.OFFERS, "01", offer_ack, "message.acknowledged", tid(50)) in failures(report)
+    assert (Rule.DECISIONS, "79", resolve_ack, "message.acknowledged", tid(51)) in failures(report)
+    assert (Rule.OFFERS, "79", unknown, "message.acknowledged", tid(52)) in failures(report)
+    assert len(report.findings) == 3, [str(f) for f in report.findings]

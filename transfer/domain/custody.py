@@ -22,6 +22,7 @@ The rules (docs/audit.md says the same for auditors):
   the receiver's decision of the same kind in its log, or a refusal for good
   (`node:<receiver>`, with the sender's refusal entry); an acknowledged
   cancellation request names the receiver's `transfer.cancelled` or nothing;
+  no node acknowledges an offer or a decision it never logged;
 * **nothing dangles**: an offer, a decision or an incoming transfer still
   waiting for its counterpart, an acknowledgement naming an entry past the
   peer's checkpoint as read, and an undecided transfer past its deadline are in
@@ -228,8 +229,7 @@ class _Audit:
                     if isinstance(leaf, PeerLeaf) and leaf.kind is LeafKind.TRANSFER_OFFERED:
                         self.offer(log, index, leaf, entries)
                     elif isinstance(leaf, PeerLeaf) and leaf.kind is LeafKind.MESSAGE_ACKNOWLEDGED:
-                        if leaf.message_kind == MessageKind.CANCEL_REQUEST:
-                            self.cancel_ack(log, index, leaf)
+                        self.acknowledged(log, index, leaf, entries)
                     elif isinstance(leaf, TransferLeaf):
                         self.transfer_entry(log, index, leaf, entries)
         return Report(self.tallies, self.findings, self.newest, self.horizon, self.unchecked)
@@ -357,6 +357,29 @@ class _Audit:
                     "node's transfer.requested"
                 )
         self.outcome(Rule.OFFERS, log, index, ack, problems)
+
+    def acknowledged(self, log: NodeEntries, index: int, ack: PeerLeaf, entries: list[Indexed]) -> None:
+        """An acknowledgement is of a message this node logged sending (its offer, its decision), or of a
+        cancellation request (which makes no entry before it)."""
+        if ack.message_kind == MessageKind.CANCEL_REQUEST:
+            self.cancel_ack(log, index, ack)
+            return
+        if ack.message_kind == MessageKind.OFFER:
+            sent = any(isinstance(x, PeerLeaf) and x.kind is LeafKind.TRANSFER_OFFERED and x.peer == ack.peer
+                       for _, x in entries)  # fmt: skip
+            rule, what = Rule.OFFERS, f"acknowledges an offer to {ack.peer} this node never logged"
+        elif ack.message_kind == MessageKind.RESOLVE:
+            sent = any(isinstance(x, TransferLeaf) and x.kind in DECISION_KINDS and x.to_province == log.province
+                       and x.from_province == ack.peer for _, x in entries)  # fmt: skip
+            rule, what = Rule.DECISIONS, f"acknowledges a decision sent to {ack.peer} this node never logged"
+        else:
+            sent, rule, what = (
+                False,
+                Rule.OFFERS,
+                f"acknowledges a message of kind {ack.message_kind}, which no node sends",
+            )
+        if not sent:
+            self.failed(rule, log, index, ack, what)
 
     def cancel_ack(self, log: NodeEntries, index: int, ack: PeerLeaf) -> None:
         """An acknowledged cancellation request names the receiver's cancellation, or nothing."""
