@@ -573,19 +573,26 @@ def test_a_log_that_does_not_extend_the_pinned_checkpoint_fails(
     tmp_path: Path, pki: Path, engine_urls: tuple[str, str]
 ) -> None:
     """A checkpoint pinned earlier that the node's log does not extend (another root at that size, signed by the
-    log's own key: a fork) fails the node's log (exit 1), naming the sizes; the same node passes without it."""
+    log's own key: a fork), or larger than the node's log, fails the node's log (exit 1), naming the sizes;
+    without the pin, the node passes."""
     config = write_config(tmp_path / "01.toml", pki=pki, database_url=engine_urls[0], province="01")
     with running_node(load_config(config), pki, FakeClock(), config) as a:
-        h = History()
-        h.offered(tid(1), receiver="48")
-        _write_log(a, [x for x in h.logs["01"] if not isinstance(x, bytes)])
         signer = parse_skey((pki / "log.key").read_text(encoding="utf-8").strip())
         forked = tmp_path / "forked.checkpoint"
         forked.write_text(sign_note(Checkpoint(ORIGIN.format("01"), 2, bytes(32)).text(), signer), encoding="utf-8")
         node = f"province=01,address={a.address},server-name=localhost,origin={ORIGIN.format('01')},pki={pki}"
         node += f",vkey_file={pki / 'log.vkey'}"
+        # A new node signs its empty tree: that verifies, but is a rollback when a larger tree was pinned.
+        empty = run_audit("--quiet", "--node", node)
+        emptied = run_audit("--quiet", "--node", f"{node},checkpoint_file={forked}")
+        h = History()
+        h.offered(tid(1), receiver="48")
+        _write_log(a, [x for x in h.logs["01"] if not isinstance(x, bytes)])
         alone = run_audit("--quiet", "--node", node)
         fork = run_audit("--quiet", "--node", f"{node},checkpoint_file={forked}")
+    assert empty.returncode == 0 and "size 0  checkpoint verified" in empty.stdout, empty.stdout
+    assert emptied.returncode == 1, emptied.stdout + emptied.stderr
+    assert "LOG DOES NOT VERIFY: the log went back from size 2 to 0" in emptied.stdout
     assert alone.returncode == 0, alone.stdout + alone.stderr
     assert "not checked: entries naming 48" in alone.stdout
     assert fork.returncode == 1, fork.stdout + fork.stderr

@@ -185,7 +185,10 @@ def read_node(pin: Pin, timeout: float, progress: Callable[[str, int, int], None
     except LogVerificationError as exc:
         result.problem = str(exc)
     except TransferError as exc:
-        result.unreachable = str(exc)
+        if exc.reason == "NO_CHECKPOINT" and result.pinned_size:
+            result.problem = f"the node serves no checkpoint, but one of size {result.pinned_size} was pinned"
+        else:
+            result.unreachable = str(exc)
     finally:
         client.close()
     return result
