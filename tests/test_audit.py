@@ -15,7 +15,9 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -33,6 +35,7 @@ from tests.support import (
     write_config,
 )
 from transfer.auditor import UsageError, pins_from
+from transfer.client.logverify import EntryMismatch, LogVerifier
 from transfer.devpki import make_dev_pki
 from transfer.domain.custody import DEFAULT_HORIZON, Report, Rule, check_federation, read_entries
 from transfer.domain.leaves import (
@@ -458,8 +461,10 @@ def test_a_clean_federation_passes_and_an_edited_entry_is_named(
             tmp_path / "audit.toml", [("01", a.proc.address, pki), ("79", b.proc.address, pki79)], **{"01": str(pinned)}
         )
 
+        pin = pinned.read_text(encoding="utf-8")
         done = run_audit("--config", str(config))
         assert done.returncode == 0, done.stdout + done.stderr
+        assert pinned.read_text(encoding="utf-8") == pin  # the auditor's pin is read, never replaced
         out = done.stdout
         assert "RESULT: PASSED" in out and "BROKEN" not in out
         size_a = sum(1 for _ in a.admin.iter_entries())
@@ -643,3 +648,32 @@ def test_an_acknowledgement_of_a_message_never_sent_is_named() -> None:
     assert (Rule.DECISIONS, "79", resolve_ack, "message.acknowledged", tid(51)) in failures(report)
     assert (Rule.OFFERS, "79", unknown, "message.acknowledged", tid(52)) in failures(report)
     assert len(report.findings) == 3, [str(f) for f in report.findings]
+
+
+class MisplacedEntry(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Injected fault: a log that serves its entry 1 under another index."""
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        call = continuation(details, request)
+        if details.method.endswith("/ListEntries"):
+            for entry in call.result().entries:
+                if entry.index == 1:
+                    entry.index = 5
+        return call
+
+
+def test_an_entry_served_out_of_place_is_named(node: RunningNode, tmp_path: Path) -> None:
+    """The verifier refuses entries whose served index is not their place in the list, naming the place."""
+    h = History()
+    h.offered(tid(1))
+    _write_log(node, [x for x in h.logs["01"] if not isinstance(x, bytes)])
+    vkey = (node.pki / "log.vkey").read_text(encoding="utf-8").strip()
+    served: list[bytes] = []
+    honest = LogVerifier(node.client("auditor"), vkey, None, origin=ORIGIN.format("01"))
+    assert honest.audit(each=served.append).size == len(served) == 3
+    forged = LogVerifier(
+        node.client("auditor", interceptors=[MisplacedEntry()]), vkey, None, origin=ORIGIN.format("01")
+    )
+    with pytest.raises(EntryMismatch, match="served entry 5 in place of 1") as info:
+        forged.audit()
+    assert info.value.index == 1
