@@ -118,6 +118,18 @@ LOG = [
            lambda r: r["sizes"][-1]["api_inclusion_p99_ms"]),
 ]  # fmt: skip
 
+WITNESSING = [
+    Figure("c=16 mutating RPCs, witnessing on / off", "ratio", "≥ 0.95", lambda v: v >= 0.95,
+           lambda r: r["ratio_on_off"]),
+    Figure("checkpoint published → witnessed p50", "ms", "", None, lambda r: r["witnessed"]["p50_ms"]),
+    Figure("checkpoint published → witnessed p95", "ms", "", None, lambda r: r["witnessed"]["p95_ms"]),
+]  # fmt: skip
+
+RECEIPTS = [
+    Figure("receipt's entry promise, signed per mutation (CPU)", "µs", "", None, lambda r: r["promise_sign_us"]),
+    Figure("receipt verified offline (CPU)", "µs", "", None, lambda r: r["promise_verify_us"]),
+]  # fmt: skip
+
 SCALE = [
     Figure("10^6 records: GetRecord p99", "ms", "≤ 10", lambda v: v <= 10, lambda r: r["reads"]["get_record"]["p99_ms"]),
     Figure("10^6 records: ListRecords page p99", "ms", "≤ 10", lambda v: v <= 10,
@@ -170,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
             ns.runs,
         ),
         ("federation", FEDERATION, "bench.federation", ["--concurrency", "1,16", "--records", "1500", *secs], ns.runs),
+        # off and on alternate within one run; its own median over them
+        ("witnessing", WITNESSING, "bench.witnessing", ["--concurrency", "16", "--runs", str(ns.runs), *secs], 1),
+        # CPU per operation in one process: the promise each receipt carries, and verifying it offline
+        ("receipts", RECEIPTS, "bench.receipts", ["--count", "5000"], 1),
         # one process, its own median over the runs (a handoff takes a fraction of a second)
         ("handoff", HANDOFF, "bench.handoff", ["--runs", str(ns.runs), "--verify-seconds", "1"], 1),
     ]

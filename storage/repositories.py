@@ -26,6 +26,7 @@ from sqlalchemy import ColumnElement, Connection, Select, and_, case, func, lite
 from storage.schema import (
     handoffs,
     idempotency_keys,
+    log_cosignatures,
     log_leaves,
     outbox,
     pages,
@@ -664,6 +665,23 @@ class SqlLog:
             },
         )
 
+    def cosignatures(self, size: int) -> list[str]:
+        def build() -> Select[Any]:
+            return (
+                select(log_cosignatures.c.line)
+                .where(log_cosignatures.c.size == P("size"))
+                .order_by(log_cosignatures.c.witness, log_cosignatures.c.key_id)
+            )
+
+        return [str(r[0]) for r in self.db.all("cosignatures_at", build, {"size": size})]
+
+    def add_cosignature(self, size: int, witness: str, key_id: bytes, line: str, received_at: datetime) -> bool:
+        key = {"size": size, "witness": witness, "key_id": key_id}
+        if self.db.one("cosignature_get", key) is not None:
+            return False
+        self.db.run("cosignature_insert", {**key, "line": line, "received_at_us": to_us(received_at)})
+        return True
+
     def flush(self) -> Callable[[], None] | None:
         """Hash and write the staged leaves and the subtrees they complete.
 
@@ -1200,6 +1218,14 @@ class SqlOutbox:
             return select(*o.c).where(o.c.transfer_id == P("transfer_id"), o.c.state == pending).order_by(o.c.id)
 
         return [_outbox(r) for r in self.db.all("outbox_pending_of", build, {"transfer_id": transfer_id})]
+
+    def delivered_of(self, transfer_id: str) -> list[OutboxMessage]:
+        def build() -> Select[Any]:
+            o = outbox
+            delivered: ColumnElement[Any] = literal_column(str(int(OutboxState.DELIVERED)))
+            return select(*o.c).where(o.c.transfer_id == P("transfer_id"), o.c.state == delivered).order_by(o.c.id)
+
+        return [_outbox(r) for r in self.db.all("outbox_delivered_of", build, {"transfer_id": transfer_id})]
 
     def next_attempt(self, skip_peers: Collection[str] = ()) -> datetime | None:
         # Over the messages `due` may return: one waiting behind an earlier

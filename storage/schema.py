@@ -172,6 +172,19 @@ log_checkpoints = Table(
 
 LOG_TABLES = ("log_leaves", "log_nodes", "log_checkpoints")
 
+# Witnesses' cosignatures of the checkpoints above: one line per (checkpoint, witness key), the
+# first one received kept (a witness asked again cosigns again, with a later timestamp). Appended
+# to the checkpoint's note when it is served (docs/log.md, Witnesses).
+log_cosignatures = Table(
+    "log_cosignatures",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("witness", String(255), primary_key=True),
+    Column("key_id", LargeBinary(4), primary_key=True),
+    Column("line", Text, nullable=False),
+    Column("received_at_us", BigInteger, nullable=False),
+)
+
 
 def nodes_filter(ids: Iterable[tuple[int, int]]) -> ColumnElement[bool]:
     """WHERE clause for a set of (level, idx) nodes.

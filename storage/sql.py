@@ -31,6 +31,7 @@ from storage.schema import (
     inbound_messages,
     inbound_packages,
     log_checkpoints,
+    log_cosignatures,
     log_leaves,
     log_nodes,
     node_secrets,
@@ -323,6 +324,12 @@ STATEMENTS: dict[str, Callable[[], Executable]] = {
         log_checkpoints.c.size == select(func.max(log_checkpoints.c.size)).scalar_subquery()
     ),
     "checkpoint_at": lambda: select(*CHECKPOINT_COLS).where(log_checkpoints.c.size == P("size")),
+    "cosignature_get": lambda: select(log_cosignatures.c.line).where(
+        log_cosignatures.c.size == P("size"),
+        log_cosignatures.c.witness == P("witness"),
+        log_cosignatures.c.key_id == P("key_id"),
+    ),
+    "cosignature_insert": lambda: _insert(log_cosignatures, ["size", "witness", "key_id", "line", "received_at_us"]),
     "checkpoint_covering": lambda: select(*CHECKPOINT_COLS).where(
         log_checkpoints.c.size
         == select(func.min(log_checkpoints.c.size)).where(log_checkpoints.c.size > P("index")).scalar_subquery()

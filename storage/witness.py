@@ -74,11 +74,14 @@ class WitnessState:
     def __init__(self, path: Path, *, busy_timeout: float = 10.0) -> None:
         self.path = path
         self._busy_timeout = busy_timeout
-        conn = self._connect()
         try:
-            conn.executescript(_SCHEMA)
-        finally:
-            conn.close()
+            conn = self._connect()
+            try:
+                conn.executescript(_SCHEMA)
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:  # not a database, a directory, no permission...
+            raise StateUnavailable(f"{path}: {exc}") from None
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)

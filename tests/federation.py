@@ -212,9 +212,11 @@ def make_node(
     signing_bundle: Path,
     env: dict[str, str] | None = None,
     more_peers: Sequence[tuple[Path, str, int]] = (),
+    more_config: str = "",
 ) -> Node:
+    """A node's process (not started). `more_config`: TOML appended to its configuration."""
     tmp.mkdir(parents=True, exist_ok=True)
-    extra = f'\n[seal]\nkey_file = "{pki / "seal.key"}"\n'
+    extra = f'\n[seal]\nkey_file = "{pki / "seal.key"}"\n{more_config}'
     for p in ([peer] if peer is not None else []) + list(more_peers):
         extra += peer_block(*p)
     cfg = write_config(

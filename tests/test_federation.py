@@ -916,7 +916,7 @@ class _FlakyPeer(peers_pb2_grpc.PeerServiceServicer):
             with self.lock:
                 self.holding -= 1
         receipt = self.sealer.receipt(
-            transfer_id, MessageKind.OFFER, digest_of(request.package), -1, "", REQUESTED, datetime.now(UTC)
+            transfer_id, MessageKind.OFFER, digest_of(request.package), -1, None, REQUESTED, datetime.now(UTC)
         )
         return peers_pb2.OfferTransferResponse(receipt=peers_pb2.PeerReceipt.FromString(receipt))
 

@@ -135,8 +135,8 @@ def test_a_repeated_offer_is_answered_from_what_was_stored(database_url: str, ke
         try:
             await store.write(lambda uow: uow.schools.add(School("D1", "D1", "79", True, NOW, NOW)))
 
-            async def no_checkpoint(index: int) -> str:
-                return ""
+            async def no_checkpoint(index: int) -> None:
+                return None
 
             servicer = PeerServicer(
                 store, Authenticator("79"), _Clock(), federation, Sealer("79", keys.k79), no_checkpoint
@@ -218,8 +218,10 @@ def test_a_receipt_must_name_the_message_sent(keys: Keys) -> None:
         1, "a" * 32, "79", MessageKind.RESOLVE, b'{"state":2}', OutboxState.PENDING, 0, NOW, "", NOW
     )
     sealer = Sealer("79", keys.k79)
-    right = sealer.receipt(message.transfer_id, message.kind, hashlib.sha256(message.payload).digest(), -1, "", 2, NOW)
-    wrong = sealer.receipt(message.transfer_id, message.kind, b"\x00" * 32, -1, "", 2, NOW)
+    right = sealer.receipt(
+        message.transfer_id, message.kind, hashlib.sha256(message.payload).digest(), -1, None, 2, NOW
+    )
+    wrong = sealer.receipt(message.transfer_id, message.kind, b"\x00" * 32, -1, None, 2, NOW)
     assert dispatcher._check_receipt(message, peers_pb2.PeerReceipt.FromString(right)).transfer_id == "a" * 32
     with pytest.raises(ValueError, match="another message"):
         dispatcher._check_receipt(message, peers_pb2.PeerReceipt.FromString(wrong))

@@ -36,6 +36,7 @@ from transfer.devpki import SigningCA, make_dev_pki
 from transfer.domain.leaves import decode_leaf
 from transfer.domain.signatures import verify_signature
 from transfer.ledger.note import parse_vkey
+from transfer.ledger.receipt import verify_bundle, verify_promise
 from transfer.server.config import DEFAULT_DOMAIN, default_origin
 from transfer.v1 import common_pb2, transfers_pb2
 
@@ -200,6 +201,20 @@ def run(work: Path) -> None:
         say(
             f"   verified: {event.kind.name.lower()} of transfer {event.transfer_id} by {event.actor} is in "
             f"the tree of {checkpoint.size} entries signed by {vkey.split('+')[0]} ({len(proof)} proof hashes)"
+        )
+        log_key = [parse_vkey(vkey)]
+        promised = verify_promise(
+            accepted.receipt.signed_entry, log_key, leaf=accepted.receipt.leaf, index=accepted.receipt.index
+        ).promise
+        say(
+            f"   at once, from the receipt alone: the node's signed promise that entry {promised.index} of "
+            f"{promised.origin} has leaf hash {promised.leaf_hash.hex()[:16]}… (transfer-verify-receipt)"
+        )
+        bundle = receiver.get_proof_bundle(accepted.receipt.index)
+        proved = verify_bundle(bundle, log_key)
+        say(
+            f"   and its proof bundle, {len(bundle.splitlines())} lines to keep with the record "
+            f"(transfer-cli proof-bundle), verifies with the log key alone: in the tree of {proved.tree_size}"
         )
 
         move_to_another_province(receiver, far, admin, codes[0])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import math
 import os
@@ -94,6 +95,25 @@ def fmt_transfer(t: transfers_pb2.Transfer) -> str:
     return line
 
 
+def save_peer_bundle(r: peers_pb2.DeliveredReceipt, transfer_id: str, out_dir: Path | None) -> Path | None:
+    """Write a peer receipt's bundle to OUT_DIR/<transfer>-<kind>-<peer>.bundle (None: nothing written)."""
+    if not r.bundle or out_dir is None:
+        return None
+    kind = peers_pb2.PeerMessageKind.Name(r.kind).removeprefix("PEER_MESSAGE_KIND_").lower()
+    path = out_dir / f"{transfer_id}-{kind}-{r.peer_province}.bundle"
+    path.write_text(r.bundle, encoding="utf-8")
+    return path
+
+
+def fmt_peer_receipt(r: peers_pb2.DeliveredReceipt, *, saved: Path | None) -> str:
+    """One line per receipt a peer gave; its bundle follows unless it was written to a file."""
+    kind = peers_pb2.PeerMessageKind.Name(r.kind).removeprefix("PEER_MESSAGE_KIND_").lower()
+    line = f"{kind} to {r.peer_province}: " + ("proof bundle" if r.bundle else "no bundle (the peer sent none)")
+    if saved is not None:
+        return f"{line} written to {saved}"
+    return f"{line}\n{r.bundle.rstrip()}" if r.bundle else line
+
+
 def fmt_deliveries(d: peers_pb2.PeerDeliveries) -> str:
     line = (
         f"peer {d.peer_province}  pending {d.pending}  failed {d.failed}  delivered {d.delivered}"
@@ -110,6 +130,7 @@ def fmt_log_info(info: log_pb2.GetLogInfoResponse) -> str:
     lines += [f"old vkey   {v}" for v in info.previous_log_vkeys]
     lines += [f"witness    {w.name} {w.vkey} {w.url}".rstrip() for w in info.witnesses]
     lines.append(f"quorum     {info.witness_quorum}")
+    lines += [f"witnesses peers as {info.own_witness_vkey}"] * bool(info.own_witness_vkey)
     return "\n".join(lines)
 
 
@@ -236,7 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     cmd("deliveries", "messages to other provinces' nodes, per peer (province admin)")
+    s = cmd("peer-receipts", "the receipts peers gave for a transfer's messages, as proof bundles (province admin)")
+    s.add_argument("transfer_id")
+    s.add_argument("--out-dir", type=Path, help="write each bundle to DIR/<transfer>-<kind>-<peer>.bundle")
     cmd("log-info", "the log's origin, verifier keys and witnesses (compare them with the values you pinned)")
+    s = cmd("proof-bundle", "save a log entry's proof bundle, to verify offline with transfer-verify-receipt")
+    s.add_argument("index", type=_positive(int, zero=True), help="the entry's index (a receipt's log entry)")
+    s.add_argument("--tree-size", type=_positive(int, zero=True), default=0, help="checkpoint size (default: latest)")
+    s.add_argument("--out", type=Path, required=True, help="file to write the bundle to (- for standard output)")
 
     s = cmd("record-register", "register a record held by your school")
     s.add_argument("lookup_code")
@@ -446,6 +474,15 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                 out.show(c.get_school(ns.code), fmt_school)
             case "log-info":
                 out.show(c.get_log_info(), fmt_log_info)
+            case "proof-bundle":
+                bundle = c.get_proof_bundle(ns.index, ns.tree_size)
+                if str(ns.out) == "-":
+                    sys.stdout.write(bundle)
+                else:
+                    tmp = ns.out.with_name(ns.out.name + ".tmp")
+                    tmp.write_text(bundle, encoding="utf-8")
+                    tmp.replace(ns.out)
+                    print(f"proof bundle of entry {ns.index} written to {ns.out}", file=sys.stderr)
             case "school-list":
                 for school in c.iter_schools():
                     out.show(school, fmt_school)
@@ -480,6 +517,10 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                     replacement=ns.replacement, replacements=pairs, request_id=ns.request_id,
                 )  # fmt: skip
                 out.show(handoff, lambda h: f"{fmt_handoff(h)}  [log entry {receipt.index}]")
+            case "peer-receipts":
+                for held in c.list_peer_receipts(ns.transfer_id):
+                    saved = save_peer_bundle(held, ns.transfer_id, ns.out_dir)
+                    out.show(held, functools.partial(fmt_peer_receipt, saved=saved))
             case "deliveries":
                 for peer in c.list_deliveries():
                     out.show(peer, fmt_deliveries)

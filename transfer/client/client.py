@@ -273,6 +273,15 @@ class TransferClient:
 
     # -- deliveries to peer nodes ---------------------------------------------
 
+    def list_peer_receipts(self, transfer_id: str) -> list[peers_pb2.DeliveredReceipt]:
+        """The receipts peers sealed for the transfer's delivered messages, each with its proof
+        bundle when the peer sent one (province admins). Not verified here: transfer-verify-receipt
+        checks a bundle with the peer's log key."""
+        resp: peers_pb2.ListPeerReceiptsResponse = self._call(
+            self.deliveries.ListPeerReceipts, peers_pb2.ListPeerReceiptsRequest(transfer_id=transfer_id)
+        )
+        return list(resp.receipts)
+
     def list_deliveries(self) -> list[peers_pb2.PeerDeliveries]:
         """The node's outgoing messages to other provinces' nodes, per peer (province admins)."""
         resp: peers_pb2.ListDeliveriesResponse = self._call(
@@ -560,6 +569,14 @@ class TransferClient:
             self.log.GetCheckpoint, log_pb2.GetCheckpointRequest(tree_size=tree_size)
         )
         return resp
+
+    def get_proof_bundle(self, index: int, tree_size: int = 0) -> str:
+        """Entry `index`'s proof bundle (docs/log.md): in the latest checkpoint (tree_size 0) or the
+        one signed at `tree_size`. Not verified here: `transfer-verify-receipt` checks it offline."""
+        resp: log_pb2.GetProofBundleResponse = self._call(
+            self.log.GetProofBundle, log_pb2.GetProofBundleRequest(index=index, tree_size=tree_size)
+        )
+        return resp.bundle
 
     def iter_entries(self, start: int = 0, end: int = 0, *, page_size: int = 0) -> Iterator[log_pb2.LogEntry]:
         """Log entries [start, end) in order (end 0: up to the log's current size)."""

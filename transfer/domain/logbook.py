@@ -12,14 +12,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from transfer.domain.errors import DataLoss, FieldViolation, InvalidArgument, NotFound, OutOfRange, Unavailable
 from transfer.domain.model import Actor, StoredCheckpoint
 from transfer.domain.paging import Page, Tokens
 from transfer.domain.ports import Clock, UnitOfWork
 from transfer.ledger import merkle
-from transfer.ledger.note import Checkpoint, NoteError, Signer, Verifier, open_checkpoint, sign_note
+from transfer.ledger.note import (
+    Checkpoint,
+    NoteError,
+    Signature,
+    Signer,
+    Verifier,
+    open_checkpoint,
+    parse_note,
+    parse_signature_line,
+    sign_note,
+    signature_line,
+)
+from transfer.ledger.receipt import ProofBundle, entry_time, sign_promise
 
 MAX_ENTRIES_PAGE = 1000
 
@@ -153,6 +165,7 @@ class LogInfo:
     previous_log_vkeys: tuple[str, ...] = ()
     witnesses: tuple[Witness, ...] = ()
     witness_quorum: int = 0
+    own_witness_vkey: str = ""  # the node's own witness of its peers' logs ([witness]), "" when none
 
 
 class Logbook:
@@ -274,10 +287,94 @@ class Logbook:
             )
         return signed
 
+    # -- receipts that verify offline -----------------------------------------
+
+    def promise(self, index: int, leaf: bytes) -> str:
+        """The signed entry promise of a receipt: "the entry with this leaf hash is at `index`"
+        (transfer/ledger/receipt.py). Deterministic (Ed25519 over the entry's own time), so a
+        repeated request gets the same bytes; "" on a node without a log key."""
+        if self.signer is None:
+            return ""
+        when = entry_time(leaf)
+        if when is None:  # every entry this node writes has the version-1 header
+            raise ValueError(f"entry {index} is not in the node's entry format")
+        return sign_promise(self.origin, index, leaf, when, self.signer, *self.also)
+
+    def proof_bundle(self, uow: UnitOfWork, index: int, size: int = 0) -> ProofBundle:
+        """Entry `index`, its inclusion proof and the checkpoint (`checkpoint`: the latest for
+        size 0, with whatever cosignatures it carries) that covers it."""
+        if index < 0:
+            raise _bad("index", "must not be negative", "INVALID_INDEX")
+        current = uow.log.size()
+        if index >= current:
+            raise OutOfRange("BEYOND_LOG", f"index {index} is beyond the log's {current} entries")
+        checkpoint = self.checkpoint(uow, size)
+        if index >= checkpoint.size:
+            if size:
+                raise _bad("index", f"must be within [0, {checkpoint.size})", "INVALID_INDEX")
+            raise Unavailable(
+                "NO_CHECKPOINT_YET",
+                f"no checkpoint covers entry {index} yet (the latest is of {checkpoint.size}); retry",
+            )
+        return self._bundle(uow, index, checkpoint)
+
+    def receipt_bundle(self, uow: UnitOfWork, index: int) -> ProofBundle | None:
+        """Entry `index` proved in the first checkpoint signed over it (None: not signed yet): what a
+        receipt to a peer carries, always the same bytes once that checkpoint exists."""
+        found = self.first_covering(uow, index)
+        return None if found is None else self._bundle(uow, index, found)
+
+    def _bundle(self, uow: UnitOfWork, index: int, checkpoint: StoredCheckpoint) -> ProofBundle:
+        leaf = uow.log.leaves(index, index + 1)[0]
+        nodes = uow.log.nodes(merkle.inclusion_nodes(index, checkpoint.size))
+        proof = merkle.inclusion_proof(index, checkpoint.size, nodes)
+        return ProofBundle(self.origin, index, leaf, tuple(proof), checkpoint.note)
+
+    # -- witnesses ----------------------------------------------------------
+
+    def check_cosignature(self, uow: UnitOfWork, size: int, witness: Verifier, answer: str) -> list[Signature]:
+        """The cosignature(s) by `witness` in a witness's answer (signature lines) for the checkpoint
+        of `size`, each checked with the witness's key over that checkpoint's text (a read: the
+        write that stores them, `add_cosignatures`, then has nothing left to refuse).
+
+        Lines of other keys are ignored; a line of the witness's key that does not
+        verify refuses the whole answer (NoteError), since a witness that sends a bad
+        cosignature is broken or not the one configured."""
+        stored = uow.log.checkpoint(size)
+        if stored is None:
+            raise NoteError(f"no checkpoint of size {size} is stored")
+        text = parse_note(stored.note).text.encode("utf-8")
+        if not answer.endswith("\n"):
+            raise NoteError("the witness's answer does not end with a newline")
+        found = [
+            sig
+            for sig in (parse_signature_line(line) for line in answer[:-1].split("\n"))
+            if (sig.name, sig.key_id) == (witness.name, witness.key_id)
+        ]
+        if not found:
+            raise NoteError(f"the witness's answer holds no cosignature by {witness.name}")
+        for sig in found:
+            if not witness.verify(text, sig.data):
+                raise NoteError(f"the cosignature by {witness.name} does not verify over checkpoint {size}")
+        return found
+
+    def add_cosignatures(self, uow: UnitOfWork, size: int, cosignatures: Sequence[Signature]) -> int:
+        """Store cosignatures `check_cosignature` returned (a write); how many were new."""
+        now = self.clock.now()
+        return sum(uow.log.add_cosignature(size, s.name, s.key_id, signature_line(s), now) for s in cosignatures)
+
+    def _cosigned(self, uow: UnitOfWork, checkpoint: StoredCheckpoint) -> StoredCheckpoint:
+        """The checkpoint with the witnesses' cosignature lines appended to its note (extra signature lines)."""
+        lines = uow.log.cosignatures(checkpoint.size)
+        if not lines:
+            return checkpoint
+        return replace(checkpoint, note=checkpoint.note + "".join(lines))
+
     # -- reading ------------------------------------------------------------
 
     def checkpoint(self, uow: UnitOfWork, size: int = 0) -> StoredCheckpoint:
-        """The latest checkpoint (size 0) or the one signed at exactly `size`."""
+        """The latest checkpoint (size 0) or the one signed at exactly `size`, with every cosignature
+        the node holds for it appended to the note (docs/log.md, Witnesses)."""
         if size < 0:
             raise _bad("tree_size", "must not be negative")
         current = uow.log.size()
@@ -290,7 +387,7 @@ class Logbook:
                 "no checkpoint has been published yet" if size == 0 else f"no checkpoint was signed at size {size}",
                 resource=("checkpoint", str(size)),
             )
-        return found
+        return self._cosigned(uow, found)
 
     def first_covering(self, uow: UnitOfWork, index: int) -> StoredCheckpoint | None:
         """The first checkpoint signed over entry `index` (None: not signed yet).

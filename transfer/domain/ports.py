@@ -183,6 +183,13 @@ class LogRepository(Protocol):
         ...
 
     def add_checkpoint(self, checkpoint: StoredCheckpoint) -> None: ...
+    def cosignatures(self, size: int) -> list[str]:
+        """The witnesses' cosignature lines stored for the checkpoint of `size` (each ending in a newline)."""
+        ...
+
+    def add_cosignature(self, size: int, witness: str, key_id: bytes, line: str, received_at: datetime) -> bool:
+        """Store a witness's cosignature line of the checkpoint of `size`; False when that key's is stored already."""
+        ...
 
 
 class TeacherRepository(Protocol):
@@ -277,6 +284,10 @@ class OutboxRepository(Protocol):
     def update(self, message: OutboxMessage) -> None: ...
     def pending_of(self, transfer_id: str) -> list[OutboxMessage]:
         """The transfer's messages still waiting to be delivered, oldest first."""
+        ...
+
+    def delivered_of(self, transfer_id: str) -> list[OutboxMessage]:
+        """The transfer's DELIVERED messages (with the peer's receipts), oldest first."""
         ...
 
     def next_attempt(self, skip_peers: Collection[str] = ()) -> datetime | None:

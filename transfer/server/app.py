@@ -24,9 +24,9 @@ from storage import migrate
 from storage.database import Database, DatabaseUnreachable, describe, open_database
 from storage.store import Store
 from storage.writer import Writer
-from transfer.domain.errors import DataLoss, Unavailable
+from transfer.domain.errors import DataLoss, NotFound, Unavailable
 from transfer.domain.federation import Federation
-from transfer.domain.logbook import Logbook, LogGate, LogInconsistent, LogInfo
+from transfer.domain.logbook import Logbook, LogGate, LogInconsistent, LogInfo, Witness
 from transfer.domain.model import HandoffState, StoredCheckpoint
 from transfer.domain.pages import PagePolicy, Pages
 from transfer.domain.paging import Tokens
@@ -35,13 +35,16 @@ from transfer.domain.services import Directory, Records, TransferPolicy, Transfe
 from transfer.domain.signatures import SigningTrust
 from transfer.domain.staff import Staff
 from transfer.domain.validation import MAX_MESSAGE
-from transfer.ledger.note import Ed25519Signer, NoteError, Verifier, parse_skey, parse_vkey
+from transfer.ledger.merkle import EMPTY_ROOT
+from transfer.ledger.note import Checkpoint, Ed25519Signer, NoteError, Verifier, parse_skey, parse_vkey, sign_note
+from transfer.ledger.receipt import ProofBundle
 from transfer.server import faults
 from transfer.server.auth import Authenticator
 from transfer.server.config import Config
 from transfer.server.decoding import RefuseMalformed
 from transfer.server.limits import StreamQuota, grpc_options, raise_open_file_limit
 from transfer.server.notify import Notifier
+from transfer.server.peer_witness import PeerWitness, WitnessStartRefused
 from transfer.server.peers import (
     DeliveryServicer,
     Dispatcher,
@@ -60,6 +63,7 @@ from transfer.server.servicers import (
     StaffServicer,
     TransferServicer,
 )
+from transfer.server.witnessing import WitnessAhead, Witnessing
 from transfer.tlsfiles import tls_files_problem
 from transfer.unavailable import UnavailableLog
 from transfer.v1 import (
@@ -247,6 +251,7 @@ class Node:
         self.clock = clock or SystemClock()
         self.ids = ids or RandomIds()
         self.port = 0
+        self.witness_port = 0  # the [witness] endpoint's bound port, once started
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -267,6 +272,15 @@ class Node:
         seal = load_seal_signer(config)
         self.seal_key = None if seal is None else seal._key
         self.seal_vkey = "" if seal is None else seal.vkey
+        # [witness]: the node cosigns its peers' checkpoints on an HTTP endpoint of its own (peer_witness.py).
+        self.peer_witness: PeerWitness | None = None
+        if config.witness is not None:
+            own, following, _ = load_log_keys(config)
+            node_keys = [k.public_key for k in (own, following, seal) if k is not None]
+            try:
+                self.peer_witness = PeerWitness.load(config.witness, self.peers, node_keys)
+            except WitnessStartRefused as exc:
+                raise StartRefused(str(exc)) from None
         self.federation = Federation(
             config.province, peer_keys(self.peers), self.seal_key, trust, page_policy,
             config.inter_province_deadline_working_days, self.clock, holidays=config.holidays,
@@ -288,6 +302,7 @@ class Node:
         self._publish_unavailable = UnavailableLog(
             log, "checkpoint publication failed: database unavailable; will retry"
         )
+        self.witnessing: Witnessing | None = None
 
     async def start(self) -> int:
         cfg = self.config
@@ -319,6 +334,7 @@ class Node:
         store = self.store = Store(self.db, self.writer)
         try:
             await self._check_origin(store, logbook)
+            await self._check_witnesses(store, logbook, signer)
             verifiers = [parse_vkey(v) for v in (signer.vkey, self.next_log_vkey, *previous) if v]
             await self._check_signed_before(store, logbook, verifiers)
             self.tokens = Tokens(await store.node_secret(TOKEN_SECRET))
@@ -339,6 +355,7 @@ class Node:
                 "listen": cfg.listen,
                 "port": self.port,
                 "database": describe(cfg.database_url),
+                "witness_port": self.witness_port,
             },
         )
         return self.port
@@ -347,10 +364,14 @@ class Node:
         if self._server is not None:
             await self._server.stop(None)
             self._server = None
+        if self.peer_witness is not None:
+            await asyncio.to_thread(self.peer_witness.stop)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        if self.witnessing is not None:
+            await self.witnessing.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self.links is not None:
@@ -389,24 +410,22 @@ class Node:
             RecordServicer(store, auth, self.clock, tokens, Records(self.clock, digest_key(logbook))), server
         )
         transfers_pb2_grpc.add_TransferServiceServicer_to_server(
-            TransferServicer(
-                store, auth, self.clock, tokens, self.transfers, self.notifier, cfg.log_origin, self.watch_quota
-            ),
+            TransferServicer(store, auth, self.clock, tokens, self.transfers, self.notifier, logbook, self.watch_quota),
             server,
         )
         log_pb2_grpc.add_LogServiceServicer_to_server(
-            LogServicer(store, auth, self.clock, tokens, logbook, self.log_info(logbook)), server
+            LogServicer(store, auth, self.clock, tokens, logbook, self.log_info(logbook), self.proof_bundle), server
         )
         pages_pb2_grpc.add_PageServiceServicer_to_server(
-            PageServicer(store, auth, self.clock, tokens, self.pages, cfg.log_origin), server
+            PageServicer(store, auth, self.clock, tokens, self.pages, logbook), server
         )
         sealer = Sealer(cfg.province, self.seal_key)
         peers_pb2_grpc.add_PeerServiceServicer_to_server(
-            PeerServicer(store, auth, self.clock, self.federation, sealer, self.checkpoint_covering), server
+            PeerServicer(store, auth, self.clock, self.federation, sealer, self.receipt_bundle), server
         )
         peers_pb2_grpc.add_DeliveryServiceServicer_to_server(DeliveryServicer(store, auth, self.clock), server)
         staff_pb2_grpc.add_StaffServiceServicer_to_server(
-            StaffServicer(store, auth, self.clock, tokens, self.staff, cfg.log_origin), server
+            StaffServicer(store, auth, self.clock, tokens, self.staff, logbook), server
         )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -419,12 +438,19 @@ class Node:
             raise StartRefused(
                 f"cannot listen on {cfg.listen} (node.listen): the port is in use, or not an address of this host"
             )
+        if self.peer_witness is not None:
+            try:
+                self.witness_port = self.peer_witness.start(lambda: self.clock.now().timestamp())
+            except WitnessStartRefused as exc:
+                raise StartRefused(str(exc)) from None
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._sweep_forever(), name="expiry-sweeper"))
         self._tasks.append(asyncio.create_task(self._publish_forever(), name="checkpoint-publisher"))
+        if self.witnessing is not None:
+            self.witnessing.start(await store.read(lambda uow: uow.log.latest_checkpoint()))
         if self.dispatcher is not None:
             self.dispatcher.start()
         if faults.active():
@@ -545,17 +571,48 @@ class Node:
             checkpoint = await self.store.write(lambda uow: logbook.store(uow, signed))
         if checkpoint is not None:
             log.info("checkpoint published", extra={"tree_size": checkpoint.size, "root": checkpoint.root.hex()})
+            if self.witnessing is not None:
+                self.witnessing.published(checkpoint)
         return checkpoint
 
     def log_info(self, logbook: Logbook) -> LogInfo:
-        """What GetLogInfo serves: the origin and the keys verifiers pin (no witnesses yet)."""
+        """What GetLogInfo serves: the origin, the keys verifiers pin, and the witness policy."""
         return LogInfo(
             origin=logbook.origin,
             log_vkey=self.log_vkey,
             seal_vkey=self.seal_vkey,
             next_log_vkey=self.next_log_vkey,
             previous_log_vkeys=self.previous_log_vkeys,
+            witnesses=tuple(Witness(w.name, w.vkey, w.url) for w in self.config.witnesses),
+            witness_quorum=self.config.witness_quorum,
+            own_witness_vkey=self.peer_witness.vkey if self.peer_witness is not None else "",
         )
+
+    async def _check_witnesses(self, store: Store, logbook: Logbook, signer: Ed25519Signer) -> None:
+        """Refuse to start on a database behind a checkpoint a witness cosigned (log.witnesses).
+
+        The latest stored checkpoint (a signed size-0 one when there is none: it is
+        consistent with every tree) goes to every witness with `old 0`; a 409 answer
+        names the size the witness cosigned. Witnesses that do not answer within
+        log.witness_startup_seconds do not hold the start (a warning names them)."""
+        cfg = self.config
+        if not cfg.witnesses:
+            return
+        self.witnessing = Witnessing(
+            [(w.name, w.vkey, w.url) for w in cfg.witnesses], cfg.witness_quorum, logbook, store
+        )
+        latest, size = await store.read(lambda uow: (uow.log.latest_checkpoint(), uow.log.committed_size()))
+        probe = latest or StoredCheckpoint(
+            0, EMPTY_ROOT, sign_note(Checkpoint(logbook.origin, 0, EMPTY_ROOT).text(), signer), self.clock.now()
+        )
+        try:
+            await self.witnessing.check_at_start(probe, latest is not None, size, cfg.witness_startup_seconds)
+        except WitnessAhead as exc:
+            raise StartRefused(
+                f"LOG_BEHIND_SIGNED_CHECKPOINT: the database holds {exc.log_size} log entries, but witness "
+                f"{exc.name} has cosigned a checkpoint of this log of {exc.size}: it was restored from an older "
+                f"backup, or it is not this node's database; signing now would fork the log. {_RECOVERY}"
+            ) from None
 
     async def _check_origin(self, store: Store, logbook: Logbook) -> None:
         """Refuse to start when log.origin is not the origin of the checkpoints already signed."""
@@ -684,6 +741,32 @@ class Node:
             await asyncio.shield(self._publishing)
         raise Unavailable("NO_CHECKPOINT_YET", "no checkpoint covers the entry yet; retry")
 
+    async def proof_bundle(self, index: int, size: int) -> ProofBundle:
+        """GetProofBundle: entry `index` proved in the checkpoint of `size` (0: the latest, one
+        being published first when none covers the entry yet, as for a peer's receipt)."""
+        assert self.store is not None and self.logbook is not None
+        logbook = self.logbook
+        try:
+            return await self.store.read(lambda uow: logbook.proof_bundle(uow, index, size))
+        except (Unavailable, NotFound) as exc:
+            if size or exc.reason not in ("NO_CHECKPOINT_YET", "NO_CHECKPOINT"):
+                raise
+        await self.checkpoint_covering(index)
+        return await self.store.read(lambda uow: logbook.proof_bundle(uow, index, 0))
+
+    async def receipt_bundle(self, index: int) -> ProofBundle:
+        """Entry `index` proved in the first checkpoint signed over it (publishing one if needed):
+        what a sealed receipt to a peer carries (docs/federation.md, Receipts)."""
+        assert self.store is not None and self.logbook is not None
+        logbook = self.logbook
+        bundle = await self.store.read(lambda uow: logbook.receipt_bundle(uow, index))
+        if bundle is None:  # no checkpoint covers it yet: publish one (shared by the receipts of a burst)
+            await self.checkpoint_covering(index)
+            bundle = await self.store.read(lambda uow: logbook.receipt_bundle(uow, index))
+        if bundle is None:  # not reached: the checkpoint found above is never removed
+            raise Unavailable("NO_CHECKPOINT_YET", "no checkpoint covers the entry yet; retry")
+        return bundle
+
     async def _publish_soon(self) -> StoredCheckpoint | None:
         await asyncio.sleep(RECEIPT_LINGER_SECONDS)  # let the entries committing now share it
         return await self.publish_checkpoint()
@@ -723,9 +806,13 @@ class Node:
         self.notifier.close()
         if self._server is not None:
             await self._server.stop(grace)
+        if self.peer_witness is not None:
+            await asyncio.to_thread(self.peer_witness.stop)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.witnessing is not None:
+            await self.witnessing.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self.links is not None:

@@ -36,6 +36,15 @@
                                     # that no longer holds that tree (a restored backup). Default
                                     # with SQLite: <database file without suffix>.latest-checkpoint
                                     # beside it; required with PostgreSQL
+    witness_quorum = 1              # how many of log.witnesses must cosign a checkpoint for it to
+                                    # count as witnessed; default: all of them (0 without witnesses)
+    witness_startup_seconds = 10    # how long the start-up check waits for the witnesses' sizes
+
+    [[log.witnesses]]               # one table per witness cosigning this log's checkpoints (C2SP
+    name = "witness.example.org/w1" # tlog-witness); the name is its key's name
+    vkey = "witness.example.org/w1+1a2b3c4d+BF..."  # its cosignature/v1 verifier key, or:
+    # vkey_file = "witnesses/w1.vkey"
+    url = "https://witness.example.org"  # POST <url>/add-checkpoint
 
     [signing]
     ca_file = "pki/signing-ca.pem"  # CAs of teachers' signing certificates (PEM bundle)
@@ -54,6 +63,16 @@
     ca_file = "peers/79/ca.pem"     # the CA that issued its node certificate
     seal_vkey_file = "peers/79/seal.vkey"
     log_vkey_file = "peers/79/log.vkey"
+    log_origin = ""                 # its log's origin; default: the name of the key in log_vkey_file
+                                    # (C2SP: a log key is named after its origin)
+
+    [witness]                       # optional: this node cosigns its peers' checkpoints (C2SP tlog-witness)
+    listen = "0.0.0.0:7380"         # host:port of its HTTP endpoint (POST /add-checkpoint)
+    key_file = "keys/witness.key"   # the witness's own Ed25519 key (never the log or seal key)
+    state_file = "state/witness.sqlite"  # what it cosigned per peer; default with SQLite:
+                                    # <database file without suffix>.witness.sqlite beside it;
+                                    # required with PostgreSQL
+    name = "hocba.example.vn/province/01/witness"  # optional: the key's name, checked at start
 
     [idempotency]
     retention_days = 30             # how long a request_id is remembered
@@ -96,6 +115,8 @@ from typing import Any
 
 from storage.database import UNAVAILABLE_AFTER_S, sqlite_file, url_problem
 from transfer.domain.provinces import is_province
+from transfer.ledger.note import NoteError
+from transfer.ledger.witnessed import cosignature_verifier
 
 
 class ConfigError(ValueError):
@@ -112,6 +133,27 @@ class PeerConfig:
     seal_vkey_file: Path
     log_vkey_file: Path
     server_name: str = ""
+    log_origin: str = ""  # "" : the name of the key in log_vkey_file
+
+
+@dataclass(frozen=True)
+class PeerWitnessConfig:
+    """[witness]: the node's own C2SP witness, cosigning its peers' checkpoints (docs/witness.md)."""
+
+    host: str
+    port: int
+    key_file: Path
+    state_file: Path
+    name: str = ""  # "" : whatever the key file names; otherwise the key's name must be this
+
+
+@dataclass(frozen=True)
+class WitnessConfig:
+    """A witness asked to cosign this log's checkpoints: its key name, cosignature/v1 verifier key, base URL."""
+
+    name: str
+    vkey: str
+    url: str
 
 
 @dataclass(frozen=True)
@@ -177,6 +219,10 @@ class Config:
     inter_province_deadline_working_days: int = 8
     seal_key_file: Path | None = None
     peers: tuple[PeerConfig, ...] = ()
+    witnesses: tuple[WitnessConfig, ...] = ()
+    witness_quorum: int = 0
+    witness_startup_seconds: float = 10.0
+    witness: PeerWitnessConfig | None = None
     idempotency_retention_days: int = 30
     shutdown_grace_seconds: float = 10.0
     max_batch: int = 128
@@ -216,6 +262,8 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
         "previous_vkey_files": (list, False),
         "checkpoint_interval_seconds": (float, False),
         "latest_checkpoint_file": (str, False),
+        "witness_quorum": (int, False),
+        "witness_startup_seconds": (float, False),
     },
     "signing": {"ca_file": (str, False)},
     "pages": {"lock_completed": (str, False), "lock_supplementary": (str, False)},
@@ -226,6 +274,7 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
         **{key: (kind, False) for key, (kind, _, _) in LIMIT_BOUNDS.items()},
     },
     "logging": {"level": (str, False), "format": (str, False)},
+    "witness": {"listen": (str, False), "key_file": (str, False), "state_file": (str, False), "name": (str, False)},
 }
 
 ENV_PREFIX = "TRANSFER_"
@@ -352,6 +401,9 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
             raise ConfigError(f"{path}: {exc}") from None
         base = path.resolve().parent
     peers_raw = raw.pop("peers", []) if isinstance(raw, dict) else []
+    witnesses_raw: Any = []
+    if isinstance(raw, dict) and isinstance(raw.get("log"), dict):
+        witnesses_raw = raw["log"].pop("witnesses", [])
     c = _merge(raw, env)
 
     def get(section: str, key: str, default: Any = None) -> Any:
@@ -445,6 +497,18 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     if not 0 < grace <= 3600:
         raise ConfigError("server.shutdown_grace_seconds: above 0 and at most 3600")
     limits = _limits(c.get("server", {}))
+    witnesses = _witnesses(witnesses_raw, base)
+    quorum = get("log", "witness_quorum", len(witnesses))
+    if witnesses and not 1 <= quorum <= len(witnesses):
+        raise ConfigError(f"log.witness_quorum: between 1 and {len(witnesses)} (the number of log.witnesses)")
+    if not witnesses and quorum != 0:
+        raise ConfigError("log.witness_quorum: 0 without log.witnesses")
+    startup_wait = get("log", "witness_startup_seconds", 10.0)
+    if not 0 < startup_wait <= 600:  # NaN fails this too
+        raise ConfigError("log.witness_startup_seconds: above 0 and at most 600")
+    witness = None
+    if "witness" in raw or "witness" in c:  # an empty [witness] table is a mistake, not "off"
+        witness = _witness(c.get("witness", {}), base, database_url, latest_checkpoint_file, peers)
     return Config(
         province=province,
         name=name,
@@ -474,6 +538,10 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         inter_province_deadline_working_days=inter_days,
         seal_key_file=(base / seal_key) if seal_key else None,
         peers=peers,
+        witnesses=witnesses,
+        witness_quorum=quorum,
+        witness_startup_seconds=startup_wait,
+        witness=witness,
         idempotency_retention_days=retention,
         shutdown_grace_seconds=grace,
         max_batch=max_batch,
@@ -497,7 +565,8 @@ def _limits(server: Mapping[str, Any]) -> ServerLimits:
     return ServerLimits(**values)
 
 
-PEER_KEYS = {"province", "address", "server_name", "ca_file", "seal_vkey_file", "log_vkey_file"}
+PEER_KEYS = {"province", "address", "server_name", "ca_file", "seal_vkey_file", "log_vkey_file", "log_origin"}
+OPTIONAL_PEER_KEYS = {"server_name", "log_origin"}
 
 
 def _peers(raw: Any, base: Path, own: str) -> tuple[PeerConfig, ...]:
@@ -511,7 +580,7 @@ def _peers(raw: Any, base: Path, own: str) -> tuple[PeerConfig, ...]:
         unknown = set(item) - PEER_KEYS
         if unknown:
             raise ConfigError(f"unknown key {where}.{sorted(unknown)[0]}; known: {', '.join(sorted(PEER_KEYS))}")
-        for key in PEER_KEYS - {"server_name"}:
+        for key in PEER_KEYS - OPTIONAL_PEER_KEYS:
             if not isinstance(item.get(key), str) or not item[key]:
                 raise ConfigError(f"{where}.{key} is required (a string)")
         for key, text in item.items():
@@ -522,6 +591,12 @@ def _peers(raw: Any, base: Path, own: str) -> tuple[PeerConfig, ...]:
             raise ConfigError(f"{where}.province: {province!r} must be another province's code")
         if any(p.province == province for p in out):
             raise ConfigError(f"{where}.province: {province} is configured twice")
+        log_origin = item.get("log_origin", "")
+        if not isinstance(log_origin, str) or (log_origin and not _ORIGIN.fullmatch(log_origin)):
+            raise ConfigError(
+                f"{where}.log_origin: {log_origin!r} must be printable, without spaces or '+' (the first line of "
+                "the peer's checkpoints)"
+            )
         out.append(
             PeerConfig(
                 province=province,
@@ -530,6 +605,102 @@ def _peers(raw: Any, base: Path, own: str) -> tuple[PeerConfig, ...]:
                 seal_vkey_file=base / item["seal_vkey_file"],
                 log_vkey_file=base / item["log_vkey_file"],
                 server_name=str(item.get("server_name", "")),
+                log_origin=log_origin,
             )
         )
     return tuple(out)
+
+
+WITNESS_KEYS = {"name", "vkey", "vkey_file", "url"}
+_WITNESS_URL = re.compile(r"https?://[^\s/?#@]+(/[^\s?#]*)?")
+
+
+def _witnesses(raw: Any, base: Path) -> tuple[WitnessConfig, ...]:
+    """[[log.witnesses]]: each with a name, a cosignature/v1 vkey (inline or vkey_file) named so, and an
+    http(s) URL; names, keys and URLs each once."""
+    if not isinstance(raw, list):
+        raise ConfigError("log.witnesses must be an array of tables: [[log.witnesses]]")
+    out: list[WitnessConfig] = []
+    for i, item in enumerate(raw):
+        where = f"log.witnesses[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        unknown = set(item) - WITNESS_KEYS
+        if unknown:
+            raise ConfigError(f"unknown key {where}.{sorted(unknown)[0]}; known: {', '.join(sorted(WITNESS_KEYS))}")
+        for key, text in item.items():
+            if not isinstance(text, str) or not text:
+                raise ConfigError(f"{where}.{key}: a non-empty string")
+            if "\0" in text:
+                raise ConfigError(f"{where}.{key}: must not contain a NUL character")
+        for key in ("name", "url"):
+            if key not in item:
+                raise ConfigError(f"{where}.{key} is required (a string)")
+        if ("vkey" in item) == ("vkey_file" in item):
+            raise ConfigError(f"{where}: set one of vkey and vkey_file")
+        name = item["name"]
+        if "vkey" in item:
+            vkey = item["vkey"].strip()
+        else:
+            try:
+                vkey = (base / item["vkey_file"]).read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{where}.vkey_file: cannot be read: {exc}") from None
+        try:
+            verifier = cosignature_verifier(vkey)
+        except NoteError as exc:
+            raise ConfigError(f"{where}.vkey: {exc}") from None
+        if verifier.name != name:
+            raise ConfigError(f"{where}.name: {name!r} is not the name of its key ({verifier.name!r})")
+        url = item["url"].rstrip("/")
+        if not _WITNESS_URL.fullmatch(url):
+            raise ConfigError(f"{where}.url: {item['url']!r} is not an http:// or https:// URL (no query)")
+        for other in out:
+            if other.name == name:
+                raise ConfigError(f"{where}.name: {name!r} is configured twice")
+            if other.url == url:
+                raise ConfigError(f"{where}.url: {url!r} is configured twice")
+        out.append(WitnessConfig(name=name, vkey=vkey, url=url))
+    return tuple(out)
+
+
+def _witness(
+    section: Mapping[str, Any],
+    base: Path,
+    database_url: str,
+    latest_checkpoint_file: Path,
+    peers: tuple[PeerConfig, ...],
+) -> PeerWitnessConfig:
+    """[witness]: listen and key_file required; state_file beside a SQLite database by default."""
+    for key in ("listen", "key_file"):
+        if not section.get(key):
+            raise ConfigError(f"witness.{key} is required in [witness] (or set {ENV_PREFIX}WITNESS_{key.upper()})")
+    if not peers:
+        raise ConfigError("[witness]: there are no [[peers]] to witness (the witness cosigns its peers' logs)")
+    listen = section["listen"]
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"witness.listen: {listen!r} is not host:port (port 0 picks a free one)")
+    name = section.get("name", "")
+    if name and not _ORIGIN.fullmatch(name):
+        raise ConfigError(f"witness.name: {name!r} must be printable, without spaces or '+' (a key name)")
+    state = section.get("state_file", "")
+    if state:
+        state_file = base / state
+    else:
+        db = sqlite_file(database_url)
+        if db is None:
+            raise ConfigError(
+                "witness.state_file is required with a PostgreSQL database (or set TRANSFER_WITNESS_STATE_FILE): "
+                "the witness keeps its own SQLite file, apart from the node's database"
+            )
+        state_file = Path(db).with_name((Path(db).stem or Path(db).name) + ".witness.sqlite")
+    db_file = sqlite_file(database_url)
+    if state_file.resolve() in (latest_checkpoint_file.resolve(), *([Path(db_file).resolve()] if db_file else [])):
+        raise ConfigError(
+            f"witness.state_file: {state_file} is the node's database or its latest checkpoint file; the witness "
+            "shares no file with the node"
+        )
+    return PeerWitnessConfig(
+        host=host.strip("[]"), port=int(port), key_file=base / section["key_file"], state_file=state_file, name=name
+    )

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from transfer.domain.logbook import LogInfo
+from transfer.domain.logbook import Logbook, LogInfo
 from transfer.domain.model import (
     Duty,
     DutyKey,
@@ -30,6 +32,7 @@ from transfer.domain.pages import PageView
 from transfer.domain.signatures import CertificateInfo
 from transfer.v1 import log_pb2, pages_pb2, records_pb2, schools_pb2, staff_pb2, transfers_pb2
 
+M = TypeVar("M", bound=Message)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
 
@@ -103,6 +106,17 @@ def receipt_pb(r: LogReceipt, origin: str) -> log_pb2.LogReceipt | None:
     return log_pb2.LogReceipt(index=r.index, leaf=r.leaf, origin=origin)
 
 
+def with_promise(response: M, logbook: Logbook | None) -> M:
+    """`response` with its receipt's entry promise signed (docs/log.md, Receipts that verify
+    offline), when it carries a receipt and the service signs them."""
+    if logbook is None or "receipt" not in response.DESCRIPTOR.fields_by_name or not response.HasField("receipt"):
+        return response
+    receipt = response.receipt  # type: ignore[attr-defined]
+    if isinstance(receipt, log_pb2.LogReceipt) and not receipt.signed_entry:
+        receipt.signed_entry = logbook.promise(receipt.index, receipt.leaf)
+    return response
+
+
 def checkpoint_pb(c: StoredCheckpoint) -> log_pb2.GetCheckpointResponse:
     return log_pb2.GetCheckpointResponse(checkpoint=c.note, tree_size=c.size, root_hash=c.root)
 
@@ -116,6 +130,7 @@ def log_info_pb(info: LogInfo) -> log_pb2.GetLogInfoResponse:
         witness_quorum=info.witness_quorum,
         next_log_vkey=info.next_log_vkey,
         previous_log_vkeys=info.previous_log_vkeys,
+        own_witness_vkey=info.own_witness_vkey,
     )
 
 

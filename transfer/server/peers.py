@@ -36,14 +36,17 @@ from google.rpc import error_details_pb2, status_pb2
 from tenacity import wait_exponential_jitter
 
 from storage.store import Store
-from transfer.domain.errors import PermissionDenied, Unavailable
+from transfer.domain.errors import PermissionDenied, Unavailable, Violations
 from transfer.domain.federation import Federation, OutboxWake, PeerKeys, message_digest, split_sealed
 from transfer.domain.leaves import NO_PEER_ENTRY
 from transfer.domain.model import Actor, InboundMessage, MessageKind, OutboxMessage
 from transfer.domain.package import PackageError, digest_of
 from transfer.domain.ports import Clock, UnitOfWork
 from transfer.domain.validation import MAX_MESSAGE
+from transfer.domain.validation import opaque_id as check_opaque_id
+from transfer.ledger import merkle
 from transfer.ledger.note import (
+    Checkpoint,
     Ed25519Signer,
     NoteError,
     Verifier,
@@ -51,6 +54,7 @@ from transfer.ledger.note import (
     parse_skey,
     parse_vkey,
 )
+from transfer.ledger.receipt import ProofBundle
 from transfer.server import convert, faults
 from transfer.server.auth import Authenticator
 from transfer.server.config import Config, PeerConfig
@@ -207,8 +211,9 @@ class Sealer:
         self.province = province
         self.key = key
 
-    def receipt(self, transfer_id: str, kind: MessageKind, digest: bytes, index: int, checkpoint: str,
+    def receipt(self, transfer_id: str, kind: MessageKind, digest: bytes, index: int, bundle: ProofBundle | None,
                 state: int, at: datetime) -> bytes:  # fmt: skip
+        """The sealed receipt; `bundle` proves entry `index` (None when the message made no entry)."""
         assert self.key is not None
         body = peers_pb2.PeerReceiptBody(
             transfer_id=transfer_id,
@@ -217,9 +222,11 @@ class Sealer:
             receiver_province=self.province,
             log_index=max(index, 0),
             logged=index >= 0,
-            checkpoint=checkpoint,
+            checkpoint=bundle.checkpoint if bundle else "",
             state=state,  # type: ignore[arg-type]
             receive_time=convert.timestamp(at),
+            leaf=bundle.leaf if bundle else b"",
+            inclusion_proof=bundle.proof if bundle else (),
         ).SerializeToString(deterministic=True)
         return peers_pb2.PeerReceipt(body=body, seal=self.key.sign(receipt_message(body))).SerializeToString()
 
@@ -230,22 +237,23 @@ class PeerServicer(_Base, peers_pb2_grpc.PeerServiceServicer):
     peers_allowed = True
 
     def __init__(self, store: Store, auth: Authenticator, clock: Clock, federation: Federation, sealer: Sealer,
-                 checkpoint: Any) -> None:  # fmt: skip
+                 bundle: Any) -> None:  # fmt: skip
         super().__init__(store, auth, clock)
         self.federation = federation
         self.sealer = sealer
-        self.checkpoint = checkpoint  # async (index) -> the first signed checkpoint covering it
+        self.bundle = bundle  # async (index) -> the entry proved in the first signed checkpoint covering it
 
     async def _answer(self, kind: MessageKind, digest: bytes, write: Any) -> bytes:
         """Process the message (a repeat changes nothing) and seal its receipt.
 
-        The receipt is built from what was stored with the message and the
-        first checkpoint covering its entry, and Ed25519 signatures are
-        deterministic: a repeat, even after a restart, gets the same bytes."""
+        The receipt is built from what was stored with the message, its entry
+        and the inclusion proof in the first checkpoint covering it (a proof
+        bundle the sender keeps), and Ed25519 signatures are deterministic: a
+        repeat, even after a restart, gets the same bytes."""
         message: InboundMessage = await self.store.write(write)
-        checkpoint = "" if message.log_index < 0 else await self.checkpoint(message.log_index)
+        bundle = None if message.log_index < 0 else await self.bundle(message.log_index)
         receipt = self.sealer.receipt(
-            message.transfer_id, kind, digest, message.log_index, checkpoint, int(message.state), message.received_at
+            message.transfer_id, kind, digest, message.log_index, bundle, int(message.state), message.received_at
         )
         faults.maybe_drop_ack()
         return receipt
@@ -319,6 +327,39 @@ class DeliveryServicer(_Base, peers_pb2_grpc.DeliveryServiceServicer):
             ]
         )
 
+    @_guard
+    async def ListPeerReceipts(self, request: peers_pb2.ListPeerReceiptsRequest, actor: Actor) -> Any:
+        if not actor.is_province_admin:
+            raise PermissionDenied("PROVINCE_ADMIN_ONLY", "only a province admin sees the node's deliveries")
+        v = Violations()
+        check_opaque_id(v, request.transfer_id, "transfer_id")
+        v.raise_if_any()
+        messages = await self.store.read(lambda uow: uow.outbox.delivered_of(request.transfer_id))
+        return peers_pb2.ListPeerReceiptsResponse(
+            receipts=[
+                peers_pb2.DeliveredReceipt(
+                    kind=int(m.kind),  # type: ignore[arg-type]
+                    peer_province=m.peer,
+                    receipt=peers_pb2.PeerReceipt.FromString(m.receipt),
+                    bundle=peer_bundle(m.receipt),
+                    deliver_time=convert.timestamp(m.delivered_at) if m.delivered_at else None,
+                )
+                for m in messages
+                if m.receipt is not None
+            ]
+        )
+
+
+def peer_bundle(receipt: bytes) -> str:
+    """The proof bundle (docs/log.md) a peer's sealed receipt makes: its entry, inclusion proof and
+    checkpoint, checked by `Dispatcher._check_receipt` before the receipt was stored; "" when the
+    receipt names no entry or the peer sent no entry and proof (another implementation)."""
+    body = peers_pb2.PeerReceiptBody.FromString(peers_pb2.PeerReceipt.FromString(receipt).body)
+    if not (body.logged and body.leaf):
+        return ""
+    origin = body.checkpoint.split("\n", 1)[0]
+    return ProofBundle(origin, body.log_index, body.leaf, tuple(body.inclusion_proof), body.checkpoint).text()
+
 
 def _due(uow: UnitOfWork, now: datetime, skip: set[str]) -> list[OutboxMessage]:
     return uow.outbox.due(now, BATCH, skip)
@@ -355,7 +396,7 @@ class Dispatcher:
         # read the message as it was before (due), and must not start it again.
         self._ended = 0
         self._ended_at: dict[int, int] = {}
-        self._verified_checkpoints: collections.OrderedDict[tuple[str, str], int] = collections.OrderedDict()
+        self._verified_checkpoints: collections.OrderedDict[tuple[str, str], Checkpoint] = collections.OrderedDict()
         # Peers whose messages may be backed off for the peer's sake (it could not be reached): all
         # of them at start, since the schedule in the database may come from before a restart.
         self._unreachable: set[str] = set(peers)
@@ -562,31 +603,46 @@ class Dispatcher:
             or body.message_sha256 != message_digest(message)
         ):
             raise ValueError("it acknowledges another message")
+        if (body.leaf or body.inclusion_proof) and not body.logged:
+            raise ValueError("it carries an entry or a proof but names no entry")
         if body.logged or body.checkpoint:
             # The receipt's checkpoint must be the peer's log, signed, and hold the entry it names.
-            size = self._checkpoint_size(message.peer, body.checkpoint)
-            if body.logged and body.log_index >= size:
-                raise ValueError(f"its checkpoint (size {size}) does not cover entry {body.log_index}")
+            checkpoint = self._checkpoint(message.peer, body.checkpoint)
+            if body.logged and body.log_index >= checkpoint.size:
+                raise ValueError(f"its checkpoint (size {checkpoint.size}) does not cover entry {body.log_index}")
+            # A peer that sends its entry and inclusion proof (this project's nodes do; other
+            # implementations may not, docs/federation.md) makes the receipt a proof bundle: it
+            # must prove the entry, or the receipt is not taken.
+            if body.leaf:
+                try:
+                    merkle.verify_inclusion(
+                        merkle.leaf_hash(body.leaf), body.log_index, checkpoint.size,
+                        list(body.inclusion_proof), checkpoint.root,
+                    )  # fmt: skip
+                except merkle.MerkleError as exc:
+                    raise ValueError(f"its entry {body.log_index} is not in its checkpoint's tree: {exc}") from None
+            elif body.inclusion_proof:
+                raise ValueError("it carries an inclusion proof without the entry")
         return body
 
-    def _checkpoint_size(self, peer: str, note_text: str) -> int:
-        """The tree size of a peer's checkpoint note, once its signature verified.
+    def _checkpoint(self, peer: str, note_text: str) -> Checkpoint:
+        """A peer's checkpoint note, once its signature verified.
 
         Receipts in a burst carry the same few checkpoints: each distinct note
         is verified once (a bounded memory of verified notes)."""
         key = (peer, note_text)
-        size = self._verified_checkpoints.get(key)
-        if size is not None:
+        found = self._verified_checkpoints.get(key)
+        if found is not None:
             self._verified_checkpoints.move_to_end(key)
-            return size
+            return found
         try:
-            size = open_checkpoint(note_text, self.peers[peer].log_key).size
+            found = open_checkpoint(note_text, self.peers[peer].log_key)
         except NoteError as exc:
             raise ValueError(f"its checkpoint does not verify with the peer's log key: {exc}") from None
-        self._verified_checkpoints[key] = size
+        self._verified_checkpoints[key] = found
         if len(self._verified_checkpoints) > VERIFIED_CHECKPOINTS:
             self._verified_checkpoints.popitem(last=False)
-        return size
+        return found
 
     async def _failed_attempt(
         self, message: OutboxMessage, code: grpc.StatusCode, details: str, *, peer_down: bool = False

@@ -42,6 +42,7 @@ from transfer.domain.validation import canonical_request_id
 from transfer.domain.validation import opaque_id as check_opaque_id
 from transfer.domain.validation import request_id as check_request_id
 from transfer.domain.validation import school_code as check_school_code
+from transfer.ledger.receipt import ProofBundle
 from transfer.server import convert
 from transfer.server.auth import Authenticator
 from transfer.server.errors import code_of, quote, to_status
@@ -136,6 +137,8 @@ def _guard_stream(fn: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncI
 class _Base:
     # Peer nodes may call PeerService, and read the log (LogService): nothing else.
     peers_allowed = False
+    # Signs the entry promise of each receipt a mutation returns (None: this service returns none).
+    receipts: Logbook | None = None
 
     def __init__(self, store: Store, auth: Authenticator, clock: Clock) -> None:
         self.store = store
@@ -188,7 +191,10 @@ class _Base:
         # The writer may have run the command twice (a batch undone, then the
         # command alone): the last answer made is the committed one. A repeat
         # of an earlier request made none and gets the stored bytes.
-        return built[-1] if built else response_type.FromString(blob)  # type: ignore[return-value]
+        response = built[-1] if built else response_type.FromString(blob)
+        # The receipt's entry promise is signed here, after the commit, off the writer's critical
+        # section; it is deterministic, so a repeat answered from the stored bytes gets the same one.
+        return convert.with_promise(response, self.receipts)  # type: ignore[return-value]
 
 
 class SchoolDirectoryServicer(_Base, schools_pb2_grpc.SchoolDirectoryServiceServicer):
@@ -305,14 +311,15 @@ class TransferServicer(_Base, transfers_pb2_grpc.TransferServiceServicer):
         tokens: Tokens,
         transfers: Transfers,
         notifier: Notifier,
-        origin: str,
+        logbook: Logbook,
         watch_quota: StreamQuota,
     ) -> None:
         super().__init__(store, auth, clock)
         self.tokens = tokens
         self.transfers = transfers
         self.notifier = notifier
-        self.origin = origin
+        self.receipts = logbook
+        self.origin = logbook.origin
         self.watch_quota = watch_quota
 
     def _logged(self, response_type: type[M]) -> Callable[[Logged[Transfer]], M]:
@@ -419,12 +426,25 @@ class LogServicer(_Base, log_pb2_grpc.LogServiceServicer):
     peers_allowed = True
 
     def __init__(
-        self, store: Store, auth: Authenticator, clock: Clock, tokens: Tokens, logbook: Logbook, info: LogInfo
+        self,
+        store: Store,
+        auth: Authenticator,
+        clock: Clock,
+        tokens: Tokens,
+        logbook: Logbook,
+        info: LogInfo,
+        bundle: Callable[[int, int], Awaitable[ProofBundle]],
     ) -> None:
         super().__init__(store, auth, clock)
         self.tokens = tokens
         self.logbook = logbook
         self.info = info
+        self.bundle = bundle  # async (index, tree_size) -> the entry's proof bundle
+
+    @_guard
+    async def GetProofBundle(self, request: log_pb2.GetProofBundleRequest, actor: Actor) -> Any:
+        bundle = await self.bundle(request.index, request.tree_size)
+        return log_pb2.GetProofBundleResponse(bundle=bundle.text(), tree_size=bundle.tree_size())
 
     @_guard
     async def GetLogInfo(self, request: log_pb2.GetLogInfoRequest, actor: Actor) -> Any:
@@ -471,12 +491,13 @@ def _logged_page(response_type: type[M], origin: str) -> Callable[[Logged[PageVi
 
 class PageServicer(_Base, pages_pb2_grpc.PageServiceServicer):
     def __init__(
-        self, store: Store, auth: Authenticator, clock: Clock, tokens: Tokens, pages: Pages, origin: str
+        self, store: Store, auth: Authenticator, clock: Clock, tokens: Tokens, pages: Pages, logbook: Logbook
     ) -> None:
         super().__init__(store, auth, clock)
         self.tokens = tokens
         self.pages = pages
-        self.origin = origin  # the log's, named in each receipt
+        self.receipts = logbook
+        self.origin = logbook.origin  # the log's, named in each receipt
 
     @_guard
     async def AddPage(self, request: pages_pb2.AddPageRequest, actor: Actor) -> Any:
@@ -545,12 +566,13 @@ class PageServicer(_Base, pages_pb2_grpc.PageServiceServicer):
 
 class StaffServicer(_Base, staff_pb2_grpc.StaffServiceServicer):
     def __init__(
-        self, store: Store, auth: Authenticator, clock: Clock, tokens: Tokens, staff: Staff, origin: str
+        self, store: Store, auth: Authenticator, clock: Clock, tokens: Tokens, staff: Staff, logbook: Logbook
     ) -> None:
         super().__init__(store, auth, clock)
         self.tokens = tokens
         self.staff = staff
-        self.origin = origin  # the log's, named in each receipt
+        self.receipts = logbook
+        self.origin = logbook.origin  # the log's, named in each receipt
 
     @_guard
     async def RegisterTeacher(self, request: staff_pb2.RegisterTeacherRequest, actor: Actor) -> Any:

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15transfer/v1/log.proto\x12\x0btransfer.v1\"9\n\nLogReceipt\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x12\x0e\n\x06origin\x18\x03 \x01(\t\")\n\x14GetCheckpointRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x04\"Q\n\x15GetCheckpointResponse\x12\x12\n\ncheckpoint\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\"W\n\x12ListEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\'\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\"V\n\x13ListEntriesResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.transfer.v1.LogEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"L\n\x19GetInclusionProofResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\r\n\x05proof\x18\x03 \x03(\x0c\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\"U\n\x1bGetConsistencyProofResponse\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\x12\r\n\x05proof\x18\x03 \x03(\x0c\"\x13\n\x11GetLogInfoRequest\"2\n\x07Witness\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04vkey\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\"\xbd\x01\n\x12GetLogInfoResponse\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x10\n\x08log_vkey\x18\x02 \x01(\t\x12\x11\n\tseal_vkey\x18\x03 \x01(\t\x12\'\n\twitnesses\x18\x04 \x03(\x0b\x32\x14.transfer.v1.Witness\x12\x16\n\x0ewitness_quorum\x18\x05 \x01(\r\x12\x15\n\rnext_log_vkey\x18\x06 \x01(\t\x12\x1a\n\x12previous_log_vkeys\x18\x07 \x03(\t2\xd3\x03\n\nLogService\x12V\n\rGetCheckpoint\x12!.transfer.v1.GetCheckpointRequest\x1a\".transfer.v1.GetCheckpointResponse\x12P\n\x0bListEntries\x12\x1f.transfer.v1.ListEntriesRequest\x1a .transfer.v1.ListEntriesResponse\x12\x62\n\x11GetInclusionProof\x12%.transfer.v1.GetInclusionProofRequest\x1a&.transfer.v1.GetInclusionProofResponse\x12h\n\x13GetConsistencyProof\x12\'.transfer.v1.GetConsistencyProofRequest\x1a(.transfer.v1.GetConsistencyProofResponse\x12M\n\nGetLogInfo\x12\x1e.transfer.v1.GetLogInfoRequest\x1a\x1f.transfer.v1.GetLogInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15transfer/v1/log.proto\x12\x0btransfer.v1\"O\n\nLogReceipt\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\x12\x0e\n\x06origin\x18\x03 \x01(\t\x12\x14\n\x0csigned_entry\x18\x04 \x01(\t\")\n\x14GetCheckpointRequest\x12\x11\n\ttree_size\x18\x01 \x01(\x04\"Q\n\x15GetCheckpointResponse\x12\x12\n\ncheckpoint\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\x11\n\troot_hash\x18\x03 \x01(\x0c\"W\n\x12ListEntriesRequest\x12\r\n\x05start\x18\x01 \x01(\x04\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x04\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\'\n\x08LogEntry\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x0c\n\x04leaf\x18\x02 \x01(\x0c\"V\n\x13ListEntriesResponse\x12&\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x15.transfer.v1.LogEntry\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"<\n\x18GetInclusionProofRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\"L\n\x19GetInclusionProofResponse\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x12\r\n\x05proof\x18\x03 \x03(\x0c\"E\n\x1aGetConsistencyProofRequest\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\"U\n\x1bGetConsistencyProofResponse\x12\x12\n\nfirst_size\x18\x01 \x01(\x04\x12\x13\n\x0bsecond_size\x18\x02 \x01(\x04\x12\r\n\x05proof\x18\x03 \x03(\x0c\"\x13\n\x11GetLogInfoRequest\"2\n\x07Witness\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04vkey\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\"\xd7\x01\n\x12GetLogInfoResponse\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12\x10\n\x08log_vkey\x18\x02 \x01(\t\x12\x11\n\tseal_vkey\x18\x03 \x01(\t\x12\'\n\twitnesses\x18\x04 \x03(\x0b\x32\x14.transfer.v1.Witness\x12\x16\n\x0ewitness_quorum\x18\x05 \x01(\r\x12\x15\n\rnext_log_vkey\x18\x06 \x01(\t\x12\x1a\n\x12previous_log_vkeys\x18\x07 \x03(\t\x12\x18\n\x10own_witness_vkey\x18\x08 \x01(\t\"9\n\x15GetProofBundleRequest\x12\r\n\x05index\x18\x01 \x01(\x04\x12\x11\n\ttree_size\x18\x02 \x01(\x04\";\n\x16GetProofBundleResponse\x12\x0e\n\x06\x62undle\x18\x01 \x01(\t\x12\x11\n\ttree_size\x18\x02 \x01(\x04\x32\xae\x04\n\nLogService\x12V\n\rGetCheckpoint\x12!.transfer.v1.GetCheckpointRequest\x1a\".transfer.v1.GetCheckpointResponse\x12P\n\x0bListEntries\x12\x1f.transfer.v1.ListEntriesRequest\x1a .transfer.v1.ListEntriesResponse\x12\x62\n\x11GetInclusionProof\x12%.transfer.v1.GetInclusionProofRequest\x1a&.transfer.v1.GetInclusionProofResponse\x12h\n\x13GetConsistencyProof\x12\'.transfer.v1.GetConsistencyProofRequest\x1a(.transfer.v1.GetConsistencyProofResponse\x12M\n\nGetLogInfo\x12\x1e.transfer.v1.GetLogInfoRequest\x1a\x1f.transfer.v1.GetLogInfoResponse\x12Y\n\x0eGetProofBundle\x12\".transfer.v1.GetProofBundleRequest\x1a#.transfer.v1.GetProofBundleResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,31 +32,35 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'transfer.v1.log_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOGRECEIPT']._serialized_start=38
-  _globals['_LOGRECEIPT']._serialized_end=95
-  _globals['_GETCHECKPOINTREQUEST']._serialized_start=97
-  _globals['_GETCHECKPOINTREQUEST']._serialized_end=138
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=140
-  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=221
-  _globals['_LISTENTRIESREQUEST']._serialized_start=223
-  _globals['_LISTENTRIESREQUEST']._serialized_end=310
-  _globals['_LOGENTRY']._serialized_start=312
-  _globals['_LOGENTRY']._serialized_end=351
-  _globals['_LISTENTRIESRESPONSE']._serialized_start=353
-  _globals['_LISTENTRIESRESPONSE']._serialized_end=439
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=441
-  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=501
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=503
-  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=579
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=581
-  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=650
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=652
-  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=737
-  _globals['_GETLOGINFOREQUEST']._serialized_start=739
-  _globals['_GETLOGINFOREQUEST']._serialized_end=758
-  _globals['_WITNESS']._serialized_start=760
-  _globals['_WITNESS']._serialized_end=810
-  _globals['_GETLOGINFORESPONSE']._serialized_start=813
-  _globals['_GETLOGINFORESPONSE']._serialized_end=1002
-  _globals['_LOGSERVICE']._serialized_start=1005
-  _globals['_LOGSERVICE']._serialized_end=1472
+  _globals['_LOGRECEIPT']._serialized_end=117
+  _globals['_GETCHECKPOINTREQUEST']._serialized_start=119
+  _globals['_GETCHECKPOINTREQUEST']._serialized_end=160
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_start=162
+  _globals['_GETCHECKPOINTRESPONSE']._serialized_end=243
+  _globals['_LISTENTRIESREQUEST']._serialized_start=245
+  _globals['_LISTENTRIESREQUEST']._serialized_end=332
+  _globals['_LOGENTRY']._serialized_start=334
+  _globals['_LOGENTRY']._serialized_end=373
+  _globals['_LISTENTRIESRESPONSE']._serialized_start=375
+  _globals['_LISTENTRIESRESPONSE']._serialized_end=461
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_start=463
+  _globals['_GETINCLUSIONPROOFREQUEST']._serialized_end=523
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_start=525
+  _globals['_GETINCLUSIONPROOFRESPONSE']._serialized_end=601
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_start=603
+  _globals['_GETCONSISTENCYPROOFREQUEST']._serialized_end=672
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_start=674
+  _globals['_GETCONSISTENCYPROOFRESPONSE']._serialized_end=759
+  _globals['_GETLOGINFOREQUEST']._serialized_start=761
+  _globals['_GETLOGINFOREQUEST']._serialized_end=780
+  _globals['_WITNESS']._serialized_start=782
+  _globals['_WITNESS']._serialized_end=832
+  _globals['_GETLOGINFORESPONSE']._serialized_start=835
+  _globals['_GETLOGINFORESPONSE']._serialized_end=1050
+  _globals['_GETPROOFBUNDLEREQUEST']._serialized_start=1052
+  _globals['_GETPROOFBUNDLEREQUEST']._serialized_end=1109
+  _globals['_GETPROOFBUNDLERESPONSE']._serialized_start=1111
+  _globals['_GETPROOFBUNDLERESPONSE']._serialized_end=1170
+  _globals['_LOGSERVICE']._serialized_start=1173
+  _globals['_LOGSERVICE']._serialized_end=1731
 # @@protoc_insertion_point(module_scope)

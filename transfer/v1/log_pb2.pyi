@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LogReceipt(_message.Message):
-    __slots__ = ("index", "leaf", "origin")
+    __slots__ = ("index", "leaf", "origin", "signed_entry")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     LEAF_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    SIGNED_ENTRY_FIELD_NUMBER: _ClassVar[int]
     index: int
     leaf: bytes
     origin: str
-    def __init__(self, index: _Optional[int] = ..., leaf: _Optional[bytes] = ..., origin: _Optional[str] = ...) -> None: ...
+    signed_entry: str
+    def __init__(self, index: _Optional[int] = ..., leaf: _Optional[bytes] = ..., origin: _Optional[str] = ..., signed_entry: _Optional[str] = ...) -> None: ...
 
 class GetCheckpointRequest(_message.Message):
     __slots__ = ("tree_size",)
@@ -111,7 +113,7 @@ class Witness(_message.Message):
     def __init__(self, name: _Optional[str] = ..., vkey: _Optional[str] = ..., url: _Optional[str] = ...) -> None: ...
 
 class GetLogInfoResponse(_message.Message):
-    __slots__ = ("origin", "log_vkey", "seal_vkey", "witnesses", "witness_quorum", "next_log_vkey", "previous_log_vkeys")
+    __slots__ = ("origin", "log_vkey", "seal_vkey", "witnesses", "witness_quorum", "next_log_vkey", "previous_log_vkeys", "own_witness_vkey")
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     LOG_VKEY_FIELD_NUMBER: _ClassVar[int]
     SEAL_VKEY_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +121,7 @@ class GetLogInfoResponse(_message.Message):
     WITNESS_QUORUM_FIELD_NUMBER: _ClassVar[int]
     NEXT_LOG_VKEY_FIELD_NUMBER: _ClassVar[int]
     PREVIOUS_LOG_VKEYS_FIELD_NUMBER: _ClassVar[int]
+    OWN_WITNESS_VKEY_FIELD_NUMBER: _ClassVar[int]
     origin: str
     log_vkey: str
     seal_vkey: str
@@ -126,4 +129,21 @@ class GetLogInfoResponse(_message.Message):
     witness_quorum: int
     next_log_vkey: str
     previous_log_vkeys: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, origin: _Optional[str] = ..., log_vkey: _Optional[str] = ..., seal_vkey: _Optional[str] = ..., witnesses: _Optional[_Iterable[_Union[Witness, _Mapping]]] = ..., witness_quorum: _Optional[int] = ..., next_log_vkey: _Optional[str] = ..., previous_log_vkeys: _Optional[_Iterable[str]] = ...) -> None: ...
+    own_witness_vkey: str
+    def __init__(self, origin: _Optional[str] = ..., log_vkey: _Optional[str] = ..., seal_vkey: _Optional[str] = ..., witnesses: _Optional[_Iterable[_Union[Witness, _Mapping]]] = ..., witness_quorum: _Optional[int] = ..., next_log_vkey: _Optional[str] = ..., previous_log_vkeys: _Optional[_Iterable[str]] = ..., own_witness_vkey: _Optional[str] = ...) -> None: ...
+
+class GetProofBundleRequest(_message.Message):
+    __slots__ = ("index", "tree_size")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    tree_size: int
+    def __init__(self, index: _Optional[int] = ..., tree_size: _Optional[int] = ...) -> None: ...
+
+class GetProofBundleResponse(_message.Message):
+    __slots__ = ("bundle", "tree_size")
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    bundle: str
+    tree_size: int
+    def __init__(self, bundle: _Optional[str] = ..., tree_size: _Optional[int] = ...) -> None: ...

@@ -66,6 +66,11 @@ class LogServiceStub:
                 request_serializer=transfer_dot_v1_dot_log__pb2.GetLogInfoRequest.SerializeToString,
                 response_deserializer=transfer_dot_v1_dot_log__pb2.GetLogInfoResponse.FromString,
                 _registered_method=True)
+        self.GetProofBundle = channel.unary_unary(
+                '/transfer.v1.LogService/GetProofBundle',
+                request_serializer=transfer_dot_v1_dot_log__pb2.GetProofBundleRequest.SerializeToString,
+                response_deserializer=transfer_dot_v1_dot_log__pb2.GetProofBundleResponse.FromString,
+                _registered_method=True)
 
 
 class LogServiceServicer:
@@ -117,6 +122,16 @@ class LogServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetProofBundle(self, request, context):
+        """A proof bundle for one entry (docs/log.md): the entry, its inclusion proof
+        and a signed checkpoint covering it, with the witness cosignatures the node
+        holds, as one versioned text a school stores with the record and checks
+        offline with transfer-verify-receipt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LogServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -144,6 +159,11 @@ def add_LogServiceServicer_to_server(servicer, server):
                     servicer.GetLogInfo,
                     request_deserializer=transfer_dot_v1_dot_log__pb2.GetLogInfoRequest.FromString,
                     response_serializer=transfer_dot_v1_dot_log__pb2.GetLogInfoResponse.SerializeToString,
+            ),
+            'GetProofBundle': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetProofBundle,
+                    request_deserializer=transfer_dot_v1_dot_log__pb2.GetProofBundleRequest.FromString,
+                    response_serializer=transfer_dot_v1_dot_log__pb2.GetProofBundleResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -288,6 +308,33 @@ class LogService:
             '/transfer.v1.LogService/GetLogInfo',
             transfer_dot_v1_dot_log__pb2.GetLogInfoRequest.SerializeToString,
             transfer_dot_v1_dot_log__pb2.GetLogInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetProofBundle(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/transfer.v1.LogService/GetProofBundle',
+            transfer_dot_v1_dot_log__pb2.GetProofBundleRequest.SerializeToString,
+            transfer_dot_v1_dot_log__pb2.GetProofBundleResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from transfer.v1 import transfers_pb2 as transfer_dot_v1_dot_transfers__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17transfer/v1/peers.proto\x12\x0btransfer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1btransfer/v1/transfers.proto\"5\n\x14OfferTransferRequest\x12\x0f\n\x07package\x18\x01 \x01(\x0c\x12\x0c\n\x04seal\x18\x02 \x01(\x0c\"B\n\x15OfferTransferResponse\x12)\n\x07receipt\x18\x01 \x01(\x0b\x32\x18.transfer.v1.PeerReceipt\"B\n\x1aRequestCancellationRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0f\n\x07request\x18\x02 \x01(\x0c\"H\n\x1bRequestCancellationResponse\x12)\n\x07receipt\x18\x01 \x01(\x0b\x32\x18.transfer.v1.PeerReceipt\"?\n\x16ResolveTransferRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0c\"D\n\x17ResolveTransferResponse\x12)\n\x07receipt\x18\x01 \x01(\x0b\x32\x18.transfer.v1.PeerReceipt\")\n\x0bPeerReceipt\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x0c\n\x04seal\x18\x02 \x01(\x0c\"\x99\x02\n\x0fPeerReceiptBody\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.transfer.v1.PeerMessageKind\x12\x16\n\x0emessage_sha256\x18\x03 \x01(\x0c\x12\x19\n\x11receiver_province\x18\x04 \x01(\t\x12\x11\n\tlog_index\x18\x05 \x01(\x04\x12\x0e\n\x06logged\x18\x06 \x01(\x08\x12\x12\n\ncheckpoint\x18\x07 \x01(\t\x12)\n\x05state\x18\x08 \x01(\x0e\x32\x1a.transfer.v1.TransferState\x12\x30\n\x0creceive_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x17\n\x15ListDeliveriesRequest\"\xa5\x01\n\x0ePeerDeliveries\x12\x15\n\rpeer_province\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x05\x12\x11\n\tdelivered\x18\x04 \x01(\x03\x12\x1e\n\x16oldest_pending_seconds\x18\x05 \x01(\x03\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\x05\x12\x12\n\nlast_error\x18\x07 \x01(\t\"D\n\x16ListDeliveriesResponse\x12*\n\x05peers\x18\x01 \x03(\x0b\x32\x1b.transfer.v1.PeerDeliveries*\x96\x01\n\x0fPeerMessageKind\x12!\n\x1dPEER_MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17PEER_MESSAGE_KIND_OFFER\x10\x01\x12$\n PEER_MESSAGE_KIND_CANCEL_REQUEST\x10\x02\x12\x1d\n\x19PEER_MESSAGE_KIND_RESOLVE\x10\x03\x32\xad\x02\n\x0bPeerService\x12V\n\rOfferTransfer\x12!.transfer.v1.OfferTransferRequest\x1a\".transfer.v1.OfferTransferResponse\x12h\n\x13RequestCancellation\x12\'.transfer.v1.RequestCancellationRequest\x1a(.transfer.v1.RequestCancellationResponse\x12\\\n\x0fResolveTransfer\x12#.transfer.v1.ResolveTransferRequest\x1a$.transfer.v1.ResolveTransferResponse2l\n\x0f\x44\x65liveryService\x12Y\n\x0eListDeliveries\x12\".transfer.v1.ListDeliveriesRequest\x1a#.transfer.v1.ListDeliveriesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17transfer/v1/peers.proto\x12\x0btransfer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1btransfer/v1/transfers.proto\"5\n\x14OfferTransferRequest\x12\x0f\n\x07package\x18\x01 \x01(\x0c\x12\x0c\n\x04seal\x18\x02 \x01(\x0c\"B\n\x15OfferTransferResponse\x12)\n\x07receipt\x18\x01 \x01(\x0b\x32\x18.transfer.v1.PeerReceipt\"B\n\x1aRequestCancellationRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x0f\n\x07request\x18\x02 \x01(\x0c\"H\n\x1bRequestCancellationResponse\x12)\n\x07receipt\x18\x01 \x01(\x0b\x32\x18.transfer.v1.PeerReceipt\"?\n\x16ResolveTransferRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12\x10\n\x08\x64\x65\x63ision\x18\x02 \x01(\x0c\"D\n\x17ResolveTransferResponse\x12)\n\x07receipt\x18\x01 \x01(\x0b\x32\x18.transfer.v1.PeerReceipt\")\n\x0bPeerReceipt\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x0c\n\x04seal\x18\x02 \x01(\x0c\"\xc0\x02\n\x0fPeerReceiptBody\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.transfer.v1.PeerMessageKind\x12\x16\n\x0emessage_sha256\x18\x03 \x01(\x0c\x12\x19\n\x11receiver_province\x18\x04 \x01(\t\x12\x11\n\tlog_index\x18\x05 \x01(\x04\x12\x0e\n\x06logged\x18\x06 \x01(\x08\x12\x12\n\ncheckpoint\x18\x07 \x01(\t\x12)\n\x05state\x18\x08 \x01(\x0e\x32\x1a.transfer.v1.TransferState\x12\x30\n\x0creceive_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04leaf\x18\n \x01(\x0c\x12\x17\n\x0finclusion_proof\x18\x0b \x03(\x0c\"\x17\n\x15ListDeliveriesRequest\"\xa5\x01\n\x0ePeerDeliveries\x12\x15\n\rpeer_province\x18\x01 \x01(\t\x12\x0f\n\x07pending\x18\x02 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x03 \x01(\x05\x12\x11\n\tdelivered\x18\x04 \x01(\x03\x12\x1e\n\x16oldest_pending_seconds\x18\x05 \x01(\x03\x12\x14\n\x0cmax_attempts\x18\x06 \x01(\x05\x12\x12\n\nlast_error\x18\x07 \x01(\t\"D\n\x16ListDeliveriesResponse\x12*\n\x05peers\x18\x01 \x03(\x0b\x32\x1b.transfer.v1.PeerDeliveries\".\n\x17ListPeerReceiptsRequest\x12\x13\n\x0btransfer_id\x18\x01 \x01(\t\"\xc2\x01\n\x10\x44\x65liveredReceipt\x12*\n\x04kind\x18\x01 \x01(\x0e\x32\x1c.transfer.v1.PeerMessageKind\x12\x15\n\rpeer_province\x18\x02 \x01(\t\x12)\n\x07receipt\x18\x03 \x01(\x0b\x32\x18.transfer.v1.PeerReceipt\x12\x0e\n\x06\x62undle\x18\x04 \x01(\t\x12\x30\n\x0c\x64\x65liver_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"K\n\x18ListPeerReceiptsResponse\x12/\n\x08receipts\x18\x01 \x03(\x0b\x32\x1d.transfer.v1.DeliveredReceipt*\x96\x01\n\x0fPeerMessageKind\x12!\n\x1dPEER_MESSAGE_KIND_UNSPECIFIED\x10\x00\x12\x1b\n\x17PEER_MESSAGE_KIND_OFFER\x10\x01\x12$\n PEER_MESSAGE_KIND_CANCEL_REQUEST\x10\x02\x12\x1d\n\x19PEER_MESSAGE_KIND_RESOLVE\x10\x03\x32\xad\x02\n\x0bPeerService\x12V\n\rOfferTransfer\x12!.transfer.v1.OfferTransferRequest\x1a\".transfer.v1.OfferTransferResponse\x12h\n\x13RequestCancellation\x12\'.transfer.v1.RequestCancellationRequest\x1a(.transfer.v1.RequestCancellationResponse\x12\\\n\x0fResolveTransfer\x12#.transfer.v1.ResolveTransferRequest\x1a$.transfer.v1.ResolveTransferResponse2\xcd\x01\n\x0f\x44\x65liveryService\x12Y\n\x0eListDeliveries\x12\".transfer.v1.ListDeliveriesRequest\x1a#.transfer.v1.ListDeliveriesResponse\x12_\n\x10ListPeerReceipts\x12$.transfer.v1.ListPeerReceiptsRequest\x1a%.transfer.v1.ListPeerReceiptsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'transfer.v1.peers_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PEERMESSAGEKIND']._serialized_start=1093
-  _globals['_PEERMESSAGEKIND']._serialized_end=1243
+  _globals['_PEERMESSAGEKIND']._serialized_start=1454
+  _globals['_PEERMESSAGEKIND']._serialized_end=1604
   _globals['_OFFERTRANSFERREQUEST']._serialized_start=102
   _globals['_OFFERTRANSFERREQUEST']._serialized_end=155
   _globals['_OFFERTRANSFERRESPONSE']._serialized_start=157
@@ -50,15 +50,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PEERRECEIPT']._serialized_start=502
   _globals['_PEERRECEIPT']._serialized_end=543
   _globals['_PEERRECEIPTBODY']._serialized_start=546
-  _globals['_PEERRECEIPTBODY']._serialized_end=827
-  _globals['_LISTDELIVERIESREQUEST']._serialized_start=829
-  _globals['_LISTDELIVERIESREQUEST']._serialized_end=852
-  _globals['_PEERDELIVERIES']._serialized_start=855
-  _globals['_PEERDELIVERIES']._serialized_end=1020
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=1022
-  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=1090
-  _globals['_PEERSERVICE']._serialized_start=1246
-  _globals['_PEERSERVICE']._serialized_end=1547
-  _globals['_DELIVERYSERVICE']._serialized_start=1549
-  _globals['_DELIVERYSERVICE']._serialized_end=1657
+  _globals['_PEERRECEIPTBODY']._serialized_end=866
+  _globals['_LISTDELIVERIESREQUEST']._serialized_start=868
+  _globals['_LISTDELIVERIESREQUEST']._serialized_end=891
+  _globals['_PEERDELIVERIES']._serialized_start=894
+  _globals['_PEERDELIVERIES']._serialized_end=1059
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_start=1061
+  _globals['_LISTDELIVERIESRESPONSE']._serialized_end=1129
+  _globals['_LISTPEERRECEIPTSREQUEST']._serialized_start=1131
+  _globals['_LISTPEERRECEIPTSREQUEST']._serialized_end=1177
+  _globals['_DELIVEREDRECEIPT']._serialized_start=1180
+  _globals['_DELIVEREDRECEIPT']._serialized_end=1374
+  _globals['_LISTPEERRECEIPTSRESPONSE']._serialized_start=1376
+  _globals['_LISTPEERRECEIPTSRESPONSE']._serialized_end=1451
+  _globals['_PEERSERVICE']._serialized_start=1607
+  _globals['_PEERSERVICE']._serialized_end=1908
+  _globals['_DELIVERYSERVICE']._serialized_start=1911
+  _globals['_DELIVERYSERVICE']._serialized_end=2116
 # @@protoc_insertion_point(module_scope)

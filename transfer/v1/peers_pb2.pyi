@@ -73,7 +73,7 @@ class PeerReceipt(_message.Message):
     def __init__(self, body: _Optional[bytes] = ..., seal: _Optional[bytes] = ...) -> None: ...
 
 class PeerReceiptBody(_message.Message):
-    __slots__ = ("transfer_id", "kind", "message_sha256", "receiver_province", "log_index", "logged", "checkpoint", "state", "receive_time")
+    __slots__ = ("transfer_id", "kind", "message_sha256", "receiver_province", "log_index", "logged", "checkpoint", "state", "receive_time", "leaf", "inclusion_proof")
     TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_SHA256_FIELD_NUMBER: _ClassVar[int]
@@ -83,6 +83,8 @@ class PeerReceiptBody(_message.Message):
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     RECEIVE_TIME_FIELD_NUMBER: _ClassVar[int]
+    LEAF_FIELD_NUMBER: _ClassVar[int]
+    INCLUSION_PROOF_FIELD_NUMBER: _ClassVar[int]
     transfer_id: str
     kind: PeerMessageKind
     message_sha256: bytes
@@ -92,7 +94,9 @@ class PeerReceiptBody(_message.Message):
     checkpoint: str
     state: _transfers_pb2.TransferState
     receive_time: _timestamp_pb2.Timestamp
-    def __init__(self, transfer_id: _Optional[str] = ..., kind: _Optional[_Union[PeerMessageKind, str]] = ..., message_sha256: _Optional[bytes] = ..., receiver_province: _Optional[str] = ..., log_index: _Optional[int] = ..., logged: _Optional[bool] = ..., checkpoint: _Optional[str] = ..., state: _Optional[_Union[_transfers_pb2.TransferState, str]] = ..., receive_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    leaf: bytes
+    inclusion_proof: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, transfer_id: _Optional[str] = ..., kind: _Optional[_Union[PeerMessageKind, str]] = ..., message_sha256: _Optional[bytes] = ..., receiver_province: _Optional[str] = ..., log_index: _Optional[int] = ..., logged: _Optional[bool] = ..., checkpoint: _Optional[str] = ..., state: _Optional[_Union[_transfers_pb2.TransferState, str]] = ..., receive_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., leaf: _Optional[bytes] = ..., inclusion_proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class ListDeliveriesRequest(_message.Message):
     __slots__ = ()
@@ -121,3 +125,29 @@ class ListDeliveriesResponse(_message.Message):
     PEERS_FIELD_NUMBER: _ClassVar[int]
     peers: _containers.RepeatedCompositeFieldContainer[PeerDeliveries]
     def __init__(self, peers: _Optional[_Iterable[_Union[PeerDeliveries, _Mapping]]] = ...) -> None: ...
+
+class ListPeerReceiptsRequest(_message.Message):
+    __slots__ = ("transfer_id",)
+    TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
+    transfer_id: str
+    def __init__(self, transfer_id: _Optional[str] = ...) -> None: ...
+
+class DeliveredReceipt(_message.Message):
+    __slots__ = ("kind", "peer_province", "receipt", "bundle", "deliver_time")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PEER_PROVINCE_FIELD_NUMBER: _ClassVar[int]
+    RECEIPT_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_FIELD_NUMBER: _ClassVar[int]
+    DELIVER_TIME_FIELD_NUMBER: _ClassVar[int]
+    kind: PeerMessageKind
+    peer_province: str
+    receipt: PeerReceipt
+    bundle: str
+    deliver_time: _timestamp_pb2.Timestamp
+    def __init__(self, kind: _Optional[_Union[PeerMessageKind, str]] = ..., peer_province: _Optional[str] = ..., receipt: _Optional[_Union[PeerReceipt, _Mapping]] = ..., bundle: _Optional[str] = ..., deliver_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListPeerReceiptsResponse(_message.Message):
+    __slots__ = ("receipts",)
+    RECEIPTS_FIELD_NUMBER: _ClassVar[int]
+    receipts: _containers.RepeatedCompositeFieldContainer[DeliveredReceipt]
+    def __init__(self, receipts: _Optional[_Iterable[_Union[DeliveredReceipt, _Mapping]]] = ...) -> None: ...

@@ -213,6 +213,11 @@ class DeliveryServiceStub:
                 request_serializer=transfer_dot_v1_dot_peers__pb2.ListDeliveriesRequest.SerializeToString,
                 response_deserializer=transfer_dot_v1_dot_peers__pb2.ListDeliveriesResponse.FromString,
                 _registered_method=True)
+        self.ListPeerReceipts = channel.unary_unary(
+                '/transfer.v1.DeliveryService/ListPeerReceipts',
+                request_serializer=transfer_dot_v1_dot_peers__pb2.ListPeerReceiptsRequest.SerializeToString,
+                response_deserializer=transfer_dot_v1_dot_peers__pb2.ListPeerReceiptsResponse.FromString,
+                _registered_method=True)
 
 
 class DeliveryServiceServicer:
@@ -227,6 +232,16 @@ class DeliveryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPeerReceipts(self, request, context):
+        """The sealed receipts peers gave for one transfer's delivered messages, each
+        with the proof bundle it makes (docs/log.md) when the peer sent its entry
+        and inclusion proof: kept by this node, verifiable offline with
+        transfer-verify-receipt and the peer's log key. Province admins only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DeliveryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -234,6 +249,11 @@ def add_DeliveryServiceServicer_to_server(servicer, server):
                     servicer.ListDeliveries,
                     request_deserializer=transfer_dot_v1_dot_peers__pb2.ListDeliveriesRequest.FromString,
                     response_serializer=transfer_dot_v1_dot_peers__pb2.ListDeliveriesResponse.SerializeToString,
+            ),
+            'ListPeerReceipts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPeerReceipts,
+                    request_deserializer=transfer_dot_v1_dot_peers__pb2.ListPeerReceiptsRequest.FromString,
+                    response_serializer=transfer_dot_v1_dot_peers__pb2.ListPeerReceiptsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +284,33 @@ class DeliveryService:
             '/transfer.v1.DeliveryService/ListDeliveries',
             transfer_dot_v1_dot_peers__pb2.ListDeliveriesRequest.SerializeToString,
             transfer_dot_v1_dot_peers__pb2.ListDeliveriesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPeerReceipts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/transfer.v1.DeliveryService/ListPeerReceipts',
+            transfer_dot_v1_dot_peers__pb2.ListPeerReceiptsRequest.SerializeToString,
+            transfer_dot_v1_dot_peers__pb2.ListPeerReceiptsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storage.witness import WitnessState
+from storage.witness import StateUnavailable, WitnessState
 from transfer.ledger.note import (
     CosignatureV1Signer,
     NoteError,
@@ -30,7 +30,8 @@ from transfer.ledger.note import (
     parse_vkey,
 )
 from transfer.ledger.witness import Evidence, verify_evidence
-from transfer.witness.server import Witness, make_server
+from transfer.witness.server import KeyFileError, Witness, make_server
+from transfer.witness.server import load_signer as load_key_file
 
 
 class ConfigError(Exception):
@@ -93,15 +94,19 @@ def load_config(path: Path) -> WitnessConfig:
 
 def load_signer(path: Path) -> CosignatureV1Signer:
     try:
-        return cosignature_signer(path.read_text(encoding="utf-8").strip())
-    except (OSError, UnicodeDecodeError, NoteError) as exc:
-        raise ConfigError(f"{path}: not a witness key: {exc}") from None
+        return load_key_file(path)
+    except KeyFileError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _serve(ns: argparse.Namespace) -> int:
     cfg = load_config(ns.config)
     signer = load_signer(cfg.key_file)
-    witness = Witness(signer, WitnessState(cfg.state_file), cfg.logs)
+    try:
+        state = WitnessState(cfg.state_file)
+    except StateUnavailable as exc:
+        raise ConfigError(f"state_file: {exc}") from None
+    witness = Witness(signer, state, cfg.logs)
     server = make_server(cfg.host, cfg.port, witness, cfg.prefix)
     host, port = str(server.server_address[0]), int(server.server_address[1])
     print(f"witness {signer.vkey}", flush=True)
@@ -135,7 +140,10 @@ def _export(ns: argparse.Namespace) -> int:
     if not ns.state_file.exists():
         raise ConfigError(f"{ns.state_file}: no such state file")
     ns.out.mkdir(parents=True, exist_ok=True)
-    found = WitnessState(ns.state_file).evidence()
+    try:
+        found = WitnessState(ns.state_file).evidence()
+    except StateUnavailable as exc:
+        raise ConfigError(str(exc)) from None
     for i, evidence in enumerate(found, 1):
         target = ns.out / f"evidence-{i}.json"
         target.write_text(evidence.to_json(), encoding="utf-8")

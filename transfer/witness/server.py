@@ -6,24 +6,28 @@ and store the new checkpoint with its cosignature (or the evidence of a split vi
 cosignature is returned only after that commit. `Witness.latest` serves the monitoring
 endpoint (`GET <prefix>/<origin hash>/checkpoint`). `make_server` wraps both in a
 `ThreadingHTTPServer`; each request has its own connection to the state file, and
-SQLite's write lock orders racing requests.
+SQLite's write lock orders racing requests. `load_signer` reads the witness's key, and
+`BackgroundWitness` runs the server on a thread of a host program: a node that witnesses
+its peers (transfer/server/peer_witness.py) uses exactly this witness, not a copy of it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 from storage.witness import StateUnavailable, WitnessState
-from transfer.ledger.note import CosignatureV1Signer, Verifier, signature_line
+from transfer.ledger.note import CosignatureV1Signer, NoteError, Verifier, cosignature_signer, signature_line
 from transfer.ledger.witness import Refusal, check_consistency, open_submitted, parse_add_checkpoint
 
-__all__ = ["MAX_BODY", "Response", "Witness", "make_server"]
+__all__ = ["MAX_BODY", "BackgroundWitness", "KeyFileError", "Response", "Witness", "load_signer", "make_server"]
 
 log = logging.getLogger("transfer.witness")
 
@@ -169,3 +173,42 @@ def make_server(host: str, port: int, witness: Witness, prefix: str = "") -> Thr
     """An HTTP server answering `POST <prefix>/add-checkpoint` and `GET <prefix>/<origin hash>/checkpoint`;
     call serve_forever() on it."""
     return _Server((host, port), witness, prefix.rstrip("/"))
+
+
+class KeyFileError(Exception):
+    """The witness's key file cannot be used; the message says which file and why."""
+
+
+def load_signer(path: Path) -> CosignatureV1Signer:
+    """The witness's cosignature/v1 signer from its key file (a Go-format Ed25519 note key)."""
+    try:
+        return cosignature_signer(path.read_text(encoding="utf-8").strip())
+    except (OSError, UnicodeDecodeError, NoteError) as exc:
+        raise KeyFileError(f"{path}: not a witness key: {exc}") from None
+
+
+class BackgroundWitness:
+    """A witness's HTTP server on a thread of its own, for a program that runs it beside other work.
+
+    The socket is bound on construction (an OSError if it cannot be), so a host can refuse to start
+    before anything runs. `stop` ends the accept loop and closes the socket; a request already being
+    answered finishes on its own thread or dies with the process, and either way its transaction
+    committed whole or not at all (a cosignature is sent only after its commit)."""
+
+    def __init__(self, host: str, port: int, witness: Witness, prefix: str = "") -> None:
+        self.server = make_server(host, port, witness, prefix)
+        self.witness = witness
+        self.host, self.port = str(self.server.server_address[0]), int(self.server.server_address[1])
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self.server.serve_forever, name="witness-http", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket; safe to call twice or before `start`."""
+        if self._thread is not None:
+            self.server.shutdown()
+            self._thread.join()
+            self._thread = None
+        self.server.server_close()
