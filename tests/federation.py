@@ -19,7 +19,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.support import ROOT, ServerProcess, db_snapshot, write_config
+from transfer.auditor import pins_from, read_node
 from transfer.client import ClientTls, RetryPolicy, TransferClient, TransferError
+from transfer.domain.custody import check_federation
 from transfer.domain.leaves import NO_PEER_ENTRY, LeafKind, decode_any
 from transfer.domain.model import Role
 from transfer.identity import province_uri, role_uri
@@ -134,8 +136,8 @@ class Pair:
 
     def assert_consistent(self, *lookup_codes: str) -> None:
         """Exactly one custodian across both nodes for each record, both logs verify, every signature
-        owed on a node's own pages has an active owner there, and each acknowledgement in one log
-        names the other log's entry for that transfer (or none)."""
+        owed on a node's own pages has an active owner there, each acknowledgement in one log
+        names the other log's entry for that transfer (or none), and `transfer-audit`'s rules hold."""
         for code in lookup_codes:
             holders = self.holders(code)
             assert len(holders) == 1, f"record {code} held by {holders}"
@@ -148,6 +150,20 @@ class Pair:
             for ack in here.leaves():
                 if ack.kind is LeafKind.MESSAGE_ACKNOWLEDGED and ack.peer_log_index != NO_PEER_ENTRY:
                     assert theirs[ack.peer_log_index].transfer_id == ack.transfer_id, (here.province, ack)
+        self.audit()
+
+    def audit(self) -> None:
+        """What `transfer-audit` checks, through LogService as an auditor of each node: both logs verify
+        against their pinned keys and every promise between them holds (what is still in flight may be)."""
+        specs = [
+            f"province={n.province},address={n.proc.address},server_name=localhost,pki={n.pki},"
+            f"vkey_file={n.pki / 'log.vkey'},origin=hocba.invalid/province/{n.province}/log"
+            for n in (self.a, self.b)
+        ]
+        results = [read_node(pin, 10.0, lambda *_: None) for pin in pins_from(None, specs)[0]]
+        assert all(r.verified for r in results), [(r.problem, r.unreachable) for r in results]
+        report = check_federation([r.entries for r in results])
+        assert report.ok, [str(f) for f in report.findings]
 
 
 def unowned_signatures(database_url: str, province: str) -> list[str]:

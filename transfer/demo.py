@@ -3,7 +3,8 @@ accepted and one rejected, a homeroom teacher retiring mid-year with her
 class's pages half signed, the node's signed log checkpoint and one receipt
 verified offline; then a record moved from Hà Nội's node to Hồ Chí Minh City's,
 and each node's checkpoint cosigned by the other node's witness and by a
-standalone witness (`transfer-witness`), verified with their keys.
+standalone witness (`transfer-witness`), verified with their keys;
+and an auditor checking both logs and the promises between them (`transfer-audit`).
 
 Generates throwaway development PKIs, starts real node processes on free
 loopback ports over mutual TLS, and drives them with the client library exactly
@@ -40,6 +41,7 @@ from transfer.domain.signatures import verify_signature
 from transfer.ledger.note import Verifier, parse_vkey
 from transfer.ledger.receipt import verify_bundle, verify_promise
 from transfer.ledger.witnessed import Witnessed, check_witnessed, cosignature_verifier
+from transfer.server.config import DEFAULT_DOMAIN, default_origin
 from transfer.v1 import common_pb2, transfers_pb2
 
 SENDER, RECEIVER = "HN-TH-0001", "HN-TH-0002"
@@ -282,13 +284,8 @@ def run(work: Path) -> None:
         move_to_another_province(receiver, far, admin, codes[0])
 
         show_witnessed_checkpoints(work, receiver, far, admin79)
-
-        # Issue 17's last two demo steps go here, as steps of their own, while the nodes and witnesses run:
-        #   - a receipt's proof bundle verified offline by `transfer-verify-receipt` against the witness
-        #     policy (step 10 checks one with the log key only, before any cosignature is guaranteed), and
-        #   - `transfer-audit` over both logs (the audit branch).
-        # Both take the keys show_witnessed_checkpoints pins (pki01/log.vkey, pki79/witness.vkey,
-        # witness/witness.vkey; quorum 2) as their witness policy; renumber the steps below when adding them.
+        verify_witnessed_bundle(work, receiver, accepted.receipt.index)
+        audit_federation({"01": (address, admin), "79": (address79, admin79)})
     finally:
         for c in (admin, sender, receiver, watcher, admin79, far):
             c.close()
@@ -299,7 +296,7 @@ def run(work: Path) -> None:
             statuses.append(p.wait(30))
         witness_proc.terminate()
         witness_proc.wait(30)
-        say(f"13. Both nodes stopped with SIGTERM (exit status {statuses}); the operators verify their logs:")
+        say(f"15. Both nodes stopped with SIGTERM (exit status {statuses}); the operators verify their logs:")
     for province in ("01", "79"):
         verified = subprocess.run(
             [sys.executable, "-m", "transfer.server.verify", "--config", str(work / f"node{province}.toml"), "--quiet"],
@@ -387,6 +384,45 @@ def wait_for_witnessed(
                 return cp.checkpoint, result
         time.sleep(0.2)
     raise SystemExit(f"no checkpoint of {log.name} cosigned by every witness in {timeout:.0f} s; see the logs")
+
+
+def verify_witnessed_bundle(work: Path, client: TransferClient, index: int) -> None:
+    """Part five: the receipt's proof bundle, fetched now that the checkpoint is cosigned, checked offline by
+    transfer-verify-receipt against a witness policy: the log key and both witnesses' keys, quorum 2."""
+    say(f"13. {RECEIVER} refreshes its acceptance receipt's proof bundle (entry {index}), now witnessed, and checks it")
+    bundle = work / "receipt-bundle.txt"
+    bundle.write_text(client.get_proof_bundle(index), encoding="utf-8")
+    policy = ["--log-key", "pki01/log.vkey", "--witness", "pki79/witness.vkey", "--witness", "witness/witness.vkey"]
+    say("   $ transfer-verify-receipt receipt-bundle.txt " + " ".join(policy) + " --quorum 2")
+    done = subprocess.run(
+        [sys.executable, "-m", "transfer.client.verifyreceipt", str(bundle), *policy, "--quorum", "2"],
+        cwd=work,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in (done.stdout + done.stderr).splitlines():
+        say("   | " + line)
+    if done.returncode != 0:
+        raise SystemExit(f"transfer-verify-receipt exited with {done.returncode}")
+
+
+def audit_federation(nodes: dict[str, tuple[str, TransferClient]]) -> None:
+    """Part four: an auditor checks both logs, and the promises between them, through LogService only."""
+    say("14. An auditor reads both logs and checks each transfer between them (transfer-audit, docs/audit.md):")
+    args = []
+    for province, (address, admin) in nodes.items():
+        _until(lambda admin=admin: all(d.pending == 0 for d in admin.list_deliveries()))  # the last receipt logged
+        wait_for_checkpoint(admin, covering=sum(1 for _ in admin.iter_entries()))
+        pins = f"origin={default_origin(DEFAULT_DOMAIN, province)},vkey_file=pki{province}/log.vkey"
+        args += ["--node", f"province={province},address={address},server_name=localhost,{pins},pki=pki{province}"]
+    done = subprocess.run(
+        [sys.executable, "-m", "transfer.auditor", "--quiet", *args], capture_output=True, text=True, check=False
+    )
+    for line in (done.stdout + done.stderr).splitlines():
+        say("   | " + line)
+    if done.returncode != 0:
+        raise SystemExit(f"transfer-audit exited with {done.returncode}")
 
 
 def _until(fn: Any, timeout: float = 30.0) -> Any:

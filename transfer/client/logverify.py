@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from transfer.client.client import TransferClient
@@ -80,10 +80,11 @@ class LogVerifier:
         self,
         client: TransferClient,
         vkey: str,
-        state_file: str | Path,
+        state_file: str | Path | None,
         *,
         origin: str | None = None,
         previous_vkeys: Sequence[str] = (),
+        remember: bool = True,
     ) -> None:
         self.client = client
         self.vkey = vkey
@@ -92,7 +93,10 @@ class LogVerifier:
         # trusted (the state file); every new checkpoint must be signed by `vkey`.
         self.previous = [parse_vkey(v) for v in previous_vkeys]
         self.origin = origin
-        self.state_file = Path(state_file)
+        # None: nothing trusted before. `remember=False` reads the trusted checkpoint and never replaces it
+        # (an auditor's pinned checkpoint, which each run checks consistency against).
+        self.state_file = None if state_file is None else Path(state_file)
+        self.remember = remember
 
     def check_log_info(self) -> log_pb2.GetLogInfoResponse:
         """Fetch GetLogInfo and check that it names the pinned log key (and origin, when pinned);
@@ -108,6 +112,8 @@ class LogVerifier:
 
     def trusted(self) -> tuple[Checkpoint, str] | None:
         """The checkpoint trusted so far and its signed note (re-verified from the file)."""
+        if self.state_file is None:
+            return None
         try:
             signed = self.state_file.read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -115,6 +121,8 @@ class LogVerifier:
         return open_checkpoint(signed, [self.verifier, *self.previous], self.origin), signed
 
     def _save(self, signed: str) -> None:
+        if self.state_file is None or not self.remember:
+            return
         fd, tmp = tempfile.mkstemp(dir=self.state_file.parent, prefix=self.state_file.name + ".")
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(signed)
@@ -167,14 +175,31 @@ class LogVerifier:
             raise EntryMismatch(receipt.index, f"entry {receipt.index} is not in the log: {exc}") from None
         return checkpoint
 
-    def audit(self) -> Checkpoint:
+    def audit(
+        self,
+        *,
+        each: Callable[[bytes], None] | None = None,
+        progress: Callable[[int, int], None] | None = None,
+        page_size: int = 1000,
+    ) -> Checkpoint:
         """Fetch every entry up to the trusted checkpoint and check they make its root.
 
-        On a mismatch, bisect with inclusion proofs to name the first entry
-        that does not belong (O(log n) proofs).
+        `each` is given every entry in index order as served, `progress` (entries read, of how many) after
+        each page: they count as the log's only once `audit` returned. On a mismatch, bisect with inclusion
+        proofs to name the first entry that does not belong (O(log n) proofs).
         """
         checkpoint = self.refresh()
-        hashes = [merkle.leaf_hash(e.leaf) for e in self.client.iter_entries(0, checkpoint.size, page_size=1000)]
+        hashes: list[bytes] = []
+        for entry in self.client.iter_entries(0, checkpoint.size, page_size=page_size):
+            if entry.index != len(hashes):
+                raise EntryMismatch(len(hashes), f"the log served entry {entry.index} in place of {len(hashes)}")
+            hashes.append(merkle.leaf_hash(entry.leaf))
+            if each is not None:
+                each(entry.leaf)
+            if progress is not None and len(hashes) % page_size == 0:
+                progress(len(hashes), checkpoint.size)
+        if progress is not None:
+            progress(len(hashes), checkpoint.size)
         if len(hashes) != checkpoint.size:
             raise EntryMismatch(
                 len(hashes), f"the log served {len(hashes)} entries, its checkpoint has {checkpoint.size}"
