@@ -4,6 +4,7 @@ entries of the kinds written before all this still decoded and verified."""
 
 from __future__ import annotations
 
+import json
 import struct
 from collections.abc import Iterator
 from concurrent import futures
@@ -109,8 +110,10 @@ class RefusingPeer(peers_pb2_grpc.PeerServiceServicer):
 
     def __init__(self, reasons: list[str]) -> None:
         self.reasons = reasons
+        self.packages: list[dict[str, Any]] = []
 
     def OfferTransfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        self.packages.append(json.loads(request.package))
         info = any_pb2.Any()
         info.Pack(error_details_pb2.ErrorInfo(reason=self.reasons.pop(0), domain="hocba.example"))
         status = status_pb2.Status(code=grpc.StatusCode.FAILED_PRECONDITION.value[0], message=FREE_TEXT, details=[info])
@@ -159,6 +162,9 @@ def test_an_offer_refused_with_a_free_text_leaves_no_text_in_any_entry(
         t = s1.initiate_transfer(new_record(s1), "D1", "79").transfer
         refused.append(wait_for("the refusal", lambda t=t: (x := s1.get_transfer(t.id)).state == REJECTED and x))
     assert peer.reasons == []
+    # The package handed the record's page salt to 79; the record took a new one with the offer.
+    salts = [x.hex() for x in s1.get_record(refused[0].lookup_code).page_log_salts]
+    assert peer.packages[0]["record"]["page_salts"] == salts[:1] and len(salts) == 2
     assert all(FREE_TEXT in t.delivery_error for t in refused)  # the schools see it; the log does not
     raw = [e.leaf for e in node.client("auditor").iter_entries()]
     for needle in (FREE_TEXT, "SECRET-4711", "SECRET-4712", "ly hôn", GARBLED_REASON, "not a reason"):

@@ -215,7 +215,10 @@ class Federation:
             )
         seal = self.seal_key.sign(pkg.seal_message(package))
         uow.transfers.add(transfer)
-        uow.records.update(replace(record, open_transfer_id=transfer.id, updated_at=now))
+        # The package hands the record's page salts to the receiving node, which keeps them even if the
+        # record never comes: the pages added here after this offer (should it fail) take a new one.
+        salts = (*record.page_salts, bytes.fromhex(self.ids.new_id()))
+        uow.records.update(replace(record, open_transfer_id=transfer.id, updated_at=now, page_salts=salts))
         receipt = self._emit(uow, transfer, actor.principal)
         self._log(
             uow,
