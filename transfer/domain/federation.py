@@ -36,8 +36,17 @@ from transfer.domain.errors import (
     PreconditionViolation,
     Unavailable,
 )
-from transfer.domain.leaves import NO_ID, LeafKind, LogLeaf, MoveLeaf, PeerLeaf, reason_code, text_digest, transfer_leaf
-from transfer.domain.leaves import append as append_entry
+from transfer.domain.leaves import (
+    NO_ID,
+    LeafKind,
+    LogLeaf,
+    MoveLeaf,
+    PeerLeaf,
+    append_entry,
+    reason_code,
+    text_digest,
+    transfer_leaf,
+)
 from transfer.domain.model import (
     Actor,
     DeliveryState,

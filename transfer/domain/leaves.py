@@ -68,7 +68,7 @@ custodian): a school that let the record go cannot match the entries of later
 pages; kinds 16-18 hold SHA-256("hocba:page-record:v1:" || page id || lookup
 code), unsalted. Kind 9's `text` is SHA-256("hocba:text:v2:" || transfer salt ||
 the refusal's text): no text from a peer enters a leaf. Entry times never go
-backwards along a log (`append`). Decoding is strict: unknown versions or kinds,
+backwards along a log (`append_entry`). Decoding is strict: unknown versions or kinds,
 truncated input, trailing bytes and a kind 9 reason that is not a code are refused.
 """
 
@@ -462,7 +462,7 @@ def entry_time(data: bytes) -> datetime:
     return _Reader(data[:10]).header()[1]
 
 
-def append(log: LogRepository, leaf: LogLeaf) -> LogReceipt:
+def append_entry(log: LogRepository, leaf: LogLeaf) -> LogReceipt:
     """Append `leaf` to the log, its time raised to the time of the log's last entry if it is
     earlier: entry times never go backwards within one log, whatever the clock did (stepped
     back, or a time taken from elsewhere). The receipt holds the bytes as appended."""

@@ -36,8 +36,7 @@ from transfer.domain.errors import (
     PreconditionViolation,
     Violations,
 )
-from transfer.domain.leaves import SALTED_PAGE_KIND, LeafKind, PageLeaf, page_record_digest, record_digest
-from transfer.domain.leaves import append as append_entry
+from transfer.domain.leaves import SALTED_PAGE_KIND, LeafKind, PageLeaf, append_entry, page_record_digest, record_digest
 from transfer.domain.model import (
     Actor,
     DutyKey,

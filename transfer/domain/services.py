@@ -36,8 +36,7 @@ from transfer.domain.errors import (
     Violations,
 )
 from transfer.domain.federation import Federation
-from transfer.domain.leaves import append as append_entry
-from transfer.domain.leaves import transfer_leaf
+from transfer.domain.leaves import append_entry, transfer_leaf
 from transfer.domain.model import (
     Actor,
     Logged,

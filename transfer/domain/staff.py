@@ -44,8 +44,15 @@ from transfer.domain.errors import (
     PreconditionViolation,
     Violations,
 )
-from transfer.domain.leaves import NO_ID, DepartureLeaf, HandoffEndLeaf, LeafKind, MoveLeaf, departure_reason_digest
-from transfer.domain.leaves import append as append_entry
+from transfer.domain.leaves import (
+    NO_ID,
+    DepartureLeaf,
+    HandoffEndLeaf,
+    LeafKind,
+    MoveLeaf,
+    append_entry,
+    departure_reason_digest,
+)
 from transfer.domain.model import (
     Actor,
     DepartureReason,
