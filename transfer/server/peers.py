@@ -38,7 +38,7 @@ from tenacity import wait_exponential_jitter
 from storage.store import Store
 from transfer.domain.errors import PermissionDenied, Unavailable, Violations
 from transfer.domain.federation import Federation, OutboxWake, PeerKeys, message_digest, split_sealed
-from transfer.domain.leaves import NO_PEER_ENTRY, reason_code
+from transfer.domain.leaves import NO_PEER_ENTRY
 from transfer.domain.model import Actor, InboundMessage, MessageKind, OutboxMessage
 from transfer.domain.package import PackageError, digest_of
 from transfer.domain.ports import Clock, UnitOfWork
@@ -57,6 +57,7 @@ from transfer.ledger.note import (
 from transfer.ledger.receipt import ProofBundle
 from transfer.server import convert, faults
 from transfer.server.auth import Authenticator
+from transfer.server.certs import TlsMaterial
 from transfer.server.config import Config, PeerConfig
 from transfer.server.servicers import _Base, _guard
 from transfer.unavailable import UnavailableLog
@@ -167,21 +168,25 @@ def peer_keys(peers: Mapping[str, Peer]) -> dict[str, PeerKeys]:
 
 
 class PeerLinks:
-    """gRPC channels to the peers, presenting this node's certificate."""
+    """gRPC channels to the peers, presenting this node's certificate.
 
-    def __init__(self, config: Config, peers: Mapping[str, Peer]) -> None:
-        self.config = config
+    `renew` (a TLS reload) puts new calls on new channels with the new certificate and trust; each
+    old channel is closed once the calls on it end (an attempt's deadline at most)."""
+
+    def __init__(self, peers: Mapping[str, Peer], material: TlsMaterial) -> None:
         self.peers = peers
+        self.material = material
         self._stubs: dict[str, peers_pb2_grpc.PeerServiceStub] = {}
-        self._channels: list[grpc.aio.Channel] = []
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def stub(self, province: str) -> peers_pb2_grpc.PeerServiceStub:
         if province not in self._stubs:
             peer = self.peers[province]
             creds = grpc.ssl_channel_credentials(
-                root_certificates=peer.config.ca_file.read_bytes(),
-                private_key=self.config.key_file.read_bytes(),
-                certificate_chain=self.config.cert_file.read_bytes(),
+                root_certificates=self.material.peer_ca[province],
+                private_key=self.material.key,
+                certificate_chain=self.material.cert,
             )
             options: list[tuple[str, Any]] = (
                 [("grpc.ssl_target_name_override", peer.config.server_name)] if peer.config.server_name else []
@@ -195,13 +200,24 @@ class PeerLinks:
                 ("grpc.max_reconnect_backoff_ms", 5000),
             ]
             channel = grpc.aio.secure_channel(peer.config.address, creds, options=options)
-            self._channels.append(channel)
+            self._channels[province] = channel
             self._stubs[province] = peers_pb2_grpc.PeerServiceStub(channel)
         return self._stubs[province]
 
+    def renew(self, material: TlsMaterial) -> None:
+        """Use `material` (the node's certificate, key and peers' CAs) for every call from now on."""
+        old = list(self._channels.values())
+        self.material = material
+        self._stubs, self._channels = {}, {}
+        for channel in old:
+            task = asyncio.get_running_loop().create_task(channel.close(grace=ATTEMPT_DEADLINE))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
     async def close(self) -> None:
-        for channel in self._channels:
+        for channel in self._channels.values():
             await channel.close()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
 
 
 class Sealer:
@@ -553,7 +569,6 @@ class Dispatcher:
                 err.code(),
                 f"{reason}: {err.details() or ''}" if reason else err.details() or "",
                 peer_down=err.code() in UNREACHABLE and reason in PEER_WIDE_REASONS,
-                reason=reason,
             )
             return
         try:
@@ -646,10 +661,9 @@ class Dispatcher:
         return found
 
     async def _failed_attempt(
-        self, message: OutboxMessage, code: grpc.StatusCode, details: str, *, peer_down: bool = False, reason: str = ""
+        self, message: OutboxMessage, code: grpc.StatusCode, details: str, *, peer_down: bool = False
     ) -> None:
-        """Record a failed attempt; `peer_down`: it failed because the peer could not be reached;
-        `reason`: the ErrorInfo reason the peer gave (unchecked: the domain keeps it only if well-formed)."""
+        """Record a failed attempt; `peer_down`: it failed because the peer could not be reached."""
         if peer_down:
             self._unreachable.add(message.peer)
         error = f"{code.name}: {details}"[:500]
@@ -657,11 +671,7 @@ class Dispatcher:
             log.warning(
                 "delivery refused for good", extra={"peer": message.peer, "kind": message.kind.name, "code": code.name}
             )
-            await self.store.write(
-                functools.partial(
-                    self.federation.failed, message=message, error=error, code=reason_code(reason) or code.name
-                )
-            )
+            await self.store.write(functools.partial(self.federation.failed, message=message, error=error))
             return
         wait = BACKOFF(SimpleNamespace(attempt_number=message.attempts + 1))  # type: ignore[arg-type]
         next_at = self.clock.now() + timedelta(seconds=wait)
