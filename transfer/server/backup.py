@@ -222,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     copy = result.copy
     print(f"backup written: {dest}")
     print(
-        f"  taken from {db} in {result.seconds:.2f} s ({result.pages:,} pages in {result.steps:,} steps), "
-        "one snapshot while the node served"
+        f"  taken from {db} in {result.seconds:.2f} s, one snapshot "
+        f"({result.pages:,} pages in {result.steps:,} step{'s' if result.steps != 1 else ''})"
     )
     _print_facts(copy, sys.stdout)
     print(f"  manifest: {manifest}")
