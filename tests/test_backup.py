@@ -19,19 +19,29 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from storage.migrate import head_revision, upgrade
-from tests.support import ROOT, ServerProcess, new_lookup_code, new_national_id, write_config
+from tests.support import (
+    ROOT,
+    ServerProcess,
+    create_pg_database,
+    drop_pg_database,
+    new_lookup_code,
+    new_national_id,
+    write_config,
+)
 from transfer.client import ClientTls, RetryPolicy, TransferClient
 from transfer.server.backup import main as backup_main
 from transfer.v1 import common_pb2
 
 pytestmark = pytest.mark.slow
 
+T = TypeVar("T")
 PATIENT = RetryPolicy(attempts=60, initial_backoff=0.1, max_backoff=0.5, total_seconds=30)
 
 
@@ -99,6 +109,52 @@ def _what_the_copy_holds(copy: Path) -> dict[str, Any]:
         conn.close()
 
 
+def _under_load(server: ServerProcess, pki: Path, take: Callable[[], T]) -> tuple[T, int]:
+    """`take()` while three client threads make transfers (at least 60 before, 6 after it, at most 1,200 in all):
+    its result and the number of transfers made when the load stopped."""
+    done = [0]
+    lock = threading.Lock()
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            with _client(server, pki, "school-S1") as s1, _client(server, pki, "school-S2") as s2:
+                for _ in range(400):  # bounded, whatever happens
+                    if stop.is_set():
+                        return
+                    code = new_lookup_code()
+                    s1.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
+                    s2.accept_transfer(s1.initiate_transfer(code, "S2").transfer.id)
+                    with lock:
+                        done[0] += 1
+        except BaseException as exc:
+            errors.append(exc)
+
+    def wait_for(n: int) -> int:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not errors:
+            with lock:
+                if done[0] >= n:
+                    return done[0]
+            time.sleep(0.02)
+        raise AssertionError(f"the load did not reach {n} transfers: {errors}")
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(60)
+        taken = take()
+        made = wait_for(done[0] + 6)  # the node went on writing: it signs more than the copy holds
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not errors, errors
+    return taken, made
+
+
 def test_a_backup_under_load_verifies_and_is_refused_once_the_node_signed_more(tmp_path: Path, pki: Path) -> None:
     """Taken while three client threads make transfers through a node process: one consistent snapshot whose log
     verifies with transfer-verify-log against its own checkpoints and whose manifest states its numbers; put back in
@@ -109,47 +165,11 @@ def test_a_backup_under_load_verifies_and_is_refused_once_the_node_signed_more(t
         with _client(server, pki, "province-admin") as admin:
             for code in ("S1", "S2"):
                 admin.register_school(code, f"Trường {code}")
-        done = [0]
-        lock = threading.Lock()
-        stop = threading.Event()
-        errors: list[BaseException] = []
-
-        def load() -> None:
-            try:
-                with _client(server, pki, "school-S1") as s1, _client(server, pki, "school-S2") as s2:
-                    for _ in range(400):  # bounded, whatever happens
-                        if stop.is_set():
-                            return
-                        code = new_lookup_code()
-                        s1.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
-                        s2.accept_transfer(s1.initiate_transfer(code, "S2").transfer.id)
-                        with lock:
-                            done[0] += 1
-            except BaseException as exc:
-                errors.append(exc)
-
-        threads = [threading.Thread(target=load, daemon=True) for _ in range(3)]
-        for t in threads:
-            t.start()
-
-        def wait_for(n: int) -> int:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not errors:
-                with lock:
-                    if done[0] >= n:
-                        return done[0]
-                time.sleep(0.02)
-            raise AssertionError(f"the load did not reach {n} transfers: {errors}")
-
-        wait_for(60)
         copy = tmp_path / "backups" / "node-copy.db"
         copy.parent.mkdir()
-        made = _backup("--config", str(config), str(copy), "--json", "--step-pages", "8")
-        after_backup = wait_for(done[0] + 6)  # the node went on writing: it signs more than the copy holds
-        stop.set()
-        for t in threads:
-            t.join(60)
-        assert not errors, errors
+        made, after_backup = _under_load(
+            server, pki, lambda: _backup("--config", str(config), str(copy), "--json", "--step-pages", "8")
+        )
         assert server.terminate() == 0
     finally:
         server.stop()
@@ -346,3 +366,75 @@ def test_progress_goes_to_stderr_only_on_a_terminal(node_db: Path, tmp_path: Pat
     assert b"copied" in shown and b"pages (100%)" in shown
     piped = _backup("--database", f"sqlite:///{node_db}", str(tmp_path / "b.db"), "--step-pages", "4")
     assert piped.returncode == 0 and piped.stderr == "" and "backup written" in piped.stdout
+
+
+@pytest.fixture
+def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh PostgreSQL database (the drill's second engine)."""
+    base = os.environ.get("TRANSFER_TEST_PG")
+    if not base:
+        if request.config.getoption("--require-postgres"):
+            pytest.fail("TRANSFER_TEST_PG is not set but --require-postgres was given")
+        pytest.skip("PostgreSQL not configured (set TRANSFER_TEST_PG, or run `make test`)")
+    url = create_pg_database(base)
+    try:
+        yield url
+    finally:
+        drop_pg_database(base, url)
+
+
+def _pg(*args: str) -> None:
+    done = subprocess.run(list(args), capture_output=True, text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_restore_drill_on_postgresql_with_a_logical_copy(tmp_path: Path, pki: Path, pg_url: str) -> None:
+    """docs/operations.md's drill on PostgreSQL: pg_dump under load restored with pg_restore into a new database
+    verifies with transfer-verify-log --database; the node pointed at it after signing more refuses to start
+    (LOG_BEHIND_SIGNED_CHECKPOINT); a dump of the stopped node, restored, starts, goes on and verifies."""
+    base = os.environ["TRANSFER_TEST_PG"]
+    latest = tmp_path / "state" / "latest-checkpoint"  # apart from the database, as PostgreSQL requires
+    config = write_config(tmp_path / "node.toml", pki=pki, database_url=pg_url, latest_checkpoint_file=latest)
+    servers = [ServerProcess(config, tmp_path / "server.log")]
+    copies: list[str] = []
+    try:
+        server = servers[0]
+        server.start()
+        with _client(server, pki, "province-admin") as admin:
+            for code in ("S1", "S2"):
+                admin.register_school(code, f"Trường {code}")
+        under_load = tmp_path / "under-load.dump"
+        _under_load(server, pki, lambda: _pg("pg_dump", "-Fc", "-f", str(under_load), "-d", pg_url))
+        assert server.terminate() == 0
+        signed = int(latest.read_text(encoding="utf-8").splitlines()[1])
+
+        copies.append(create_pg_database(base))
+        _pg("pg_restore", "--no-owner", "-d", copies[0], str(under_load))
+        verified = _verify(config, "--database", copies[0])
+        assert verified.returncode == 0 and "log verified" in verified.stdout, verified.stdout + verified.stderr
+        behind = _verify(config, "--database", copies[0], "--checkpoint", str(latest))
+        assert behind.returncode == 1 and "entries this log signed are missing" in behind.stdout
+
+        servers.append(ServerProcess(config, tmp_path / "restored.log", env={"TRANSFER_DATABASE_URL": copies[0]}))
+        with pytest.raises(RuntimeError) as refused:
+            servers[-1].start()
+        assert "LOG_BEHIND_SIGNED_CHECKPOINT" in str(refused.value)
+        assert f"but this node has signed a checkpoint of {signed}" in str(refused.value)
+
+        stopped = tmp_path / "stopped.dump"
+        _pg("pg_dump", "-Fc", "-f", str(stopped), "-d", pg_url)
+        copies.append(create_pg_database(base))
+        _pg("pg_restore", "--no-owner", "-d", copies[1], str(stopped))
+        assert _verify(config, "--database", copies[1], "--checkpoint", str(latest)).returncode == 0
+        servers.append(ServerProcess(config, tmp_path / "second.log", env={"TRANSFER_DATABASE_URL": copies[1]}))
+        servers[-1].start()
+        _transfers(servers[-1], pki, 1)
+        assert servers[-1].terminate() == 0
+        assert int(latest.read_text(encoding="utf-8").splitlines()[1]) == signed + 2
+        again = _verify(config, "--database", copies[1], "--checkpoint", str(latest))
+        assert again.returncode == 0 and f"log verified: {signed + 2:,} entries" in again.stdout, again.stdout
+    finally:
+        for s in servers:
+            s.stop()
+        for url in copies:
+            drop_pg_database(base, url)

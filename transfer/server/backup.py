@@ -216,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     except (BackupRefused, OSError) as exc:
         print(f"transfer-backup: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # a partial copy is removed; a copy without its manifest is not a backup
+        print("transfer-backup: interrupted; take the backup again", file=sys.stderr)
+        return 130
     if ns.json:
         print(json.dumps({**document, "manifest": str(manifest)}))
         return 0
