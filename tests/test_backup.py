@@ -85,9 +85,11 @@ def _verify(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _restore(copy: Path, db: Path) -> None:
-    """The restore drill for SQLite: the old files (and their -wal and -shm) out of the way, the copy in."""
+    """The restore drill's step 2 for SQLite: the old files (with their -wal and -shm) moved aside, the copy in."""
+    aside = db.parent / "replaced"
+    aside.mkdir(exist_ok=True)
     for f in db.parent.glob(db.name + "*"):
-        f.rename(db.parent / "replaced" / f.name) if (db.parent / "replaced").is_dir() else f.unlink()
+        f.rename(aside / f.name)
     shutil.copyfile(copy, db)
 
 
@@ -210,7 +212,6 @@ def test_a_backup_under_load_verifies_and_is_refused_once_the_node_signed_more(t
 
     # Restored in place, the latest-checkpoint file kept: refused, saying why and how to recover.
     note = latest.read_text(encoding="utf-8")
-    (tmp_path / "replaced").mkdir()
     _restore(copy, db)
     with pytest.raises(RuntimeError) as refused:
         server.start()
