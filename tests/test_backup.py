@@ -439,3 +439,20 @@ def test_the_restore_drill_on_postgresql_with_a_logical_copy(tmp_path: Path, pki
             s.stop()
         for url in copies:
             drop_pg_database(base, url)
+
+
+def test_describe_says_when_a_copy_no_longer_matches_its_manifest(
+    node_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--describe recomputes a copy's facts: exit 0 naming the manifest it matches; a copy changed since (one byte
+    appended) is exit 1, naming the sha256 that differs."""
+    copy = tmp_path / "copy.db"
+    assert backup_main(["--database", f"sqlite:///{node_db}", str(copy)]) == 0
+    capsys.readouterr()
+    assert backup_main(["--describe", str(copy)]) == 0
+    assert f"matches its manifest {copy}.manifest.json" in capsys.readouterr().out
+    with copy.open("ab") as f:
+        f.write(b"\0")
+    assert backup_main(["--describe", str(copy), "--json"]) == 1
+    described = json.loads(capsys.readouterr().out)
+    assert [p.split(":")[0] for p in described["problems"]] == ["bytes", "sha256"]
