@@ -7,6 +7,7 @@ in-process with a fake clock.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import hashlib
 import logging
@@ -43,6 +44,7 @@ from transfer.server.auth import Authenticator
 from transfer.server.config import Config
 from transfer.server.decoding import RefuseMalformed
 from transfer.server.limits import StreamQuota, grpc_options, raise_open_file_limit
+from transfer.server.metrics import MetricsStartRefused, NodeMetrics
 from transfer.server.notify import Notifier
 from transfer.server.peer_witness import PeerWitness, WitnessStartRefused
 from transfer.server.peers import (
@@ -303,6 +305,10 @@ class Node:
             log, "checkpoint publication failed: database unavailable; will retry"
         )
         self.witnessing: Witnessing | None = None
+        # [metrics]: Prometheus metrics on an HTTP endpoint of their own (metrics.py); None when off.
+        self.publish_failures: collections.Counter[str] = collections.Counter()  # by reason
+        self.metrics = NodeMetrics(self) if config.metrics is not None else None
+        self.metrics_port = 0
 
     async def start(self) -> int:
         cfg = self.config
@@ -330,6 +336,7 @@ class Node:
             after_commit=self._after_commit,
             after_uncertain=self._after_uncertain,
             gate=self.gate,
+            observer=self.metrics.writer if self.metrics is not None else None,
         )
         store = self.store = Store(self.db, self.writer)
         try:
@@ -356,6 +363,7 @@ class Node:
                 "port": self.port,
                 "database": describe(cfg.database_url),
                 "witness_port": self.witness_port,
+                "metrics_port": self.metrics_port,
             },
         )
         return self.port
@@ -364,6 +372,8 @@ class Node:
         if self._server is not None:
             await self._server.stop(None)
             self._server = None
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
         if self.peer_witness is not None:
             await asyncio.to_thread(self.peer_witness.stop)
         for task in self._tasks:
@@ -393,9 +403,15 @@ class Node:
         if self.peers:
             self.links = PeerLinks(cfg, self.peers)
             self.dispatcher = Dispatcher(store, self.federation, self.links, self.peers, self.clock)
+            if self.metrics is not None:
+                self.dispatcher.observer = self.metrics.deliveries
 
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if self.metrics is not None:  # first: it sees what the others answer too
+            interceptors.append(self.metrics.calls)
+        interceptors.append(RefuseMalformed(self.clock))
         server = grpc.aio.server(
-            interceptors=[RefuseMalformed(self.clock)],
+            interceptors=interceptors,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -442,6 +458,11 @@ class Node:
             try:
                 self.witness_port = self.peer_witness.start(lambda: self.clock.now().timestamp())
             except WitnessStartRefused as exc:
+                raise StartRefused(str(exc)) from None
+        if self.metrics is not None:
+            try:
+                self.metrics_port = self.metrics.start()
+            except MetricsStartRefused as exc:
                 raise StartRefused(str(exc)) from None
         await server.start()
         self._server = server
@@ -778,10 +799,12 @@ class Node:
             except asyncio.CancelledError:
                 raise
             except Unavailable as exc:  # the database is down, locked or full: one line, not one per round
+                self.publish_failures[exc.reason] += 1
                 if exc.reason == "LOG_INCONSISTENT":  # said once, by _log_broke
                     return
                 self._publish_unavailable.failed(exc)
             except Exception:
+                self.publish_failures["UNEXPECTED"] += 1
                 log.exception("checkpoint publication failed; will retry")
             await asyncio.sleep(self.config.checkpoint_interval_seconds)
 
@@ -806,6 +829,8 @@ class Node:
         self.notifier.close()
         if self._server is not None:
             await self._server.stop(grace)
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
         if self.peer_witness is not None:
             await asyncio.to_thread(self.peer_witness.stop)
         for task in self._tasks:
