@@ -3,20 +3,29 @@ with the Prometheus client's own parser; the alert rules and the Grafana dashboa
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.federation import Node, close_all, free_port, make_node, wait_for
 from tests.staffing import new_record
-from tests.support import ROOT
+from tests.support import ROOT, FakeClock, load_config, running_node, write_config
 from transfer.client import NO_RETRY, TransferError
 from transfer.devpki import SigningCA, make_dev_pki
+from transfer.server.config import ConfigError, load
 
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "hocba-node.json"
@@ -176,3 +185,109 @@ def test_scrape_during_a_transfer_between_two_nodes(pair: tuple[Node, Node, int,
     for _ in range(20):
         scrape_text(metrics_a)
     print(f"scrape: {(time.perf_counter() - began) / 20 * 1000:.1f} ms each (20 scrapes)")
+
+
+def test_metrics_are_off_by_default(tmp_path: Path, pki: Path, clock: FakeClock) -> None:
+    """Without [metrics] (or with an empty metrics.listen) the node opens no metrics endpoint and adds no interceptor."""
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=f"sqlite:///{tmp_path / 'node.db'}")
+    assert load_config(path).metrics is None
+    assert load(path, env={"TRANSFER_METRICS_LISTEN": ""}).metrics is None
+    with running_node(load_config(path), pki, clock, path) as handle:
+        assert handle.node is not None
+        assert handle.node.metrics is None and handle.node.metrics_port == 0
+        assert handle.node.writer is not None and handle.node.writer.observer is None
+
+
+@pytest.mark.parametrize("listen", ["9464", "localhost", "127.0.0.1:http", "127.0.0.1:70000", ":9464"])
+def test_a_malformed_metrics_listen_is_refused(tmp_path: Path, pki: Path, listen: str) -> None:
+    """metrics.listen that is not host:port is a configuration error naming the key."""
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=f"sqlite:///{tmp_path / 'node.db'}",
+                        extra=f'\n[metrics]\nlisten = "{listen}"\n')  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^metrics\.listen: .* is not host:port"):
+        load_config(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("problem", ["malformed", "taken"])
+def test_a_bad_metrics_listen_refuses_the_start_in_one_line(tmp_path: Path, pki: Path, problem: str) -> None:
+    """A node process whose metrics.listen is malformed, or whose port is taken, exits non-zero with one line."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        listen = "nowhere" if problem == "malformed" else f"127.0.0.1:{taken.getsockname()[1]}"
+        path = write_config(tmp_path / "node.toml", pki=pki, database_url=f"sqlite:///{tmp_path / 'node.db'}",
+                            extra=f'\n[metrics]\nlisten = "{listen}"\n')  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "transfer.server", "--config", str(path)],
+            cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+    lines = done.stderr.strip().splitlines()
+    if problem == "malformed":  # before logging is set up: the only line
+        assert lines == ["transfer-server: configuration error: metrics.listen: 'nowhere' is not host:port "
+                         "(like 127.0.0.1:9464; empty: no metrics)"], lines  # fmt: skip
+    else:  # the JSON log's one error line, the last
+        errors = [json.loads(line) for line in lines if '"level": "ERROR"' in line]
+        assert len(errors) == 1 and json.loads(lines[-1]) == errors[0], lines
+        assert errors[0]["msg"] == f"cannot start: cannot listen on {listen} (metrics.listen): Address already in use"
+
+
+@pytest.fixture
+def exported(tmp_path: Path, pki: Path, clock: FakeClock) -> Iterator[set[str]]:
+    """The sample names a node's endpoint exports (an in-process node, metrics on a free port)."""
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=f"sqlite:///{tmp_path / 'node.db'}",
+                        extra=metrics_section(0))  # fmt: skip
+    with running_node(load_config(path), pki, clock, path) as handle:
+        assert handle.node is not None and handle.node.metrics_port
+        handle.client("province-admin").register_school("S1", "Trường S1")
+        names = set()
+        for family in text_string_to_metric_families(scrape_text(handle.node.metrics_port)):
+            names.add(family.name)
+            suffixes = {"counter": ["_total", "_created"], "histogram": ["_bucket", "_count", "_sum", "_created"]}
+            names.update(family.name + s for s in suffixes.get(family.type, []))
+        yield names
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression uses (identifiers that are neither functions, keywords nor labels)."""
+    without_strings = re.sub(r'"[^"]*"', '""', expr)
+    without_labels = re.sub(r"\{[^}]*\}", "", without_strings)
+    without_grouping = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", without_labels)
+    return set(re.findall(r"\b(?:hocba|process|python)_[a-z0-9_]+\b", without_grouping))
+
+
+def test_alert_rules_name_only_exported_metrics(exported: set[str]) -> None:
+    """Every expression of deploy/prometheus/alerts.yml names metrics the node exports; the rules cover the issue's list."""
+    rules = yaml.safe_load(ALERTS.read_text(encoding="utf-8"))
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    for name, rule in alerts.items():
+        used = metric_names(rule["expr"])
+        assert used, name
+        assert used <= exported, (name, used - exported)
+        assert rule["annotations"]["summary"] and rule["labels"]["severity"] in ("warning", "critical"), name
+    assert {
+        "HocbaDeliveriesStuck", "HocbaCheckpointStale", "HocbaWitnessedCheckpointStale",
+        "HocbaCertificateExpiresSoon", "HocbaCallErrorRateHigh",
+    } <= set(alerts)  # fmt: skip
+
+
+PROMTOOL = os.environ.get("PROMTOOL") or shutil.which("promtool")
+
+
+@pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus; or set PROMTOOL)")
+def test_alert_rules_pass_promtool() -> None:
+    """promtool check rules accepts deploy/prometheus/alerts.yml (its expressions parse, its templates render)."""
+    assert PROMTOOL is not None
+    done = subprocess.run([PROMTOOL, "check", "rules", str(ALERTS)], capture_output=True, text=True, timeout=60,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0 and "SUCCESS" in done.stdout, done.stdout + done.stderr
+
+
+def test_dashboard_queries_name_only_exported_metrics(exported: set[str]) -> None:
+    """Every query of deploy/grafana/hocba-node.json names metrics the node exports."""
+    dashboard = json.loads(DASHBOARD.read_text(encoding="utf-8"))
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 10
+    for expr in exprs:
+        used = metric_names(expr)
+        assert used and used <= exported, (expr, used - exported)
