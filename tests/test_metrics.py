@@ -291,3 +291,45 @@ def test_dashboard_queries_name_only_exported_metrics(exported: set[str]) -> Non
     for expr in exprs:
         used = metric_names(expr)
         assert used and used <= exported, (expr, used - exported)
+
+
+def test_witnessing_metrics(tmp_path: Path, pki: Path) -> None:
+    """With one running witness and one down (quorum 1): the latest witnessed checkpoint is the one just cosigned,
+    and the down witness's failed submissions are counted as unreachable."""
+    from tests.test_witnessing import (
+        Witnesses,
+        cosigned_note,
+        down_witness,
+        entry,
+        grow,
+        node_config,
+        publish,
+        witness_block,
+    )
+
+    ws = Witnesses(tmp_path / "witnesses", pki)
+    try:
+        w1 = ws.start("w1.example/w")
+        block = witness_block([entry(w1), down_witness()], quorum=1)
+        path = node_config(tmp_path, pki, f"sqlite:///{tmp_path / 'node.db'}", block)
+        path.write_text(path.read_text(encoding="utf-8") + metrics_section(0), encoding="utf-8")
+        with running_node(load_config(path), pki, FakeClock(), path) as node:
+            assert node.node is not None
+            grow(node, 2)
+            size = publish(node)
+            cosigned_note(node, ["w1.example/w"], size)
+            port = node.node.metrics_port
+            found = wait_for(
+                "the witnessed checkpoint and the down witness's failures",
+                lambda: (m := scrape(port))
+                and value(m, "hocba_log_witnessed_checkpoint_entries") == size
+                and (value(m, "hocba_witness_submission_failures_total", witness="down.example/w9",
+                           kind="unreachable") or 0) >= 1
+                and m,
+            )  # fmt: skip
+            assert value(found, "hocba_witness_cosigned_entries", witness="w1.example/w") == size
+            assert value(found, "hocba_witness_submission_failures_total", witness="w1.example/w") is None
+            signed = value(found, "hocba_log_witnessed_checkpoint_timestamp_seconds")
+            assert signed is not None and signed <= (value(found, "hocba_log_checkpoint_timestamp_seconds") or 0)
+    finally:
+        ws.stop()
