@@ -15,6 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 import yaml
 from cryptography import x509
@@ -22,10 +23,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.federation import Node, close_all, free_port, make_node, wait_for
 from tests.staffing import new_record
-from tests.support import ROOT, FakeClock, load_config, running_node, write_config
+from tests.support import ROOT, FakeClock, load_config, running_node, schools_and_a_transfer, write_config
 from transfer.client import NO_RETRY, TransferError
 from transfer.devpki import SigningCA, make_dev_pki
 from transfer.server.config import ConfigError, load
+from transfer.v1 import schools_pb2, transfers_pb2
 
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "hocba-node.json"
@@ -333,3 +335,48 @@ def test_witnessing_metrics(tmp_path: Path, pki: Path) -> None:
             assert signed is not None and signed <= (value(found, "hocba_log_checkpoint_timestamp_seconds") or 0)
     finally:
         ws.stop()
+
+
+def test_streams_and_malformed_calls_are_counted(
+    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock
+) -> None:
+    """On both engines: an open watch stream is counted open with the events it sent, and once the client cancels
+    it ends CANCELLED; an undecodable request counts as INVALID_ARGUMENT; the log's size and checkpoint are read."""
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url, extra=metrics_section(0))
+    with running_node(load_config(path), pki, clock, path) as node:
+        assert node.node is not None
+        port = node.node.metrics_port
+        schools_and_a_transfer(node)
+        node.run(node.node.publish_checkpoint)
+        s1 = node.client("school-S1")
+        stream = s1.transfers.WatchTransfers(transfers_pb2.WatchTransfersRequest(), timeout=60)
+        next(stream)
+        watch = {"grpc_service": TRANSFERS, "grpc_method": "WatchTransfers", "grpc_type": "server_stream"}
+        open_ = wait_for(
+            "the stream counted open",
+            lambda: (m := scrape(port)) and value(m, "hocba_watch_streams_open") == 1 and m,
+        )
+        assert value(open_, "hocba_grpc_server_started_total", **watch) == 1
+        assert (value(open_, "hocba_grpc_server_msg_sent_total", **watch) or 0) >= 1
+        assert value(open_, "hocba_grpc_server_handled_total", **watch) is None  # not ended yet
+        assert (value(open_, "hocba_log_entries") or 0) >= 1  # the offer
+        assert value(open_, "hocba_log_checkpoint_entries") == value(open_, "hocba_log_entries")
+        stream.cancel()
+        ended = wait_for(
+            "the stream counted ended",
+            lambda: (m := scrape(port)) and value(m, "hocba_watch_streams_open") == 0
+            and value(m, "hocba_grpc_server_handled_total", **watch, grpc_code="CANCELLED") == 1 and m,
+        )  # fmt: skip
+        assert value(ended, "hocba_grpc_server_handling_seconds_count", **watch) == 1
+
+        garbling = s1._channel.unary_unary(
+            "/transfer.v1.SchoolDirectoryService/GetSchool",
+            request_serializer=lambda _: b"\xff\xff\xff",
+            response_deserializer=schools_pb2.GetSchoolResponse.FromString,
+        )
+        with pytest.raises(grpc.RpcError) as malformed:
+            garbling(schools_pb2.GetSchoolRequest(code="S1"), timeout=10)
+        assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+        counted = scrape(port)
+        assert value(counted, "hocba_grpc_server_handled_total", grpc_method="GetSchool",
+                     grpc_code="INVALID_ARGUMENT") == 1  # fmt: skip
