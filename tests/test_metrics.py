@@ -341,7 +341,8 @@ def test_streams_and_malformed_calls_are_counted(
     tmp_path: Path, pki: Path, database_url: str, clock: FakeClock
 ) -> None:
     """On both engines: an open watch stream is counted open with the events it sent, and once the client cancels
-    it ends CANCELLED; an undecodable request counts as INVALID_ARGUMENT; the log's size and checkpoint are read."""
+    it ends CANCELLED; an undecodable request counts as INVALID_ARGUMENT; the log's size and checkpoint are read;
+    the endpoint stops with the node."""
     path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url, extra=metrics_section(0))
     with running_node(load_config(path), pki, clock, path) as node:
         assert node.node is not None
@@ -380,3 +381,5 @@ def test_streams_and_malformed_calls_are_counted(
         counted = scrape(port)
         assert value(counted, "hocba_grpc_server_handled_total", grpc_method="GetSchool",
                      grpc_code="INVALID_ARGUMENT") == 1  # fmt: skip
+    with pytest.raises(OSError):  # the endpoint stopped with the node
+        scrape_text(port)

@@ -74,6 +74,7 @@ SNAPSHOT_TTL_SECONDS = 1.0
 # A scrape waits this long for the database read, then answers without its metrics.
 SNAPSHOT_TIMEOUT_SECONDS = 2.0
 CERTIFICATES_TTL_SECONDS = 60.0
+FAILURE_LOG_SECONDS = 60.0  # a failing database read is logged at most this often
 # Reading /proc/net/tcp costs the kernel a walk of every socket of the host (7 ms per file measured on a
 # busy machine with 1,500 sockets): counted at most this often.
 CONNECTIONS_TTL_SECONDS = 15.0
@@ -399,6 +400,7 @@ class _NodeCollector(Collector):
         self._connections: int | None = None
         self._connections_at = -1e9
         self.snapshot_failures = 0
+        self._failure_logged_at = -FAILURE_LOG_SECONDS
 
     def collect(self) -> Iterable[Any]:
         node = self.node
@@ -413,11 +415,10 @@ class _NodeCollector(Collector):
             "refuses every change: docs/operations.md, The log)",
             value=1 if node.gate.broken is None else 0,
         )
-        writer = node.writer
-        if writer is not None:
-            yield GaugeMetricFamily(
-                "hocba_writer_commands_waiting", "Commands queued for the writer's next batch", value=writer.waiting
-            )
+        waiting = GaugeMetricFamily("hocba_writer_commands_waiting", "Commands queued for the writer's next batch")
+        if node.writer is not None:
+            waiting.add_metric([], node.writer.waiting)
+        yield waiting
         yield GaugeMetricFamily(
             "hocba_watch_streams_open", "WatchTransfers streams open", value=node.watch_quota.total()
         )
@@ -432,7 +433,9 @@ class _NodeCollector(Collector):
             connections.add_metric([], established)
         yield connections
         failures = CounterMetricFamily(
-            "hocba_log_publication_failures", "Checkpoint publications that failed, by reason", labels=["reason"]
+            "hocba_log_publication_failures",
+            "Rounds of the checkpoint publisher (every log.checkpoint_interval_seconds) that failed, by reason",
+            labels=["reason"],
         )
         for reason, count in sorted(node.publish_failures.items()):
             failures.add_metric([reason], count)
@@ -493,7 +496,12 @@ class _NodeCollector(Collector):
                 except Exception as exc:  # the database is down, slow or closing: the scrape goes on without it
                     future.cancel()
                     self.snapshot_failures += 1
-                    log.warning("metrics: database read failed", extra={"error": type(exc).__name__})
+                    if time.monotonic() - self._failure_logged_at >= FAILURE_LOG_SECONDS:  # not one line per scrape
+                        self._failure_logged_at = time.monotonic()
+                        log.warning(
+                            "metrics: the database read failed; the scrape has no log or outbox metrics",
+                            extra={"error": type(exc).__name__, "failures": self.snapshot_failures},
+                        )
             self._snapshot, self._snapshot_at = snapshot, time.monotonic()
             return snapshot
 
