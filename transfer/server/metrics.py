@@ -53,6 +53,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     start_http_server,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -580,6 +581,9 @@ class NodeMetrics:
 
     def __init__(self, node: Node) -> None:
         assert node.config.metrics is not None
+        # No `_created` series: in the text format Prometheus stores each as a series of its own, doubling
+        # the samples of every counter and histogram for nothing (a process-wide setting of the library).
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.node = node
         self.listen = node.config.metrics
         self.registry = CollectorRegistry()
