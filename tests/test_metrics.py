@@ -19,13 +19,14 @@ import grpc
 import pytest
 import yaml
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.federation import Node, close_all, free_port, make_node, wait_for
 from tests.staffing import new_record
 from tests.support import ROOT, FakeClock, load_config, running_node, schools_and_a_transfer, write_config
 from transfer.client import NO_RETRY, TransferError
-from transfer.devpki import SigningCA, make_dev_pki
+from transfer.devpki import DevCA, SigningCA, make_dev_pki
 from transfer.server.config import ConfigError, load
 from transfer.v1 import schools_pb2, transfers_pb2
 
@@ -401,3 +402,32 @@ def test_streams_and_malformed_calls_are_counted(
                      grpc_code="INVALID_ARGUMENT") == 1  # fmt: skip
     with pytest.raises(OSError):  # the endpoint stopped with the node
         scrape_text(port)
+
+
+def test_certificate_expiry_follows_a_reload(tmp_path: Path, pki: Path, clock: FakeClock) -> None:
+    """After the node's certificate is renewed and reloaded (SIGHUP's reload_tls), the expiry exported is the
+    renewed certificate's (its fingerprint and notAfter), not the one the node started with."""
+    own = Path(shutil.copytree(pki, tmp_path / "pki"))
+    path = write_config(tmp_path / "node.toml", pki=own, database_url=f"sqlite:///{tmp_path / 'node.db'}",
+                        extra=metrics_section(0))  # fmt: skip
+    with running_node(load_config(path), own, clock, path) as node:
+        assert node.node is not None
+        port = node.node.metrics_port
+
+        def node_certificate() -> tuple[str, float]:
+            ((labels, expiry),) = [
+                (dict(ls), v) for (n, ls), v in scrape(port).items()
+                if n == "hocba_certificate_expiry_timestamp_seconds" and ("role", "node") in ls
+            ]  # fmt: skip
+            return labels["sha256"], expiry
+
+        def fingerprint(pem: Path) -> tuple[str, float]:
+            cert = x509.load_pem_x509_certificate(pem.read_bytes())
+            return cert.fingerprint(hashes.SHA256()).hex()[:16], cert.not_valid_after_utc.timestamp()
+
+        assert node_certificate() == fingerprint(own / "node.pem")
+        renewed = DevCA.load(own).renew("node", into=tmp_path / "renewed")
+        os.replace(renewed.key, own / "node.key")
+        os.replace(renewed.cert, own / "node.pem")
+        assert node.run(node.node.reload_tls)
+        assert node_certificate() == fingerprint(own / "node.pem")

@@ -269,7 +269,7 @@ class Node:
             holidays=frozenset(config.holidays),
             utc_offset=config.utc_offset,
         )
-        trust = load_signing_trust(config)
+        self.signing_trust = trust = load_signing_trust(config)
         page_policy = PagePolicy(config.lock_completed, config.lock_supplementary, config.utc_offset)
         self.peers = load_peers(config)
         seal = load_seal_signer(config)

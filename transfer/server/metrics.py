@@ -15,9 +15,9 @@ Where the numbers come from:
   and the domain know nothing of Prometheus;
 * the rest is read when Prometheus scrapes (`_NodeCollector`): counts the
   node's objects keep (open watch streams, witness failures, publication
-  failures), TCP connections to the gRPC port (Linux `/proc/net/tcp`), the
-  certificate files (re-read at most every CERTIFICATES_TTL_SECONDS; the
-  connections are counted at most every CONNECTIONS_TTL_SECONDS), and one
+  failures), the certificates in service (those a SIGHUP reload put in service
+  once it did), TCP connections to the gRPC port (Linux `/proc/net/tcp`,
+  counted at most every CONNECTIONS_TTL_SECONDS), and one
   read transaction of three indexed queries (the log's size, its latest
   checkpoint, the undelivered outbox messages by peer), run on the event loop
   and shared by the scrapes of SNAPSHOT_TTL_SECONDS.
@@ -38,7 +38,6 @@ import time
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 from wsgiref.simple_server import WSGIServer
 
@@ -62,6 +61,7 @@ from prometheus_client.registry import Collector
 from transfer import __version__
 from transfer.domain.model import OutboxBacklog, OutboxMessage, StoredCheckpoint
 from transfer.domain.ports import UnitOfWork
+from transfer.server.certs import TlsMaterial
 
 if TYPE_CHECKING:
     from transfer.server.app import Node
@@ -74,7 +74,6 @@ Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 SNAPSHOT_TTL_SECONDS = 1.0
 # A scrape waits this long for the database read, then answers without its metrics.
 SNAPSHOT_TIMEOUT_SECONDS = 2.0
-CERTIFICATES_TTL_SECONDS = 60.0
 FAILURE_LOG_SECONDS = 60.0  # a failing database read is logged at most this often
 # Reading /proc/net/tcp costs the kernel a walk of every socket of the host (7 ms per file measured on a
 # busy machine with 1,500 sockets): counted at most this often.
@@ -351,14 +350,9 @@ class _Certificate:
     not_after: float
 
 
-def _certificates_in(path: Path, role: str, peer: str = "") -> list[_Certificate]:
-    try:
-        found = x509.load_pem_x509_certificates(path.read_bytes())
-    except (OSError, ValueError):
-        log.warning("certificate file unreadable: its expiry is not exported", extra={"path": str(path)})
-        return []
+def _described(certificates: Iterable[x509.Certificate], role: str, peer: str = "") -> list[_Certificate]:
     out = []
-    for cert in found:
+    for cert in certificates:
         names = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         subject = str(names[0].value) if names else ""
         fingerprint = cert.fingerprint(hashes.SHA256()).hex()[:16]
@@ -397,7 +391,7 @@ class _NodeCollector(Collector):
         self._snapshot: _Snapshot | None = None
         self._snapshot_at = -1e9
         self._certificates: list[_Certificate] = []
-        self._certificates_at = -1e9
+        self._material: TlsMaterial | None = None
         self._connections: int | None = None
         self._connections_at = -1e9
         self.snapshot_failures = 0
@@ -548,27 +542,31 @@ class _NodeCollector(Collector):
         yield from (size, checkpoint, signed, pending, failed, oldest, attempts)
 
     def _certificate_expiry(self) -> Iterator[Any]:
+        """The certificates in service: described again only when a reload (SIGHUP) replaced them."""
+        certificates = self.node.certificates
+        material = certificates.material if certificates is not None else None
         with self._lock:
-            if time.monotonic() - self._certificates_at >= CERTIFICATES_TTL_SECONDS:
-                self._certificates, self._certificates_at = self._load_certificates(), time.monotonic()
-            certificates = self._certificates
+            if material is not self._material:
+                self._certificates, self._material = self._in_service(material), material
+            described = self._certificates
         expiry = GaugeMetricFamily(
             "hocba_certificate_expiry_timestamp_seconds",
             "When a certificate the node holds or trusts expires (notAfter): role node (tls.cert_file), ca "
             "(tls.ca_file), peer_ca (peers[].ca_file), signing_ca (signing.ca_file)",
             labels=["role", "peer", "subject", "sha256"],
         )
-        for c in certificates:
+        for c in described:
             expiry.add_metric([c.role, c.peer, c.subject, c.sha256], c.not_after)
         yield expiry
 
-    def _load_certificates(self) -> list[_Certificate]:
-        cfg = self.node.config
-        found = _certificates_in(cfg.cert_file, "node") + _certificates_in(cfg.ca_file, "ca")
-        for peer in cfg.peers:
-            found += _certificates_in(peer.ca_file, "peer_ca", peer.province)
-        if cfg.signing_ca_file is not None:
-            found += _certificates_in(cfg.signing_ca_file, "signing_ca")
+    def _in_service(self, material: TlsMaterial | None) -> list[_Certificate]:
+        found = []
+        if material is not None:
+            found += _described(x509.load_pem_x509_certificates(material.cert), "node")
+            found += _described(material.own_cas, "ca")
+            for province, cas in sorted(material.peer_cas.items()):
+                found += _described(cas, "peer_ca", province)
+        found += _described(self.node.signing_trust.anchors, "signing_ca")
         unique = {(c.role, c.peer, c.sha256): c for c in found}
         return list(unique.values())
 
