@@ -7,6 +7,7 @@ in-process with a fake clock.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import functools
 import hashlib
@@ -44,6 +45,7 @@ from transfer.server.certs import ServerCertificates, TlsMaterial, TlsRefused, l
 from transfer.server.config import Config
 from transfer.server.decoding import RefuseMalformed
 from transfer.server.limits import StreamQuota, grpc_options, raise_open_file_limit
+from transfer.server.metrics import MetricsStartRefused, NodeMetrics
 from transfer.server.notify import Notifier
 from transfer.server.peer_witness import PeerWitness, WitnessStartRefused
 from transfer.server.peers import (
@@ -267,7 +269,7 @@ class Node:
             holidays=frozenset(config.holidays),
             utc_offset=config.utc_offset,
         )
-        trust = load_signing_trust(config)
+        self.signing_trust = trust = load_signing_trust(config)
         page_policy = PagePolicy(config.lock_completed, config.lock_supplementary, config.utc_offset)
         self.peers = load_peers(config)
         seal = load_seal_signer(config)
@@ -307,6 +309,10 @@ class Node:
         self.auth: Authenticator | None = None
         self.certificates: ServerCertificates | None = None
         self._reload_lock = asyncio.Lock()
+        # [metrics]: Prometheus metrics on an HTTP endpoint of their own (metrics.py); None when off.
+        self.publish_failures: collections.Counter[str] = collections.Counter()  # by reason
+        self.metrics = NodeMetrics(self) if config.metrics is not None else None
+        self.metrics_port = 0
 
     async def start(self) -> int:
         cfg = self.config
@@ -334,6 +340,7 @@ class Node:
             after_commit=self._after_commit,
             after_uncertain=self._after_uncertain,
             gate=self.gate,
+            observer=self.metrics.writer if self.metrics is not None else None,
         )
         store = self.store = Store(self.db, self.writer)
         try:
@@ -360,6 +367,7 @@ class Node:
                 "port": self.port,
                 "database": describe(cfg.database_url),
                 "witness_port": self.witness_port,
+                "metrics_port": self.metrics_port,
             },
         )
         return self.port
@@ -368,6 +376,8 @@ class Node:
         if self._server is not None:
             await self._server.stop(None)
             self._server = None
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
         if self.peer_witness is not None:
             await asyncio.to_thread(self.peer_witness.stop)
         for task in self._tasks:
@@ -393,9 +403,15 @@ class Node:
         if self.peers:
             self.links = PeerLinks(self.peers, tls)
             self.dispatcher = Dispatcher(store, self.federation, self.links, self.peers, self.clock)
+            if self.metrics is not None:
+                self.dispatcher.observer = self.metrics.deliveries
 
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if self.metrics is not None:  # first: it sees what the others answer too
+            interceptors.append(self.metrics.calls)
+        interceptors.append(RefuseMalformed(self.clock))
         server = grpc.aio.server(
-            interceptors=[RefuseMalformed(self.clock)],
+            interceptors=interceptors,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -442,6 +458,11 @@ class Node:
             try:
                 self.witness_port = self.peer_witness.start(lambda: self.clock.now().timestamp())
             except WitnessStartRefused as exc:
+                raise StartRefused(str(exc)) from None
+        if self.metrics is not None:
+            try:
+                self.metrics_port = self.metrics.start()
+            except MetricsStartRefused as exc:
                 raise StartRefused(str(exc)) from None
         await server.start()
         self._server = server
@@ -818,10 +839,12 @@ class Node:
             except asyncio.CancelledError:
                 raise
             except Unavailable as exc:  # the database is down, locked or full: one line, not one per round
+                self.publish_failures[exc.reason] += 1
                 if exc.reason == "LOG_INCONSISTENT":  # said once, by _log_broke
                     return
                 self._publish_unavailable.failed(exc)
             except Exception:
+                self.publish_failures["UNEXPECTED"] += 1
                 log.exception("checkpoint publication failed; will retry")
             await asyncio.sleep(self.config.checkpoint_interval_seconds)
 
@@ -846,6 +869,8 @@ class Node:
         self.notifier.close()
         if self._server is not None:
             await self._server.stop(grace)
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
         if self.peer_witness is not None:
             await asyncio.to_thread(self.peer_witness.stop)
         for task in self._tasks:

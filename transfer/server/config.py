@@ -78,6 +78,10 @@
                                     # required with PostgreSQL
     name = "hocba.example.vn/province/01/witness"  # optional: the key's name, checked at start
 
+    [metrics]
+    listen = "127.0.0.1:9464"       # host:port of the Prometheus /metrics endpoint (plain HTTP);
+                                    # empty or absent: no endpoint (docs/operations.md, Monitoring)
+
     [idempotency]
     retention_days = 30             # how long a request_id is remembered
 
@@ -150,6 +154,14 @@ class PeerWitnessConfig:
     key_file: Path
     state_file: Path
     name: str = ""  # "" : whatever the key file names; otherwise the key's name must be this
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """[metrics]: where the node serves its Prometheus metrics (docs/operations.md, Monitoring)."""
+
+    host: str
+    port: int
 
 
 @dataclass(frozen=True)
@@ -228,6 +240,7 @@ class Config:
     witness_quorum: int = 0
     witness_startup_seconds: float = 10.0
     witness: PeerWitnessConfig | None = None
+    metrics: MetricsConfig | None = None
     idempotency_retention_days: int = 30
     shutdown_grace_seconds: float = 10.0
     max_batch: int = 128
@@ -289,6 +302,7 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
     },
     "logging": {"level": (str, False), "format": (str, False)},
     "witness": {"listen": (str, False), "key_file": (str, False), "state_file": (str, False), "name": (str, False)},
+    "metrics": {"listen": (str, False)},
 }
 
 ENV_PREFIX = "TRANSFER_"
@@ -529,6 +543,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     witness = None
     if "witness" in raw or "witness" in c:  # an empty [witness] table is a mistake, not "off"
         witness = _witness(c.get("witness", {}), base, database_url, latest_checkpoint_file, peers)
+    metrics = _metrics(get("metrics", "listen", ""))
     return Config(
         province=province,
         name=name,
@@ -562,6 +577,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         witness_quorum=quorum,
         witness_startup_seconds=startup_wait,
         witness=witness,
+        metrics=metrics,
         idempotency_retention_days=retention,
         shutdown_grace_seconds=grace,
         max_batch=max_batch,
@@ -684,6 +700,17 @@ def _witnesses(raw: Any, base: Path) -> tuple[WitnessConfig, ...]:
                 raise ConfigError(f"{where}.url: {url!r} is configured twice")
         out.append(WitnessConfig(name=name, vkey=vkey, url=url))
     return tuple(out)
+
+
+def _metrics(listen: str) -> MetricsConfig | None:
+    """metrics.listen: host:port (an IPv6 host in brackets), or empty for no metrics endpoint."""
+    listen = listen.strip()
+    if not listen:
+        return None
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"metrics.listen: {listen!r} is not host:port (like 127.0.0.1:9464; empty: no metrics)")
+    return MetricsConfig(host=host.strip("[]"), port=int(port))
 
 
 def _witness(

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from cryptography import x509
@@ -385,6 +385,13 @@ def _next_attempt(uow: UnitOfWork, skip: set[str]) -> datetime | None:
     return uow.outbox.next_attempt(skip)
 
 
+class DeliveryObserver(Protocol):
+    """Hears of each delivery attempt's end (the node's metrics): on the event loop, quick, never raising."""
+
+    def attempt_ended(self, peer: str, outcome: str, message: OutboxMessage, at: datetime) -> None:
+        """`outcome`: delivered, retry (a transient failure, tried again later), refused (for good) or crashed."""
+
+
 class Dispatcher:
     """Delivers the outbox to the peers until stopped."""
 
@@ -396,6 +403,7 @@ class Dispatcher:
         self.links = links
         self.peers = peers
         self.clock = clock
+        self.observer: DeliveryObserver | None = None
         self.wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[int] = set()
@@ -521,8 +529,11 @@ class Dispatcher:
                 self._outcome_unavailable.failed(exc, message_id=message.id)
             else:
                 log.exception("delivery attempt crashed", extra={"message_id": message.id})
+            self._observe(message, "crashed")
             try:  # back off as after any transient failure, so the message is not retried at once
-                await self._failed_attempt(message, grpc.StatusCode.UNKNOWN, f"attempt crashed: {type(exc).__name__}")
+                await self._failed_attempt(
+                    message, grpc.StatusCode.UNKNOWN, f"attempt crashed: {type(exc).__name__}", observed=True
+                )
             except Exception as again:
                 if isinstance(again, Unavailable):
                     self._outcome_unavailable.failed(again, message_id=message.id)
@@ -596,6 +607,7 @@ class Dispatcher:
             if peer_back:  # not recorded: the next delivery to the peer brings them forward
                 self._unreachable.add(message.peer)
             raise
+        self._observe(message, "delivered")
         if peer_back:
             log.info("peer answers again: its waiting messages are due now", extra={"peer": message.peer})
             self.wake.set()
@@ -660,10 +672,23 @@ class Dispatcher:
             self._verified_checkpoints.popitem(last=False)
         return found
 
+    def _observe(self, message: OutboxMessage, outcome: str) -> None:
+        if self.observer is not None:
+            self.observer.attempt_ended(message.peer, outcome, message, self.clock.now())
+
     async def _failed_attempt(
-        self, message: OutboxMessage, code: grpc.StatusCode, details: str, *, peer_down: bool = False
+        self,
+        message: OutboxMessage,
+        code: grpc.StatusCode,
+        details: str,
+        *,
+        peer_down: bool = False,
+        observed: bool = False,
     ) -> None:
-        """Record a failed attempt; `peer_down`: it failed because the peer could not be reached."""
+        """Record a failed attempt; `peer_down`: it failed because the peer could not be reached;
+        `observed`: the observer has heard of it already (a crashed attempt)."""
+        if not observed:
+            self._observe(message, "refused" if code in PERMANENT else "retry")
         if peer_down:
             self._unreachable.add(message.peer)
         error = f"{code.name}: {details}"[:500]
@@ -680,6 +705,7 @@ class Dispatcher:
 
 
 __all__ = [
+    "DeliveryObserver",
     "DeliveryServicer",
     "Dispatcher",
     "PeerLinks",
