@@ -11,5 +11,10 @@ cd "$(dirname "$0")/.."
 eval "$(scripts/pg-test-cluster.sh start)"
 trap 'scripts/pg-test-cluster.sh stop' EXIT
 export TRANSFER_TEST_PG
+# promtool checks the shipped alert rules and dashboard (tests/test_metrics.py); they skip without it.
+if [ -z "${PROMTOOL:-}" ]; then
+  PROMTOOL=$(scripts/promtool.sh) || { echo "promtool unavailable: its checks will be skipped" >&2; PROMTOOL=""; }
+fi
+export PROMTOOL
 echo "PostgreSQL test cluster: $TRANSFER_TEST_PG"
 .venv/bin/pytest --require-postgres "$@"
