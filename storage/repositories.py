@@ -106,8 +106,16 @@ def _school(row: Sequence[Any]) -> School:
 
 
 def _record(row: Sequence[Any]) -> Record:
-    code, nid, level, custodian, open_id, created, updated, out = row
-    return Record(code, nid, RecordLevel(level), custodian, open_id, from_us(created), from_us(updated), bool(out))
+    code, nid, level, custodian, open_id, created, updated, out, salts = row
+    return Record(
+        code, nid, RecordLevel(level), custodian, open_id, from_us(created), from_us(updated), bool(out),
+        _salts(salts),
+    )  # fmt: skip
+
+
+def _salts(blob: bytes | None) -> tuple[bytes, ...]:
+    data = bytes(blob or b"")
+    return tuple(data[i : i + 16] for i in range(0, len(data), 16))
 
 
 def _transfer(row: Sequence[Any]) -> Transfer:
@@ -254,7 +262,7 @@ class SqlRecords:
                     "lookup_code": r.lookup_code, "national_id": r.national_id, "level": int(r.level),
                     "custodian_school": r.custodian_school, "open_transfer_id": r.open_transfer_id,
                     "created_at_us": to_us(r.created_at), "updated_at_us": to_us(r.updated_at),
-                    "transferred_out": r.transferred_out,
+                    "transferred_out": r.transferred_out, "page_salts": b"".join(r.page_salts) or None,
                 }
                 for r in rs
             ],
@@ -273,6 +281,7 @@ class SqlRecords:
                 "created_at_us": to_us(r.created_at),
                 "updated_at_us": to_us(r.updated_at),
                 "transferred_out": r.transferred_out,
+                "page_salts": b"".join(r.page_salts) or None,
             },
         )
 
@@ -286,6 +295,7 @@ class SqlRecords:
                 "open_transfer_id": r.open_transfer_id,
                 "updated_at_us": to_us(r.updated_at),
                 "transferred_out": r.transferred_out,
+                "page_salts": b"".join(r.page_salts) or None,
             },
         )
 
@@ -555,6 +565,7 @@ class LogState:
     def __init__(self) -> None:
         self.frontier: Frontier | None = None
         self.signed: StoredCheckpoint | None = None
+        self.last: tuple[int, bytes] | None = None  # (size, the entry at size - 1) as last committed
 
     def signed_at_least(self, checkpoint: StoredCheckpoint) -> None:
         if self.signed is None or checkpoint.size > self.signed.size:
@@ -616,6 +627,18 @@ class SqlLog:
         index = self._working_frontier().size + len(self.staged)
         self.staged.append(leaf)
         return index
+
+    def last_leaf(self) -> bytes | None:
+        if self.staged:
+            return self.staged[-1]
+        size = self._committed_size()
+        if size == 0:
+            return None
+        cached = self.state.last if self.state is not None else None
+        if cached is not None and cached[0] == size:
+            return cached[1]
+        found = self.leaves(size - 1, size)
+        return found[0] if found else None
 
     def size(self) -> int:
         return self._committed_size() + len(self.staged)
@@ -700,12 +723,14 @@ class SqlLog:
                 node_rows.append({"level": level, "idx": idx, "hash": h})
         self.db.many("log_leaf_insert", leaf_rows)
         self.db.many("log_node_insert", node_rows)
+        last = (frontier.size, self.staged[-1])
         self.staged = []
         state = self.state
 
         def install() -> None:
             if state is not None:
                 state.frontier = frontier
+                state.last = last
 
         return install
 

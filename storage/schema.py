@@ -66,6 +66,8 @@ records = Table(
     Column("created_at_us", BigInteger, nullable=False),
     Column("updated_at_us", BigInteger, nullable=False),
     Column("transferred_out", Boolean, nullable=False, server_default=false()),
+    # Record.page_salts: 16 bytes each, oldest first (filled for older rows by migration 0010)
+    Column("page_salts", LargeBinary, nullable=True),
     UniqueConstraint("national_id", "level", name="uq_records_student_level"),
     Index("ix_records_custodian", "custodian_school", "lookup_code"),
 )

@@ -66,6 +66,7 @@ RECORD_COLS = (
     records.c.created_at_us,
     records.c.updated_at_us,
     records.c.transferred_out,
+    records.c.page_salts,
 )
 TRANSFER_COLS = (
     transfers.c.id,
@@ -144,6 +145,7 @@ STATEMENTS: dict[str, Callable[[], Executable]] = {
             open_transfer_id=P("open_transfer_id"),
             updated_at_us=P("updated_at_us"),
             transferred_out=P("transferred_out"),
+            page_salts=P("page_salts"),
         )
     ),
     "transfer_get": lambda: select(*TRANSFER_COLS).where(transfers.c.id == P("id")),

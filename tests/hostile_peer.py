@@ -112,7 +112,7 @@ def package_document(teacher: tuple[Any, bytes], *, to_school: str = "D1", **pag
             "lookup_code": code,
             "salt": uuid.uuid4().hex,
         },
-        "record": {"lookup_code": code, "national_id": new_national_id(), "level": 1},
+        "record": {"lookup_code": code, "national_id": new_national_id(), "level": 1, "page_salts": [uuid.uuid4().hex]},
         "pages": [page_document(code, teacher, **page)],
     }
 

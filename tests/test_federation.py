@@ -506,7 +506,7 @@ def test_peer_refusing_for_good(start_pair: StartPair) -> None:
     assert pair.a.client("school-S1").get_record(code).status == records_pb2.RECORD_STATUS_ACTIVE
     (peer,) = pair.a.admin.list_deliveries()
     assert (peer.peer_province, peer.failed, peer.pending) == ("79", 1, 0) and "INJECTED_FAULT" in peer.last_error
-    assert LeafKind.OFFER_REFUSED in kinds(pair.a.leaves(), t.id)
+    assert LeafKind.OFFER_REFUSED_CODED in kinds(pair.a.leaves(), t.id)
     pair.assert_consistent(code)
 
 
@@ -517,7 +517,7 @@ def test_tampered_package_is_refused(start_pair: StartPair) -> None:
     final = settled(pair, t.id, REJECTED)
     assert final.delivery_state == FAILED and "BAD_SEAL" in final.delivery_error
     assert pair.b.rows("transfers") == [] and pair.b.rows("records") == []
-    refusals = [x for x in pair.b.leaves() if isinstance(x, PeerLeaf) and x.kind is LeafKind.OFFER_REFUSED]
+    refusals = [x for x in pair.b.leaves() if isinstance(x, PeerLeaf) and x.kind is LeafKind.OFFER_REFUSED_CODED]
     assert len(refusals) == 1 and refusals[0].transfer_id == t.id and refusals[0].text == "BAD_SEAL"
     pair.assert_consistent(code)
 
@@ -551,7 +551,7 @@ def test_a_package_failing_the_receivers_checks_ends_the_offer_at_once(
     assert pair.a.client("school-S1").get_record(code).status == records_pb2.RECORD_STATUS_ACTIVE
     assert pair.b.rows("transfers") == [] and pair.b.rows("records") == [] and pair.b.rows("pages") == []
     assert pair.b.rows("inbound_packages") == []
-    refusals = [x.text for x in pair.b.leaves() if isinstance(x, PeerLeaf) and x.kind is LeafKind.OFFER_REFUSED]
+    refusals = [x.text for x in pair.b.leaves() if isinstance(x, PeerLeaf) and x.kind is LeafKind.OFFER_REFUSED_CODED]
     assert refusals == ([reason] if logged_at_79 else [])
     pair.a.verify_log()
     pair.b.verify_log()
@@ -613,13 +613,13 @@ def test_forged_packages_are_refused(start_pair: StartPair, pki: Path, rogue_pki
 
     assert refused(package, bytes(64))[0] == grpc.StatusCode.INVALID_ARGUMENT  # the real package, a bad seal
     assert pair.b.rows("transfers") == before and pair.b.rows("records") == []
-    reasons = [x.text for x in pair.b.leaves() if isinstance(x, PeerLeaf) and x.kind is LeafKind.OFFER_REFUSED]
+    reasons = [x.text for x in pair.b.leaves() if isinstance(x, PeerLeaf) and x.kind is LeafKind.OFFER_REFUSED_CODED]
     assert reasons == ["BAD_PAGE_DIGEST", "BAD_TEACHER_SIGNATURE", "UNTRUSTED_TEACHER_CERTIFICATE", "BAD_SEAL"]
     # The same forged package again (overlapping attempts, a lost answer): refused the
     # same way, and not logged again; one row per package and reason remembers it.
     assert refused(*reseal(wrong_sig)) == first
     assert refused(package, bytes(64))[0] == grpc.StatusCode.INVALID_ARGUMENT
-    reasons = [x.text for x in pair.b.leaves() if isinstance(x, PeerLeaf) and x.kind is LeafKind.OFFER_REFUSED]
+    reasons = [x.text for x in pair.b.leaves() if isinstance(x, PeerLeaf) and x.kind is LeafKind.OFFER_REFUSED_CODED]
     assert reasons == ["BAD_PAGE_DIGEST", "BAD_TEACHER_SIGNATURE", "UNTRUSTED_TEACHER_CERTIFICATE", "BAD_SEAL"]
     assert sorted(r[2] for r in pair.b.rows("refused_packages")) == sorted(reasons)
 

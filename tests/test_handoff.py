@@ -76,7 +76,7 @@ def test_homeroom_teacher_retires_with_a_class_half_signed(
         assert verify_signature(retired_cert, locked.digest, task.signature)
     kinds = [decode_any(e.leaf).kind for e in system.iter_entries()]
     assert kinds.count(LeafKind.TASK_MOVED) == 20 and kinds.count(LeafKind.DUTY_REASSIGNED) >= 4
-    assert kinds.count(LeafKind.PAGE_LOCKED) == 40
+    assert kinds.count(LeafKind.PAGE_LOCKED_SALTED) == 40
 
 
 def test_signatures_refused_from_the_effective_date(

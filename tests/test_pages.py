@@ -85,7 +85,7 @@ def test_page_collects_signatures_of_each_key_type_and_locks(school: School) -> 
     locked = school.system.lock_page(page.id)
     assert locked.page.state == pages_pb2.PAGE_STATE_LOCKED
     leaf = decode_any(locked.receipt.leaf)
-    assert leaf.kind is LeafKind.PAGE_LOCKED and leaf.page_id == page.id and leaf.count == 3  # type: ignore[union-attr]
+    assert leaf.kind is LeafKind.PAGE_LOCKED_SALTED and leaf.page_id == page.id and leaf.count == 3  # type: ignore[union-attr]
     teacher = school.system.get_teacher(school.math.id)
     task = next(t for t in locked.page.tasks if t.requirement.role == MATH[0])
     assert verify_signature(teacher.certificates[0].der, locked.page.digest, task.signature)

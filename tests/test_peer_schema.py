@@ -326,6 +326,18 @@ NAMED = [
     P(_set((*SIG, "teacher_id"), "a" * 31 + "\x00"), field((*SIG, "teacher_id")), id="teacher_id with NUL"),
     P(_set(("record", "national_id"), "٢١٠٩٨٧٦٥٤٣٢١"), field(("record", "national_id")), id="arabic digits"),
     P(_set(("record", "lookup_code"), "A" * 32), field(("record", "lookup_code")), id="lookup upper case"),
+    # the record's page salts (format 2)
+    P(_drop(("record", "page_salts")), field(("record", "page_salts")), id="page_salts missing"),
+    P(_set(("record", "page_salts"), "ab" * 16), field(("record", "page_salts")), id="page_salts a string"),
+    P(_set(("record", "page_salts"), ["AB" * 16]), field(("record", "page_salts", 0)), id="page salt upper case"),
+    P(_set(("record", "page_salts"), ["ab" * 15]), field(("record", "page_salts", 0)), id="page salt 15 bytes"),
+    P(_set(("record", "page_salts"), [1]), field(("record", "page_salts", 0)), id="page salt a number"),
+    P(_set(("record", "page_salts"), ["ab" * 16] * 2), field(("record", "page_salts", 1)), id="page salt twice"),
+    P(
+        _set(("record", "page_salts"), [f"{i:032x}" for i in range(257)]),
+        field(("record", "page_salts")),
+        id="257 page salts",
+    ),
     P(_set((*P0, "issuing_province"), "99"), field((*P0, "issuing_province")), id="issuing_province 99"),
     P(_set((*P0, "issuing_province"), ""), field((*P0, "issuing_province")), id="issuing_province empty"),
     P(_set((*P0, "issuing_school"), "\ud800"), field((*P0, "issuing_school")), id="issuer lone surrogate"),
@@ -443,7 +455,7 @@ def test_a_refused_package_is_logged_once(receiver: Receiver) -> None:
 
 def test_an_unknown_format_is_refused_as_such(receiver: Receiver) -> None:
     """A package of another format (or none) is refused with UNKNOWN_PACKAGE_FORMAT."""
-    for value in ("hocba-transfer-package/2", None, 1):
+    for value in ("hocba-transfer-package/3", None, 1):
         assert _refused(receiver, _set(("format",), value))[0] == "UNKNOWN_PACKAGE_FORMAT"
 
 
@@ -595,6 +607,32 @@ def test_a_package_that_passes_is_accepted_without_an_internal_error(receiver: R
     assert d1.get_record(code).custodian_school == "D1"
     (page,) = d1.iter_pages(code)
     assert page.id == doc["pages"][0]["id"] and page.digest.hex() == doc["pages"][0]["digest"]
+
+
+def test_the_record_page_salts_travel_and_a_new_one_is_drawn_on_acceptance(receiver: Receiver) -> None:
+    """A format 2 package's page salts are kept by the receiving node, which adds a new one when its
+    school accepts: the custodian reads them all, oldest first, the sender's among them."""
+    doc = receiver.peer.package()
+    sent = [uuid.uuid4().hex, uuid.uuid4().hex]
+    doc["record"]["page_salts"] = sent
+    body = receiver.peer.offer(doc)
+    d1 = receiver.node.client("school-D1")
+    code = doc["record"]["lookup_code"]
+    d1.accept_transfer(body.transfer_id)
+    salts = [x.hex() for x in d1.get_record(code).page_log_salts]
+    assert salts[:2] == sent and len(salts) == 3 and len(salts[2]) == 32 and salts[2] not in sent
+
+
+def test_a_format_1_package_of_an_older_node_is_still_accepted(receiver: Receiver) -> None:
+    """A package of format 1 (no page salts: a node not yet upgraded) is read and imported; the record
+    gets one page salt, drawn on acceptance."""
+    doc = receiver.peer.package()
+    doc["format"] = "hocba-transfer-package/1"
+    del doc["record"]["page_salts"]
+    body = receiver.peer.offer(doc)
+    d1 = receiver.node.client("school-D1")
+    d1.accept_transfer(body.transfer_id)
+    assert len(d1.get_record(doc["record"]["lookup_code"]).page_log_salts) == 1
 
 
 def test_a_certificate_that_is_not_one_is_a_refusal(receiver: Receiver) -> None:

@@ -36,7 +36,17 @@ from transfer.domain.errors import (
     PreconditionViolation,
     Unavailable,
 )
-from transfer.domain.leaves import NO_ID, LeafKind, MoveLeaf, PeerLeaf, transfer_leaf
+from transfer.domain.leaves import (
+    NO_ID,
+    LeafKind,
+    LogLeaf,
+    MoveLeaf,
+    PeerLeaf,
+    append_entry,
+    reason_code,
+    text_digest,
+    transfer_leaf,
+)
 from transfer.domain.model import (
     Actor,
     DeliveryState,
@@ -57,7 +67,7 @@ from transfer.domain.model import (
     TransferState,
 )
 from transfer.domain.pages import PagePolicy, active_holder
-from transfer.domain.ports import Clock, UnitOfWork
+from transfer.domain.ports import Clock, IdSource, RandomIds, UnitOfWork
 from transfer.domain.signatures import CertificateInfo, SigningTrust
 from transfer.domain.validation import MAX_PACKAGE
 from transfer.domain.workdays import deadline_after
@@ -105,7 +115,9 @@ class Federation:
         deadline_days: int,
         clock: Clock,
         holidays: Collection[date] = (),
+        ids: IdSource | None = None,
     ) -> None:
+        self.ids = ids if ids is not None else RandomIds()
         self.province = province
         self.peers = dict(peers)
         self.seal_key = seal_key
@@ -129,14 +141,17 @@ class Federation:
 
     # -- helpers ---------------------------------------------------------------
 
-    def _log(self, uow: UnitOfWork, leaf: bytes) -> LogReceipt:
-        return LogReceipt(uow.log.append(leaf), leaf)
+    @staticmethod
+    def _log(uow: UnitOfWork, leaf: LogLeaf) -> LogReceipt:
+        return append_entry(uow.log, leaf)
 
-    def _emit(self, uow: UnitOfWork, transfer: Transfer, actor: str) -> LogReceipt:
+    def _emit(self, uow: UnitOfWork, transfer: Transfer, actor: str, logged_at: datetime | None = None) -> LogReceipt:
+        """`logged_at`: the entry's time when the change's own time is not this node's (a peer's
+        decision keeps the peer's time as the transfer's decide_time, never as an entry time)."""
         at = transfer.decided_at or transfer.created_at
         seq = uow.events.append(TransferEvent(0, transfer, at))
         uow.publish(TransferEvent(seq, transfer, at))
-        return self._log(uow, transfer_leaf(transfer, actor, at).encode())
+        return self._log(uow, transfer_leaf(transfer, actor, logged_at or at))
 
     def _enqueue(self, uow: UnitOfWork, transfer: Transfer, peer: str, kind: MessageKind, payload: bytes) -> None:
         now = self.clock.now()
@@ -209,13 +224,14 @@ class Federation:
             )
         seal = self.seal_key.sign(pkg.seal_message(package))
         uow.transfers.add(transfer)
-        uow.records.update(replace(record, open_transfer_id=transfer.id, updated_at=now))
+        # The package hands the record's page salts to the receiving node, which keeps them even if the
+        # record never comes: the pages added here after this offer (should it fail) take a new one.
+        salts = (*record.page_salts, bytes.fromhex(self.ids.new_id()))
+        uow.records.update(replace(record, open_transfer_id=transfer.id, updated_at=now, page_salts=salts))
         receipt = self._emit(uow, transfer, actor.principal)
         self._log(
             uow,
-            PeerLeaf(
-                LeafKind.TRANSFER_OFFERED, now, transfer.id, to_province, pkg.digest_of(package), actor.principal
-            ).encode(),
+            PeerLeaf(LeafKind.TRANSFER_OFFERED, now, transfer.id, to_province, pkg.digest_of(package), actor.principal),
         )
         self._enqueue(uow, transfer, to_province, MessageKind.OFFER, seal + package)
         return Logged(transfer, receipt)
@@ -276,7 +292,7 @@ class Federation:
                 "",
                 int(message.kind),
                 peer_log_index,
-            ).encode(),
+            ),
         )
 
     def retry(self, uow: UnitOfWork, message: OutboxMessage, error: str, next_at: datetime) -> None:
@@ -286,8 +302,12 @@ class Federation:
         message = pending
         uow.outbox.update(replace(message, attempts=message.attempts + 1, next_attempt_at=next_at, last_error=error))
 
-    def failed(self, uow: UnitOfWork, message: OutboxMessage, error: str) -> None:
-        """A peer refused a message for good: record it where both schools can see it."""
+    def failed(self, uow: UnitOfWork, message: OutboxMessage, error: str, code: str = "") -> None:
+        """A peer refused a message for good: record it where both schools can see it.
+
+        `error` is the refusal as text (the peer's words among them); `code` its reason code (the
+        ErrorInfo reason the peer gave, or the gRPC status's name): only a well-formed code enters
+        the log, the text only as a salted digest."""
         pending = self._still_pending(uow, message)
         if pending is None:
             return
@@ -320,12 +340,15 @@ class Federation:
                         replace(later, state=OutboxState.FAILED, last_error="not sent: the offer was refused")
                     )
             package = split_sealed(message.payload)[0]
+            # No text from the peer enters the log: its reason code, and the refusal's text (as the
+            # transfer's delivery_error shows it to both schools) as a digest salted per transfer.
             self._log(
                 uow,
                 PeerLeaf(
-                    LeafKind.OFFER_REFUSED, now, transfer.id, message.peer, pkg.digest_of(package), error[:255]
-                ).encode(),
-            )
+                    LeafKind.OFFER_REFUSED_CODED, now, transfer.id, message.peer, pkg.digest_of(package),
+                    reason_code(code) or "UNSPECIFIED", details=text_digest(refused.delivery_error, refused.salt),
+                ),
+            )  # fmt: skip
         else:
             uow.transfers.update(
                 replace(transfer, delivery_error=f"{message.kind.name.lower()} refused: {error}"[:500])
@@ -366,7 +389,7 @@ class Federation:
             if record is not None and record.open_transfer_id == transfer.id:
                 moved = decision.state is TransferState.ACCEPTED
                 uow.records.update(replace(record, open_transfer_id=None, transferred_out=moved, updated_at=now))
-            index = self._emit(uow, decided, f"peer:{peer}").index
+            index = self._emit(uow, decided, f"peer:{peer}", logged_at=now).index
             transfer = decided
         message = InboundMessage(
             peer, transfer_id, MessageKind.RESOLVE, _digest(payload), index, self.clock.now(), transfer.state
@@ -538,8 +561,17 @@ class Federation:
         # The transfer id the package claims (it may not parse: it was refused), for the log only.
         found = _CLAIMED_ID.search(package_bytes)
         transfer_id = found.group(1).decode("ascii") if found else "0" * 32
-        leaf = PeerLeaf(LeafKind.OFFER_REFUSED, now, transfer_id, actor.province, digest, reason)
-        uow.inbound.add_refusal(actor.province, digest, reason, self._log(uow, leaf.encode()).index, now)
+        # The node's own reason code (a PackageError's), and no text: kind 9 with the digest of "".
+        leaf = PeerLeaf(
+            LeafKind.OFFER_REFUSED_CODED,
+            now,
+            transfer_id,
+            actor.province,
+            digest,
+            reason_code(reason) or "UNSPECIFIED",
+            details=text_digest(""),
+        )
+        uow.inbound.add_refusal(actor.province, digest, reason, self._log(uow, leaf).index, now)
 
     def receive_cancel(self, uow: UnitOfWork, actor: Actor, transfer_id: str, payload: bytes) -> InboundMessage:
         """CANCEL_REQUEST at the receiver: cancel if still undecided, atomically with any acceptance."""
@@ -556,7 +588,7 @@ class Federation:
         index = -1
         if transfer.state is TransferState.REQUESTED:
             cancelled = transfer.decided(TransferState.CANCELLED, by=f"peer:{peer}", at=self.clock.now(), reason=reason)
-            index = self.decided_here(uow, cancelled, f"peer:{peer}")
+            index = self.decided_here(uow, cancelled, f"peer:{peer}").index
             transfer = cancelled
         message = InboundMessage(
             peer, transfer_id, MessageKind.CANCEL_REQUEST, digest, index, self.clock.now(), transfer.state
@@ -564,18 +596,18 @@ class Federation:
         uow.inbound.add(message)
         return message
 
-    def decided_here(self, uow: UnitOfWork, decided: Transfer, actor: str) -> int:
+    def decided_here(self, uow: UnitOfWork, decided: Transfer, actor: str) -> LogReceipt:
         """An incoming transfer was decided on this node: store it, and on
         acceptance make this node the record's home; queue the decision back."""
         uow.transfers.update(decided)
         if decided.state is TransferState.ACCEPTED:
             self._import(uow, decided)
-        index = self._emit(uow, decided, actor).index
+        receipt = self._emit(uow, decided, actor)
         decision = Decision(
             decided.state, decided.reason, decided.decided_at or self.clock.now(), decided.decided_by or actor
         )
         self._enqueue(uow, decided, decided.from_province, MessageKind.RESOLVE, decision.encode())
-        return index
+        return receipt
 
     def require_importable(self, uow: UnitOfWork, transfer: Transfer) -> None:
         """Refuse, before anything is written, to accept a record this node cannot hold: another
@@ -646,13 +678,20 @@ class Federation:
         package = self._package(uow, transfer)
         owners = self._owners(uow, package)
         now = self.clock.now()
-        record = replace(package.record, custodian_school=transfer.to_school, created_at=now, updated_at=now)
-        existing = uow.records.get(record.lookup_code)
+        existing = uow.records.get(package.record.lookup_code)
+        # The page salts the record had (this node's own, if it held the record before, then
+        # the sender's), and a new one for the new custodian: the sending school, and its node,
+        # cannot match the entries of the pages added here from now on.
+        held = () if existing is None else existing.page_salts
+        salts = (*held, *(x for x in package.record.page_salts if x not in held), bytes.fromhex(self.ids.new_id()))
+        record = replace(
+            package.record, custodian_school=transfer.to_school, created_at=now, updated_at=now, page_salts=salts
+        )
         if existing is None:
             uow.records.add(record)
         else:  # the record comes back to a node that held it before
             uow.records.update(replace(existing, custodian_school=transfer.to_school, open_transfer_id=None,
-                                       transferred_out=False, updated_at=now))  # fmt: skip
+                                       transferred_out=False, updated_at=now, page_salts=salts))  # fmt: skip
         for p in package.pages:
             if p.issuing_province == self.province and uow.pages.get(p.page.id) is not None:
                 self._keep_owed(uow, p.page.id, owners)  # our own page, back: our copy stands
@@ -684,7 +723,7 @@ class Federation:
                 LeafKind.TASK_MOVED, self.clock.now(), NO_ID, "", str(task.requirement), task.assignee or NO_ID,
                 owner, "system", page_id,
             )  # fmt: skip
-            self._log(uow, leaf.encode())
+            self._log(uow, leaf)
 
 
 def _active_teacher(uow: UnitOfWork, teacher_id: str | None, school: str) -> bool:

@@ -22,21 +22,24 @@ Transfer events (kinds 1-5) share one body:
     kind 4  transfer.cancelled   extra = reason:digest (of "" when none was given)
     kind 5  transfer.expired     extra = (none)
 
-Between nodes (kinds 6-8); `peer` is the other node's province:
+Between nodes (kinds 6-9); `peer` is the other node's province:
 
     kind 6 transfer.offered         transfer_id:16 || peer:2 || package:digest || actor:str8
     kind 7 message.acknowledged     transfer_id:16 || peer:2 || message_kind:u8 || message:digest
                                     || peer_log_index:u64 (the peer's receipt for our message)
-    kind 8 offer.refused            transfer_id:16 || peer:2 || package:digest || reason:str8
+    kind 9 offer.refused            transfer_id:16 || peer:2 || package:digest || reason:str8 (a reason
+                                    code, `REASON_CODE`) || text:digest
+    kind 8 offer.refused            transfer_id:16 || peer:2 || package:digest || reason:str8 (the
+                                    refusal's text in clear): written before migration 0009, still read
 
-Pages (kinds 16-18), by the school that issued them:
+Pages (kinds 19-21; 16-18 before migration 0009, still read), by the school that issued them:
 
     page_id:16 || record:digest || school:str8 || school_year:str8 || version:u32
     || page_digest:digest || actor:str8 || extra
 
-    kind 16 page.added       extra = (none)
-    kind 17 page.replaced    extra = voided:u16 (signatures voided by the replacement)
-    kind 18 page.locked      extra = signatures:u16
+    kind 19 (16) page.added       extra = (none)
+    kind 20 (17) page.replaced    extra = voided:u16 (signatures voided by the replacement)
+    kind 21 (18) page.locked      extra = signatures:u16
 
 Teachers and handoffs (kinds 32-35); teacher ids are the node's opaque ids:
 
@@ -58,20 +61,32 @@ confirm a guessed reason. A departure's `reason` is
 SHA-256("hocba:departure-reason:v1:" || salt || code:u8), with 16 random bytes
 of the handoff as salt (shown only to its school and the province's admins): a reason such as
 maternity leave is the teacher's personal data, and five codes are too few to
-commit to without a salt. In page entries `record` is
-SHA-256("hocba:page-record:v1:" || page id || lookup code). Decoding is strict: unknown
-versions or kinds, truncated input and trailing bytes are refused.
+commit to without a salt. In page entries of kinds 19-21 `record` is
+SHA-256("hocba:page-record:v2:" || salt || page id || lookup code), salt being the
+record's page salt of the time (`Record.page_salts`, re-drawn at each change of
+custodian): a school that let the record go cannot match the entries of later
+pages; kinds 16-18 hold SHA-256("hocba:page-record:v1:" || page id || lookup
+code), unsalted. Kind 9's `text` is SHA-256("hocba:text:v2:" || transfer salt ||
+the refusal's text): no text from a peer enters a leaf. Entry times never go
+backwards along a log (`append_entry`). Decoding is strict: unknown versions or kinds,
+truncated input, trailing bytes and a kind 9 reason that is not a code are refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
+import re
 import struct
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 
-from transfer.domain.model import Transfer, TransferState
+from transfer.domain.model import LogReceipt, Transfer, TransferState
+
+if TYPE_CHECKING:
+    from transfer.domain.ports import LogRepository
 
 VERSION = 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -86,10 +101,16 @@ class LeafKind(enum.IntEnum):
     TRANSFER_EXPIRED = 5
     TRANSFER_OFFERED = 6
     MESSAGE_ACKNOWLEDGED = 7
-    OFFER_REFUSED = 8
+    OFFER_REFUSED = 8  # before migration 0009: the refusal's text in clear (still decoded)
+    OFFER_REFUSED_CODED = 9  # a refusal as its reason code and a salted digest of its text
     PAGE_ADDED = 16
     PAGE_REPLACED = 17
     PAGE_LOCKED = 18
+    # Kinds 16-18 name the record unsalted (before migration 0009, still decoded);
+    # 19-21 by the record's page salt (`page_record_digest`).
+    PAGE_ADDED_SALTED = 19
+    PAGE_REPLACED_SALTED = 20
+    PAGE_LOCKED_SALTED = 21
     TEACHER_DEPARTED = 32  # before migration 0005: the reason code in clear (still decoded)
     DUTY_REASSIGNED = 33
     TASK_MOVED = 34
@@ -98,7 +119,15 @@ class LeafKind(enum.IntEnum):
 
 
 TRANSFER_KINDS = frozenset(range(1, 6))
-PAGE_KINDS = frozenset({16, 17, 18})
+PAGE_KINDS = frozenset({16, 17, 18, 19, 20, 21})
+SALTED_PAGE_KIND = {
+    LeafKind.PAGE_ADDED: LeafKind.PAGE_ADDED_SALTED,
+    LeafKind.PAGE_REPLACED: LeafKind.PAGE_REPLACED_SALTED,
+    LeafKind.PAGE_LOCKED: LeafKind.PAGE_LOCKED_SALTED,
+}
+# A refusal's reason code as kind 9 holds it: an ErrorInfo reason (or a gRPC
+# status code's name), never text.
+REASON_CODE = re.compile(r"[A-Z][A-Z0-9_]{0,62}")
 NO_ID = "0" * 32
 
 
@@ -129,9 +158,24 @@ def departure_reason_digest(reason: int, salt: bytes) -> bytes:
     return hashlib.sha256(b"hocba:departure-reason:v1:" + salt + bytes([reason])).digest()
 
 
-def page_record_digest(page_id: str, lookup_code: str) -> bytes:
-    """The record as a page's entries name it: linkable only by who knows the page id."""
+def page_record_digest(salt: bytes, page_id: str, lookup_code: str) -> bytes:
+    """The record as a page's entries (kinds 19-21) name it: matched only by who knows the
+    record's page salt of the time (`Record.page_salts`), not by whoever knows a lookup code."""
+    assert len(salt) == 16, "a record's page salt is 16 bytes"
+    return hashlib.sha256(
+        b"hocba:page-record:v2:" + salt + page_id.encode("ascii") + lookup_code.encode("ascii")
+    ).digest()
+
+
+def legacy_page_record_digest(page_id: str, lookup_code: str) -> bytes:
+    """The record as page entries of kinds 16-18 (before migration 0009) name it: unsalted,
+    so anyone who knows the lookup code and reads the page id in the entry can match it."""
     return hashlib.sha256(b"hocba:page-record:v1:" + page_id.encode("ascii") + lookup_code.encode("ascii")).digest()
+
+
+def reason_code(value: str) -> str:
+    """`value` if it is a well-formed reason code (UPPER_SNAKE ASCII, at most 63 characters), else ""."""
+    return value if REASON_CODE.fullmatch(value) else ""
 
 
 def _us(instant: datetime) -> int:
@@ -296,11 +340,16 @@ class PageLeaf:
     actor: str
     count: int = 0  # voided signatures (replaced) or signatures (locked)
 
+    @property
+    def salted(self) -> bool:
+        """Whether `record` is salted with the record's page salt (kinds 19-21), not unsalted (16-18)."""
+        return self.kind in SALTED_PAGE_KIND.values()
+
     def encode(self) -> bytes:
         out = _header(self.kind, self.time)
         out += bytes.fromhex(self.page_id) + self.record + _str8(self.school) + _str8(self.school_year)
         out += struct.pack(">I", self.version) + self.page_digest + _str8(self.actor)
-        if self.kind is not LeafKind.PAGE_ADDED:
+        if self.kind not in (LeafKind.PAGE_ADDED, LeafKind.PAGE_ADDED_SALTED):
             out += struct.pack(">H", self.count)
         return bytes(out)
 
@@ -374,27 +423,56 @@ NO_PEER_ENTRY = 2**64 - 1
 
 @dataclass(frozen=True, slots=True)
 class PeerLeaf:
-    """Kinds 6-8: what crossed (or failed to cross) to another node."""
+    """Kinds 6-9: what crossed (or failed to cross) to another node."""
 
     kind: LeafKind
     time: datetime
     transfer_id: str
     peer: str
     digest: bytes
-    text: str = ""  # the actor (kind 6) or the refusal's reason (kind 8)
+    # the actor (kind 6), the refusal's reason code (kind 9) or, in kind 8 entries
+    # written before migration 0009, the refusal's text
+    text: str = ""
     message_kind: int = 0  # kind 7
     peer_log_index: int = 0  # kind 7
+    details: bytes = b""  # kind 9: text_digest of the refusal's text
 
     def encode(self) -> bytes:
         out = _header(self.kind, self.time) + bytes.fromhex(self.transfer_id) + _province(self.peer)
         if self.kind is LeafKind.MESSAGE_ACKNOWLEDGED:
             out += struct.pack(">B", self.message_kind) + self.digest + struct.pack(">Q", self.peer_log_index)
+        elif self.kind is LeafKind.OFFER_REFUSED_CODED:
+            if not REASON_CODE.fullmatch(self.text):
+                raise LeafError("a refusal's reason code is UPPER_SNAKE ASCII, 1 to 63 characters")
+            assert len(self.details) == 32
+            out += self.digest + _str8(self.text) + self.details
         else:
             out += self.digest + _str8(self.text)
         return bytes(out)
 
 
 LogLeaf = TransferLeaf | PageLeaf | DepartureLeaf | MoveLeaf | HandoffEndLeaf | PeerLeaf
+_PEER_KINDS = frozenset(
+    {LeafKind.TRANSFER_OFFERED, LeafKind.MESSAGE_ACKNOWLEDGED, LeafKind.OFFER_REFUSED, LeafKind.OFFER_REFUSED_CODED}
+)
+
+
+def entry_time(data: bytes) -> datetime:
+    """The time a leaf's header gives (every kind starts with version, kind and time)."""
+    return _Reader(data[:10]).header()[1]
+
+
+def append_entry(log: LogRepository, leaf: LogLeaf) -> LogReceipt:
+    """Append `leaf` to the log, its time raised to the time of the log's last entry if it is
+    earlier: entry times never go backwards within one log, whatever the clock did (stepped
+    back, or a time taken from elsewhere). The receipt holds the bytes as appended."""
+    last = log.last_leaf()
+    if last is not None:
+        floor = entry_time(last)
+        if leaf.time < floor:
+            leaf = dataclasses.replace(leaf, time=floor)
+    data = leaf.encode()
+    return LogReceipt(log.append(data), data)
 
 
 def decode_any(data: bytes) -> LogLeaf:
@@ -404,11 +482,16 @@ def decode_any(data: bytes) -> LogLeaf:
     r = _Reader(data)
     kind, time = r.header()
     leaf: LogLeaf
-    if kind in (LeafKind.TRANSFER_OFFERED, LeafKind.MESSAGE_ACKNOWLEDGED, LeafKind.OFFER_REFUSED):
+    if kind in _PEER_KINDS:
         transfer_id, peer = r.take(16).hex(), r.ascii(2)
         if kind is LeafKind.MESSAGE_ACKNOWLEDGED:
             message_kind, digest = r.take(1)[0], r.take(32)
             leaf = PeerLeaf(kind, time, transfer_id, peer, digest, "", message_kind, r.u64())
+        elif kind is LeafKind.OFFER_REFUSED_CODED:
+            digest, code = r.take(32), r.str8()
+            if not REASON_CODE.fullmatch(code):
+                raise LeafError("a refusal's reason code is UPPER_SNAKE ASCII, 1 to 63 characters")
+            leaf = PeerLeaf(kind, time, transfer_id, peer, digest, code, details=r.take(32))
         else:
             leaf = PeerLeaf(kind, time, transfer_id, peer, r.take(32), r.str8())
     elif kind in PAGE_KINDS:
@@ -416,7 +499,8 @@ def decode_any(data: bytes) -> LogLeaf:
         school, year = r.str8(), r.str8()
         version_no = int(struct.unpack(">I", r.take(4))[0])
         digest, actor = r.take(32), r.str8()
-        count = 0 if kind is LeafKind.PAGE_ADDED else int(struct.unpack(">H", r.take(2))[0])
+        added = kind in (LeafKind.PAGE_ADDED, LeafKind.PAGE_ADDED_SALTED)
+        count = 0 if added else int(struct.unpack(">H", r.take(2))[0])
         leaf = PageLeaf(kind, time, page_id, record, school, year, version_no, digest, actor, count)
     elif kind in (LeafKind.TEACHER_LEFT, LeafKind.TEACHER_DEPARTED):
         handoff_id, school, teacher = r.take(16).hex(), r.str8(), r.take(16).hex()

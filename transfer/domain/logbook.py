@@ -1,7 +1,8 @@
 """Use cases of the append-only log: checkpoints, entries and proofs (DESIGN §8).
 
 Leaves are appended by the other use cases, in the same transaction as the
-change they record (`uow.log.append`). Here the node publishes checkpoints —
+change they record (`leaves.append_entry`, which keeps entry times from going
+backwards). Here the node publishes checkpoints —
 never two inconsistent ones: each new checkpoint is proved consistent with the
 latest published one before it is signed, and it is stored in the same write
 transaction that read the latest (the writer's lock makes that a

@@ -132,6 +132,21 @@ class Record:
     created_at: datetime
     updated_at: datetime
     transferred_out: bool = False
+    # 16 random bytes each, oldest first: the salts the record's page entries
+    # (log kinds 19-21) name it with. The last is the current one; a new one is
+    # drawn each time the record changes custodian (and when it is offered to
+    # another province, whose node learns the salts), so a former custodian (who
+    # knows the lookup code and the salts of its time) cannot match the
+    # entries of pages added after it let the record go. Shown only to the
+    # custodian (and the province's admins), and carried in a transfer package.
+    page_salts: tuple[bytes, ...] = ()
+
+    @property
+    def page_salt(self) -> bytes:
+        """The salt of the record's new page entries."""
+        if not self.page_salts:
+            raise ValueError(f"record {self.lookup_code} has no page salt")
+        return self.page_salts[-1]
 
     @property
     def status(self) -> RecordStatus:

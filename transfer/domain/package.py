@@ -5,10 +5,10 @@ Format: canonical JSON (UTF-8, sorted keys, no spaces; bytes as standard
 base64, digests as lowercase hex, instants as integer microseconds since the
 Unix epoch, UTC):
 
-    {"format": "hocba-transfer-package/1",
+    {"format": "hocba-transfer-package/2",
      "transfer": {"id", "from_province", "from_school", "to_province", "to_school",
                   "created_us", "lookup_code", "salt"},
-     "record": {"lookup_code", "national_id", "level"},
+     "record": {"lookup_code", "national_id", "level", "page_salts": [hex, ...]},
      "pages": [{"id", "issuing_province", "issuing_school", "school_year", "segment", "grade",
                 "class_name", "media_type", "payload", "payload_sha256", "version", "digest",
                 "state", "lock_track", "created_us", "locked_us" (or null),
@@ -18,7 +18,12 @@ Unix epoch, UTC):
 
 The seal is an Ed25519 signature by the sending node's seal key over
 "hocba:package:v1\\n" || SHA-256(package bytes); the package digest is
-SHA-256(package bytes). The receiver verifies the exact bytes it was sent, so
+SHA-256(package bytes). `page_salts` (format 2) are the record's page salts,
+oldest first (16 bytes each, lowercase hex, at most 256 of them, none twice):
+the receiving node keeps them, so the new custodian can match the entries of
+the record's earlier pages. A node sends format 2 and reads both: a format 1
+package (no `page_salts`, otherwise the same) is read as a record with no
+earlier salts. The receiver verifies the exact bytes it was sent, so
 no re-encoding is ever needed. A package carries personal data (the national
 id): it goes to the receiving node only, and every sending is a log entry.
 
@@ -68,7 +73,10 @@ from transfer.domain.signatures import (
     verify_signature,
 )
 
-FORMAT = "hocba-transfer-package/1"
+FORMAT = "hocba-transfer-package/2"
+# Format 1 (before record page salts, 2026-12): still read, from nodes not yet upgraded.
+FORMAT_1 = "hocba-transfer-package/1"
+MAX_PAGE_SALTS = 256  # one per custodian the record ever had
 SEAL_CONTEXT = b"hocba:package:v1\n"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -144,6 +152,7 @@ class Package:
                 "lookup_code": self.record.lookup_code,
                 "national_id": self.record.national_id,
                 "level": int(self.record.level),
+                "page_salts": [x.hex() for x in self.record.page_salts],
             },
             "pages": [_page_doc(p) for p in self.pages],
         }
@@ -397,7 +406,32 @@ def _required(rule: Any) -> Any:
 _PROVINCE = _required(check.province_code)
 _TOP = ("format", "transfer", "record", "pages")
 _TRANSFER = ("id", "from_province", "from_school", "to_province", "to_school", "created_us", "lookup_code", "salt")
-_RECORD = ("lookup_code", "national_id", "level")
+_RECORD = ("lookup_code", "national_id", "level")  # format 1
+_RECORD_2 = (*_RECORD, "page_salts")
+
+
+def _page_salts(r: _Reader, rec: dict[str, Any], w: str) -> tuple[bytes, ...] | None:
+    """A format 2 record's page salts: at most MAX_PAGE_SALTS of 16 bytes, in lowercase hex, none twice."""
+    field = f"{w}.page_salts"
+    if "page_salts" not in rec:
+        return None  # reported missing by `fields`
+    if type(rec["page_salts"]) is not list or len(rec["page_salts"]) > MAX_PAGE_SALTS:
+        r.array(rec, "page_salts", w, MAX_PAGE_SALTS)  # reports the fault
+        return None
+    items = rec["page_salts"]
+    salts: list[bytes] = []
+    for i, item in enumerate(items):
+        if type(item) is not str or len(item) != 32 or not _HEX.fullmatch(item):
+            r.add(f"{field}[{i}]", "must be 32 lowercase hexadecimal characters", "INVALID_HEX")
+            return None
+        salt = bytes.fromhex(item)
+        if salt in salts:
+            r.add(f"{field}[{i}]", "the same salt twice", "INCONSISTENT")
+            return None
+        salts.append(salt)
+    return tuple(salts)
+
+
 _PAGE = (
     "id", "issuing_province", "issuing_school", "school_year", "segment", "grade", "class_name", "media_type",
     "payload", "payload_sha256", "version", "digest", "state", "lock_track", "created_us", "locked_us",
@@ -416,10 +450,10 @@ def decode(package: bytes) -> Package:
         doc = _json(package)
     except UNREADABLE as exc:
         raise PackageError("MALFORMED_PACKAGE", f"the package is not strict JSON: {type(exc).__name__}") from None
-    if type(doc) is dict and doc.get("format") != FORMAT:
+    if type(doc) is dict and doc.get("format") not in (FORMAT, FORMAT_1):
         shown = doc.get("format")
         shown = repr(shown[:40]) if type(shown) is str else type(shown).__name__
-        raise PackageError("UNKNOWN_PACKAGE_FORMAT", f"format {shown} is not {FORMAT}")
+        raise PackageError("UNKNOWN_PACKAGE_FORMAT", f"format {shown} is neither {FORMAT} nor {FORMAT_1}")
     r = _Reader()
     try:
         decoded = _package(r, doc)
@@ -436,7 +470,8 @@ def _package(r: _Reader, doc: Any) -> Package | None:
     if top is None:
         return None
     t = r.fields(top.get("transfer"), "package.transfer", _TRANSFER) if "transfer" in top else None
-    rec = r.fields(top.get("record"), "package.record", _RECORD) if "record" in top else None
+    salted = top.get("format") == FORMAT
+    rec = r.fields(top.get("record"), "package.record", _RECORD_2 if salted else _RECORD) if "record" in top else None
     transfer: dict[str, Any] = {}
     if t is not None:
         w = "package.transfer"
@@ -451,11 +486,14 @@ def _package(r: _Reader, doc: Any) -> Package | None:
             "salt": r.hex_bytes(t, "salt", w, 16),
         }
     lookup_code = national_id = level = None
+    salts: tuple[bytes, ...] | None = ()
     if rec is not None:
         w = "package.record"
         lookup_code = r.string(rec, "lookup_code", w, 32, check.lookup_code)
         national_id = r.string(rec, "national_id", w, 12, check.national_id)
         level = r.enum(rec, "level", w, RecordLevel)
+        if salted:
+            salts = _page_salts(r, rec, w)
     if lookup_code is not None and transfer.get("lookup_code") not in (None, lookup_code):
         r.add("package.transfer.lookup_code", "must be the record's lookup code", "INCONSISTENT")
     pages: list[PackagedPage] = []
@@ -473,11 +511,11 @@ def _package(r: _Reader, doc: Any) -> Package | None:
         ids.add(page.page.id)
         slots.add((page.page.school_year, page.page.segment))
         pages.append(page)
-    if r.v.items or None in transfer.values() or None in (lookup_code, national_id, level) or t is None:
+    if r.v.items or None in transfer.values() or None in (lookup_code, national_id, level, salts) or t is None:
         return None
-    assert lookup_code is not None and national_id is not None and level is not None
+    assert lookup_code is not None and national_id is not None and level is not None and salts is not None
     created = transfer["created"]
-    record = Record(lookup_code, national_id, level, transfer["to_school"], None, created, created)
+    record = Record(lookup_code, national_id, level, transfer["to_school"], None, created, created, page_salts=salts)
     return Package(
         transfer["id"], transfer["from_province"], transfer["from_school"], transfer["to_province"],
         transfer["to_school"], created, record, tuple(pages), transfer["salt"],

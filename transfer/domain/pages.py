@@ -36,7 +36,7 @@ from transfer.domain.errors import (
     PreconditionViolation,
     Violations,
 )
-from transfer.domain.leaves import LeafKind, PageLeaf, page_record_digest, record_digest
+from transfer.domain.leaves import SALTED_PAGE_KIND, LeafKind, PageLeaf, append_entry, page_record_digest, record_digest
 from transfer.domain.model import (
     Actor,
     DutyKey,
@@ -325,11 +325,16 @@ class Pages:
             )
 
     def _log(self, uow: UnitOfWork, kind: LeafKind, page: Page, actor: str, count: int = 0) -> LogReceipt:
+        """A page entry (kinds 19-21), naming the record by its current page salt."""
+        record = uow.records.get(page.lookup_code)
+        if record is None:
+            raise RuntimeError(f"page of unknown record {page.lookup_code}")
         leaf = PageLeaf(
-            kind, self.clock.now(), page.id, page_record_digest(page.id, page.lookup_code), page.issuing_school,
+            SALTED_PAGE_KIND[kind], self.clock.now(), page.id,
+            page_record_digest(record.page_salt, page.id, page.lookup_code), page.issuing_school,
             page.school_year, page.version, page.digest, actor, count,
-        ).encode()  # fmt: skip
-        return LogReceipt(uow.log.append(leaf), leaf)
+        )  # fmt: skip
+        return append_entry(uow.log, leaf)
 
     # -- commands --------------------------------------------------------------
 

@@ -163,6 +163,10 @@ class LogRepository(Protocol):
         """Stage `leaf` for this transaction; returns the index it will have."""
         ...
 
+    def last_leaf(self) -> bytes | None:
+        """The log's last entry (staged by this unit of work, else committed); None when empty."""
+        ...
+
     def size(self) -> int:
         """Leaves committed so far (plus those staged by this unit of work)."""
         ...

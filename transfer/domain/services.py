@@ -36,7 +36,7 @@ from transfer.domain.errors import (
     Violations,
 )
 from transfer.domain.federation import Federation
-from transfer.domain.leaves import transfer_leaf
+from transfer.domain.leaves import append_entry, transfer_leaf
 from transfer.domain.model import (
     Actor,
     Logged,
@@ -51,7 +51,7 @@ from transfer.domain.model import (
 )
 from transfer.domain.pages import require_here
 from transfer.domain.paging import Page, Tokens, bad_cursor, event_mark
-from transfer.domain.ports import Clock, IdSource, UnitOfWork
+from transfer.domain.ports import Clock, IdSource, RandomIds, UnitOfWork
 from transfer.domain.validation import lookup_code as check_lookup_code
 from transfer.domain.validation import school_code as check_school_code
 from transfer.domain.validation import transfer_id as check_transfer_id
@@ -217,8 +217,9 @@ def id_digest(key: bytes, value: str) -> str:
 class Records:
     """Registering and reading records."""
 
-    def __init__(self, clock: Clock, digest_key: bytes | None = None) -> None:
+    def __init__(self, clock: Clock, digest_key: bytes | None = None, ids: IdSource | None = None) -> None:
         self.clock = clock
+        self.ids = ids if ids is not None else RandomIds()
         # The node passes a key derived from its log key, so digests stay comparable
         # across restarts; without one they are comparable within this process only.
         self.digest_key = digest_key if digest_key is not None else os.urandom(32)
@@ -244,7 +245,9 @@ class Records:
             assert existing is not None, "a record found by its pupil is found by its lookup code"
             raise self._exists(uow, actor, existing, "national_id", cmd.national_id)
         now = self.clock.now()
-        record = Record(cmd.lookup_code, cmd.national_id, cmd.level, custodian, None, now, now)
+        record = Record(
+            cmd.lookup_code, cmd.national_id, cmd.level, custodian, None, now, now, page_salts=(new_salt(self.ids),)
+        )
         uow.records.add(record)
         return record
 
@@ -316,7 +319,18 @@ class Records:
                 continue
             seen.add(cmd.lookup_code)
             students.add(student)
-            fresh.append(Record(cmd.lookup_code, cmd.national_id, cmd.level, school, None, now, now))
+            fresh.append(
+                Record(
+                    cmd.lookup_code,
+                    cmd.national_id,
+                    cmd.level,
+                    school,
+                    None,
+                    now,
+                    now,
+                    page_salts=(new_salt(self.ids),),
+                )
+            )
         uow.records.add_many(fresh)
         outcome.added = len(fresh)
         return outcome
@@ -331,7 +345,7 @@ class Records:
                 raise NotFound("RECORD_NOT_FOUND", "no record with this lookup code", resource=("record", lookup_code))
             # Same answer whether or not it exists: nothing leaks (AIP-211).
             raise PermissionDenied("NOT_CUSTODIAN", "your school does not hold this record")
-        return record
+        return visible(actor, record)
 
     @staticmethod
     def _may_read(uow: UnitOfWork, actor: Actor, record: Record) -> bool:
@@ -353,7 +367,20 @@ class Records:
         after = req.after if isinstance(req.after, str) else None
         rows = uow.records.list_by_custodian(school, after, req.size + 1)
         token = tokens.next_token(actor, rows[req.size - 1].lookup_code, filters) if len(rows) > req.size else ""
-        return Page(rows[: req.size], token)
+        return Page([visible(actor, r) for r in rows[: req.size]], token)
+
+
+def new_salt(ids: IdSource) -> bytes:
+    """16 fresh random bytes (a record's page salt)."""
+    return bytes.fromhex(ids.new_id())
+
+
+def visible(actor: Actor, record: Record) -> Record:
+    """The record as `actor` may see it: its page salts only for its custodian (and the province's
+    admins). The receiving school of an open transfer reads the record too, but learns its salts
+    only if it accepts (with a new one drawn then): a refused transfer leaves it nothing to
+    follow the record's later pages with."""
+    return record if actor.acts_for(record.custodian_school) else replace(record, page_salts=())
 
 
 @dataclass
@@ -489,7 +516,10 @@ class Transfers:
             target = uow.schools.get(transfer.to_school)
             if target is None or not target.active:
                 raise _inactive(transfer.to_school)
-            record = replace(record, custodian_school=transfer.to_school)
+            # A new page salt with the new custodian: the former one cannot match the pages added from now on.
+            record = replace(
+                record, custodian_school=transfer.to_school, page_salts=(*record.page_salts, new_salt(self.ids))
+            )
         decided = transfer.decided(cmd.state, by=actor.principal, at=now, reason=cmd.reason)
         uow.transfers.update(decided)
         uow.records.update(replace(record, open_transfer_id=None, updated_at=now))
@@ -507,9 +537,7 @@ class Transfers:
                 raise _inactive(transfer.to_school)
             self.federation.require_importable(uow, transfer)
         decided = transfer.decided(cmd.state, by=actor.principal, at=now, reason=cmd.reason)
-        index = self.federation.decided_here(uow, decided, actor.principal)
-        leaf = transfer_leaf(decided, actor.principal, now).encode()
-        return Logged(decided, LogReceipt(index, leaf))
+        return Logged(decided, self.federation.decided_here(uow, decided, actor.principal))
 
     def expire_overdue(self, uow: UnitOfWork, limit: int = 500) -> list[Transfer]:
         """Expire open transfers past their deadline; the records unfreeze."""
@@ -602,8 +630,7 @@ class Transfers:
         seq = uow.events.append(event)
         uow.publish(replace(event, seq=seq))
         actor = transfer.decided_by if transfer.decided_by is not None else transfer.initiated_by
-        leaf = transfer_leaf(transfer, actor, at).encode()
-        return LogReceipt(uow.log.append(leaf), leaf)
+        return append_entry(uow.log, transfer_leaf(transfer, actor, at))
 
 
 def _verb(state: TransferState) -> str:

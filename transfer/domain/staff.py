@@ -44,7 +44,15 @@ from transfer.domain.errors import (
     PreconditionViolation,
     Violations,
 )
-from transfer.domain.leaves import NO_ID, DepartureLeaf, HandoffEndLeaf, LeafKind, MoveLeaf, departure_reason_digest
+from transfer.domain.leaves import (
+    NO_ID,
+    DepartureLeaf,
+    HandoffEndLeaf,
+    LeafKind,
+    MoveLeaf,
+    append_entry,
+    departure_reason_digest,
+)
 from transfer.domain.model import (
     Actor,
     DepartureReason,
@@ -403,8 +411,8 @@ class Staff:
             handoff.created_at, handoff.id, teacher.school, teacher.id,
             departure_reason_digest(int(handoff.reason), handoff.salt), cmd.effective_date, cmd.end_date,
             actor.principal,
-        ).encode()  # fmt: skip
-        receipt = LogReceipt(uow.log.append(leaf), leaf)
+        )  # fmt: skip
+        receipt = append_entry(uow.log, leaf)
         if cmd.effective_date <= today:
             handoff = self._apply(uow, handoff, actor.principal)
             if handoff.end_date is not None and handoff.end_date <= today:  # recorded after it was over
@@ -536,8 +544,7 @@ class Staff:
         uow.teachers.update(replace(teacher, status=TeacherStatus.ACTIVE, updated_at=now))
         ended = replace(handoff, state=HandoffState.COMPLETED, ended_at=now)
         uow.handoffs.update(ended)
-        leaf = HandoffEndLeaf(now, handoff.id, handoff.school, handoff.teacher_id, "system").encode()
-        uow.log.append(leaf)
+        append_entry(uow.log, HandoffEndLeaf(now, handoff.id, handoff.school, handoff.teacher_id, "system"))
         return ended
 
     @staticmethod
@@ -628,8 +635,8 @@ class Staff:
     ) -> LogReceipt:  # fmt: skip
         leaf = MoveLeaf(
             kind, self.clock.now(), handoff_id, school, subject, from_teacher or NO_ID, to_teacher, actor, page_id
-        ).encode()
-        return LogReceipt(uow.log.append(leaf), leaf)
+        )
+        return append_entry(uow.log, leaf)
 
     def _move_tasks(self, uow: UnitOfWork, tasks: Sequence[SigningTask], to: str, handoff_id: str, actor: str) -> None:
         if not tasks:

@@ -286,7 +286,7 @@ class Node:
                 raise StartRefused(str(exc)) from None
         self.federation = Federation(
             config.province, peer_keys(self.peers), self.seal_key, trust, page_policy,
-            config.inter_province_deadline_working_days, self.clock, holidays=config.holidays,
+            config.inter_province_deadline_working_days, self.clock, holidays=config.holidays, ids=self.ids,
         )  # fmt: skip
         self.transfers = Transfers(self.policy, self.clock, self.ids, self.federation)
         self.pages = Pages(page_policy, trust, self.clock, self.ids, config.province)
@@ -423,7 +423,7 @@ class Node:
             SchoolDirectoryServicer(store, auth, self.clock, tokens, Directory(cfg.province, self.clock)), server
         )
         records_pb2_grpc.add_RecordServiceServicer_to_server(
-            RecordServicer(store, auth, self.clock, tokens, Records(self.clock, digest_key(logbook))), server
+            RecordServicer(store, auth, self.clock, tokens, Records(self.clock, digest_key(logbook), self.ids)), server
         )
         transfers_pb2_grpc.add_TransferServiceServicer_to_server(
             TransferServicer(store, auth, self.clock, tokens, self.transfers, self.notifier, logbook, self.watch_quota),

@@ -63,6 +63,7 @@ def record_pb(r: Record) -> records_pb2.Record:
         open_transfer_id=r.open_transfer_id or "",
         create_time=timestamp(r.created_at),
         update_time=timestamp(r.updated_at),
+        page_log_salts=list(r.page_salts),
     )
 
 

@@ -38,7 +38,7 @@ from tenacity import wait_exponential_jitter
 from storage.store import Store
 from transfer.domain.errors import PermissionDenied, Unavailable, Violations
 from transfer.domain.federation import Federation, OutboxWake, PeerKeys, message_digest, split_sealed
-from transfer.domain.leaves import NO_PEER_ENTRY
+from transfer.domain.leaves import NO_PEER_ENTRY, reason_code
 from transfer.domain.model import Actor, InboundMessage, MessageKind, OutboxMessage
 from transfer.domain.package import PackageError, digest_of
 from transfer.domain.ports import Clock, UnitOfWork
@@ -580,6 +580,7 @@ class Dispatcher:
                 err.code(),
                 f"{reason}: {err.details() or ''}" if reason else err.details() or "",
                 peer_down=err.code() in UNREACHABLE and reason in PEER_WIDE_REASONS,
+                reason=reason,
             )
             return
         try:
@@ -684,9 +685,11 @@ class Dispatcher:
         *,
         peer_down: bool = False,
         observed: bool = False,
+        reason: str = "",
     ) -> None:
         """Record a failed attempt; `peer_down`: it failed because the peer could not be reached;
-        `observed`: the observer has heard of it already (a crashed attempt)."""
+        `observed`: the observer has heard of it already (a crashed attempt); `reason`: the ErrorInfo
+        reason the peer gave (unchecked: the domain keeps it only if well-formed)."""
         if not observed:
             self._observe(message, "refused" if code in PERMANENT else "retry")
         if peer_down:
@@ -696,7 +699,11 @@ class Dispatcher:
             log.warning(
                 "delivery refused for good", extra={"peer": message.peer, "kind": message.kind.name, "code": code.name}
             )
-            await self.store.write(functools.partial(self.federation.failed, message=message, error=error))
+            await self.store.write(
+                functools.partial(
+                    self.federation.failed, message=message, error=error, code=reason_code(reason) or code.name
+                )
+            )
             return
         wait = BACKOFF(SimpleNamespace(attempt_number=message.attempts + 1))  # type: ignore[arg-type]
         next_at = self.clock.now() + timedelta(seconds=wait)

@@ -26,29 +26,29 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from transfer.v1 import common_pb2 as transfer_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19transfer/v1/records.proto\x12\x0btransfer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18transfer/v1/common.proto\"\x9c\x02\n\x06Record\x12\x13\n\x0blookup_code\x18\x01 \x01(\t\x12\x13\n\x0bnational_id\x18\x02 \x01(\t\x12\'\n\x05level\x18\x03 \x01(\x0e\x32\x18.transfer.v1.RecordLevel\x12\x18\n\x10\x63ustodian_school\x18\x04 \x01(\t\x12)\n\x06status\x18\x05 \x01(\x0e\x32\x19.transfer.v1.RecordStatus\x12\x18\n\x10open_transfer_id\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x98\x01\n\x15RegisterRecordRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0blookup_code\x18\x02 \x01(\t\x12\x13\n\x0bnational_id\x18\x03 \x01(\t\x12\'\n\x05level\x18\x04 \x01(\x0e\x32\x18.transfer.v1.RecordLevel\x12\x18\n\x10\x63ustodian_school\x18\x05 \x01(\t\"=\n\x16RegisterRecordResponse\x12#\n\x06record\x18\x01 \x01(\x0b\x32\x13.transfer.v1.Record\"\'\n\x10GetRecordRequest\x12\x13\n\x0blookup_code\x18\x01 \x01(\t\"8\n\x11GetRecordResponse\x12#\n\x06record\x18\x01 \x01(\x0b\x32\x13.transfer.v1.Record\"K\n\x12ListRecordsRequest\x12\x0e\n\x06school\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"T\n\x13ListRecordsResponse\x12$\n\x07records\x18\x01 \x03(\x0b\x32\x13.transfer.v1.Record\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x84\x01\n\x0cRecordStatus\x12\x1d\n\x19RECORD_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14RECORD_STATUS_ACTIVE\x10\x01\x12\x18\n\x14RECORD_STATUS_FROZEN\x10\x02\x12!\n\x1dRECORD_STATUS_TRANSFERRED_OUT\x10\x03\x32\x88\x02\n\rRecordService\x12Y\n\x0eRegisterRecord\x12\".transfer.v1.RegisterRecordRequest\x1a#.transfer.v1.RegisterRecordResponse\x12J\n\tGetRecord\x12\x1d.transfer.v1.GetRecordRequest\x1a\x1e.transfer.v1.GetRecordResponse\x12P\n\x0bListRecords\x12\x1f.transfer.v1.ListRecordsRequest\x1a .transfer.v1.ListRecordsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19transfer/v1/records.proto\x12\x0btransfer.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18transfer/v1/common.proto\"\xb4\x02\n\x06Record\x12\x13\n\x0blookup_code\x18\x01 \x01(\t\x12\x13\n\x0bnational_id\x18\x02 \x01(\t\x12\'\n\x05level\x18\x03 \x01(\x0e\x32\x18.transfer.v1.RecordLevel\x12\x18\n\x10\x63ustodian_school\x18\x04 \x01(\t\x12)\n\x06status\x18\x05 \x01(\x0e\x32\x19.transfer.v1.RecordStatus\x12\x18\n\x10open_transfer_id\x18\x06 \x01(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0epage_log_salts\x18\t \x03(\x0c\"\x98\x01\n\x15RegisterRecordRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x13\n\x0blookup_code\x18\x02 \x01(\t\x12\x13\n\x0bnational_id\x18\x03 \x01(\t\x12\'\n\x05level\x18\x04 \x01(\x0e\x32\x18.transfer.v1.RecordLevel\x12\x18\n\x10\x63ustodian_school\x18\x05 \x01(\t\"=\n\x16RegisterRecordResponse\x12#\n\x06record\x18\x01 \x01(\x0b\x32\x13.transfer.v1.Record\"\'\n\x10GetRecordRequest\x12\x13\n\x0blookup_code\x18\x01 \x01(\t\"8\n\x11GetRecordResponse\x12#\n\x06record\x18\x01 \x01(\x0b\x32\x13.transfer.v1.Record\"K\n\x12ListRecordsRequest\x12\x0e\n\x06school\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"T\n\x13ListRecordsResponse\x12$\n\x07records\x18\x01 \x03(\x0b\x32\x13.transfer.v1.Record\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t*\x84\x01\n\x0cRecordStatus\x12\x1d\n\x19RECORD_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14RECORD_STATUS_ACTIVE\x10\x01\x12\x18\n\x14RECORD_STATUS_FROZEN\x10\x02\x12!\n\x1dRECORD_STATUS_TRANSFERRED_OUT\x10\x03\x32\x88\x02\n\rRecordService\x12Y\n\x0eRegisterRecord\x12\".transfer.v1.RegisterRecordRequest\x1a#.transfer.v1.RegisterRecordResponse\x12J\n\tGetRecord\x12\x1d.transfer.v1.GetRecordRequest\x1a\x1e.transfer.v1.GetRecordResponse\x12P\n\x0bListRecords\x12\x1f.transfer.v1.ListRecordsRequest\x1a .transfer.v1.ListRecordsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'transfer.v1.records_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_RECORDSTATUS']._serialized_start=869
-  _globals['_RECORDSTATUS']._serialized_end=1001
+  _globals['_RECORDSTATUS']._serialized_start=893
+  _globals['_RECORDSTATUS']._serialized_end=1025
   _globals['_RECORD']._serialized_start=102
-  _globals['_RECORD']._serialized_end=386
-  _globals['_REGISTERRECORDREQUEST']._serialized_start=389
-  _globals['_REGISTERRECORDREQUEST']._serialized_end=541
-  _globals['_REGISTERRECORDRESPONSE']._serialized_start=543
-  _globals['_REGISTERRECORDRESPONSE']._serialized_end=604
-  _globals['_GETRECORDREQUEST']._serialized_start=606
-  _globals['_GETRECORDREQUEST']._serialized_end=645
-  _globals['_GETRECORDRESPONSE']._serialized_start=647
-  _globals['_GETRECORDRESPONSE']._serialized_end=703
-  _globals['_LISTRECORDSREQUEST']._serialized_start=705
-  _globals['_LISTRECORDSREQUEST']._serialized_end=780
-  _globals['_LISTRECORDSRESPONSE']._serialized_start=782
-  _globals['_LISTRECORDSRESPONSE']._serialized_end=866
-  _globals['_RECORDSERVICE']._serialized_start=1004
-  _globals['_RECORDSERVICE']._serialized_end=1268
+  _globals['_RECORD']._serialized_end=410
+  _globals['_REGISTERRECORDREQUEST']._serialized_start=413
+  _globals['_REGISTERRECORDREQUEST']._serialized_end=565
+  _globals['_REGISTERRECORDRESPONSE']._serialized_start=567
+  _globals['_REGISTERRECORDRESPONSE']._serialized_end=628
+  _globals['_GETRECORDREQUEST']._serialized_start=630
+  _globals['_GETRECORDREQUEST']._serialized_end=669
+  _globals['_GETRECORDRESPONSE']._serialized_start=671
+  _globals['_GETRECORDRESPONSE']._serialized_end=727
+  _globals['_LISTRECORDSREQUEST']._serialized_start=729
+  _globals['_LISTRECORDSREQUEST']._serialized_end=804
+  _globals['_LISTRECORDSRESPONSE']._serialized_start=806
+  _globals['_LISTRECORDSRESPONSE']._serialized_end=890
+  _globals['_RECORDSERVICE']._serialized_start=1028
+  _globals['_RECORDSERVICE']._serialized_end=1292
 # @@protoc_insertion_point(module_scope)

@@ -23,7 +23,7 @@ RECORD_STATUS_FROZEN: RecordStatus
 RECORD_STATUS_TRANSFERRED_OUT: RecordStatus
 
 class Record(_message.Message):
-    __slots__ = ("lookup_code", "national_id", "level", "custodian_school", "status", "open_transfer_id", "create_time", "update_time")
+    __slots__ = ("lookup_code", "national_id", "level", "custodian_school", "status", "open_transfer_id", "create_time", "update_time", "page_log_salts")
     LOOKUP_CODE_FIELD_NUMBER: _ClassVar[int]
     NATIONAL_ID_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class Record(_message.Message):
     OPEN_TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    PAGE_LOG_SALTS_FIELD_NUMBER: _ClassVar[int]
     lookup_code: str
     national_id: str
     level: _common_pb2.RecordLevel
@@ -40,7 +41,8 @@ class Record(_message.Message):
     open_transfer_id: str
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, lookup_code: _Optional[str] = ..., national_id: _Optional[str] = ..., level: _Optional[_Union[_common_pb2.RecordLevel, str]] = ..., custodian_school: _Optional[str] = ..., status: _Optional[_Union[RecordStatus, str]] = ..., open_transfer_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    page_log_salts: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, lookup_code: _Optional[str] = ..., national_id: _Optional[str] = ..., level: _Optional[_Union[_common_pb2.RecordLevel, str]] = ..., custodian_school: _Optional[str] = ..., status: _Optional[_Union[RecordStatus, str]] = ..., open_transfer_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_log_salts: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class RegisterRecordRequest(_message.Message):
     __slots__ = ("request_id", "lookup_code", "national_id", "level", "custodian_school")
