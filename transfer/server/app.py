@@ -40,6 +40,7 @@ from transfer.ledger.note import Checkpoint, Ed25519Signer, NoteError, Verifier,
 from transfer.ledger.receipt import ProofBundle
 from transfer.server import faults
 from transfer.server.auth import Authenticator
+from transfer.server.calllog import CallLog
 from transfer.server.config import Config
 from transfer.server.decoding import RefuseMalformed
 from transfer.server.limits import StreamQuota, grpc_options, raise_open_file_limit
@@ -395,7 +396,10 @@ class Node:
             self.dispatcher = Dispatcher(store, self.federation, self.links, self.peers, self.clock)
 
         server = grpc.aio.server(
-            interceptors=[RefuseMalformed(self.clock)],
+            interceptors=[
+                RefuseMalformed(self.clock),
+                CallLog(auth, cfg.log_reads),
+            ],
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
