@@ -78,9 +78,9 @@ def test_a_refused_call_is_logged_with_caller_request_id_status_duration_and_tra
     server: ServerProcess, pki: Path
 ) -> None:
     """A refused mutation's line names method, principal, request_id, code, reason, duration and the trace id."""
-    request_id = str(uuid.uuid4())
+    request_id, lookup_code = str(uuid.uuid4()), new_lookup_code()
     with _client(server, pki, "school-S1", NO_RETRY) as s1, pytest.raises(TransferError) as refused:
-        s1.initiate_transfer(new_lookup_code(), "S2", request_id=request_id)
+        s1.initiate_transfer(lookup_code, "S2", request_id=request_id)
     err = refused.value
     assert err.reason == "NOT_CUSTODIAN" and len(err.trace_id) == 32
     line = _call_line(server.log_path, err.trace_id)
@@ -93,6 +93,30 @@ def test_a_refused_call_is_logged_with_caller_request_id_status_duration_and_tra
     assert len(line["span_id"]) == 16
     # the domain's own line for the refusal carries the same trace id
     assert any(e["msg"] == "refused" and e.get("trace_id") == err.trace_id for e in _lines(server.log_path))
+    text = server.log_path.read_text(encoding="utf-8")
+    assert lookup_code not in text and "Trường" not in text
+
+
+def test_a_stream_is_logged_once_when_it_ends_with_the_messages_it_sent(tmp_path: Path, pki: Path) -> None:
+    """A WatchTransfers stream the caller closes makes one line, when it ends, counting the events it sent."""
+    proc = _node(tmp_path, pki, 'reads = "info"')
+    try:
+        with _client(proc, pki, "province-admin") as admin:
+            for code in ("S1", "S2"):
+                admin.register_school(code, f"Trường {code}")
+        with _client(proc, pki, "school-S1") as s1:
+            for _ in range(2):
+                s1.initiate_transfer(new_record(s1), "S2")
+            events = s1.watch_transfers("S1", resume=False)
+            seen = [next(events), next(events)]
+            events.close()
+        assert len(seen) == 2
+        lines = wait_for("the WatchTransfers line", lambda: _calls(proc.log_path, "/WatchTransfers"))
+        assert len(lines) == 1
+        assert lines[0]["messages"] >= 2 and lines[0]["code"] in ("CANCELLED", "OK")
+        assert lines[0]["principal"] == "school:S1" and lines[0]["level"] == "INFO"
+    finally:
+        proc.stop()
 
 
 def test_a_successful_mutation_is_logged_at_info_and_a_read_at_debug_by_default(

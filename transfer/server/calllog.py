@@ -248,17 +248,27 @@ class CallLog(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             async def stream(request: Any, context: Context) -> AsyncIterator[Any]:
                 started = time.perf_counter()
                 trace, token, trailer = begin(context)
-                error: BaseException | None = None
-                sent = 0
+                sent, logged = 0, False
+                first = None if stream_in else request
+
+                def finish(error: BaseException | None) -> None:
+                    nonlocal logged
+                    if not logged:
+                        logged = True
+                        end(method, context, trace, started, first, error, sent)
+
+                # A stream cancelled while gRPC itself was sending leaves this generator suspended, to be
+                # closed whenever it is collected: the call's end logs it then, once.
+                context.add_done_callback(lambda _: finish(asyncio.CancelledError()))
                 try:
                     async for response in behavior(request, context):
                         sent += 1
                         yield response
                 except BaseException as exc:
-                    error = exc
+                    finish(exc)
                     raise
                 finally:
-                    end(method, context, trace, started, None if stream_in else request, error, sent)
+                    finish(None)
                     with contextlib.suppress(ValueError):  # finalised from another context, which never had it set
                         current_trace_id.reset(token)
                         _trailer.reset(trailer)
