@@ -50,6 +50,7 @@ from transfer.domain.model import (
     InboundMessage,
     LockTrack,
     MessageKind,
+    OutboxBacklog,
     OutboxMessage,
     OutboxState,
     Page,
@@ -1286,6 +1287,32 @@ class SqlOutbox:
                 )
             )
         return out
+
+    def backlog(self) -> list[OutboxBacklog]:
+        # The filter on state uses ix_outbox_state_due: delivered messages, most of the table, are not read.
+        o = outbox
+        pending: ColumnElement[Any] = literal_column(str(int(OutboxState.PENDING)))
+        failed: ColumnElement[Any] = literal_column(str(int(OutboxState.FAILED)))
+
+        def build() -> Select[Any]:
+            return (
+                select(o.c.peer, o.c.state, func.count(), func.min(o.c.created_at_us), func.max(o.c.attempts))
+                .where(o.c.state.in_([pending, failed]))
+                .group_by(o.c.peer, o.c.state)
+                .order_by(o.c.peer)
+            )
+
+        found: dict[str, OutboxBacklog] = {}
+        for peer, state, count, oldest, attempts in self.db.all("outbox_backlog", build, {}):
+            seen = found.get(peer) or OutboxBacklog(peer, 0, 0, None, 0)
+            if int(state) == OutboxState.PENDING:
+                seen = replace(
+                    seen, pending=int(count), oldest_pending_at=_opt_from_us(oldest), max_attempts=int(attempts)
+                )
+            else:
+                seen = replace(seen, failed=int(count))
+            found[peer] = seen
+        return list(found.values())
 
 
 class SqlInbound:

@@ -9,7 +9,9 @@ that fails after writing rolls the batch back, and the writer re-runs each of
 its commands alone so that only the culprit fails.
 
 Items a command publishes (events for the watch streams) reach the
-after-commit listener only if the transaction committed.
+after-commit listener only if the transaction committed. An observer (the
+node's metrics, transfer/server/metrics.py) hears of every transaction: its
+size and duration, or why it failed.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ import collections
 import contextvars
 import functools
 import logging
+import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection
 
@@ -39,6 +42,18 @@ IdempotencyKey = tuple[str, str]  # (principal, request_id)
 Item = tuple[Command, "asyncio.Future[Any]", IdempotencyKey | None, ReadAhead | None]
 
 
+class WriterObserver(Protocol):
+    """Hears of each write transaction (called on the event loop; must be quick and must not raise)."""
+
+    def committed(self, commands: int, seconds: float) -> None:
+        """A batch of `commands` committed; `seconds` from the start of its transaction to its commit."""
+
+    def failed(self, reason: str, commands: int) -> None:
+        """A transaction of `commands` was rolled back or failed: `reason` is the refusal's reason
+        (DATABASE_UNAVAILABLE, DATABASE_BUSY, ...), ROLLED_BACK (a command failed after writing: the
+        batch is re-run one command at a time), LOG_INCONSISTENT, or UNEXPECTED."""
+
+
 class WriterStopped(RuntimeError):
     """The writer is shutting down and takes no new commands."""
 
@@ -52,8 +67,10 @@ class Writer:
         after_commit: Callable[[list[object]], None] | None = None,
         after_uncertain: Callable[[], None] | None = None,
         gate: LogGate | None = None,
+        observer: WriterObserver | None = None,
     ) -> None:
         self.db = db
+        self.observer = observer
         # Closed when the log is found inconsistent with a signed checkpoint: no command runs then.
         self.gate = gate or LogGate()
         self.max_batch = max_batch
@@ -69,6 +86,11 @@ class Writer:
         self.batches = 0
         self.commands = 0
         self._unavailable = UnavailableLog(log, "write transaction failed: database unavailable")
+
+    @property
+    def waiting(self) -> int:
+        """Commands queued and not yet taken into a batch."""
+        return len(self._queue)
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="writer")
@@ -127,12 +149,14 @@ class Writer:
                 return
 
     async def _commit(self, batch: list[Item]) -> None:
+        began = time.perf_counter()
         try:
             outcomes, published, committed = await self.db.write(
                 functools.partial(self._execute, batch=batch, log_state=self.log_state),
                 busy=len(batch) > 1 or bool(self._queue),
             )
         except _Broken as broken:
+            self._observe_failure("LOG_INCONSISTENT", len(batch))
             # The log lost entries it signed or acknowledged: nothing of the batch stands, and no
             # later command runs (the gate refuses them), so no entry gets a position it cannot prove.
             self.gate.trip(broken.cause)
@@ -143,6 +167,7 @@ class Writer:
             self._queue.clear()
             return
         except _Undo as undo:
+            self._observe_failure("ROLLED_BACK", len(batch))
             if len(batch) > 1:
                 # Someone in the batch failed half-way: run each alone, so only it fails.
                 for item in batch:
@@ -158,6 +183,7 @@ class Writer:
             return
         except Exception as exc:  # the transaction itself failed
             self._log_failure(exc, len(batch))
+            self._observe_failure(exc.reason if isinstance(exc, DomainError) else "UNEXPECTED", len(batch))
             for _, fut, _, _ in batch:
                 if not fut.done():
                     fut.set_exception(exc)
@@ -171,6 +197,8 @@ class Writer:
             action()
         self.batches += 1
         self.commands += len(batch)
+        if self.observer is not None:
+            self.observer.committed(len(batch), time.perf_counter() - began)
         for (_, fut, _, _), (ok, value) in zip(batch, outcomes, strict=True):
             if fut.done():  # the caller went away; the change stands
                 continue
@@ -183,6 +211,10 @@ class Writer:
                 self.after_commit(published)
             except Exception:
                 log.exception("after-commit listener failed")
+
+    def _observe_failure(self, reason: str, size: int) -> None:
+        if self.observer is not None:
+            self.observer.failed(reason, size)
 
     def _log_failure(self, exc: Exception, size: int) -> None:
         """A failed transaction: with its traceback when it is unexpected; the database being

@@ -27,6 +27,7 @@ from transfer.domain.federation import Federation
 from transfer.domain.logbook import LogGate, LogInconsistent, tree_root
 from transfer.domain.model import (
     MessageKind,
+    OutboxBacklog,
     OutboxMessage,
     OutboxState,
     Record,
@@ -580,3 +581,64 @@ def test_due_messages_of_full_peers_are_left_out(database_url: str) -> None:
     assert everyone == ["48", "48", "79", "48"]
     assert without_48 == ["79"] and without_both == []
     assert next_at == [NOW, NOW, later, None]
+
+
+def test_outbox_backlog_counts_undelivered_messages_by_peer(database_url: str) -> None:
+    """The metrics' outbox read: per peer, pending (with the oldest's time and most attempts) and failed messages;
+    delivered ones are not counted, and a peer with none undelivered is absent."""
+    migrate.upgrade(database_url)
+    engine = create_engine(sync_url(database_url))
+    rows = [  # peer, state, attempts, created
+        ("79", OutboxState.PENDING, 3, NOW - timedelta(minutes=5)),
+        ("79", OutboxState.PENDING, 7, NOW),
+        ("79", OutboxState.FAILED, 1, NOW - timedelta(days=1)),
+        ("79", OutboxState.DELIVERED, 1, NOW - timedelta(days=2)),
+        ("48", OutboxState.FAILED, 2, NOW),
+        ("31", OutboxState.DELIVERED, 1, NOW),
+    ]
+    with engine.begin() as conn:
+        uow = SqlUnitOfWork(conn)
+        for i, (peer, state, attempts, created) in enumerate(rows):
+            uow.outbox.add(OutboxMessage(0, f"{i + 1:032x}", peer, MessageKind.OFFER, b"x", state, attempts, NOW, "",
+                                         created))  # fmt: skip
+    with engine.begin() as conn:
+        backlog = sorted(SqlUnitOfWork(conn).outbox.backlog(), key=lambda b: b.peer)
+    engine.dispose()
+    assert backlog == [
+        OutboxBacklog("48", 0, 1, None, 0),
+        OutboxBacklog("79", 2, 1, NOW - timedelta(minutes=5), 7),
+    ]
+
+
+def test_the_writers_observer_hears_of_each_transaction(database_url: str) -> None:
+    """The writer tells its observer each committed batch's size and each failed transaction's reason
+    (ROLLED_BACK for a batch undone by a command that failed after writing)."""
+    migrate.upgrade(database_url)
+    committed: list[int] = []
+    failed: list[tuple[str, int]] = []
+
+    class Observer:
+        def committed(self, commands: int, seconds: float) -> None:
+            assert seconds >= 0
+            committed.append(commands)
+
+        def failed(self, reason: str, commands: int) -> None:
+            failed.append((reason, commands))
+
+    async def scenario() -> None:
+        db = open_database(database_url)
+        writer = Writer(db, observer=Observer())
+        writer.start()
+        assert writer.waiting == 0
+        await asyncio.gather(
+            writer.submit(_add_school("A")),  # type: ignore[arg-type]
+            writer.submit(_fail_after_write),
+            writer.submit(_add_school("B")),  # type: ignore[arg-type]
+            return_exceptions=True,
+        )
+        await writer.stop()
+        await db.close()
+
+    asyncio.run(scenario())
+    assert failed == [("ROLLED_BACK", 3), ("ROLLED_BACK", 1)]  # the batch, then the culprit alone
+    assert committed == [1, 1]  # A and B, each re-run alone

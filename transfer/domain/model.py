@@ -466,6 +466,17 @@ class InboundMessage:
     state: TransferState
 
 
+@dataclass(frozen=True)
+class OutboxBacklog:
+    """The undelivered messages to one peer, for monitoring: those waiting and those refused for good."""
+
+    peer: str
+    pending: int
+    failed: int
+    oldest_pending_at: datetime | None
+    max_attempts: int  # of a pending message
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryStats:
     """Deliveries to one peer, for operators."""

@@ -20,6 +20,7 @@ from transfer.domain.model import (
     Handoff,
     InboundMessage,
     MessageKind,
+    OutboxBacklog,
     OutboxMessage,
     Page,
     Record,
@@ -299,6 +300,10 @@ class OutboxRepository(Protocol):
         ...
 
     def stats(self) -> list[DeliveryStats]: ...
+
+    def backlog(self) -> list[OutboxBacklog]:
+        """Per peer, the messages still pending or refused for good: reads those rows only, never the delivered."""
+        ...
 
 
 class InboundRepository(Protocol):

@@ -7,6 +7,8 @@ in-process with a fake clock.
 from __future__ import annotations
 
 import asyncio
+import collections
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -16,7 +18,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
-from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -41,9 +42,11 @@ from transfer.ledger.receipt import ProofBundle
 from transfer.server import faults
 from transfer.server.auth import Authenticator
 from transfer.server.calllog import CallLog
+from transfer.server.certs import ServerCertificates, TlsMaterial, TlsRefused, load_tls
 from transfer.server.config import Config
 from transfer.server.decoding import RefuseMalformed
 from transfer.server.limits import StreamQuota, grpc_options, raise_open_file_limit
+from transfer.server.metrics import MetricsStartRefused, NodeMetrics
 from transfer.server.notify import Notifier
 from transfer.server.peer_witness import PeerWitness, WitnessStartRefused
 from transfer.server.peers import (
@@ -65,7 +68,6 @@ from transfer.server.servicers import (
     TransferServicer,
 )
 from transfer.server.witnessing import WitnessAhead, Witnessing
-from transfer.tlsfiles import tls_files_problem
 from transfer.unavailable import UnavailableLog
 from transfer.v1 import (
     log_pb2,
@@ -105,28 +107,29 @@ _READ_ONLY_SERVICE_NAMES = (
 WRITE_SERVICE_NAMES = tuple(name for name in SERVICE_NAMES if name not in _READ_ONLY_SERVICE_NAMES)
 
 
-def _check_tls_files(ca: bytes, cert: bytes, key: bytes, config: Config) -> None:
-    """What grpc would only find when binding the port (with a traceback), said here in one line per file."""
-    messages = {
-        "ca": f"tls.ca_file {config.ca_file}: no PEM certificate in it",
-        "cert": f"tls.cert_file {config.cert_file}: no PEM certificate in it",
-        "key": f"tls.key_file {config.key_file}: not an unencrypted PEM private key",
-        "mismatch": f"tls.key_file {config.key_file} is not the key of tls.cert_file {config.cert_file}",
-    }
-    problem = tls_files_problem(ca, cert, key)
-    if problem is not None:
-        raise StartRefused(messages[problem])
+def server_tls(config: Config) -> TlsMaterial:
+    """The node's certificate, key, trusted CAs and deny list, each file checked (one line naming a bad one).
+
+    Mutual TLS: clients must present a certificate from the node's CA, or (peer nodes) from their own
+    province's CA; `Authenticator` tells them apart."""
+    try:
+        return load_tls(config)
+    except TlsRefused as exc:
+        raise StartRefused(str(exc)) from None
 
 
-def server_credentials(config: Config) -> grpc.ServerCredentials:
-    """Mutual TLS: clients must present a certificate from the node's CA, or
-    (peer nodes) from their own province's CA; `Authenticator` tells them apart."""
-    roots = config.ca_file.read_bytes()
-    cert, key = config.cert_file.read_bytes(), config.key_file.read_bytes()
-    _check_tls_files(roots, cert, key, config)
-    for peer in config.peers:
-        roots += b"\n" + peer.ca_file.read_bytes()
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=roots, require_client_auth=True)
+def _tls_part(running: Config, read: Config) -> Config:
+    """`running` with the reloadable part of `read`: [tls], and the ca_file of each peer both name."""
+    ca_files = {p.province: p.ca_file for p in read.peers}
+    return dataclasses.replace(
+        running,
+        ca_file=read.ca_file,
+        cert_file=read.cert_file,
+        key_file=read.key_file,
+        tls_revoked=read.tls_revoked,
+        tls_revoked_file=read.tls_revoked_file,
+        peers=tuple(dataclasses.replace(p, ca_file=ca_files.get(p.province, p.ca_file)) for p in running.peers),
+    )
 
 
 SWEEP_BATCH = 500
@@ -267,7 +270,7 @@ class Node:
             holidays=frozenset(config.holidays),
             utc_offset=config.utc_offset,
         )
-        trust = load_signing_trust(config)
+        self.signing_trust = trust = load_signing_trust(config)
         page_policy = PagePolicy(config.lock_completed, config.lock_supplementary, config.utc_offset)
         self.peers = load_peers(config)
         seal = load_seal_signer(config)
@@ -304,10 +307,17 @@ class Node:
             log, "checkpoint publication failed: database unavailable; will retry"
         )
         self.witnessing: Witnessing | None = None
+        self.auth: Authenticator | None = None
+        self.certificates: ServerCertificates | None = None
+        self._reload_lock = asyncio.Lock()
+        # [metrics]: Prometheus metrics on an HTTP endpoint of their own (metrics.py); None when off.
+        self.publish_failures: collections.Counter[str] = collections.Counter()  # by reason
+        self.metrics = NodeMetrics(self) if config.metrics is not None else None
+        self.metrics_port = 0
 
     async def start(self) -> int:
         cfg = self.config
-        creds = server_credentials(cfg)  # fail early on unreadable keys
+        tls = server_tls(cfg)  # fail early on unreadable keys
         files_problem = raise_open_file_limit(cfg.limits)
         if files_problem is not None:
             raise StartRefused(files_problem)
@@ -331,6 +341,7 @@ class Node:
             after_commit=self._after_commit,
             after_uncertain=self._after_uncertain,
             gate=self.gate,
+            observer=self.metrics.writer if self.metrics is not None else None,
         )
         store = self.store = Store(self.db, self.writer)
         try:
@@ -345,7 +356,7 @@ class Node:
             raise
         self.writer.start()
         try:
-            await self._serve(cfg, store, logbook, creds, self.tokens)
+            await self._serve(cfg, store, logbook, tls, self.tokens)
         except BaseException:  # e.g. the port is taken: leave nothing running or open
             await self._abandon_start()
             raise
@@ -357,6 +368,7 @@ class Node:
                 "port": self.port,
                 "database": describe(cfg.database_url),
                 "witness_port": self.witness_port,
+                "metrics_port": self.metrics_port,
             },
         )
         return self.port
@@ -365,6 +377,8 @@ class Node:
         if self._server is not None:
             await self._server.stop(None)
             self._server = None
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
         if self.peer_witness is not None:
             await asyncio.to_thread(self.peer_witness.stop)
         for task in self._tasks:
@@ -383,23 +397,23 @@ class Node:
             await self.db.close()
         self.db = self.writer = self.store = None
 
-    async def _serve(
-        self, cfg: Config, store: Store, logbook: Logbook, creds: grpc.ServerCredentials, tokens: Tokens
-    ) -> None:
-        auth = Authenticator(
-            cfg.province,
-            {p: peer.ca for p, peer in self.peers.items()},
-            own_cas=x509.load_pem_x509_certificates(cfg.ca_file.read_bytes()),
-        )
+    async def _serve(self, cfg: Config, store: Store, logbook: Logbook, tls: TlsMaterial, tokens: Tokens) -> None:
+        self.auth = auth = Authenticator(cfg.province, tls.peer_cas, own_cas=tls.own_cas, revoked=tls.revoked)
+        self.certificates = ServerCertificates(tls)
+        creds = self.certificates.credentials()
         if self.peers:
-            self.links = PeerLinks(cfg, self.peers)
+            self.links = PeerLinks(self.peers, tls)
             self.dispatcher = Dispatcher(store, self.federation, self.links, self.peers, self.clock)
+            if self.metrics is not None:
+                self.dispatcher.observer = self.metrics.deliveries
 
+        interceptors: list[grpc.aio.ServerInterceptor] = []
+        if self.metrics is not None:  # first: it sees what the others answer too
+            interceptors.append(self.metrics.calls)
+        interceptors.append(RefuseMalformed(self.clock))
+        interceptors.append(CallLog(auth, cfg.log_reads))
         server = grpc.aio.server(
-            interceptors=[
-                RefuseMalformed(self.clock),
-                CallLog(auth, cfg.log_reads),
-            ],
+            interceptors=interceptors,
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
@@ -447,6 +461,11 @@ class Node:
                 self.witness_port = self.peer_witness.start(lambda: self.clock.now().timestamp())
             except WitnessStartRefused as exc:
                 raise StartRefused(str(exc)) from None
+        if self.metrics is not None:
+            try:
+                self.metrics_port = self.metrics.start()
+            except MetricsStartRefused as exc:
+                raise StartRefused(str(exc)) from None
         await server.start()
         self._server = server
         for name in ("", *SERVICE_NAMES):
@@ -463,6 +482,46 @@ class Node:
             tmp = cfg.port_file.with_suffix(".tmp")
             tmp.write_text(f"{self.port}\n")
             os.replace(tmp, cfg.port_file)
+
+    async def reload_tls(self, config: Config | None = None) -> bool:
+        """SIGHUP: read the TLS material again and use it for every new connection and call.
+
+        `config` is the configuration file read again (None: the files this node was started with): of it,
+        [tls] (the certificate, key, CA file and deny list) and each configured peer's `ca_file` are taken;
+        anything else needs a restart, and a line says so. Connections already open keep their handshake
+        and their calls run on; every later call is judged by the new CAs and deny list; the peer links
+        make new calls with the new certificate. Material that cannot be used whole keeps the old one in
+        service, with one error line saying why. Returns whether the new material is in service."""
+        assert self.certificates is not None and self.auth is not None, "node not started"
+        async with self._reload_lock:  # two SIGHUPs in a row: the later file contents win
+            return await self._reload_tls(config)
+
+    async def _reload_tls(self, config: Config | None) -> bool:
+        assert self.certificates is not None and self.auth is not None
+        wanted = _tls_part(self.config, config or self.config)
+        try:
+            material = await asyncio.to_thread(load_tls, wanted)
+        except TlsRefused as exc:
+            log.error(
+                "TLS reload refused, still serving with the certificates loaded before: %s",
+                exc,
+                extra={"reason": "TLS_RELOAD_REFUSED"},
+            )
+            return False
+        if config is not None:
+            ignored = [f.name for f in dataclasses.fields(Config) if getattr(config, f.name) != getattr(wanted, f.name)]
+            if ignored:
+                log.warning(
+                    "configuration changes outside [tls] and the peers' ca_file take effect at the next start",
+                    extra={"fields": ignored},
+                )
+        self.config = wanted
+        self.certificates.replace(material)
+        self.auth.trust(material.peer_cas, material.own_cas, material.revoked)
+        if self.links is not None:
+            self.links.renew(material)
+        log.info("TLS material reloaded", extra=material.describe())
+        return True
 
     async def sweep_once(self) -> int:
         """Expire overdue transfers, apply due handoffs (and end absences), lock
@@ -782,10 +841,12 @@ class Node:
             except asyncio.CancelledError:
                 raise
             except Unavailable as exc:  # the database is down, locked or full: one line, not one per round
+                self.publish_failures[exc.reason] += 1
                 if exc.reason == "LOG_INCONSISTENT":  # said once, by _log_broke
                     return
                 self._publish_unavailable.failed(exc)
             except Exception:
+                self.publish_failures["UNEXPECTED"] += 1
                 log.exception("checkpoint publication failed; will retry")
             await asyncio.sleep(self.config.checkpoint_interval_seconds)
 
@@ -810,6 +871,8 @@ class Node:
         self.notifier.close()
         if self._server is not None:
             await self._server.stop(grace)
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
         if self.peer_witness is not None:
             await asyncio.to_thread(self.peer_witness.stop)
         for task in self._tasks:

@@ -11,6 +11,10 @@
     ca_file = "pki/ca.pem"          # CA whose certificates clients present
     cert_file = "pki/node.pem"
     key_file = "pki/node.key"
+    revoked = []                    # client certificates refused (CERTIFICATE_REVOKED): "serial:0x<hex>",
+                                    # "serial:<decimal>" or "sha256:<hex of the DER certificate>"
+    revoked_file = ""               # more of them, one a line ('#' starts a comment)
+                                    # SIGHUP re-reads all of [tls] and the peers' ca_file (docs/operations.md)
 
     [database]
     url = "sqlite:///var/node.db"   # or postgresql://user@host:port/db
@@ -74,6 +78,10 @@
                                     # required with PostgreSQL
     name = "hocba.example.vn/province/01/witness"  # optional: the key's name, checked at start
 
+    [metrics]
+    listen = "127.0.0.1:9464"       # host:port of the Prometheus /metrics endpoint (plain HTTP);
+                                    # empty or absent: no endpoint (docs/operations.md, Monitoring)
+
     [idempotency]
     retention_days = 30             # how long a request_id is remembered
 
@@ -118,6 +126,7 @@ from storage.database import UNAVAILABLE_AFTER_S, sqlite_file, url_problem
 from transfer.domain.provinces import is_province
 from transfer.ledger.note import NoteError
 from transfer.ledger.witnessed import cosignature_verifier
+from transfer.revocation import revoked_entry_problem
 
 
 class ConfigError(ValueError):
@@ -146,6 +155,14 @@ class PeerWitnessConfig:
     key_file: Path
     state_file: Path
     name: str = ""  # "" : whatever the key file names; otherwise the key's name must be this
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """[metrics]: where the node serves its Prometheus metrics (docs/operations.md, Monitoring)."""
+
+    host: str
+    port: int
 
 
 @dataclass(frozen=True)
@@ -224,6 +241,7 @@ class Config:
     witness_quorum: int = 0
     witness_startup_seconds: float = 10.0
     witness: PeerWitnessConfig | None = None
+    metrics: MetricsConfig | None = None
     idempotency_retention_days: int = 30
     shutdown_grace_seconds: float = 10.0
     max_batch: int = 128
@@ -232,6 +250,9 @@ class Config:
     log_format: str = "json"
     # The share of successful reads whose call line is at INFO (the rest are at DEBUG): logging.reads.
     log_reads: float = 0.0
+    # [tls] revoked / revoked_file: the deny list of client certificates (transfer/revocation.py)
+    tls_revoked: tuple[str, ...] = ()
+    tls_revoked_file: Path | None = None
 
 
 # section -> key -> (type, required)
@@ -243,7 +264,13 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
         "listen": (str, False),
         "port_file": (str, False),
     },
-    "tls": {"ca_file": (str, True), "cert_file": (str, True), "key_file": (str, True)},
+    "tls": {
+        "ca_file": (str, True),
+        "cert_file": (str, True),
+        "key_file": (str, True),
+        "revoked": (list, False),
+        "revoked_file": (str, False),
+    },
     "database": {
         "url": (str, True),
         "sqlite_synchronous": (str, False),
@@ -278,6 +305,7 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
     },
     "logging": {"level": (str, False), "format": (str, False), "reads": (str, False)},
     "witness": {"listen": (str, False), "key_file": (str, False), "state_file": (str, False), "name": (str, False)},
+    "metrics": {"listen": (str, False)},
 }
 
 ENV_PREFIX = "TRANSFER_"
@@ -489,6 +517,12 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         except ValueError:
             raise ConfigError(f"pages.{key}: {text!r} is not a MM-DD date") from None
         lock_dates.append((month, day))
+    revoked = get("tls", "revoked", [])
+    for entry in revoked:
+        problem = revoked_entry_problem(entry)
+        if problem is not None:
+            raise ConfigError(f"tls.revoked: {problem}")
+    revoked_file = get("tls", "revoked_file", "")
     signing_ca = get("signing", "ca_file", "")
     peers = _peers(peers_raw, base, province)
     seal_key = get("seal", "key_file", "")
@@ -513,6 +547,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     witness = None
     if "witness" in raw or "witness" in c:  # an empty [witness] table is a mistake, not "off"
         witness = _witness(c.get("witness", {}), base, database_url, latest_checkpoint_file, peers)
+    metrics = _metrics(get("metrics", "listen", ""))
     return Config(
         province=province,
         name=name,
@@ -546,6 +581,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         witness_quorum=quorum,
         witness_startup_seconds=startup_wait,
         witness=witness,
+        metrics=metrics,
         idempotency_retention_days=retention,
         shutdown_grace_seconds=grace,
         max_batch=max_batch,
@@ -553,6 +589,8 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         log_level=level,
         log_format=fmt,
         log_reads=reads,
+        tls_revoked=tuple(revoked),
+        tls_revoked_file=(base / revoked_file) if revoked_file else None,
     )
 
 
@@ -686,6 +724,17 @@ def _witnesses(raw: Any, base: Path) -> tuple[WitnessConfig, ...]:
                 raise ConfigError(f"{where}.url: {url!r} is configured twice")
         out.append(WitnessConfig(name=name, vkey=vkey, url=url))
     return tuple(out)
+
+
+def _metrics(listen: str) -> MetricsConfig | None:
+    """metrics.listen: host:port (an IPv6 host in brackets), or empty for no metrics endpoint."""
+    listen = listen.strip()
+    if not listen:
+        return None
+    host, sep, port = listen.rpartition(":")
+    if not sep or not host or not port.isascii() or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"metrics.listen: {listen!r} is not host:port (like 127.0.0.1:9464; empty: no metrics)")
+    return MetricsConfig(host=host.strip("[]"), port=int(port))
 
 
 def _witness(

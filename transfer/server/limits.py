@@ -98,3 +98,7 @@ class StreamQuota:
     def held(self, principal: str) -> int:
         """How many streams `principal` holds open."""
         return self._open[principal]
+
+    def total(self) -> int:
+        """How many streams are open, all callers together (read by the metrics' thread: a copy of the counts)."""
+        return sum(list(self._open.values()))

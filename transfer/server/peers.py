@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from cryptography import x509
@@ -58,6 +58,7 @@ from transfer.ledger.note import (
 from transfer.ledger.receipt import ProofBundle
 from transfer.server import convert, faults
 from transfer.server.auth import Authenticator
+from transfer.server.certs import TlsMaterial
 from transfer.server.config import Config, PeerConfig
 from transfer.server.servicers import _Base, _guard
 from transfer.tracecontext import TRACEPARENT, TraceParent, current_trace_id, new_span_id, new_trace
@@ -169,21 +170,25 @@ def peer_keys(peers: Mapping[str, Peer]) -> dict[str, PeerKeys]:
 
 
 class PeerLinks:
-    """gRPC channels to the peers, presenting this node's certificate."""
+    """gRPC channels to the peers, presenting this node's certificate.
 
-    def __init__(self, config: Config, peers: Mapping[str, Peer]) -> None:
-        self.config = config
+    `renew` (a TLS reload) puts new calls on new channels with the new certificate and trust; each
+    old channel is closed once the calls on it end (an attempt's deadline at most)."""
+
+    def __init__(self, peers: Mapping[str, Peer], material: TlsMaterial) -> None:
         self.peers = peers
+        self.material = material
         self._stubs: dict[str, peers_pb2_grpc.PeerServiceStub] = {}
-        self._channels: list[grpc.aio.Channel] = []
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def stub(self, province: str) -> peers_pb2_grpc.PeerServiceStub:
         if province not in self._stubs:
             peer = self.peers[province]
             creds = grpc.ssl_channel_credentials(
-                root_certificates=peer.config.ca_file.read_bytes(),
-                private_key=self.config.key_file.read_bytes(),
-                certificate_chain=self.config.cert_file.read_bytes(),
+                root_certificates=self.material.peer_ca[province],
+                private_key=self.material.key,
+                certificate_chain=self.material.cert,
             )
             options: list[tuple[str, Any]] = (
                 [("grpc.ssl_target_name_override", peer.config.server_name)] if peer.config.server_name else []
@@ -197,13 +202,24 @@ class PeerLinks:
                 ("grpc.max_reconnect_backoff_ms", 5000),
             ]
             channel = grpc.aio.secure_channel(peer.config.address, creds, options=options)
-            self._channels.append(channel)
+            self._channels[province] = channel
             self._stubs[province] = peers_pb2_grpc.PeerServiceStub(channel)
         return self._stubs[province]
 
+    def renew(self, material: TlsMaterial) -> None:
+        """Use `material` (the node's certificate, key and peers' CAs) for every call from now on."""
+        old = list(self._channels.values())
+        self.material = material
+        self._stubs, self._channels = {}, {}
+        for channel in old:
+            task = asyncio.get_running_loop().create_task(channel.close(grace=ATTEMPT_DEADLINE))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
     async def close(self) -> None:
-        for channel in self._channels:
+        for channel in self._channels.values():
             await channel.close()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
 
 
 class Sealer:
@@ -371,6 +387,13 @@ def _next_attempt(uow: UnitOfWork, skip: set[str]) -> datetime | None:
     return uow.outbox.next_attempt(skip)
 
 
+class DeliveryObserver(Protocol):
+    """Hears of each delivery attempt's end (the node's metrics): on the event loop, quick, never raising."""
+
+    def attempt_ended(self, peer: str, outcome: str, message: OutboxMessage, at: datetime) -> None:
+        """`outcome`: delivered, retry (a transient failure, tried again later), refused (for good) or crashed."""
+
+
 class Dispatcher:
     """Delivers the outbox to the peers until stopped."""
 
@@ -382,6 +405,7 @@ class Dispatcher:
         self.links = links
         self.peers = peers
         self.clock = clock
+        self.observer: DeliveryObserver | None = None
         self.wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[int] = set()
@@ -508,8 +532,11 @@ class Dispatcher:
                 self._outcome_unavailable.failed(exc, message_id=message.id)
             else:
                 log.exception("delivery attempt crashed", extra={"message_id": message.id})
+            self._observe(message, "crashed")
             try:  # back off as after any transient failure, so the message is not retried at once
-                await self._failed_attempt(message, grpc.StatusCode.UNKNOWN, f"attempt crashed: {type(exc).__name__}")
+                await self._failed_attempt(
+                    message, grpc.StatusCode.UNKNOWN, f"attempt crashed: {type(exc).__name__}", observed=True
+                )
             except Exception as again:
                 if isinstance(again, Unavailable):
                     self._outcome_unavailable.failed(again, message_id=message.id)
@@ -592,6 +619,7 @@ class Dispatcher:
             if peer_back:  # not recorded: the next delivery to the peer brings them forward
                 self._unreachable.add(message.peer)
             raise
+        self._observe(message, "delivered")
         if peer_back:
             log.info("peer answers again: its waiting messages are due now", extra={"peer": message.peer})
             self.wake.set()
@@ -656,10 +684,23 @@ class Dispatcher:
             self._verified_checkpoints.popitem(last=False)
         return found
 
+    def _observe(self, message: OutboxMessage, outcome: str) -> None:
+        if self.observer is not None:
+            self.observer.attempt_ended(message.peer, outcome, message, self.clock.now())
+
     async def _failed_attempt(
-        self, message: OutboxMessage, code: grpc.StatusCode, details: str, *, peer_down: bool = False
+        self,
+        message: OutboxMessage,
+        code: grpc.StatusCode,
+        details: str,
+        *,
+        peer_down: bool = False,
+        observed: bool = False,
     ) -> None:
-        """Record a failed attempt; `peer_down`: it failed because the peer could not be reached."""
+        """Record a failed attempt; `peer_down`: it failed because the peer could not be reached;
+        `observed`: the observer has heard of it already (a crashed attempt)."""
+        if not observed:
+            self._observe(message, "refused" if code in PERMANENT else "retry")
         if peer_down:
             self._unreachable.add(message.peer)
         error = f"{code.name}: {details}"[:500]
@@ -676,6 +717,7 @@ class Dispatcher:
 
 
 __all__ = [
+    "DeliveryObserver",
     "DeliveryServicer",
     "Dispatcher",
     "PeerLinks",

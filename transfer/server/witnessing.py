@@ -32,9 +32,10 @@ import logging
 import random
 import ssl
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from storage.store import Store
@@ -128,6 +129,7 @@ class _Link:
     cosigned: int = -1  # the largest size whose cosignature by it we hold
     failing: str = ""  # the kind of the last failure, "" when the last attempt succeeded
     attempts: int = 0  # requests sent
+    failures: Counter[str] = field(default_factory=Counter)  # failed submissions, by kind (for metrics)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     pending: list[tuple[int, str]] = field(default_factory=list)  # answers got before the writer ran
 
@@ -156,6 +158,9 @@ class Witnessing:
         self._latest: StoredCheckpoint | None = None
         self._published_at: dict[int, float] = {}  # size -> monotonic time of publication
         self._cosigners: dict[int, set[str]] = {}
+        self._signed_at: dict[int, datetime] = {}  # size -> when the node signed it (for `latest_witnessed`)
+        # The latest checkpoint cosigned by a quorum since the start: (size, when the node signed it).
+        self.latest_witnessed: tuple[int, datetime] | None = None
         # (size, seconds from publication to the quorum-th cosignature), the latest ones
         self.witnessed: deque[tuple[int, float]] = deque(maxlen=10_000)
         self._tasks: list[asyncio.Task[None]] = []
@@ -168,6 +173,8 @@ class Witnessing:
         `probe`: the checkpoint submitted (`stored`: it is in the database, so a
         200's cosignature is kept). WitnessAhead when one has cosigned more than
         `log_size` entries; unanswered witnesses are named in one warning."""
+        if stored:
+            self._signed_at[probe.size] = probe.created_at
         tasks = {asyncio.create_task(self._probe(link, probe, stored, wait)): link for link in self.links}
         done, late = await asyncio.wait(tasks, timeout=wait)
         for task in late:
@@ -212,6 +219,7 @@ class Witnessing:
         """Start one task per witness, submitting `latest` (the latest stored checkpoint) first."""
         if latest is not None and (self._latest is None or latest.size > self._latest.size):
             self._latest = latest  # unless a publication since told of a newer one
+            self._signed_at[latest.size] = latest.created_at
         for link in self.links:
             link.wake.set()
             self._tasks.append(asyncio.create_task(self._run(link), name=f"witness {link.name}"))
@@ -222,8 +230,11 @@ class Witnessing:
             return
         self._latest = checkpoint
         self._published_at[checkpoint.size] = time.monotonic()
+        self._signed_at[checkpoint.size] = checkpoint.created_at
         while len(self._published_at) > 1024:  # witnesses down for long: keep the latest only
             del self._published_at[next(iter(self._published_at))]
+        while len(self._signed_at) > 1024:
+            del self._signed_at[next(iter(self._signed_at))]
         for link in self.links:
             link.wake.set()
 
@@ -319,6 +330,13 @@ class Witnessing:
         """Note `name`'s cosignature of `size`; the checkpoint is witnessed at the quorum-th."""
         cosigners = self._cosigners.setdefault(size, set())
         cosigners.add(name)
+        signed_at = self._signed_at.get(size)
+        if (
+            len(cosigners) >= max(self.quorum, 1)
+            and signed_at is not None
+            and (self.latest_witnessed is None or size > self.latest_witnessed[0])
+        ):
+            self.latest_witnessed = (size, signed_at)
         if len(cosigners) == max(self.quorum, 1):
             published = self._published_at.get(size)
             after = None if published is None else time.monotonic() - published
@@ -335,9 +353,12 @@ class Witnessing:
         for old in [s for s in self._cosigners if s < size]:  # only the latest matters
             self._cosigners.pop(old, None)
             self._published_at.pop(old, None)
+        for old in [s for s in self._signed_at if s < size]:
+            del self._signed_at[old]
 
     def _failed(self, link: _Link, kind: str, detail: str, *, level: int = logging.WARNING) -> None:
-        """One line per kind of failure in a row, not one per attempt."""
+        """One line per kind of failure in a row, not one per attempt (each one counted)."""
+        link.failures[kind] += 1
         if link.failing == kind:
             return
         link.failing = kind
