@@ -21,9 +21,10 @@ call runs, `transfer.tracecontext.current_trace_id` holds the trace id, so every
 log line made meanwhile (the domain's, storage's) carries it, and the outbox
 messages the call writes keep it for the deliveries to peers.
 
-Undecodable requests never reach this interceptor: `RefuseMalformed`, before
-it, refuses them with its own throttled line (a flood of garbage must not make
-a line per call).
+An undecodable request of a unary-request method never reaches this
+interceptor: `RefuseMalformed`, before it, refuses it with its own throttled
+line (a flood of garbage must not make a line per call). On a client-streaming
+method (reflection) the refusal comes mid-stream and the call's line names it.
 """
 
 from __future__ import annotations
