@@ -1162,10 +1162,10 @@ class SqlHandoffs:
 
 
 def _outbox(row: Sequence[Any]) -> OutboxMessage:
-    mid, tid, peer, kind, payload, state, attempts, next_us, error, created, delivered, receipt = row
+    mid, tid, peer, kind, payload, state, attempts, next_us, error, created, delivered, receipt, trace_id = row
     return OutboxMessage(
         int(mid), tid, peer, MessageKind(kind), bytes(payload), OutboxState(state), int(attempts), from_us(next_us),
-        error, from_us(created), _opt_from_us(delivered), None if receipt is None else bytes(receipt),
+        error, from_us(created), _opt_from_us(delivered), None if receipt is None else bytes(receipt), trace_id,
     )  # fmt: skip
 
 
@@ -1202,7 +1202,7 @@ class SqlOutbox:
                 "transfer_id": m.transfer_id, "peer": m.peer, "kind": int(m.kind), "payload": m.payload,
                 "state": int(m.state), "attempts": m.attempts, "next_attempt_us": to_us(m.next_attempt_at),
                 "last_error": m.last_error, "created_at_us": to_us(m.created_at),
-                "delivered_at_us": _opt_us(m.delivered_at), "receipt": m.receipt,
+                "delivered_at_us": _opt_us(m.delivered_at), "receipt": m.receipt, "trace_id": m.trace_id,
             },
         )  # fmt: skip
 

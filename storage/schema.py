@@ -358,6 +358,8 @@ outbox = Table(
     Column("created_at_us", BigInteger, nullable=False),
     Column("delivered_at_us", BigInteger, nullable=True),
     Column("receipt", LargeBinary, nullable=True),
+    # The trace id of the call that wrote the message ("" before 0010): every delivery attempt sends it.
+    Column("trace_id", String(32), nullable=False, server_default=""),
     Index("ix_outbox_state_due", "state", "next_attempt_us"),
     Index("ix_outbox_transfer", "transfer_id", "id"),
     Index("ix_outbox_peer_state", "peer", "state"),

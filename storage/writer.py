@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import functools
 import logging
 import time
@@ -116,7 +117,14 @@ class Writer:
             raise WriterStopped("the writer is not running")
         self.gate.check()
         fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append((command, fut, idempotency_key, reads))
+        # The command runs in its caller's context (in the writer's thread, batched with others'), so
+        # what the caller's context holds (the call's trace id) is there for its log lines and its rows.
+        context = contextvars.copy_context()
+
+        def in_context(uow: UnitOfWork) -> T:
+            return context.run(command, uow)
+
+        self._queue.append((in_context, fut, idempotency_key, reads))
         self._wake.set()
         return await fut
 

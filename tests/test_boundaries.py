@@ -129,9 +129,9 @@ def test_the_client_reads_an_undecodable_request_as_invalid_argument(node: Runni
     )
     attempts = []
 
-    def counted(request: Any, timeout: float) -> Any:
+    def counted(request: Any, timeout: float, metadata: Any = ()) -> Any:
         attempts.append(request)
-        return garbling(request, timeout=timeout)
+        return garbling(request, timeout=timeout, metadata=metadata)
 
     with pytest.raises(TransferError) as info:
         client._call(counted, schools_pb2.GetSchoolRequest(code="S1"))

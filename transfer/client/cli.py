@@ -587,6 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             line += f" ({where})"
         if err.transient and getattr(ns, "request_id", None):
             line += f"; it may have been done: to retry safely, run it again with --request-id {ns.request_id}"
+        if err.trace_id:  # what the node's operator greps its log for
+            line += f" (trace {err.trace_id})"
         print(line, file=sys.stderr)
         return 3 if err.transient else 1
     except (UsageError, ClientTlsError) as err:

@@ -8,6 +8,10 @@ Every call has a deadline (`timeout`, per attempt). Transient failures are
 retried by the policy of `transfer.client.retry`; a mutating call picks one
 request_id up front and sends it on every attempt, so the server applies it
 once and replays its first answer. Failures raise `TransferError` subclasses.
+
+Each logical call sends a W3C `traceparent` metadata entry: one new trace id per
+call, the same on all its attempts (each attempt a span of its own). A failure's
+`trace_id` names it: the node's log line for the call carries the same id.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from google.protobuf import field_mask_pb2
 from transfer.client.errors import InvalidArgument, TransferError, from_rpc_error
 from transfer.client.retry import RetryPolicy
 from transfer.tlsfiles import tls_files_problem
+from transfer.tracecontext import TRACEPARENT, new_trace
 from transfer.v1 import (
     log_pb2,
     log_pb2_grpc,
@@ -209,12 +214,13 @@ class TransferClient:
                 "MESSAGE_TOO_LARGE",
                 f"the request is {size} bytes, over the {MAX_MESSAGE}-byte message limit; nothing was sent",
             )
+        trace = new_trace()  # one trace per logical call, each attempt a span of its own
         for attempt in self.retry.retrying():
             with attempt:
                 try:
-                    return method(request, timeout=self.timeout)
+                    return method(request, timeout=self.timeout, metadata=((TRACEPARENT, trace.child().header()),))
                 except grpc.RpcError as err:
-                    raise from_rpc_error(err) from None
+                    raise from_rpc_error(err, trace.trace_id) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- schools ------------------------------------------------------------
@@ -665,11 +671,13 @@ class TransferClient:
                 on_resume(cursor, failures)
             failures, delay = 0, self.retry.initial_backoff
 
+        trace = new_trace()  # the watch's, across its reopenings
         while True:
             channel, stub = self._watch_link  # each reopening on the client's current channel
             call = stub.WatchTransfers(
                 transfers_pb2.WatchTransfersRequest(school=school, cursor=cursor),
                 timeout=reopen_after if resume else None,
+                metadata=((TRACEPARENT, trace.child().header()),),
             )
             try:
                 if failures and self._settled(channel, call, min(WATCH_SETTLE_SECONDS, reopen_after / 2), reopen_after):
@@ -683,7 +691,7 @@ class TransferClient:
             except grpc.RpcError as err:
                 if resume and err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
                     continue  # the call's own deadline: reopen from the cursor
-                error = from_rpc_error(err)
+                error = from_rpc_error(err, trace.trace_id)
                 if not (resume and error.transient) or (max_reconnects is not None and failures >= max_reconnects):
                     raise error from None
                 failures += 1

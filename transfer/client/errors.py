@@ -1,8 +1,9 @@
 """Typed exceptions for callers of the service, carrying the server's reason.
 
 Every failed call raises a subclass of `TransferError` with the gRPC code,
-the stable `reason` from the status's ErrorInfo, the message, and the field
-or precondition violations the server listed.
+the stable `reason` from the status's ErrorInfo, the message, the field
+or precondition violations the server listed, and the call's `trace_id` (the
+one the node's log line for the call carries).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+
+from transfer.tracecontext import TRACEPARENT, parse
 
 # Codes a retry may fix. Every mutating call carries a request_id the server
 # deduplicates, so retrying a mutation is as safe as retrying a read.
@@ -60,6 +63,7 @@ class TransferError(Exception):
         violations: tuple[Violation, ...] = (),
         preconditions: tuple[Precondition, ...] = (),
         metadata: dict[str, str] | None = None,
+        trace_id: str = "",
     ) -> None:
         super().__init__(f"{code.name} {reason}: {message}" if reason else f"{code.name}: {message}")
         self.code = code
@@ -68,6 +72,8 @@ class TransferError(Exception):
         self.violations = violations
         self.preconditions = preconditions
         self.metadata = metadata or {}
+        # The W3C trace id of the call (32 hex digits): grep the node's log for it. "" when unknown.
+        self.trace_id = trace_id
 
     @property
     def transient(self) -> bool:
@@ -127,8 +133,23 @@ _BY_CODE: dict[grpc.StatusCode, type[TransferError]] = {
 }
 
 
-def from_rpc_error(err: grpc.RpcError) -> TransferError:
-    """The typed error for a failed call, with the details the server sent."""
+def _trace_in(call: grpc.Call | None) -> str:
+    """The trace id of the node's `traceparent` trailing metadata entry, or ""."""
+    try:
+        trailing = call.trailing_metadata() if call is not None else None
+    except Exception:  # a call object that cannot tell: no trace id then
+        return ""
+    for key, value in trailing or ():
+        if key == TRACEPARENT and isinstance(value, str):
+            parent = parse(value)
+            return parent.trace_id if parent is not None else ""
+    return ""
+
+
+def from_rpc_error(err: grpc.RpcError, trace_id: str = "") -> TransferError:
+    """The typed error for a failed call, with the details the server sent.
+
+    `trace_id`: the trace the caller sent; without it, the one the node's trailing metadata names."""
     call = err if isinstance(err, grpc.Call) else None
     code = call.code() if call is not None else grpc.StatusCode.UNKNOWN
     message = (call.details() if call is not None else str(err)) or ""
@@ -163,6 +184,7 @@ def from_rpc_error(err: grpc.RpcError) -> TransferError:
         violations=tuple(violations),
         preconditions=tuple(preconditions),
         metadata=metadata,
+        trace_id=trace_id or _trace_in(call),
     )
 
 

@@ -71,6 +71,7 @@ from transfer.domain.ports import Clock, IdSource, RandomIds, UnitOfWork
 from transfer.domain.signatures import CertificateInfo, SigningTrust
 from transfer.domain.validation import MAX_PACKAGE
 from transfer.domain.workdays import deadline_after
+from transfer.tracecontext import current_trace_id
 
 _CLAIMED_ID = re.compile(rb'"transfer":\{[^{}]*?"id":"([0-9a-f]{32})"')
 
@@ -155,7 +156,10 @@ class Federation:
 
     def _enqueue(self, uow: UnitOfWork, transfer: Transfer, peer: str, kind: MessageKind, payload: bytes) -> None:
         now = self.clock.now()
-        uow.outbox.add(OutboxMessage(0, transfer.id, peer, kind, payload, OutboxState.PENDING, 0, now, "", now))
+        trace_id = current_trace_id.get()  # the call's, so the deliveries can be followed to the peer's log
+        uow.outbox.add(
+            OutboxMessage(0, transfer.id, peer, kind, payload, OutboxState.PENDING, 0, now, "", now, trace_id=trace_id)
+        )
         uow.publish(OutboxWake())
 
     def _certificate(self, uow: UnitOfWork, task: SigningTask) -> CertificateInfo:

@@ -463,6 +463,7 @@ class OutboxMessage:
     created_at: datetime
     delivered_at: datetime | None = None
     receipt: bytes | None = None
+    trace_id: str = ""  # of the call that wrote it (32 hex digits), "" when unknown
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ from transfer.ledger.note import Checkpoint, Ed25519Signer, NoteError, Verifier,
 from transfer.ledger.receipt import ProofBundle
 from transfer.server import faults
 from transfer.server.auth import Authenticator
+from transfer.server.calllog import CallLog
 from transfer.server.certs import ServerCertificates, TlsMaterial, TlsRefused, load_tls
 from transfer.server.config import Config
 from transfer.server.decoding import RefuseMalformed
@@ -410,6 +411,7 @@ class Node:
         if self.metrics is not None:  # first: it sees what the others answer too
             interceptors.append(self.metrics.calls)
         interceptors.append(RefuseMalformed(self.clock))
+        interceptors.append(CallLog(auth, cfg.log_reads))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[

@@ -103,6 +103,7 @@
     [logging]
     level = "INFO"
     format = "json"                 # or "text"
+    reads = "debug"                 # successful reads' call lines: "debug", "info" or "sample:0.01"
 
 Every key except the peers' can be overridden by an environment variable
 named TRANSFER_<SECTION>_<KEY>, e.g. TRANSFER_DATABASE_URL. Relative paths are
@@ -247,6 +248,8 @@ class Config:
     limits: ServerLimits = ServerLimits()
     log_level: str = "INFO"
     log_format: str = "json"
+    # The share of successful reads whose call line is at INFO (the rest are at DEBUG): logging.reads.
+    log_reads: float = 0.0
     # [tls] revoked / revoked_file: the deny list of client certificates (transfer/revocation.py)
     tls_revoked: tuple[str, ...] = ()
     tls_revoked_file: Path | None = None
@@ -300,7 +303,7 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
         "max_batch": (int, False),
         **{key: (kind, False) for key, (kind, _, _) in LIMIT_BOUNDS.items()},
     },
-    "logging": {"level": (str, False), "format": (str, False)},
+    "logging": {"level": (str, False), "format": (str, False), "reads": (str, False)},
     "witness": {"listen": (str, False), "key_file": (str, False), "state_file": (str, False), "name": (str, False)},
     "metrics": {"listen": (str, False)},
 }
@@ -478,6 +481,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     fmt = get("logging", "format", "json")
     if fmt not in ("json", "text"):
         raise ConfigError("logging.format: json or text")
+    reads = _log_reads(get("logging", "reads", "debug"))
     max_batch = get("server", "max_batch", 128)
     if not 1 <= max_batch <= 10_000:
         raise ConfigError("server.max_batch: between 1 and 10000")
@@ -584,9 +588,29 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         limits=limits,
         log_level=level,
         log_format=fmt,
+        log_reads=reads,
         tls_revoked=tuple(revoked),
         tls_revoked_file=(base / revoked_file) if revoked_file else None,
     )
+
+
+_SAMPLE = re.compile(r"sample:(0|1|0?\.[0-9]{1,6}|1\.0{1,6})")
+
+
+def _log_reads(text: str) -> float:
+    """logging.reads: "debug" (0), "info" (1) or "sample:<share>" with 0 < share <= 1 in decimals."""
+    if text == "debug":
+        return 0.0
+    if text == "info":
+        return 1.0
+    match = _SAMPLE.fullmatch(text)
+    share = float(match.group(1)) if match else 0.0
+    if not 0 < share <= 1:
+        raise ConfigError(
+            f'logging.reads: {text!r} is not "debug", "info" or "sample:<share>" with a share above 0 and at most 1 '
+            '(like "sample:0.01")'
+        )
+    return share
 
 
 def _plain(number: float) -> str:

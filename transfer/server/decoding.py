@@ -27,6 +27,7 @@ from google.protobuf.message import DecodeError
 
 from transfer.domain.errors import InvalidArgument
 from transfer.domain.ports import Clock
+from transfer.server.calllog import traced
 from transfer.server.errors import to_status
 
 log = logging.getLogger("transfer.rpc")
@@ -113,12 +114,14 @@ class RefuseMalformed(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self._log.refused(method)
         metadata = {"message_type": malformed.message_type} if malformed.message_type else {}
         await context.abort_with_status(
-            to_status(
-                InvalidArgument(
-                    "MALFORMED_REQUEST",
-                    "the request cannot be decoded: it is not this method's protobuf message, "
-                    "or one of its strings is not UTF-8",
-                    metadata=metadata,
+            traced(
+                to_status(
+                    InvalidArgument(
+                        "MALFORMED_REQUEST",
+                        "the request cannot be decoded: it is not this method's protobuf message, "
+                        "or one of its strings is not UTF-8",
+                        metadata=metadata,
+                    )
                 )
             )
         )

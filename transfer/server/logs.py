@@ -5,6 +5,11 @@ Log calls pass opaque ids (transfer ids, school codes, request ids) in
 standard LogRecord are left out so each line holds only what was said.
 Exception texts are logged without PostgreSQL's DETAIL lines, which quote
 the offending row's values (`Key (national_id, level)=(…)`).
+
+Every line made while a call is served carries that call's `trace_id`
+(`TraceIdFilter`, from `transfer.tracecontext.current_trace_id`): the call
+log line, and any line the domain or storage makes meanwhile, without those
+layers knowing grpc.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import re
 import sys
 from datetime import UTC, datetime
 
+from transfer.tracecontext import current_trace_id
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _DETAIL = re.compile(r"^(\s*DETAIL:).*$", re.MULTILINE)
 
@@ -22,6 +29,17 @@ _DETAIL = re.compile(r"^(\s*DETAIL:).*$", re.MULTILINE)
 def _exception_text(formatter: logging.Formatter, exc_info: logging._SysExcInfoType) -> str:
     """The traceback, with database DETAIL lines (they quote column values) withheld."""
     return _DETAIL.sub(r"\1 (withheld: it may quote the row's values)", formatter.formatException(exc_info))
+
+
+class TraceIdFilter(logging.Filter):
+    """Adds the trace id of the call under way (if any) to a record that has none."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "trace_id"):
+            trace_id = current_trace_id.get()
+            if trace_id:
+                record.trace_id = trace_id
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -56,6 +74,7 @@ class TextFormatter(logging.Formatter):
 def configure(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(TraceIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import contextvars
 import functools
 import hashlib
 import logging
@@ -60,6 +61,7 @@ from transfer.server.auth import Authenticator
 from transfer.server.certs import TlsMaterial
 from transfer.server.config import Config, PeerConfig
 from transfer.server.servicers import _Base, _guard
+from transfer.tracecontext import TRACEPARENT, TraceParent, current_trace_id, new_span_id, new_trace
 from transfer.unavailable import UnavailableLog
 from transfer.v1 import peers_pb2, peers_pb2_grpc
 
@@ -504,7 +506,8 @@ class Dispatcher:
         self._resting.pop(message.id, None)
         self._in_flight.add(message.id)
         self._busy[message.peer] += 1
-        task = asyncio.create_task(self._deliver(message))
+        # A context of its own: the trace id its attempt sets is not the next one's (launched from here too).
+        task = asyncio.create_task(self._deliver(message), context=contextvars.Context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -556,22 +559,31 @@ class Dispatcher:
 
     async def _attempt(self, message: OutboxMessage) -> None:
         stub = self.links.stub(message.peer)
+        # Each attempt, however late, continues the trace of the call that wrote the message (a message
+        # stored before traces were kept gets a new one), as a span of its own.
+        trace = TraceParent(message.trace_id, new_span_id()) if message.trace_id else new_trace()
+        current_trace_id.set(trace.trace_id)  # this task's own context: the attempt's log lines carry it
+        metadata = ((TRACEPARENT, trace.header()),)
         try:
             if message.kind is MessageKind.OFFER:
                 package, seal = split_sealed(message.payload)
                 package = faults.maybe_tamper(package)
                 response: Any = await stub.OfferTransfer(
-                    peers_pb2.OfferTransferRequest(package=package, seal=seal), timeout=ATTEMPT_DEADLINE
+                    peers_pb2.OfferTransferRequest(package=package, seal=seal),
+                    timeout=ATTEMPT_DEADLINE,
+                    metadata=metadata,
                 )
             elif message.kind is MessageKind.CANCEL_REQUEST:
                 response = await stub.RequestCancellation(
                     peers_pb2.RequestCancellationRequest(transfer_id=message.transfer_id, request=message.payload),
                     timeout=ATTEMPT_DEADLINE,
+                    metadata=metadata,
                 )
             else:
                 response = await stub.ResolveTransfer(
                     peers_pb2.ResolveTransferRequest(transfer_id=message.transfer_id, decision=message.payload),
                     timeout=ATTEMPT_DEADLINE,
+                    metadata=metadata,
                 )
         except grpc.aio.AioRpcError as err:
             reason = _reason_of(err)

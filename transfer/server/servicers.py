@@ -45,6 +45,7 @@ from transfer.domain.validation import school_code as check_school_code
 from transfer.ledger.receipt import ProofBundle
 from transfer.server import convert
 from transfer.server.auth import Authenticator
+from transfer.server.calllog import traced
 from transfer.server.errors import code_of, quote, to_status
 from transfer.server.limits import StreamQuota
 from transfer.server.notify import Notifier
@@ -79,7 +80,7 @@ async def _refuse(context: grpc.aio.ServicerContext[Any, Any], method: str, exc:
             "refused",
             extra={**exc.log_fields, "method": method, "code": code_of(exc).name, "reason": exc.reason},
         )
-        await context.abort_with_status(to_status(exc))
+        await context.abort_with_status(traced(to_status(exc)))
     ref = secrets.token_hex(6)
     log.error("internal error", exc_info=exc, extra={"method": method, "ref": ref})
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error (ref {ref})")
