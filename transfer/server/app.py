@@ -44,6 +44,7 @@ from transfer.server.config import Config
 from transfer.server.decoding import RefuseMalformed
 from transfer.server.limits import StreamQuota, grpc_options, raise_open_file_limit
 from transfer.server.notify import Notifier
+from transfer.server.peer_bundles import BundleRefresher
 from transfer.server.peer_witness import PeerWitness, WitnessStartRefused
 from transfer.server.peers import (
     DeliveryServicer,
@@ -288,6 +289,7 @@ class Node:
         self.transfers = Transfers(self.policy, self.clock, self.ids, self.federation)
         self.pages = Pages(page_policy, trust, self.clock, self.ids, config.province)
         self.dispatcher: Dispatcher | None = None
+        self.peer_bundles: BundleRefresher | None = None  # witnessed bundles of the peers' receipts
         self._publishing: asyncio.Task[StoredCheckpoint | None] | None = None
         self.links: PeerLinks | None = None
         self.staff = Staff(trust, self.clock, self.ids, config.utc_offset)
@@ -372,6 +374,8 @@ class Node:
         self._tasks.clear()
         if self.witnessing is not None:
             await self.witnessing.stop()
+        if self.peer_bundles is not None:
+            await self.peer_bundles.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self.links is not None:
@@ -393,6 +397,9 @@ class Node:
         if self.peers:
             self.links = PeerLinks(cfg, self.peers)
             self.dispatcher = Dispatcher(store, self.federation, self.links, self.peers, self.clock)
+            if any(peer.witnessed for peer in self.peers.values()):
+                self.peer_bundles = BundleRefresher(store, self.links, self.peers, self.clock)
+                self.dispatcher.bundles_due = self.peer_bundles.wake
 
         server = grpc.aio.server(
             interceptors=[RefuseMalformed(self.clock)],
@@ -453,6 +460,8 @@ class Node:
             self.witnessing.start(await store.read(lambda uow: uow.log.latest_checkpoint()))
         if self.dispatcher is not None:
             self.dispatcher.start()
+        if self.peer_bundles is not None:
+            self.peer_bundles.start()
         if faults.active():
             log.warning("injected faults are active (TRANSFER_FAULTS): test use only")
         if cfg.port_file is not None:
@@ -813,6 +822,8 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.witnessing is not None:
             await self.witnessing.stop()
+        if self.peer_bundles is not None:
+            await self.peer_bundles.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self.links is not None:
