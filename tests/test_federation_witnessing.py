@@ -304,8 +304,9 @@ def held_receipt(node: Node, transfer_id: str, state: int) -> peers_pb2.Delivere
     """The node's one kept peer receipt for the transfer, once its witnessed bundle is in `state` (polled)."""
 
     def found() -> peers_pb2.DeliveredReceipt | None:
-        (held,) = node.admin.list_peer_receipts(transfer_id)
-        return held if held.bundle_state == state else None
+        kept = node.admin.list_peer_receipts(transfer_id)  # none until the delivery is recorded
+        assert len(kept) <= 1
+        return kept[0] if kept and kept[0].bundle_state == state else None
 
     return wait_for(f"{node.province}'s peer bundle {peers_pb2.PeerBundleState.Name(state)}", found, timeout=90)
 
@@ -375,7 +376,7 @@ def test_a_peer_bundle_of_another_leaf_or_an_inconsistent_checkpoint_is_refused(
     transfer_id = _transfer(fed)
 
     def refused() -> peers_pb2.DeliveredReceipt | None:
-        (held,) = fed.a.admin.list_peer_receipts(transfer_id)
+        (held,) = fed.a.admin.list_peer_receipts(transfer_id)  # delivered: _transfer drained the outboxes
         return held if held.bundle_state == state and why in held.bundle_error else None
 
     held = wait_for("01 to refuse 79's bundle", refused, timeout=90)

@@ -106,7 +106,11 @@ class BundleRefresher:
 
     async def _refresh_peer(self, province: str, rows: list[tuple[PeerBundle, bytes]]) -> None:
         for row, receipt in rows:
-            updated = await self._refresh(row, receipt)
+            try:
+                updated = await self._refresh(row, receipt)
+            except Exception:  # one row's surprise must not stop the others, nor retry at once
+                log.exception("peer bundle refresh crashed", extra={"peer": row.peer, "outbox_id": row.outbox_id})
+                updated = self._later(row, "refresh crashed")
             await self.store.write(functools.partial(_update, bundle=updated))
 
     async def _refresh(self, row: PeerBundle, receipt: bytes) -> PeerBundle:
@@ -129,10 +133,17 @@ class BundleRefresher:
         try:
             return await self._witnessed(row, peer, body, old)
         except _Retry as exc:
-            wait = BACKOFF(SimpleNamespace(attempt_number=row.attempts + 1))  # type: ignore[arg-type]
-            return replace(
-                row, attempts=row.attempts + 1, next_attempt_at=now + timedelta(seconds=wait), last_error=str(exc)[:500]
-            )
+            return self._later(row, str(exc))
+
+    def _later(self, row: PeerBundle, error: str) -> PeerBundle:
+        """The row asked for again after its backoff."""
+        wait = BACKOFF(SimpleNamespace(attempt_number=row.attempts + 1))  # type: ignore[arg-type]
+        return replace(
+            row,
+            attempts=row.attempts + 1,
+            next_attempt_at=self.clock.now() + timedelta(seconds=wait),
+            last_error=error[:500],
+        )
 
     async def _witnessed(
         self, row: PeerBundle, peer: Peer, body: peers_pb2.PeerReceiptBody, old: Checkpoint
@@ -149,6 +160,9 @@ class BundleRefresher:
                     log_pb2.GetProofBundleRequest(index=body.log_index, tree_size=size), timeout=CALL_DEADLINE
                 )
             except grpc.aio.AioRpcError as err:
+                if size:  # the checkpoint remembered is not served (any more): ask for the latest
+                    self._candidate.pop(row.peer, None)
+                    continue
                 raise _Retry(f"GetProofBundle: {err.code().name}: {err.details() or ''}") from None
             try:
                 fetched = check_fetched(
