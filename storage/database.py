@@ -31,6 +31,7 @@ import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import psycopg
@@ -111,28 +112,40 @@ def describe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def sqlite_engine(url: str, *, writer: bool, synchronous: str = "FULL", pool_size: int = 1) -> Engine:
+def sqlite_engine(
+    url: str, *, writer: bool, synchronous: str = "FULL", pool_size: int = 1, readonly: bool = False
+) -> Engine:
     """A SQLite engine in WAL mode whose transactions we begin ourselves.
 
     pysqlite's own transaction handling would defer BEGIN (and take the
     write lock too late), so it is switched off and BEGIN (IMMEDIATE for the writer,
     which takes the write lock up front) is emitted on our behalf.
+
+    `readonly` opens the file read-only and leaves its journal mode alone: a reader of a
+    backup (transfer-verify-log --database) must not change a byte of it, or its SHA-256.
     """
     if synchronous.upper() not in SQLITE_SYNCHRONOUS:
         raise ValueError(f"sqlite synchronous must be one of {SQLITE_SYNCHRONOUS}")
+    extra: dict[str, Any] = {}
+    path = sqlite_file(url)
+    if readonly and path is not None:
+        uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+        extra["creator"] = lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
     engine = create_engine(
         sync_url(url),
         paramstyle="named",
         connect_args={"check_same_thread": False},
         pool_size=pool_size,
         max_overflow=4,
+        **extra,
     )
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
+        if not readonly:
+            cur.execute("PRAGMA journal_mode=WAL")
         cur.execute(f"PRAGMA synchronous={synchronous.upper()}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")

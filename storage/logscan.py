@@ -36,7 +36,7 @@ class LogScanner:
             path = make_url(url).database
             if path and path != ":memory:" and not Path(path).is_file():
                 raise DatabaseUnreachable(f"cannot connect to {describe(url)}: no such database file")
-            self.engine: Engine = sqlite_engine(url, writer=False)
+            self.engine: Engine = sqlite_engine(url, writer=False, readonly=True)
         else:
             self.engine = create_engine(sync_url(url), connect_args={"connect_timeout": CONNECT_TIMEOUT_S})
         try:

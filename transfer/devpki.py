@@ -65,7 +65,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from transfer.domain.model import Role
 from transfer.domain.provinces import is_province
 from transfer.domain.validation import SCHOOL_CODE
-from transfer.identity import province_uri, role_uri, school_uri
+from transfer.identity import province_uri, role_uri, school_uri, uris_of
 from transfer.ledger.note import cosignature_signer, generate_key, parse_vkey
 from transfer.server.config import DEFAULT_DOMAIN, default_origin
 
@@ -136,9 +136,31 @@ class DevCA:
         (out / "ca.pem").write_bytes(self.cert.public_bytes(serialization.Encoding.PEM))
         _write_key(out / "ca.key", self.key)
 
+    @classmethod
+    def load(cls, out: Path, *, days: int = 365) -> DevCA:
+        """The CA a previous run wrote into `out` (ca.pem / ca.key), to issue more certificates from."""
+        ca = cls.__new__(cls)
+        ca.out, ca.days = out, days
+        key = serialization.load_pem_private_key((out / "ca.key").read_bytes(), None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        ca.key = key
+        ca.cert = x509.load_pem_x509_certificate((out / "ca.pem").read_bytes())
+        ca.name = ca.cert.subject
+        return ca
+
     @property
     def ca_file(self) -> Path:
         return self.out / "ca.pem"
+
+    def renew(self, stem: str, into: Path | None = None) -> Credential:
+        """A renewal of `<stem>.pem`: the same identity (common name, URI names, server or client use), a
+        new key, serial and validity, written as `<stem>.pem` / `<stem>.key` into `into` (default: over the
+        old ones), as an operator's renewal would bring them."""
+        old = x509.load_pem_x509_certificate((self.out / f"{stem}.pem").read_bytes())
+        uris = uris_of(old)
+        usages = old.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        cn = old.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+        return self.issue(stem, str(cn), uris, server=ExtendedKeyUsageOID.SERVER_AUTH in usages, out=into or self.out)
 
     def issue(
         self,
@@ -149,6 +171,7 @@ class DevCA:
         server: bool = False,
         not_before: datetime | None = None,
         not_after: datetime | None = None,
+        out: Path | None = None,
     ) -> Credential:
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.now(UTC)
@@ -171,7 +194,9 @@ class DevCA:
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
             .sign(self.key, hashes.SHA256())
         )
-        cred = Credential(self.out / f"{stem}.pem", self.out / f"{stem}.key")
+        out = out or self.out
+        out.mkdir(parents=True, exist_ok=True)
+        cred = Credential(out / f"{stem}.pem", out / f"{stem}.key")
         cred.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(cred.key, key)
         return cred

@@ -163,8 +163,13 @@ class TransferClient:
             options.append(("grpc.ssl_target_name_override", server_name))
         self.address = address
         self.timeout = timeout
-        self._channel = grpc.secure_channel(address, tls.credentials(), options=options)
-        channel = grpc.intercept_channel(self._channel, *interceptors) if interceptors else self._channel
+        self._options = options
+        self._interceptors = tuple(interceptors)
+        self._connect(tls)
+
+    def _connect(self, tls: ClientTls) -> None:
+        self._channel = grpc.secure_channel(self.address, tls.credentials(), options=self._options)
+        channel = grpc.intercept_channel(self._channel, *self._interceptors) if self._interceptors else self._channel
         self.schools = schools_pb2_grpc.SchoolDirectoryServiceStub(channel)
         self.records = records_pb2_grpc.RecordServiceStub(channel)
         self.transfers = transfers_pb2_grpc.TransferServiceStub(channel)
@@ -172,6 +177,18 @@ class TransferClient:
         self.pages = pages_pb2_grpc.PageServiceStub(channel)
         self.staff = staff_pb2_grpc.StaffServiceStub(channel)
         self.deliveries = peers_pb2_grpc.DeliveryServiceStub(channel)
+        # A watch call and the channel it runs on, read together (a reload between two reads would mix them).
+        self._watch_link = (self._channel, self.transfers)
+
+    def reload_tls(self, tls: ClientTls) -> None:
+        """Present `tls` (a renewed certificate and key, a new CA bundle) from now on, in this process.
+
+        Calls started after this go on a new channel (a new connection, a new handshake). Calls in flight
+        keep the channel they started on and finish there: the old channel is not closed but let go, and
+        gRPC releases it once no call or stub uses it any more (a watch started before keeps it until it
+        ends or reopens; a logical call retried meanwhile retries there too). Thread-safe against calls
+        made from other threads; `ClientTls.from_files` checks the files first."""
+        self._connect(tls)
 
     def close(self) -> None:
         self._channel.close()
@@ -649,12 +666,13 @@ class TransferClient:
             failures, delay = 0, self.retry.initial_backoff
 
         while True:
-            call = self.transfers.WatchTransfers(
+            channel, stub = self._watch_link  # each reopening on the client's current channel
+            call = stub.WatchTransfers(
                 transfers_pb2.WatchTransfersRequest(school=school, cursor=cursor),
                 timeout=reopen_after if resume else None,
             )
             try:
-                if failures and self._settled(call, min(WATCH_SETTLE_SECONDS, reopen_after / 2), reopen_after):
+                if failures and self._settled(channel, call, min(WATCH_SETTLE_SECONDS, reopen_after / 2), reopen_after):
                     back()
                 for event in call:
                     if failures:  # an event came before the call could settle
@@ -678,7 +696,8 @@ class TransferClient:
             finally:
                 call.cancel()
 
-    def _settled(self, call: Any, settle: float, limit: float) -> bool:
+    @staticmethod
+    def _settled(channel: grpc.Channel, call: Any, settle: float, limit: float) -> bool:
         """Whether a watch call is under way: still open `settle` seconds after the channel connected.
 
         A call made while the node is down either fails at once or waits for the connection attempt;
@@ -695,12 +714,12 @@ class TransferClient:
             connected.set()  # no longer waiting for a connection either
 
         call.add_done_callback(done)
-        self._channel.subscribe(state)
+        channel.subscribe(state)
         try:
             connected.wait(limit)  # the call's deadline (`limit`) ends it by then anyway
             return connected.is_set() and not ended.wait(settle)
         finally:
-            self._channel.unsubscribe(state)
+            channel.unsubscribe(state)
 
 
 def _ms(seconds: float) -> int:

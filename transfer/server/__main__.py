@@ -10,18 +10,44 @@ import sys
 from pathlib import Path
 
 from transfer.server import logs
-from transfer.server.app import Node, StartRefused, load_log_keys, server_credentials
-from transfer.server.config import ConfigError, load
+from transfer.server.app import Node, StartRefused, load_log_keys, server_tls
+from transfer.server.config import Config, ConfigError, load
 from transfer.server.limits import raise_open_file_limit
 
+log = logging.getLogger("transfer.node")
 
-async def _serve(node: Node) -> None:
+
+async def _reload(node: Node, path: Path | None) -> None:
+    """SIGHUP: the configuration file read again, its TLS part put in service (Node.reload_tls)."""
+    if node.certificates is None:
+        log.warning("SIGHUP during start-up ignored: send it again once the node has started")
+        return
+    try:
+        config: Config | None = load(path)
+    except ConfigError as exc:
+        log.error("TLS reload refused, still serving with the certificates loaded before: configuration error: %s", exc,
+                  extra={"reason": "TLS_RELOAD_REFUSED"})  # fmt: skip
+        return
+    await node.reload_tls(config)
+
+
+async def _serve(node: Node, path: Path | None) -> None:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reloads: set[asyncio.Task[None]] = set()
+
+    def hangup() -> None:
+        task = loop.create_task(_reload(node, path))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hangup)
     await node.start()
     await stop.wait()
+    loop.remove_signal_handler(signal.SIGHUP)
+    await asyncio.gather(*reloads, return_exceptions=True)
     await node.stop()
 
 
@@ -44,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     if ns.check_config:
         try:  # the files it names too (keys, certificates, peers), as a start would read them
             Node(config)
-            server_credentials(config)
+            server_tls(config)
             load_log_keys(config)
             files_problem = raise_open_file_limit(config.limits)
             if files_problem is not None:
@@ -56,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     logs.configure(config.log_level, config.log_format)
     try:
-        asyncio.run(_serve(Node(config, accept_missing_checkpoint_file=ns.accept_missing_checkpoint_file)))
+        asyncio.run(_serve(Node(config, accept_missing_checkpoint_file=ns.accept_missing_checkpoint_file), ns.config))
     except (OSError, StartRefused) as exc:
         logging.getLogger("transfer.node").error("cannot start: %s", exc)
         return 1

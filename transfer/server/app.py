@@ -7,6 +7,7 @@ in-process with a fake clock.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -16,7 +17,6 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
-from cryptography import x509
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -40,6 +40,7 @@ from transfer.ledger.note import Checkpoint, Ed25519Signer, NoteError, Verifier,
 from transfer.ledger.receipt import ProofBundle
 from transfer.server import faults
 from transfer.server.auth import Authenticator
+from transfer.server.certs import ServerCertificates, TlsMaterial, TlsRefused, load_tls
 from transfer.server.config import Config
 from transfer.server.decoding import RefuseMalformed
 from transfer.server.limits import StreamQuota, grpc_options, raise_open_file_limit
@@ -65,7 +66,6 @@ from transfer.server.servicers import (
     TransferServicer,
 )
 from transfer.server.witnessing import WitnessAhead, Witnessing
-from transfer.tlsfiles import tls_files_problem
 from transfer.unavailable import UnavailableLog
 from transfer.v1 import (
     log_pb2,
@@ -105,28 +105,29 @@ _READ_ONLY_SERVICE_NAMES = (
 WRITE_SERVICE_NAMES = tuple(name for name in SERVICE_NAMES if name not in _READ_ONLY_SERVICE_NAMES)
 
 
-def _check_tls_files(ca: bytes, cert: bytes, key: bytes, config: Config) -> None:
-    """What grpc would only find when binding the port (with a traceback), said here in one line per file."""
-    messages = {
-        "ca": f"tls.ca_file {config.ca_file}: no PEM certificate in it",
-        "cert": f"tls.cert_file {config.cert_file}: no PEM certificate in it",
-        "key": f"tls.key_file {config.key_file}: not an unencrypted PEM private key",
-        "mismatch": f"tls.key_file {config.key_file} is not the key of tls.cert_file {config.cert_file}",
-    }
-    problem = tls_files_problem(ca, cert, key)
-    if problem is not None:
-        raise StartRefused(messages[problem])
+def server_tls(config: Config) -> TlsMaterial:
+    """The node's certificate, key, trusted CAs and deny list, each file checked (one line naming a bad one).
+
+    Mutual TLS: clients must present a certificate from the node's CA, or (peer nodes) from their own
+    province's CA; `Authenticator` tells them apart."""
+    try:
+        return load_tls(config)
+    except TlsRefused as exc:
+        raise StartRefused(str(exc)) from None
 
 
-def server_credentials(config: Config) -> grpc.ServerCredentials:
-    """Mutual TLS: clients must present a certificate from the node's CA, or
-    (peer nodes) from their own province's CA; `Authenticator` tells them apart."""
-    roots = config.ca_file.read_bytes()
-    cert, key = config.cert_file.read_bytes(), config.key_file.read_bytes()
-    _check_tls_files(roots, cert, key, config)
-    for peer in config.peers:
-        roots += b"\n" + peer.ca_file.read_bytes()
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=roots, require_client_auth=True)
+def _tls_part(running: Config, read: Config) -> Config:
+    """`running` with the reloadable part of `read`: [tls], and the ca_file of each peer both name."""
+    ca_files = {p.province: p.ca_file for p in read.peers}
+    return dataclasses.replace(
+        running,
+        ca_file=read.ca_file,
+        cert_file=read.cert_file,
+        key_file=read.key_file,
+        tls_revoked=read.tls_revoked,
+        tls_revoked_file=read.tls_revoked_file,
+        peers=tuple(dataclasses.replace(p, ca_file=ca_files.get(p.province, p.ca_file)) for p in running.peers),
+    )
 
 
 SWEEP_BATCH = 500
@@ -305,10 +306,13 @@ class Node:
             log, "checkpoint publication failed: database unavailable; will retry"
         )
         self.witnessing: Witnessing | None = None
+        self.auth: Authenticator | None = None
+        self.certificates: ServerCertificates | None = None
+        self._reload_lock = asyncio.Lock()
 
     async def start(self) -> int:
         cfg = self.config
-        creds = server_credentials(cfg)  # fail early on unreadable keys
+        tls = server_tls(cfg)  # fail early on unreadable keys
         files_problem = raise_open_file_limit(cfg.limits)
         if files_problem is not None:
             raise StartRefused(files_problem)
@@ -346,7 +350,7 @@ class Node:
             raise
         self.writer.start()
         try:
-            await self._serve(cfg, store, logbook, creds, self.tokens)
+            await self._serve(cfg, store, logbook, tls, self.tokens)
         except BaseException:  # e.g. the port is taken: leave nothing running or open
             await self._abandon_start()
             raise
@@ -386,16 +390,12 @@ class Node:
             await self.db.close()
         self.db = self.writer = self.store = None
 
-    async def _serve(
-        self, cfg: Config, store: Store, logbook: Logbook, creds: grpc.ServerCredentials, tokens: Tokens
-    ) -> None:
-        auth = Authenticator(
-            cfg.province,
-            {p: peer.ca for p, peer in self.peers.items()},
-            own_cas=x509.load_pem_x509_certificates(cfg.ca_file.read_bytes()),
-        )
+    async def _serve(self, cfg: Config, store: Store, logbook: Logbook, tls: TlsMaterial, tokens: Tokens) -> None:
+        self.auth = auth = Authenticator(cfg.province, tls.peer_cas, own_cas=tls.own_cas, revoked=tls.revoked)
+        self.certificates = ServerCertificates(tls)
+        creds = self.certificates.credentials()
         if self.peers:
-            self.links = PeerLinks(cfg, self.peers)
+            self.links = PeerLinks(self.peers, tls)
             self.dispatcher = Dispatcher(store, self.federation, self.links, self.peers, self.clock)
             if any(peer.witnessed for peer in self.peers.values()):
                 self.peer_bundles = BundleRefresher(store, self.links, self.peers, self.clock)
@@ -468,6 +468,46 @@ class Node:
             tmp = cfg.port_file.with_suffix(".tmp")
             tmp.write_text(f"{self.port}\n")
             os.replace(tmp, cfg.port_file)
+
+    async def reload_tls(self, config: Config | None = None) -> bool:
+        """SIGHUP: read the TLS material again and use it for every new connection and call.
+
+        `config` is the configuration file read again (None: the files this node was started with): of it,
+        [tls] (the certificate, key, CA file and deny list) and each configured peer's `ca_file` are taken;
+        anything else needs a restart, and a line says so. Connections already open keep their handshake
+        and their calls run on; every later call is judged by the new CAs and deny list; the peer links
+        make new calls with the new certificate. Material that cannot be used whole keeps the old one in
+        service, with one error line saying why. Returns whether the new material is in service."""
+        assert self.certificates is not None and self.auth is not None, "node not started"
+        async with self._reload_lock:  # two SIGHUPs in a row: the later file contents win
+            return await self._reload_tls(config)
+
+    async def _reload_tls(self, config: Config | None) -> bool:
+        assert self.certificates is not None and self.auth is not None
+        wanted = _tls_part(self.config, config or self.config)
+        try:
+            material = await asyncio.to_thread(load_tls, wanted)
+        except TlsRefused as exc:
+            log.error(
+                "TLS reload refused, still serving with the certificates loaded before: %s",
+                exc,
+                extra={"reason": "TLS_RELOAD_REFUSED"},
+            )
+            return False
+        if config is not None:
+            ignored = [f.name for f in dataclasses.fields(Config) if getattr(config, f.name) != getattr(wanted, f.name)]
+            if ignored:
+                log.warning(
+                    "configuration changes outside [tls] and the peers' ca_file take effect at the next start",
+                    extra={"fields": ignored},
+                )
+        self.config = wanted
+        self.certificates.replace(material)
+        self.auth.trust(material.peer_cas, material.own_cas, material.revoked)
+        if self.links is not None:
+            self.links.renew(material)
+        log.info("TLS material reloaded", extra=material.describe())
+        return True
 
     async def sweep_once(self) -> int:
         """Expire overdue transfers, apply due handoffs (and end absences), lock

@@ -2,7 +2,8 @@
 
 gRPC has already checked the chain against the node's CA (mutual TLS is
 mandatory); here the certificate's URI names become an `Actor`. Parsing X.509
-costs far more than a call, so results are cached per certificate.
+costs far more than a call, so results are cached per certificate (until the
+node reloads its TLS material: the deny list and the CAs may have changed).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from transfer.domain.errors import DomainError, Unauthenticated
 from transfer.domain.model import Actor
 from transfer.domain.signatures import issued_by
 from transfer.identity import actor_from_certificate, peer_from_certificate
+from transfer.revocation import Revocations
 
 
 class HasAuthContext(Protocol):
@@ -34,19 +36,33 @@ class Authenticator:
     def __init__(
         self,
         node_province: str,
-        peer_cas: Mapping[str, x509.Certificate] | None = None,
+        peer_cas: Mapping[str, x509.Certificate | Sequence[x509.Certificate]] | None = None,
         cache_size: int = 4096,
         own_cas: Sequence[x509.Certificate] | None = None,
+        revoked: Revocations | None = None,
     ) -> None:
         self.node_province = node_province
-        self.peer_cas = dict(peer_cas or {})
+        self.cache_size = cache_size
+        self._cache: collections.OrderedDict[bytes, Actor | DomainError] = collections.OrderedDict()
+        self.trust(peer_cas or {}, own_cas, revoked or Revocations())
+
+    def trust(
+        self,
+        peer_cas: Mapping[str, x509.Certificate | Sequence[x509.Certificate]],
+        own_cas: Sequence[x509.Certificate] | None,
+        revoked: Revocations,
+    ) -> None:
+        """Judge callers by these CAs and this deny list from now on (at start, and on each TLS reload).
+
+        Calls already admitted are not judged again; every later call is, on any connection."""
+        self.peer_cas = {p: [c] if isinstance(c, x509.Certificate) else list(c) for p, c in peer_cas.items()}
         # The certificates of the node's CA file. Given, a caller that is not a
         # peer node must hold a certificate issued directly by one of them: the
         # TLS chain check alone would also accept one that a peer's CA issued
         # through an intermediate of its own, naming one of this node's schools.
         self.own_cas = list(own_cas) if own_cas is not None else None
-        self.cache_size = cache_size
-        self._cache: collections.OrderedDict[bytes, Actor | DomainError] = collections.OrderedDict()
+        self.revoked = revoked
+        self._cache.clear()
 
     def actor(self, context: HasAuthContext) -> Actor:
         pems = list(context.auth_context().get("x509_pem_cert", ()))
@@ -70,8 +86,12 @@ class Authenticator:
         return hit
 
     def _identify(self, cert: x509.Certificate) -> Actor:
-        for province, ca in self.peer_cas.items():
-            if issued_by(cert, ca):
+        if self.revoked.revokes(cert):
+            raise Unauthenticated(
+                "CERTIFICATE_REVOKED", "the client certificate is on this node's deny list (tls.revoked)"
+            )
+        for province, cas in self.peer_cas.items():
+            if any(issued_by(cert, ca) for ca in cas):
                 return peer_from_certificate(cert, province)
         if self.own_cas is not None and not any(issued_by(cert, ca) for ca in self.own_cas):
             raise Unauthenticated(

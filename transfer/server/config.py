@@ -11,6 +11,10 @@
     ca_file = "pki/ca.pem"          # CA whose certificates clients present
     cert_file = "pki/node.pem"
     key_file = "pki/node.key"
+    revoked = []                    # client certificates refused (CERTIFICATE_REVOKED): "serial:0x<hex>",
+                                    # "serial:<decimal>" or "sha256:<hex of the DER certificate>"
+    revoked_file = ""               # more of them, one a line ('#' starts a comment)
+                                    # SIGHUP re-reads all of [tls] and the peers' ca_file (docs/operations.md)
 
     [database]
     url = "sqlite:///var/node.db"   # or postgresql://user@host:port/db
@@ -120,6 +124,7 @@ from storage.database import UNAVAILABLE_AFTER_S, sqlite_file, url_problem
 from transfer.domain.provinces import is_province
 from transfer.ledger.note import NoteError
 from transfer.ledger.witnessed import cosignature_verifier
+from transfer.revocation import revoked_entry_problem
 
 
 class ConfigError(ValueError):
@@ -236,6 +241,9 @@ class Config:
     limits: ServerLimits = ServerLimits()
     log_level: str = "INFO"
     log_format: str = "json"
+    # [tls] revoked / revoked_file: the deny list of client certificates (transfer/revocation.py)
+    tls_revoked: tuple[str, ...] = ()
+    tls_revoked_file: Path | None = None
 
 
 # section -> key -> (type, required)
@@ -247,7 +255,13 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
         "listen": (str, False),
         "port_file": (str, False),
     },
-    "tls": {"ca_file": (str, True), "cert_file": (str, True), "key_file": (str, True)},
+    "tls": {
+        "ca_file": (str, True),
+        "cert_file": (str, True),
+        "key_file": (str, True),
+        "revoked": (list, False),
+        "revoked_file": (str, False),
+    },
     "database": {
         "url": (str, True),
         "sqlite_synchronous": (str, False),
@@ -492,6 +506,12 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         except ValueError:
             raise ConfigError(f"pages.{key}: {text!r} is not a MM-DD date") from None
         lock_dates.append((month, day))
+    revoked = get("tls", "revoked", [])
+    for entry in revoked:
+        problem = revoked_entry_problem(entry)
+        if problem is not None:
+            raise ConfigError(f"tls.revoked: {problem}")
+    revoked_file = get("tls", "revoked_file", "")
     signing_ca = get("signing", "ca_file", "")
     peers = _peers(peers_raw, base, province)
     seal_key = get("seal", "key_file", "")
@@ -555,6 +575,8 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         limits=limits,
         log_level=level,
         log_format=fmt,
+        tls_revoked=tuple(revoked),
+        tls_revoked_file=(base / revoked_file) if revoked_file else None,
     )
 
 

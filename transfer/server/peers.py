@@ -58,6 +58,7 @@ from transfer.ledger.receipt import ProofBundle
 from transfer.ledger.witnessed import cosignature_verifier
 from transfer.server import convert, faults
 from transfer.server.auth import Authenticator
+from transfer.server.certs import TlsMaterial
 from transfer.server.config import Config, PeerConfig
 from transfer.server.servicers import _Base, _guard
 from transfer.unavailable import UnavailableLog
@@ -179,30 +180,33 @@ def peer_keys(peers: Mapping[str, Peer]) -> dict[str, PeerKeys]:
 
 
 class PeerLinks:
-    """gRPC channels to the peers, presenting this node's certificate."""
+    """gRPC channels to the peers, presenting this node's certificate.
 
-    def __init__(self, config: Config, peers: Mapping[str, Peer]) -> None:
-        self.config = config
+    `renew` (a TLS reload) puts new calls on new channels with the new certificate and trust; each
+    old channel is closed once the calls on it end (an attempt's deadline at most)."""
+
+    def __init__(self, peers: Mapping[str, Peer], material: TlsMaterial) -> None:
         self.peers = peers
+        self.material = material
         self._stubs: dict[str, peers_pb2_grpc.PeerServiceStub] = {}
         self._log_stubs: dict[str, log_pb2_grpc.LogServiceStub] = {}
-        self._channels: list[grpc.aio.Channel] = []
-        self._by_peer: dict[str, grpc.aio.Channel] = {}
+        self._channels: dict[str, grpc.aio.Channel] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
 
     def log_stub(self, province: str) -> log_pb2_grpc.LogServiceStub:
-        """The peer's LogService, on the same channel as its PeerService."""
+        """The peer's LogService, on the same channel as its PeerService (renewed with it)."""
         if province not in self._log_stubs:
             self.stub(province)
-            self._log_stubs[province] = log_pb2_grpc.LogServiceStub(self._by_peer[province])
+            self._log_stubs[province] = log_pb2_grpc.LogServiceStub(self._channels[province])
         return self._log_stubs[province]
 
     def stub(self, province: str) -> peers_pb2_grpc.PeerServiceStub:
         if province not in self._stubs:
             peer = self.peers[province]
             creds = grpc.ssl_channel_credentials(
-                root_certificates=peer.config.ca_file.read_bytes(),
-                private_key=self.config.key_file.read_bytes(),
-                certificate_chain=self.config.cert_file.read_bytes(),
+                root_certificates=self.material.peer_ca[province],
+                private_key=self.material.key,
+                certificate_chain=self.material.cert,
             )
             options: list[tuple[str, Any]] = (
                 [("grpc.ssl_target_name_override", peer.config.server_name)] if peer.config.server_name else []
@@ -216,14 +220,24 @@ class PeerLinks:
                 ("grpc.max_reconnect_backoff_ms", 5000),
             ]
             channel = grpc.aio.secure_channel(peer.config.address, creds, options=options)
-            self._channels.append(channel)
-            self._by_peer[province] = channel
+            self._channels[province] = channel
             self._stubs[province] = peers_pb2_grpc.PeerServiceStub(channel)
         return self._stubs[province]
 
+    def renew(self, material: TlsMaterial) -> None:
+        """Use `material` (the node's certificate, key and peers' CAs) for every call from now on."""
+        old = list(self._channels.values())
+        self.material = material
+        self._stubs, self._log_stubs, self._channels = {}, {}, {}
+        for channel in old:
+            task = asyncio.get_running_loop().create_task(channel.close(grace=ATTEMPT_DEADLINE))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
     async def close(self) -> None:
-        for channel in self._channels:
+        for channel in self._channels.values():
             await channel.close()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
 
 
 class Sealer:

@@ -8,7 +8,10 @@ naming the first bad index when a row was altered behind the service's back.
 Checkpoints held outside the database — the node's `log.latest_checkpoint_file`,
 and any given with --checkpoint (one from a peer's receipt, an auditor's) —
 must be signed by the log and held by the database's tree: after a restore,
-this says whether the node may start.
+this says whether the node may start. `--database URL` verifies another database
+(a backup) with the node's keys and origin: against its own checkpoints and those
+given with --checkpoint, not the node's latest-checkpoint file, which a backup of a
+serving node is expected to be behind.
 Exit status 0 when the log verifies, 1 when it does not, 2 on usage errors.
 Run it while the node is up or down; it only reads.
 """
@@ -20,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from storage.database import DatabaseUnreachable
+from storage.database import DatabaseUnreachable, url_problem
 from storage.logscan import LogScanner
 from transfer.domain.audit import audit_log
 from transfer.ledger.note import NoteError, Verifier, parse_vkey
@@ -39,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vkey", help="the log's verifier key (default: derived from the node's log key file)")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     parser.add_argument(
+        "--database",
+        metavar="URL",
+        help="verify this database (a backup, e.g. sqlite:///copy.db) with the node's keys and origin, instead of "
+        "database.url; the node's log.latest_checkpoint_file is then not applied (give it with --checkpoint)",
+    )
+    parser.add_argument(
         "--checkpoint",
         action="append",
         type=Path,
@@ -47,18 +56,21 @@ def main(argv: list[str] | None = None) -> int:
         help="a signed checkpoint of this log held outside the database, which its tree must hold (repeatable)",
     )
     ns = parser.parse_args(argv)
+    if ns.database is not None and (problem := url_problem(ns.database)) is not None:
+        print(f"transfer-verify-log: --database: {problem}", file=sys.stderr)
+        return 2
     try:
         cfg = load(ns.config)
         verifier: Verifier | list[Verifier] = parse_vkey(ns.vkey) if ns.vkey else log_verifiers(cfg)
         files = list(ns.checkpoint)
-        if cfg.latest_checkpoint_file.exists():
+        if ns.database is None and cfg.latest_checkpoint_file.exists():
             files.insert(0, cfg.latest_checkpoint_file)
         held = [(str(f), f.read_text(encoding="utf-8")) for f in files]
     except (ConfigError, NoteError, OSError, UnicodeDecodeError) as exc:
         print(f"transfer-verify-log: {exc}", file=sys.stderr)
         return 2
     try:
-        scanner = LogScanner(cfg.database_url)
+        scanner = LogScanner(ns.database or cfg.database_url)
     except DatabaseUnreachable as exc:
         print(f"transfer-verify-log: {exc}", file=sys.stderr)
         return 2

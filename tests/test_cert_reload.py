@@ -1,0 +1,316 @@
+"""Certificates without downtime: a node process reloads its certificate, key, CAs and deny list on
+SIGHUP while it serves; a client takes new credentials without a new process."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from tests.federation import close_all, free_port, make_node
+from tests.federation import wait_for as wait_until
+from tests.staffing import new_record
+from tests.support import ServerProcess, new_lookup_code, new_national_id, write_config
+from transfer.client import NO_RETRY, ClientTls, RetryPolicy, TransferClient, TransferError
+from transfer.devpki import DevCA, make_dev_pki
+from transfer.revocation import Revocations
+from transfer.server.config import ConfigError, load
+from transfer.v1 import common_pb2, transfers_pb2
+
+pytestmark = pytest.mark.slow
+
+INCOMING = transfers_pb2.TRANSFER_DIRECTION_INCOMING
+PATIENT = RetryPolicy(attempts=60, initial_backoff=0.1, max_backoff=0.5, total_seconds=30)
+RELOADED = '"TLS material reloaded"'
+REFUSED = "TLS reload refused"
+
+
+@pytest.fixture
+def own_pki(tmp_path: Path, pki: Path) -> Path:
+    """A copy of the dev PKI that this test may renew and overwrite."""
+    return Path(shutil.copytree(pki, tmp_path / "pki"))
+
+
+@pytest.fixture
+def server(tmp_path: Path, own_pki: Path) -> Iterator[ServerProcess]:
+    """A node process with schools S1 and S2, and an empty tls.revoked_file."""
+    (tmp_path / "revoked.txt").write_text("# serial:0x... or sha256:...\n")
+    cfg = write_config(tmp_path / "node.toml", pki=own_pki, database_url=f"sqlite:///{tmp_path / 'node.db'}")
+    proc = ServerProcess(cfg, tmp_path / "server.log", env={"TRANSFER_TLS_REVOKED_FILE": str(tmp_path / "revoked.txt")})
+    proc.start()
+    try:
+        with client(proc, own_pki, "province-admin") as admin:
+            for code in ("S1", "S2"):
+                admin.register_school(code, f"Trường {code}")
+        yield proc
+    finally:
+        proc.stop()
+
+
+def client(server: ServerProcess, pki: Path, identity: str, retry: RetryPolicy = PATIENT) -> TransferClient:
+    return TransferClient(server.address, ClientTls.from_pki(pki, identity), timeout=5, retry=retry)
+
+
+def served_serial(server: ServerProcess, pki: Path) -> int:
+    """The serial of the certificate the node shows a new connection (a TLS handshake on 127.0.0.1)."""
+    context = ssl.create_default_context(cafile=str(pki / "ca.pem"))
+    context.load_cert_chain(pki / "auditor.pem", pki / "auditor.key")
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection(("127.0.0.1", server.port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der).serial_number
+
+
+def serial_of(path: Path) -> int:
+    return x509.load_pem_x509_certificate(path.read_bytes()).serial_number
+
+
+def log_count(server: ServerProcess, text: str) -> int:
+    return sum(text in line for line in server.log_path.read_text(encoding="utf-8").splitlines())
+
+
+def hang_up(server: ServerProcess, *, reloaded: int | None = None, refused: int | None = None) -> None:
+    """SIGHUP, then wait (bounded) until the node has logged that many reloads / refusals in all."""
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if (reloaded is None or log_count(server, RELOADED) >= reloaded) and (
+            refused is None or log_count(server, REFUSED) >= refused
+        ):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no reload line after SIGHUP: {server.log_path.read_text()[-2000:]}")
+
+
+def install(renewed: Path, pki: Path, stem: str) -> None:
+    """Put a renewed pair in place as an operator (or certbot, step) would: each file replaced whole."""
+    os.replace(renewed / f"{stem}.key", pki / f"{stem}.key")
+    os.replace(renewed / f"{stem}.pem", pki / f"{stem}.pem")
+
+
+def wait_for(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_renewal_under_load_drops_no_call(server: ServerProcess, own_pki: Path, tmp_path: Path) -> None:
+    """The node's certificate and key are replaced and SIGHUP sent while a client calls without pause (new
+    connections included): no call fails, and new connections are shown the renewed certificate."""
+    old_serial = served_serial(server, own_pki)
+    assert old_serial == serial_of(own_pki / "node.pem")
+    calls: list[str] = []
+    failures: list[TransferError] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        c: TransferClient | None = None
+        for i in range(5000):  # bounded, whatever happens
+            if stop.is_set():
+                break
+            if i % 20 == 0:  # a new connection, hence a new handshake, every 20 calls
+                if c is not None:
+                    c.close()
+                c = client(server, own_pki, "school-S1", retry=NO_RETRY)
+            try:
+                if i % 4 == 0:
+                    c.register_record(new_lookup_code(), new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
+                else:
+                    c.get_school("S1")
+                calls.append("ok")
+            except TransferError as err:
+                failures.append(err)
+        if c is not None:
+            c.close()
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    try:
+        wait_for(lambda: len(calls) >= 60, "calls before the renewal")
+        renewed = DevCA.load(own_pki).renew("node", into=tmp_path / "renewed")
+        new_serial = serial_of(renewed.cert)
+        install(tmp_path / "renewed", own_pki, "node")
+        before = len(calls)
+        hang_up(server, reloaded=1)
+        assert served_serial(server, own_pki) == new_serial != old_serial
+        wait_for(lambda: len(calls) >= before + 150 or not worker.is_alive(), "calls after the renewal")
+    finally:
+        stop.set()
+        worker.join(60)
+    assert failures == []
+    assert len(calls) >= before + 150  # several new connections made after the reload, all served
+    assert log_count(server, REFUSED) == 0
+
+
+def test_revoked_client_certificates_are_refused(server: ServerProcess, own_pki: Path, tmp_path: Path) -> None:
+    """A certificate put on the deny list (tls.revoked by serial in the configuration file, tls.revoked_file
+    by SHA-256) is refused UNAUTHENTICATED CERTIFICATE_REVOKED after SIGHUP, even on a connection opened
+    before; the same school's renewed certificate and other callers are served."""
+    renewed = DevCA.load(own_pki).renew("school-S1", into=tmp_path / "s1-renewed")
+    old_s1 = client(server, own_pki, "school-S1", retry=NO_RETRY)
+    new_s1 = TransferClient(
+        server.address, ClientTls.from_files(own_pki / "ca.pem", renewed.cert, renewed.key), timeout=5, retry=NO_RETRY
+    )
+    auditor = client(server, own_pki, "auditor", retry=NO_RETRY)
+    admin = client(server, own_pki, "province-admin", retry=NO_RETRY)
+    assert old_s1.get_school("S1").code == "S1"  # its connection is open before the reload
+    assert auditor.get_log_info().origin
+
+    config = server.config_path.read_text(encoding="utf-8")
+    serial = f"serial:0x{serial_of(own_pki / 'school-S1.pem'):x}"
+    server.config_path.write_text(config.replace("[tls]\n", f'[tls]\nrevoked = ["{serial}"]\n', 1), encoding="utf-8")
+    der = x509.load_pem_x509_certificate((own_pki / "auditor.pem").read_bytes()).public_bytes(Encoding.DER)
+    fingerprint = ":".join(f"{b:02X}" for b in hashlib.sha256(der).digest())  # as openssl prints it
+    (tmp_path / "revoked.txt").write_text(f"# the auditor's laptop was stolen\nsha256:{fingerprint}\n")
+    hang_up(server, reloaded=1)
+
+    for revoked, call in ((old_s1, lambda: old_s1.get_school("S1")), (auditor, auditor.get_log_info)):
+        with pytest.raises(TransferError) as refusal:
+            call()
+        assert (refusal.value.code.name, refusal.value.reason) == ("UNAUTHENTICATED", "CERTIFICATE_REVOKED")
+        revoked.close()
+    assert new_s1.get_school("S1").code == "S1"
+    assert admin.get_school("S2").code == "S2"
+
+    server.config_path.write_text(config, encoding="utf-8")  # taken off the list again
+    (tmp_path / "revoked.txt").write_text("")
+    hang_up(server, reloaded=2)
+    with client(server, own_pki, "school-S1", retry=NO_RETRY) as again:
+        assert again.get_school("S1").code == "S1"
+    for c in (new_s1, admin):
+        c.close()
+
+
+def test_broken_reload_keeps_serving_with_the_old_certificate(
+    server: ServerProcess, own_pki: Path, tmp_path: Path
+) -> None:
+    """A key that is not the certificate's, a certificate file without PEM, a missing file, a bad deny-list
+    entry: each SIGHUP logs one line and the node serves on with its old certificate; a good pair then loads."""
+    old_serial = served_serial(server, own_pki)
+    good_key, good_cert = (own_pki / "node.key").read_bytes(), (own_pki / "node.pem").read_bytes()
+    breakages: list[Callable[[], None]] = [
+        lambda: shutil.copyfile(own_pki / "school-S1.key", own_pki / "node.key"),
+        lambda: (own_pki / "node.pem").write_text("not a certificate\n"),
+        (own_pki / "node.pem").unlink,
+        lambda: (tmp_path / "revoked.txt").write_text("serial:twelve\n"),
+    ]
+    with client(server, own_pki, "school-S1", retry=NO_RETRY) as s1:
+        for n, breakage in enumerate(breakages, 1):
+            breakage()
+            hang_up(server, refused=n)
+            assert log_count(server, REFUSED) == n  # one line per failed reload
+            assert s1.get_school("S1").code == "S1"
+            with client(server, own_pki, "school-S2", retry=NO_RETRY) as fresh:  # a new connection
+                assert fresh.get_school("S2").code == "S2"
+            assert served_serial(server, own_pki) == old_serial
+            (own_pki / "node.key").write_bytes(good_key)
+            (own_pki / "node.pem").write_bytes(good_cert)
+            (tmp_path / "revoked.txt").write_text("")
+        assert log_count(server, RELOADED) == 0
+        new_serial = serial_of(DevCA.load(own_pki).renew("node", into=tmp_path / "renewed").cert)
+        install(tmp_path / "renewed", own_pki, "node")
+        hang_up(server, reloaded=1)
+        assert served_serial(server, own_pki) == new_serial != old_serial
+        assert s1.get_school("S1").code == "S1"
+
+
+def test_client_reload_tls(server: ServerProcess, own_pki: Path, tmp_path: Path) -> None:
+    """`TransferClient.reload_tls` puts later calls on the renewed certificate, in the same process, while a
+    watch stream opened before goes on on the old connection; the old certificate is then revoked."""
+    s1 = client(server, own_pki, "school-S1", retry=NO_RETRY)
+    code = new_lookup_code()
+    s1.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
+    stream = s1.transfers.WatchTransfers(transfers_pb2.WatchTransfersRequest(), timeout=60)
+    renewed = DevCA.load(own_pki).renew("school-S1", into=tmp_path / "s1-renewed")
+    s1.reload_tls(ClientTls.from_files(own_pki / "ca.pem", renewed.cert, renewed.key))
+    (tmp_path / "revoked.txt").write_text(f"serial:{serial_of(own_pki / 'school-S1.pem')}\n")
+    hang_up(server, reloaded=1)
+
+    t = s1.initiate_transfer(code, "S2").transfer  # refused CERTIFICATE_REVOKED on the old certificate
+    assert s1.get_transfer(t.id).state == transfers_pb2.TRANSFER_STATE_REQUESTED
+    event = next(stream)  # the stream opened before the reload still delivers
+    assert (event.transfer.id, event.transfer.state) == (t.id, transfers_pb2.TRANSFER_STATE_REQUESTED)
+    stream.cancel()
+    with client(server, own_pki, "school-S1", retry=NO_RETRY) as old, pytest.raises(TransferError) as refusal:
+        old.get_school("S1")
+    assert refusal.value.reason == "CERTIFICATE_REVOKED"
+    s1.close()
+
+
+def test_deny_list_entries() -> None:
+    """Deny-list entries name a certificate by serial (hex with 0x, or decimal) or SHA-256; anything else
+    is refused at load, naming the entry (the configuration) or the line (the file)."""
+    parsed = Revocations.parse(["serial:0x0A:1b", "serial:42", "SHA256:" + "Ab" * 32])
+    assert parsed.serials == {0x0A1B, 42}
+    assert parsed.fingerprints == {bytes.fromhex("ab" * 32)}
+    assert Revocations.parse_file("# none\n\nserial:7  # a comment\n").serials == {7}
+    for bad in ["0x0a1b", "serial:", "serial:0x", "serial:1.5", "sha256:abcd", "sha1:" + "00" * 20, "serial:٣"]:
+        with pytest.raises(ValueError, match="write serial:0x"):
+            Revocations.parse([bad])
+    with pytest.raises(ValueError, match="line 2"):
+        Revocations.parse_file("serial:1\nserial:x\n")
+
+
+def test_config_refuses_a_bad_revoked_entry(tmp_path: Path, pki: Path) -> None:
+    """tls.revoked with an entry that names no certificate is a configuration error, not a silent no-op."""
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=f"sqlite:///{tmp_path / 'node.db'}")
+    with pytest.raises(ConfigError, match=r"tls\.revoked: 'serial:x'"):
+        load(path, env={"TRANSFER_TLS_REVOKED": "serial:x"})
+    assert load(path, env={"TRANSFER_TLS_REVOKED": "serial:0x1f, serial:3"}).tls_revoked == ("serial:0x1f", "serial:3")
+
+
+def test_peer_links_present_the_renewed_certificate(tmp_path: Path, own_pki: Path) -> None:
+    """After 01 renews its node certificate (SIGHUP) and 79 revokes the old one (SIGHUP), 01's next offer
+    reaches 79: the link 01 had open to 79 was rebuilt with the new certificate."""
+    pki79 = tmp_path / "pki79"
+    make_dev_pki(pki79, "79", ["D1"])
+    bundle = tmp_path / "signing-cas.pem"
+    bundle.write_bytes((own_pki / "signing-ca.pem").read_bytes() + (pki79 / "signing-ca.pem").read_bytes())
+    (tmp_path / "revoked79.txt").write_text("")
+    port_a, port_b = free_port(), free_port()
+    a = make_node(
+        tmp_path / "a", own_pki, "01", f"sqlite:///{tmp_path / 'a.db'}", port_a, (pki79, "79", port_b), bundle
+    )
+    b = make_node(tmp_path / "b", pki79, "79", f"sqlite:///{tmp_path / 'b.db'}", port_b, (own_pki, "01", port_a),
+                  bundle, env={"TRANSFER_TLS_REVOKED_FILE": str(tmp_path / "revoked79.txt")})  # fmt: skip
+    try:
+        a.proc.start()
+        b.proc.start()
+        a.admin.register_school("S1", "Trường Tiểu học Số 1 (Hà Nội)")
+        b.admin.register_school("D1", "Trường Tiểu học Quận 1")
+        s1, d1 = a.client("school-S1"), b.client("school-D1")
+
+        def offered() -> str:
+            t = s1.initiate_transfer(new_record(s1), "D1", "79").transfer
+            wait_until("the offer to arrive at 79", lambda: any(x.id == t.id for x in d1.iter_transfers(INCOMING)))
+            return t.id
+
+        offered()  # 01's link to 79 is open, with the first certificate
+        old_serial = serial_of(own_pki / "node.pem")
+        DevCA.load(own_pki).renew("node", into=tmp_path / "renewed")
+        install(tmp_path / "renewed", own_pki, "node")
+        hang_up(a.proc, reloaded=1)
+        (tmp_path / "revoked79.txt").write_text(f"serial:0x{old_serial:x}\n")
+        hang_up(b.proc, reloaded=1)
+        second = offered()
+        assert s1.get_transfer(second).delivery_state == transfers_pb2.DELIVERY_STATE_DELIVERED
+    finally:
+        close_all([a, b])
