@@ -30,6 +30,7 @@ from storage.schema import (
     log_leaves,
     outbox,
     pages,
+    peer_bundles,
     records,
     schools,
     signing_tasks,
@@ -55,6 +56,8 @@ from transfer.domain.model import (
     OutboxState,
     Page,
     PageState,
+    PeerBundle,
+    PeerBundleState,
     Record,
     RecordLevel,
     Requirement,
@@ -1340,6 +1343,70 @@ class SqlOutbox:
         return list(found.values())
 
 
+def _peer_bundle(row: Sequence[Any]) -> PeerBundle:
+    oid, peer, state, attempts, next_us, delivered_us, error, bundle, conflicting = row
+    return PeerBundle(
+        int(oid), peer, PeerBundleState(state), int(attempts), from_us(next_us), from_us(delivered_us),
+        error, bundle, conflicting,
+    )  # fmt: skip
+
+
+class SqlPeerBundles:
+    """The witnessed proof bundles of peers' receipts and their refresh schedule (`peer_bundles`)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.db = runner
+
+    def _params(self, b: PeerBundle) -> dict[str, Any]:
+        return {
+            "outbox_id": b.outbox_id, "peer": b.peer, "state": int(b.state), "attempts": b.attempts,
+            "next_attempt_us": to_us(b.next_attempt_at), "delivered_at_us": to_us(b.delivered_at),
+            "last_error": b.last_error, "bundle": b.bundle, "conflicting_checkpoint": b.conflicting_checkpoint,
+        }  # fmt: skip
+
+    def add(self, b: PeerBundle) -> None:
+        self.db.run("peer_bundle_insert", self._params(b))
+
+    def update(self, b: PeerBundle) -> None:
+        params = self._params(b)
+        del params["peer"], params["delivered_at_us"]
+        self.db.run("peer_bundle_update", params)
+
+    def due(self, now: datetime, limit: int) -> list[tuple[PeerBundle, bytes]]:
+        def build() -> Select[Any]:
+            waiting: ColumnElement[Any] = literal_column(str(int(PeerBundleState.WAITING)))
+            return (
+                select(*peer_bundles.c, outbox.c.receipt)
+                .join(outbox, outbox.c.id == peer_bundles.c.outbox_id)
+                .where(peer_bundles.c.state == waiting, peer_bundles.c.next_attempt_us <= P("now"))
+                .order_by(peer_bundles.c.next_attempt_us, peer_bundles.c.outbox_id)
+                .limit(P("limit"))
+                .offset(_NO_OFFSET)
+            )
+
+        rows = self.db.all("peer_bundles_due", build, {"now": to_us(now), "limit": limit})
+        return [(_peer_bundle(r[:-1]), bytes(r[-1])) for r in rows if r[-1] is not None]
+
+    def next_attempt(self) -> datetime | None:
+        def build() -> Select[Any]:
+            waiting: ColumnElement[Any] = literal_column(str(int(PeerBundleState.WAITING)))
+            return select(func.min(peer_bundles.c.next_attempt_us)).where(peer_bundles.c.state == waiting)
+
+        rows = self.db.all("peer_bundles_next", build, {})
+        return None if not rows or rows[0][0] is None else from_us(rows[0][0])
+
+    def of_transfer(self, transfer_id: str) -> dict[int, PeerBundle]:
+        def build() -> Select[Any]:
+            return (
+                select(*peer_bundles.c)
+                .join(outbox, outbox.c.id == peer_bundles.c.outbox_id)
+                .where(outbox.c.transfer_id == P("transfer_id"))
+            )
+
+        rows = self.db.all("peer_bundles_of_transfer", build, {"transfer_id": transfer_id})
+        return {b.outbox_id: b for b in map(_peer_bundle, rows)}
+
+
 class SqlInbound:
     def __init__(self, runner: Runner) -> None:
         self.db = runner
@@ -1455,6 +1522,10 @@ class SqlUnitOfWork:
     @functools.cached_property
     def outbox(self) -> SqlOutbox:
         return SqlOutbox(self.runner)
+
+    @functools.cached_property
+    def peer_bundles(self) -> SqlPeerBundles:
+        return SqlPeerBundles(self.runner)
 
     @functools.cached_property
     def inbound(self) -> SqlInbound:

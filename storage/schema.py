@@ -365,6 +365,24 @@ outbox = Table(
     Index("ix_outbox_peer_state", "peer", "state"),
 )
 
+# The witnessed proof bundle of each delivered message's receipt that names an entry of the peer's
+# log, fetched later from the peer (docs/federation.md, Receipts): one row per outbox message, made
+# when it is delivered to a peer with a witness policy, and its refresh schedule.
+peer_bundles = Table(
+    "peer_bundles",
+    metadata,
+    Column("outbox_id", BigInteger, primary_key=True, autoincrement=False),
+    Column("peer", String(2), nullable=False),
+    Column("state", SmallInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_us", BigInteger, nullable=False),
+    Column("delivered_at_us", BigInteger, nullable=False),
+    Column("last_error", Text, nullable=False),
+    Column("bundle", Text, nullable=False),
+    Column("conflicting_checkpoint", Text, nullable=False),
+    Index("ix_peer_bundles_state_due", "state", "next_attempt_us"),
+)
+
 inbound_messages = Table(
     "inbound_messages",
     metadata,

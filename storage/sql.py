@@ -37,6 +37,7 @@ from storage.schema import (
     node_secrets,
     outbox,
     pages,
+    peer_bundles,
     records,
     refused_packages,
     schools,
@@ -299,6 +300,19 @@ STATEMENTS: dict[str, Callable[[], Executable]] = {
         update(outbox)
         .where(outbox.c.peer == P("peer"), outbox.c.state == literal_column("1"), outbox.c.next_attempt_us > P("now"))
         .values(next_attempt_us=P("now"))
+    ),
+    "peer_bundle_insert": lambda: _insert(peer_bundles, [c.name for c in peer_bundles.c]),
+    "peer_bundle_update": lambda: (
+        update(peer_bundles)
+        .where(peer_bundles.c.outbox_id == P("outbox_id"))
+        .values(
+            state=P("state"),
+            attempts=P("attempts"),
+            next_attempt_us=P("next_attempt_us"),
+            last_error=P("last_error"),
+            bundle=P("bundle"),
+            conflicting_checkpoint=P("conflicting_checkpoint"),
+        )
     ),
     "inbound_get": lambda: select(*inbound_messages.c).where(
         inbound_messages.c.peer == P("peer"),

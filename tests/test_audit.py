@@ -615,6 +615,8 @@ def test_a_log_that_does_not_extend_the_pinned_checkpoint_fails(
         pytest.param({"cert_file": "{tmp}/absent.pem"}, "absent.pem", id="absent-file"),
         pytest.param({"checkpoint_file": "{pki}/log.vkey"}, "checkpoint", id="not-a-checkpoint"),
         pytest.param({"origin": "another/origin"}, "origin", id="checkpoint-of-another-origin"),
+        pytest.param({"witness_vkey_files": "w.vkey"}, "a list of file names", id="witnesses-not-a-list"),
+        pytest.param({"witness_quorum": "1"}, "witness_quorum without witness_vkey_files", id="quorum-alone"),
     ],
 )
 def test_unusable_node_tables_are_refused(tmp_path: Path, pki: Path, table: dict[str, str], message: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import resource
 import subprocess
 import sys
@@ -204,3 +205,28 @@ def test_max_connections_must_fit_the_open_file_limit(tmp_path: Path) -> None:
     assert "at most 1024 (ulimit -n" in refused.stderr
     raised = _check_config_with_open_files(p, 512, 2048)
     assert raised.returncode == 0, raised.stderr
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        ('witness_vkey_files = ["{pki}/log.vkey"]\n', "must be a cosignature/v1 key"),
+        ('witness_vkey_files = ["{pki}/witness.vkey"]\nwitness_quorum = 2\n', "witness_quorum: between 1 and 1"),
+        ('witness_vkey_files = ["{pki}/witness.vkey", "{pki}/witness.vkey"]\n', "is named twice"),
+        ("witness_quorum = 1\n", "witness_quorum: 0 without witness_vkey_files"),
+        ('witness_vkey_files = ["{pki}/absent.vkey"]\n', "absent.vkey cannot be read"),
+    ],
+)
+def test_a_peers_witness_policy_is_checked(tmp_path: Path, pki: Path, keys: str, message: str) -> None:
+    """A peer's pinned witness policy ([[peers]] witness_vkey_files, witness_quorum) is refused when a key is not a
+    cosignature/v1 key, named twice or unreadable, or the quorum is out of range: ConfigError naming the peer."""
+    peer = '[[peers]]\nprovince = "79"\naddress = "h:1"\nca_file = "c"\nseal_vkey_file = "s"\nlog_vkey_file = "l"\n'
+    p = tmp_path / "node.toml"
+    p.write_text(MINIMAL + '[seal]\nkey_file = "k"\n' + peer + keys.format(pki=pki))
+    with pytest.raises(ConfigError, match=re.escape("peers[0].") + ".*" + re.escape(message)):
+        load(p, env={})
+    p.write_text(MINIMAL + '[seal]\nkey_file = "k"\n' + peer + f'witness_vkey_files = ["{pki}/witness.vkey"]\n')
+    (peer_config,) = load(p, env={}).peers
+    assert peer_config.witness_quorum == 1 and peer_config.witness_vkeys == (
+        (pki / "witness.vkey").read_text().strip(),
+    )

@@ -5,11 +5,15 @@ and docs/operations.md ("Witnessing in a federation") configures them."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 
@@ -18,9 +22,11 @@ from tests.support import create_pg_database, drop_pg_database, new_lookup_code,
 from tests.test_witness import WitnessProcess
 from transfer.client import TransferClient
 from transfer.devpki import SigningCA, dev_witness_name, make_dev_pki, make_dev_witness
-from transfer.ledger.note import Verifier, parse_vkey
+from transfer.ledger.note import Verifier, open_checkpoint, parse_vkey
+from transfer.ledger.receipt import parse_bundle
 from transfer.ledger.witnessed import Witnessed, check_witnessed, cosignature_verifier
-from transfer.v1 import common_pb2, transfers_pb2
+from transfer.server.peers import peer_bundle
+from transfer.v1 import common_pb2, peers_pb2, transfers_pb2
 
 pytestmark = pytest.mark.slow
 
@@ -75,7 +81,10 @@ class Federation:
     standalone: WitnessProcess
 
 
-StartFederation = Callable[[str], Federation]
+class StartFederation(Protocol):
+    def __call__(
+        self, engine: str, *, peer_policy: bool = False, env_b: dict[str, str] | None = None
+    ) -> Federation: ...
 
 
 @pytest.fixture
@@ -98,7 +107,9 @@ def start_federation(
         pg_urls.append(create_pg_database(base))
         return pg_urls[-1]
 
-    def start(engine: str) -> Federation:
+    def start(engine: str, *, peer_policy: bool = False, env_b: dict[str, str] | None = None) -> Federation:
+        """`peer_policy`: each node pins its peer's witnesses (its own witness and the standalone one,
+        quorum 2) in its [[peers]] table; `env_b`: 79's environment (injected faults)."""
         standalone_dir = tmp_path / "standalone"
         standalone_url = f"http://127.0.0.1:{free_port()}"
         make_dev_witness(
@@ -120,7 +131,14 @@ def start_federation(
             url = database(name, engine)
             state = tmp_path / name / "node.witness.sqlite" if engine != "sqlite" else None
             section = witnessing_config(own, witness_port, state, peer_witness, standalone_dir, standalone_url)
-            node = make_node(tmp_path / name, own, province, url, port, peer, signing_bundle, more_config=section)
+            env = env_b if name == "b" else None
+            node = make_node(
+                tmp_path / name, own, province, url, port, peer, signing_bundle, env=env, more_config=section
+            )
+            if peer_policy:  # the peer's [[peers]] table is the last one in the file
+                files = f'["{own / "witness.vkey"}", "{standalone_dir / "witness.vkey"}"]'
+                with node.config.open("a", encoding="utf-8") as f:
+                    f.write(f"witness_vkey_files = {files}\nwitness_quorum = 2\n")
             # Quorum 2 (also the default with two witnesses), and a short start-up check: 01 starts before
             # 79's witness listens, and must not wait the default 10 s for it.
             text = node.config.read_text(encoding="utf-8")
@@ -249,3 +267,186 @@ def test_each_node_is_witnessed_by_its_peer_and_a_standalone_witness(
             auditors[node.province], pol, size, lambda r: r.witnessed, f"{node.province} witnessed again"
         )
         assert result.cosigned == names[node.province] and result.checkpoint.size == size
+
+
+def _transfer(fed: Federation) -> str:
+    """An inter-province transfer 01 -> 79, accepted, both outboxes drained: its id. The standalone witness is
+    down from the offer until 01 holds 79's receipt, not witnessed, so that 79's log has grown (the decision)
+    before its witnesses can cosign: the witnessed checkpoint is then a later one than the receipt's, and 01
+    checks the consistency between the two."""
+    a, b = fed.a, fed.b
+    fed.standalone.stop()
+    s1, d1 = a.client("school-S1"), b.client("school-D1")
+    code = new_lookup_code()
+    s1.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
+    sent = s1.initiate_transfer(code, "D1", "79").transfer
+    wait_for("the offer to arrive at 79", lambda: any(t.id == sent.id for t in d1.iter_transfers(INCOMING)))
+    held_receipt(a, sent.id, peers_pb2.PEER_BUNDLE_STATE_WAITING)
+    d1.accept_transfer(sent.id)
+    wait_for("the decision to reach 01", lambda: s1.get_transfer(sent.id).state == ACCEPTED)
+    for admin in (a.admin, b.admin):
+        wait_for("the outbox to drain", lambda c=admin: all(d.pending == 0 for d in c.list_deliveries()))
+    fed.standalone.start()
+    return str(sent.id)
+
+
+def verify_receipt(bundle: Path, log_key: Path, *witnesses: Path, quorum: int) -> subprocess.CompletedProcess[str]:
+    """`transfer-verify-receipt BUNDLE --log-key … --witness … --quorum K` as a process."""
+    args = [sys.executable, "-m", "transfer.client.verifyreceipt", str(bundle), "--log-key", str(log_key)]
+    for w in witnesses:
+        args += ["--witness", str(w)]
+    return subprocess.run(
+        [*args, "--quorum", str(quorum)], capture_output=True, text=True, timeout=60, check=False
+    )  # fmt: skip
+
+
+def held_receipt(node: Node, transfer_id: str, state: int) -> peers_pb2.DeliveredReceipt:
+    """The node's one kept peer receipt for the transfer, once its witnessed bundle is in `state` (polled)."""
+
+    def found() -> peers_pb2.DeliveredReceipt | None:
+        kept = node.admin.list_peer_receipts(transfer_id)  # none until the delivery is recorded
+        assert len(kept) <= 1
+        return kept[0] if kept and kept[0].bundle_state == state else None
+
+    return wait_for(f"{node.province}'s peer bundle {peers_pb2.PeerBundleState.Name(state)}", found, timeout=90)
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_the_sender_keeps_a_witnessed_bundle_of_each_peer_receipt(
+    start_federation: StartFederation, engine: str, tmp_path: Path
+) -> None:
+    """With the peer's witnesses pinned ([[peers]] witness_vkey_files, quorum 2), the sending node replaces the
+    bundle its peer's sealed receipt makes (uncosigned: `transfer-verify-receipt --quorum 2` says NOT witnessed,
+    exit 3) by one of the same entry in a checkpoint both of the peer's witnesses cosigned, which ListPeerReceipts
+    and `transfer-cli peer-receipts` serve and `transfer-verify-receipt --quorum 2` passes; the sealed receipt
+    is unchanged. Both directions: 01's offer to 79 and 79's decision to 01."""
+    fed = start_federation(engine, peer_policy=True)
+    transfer_id = _transfer(fed)
+    standalone_vkey = fed.standalone.config.parent / "witness.vkey"
+    for sender, receiver in ((fed.a, fed.b), (fed.a, fed.b)[::-1]):
+        held = held_receipt(sender, transfer_id, peers_pb2.PEER_BUNDLE_STATE_WITNESSED)
+        body = peers_pb2.PeerReceiptBody.FromString(held.receipt.body)
+        kept, sealed = parse_bundle(held.bundle), peer_bundle(held.receipt.SerializeToString())
+        assert (kept.index, kept.leaf, kept.origin) == (
+            body.log_index,
+            body.leaf,
+            f"hocba.invalid/province/{receiver.province}/log",
+        )
+        assert kept.tree_size() >= parse_bundle(sealed).tree_size() and held.bundle_error == ""
+        if sender is fed.a:  # 79 logged its decision after the receipt, before its checkpoints were witnessed
+            assert kept.tree_size() > parse_bundle(sealed).tree_size()
+        witnesses = (
+            sender.pki / "witness.vkey",
+            standalone_vkey,
+        )  # the receiver's: the sender's own and the standalone
+        (tmp_path / "sealed.bundle").write_text(sealed, encoding="utf-8")
+        done = verify_receipt(tmp_path / "sealed.bundle", receiver.pki / "log.vkey", *witnesses, quorum=2)
+        assert done.returncode == 3 and "NOT witnessed" in done.stdout, done.stdout + done.stderr
+
+    out_dir = tmp_path / "receipts"
+    out_dir.mkdir()
+    cli = [sys.executable, "-m", "transfer.client.cli", "--address", fed.a.proc.address, "--pki", str(fed.a.pki)]
+    done = subprocess.run(
+        [*cli, "--as", "province-admin", "peer-receipts", transfer_id, "--out-dir", str(out_dir)],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    saved = out_dir / f"{transfer_id}-offer-79.bundle"
+    assert f"offer to 79: witnessed proof bundle written to {saved}" in done.stdout, done.stdout
+    done = verify_receipt(saved, fed.b.pki / "log.vkey", fed.a.pki / "witness.vkey", standalone_vkey, quorum=2)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "VERIFIED inclusion" in done.stdout and STANDALONE in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize(
+    ("fault", "state", "why"),
+    [
+        ("other_bundle_leaf", peers_pb2.PEER_BUNDLE_STATE_WAITING, "bundle refused: entry: "),
+        ("bad_consistency", peers_pb2.PEER_BUNDLE_STATE_SPLIT_VIEW, "no consistency between the peer's checkpoints"),
+    ],
+)
+def test_a_peer_bundle_of_another_leaf_or_an_inconsistent_checkpoint_is_refused(
+    start_federation: StartFederation, fault: str, state: int, why: str
+) -> None:
+    """A peer (79, with an injected fault) serving a bundle whose entry is not its receipt's, or a consistency proof
+    that does not lead from its receipt's checkpoint to the one served, gets no bundle stored: 01 keeps serving the
+    sealed receipt's bundle and says why; the inconsistent checkpoint is a split view, logged at ERROR with both
+    sizes and roots, its note kept beside the receipt, and no longer asked for."""
+    fed = start_federation("sqlite", peer_policy=True, env_b={"TRANSFER_FAULTS": fault})
+    transfer_id = _transfer(fed)
+
+    def refused() -> peers_pb2.DeliveredReceipt | None:
+        (held,) = fed.a.admin.list_peer_receipts(transfer_id)  # delivered: _transfer drained the outboxes
+        return held if held.bundle_state == state and why in held.bundle_error else None
+
+    held = wait_for("01 to refuse 79's bundle", refused, timeout=90)
+    assert held.bundle == peer_bundle(held.receipt.SerializeToString())  # the sealed receipt's, not the peer's
+    if state == peers_pb2.PEER_BUNDLE_STATE_SPLIT_VIEW:
+        body = peers_pb2.PeerReceiptBody.FromString(held.receipt.body)
+        key = parse_vkey((fed.b.pki / "log.vkey").read_text().strip())
+        old, new = open_checkpoint(body.checkpoint, key), open_checkpoint(held.conflicting_checkpoint, key)
+        assert new.size > old.size
+        assert f"size {old.size} root {old.root.hex()}" in held.bundle_error
+        line = next(
+            entry
+            for entry in (
+                json.loads(text)
+                for text in fed.a.proc.log_path.read_text(encoding="utf-8").splitlines()
+                if text.startswith("{")
+            )
+            if entry["msg"].startswith("split view")
+        )
+        assert line["level"] == "ERROR" and (line["receipt_size"], line["served_size"]) == (old.size, new.size)
+        assert (line["receipt_root"], line["served_root"]) == (old.root.hex(), new.root.hex())
+    else:
+        assert held.conflicting_checkpoint == ""
+
+
+def audit_cli(fed: Federation) -> subprocess.CompletedProcess[str]:
+    """`transfer-audit` over both nodes as a process, each with its witness policy pinned: the other node's
+    witness and the standalone one, quorum 2."""
+    standalone = fed.standalone.config.parent / "witness.vkey"
+    args = [sys.executable, "-m", "transfer.auditor", "--quiet"]
+    for node, other in ((fed.a, fed.b), (fed.b, fed.a)):
+        args += [
+            "--node",
+            f"province={node.province},address={node.proc.address},server_name=localhost,pki={node.pki},"
+            f"vkey_file={node.pki / 'log.vkey'},origin=hocba.invalid/province/{node.province}/log,"
+            f"witness_vkey_file={other.pki / 'witness.vkey'},witness_vkey_file={standalone},witness_quorum=2",
+        ]
+    return subprocess.run(args, capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_transfer_audit_checks_each_nodes_witness_policy(start_federation: StartFederation) -> None:
+    """transfer-audit with a witness policy per node (--node witness_vkey_file=…, witness_quorum=2) passes when
+    both nodes' checkpoints are cosigned by both of their witnesses, and names each; with the standalone witness
+    down and 01's log grown, 01's checkpoint has 1 of 2: a break (exit 1) naming the missing witness, 79 still
+    witnessed."""
+    fed = start_federation("sqlite", peer_policy=True)
+    _transfer(fed)
+    policies = {"01": policy(fed.a, fed.b, fed.standalone), "79": policy(fed.b, fed.a, fed.standalone)}
+    for node in (fed.a, fed.b):
+        checkpoint_where(node.admin, policies[node.province], log_size(node), lambda r: r.witnessed, "witnessed")
+    done = audit_cli(fed)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for node, other in ((fed.a, fed.b), (fed.b, fed.a)):
+        line = next(x for x in done.stdout.splitlines() if x.startswith(f"node {node.province} "))
+        assert f"witnessed by {dev_witness_name(other.province)}, {STANDALONE} (2 of quorum 2)" in line, line
+    assert "RESULT: PASSED" in done.stdout
+
+    fed.standalone.stop()
+    fed.a.admin.register_school("S2", "Trường Tiểu học Số 2")
+    before = log_size(fed.a)
+    code = new_lookup_code()
+    s1 = fed.a.client("school-S1")
+    s1.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
+    s1.initiate_transfer(code, "S2")
+    size = log_size(fed.a)
+    assert size > before
+    checkpoint_where(fed.a.admin, policies["01"], size, lambda r: r.cosigned != (), "01's peer cosignature")
+    done = audit_cli(fed)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"BROKEN [witnessed] node 01 checkpoint {size}: missing the cosignatures of {STANDALONE}" in done.stdout
+    assert f"NOT WITNESSED: cosigned by 1 of 2 needed, missing: {STANDALONE}" in done.stdout
+    line = next(x for x in done.stdout.splitlines() if x.startswith("node 79 "))
+    assert "(2 of quorum 2)" in line and "RESULT: BROKEN" in done.stdout

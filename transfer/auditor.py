@@ -29,7 +29,8 @@ from transfer.client import ClientTls, RetryPolicy, TransferClient, TransferErro
 from transfer.client.client import ClientTlsError
 from transfer.client.logverify import LogVerificationError, LogVerifier, open_checkpoint
 from transfer.domain.custody import DEFAULT_HORIZON, NodeEntries, Report, Rule, check_federation
-from transfer.ledger.note import Checkpoint, NoteError, parse_vkey
+from transfer.ledger.note import Checkpoint, NoteError, Verifier, parse_vkey
+from transfer.ledger.witnessed import Witnessed, check_witnessed, cosignature_verifier
 
 USAGE, BROKEN, PASSED = 2, 1, 0
 
@@ -45,7 +46,10 @@ _KEYS = {
     "pki": False,
     "server_name": False,
     "checkpoint_file": False,
+    "witness_vkey_files": False,
+    "witness_quorum": False,
 }
+WITNESS_WAIT = 5  # re-reads of a checkpoint short of its quorum, a second apart: cosignatures arrive moments late
 
 
 class UsageError(Exception):
@@ -63,6 +67,8 @@ class Pin:
     tls: ClientTls
     server_name: str | None
     checkpoint_file: Path | None
+    witnesses: tuple[Verifier, ...] = ()  # the node's witnesses, pinned (cosignature/v1 keys)
+    witness_quorum: int = 0  # how many of them must have cosigned its checkpoint (0: no witness policy)
 
 
 def _pin(spec: Mapping[str, Any], base: Path, where: str) -> Pin:
@@ -74,7 +80,13 @@ def _pin(spec: Mapping[str, Any], base: Path, where: str) -> Pin:
     if missing:
         raise UsageError(f"{where}: missing {', '.join(missing)}")
     for key, value in spec.items():
-        if not isinstance(value, str):
+        if key == "witness_vkey_files":
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise UsageError(f"{where}: witness_vkey_files must be a list of file names")
+        elif key == "witness_quorum":
+            if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).isdigit():
+                raise UsageError(f"{where}: witness_quorum must be a whole number")
+        elif not isinstance(value, str):
             raise UsageError(f"{where}: {key} must be a string")
 
     def path(key: str) -> Path | None:
@@ -103,18 +115,37 @@ def _pin(spec: Mapping[str, Any], base: Path, where: str) -> Pin:
         checkpoint_file = path("checkpoint_file")
         if checkpoint_file is not None:
             open_checkpoint(checkpoint_file.read_text(encoding="utf-8"), verifier, spec["origin"])
+        witnesses = tuple(
+            cosignature_verifier((base / f).read_text(encoding="utf-8").strip())
+            for f in spec.get("witness_vkey_files", [])
+        )
     except (OSError, UnicodeDecodeError, NoteError, ClientTlsError, LogVerificationError) as exc:
         raise UsageError(f"{where}: {exc}") from None
-    return Pin(province, spec["address"], spec["origin"], vkey, tls, spec.get("server_name") or None, checkpoint_file)
+    if len({w.name for w in witnesses}) != len(witnesses):
+        raise UsageError(f"{where}: a witness is named twice in witness_vkey_files")
+    quorum = int(spec.get("witness_quorum", len(witnesses)))
+    if witnesses and not 1 <= quorum <= len(witnesses):
+        raise UsageError(f"{where}: witness_quorum must be between 1 and {len(witnesses)} (the witnesses given)")
+    if not witnesses and quorum:
+        raise UsageError(f"{where}: witness_quorum without witness_vkey_files")
+    return Pin(
+        province, spec["address"], spec["origin"], vkey, tls, spec.get("server_name") or None, checkpoint_file,
+        witnesses, quorum,
+    )  # fmt: skip
 
 
-def _node_spec(text: str) -> dict[str, str]:
-    items: dict[str, str] = {}
+def _node_spec(text: str) -> dict[str, Any]:
+    """`--node` items; `witness_vkey_file=PATH`, repeatable, makes the list `witness_vkey_files`."""
+    items: dict[str, Any] = {}
     for item in text.split(","):
         key, sep, value = item.partition("=")
         if not sep:
             raise UsageError(f"--node {text}: want key=value items separated by commas")
-        items[key.strip().replace("-", "_")] = value.strip()
+        key = key.strip().replace("-", "_")
+        if key == "witness_vkey_file":
+            items.setdefault("witness_vkey_files", []).append(value.strip())
+        else:
+            items[key] = value.strip()
     return items
 
 
@@ -161,6 +192,7 @@ class NodeResult:
     pinned_size: int | None = None
     problem: str = ""  # the log did not verify
     unreachable: str = ""  # the log could not be read
+    witnessing: Witnessed | None = None  # with a witness policy: how its checkpoint stands with the witnesses
 
     @property
     def verified(self) -> bool:
@@ -182,6 +214,9 @@ def read_node(pin: Pin, timeout: float, progress: Callable[[str, int, int], None
         result.checkpoint = verifier.audit(
             each=result.entries.add, progress=lambda done, total: progress(pin.province, done, total)
         )
+        if pin.witnesses:
+            assert verifier.latest_note is not None
+            result.witnessing = _witnessed(client, pin, result.checkpoint, verifier.latest_note)
     except LogVerificationError as exc:
         result.problem = str(exc)
     except TransferError as exc:
@@ -192,6 +227,24 @@ def read_node(pin: Pin, timeout: float, progress: Callable[[str, int, int], None
     finally:
         client.close()
     return result
+
+
+def _witnessed(client: TransferClient, pin: Pin, checkpoint: Checkpoint, note: str) -> Witnessed:
+    """The pinned witnesses' cosignatures on the audited checkpoint (`check_witnessed`); when short of the
+    quorum, the same checkpoint is read again a few times, a second apart (cosignatures come moments late)."""
+    key = parse_vkey(pin.vkey)
+    for attempt in range(WITNESS_WAIT + 1):
+        try:
+            found = check_witnessed(note, key, pin.witnesses, pin.witness_quorum, pin.origin)
+        except NoteError as exc:
+            raise LogVerificationError(f"checkpoint {checkpoint.size} re-read: {exc}") from None
+        if found.checkpoint != checkpoint:
+            raise LogVerificationError(f"checkpoint {checkpoint.size} re-read with another root")
+        if found.witnessed or attempt == WITNESS_WAIT:
+            return found
+        time.sleep(1.0)
+        note = client.get_checkpoint(checkpoint.size).checkpoint
+    raise AssertionError("not reached")
 
 
 class _Progress:
@@ -226,6 +279,7 @@ def print_summary(results: Sequence[NodeResult], report: Report) -> None:
             pinned = f", consistent with the pinned size {r.pinned_size}" if r.pinned_size is not None else ""
             print(
                 f"{head}  size {r.checkpoint.size}  checkpoint verified{pinned}, {r.checkpoint.size} entries match its root"
+                + _witness_summary(r.witnessing)
             )
     print(f"{'rule':<22} {'checked':>8} {'passed':>8} {'failed':>8} {'in flight':>10} {'not checked':>12}")
     for rule in Rule:
@@ -237,6 +291,18 @@ def print_summary(results: Sequence[NodeResult], report: Report) -> None:
         print(
             f"not checked: entries naming {', '.join(sorted(report.unchecked_provinces))} (no verified log of theirs)"
         )
+
+
+def _witness_summary(w: Witnessed | None) -> str:
+    if w is None:
+        return ""
+    if w.witnessed:
+        return f", witnessed by {', '.join(w.cosigned)} ({len(w.cosigned)} of quorum {w.quorum})"
+    invalid = f"; cosignatures that do not verify: {', '.join(w.invalid)}" if w.invalid else ""
+    return (
+        f", NOT WITNESSED: cosigned by {len(w.cosigned)} of {w.quorum} needed, missing: {', '.join(w.missing)}"
+        + invalid
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -253,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         metavar="KEY=VALUE,...",
         help="a node: province, address, origin, vkey_file (or vkey), ca_file, cert_file, key_file (or pki, "
-        "a dev PKI directory), and optionally server_name, checkpoint_file (repeatable)",
+        "a dev PKI directory), and optionally server_name, checkpoint_file, witness_vkey_file (repeatable: "
+        "its pinned witnesses) and witness_quorum (default: all of them) (repeatable)",
     )
     parser.add_argument(
         "--horizon",
@@ -278,7 +345,14 @@ def main(argv: list[str] | None = None) -> int:
     results = [read_node(pin, ns.timeout, progress) for pin in pins]
     report = check_federation([r.entries for r in results if r.verified], horizon)
     print_summary(results, report)
-    broken = not report.ok or any(r.problem for r in results)
+    short = [r for r in results if r.witnessing is not None and not r.witnessing.witnessed]
+    for r in short:
+        assert r.witnessing is not None
+        print(
+            f"BROKEN [witnessed] node {r.pin.province} checkpoint {r.witnessing.checkpoint.size}: "
+            f"missing the cosignatures of {', '.join(r.witnessing.missing)}"
+        )
+    broken = not report.ok or any(r.problem for r in results) or bool(short)
     unread = any(r.unreachable for r in results)
     if broken:
         print("RESULT: BROKEN")

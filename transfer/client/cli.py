@@ -108,7 +108,10 @@ def save_peer_bundle(r: peers_pb2.DeliveredReceipt, transfer_id: str, out_dir: P
 def fmt_peer_receipt(r: peers_pb2.DeliveredReceipt, *, saved: Path | None) -> str:
     """One line per receipt a peer gave; its bundle follows unless it was written to a file."""
     kind = peers_pb2.PeerMessageKind.Name(r.kind).removeprefix("PEER_MESSAGE_KIND_").lower()
-    line = f"{kind} to {r.peer_province}: " + ("proof bundle" if r.bundle else "no bundle (the peer sent none)")
+    what = "witnessed proof bundle" if r.bundle_state == peers_pb2.PEER_BUNDLE_STATE_WITNESSED else "proof bundle"
+    line = f"{kind} to {r.peer_province}: " + (what if r.bundle else "no bundle (the peer sent none)")
+    if r.bundle_state == peers_pb2.PEER_BUNDLE_STATE_SPLIT_VIEW:
+        line += f" (SPLIT VIEW: {r.bundle_error})"
     if saved is not None:
         return f"{line} written to {saved}"
     return f"{line}\n{r.bundle.rstrip()}" if r.bundle else line

@@ -97,6 +97,7 @@ class LogVerifier:
         # (an auditor's pinned checkpoint, which each run checks consistency against).
         self.state_file = None if state_file is None else Path(state_file)
         self.remember = remember
+        self.latest_note: str | None = None  # the signed note of the checkpoint `refresh` last returned
 
     def check_log_info(self) -> log_pb2.GetLogInfoResponse:
         """Fetch GetLogInfo and check that it names the pinned log key (and origin, when pinned);
@@ -144,6 +145,7 @@ class LogVerifier:
             if new.size == trusted.size:
                 if new.root != trusted.root:
                     raise LogForked(f"two different roots signed for size {new.size}")
+                self.latest_note = signed
                 return trusted
             if trusted.size > 0:  # the empty tree is consistent with every tree
                 proof = self.client.consistency_proof(trusted.size, new.size)
@@ -154,6 +156,7 @@ class LogVerifier:
                         f"checkpoint {new.size} is not consistent with trusted checkpoint {trusted.size}: {exc}"
                     ) from None
         self._save(signed)
+        self.latest_note = signed
         return new
 
     def verify_receipt(self, receipt: log_pb2.LogReceipt, *, wait_seconds: float = 10.0) -> Checkpoint:

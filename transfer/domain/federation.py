@@ -38,6 +38,7 @@ from transfer.domain.errors import (
 )
 from transfer.domain.leaves import (
     NO_ID,
+    NO_PEER_ENTRY,
     LeafKind,
     LogLeaf,
     MoveLeaf,
@@ -57,6 +58,8 @@ from transfer.domain.model import (
     OutboxMessage,
     OutboxState,
     Page,
+    PeerBundle,
+    PeerBundleState,
     Record,
     Requirement,
     SigningTask,
@@ -268,10 +271,19 @@ class Federation:
         return current if current is not None and current.state is OutboxState.PENDING else None
 
     def delivered(
-        self, uow: UnitOfWork, message: OutboxMessage, receipt: bytes, peer_log_index: int, *, peer_back: bool = False
+        self,
+        uow: UnitOfWork,
+        message: OutboxMessage,
+        receipt: bytes,
+        peer_log_index: int,
+        *,
+        peer_back: bool = False,
+        witness_bundle: bool = False,
     ) -> None:
         """Record the peer's receipt. `peer_back`: the peer could not be reached before this delivery, so
-        its other waiting messages backed off for its sake, not their own: they are due now."""
+        its other waiting messages backed off for its sake, not their own: they are due now.
+        `witness_bundle`: the receipt names the peer's entry and the peer has a witness policy, so a
+        witnessed bundle of that entry is to be fetched later (its schedule starts now)."""
         if peer_back:
             uow.outbox.bring_forward(message.peer, self.clock.now())
         pending = self._still_pending(uow, message)
@@ -282,6 +294,8 @@ class Federation:
         uow.outbox.update(
             replace(message, state=OutboxState.DELIVERED, delivered_at=now, receipt=receipt, last_error="")
         )
+        if witness_bundle and peer_log_index != NO_PEER_ENTRY:
+            uow.peer_bundles.add(PeerBundle(message.id, message.peer, PeerBundleState.WAITING, 0, now, now))
         transfer = uow.transfers.get(message.transfer_id)
         if message.kind is MessageKind.OFFER and transfer is not None and transfer.delivery is DeliveryState.PENDING:
             uow.transfers.update(replace(transfer, delivery=DeliveryState.DELIVERED, delivery_error=""))

@@ -107,6 +107,15 @@ class OutboxState(enum.IntEnum):
     FAILED = 3
 
 
+class PeerBundleState(enum.IntEnum):
+    """Where the sender stands in getting a witnessed proof bundle of a peer's receipt."""
+
+    WAITING = 1  # asked for again until the peer's witnesses cosigned a checkpoint covering the entry
+    WITNESSED = 2  # held: `bundle` is proved in a checkpoint the peer's witness quorum cosigned
+    SPLIT_VIEW = 3  # the peer showed a checkpoint inconsistent with its receipt's: both kept, no more asked
+    GAVE_UP = 4  # past the horizon without a witnessed checkpoint: no more asked
+
+
 class TransferDirection(enum.IntEnum):
     INCOMING = 1
     OUTGOING = 2
@@ -464,6 +473,22 @@ class OutboxMessage:
     delivered_at: datetime | None = None
     receipt: bytes | None = None
     trace_id: str = ""  # of the call that wrote it (32 hex digits), "" when unknown
+
+
+@dataclass(frozen=True, slots=True)
+class PeerBundle:
+    """The witnessed proof bundle of a peer's receipt, kept beside the delivered outbox message
+    `outbox_id` whose sealed receipt names the peer's entry (docs/federation.md, Receipts)."""
+
+    outbox_id: int
+    peer: str
+    state: PeerBundleState
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime
+    last_error: str = ""
+    bundle: str = ""  # the witnessed bundle text (state WITNESSED)
+    conflicting_checkpoint: str = ""  # the peer's checkpoint inconsistent with its receipt's (SPLIT_VIEW)
 
 
 @dataclass(frozen=True, slots=True)

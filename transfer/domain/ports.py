@@ -23,6 +23,7 @@ from transfer.domain.model import (
     OutboxBacklog,
     OutboxMessage,
     Page,
+    PeerBundle,
     Record,
     School,
     SigningTask,
@@ -310,6 +311,22 @@ class OutboxRepository(Protocol):
         ...
 
 
+class PeerBundleRepository(Protocol):
+    def add(self, bundle: PeerBundle) -> None: ...
+    def update(self, bundle: PeerBundle) -> None: ...
+    def due(self, now: datetime, limit: int) -> list[tuple[PeerBundle, bytes]]:
+        """WAITING bundles whose time has come, oldest first, each with its message's sealed receipt."""
+        ...
+
+    def next_attempt(self) -> datetime | None:
+        """When the earliest WAITING bundle is due (None: none waits)."""
+        ...
+
+    def of_transfer(self, transfer_id: str) -> dict[int, PeerBundle]:
+        """The transfer's bundles, by outbox message id."""
+        ...
+
+
 class InboundRepository(Protocol):
     def get(self, peer: str, transfer_id: str, kind: MessageKind) -> InboundMessage | None: ...
     def add(self, message: InboundMessage) -> None: ...
@@ -353,6 +370,8 @@ class UnitOfWork(Protocol):
     def handoffs(self) -> HandoffRepository: ...
     @property
     def outbox(self) -> OutboxRepository: ...
+    @property
+    def peer_bundles(self) -> PeerBundleRepository: ...
     @property
     def inbound(self) -> InboundRepository: ...
 

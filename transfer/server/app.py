@@ -48,6 +48,7 @@ from transfer.server.decoding import RefuseMalformed
 from transfer.server.limits import StreamQuota, grpc_options, raise_open_file_limit
 from transfer.server.metrics import MetricsStartRefused, NodeMetrics
 from transfer.server.notify import Notifier
+from transfer.server.peer_bundles import BundleRefresher
 from transfer.server.peer_witness import PeerWitness, WitnessStartRefused
 from transfer.server.peers import (
     DeliveryServicer,
@@ -292,6 +293,7 @@ class Node:
         self.transfers = Transfers(self.policy, self.clock, self.ids, self.federation)
         self.pages = Pages(page_policy, trust, self.clock, self.ids, config.province)
         self.dispatcher: Dispatcher | None = None
+        self.peer_bundles: BundleRefresher | None = None  # witnessed bundles of the peers' receipts
         self._publishing: asyncio.Task[StoredCheckpoint | None] | None = None
         self.links: PeerLinks | None = None
         self.staff = Staff(trust, self.clock, self.ids, config.utc_offset)
@@ -387,6 +389,8 @@ class Node:
         self._tasks.clear()
         if self.witnessing is not None:
             await self.witnessing.stop()
+        if self.peer_bundles is not None:
+            await self.peer_bundles.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self.links is not None:
@@ -406,6 +410,9 @@ class Node:
             self.dispatcher = Dispatcher(store, self.federation, self.links, self.peers, self.clock)
             if self.metrics is not None:
                 self.dispatcher.observer = self.metrics.deliveries
+            if any(peer.witnessed for peer in self.peers.values()):
+                self.peer_bundles = BundleRefresher(store, self.links, self.peers, self.clock)
+                self.dispatcher.bundles_due = self.peer_bundles.wake
 
         interceptors: list[grpc.aio.ServerInterceptor] = []
         if self.metrics is not None:  # first: it sees what the others answer too
@@ -476,6 +483,8 @@ class Node:
             self.witnessing.start(await store.read(lambda uow: uow.log.latest_checkpoint()))
         if self.dispatcher is not None:
             self.dispatcher.start()
+        if self.peer_bundles is not None:
+            self.peer_bundles.start()
         if faults.active():
             log.warning("injected faults are active (TRANSFER_FAULTS): test use only")
         if cfg.port_file is not None:
@@ -880,6 +889,8 @@ class Node:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.witnessing is not None:
             await self.witnessing.stop()
+        if self.peer_bundles is not None:
+            await self.peer_bundles.stop()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
         if self.links is not None:

@@ -69,6 +69,9 @@
     log_vkey_file = "peers/79/log.vkey"
     log_origin = ""                 # its log's origin; default: the name of the key in log_vkey_file
                                     # (C2SP: a log key is named after its origin)
+    witness_vkey_files = []         # optional: the cosignature/v1 vkeys of the peer's witnesses, pinned;
+    witness_quorum = 0              # with them, how many must cosign (default: all): the node then keeps
+                                    # a witnessed proof bundle of each receipt the peer gives it
 
     [witness]                       # optional: this node cosigns its peers' checkpoints (C2SP tlog-witness)
     listen = "0.0.0.0:7380"         # host:port of its HTTP endpoint (POST /add-checkpoint)
@@ -144,6 +147,10 @@ class PeerConfig:
     log_vkey_file: Path
     server_name: str = ""
     log_origin: str = ""  # "" : the name of the key in log_vkey_file
+    # The peer's witness policy, pinned: its witnesses' cosignature/v1 vkeys and how many must cosign
+    # (docs/federation.md, "Witnessed bundles of the peer's receipts"); none: receipts are kept as sealed.
+    witness_vkeys: tuple[str, ...] = ()
+    witness_quorum: int = 0
 
 
 @dataclass(frozen=True)
@@ -627,8 +634,11 @@ def _limits(server: Mapping[str, Any]) -> ServerLimits:
     return ServerLimits(**values)
 
 
-PEER_KEYS = {"province", "address", "server_name", "ca_file", "seal_vkey_file", "log_vkey_file", "log_origin"}
-OPTIONAL_PEER_KEYS = {"server_name", "log_origin"}
+PEER_KEYS = {
+    "province", "address", "server_name", "ca_file", "seal_vkey_file", "log_vkey_file", "log_origin",
+    "witness_vkey_files", "witness_quorum",
+}  # fmt: skip
+OPTIONAL_PEER_KEYS = {"server_name", "log_origin", "witness_vkey_files", "witness_quorum"}
 
 
 def _peers(raw: Any, base: Path, own: str) -> tuple[PeerConfig, ...]:
@@ -668,9 +678,39 @@ def _peers(raw: Any, base: Path, own: str) -> tuple[PeerConfig, ...]:
                 log_vkey_file=base / item["log_vkey_file"],
                 server_name=str(item.get("server_name", "")),
                 log_origin=log_origin,
+                **_peer_witnesses(item, base, where),
             )
         )
     return tuple(out)
+
+
+def _peer_witnesses(item: Mapping[str, Any], base: Path, where: str) -> dict[str, Any]:
+    """A peer's pinned witness policy: `witness_vkey_files` (cosignature/v1 vkeys, each once) and
+    `witness_quorum` (between 1 and their number; default: all of them)."""
+    files = item.get("witness_vkey_files", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) and f and "\0" not in f for f in files):
+        raise ConfigError(f"{where}.witness_vkey_files: a list of file names")
+    vkeys: list[str] = []
+    for f in files:
+        try:
+            vkey = (base / f).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{where}.witness_vkey_files: {f} cannot be read: {exc}") from None
+        try:
+            name = cosignature_verifier(vkey).name
+        except NoteError as exc:
+            raise ConfigError(f"{where}.witness_vkey_files: {f}: {exc}") from None
+        if any(cosignature_verifier(v).name == name for v in vkeys):
+            raise ConfigError(f"{where}.witness_vkey_files: the witness {name!r} is named twice")
+        vkeys.append(vkey)
+    quorum = item.get("witness_quorum", len(vkeys))
+    if not isinstance(quorum, int) or isinstance(quorum, bool):
+        raise ConfigError(f"{where}.witness_quorum: an integer")
+    if vkeys and not 1 <= quorum <= len(vkeys):
+        raise ConfigError(f"{where}.witness_quorum: between 1 and {len(vkeys)} (the number of witness_vkey_files)")
+    if not vkeys and quorum:
+        raise ConfigError(f"{where}.witness_quorum: 0 without witness_vkey_files")
+    return {"witness_vkeys": tuple(vkeys), "witness_quorum": quorum}
 
 
 WITNESS_KEYS = {"name", "vkey", "vkey_file", "url"}

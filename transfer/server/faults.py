@@ -7,6 +7,10 @@ Off unless the environment variable TRANSFER_FAULTS is set (comma-separated):
     refuse_offers      PeerService refuses every offer with FAILED_PRECONDITION
     tamper_packages    the dispatcher flips a byte of every package it sends,
                        after sealing
+    other_bundle_leaf  LogService.GetProofBundle serves the bundle with a byte
+                       of its entry flipped (another leaf than the receipt's)
+    bad_consistency    LogService.GetConsistencyProof serves a proof with a byte
+                       of its first hash flipped (checkpoints that do not extend)
 
 Production nodes never set it; the server logs a warning when it is set.
 """
@@ -40,3 +44,15 @@ def maybe_tamper(package: bytes) -> bytes:
     if "tamper_packages" in _spec and package:
         return package[:-2] + bytes([package[-2] ^ 1]) + package[-1:]
     return package
+
+
+def maybe_other_leaf(leaf: bytes) -> bytes:
+    if "other_bundle_leaf" in _spec and leaf:
+        return bytes([leaf[0] ^ 1]) + leaf[1:]
+    return leaf
+
+
+def maybe_break_consistency(proof: list[bytes]) -> list[bytes]:
+    if "bad_consistency" in _spec and proof:
+        return [bytes([proof[0][0] ^ 1]) + proof[0][1:], *proof[1:]]
+    return proof

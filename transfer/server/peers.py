@@ -40,7 +40,7 @@ from storage.store import Store
 from transfer.domain.errors import PermissionDenied, Unavailable, Violations
 from transfer.domain.federation import Federation, OutboxWake, PeerKeys, message_digest, split_sealed
 from transfer.domain.leaves import NO_PEER_ENTRY, reason_code
-from transfer.domain.model import Actor, InboundMessage, MessageKind, OutboxMessage
+from transfer.domain.model import Actor, InboundMessage, MessageKind, OutboxMessage, PeerBundleState
 from transfer.domain.package import PackageError, digest_of
 from transfer.domain.ports import Clock, UnitOfWork
 from transfer.domain.validation import MAX_MESSAGE
@@ -56,6 +56,7 @@ from transfer.ledger.note import (
     parse_vkey,
 )
 from transfer.ledger.receipt import ProofBundle
+from transfer.ledger.witnessed import cosignature_verifier
 from transfer.server import convert, faults
 from transfer.server.auth import Authenticator
 from transfer.server.certs import TlsMaterial
@@ -63,7 +64,7 @@ from transfer.server.config import Config, PeerConfig
 from transfer.server.servicers import _Base, _guard
 from transfer.tracecontext import TRACEPARENT, TraceParent, current_trace_id, new_span_id, new_trace
 from transfer.unavailable import UnavailableLog
-from transfer.v1 import peers_pb2, peers_pb2_grpc
+from transfer.v1 import log_pb2_grpc, peers_pb2, peers_pb2_grpc
 
 log = logging.getLogger("transfer.peers")
 
@@ -123,6 +124,16 @@ class Peer:
     ca: x509.Certificate
     seal_key: ed25519.Ed25519PublicKey
     log_key: Verifier
+    witnesses: tuple[Verifier, ...] = ()  # the peer's witnesses, pinned (peers[].witness_vkey_files)
+
+    @property
+    def origin(self) -> str:
+        return self.config.log_origin or self.log_key.name
+
+    @property
+    def witnessed(self) -> bool:
+        """The peer has a witness policy: witnessed bundles of its receipts are sought."""
+        return self.config.witness_quorum > 0
 
 
 def load_peers(config: Config) -> dict[str, Peer]:
@@ -145,7 +156,8 @@ def load_peers(config: Config) -> dict[str, Peer]:
             ca = x509.load_pem_x509_certificate(p.ca_file.read_bytes())
         except ValueError:
             raise OSError(f"{p.ca_file}: no PEM certificate in it") from None
-        peers[p.province] = Peer(p, ca, key, log_key)
+        witnesses = tuple(cosignature_verifier(v) for v in p.witness_vkeys)  # checked by the config
+        peers[p.province] = Peer(p, ca, key, log_key, witnesses)
     return peers
 
 
@@ -179,8 +191,16 @@ class PeerLinks:
         self.peers = peers
         self.material = material
         self._stubs: dict[str, peers_pb2_grpc.PeerServiceStub] = {}
+        self._log_stubs: dict[str, log_pb2_grpc.LogServiceStub] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+
+    def log_stub(self, province: str) -> log_pb2_grpc.LogServiceStub:
+        """The peer's LogService, on the same channel as its PeerService (renewed with it)."""
+        if province not in self._log_stubs:
+            self.stub(province)
+            self._log_stubs[province] = log_pb2_grpc.LogServiceStub(self._channels[province])
+        return self._log_stubs[province]
 
     def stub(self, province: str) -> peers_pb2_grpc.PeerServiceStub:
         if province not in self._stubs:
@@ -210,7 +230,7 @@ class PeerLinks:
         """Use `material` (the node's certificate, key and peers' CAs) for every call from now on."""
         old = list(self._channels.values())
         self.material = material
-        self._stubs, self._channels = {}, {}
+        self._stubs, self._log_stubs, self._channels = {}, {}, {}
         for channel in old:
             task = asyncio.get_running_loop().create_task(channel.close(grace=ATTEMPT_DEADLINE))
             self._retiring.add(task)
@@ -352,20 +372,32 @@ class DeliveryServicer(_Base, peers_pb2_grpc.DeliveryServiceServicer):
         v = Violations()
         check_opaque_id(v, request.transfer_id, "transfer_id")
         v.raise_if_any()
-        messages = await self.store.read(lambda uow: uow.outbox.delivered_of(request.transfer_id))
-        return peers_pb2.ListPeerReceiptsResponse(
-            receipts=[
+        messages, bundles = await self.store.read(
+            lambda uow: (
+                uow.outbox.delivered_of(request.transfer_id),
+                uow.peer_bundles.of_transfer(request.transfer_id),
+            )
+        )
+        out = []
+        for m in messages:
+            if m.receipt is None:
+                continue
+            held = bundles.get(m.id)
+            witnessed = held is not None and held.state is PeerBundleState.WITNESSED
+            out.append(
                 peers_pb2.DeliveredReceipt(
                     kind=int(m.kind),  # type: ignore[arg-type]
                     peer_province=m.peer,
                     receipt=peers_pb2.PeerReceipt.FromString(m.receipt),
-                    bundle=peer_bundle(m.receipt),
+                    # The witnessed bundle once held; until then the one the sealed receipt makes.
+                    bundle=held.bundle if held is not None and witnessed else peer_bundle(m.receipt),
                     deliver_time=convert.timestamp(m.delivered_at) if m.delivered_at else None,
+                    bundle_state=int(held.state) if held is not None else 0,  # type: ignore[arg-type]
+                    bundle_error=held.last_error if held is not None else "",
+                    conflicting_checkpoint=held.conflicting_checkpoint if held is not None else "",
                 )
-                for m in messages
-                if m.receipt is not None
-            ]
-        )
+            )
+        return peers_pb2.ListPeerReceiptsResponse(receipts=out)
 
 
 def peer_bundle(receipt: bytes) -> str:
@@ -408,6 +440,8 @@ class Dispatcher:
         self.observer: DeliveryObserver | None = None
         self.wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        # Set when a delivery leaves a witnessed bundle to be sought (the BundleRefresher's wake).
+        self.bundles_due: asyncio.Event | None = None
         self._in_flight: set[int] = set()
         self._busy: collections.Counter[str] = collections.Counter()  # attempts in flight, by peer
         # Due messages of a peer that had no slot free when they were looked up, oldest
@@ -606,6 +640,7 @@ class Dispatcher:
         # at a time as PER_PEER allows, instead of each waiting out the backoff it grew meanwhile.
         peer_back = message.peer in self._unreachable
         self._unreachable.discard(message.peer)
+        witness_bundle = body.logged and self.peers[message.peer].witnessed
         try:
             await self.store.write(
                 functools.partial(
@@ -614,6 +649,7 @@ class Dispatcher:
                     receipt=receipt,
                     peer_log_index=body.log_index if body.logged else NO_PEER_ENTRY,
                     peer_back=peer_back,
+                    witness_bundle=witness_bundle,
                 )
             )
         except BaseException:
@@ -621,6 +657,8 @@ class Dispatcher:
                 self._unreachable.add(message.peer)
             raise
         self._observe(message, "delivered")
+        if witness_bundle and self.bundles_due is not None:
+            self.bundles_due.set()
         if peer_back:
             log.info("peer answers again: its waiting messages are due now", extra={"peer": message.peer})
             self.wake.set()

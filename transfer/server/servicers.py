@@ -10,6 +10,7 @@ request_id, executed by the node's single writer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -43,7 +44,7 @@ from transfer.domain.validation import opaque_id as check_opaque_id
 from transfer.domain.validation import request_id as check_request_id
 from transfer.domain.validation import school_code as check_school_code
 from transfer.ledger.receipt import ProofBundle
-from transfer.server import convert
+from transfer.server import convert, faults
 from transfer.server.auth import Authenticator
 from transfer.server.calllog import traced
 from transfer.server.errors import code_of, quote, to_status
@@ -445,6 +446,7 @@ class LogServicer(_Base, log_pb2_grpc.LogServiceServicer):
     @_guard
     async def GetProofBundle(self, request: log_pb2.GetProofBundleRequest, actor: Actor) -> Any:
         bundle = await self.bundle(request.index, request.tree_size)
+        bundle = dataclasses.replace(bundle, leaf=faults.maybe_other_leaf(bundle.leaf))
         return log_pb2.GetProofBundleResponse(bundle=bundle.text(), tree_size=bundle.tree_size())
 
     @_guard
@@ -479,7 +481,7 @@ class LogServicer(_Base, log_pb2_grpc.LogServiceServicer):
             lambda uow: self.logbook.consistency_proof(uow, request.first_size, request.second_size)
         )
         return log_pb2.GetConsistencyProofResponse(
-            first_size=request.first_size, second_size=request.second_size, proof=proof
+            first_size=request.first_size, second_size=request.second_size, proof=faults.maybe_break_consistency(proof)
         )
 
 

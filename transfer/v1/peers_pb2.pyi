@@ -17,10 +17,23 @@ class PeerMessageKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PEER_MESSAGE_KIND_OFFER: _ClassVar[PeerMessageKind]
     PEER_MESSAGE_KIND_CANCEL_REQUEST: _ClassVar[PeerMessageKind]
     PEER_MESSAGE_KIND_RESOLVE: _ClassVar[PeerMessageKind]
+
+class PeerBundleState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PEER_BUNDLE_STATE_UNSPECIFIED: _ClassVar[PeerBundleState]
+    PEER_BUNDLE_STATE_WAITING: _ClassVar[PeerBundleState]
+    PEER_BUNDLE_STATE_WITNESSED: _ClassVar[PeerBundleState]
+    PEER_BUNDLE_STATE_SPLIT_VIEW: _ClassVar[PeerBundleState]
+    PEER_BUNDLE_STATE_GAVE_UP: _ClassVar[PeerBundleState]
 PEER_MESSAGE_KIND_UNSPECIFIED: PeerMessageKind
 PEER_MESSAGE_KIND_OFFER: PeerMessageKind
 PEER_MESSAGE_KIND_CANCEL_REQUEST: PeerMessageKind
 PEER_MESSAGE_KIND_RESOLVE: PeerMessageKind
+PEER_BUNDLE_STATE_UNSPECIFIED: PeerBundleState
+PEER_BUNDLE_STATE_WAITING: PeerBundleState
+PEER_BUNDLE_STATE_WITNESSED: PeerBundleState
+PEER_BUNDLE_STATE_SPLIT_VIEW: PeerBundleState
+PEER_BUNDLE_STATE_GAVE_UP: PeerBundleState
 
 class OfferTransferRequest(_message.Message):
     __slots__ = ("package", "seal")
@@ -133,18 +146,24 @@ class ListPeerReceiptsRequest(_message.Message):
     def __init__(self, transfer_id: _Optional[str] = ...) -> None: ...
 
 class DeliveredReceipt(_message.Message):
-    __slots__ = ("kind", "peer_province", "receipt", "bundle", "deliver_time")
+    __slots__ = ("kind", "peer_province", "receipt", "bundle", "deliver_time", "bundle_state", "bundle_error", "conflicting_checkpoint")
     KIND_FIELD_NUMBER: _ClassVar[int]
     PEER_PROVINCE_FIELD_NUMBER: _ClassVar[int]
     RECEIPT_FIELD_NUMBER: _ClassVar[int]
     BUNDLE_FIELD_NUMBER: _ClassVar[int]
     DELIVER_TIME_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_STATE_FIELD_NUMBER: _ClassVar[int]
+    BUNDLE_ERROR_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTING_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     kind: PeerMessageKind
     peer_province: str
     receipt: PeerReceipt
     bundle: str
     deliver_time: _timestamp_pb2.Timestamp
-    def __init__(self, kind: _Optional[_Union[PeerMessageKind, str]] = ..., peer_province: _Optional[str] = ..., receipt: _Optional[_Union[PeerReceipt, _Mapping]] = ..., bundle: _Optional[str] = ..., deliver_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    bundle_state: PeerBundleState
+    bundle_error: str
+    conflicting_checkpoint: str
+    def __init__(self, kind: _Optional[_Union[PeerMessageKind, str]] = ..., peer_province: _Optional[str] = ..., receipt: _Optional[_Union[PeerReceipt, _Mapping]] = ..., bundle: _Optional[str] = ..., deliver_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., bundle_state: _Optional[_Union[PeerBundleState, str]] = ..., bundle_error: _Optional[str] = ..., conflicting_checkpoint: _Optional[str] = ...) -> None: ...
 
 class ListPeerReceiptsResponse(_message.Message):
     __slots__ = ("receipts",)
