@@ -64,6 +64,7 @@ from transfer.server.servicers import (
     TransferServicer,
 )
 from transfer.server.witnessing import WitnessAhead, Witnessing
+from transfer.server.workcalendar import WorkCalendar
 from transfer.tlsfiles import tls_files_problem
 from transfer.unavailable import UnavailableLog
 from transfer.v1 import (
@@ -260,10 +261,12 @@ class Node:
         self.store: Store | None = None
         self.notifier = Notifier()
         self.watch_quota = StreamQuota(config.limits.max_watch_streams_per_caller)
+        # Public holidays (Tết included) with the configured days added and taken out (docs/operations.md, Calendar).
+        self.calendar = WorkCalendar(config.public_holidays, config.holidays, config.not_holidays)
         self.policy = TransferPolicy(
             province=config.province,
             deadline_working_days=config.deadline_working_days,
-            holidays=frozenset(config.holidays),
+            holidays=self.calendar,
             utc_offset=config.utc_offset,
         )
         trust = load_signing_trust(config)
@@ -283,7 +286,7 @@ class Node:
                 raise StartRefused(str(exc)) from None
         self.federation = Federation(
             config.province, peer_keys(self.peers), self.seal_key, trust, page_policy,
-            config.inter_province_deadline_working_days, self.clock, holidays=config.holidays,
+            config.inter_province_deadline_working_days, self.clock, holidays=self.calendar,
         )  # fmt: skip
         self.transfers = Transfers(self.policy, self.clock, self.ids, self.federation)
         self.pages = Pages(page_policy, trust, self.clock, self.ids, config.province)
