@@ -85,6 +85,7 @@
     [server]
     shutdown_grace_seconds = 10     # in-flight calls get this long on SIGTERM
     max_batch = 128                 # commands per group commit
+    health_probe_seconds = 5        # how often the database is probed for the readiness health status
     handshake_timeout_seconds = 5   # a connection must finish TLS and HTTP/2 set-up within this
     max_connections = 3000          # open connections at once; more are closed at once
     max_concurrent_streams = 100    # calls at once on one connection
@@ -234,6 +235,7 @@ class Config:
     idempotency_retention_days: int = 30
     shutdown_grace_seconds: float = 10.0
     max_batch: int = 128
+    health_probe_seconds: float = 5.0
     limits: ServerLimits = ServerLimits()
     log_level: str = "INFO"
     log_format: str = "json"
@@ -280,6 +282,7 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
     "server": {
         "shutdown_grace_seconds": (float, False),
         "max_batch": (int, False),
+        "health_probe_seconds": (float, False),
         **{key: (kind, False) for key, (kind, _, _) in LIMIT_BOUNDS.items()},
     },
     "logging": {"level": (str, False), "format": (str, False)},
@@ -477,6 +480,9 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     max_batch = get("server", "max_batch", 128)
     if not 1 <= max_batch <= 10_000:
         raise ConfigError("server.max_batch: between 1 and 10000")
+    health_probe = get("server", "health_probe_seconds", 5.0)
+    if not 0.1 <= health_probe <= 3600:
+        raise ConfigError("server.health_probe_seconds: between 0.1 and 3600")
     port_file = get("node", "port_file", "")
     interval = get("log", "checkpoint_interval_seconds", 1.0)
     if not 0 < interval < math.inf:  # NaN fails this too
@@ -571,6 +577,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         idempotency_retention_days=retention,
         shutdown_grace_seconds=grace,
         max_batch=max_batch,
+        health_probe_seconds=health_probe,
         limits=limits,
         log_level=level,
         log_format=fmt,
