@@ -734,7 +734,7 @@ class Node:
         size (the write lock, a read, a commit: what every change needs), bounded by twice
         database.unavailable_after_seconds. The statuses change on a change of outcome only, each with one line."""
         bound = 2 * self.config.database_unavailable_after_seconds
-        while self.gate.broken is None:
+        while self.gate.broken is None and self._stopping is None:
             answers, reason = await self._probe_database(bound)
             if answers != self._database_answers:
                 self._database_answers = answers
@@ -754,10 +754,13 @@ class Node:
             self._probe = asyncio.ensure_future(self.store.write(lambda uow: uow.log.committed_size()))
             # a probe that outlived its bound ends unawaited: its outcome is taken here, not reported as lost
             self._probe.add_done_callback(lambda done: done.cancelled() or done.exception())
-        try:
-            await asyncio.wait_for(asyncio.shield(self._probe), bound)
-        except TimeoutError:
+        # asyncio.wait, not wait_for: it leaves the probe running past the bound, and (Python 3.11's
+        # wait_for does not) never swallows this task's cancellation when the probe ends at that moment.
+        done, _ = await asyncio.wait({self._probe}, timeout=bound)
+        if not done:
             return False, "DATABASE_UNAVAILABLE"
+        try:
+            self._probe.result()
         except Unavailable as exc:
             if exc.reason == "LOG_INCONSISTENT":  # not the database: the gate says it, and ends the loop
                 return self._database_answers, ""
