@@ -4,6 +4,7 @@
     python -m storage.migrate URL --revision REV         # up to a given revision
     python -m storage.migrate URL --revision REV --downgrade   # down to it (see below)
     python -m storage.migrate URL --check                # models (storage/schema.py) against the database
+    python -m storage.migrate URL --current              # print the database's revision, change nothing
 
 The server runs the upgrade at start-up unless told not to, so a fresh node
 needs no separate step. A revision below the database's is a downgrade: it is
@@ -175,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="only compare the database's schema (at head) with this version's models, as `alembic check`",
     )
+    parser.add_argument("--current", action="store_true", help="only print the database's revision")
     ns = parser.parse_args(argv)
     problem = url_problem(ns.url)
     if problem is not None:
@@ -186,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{describe(ns.url)}: the schema matches the models")
             return 0
         current = current_revision(ns.url)
+        if ns.current:
+            print(f"{describe(ns.url)} is at revision {current or 'none (no tables)'}")
+            return 0
         if is_downgrade(current, ns.revision):
             if not ns.downgrade:
                 print(

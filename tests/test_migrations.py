@@ -108,6 +108,8 @@ def test_a_downgrade_is_refused_with_status_2_and_the_database_left_as_it_was(
         engine.dispose()
     before = _schema_and_rows(database_url)
     capsys.readouterr()
+    assert migrate.main([database_url, "--current"]) == 0
+    assert capsys.readouterr().out.endswith(f" is at revision {migrate.head_revision()}\n")
     assert migrate.main([database_url, "--revision", "0005"]) == 2
     out, err = capsys.readouterr()
     assert out == ""
