@@ -111,6 +111,8 @@ def test_server_limits_have_defaults_and_overrides(tmp_path: Path) -> None:
         (MINIMAL, {"TRANSFER_DATABASE_URL": "node.db"}, "database.url: not a database URL"),
         (MINIMAL + "[server]\nshutdown_grace_seconds = 0\n", {}, "shutdown_grace_seconds: above 0"),
         (MINIMAL, {"TRANSFER_SERVER_SHUTDOWN_GRACE_SECONDS": "-5"}, "shutdown_grace_seconds: above 0"),
+        (MINIMAL, {"TRANSFER_SERVER_HEALTH_PROBE_SECONDS": "0"}, "health_probe_seconds: between 0.1 and 3600"),
+        (MINIMAL, {"TRANSFER_CALENDAR_NOT_HOLIDAYS": "2027-02-30"}, "calendar.not_holidays: '2027-02-30' is not"),
         (MINIMAL.replace("[database]", "[database]\nunavailable_after_seconds = 0.5"), {}, "between 1 and 600"),
         (MINIMAL, {"TRANSFER_DATABASE_UNAVAILABLE_AFTER_SECONDS": "3600"}, "unavailable_after_seconds: between 1"),
         (MINIMAL + "[server]\nhandshake_timeout_seconds = 0\n", {}, "handshake_timeout_seconds: between 0.5 and 120"),

@@ -245,6 +245,7 @@ def test_background_readers_say_once_that_the_database_cannot_be_read_and_carry_
     config = load(path, env={"TRANSFER_LOG_LATEST_CHECKPOINT_FILE": str(tmp_path / "latest-checkpoint")})
     with running_node(config, pki, clock, path) as node:
         node.client("province-admin").register_school("S1", "Trường S1")
+        node.client("province-admin").register_school("S2", "Trường S2")
         s1 = node.client("school-S1", retry=NO_RETRY)
         signed = wait_for("a first checkpoint", s1.get_checkpoint, timeout=20).tree_size
         with wal_recovery_elsewhere(database_url):
@@ -670,3 +671,132 @@ def test_a_silent_link_to_postgresql_answers_unavailable_within_the_bound_then_t
             c.close()
         server.stop()
         link.close()
+
+
+class _Switch(_Relay):
+    """A link to PostgreSQL that can be taken down (`down` set: its connections are cut and new ones
+    closed at once, as when the server stops or the network to it fails) and brought back."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.down = threading.Event()
+        super().__init__(upstream)
+
+    def _admit(self, client: socket.socket) -> bool:
+        if self.down.is_set():
+            client.close()
+            return False
+        return True
+
+    def _relay(self, client: socket.socket, server: socket.socket) -> None:
+        while not self._closed and not self.down.is_set():
+            ready, _, _ = select.select([client, server], [], [], 0.1)
+            for end in ready:
+                data = end.recv(65536)
+                if not data:
+                    return
+                (server if end is client else client).sendall(data)
+
+
+@contextlib.contextmanager
+def _link_down(switch: _Switch) -> Iterator[None]:
+    switch.down.set()
+    try:
+        yield
+    finally:
+        switch.down.clear()
+
+
+def _health_status(config_path: Path, service: str) -> int:
+    """transfer-healthcheck's exit status for `service` (0: SERVING)."""
+    from transfer.server.healthcheck import main as healthcheck_main
+
+    return healthcheck_main(["--config", str(config_path), "--service", service, "--timeout", "5"])
+
+
+TRANSFER_SERVICE = "transfer.v1.TransferService"
+LOG_SERVICE = "transfer.v1.LogService"
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgresql"], indirect=True)
+def test_readiness_and_the_write_services_follow_the_database_and_liveness_stays_serving(
+    tmp_path: Path,
+    pki: Path,
+    database_url: str,
+    clock: FakeClock,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The database stops answering (SQLite: another process holds the write lock; PostgreSQL: the link
+    to the server is cut): the periodic probe turns `readiness` and the write services NOT_SERVING
+    while `liveness`, the overall status and the read-only services stay SERVING; once the database
+    answers again they are SERVING again, without a restart, each change said in one line."""
+    monkeypatch.setattr("storage.database.BUSY_TIMEOUT_MS", 100)  # the fault is real; the wait for it shorter
+    caplog.set_level(logging.INFO, logger="transfer.health")
+    switch: _Switch | None = None
+    url = database_url
+    if database_url.startswith("postgresql"):
+        parts = urllib.parse.urlsplit(database_url)
+        switch = _Switch((parts.hostname or "127.0.0.1", parts.port or 5432))
+        url = parts._replace(netloc=f"{parts.username}@127.0.0.1:{switch.port}", query="sslmode=disable").geturl()
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=url)
+    config = load(path, env={"TRANSFER_SERVER_HEALTH_PROBE_SECONDS": "0.2"})
+    try:
+        with running_node(config, pki, clock, path) as node:
+            node.client("province-admin").register_school("S1", "Trường S1")
+            s1 = node.client("school-S1", retry=NO_RETRY)
+            for service in ("liveness", "readiness", "", TRANSFER_SERVICE, LOG_SERVICE):
+                assert _health_status(path, service) == 0, service
+            outage = write_lock_held(database_url) if switch is None else _link_down(switch)
+            with outage:
+                wait_for("readiness NOT_SERVING", lambda: _health_status(path, "readiness") == 1, timeout=30)
+                assert _health_status(path, TRANSFER_SERVICE) == 1
+                for service in ("liveness", "", LOG_SERVICE):
+                    assert _health_status(path, service) == 0, service
+                refused = _outcome(s1.register_record, new_lookup_code(), new_national_id(), PRIMARY)
+                assert isinstance(refused, TransferError), refused
+                assert refused.code.name == "UNAVAILABLE", refused
+            wait_for("readiness SERVING again", lambda: _health_status(path, "readiness") == 0, timeout=30)
+            for service in ("liveness", "", TRANSFER_SERVICE, LOG_SERVICE):
+                assert _health_status(path, service) == 0, service
+            code = new_lookup_code()
+            assert s1.register_record(code, new_national_id(), PRIMARY).lookup_code == code
+    finally:
+        if switch is not None:
+            switch.close()
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "transfer.health"]
+    # (the checkpoint publisher, which reads the database too, may say it failed and recovered as well)
+    assert [line for line in said if line[1].startswith("database")] == [
+        ("WARNING", "database unavailable: readiness and the write services NOT_SERVING until it answers"),
+        ("INFO", "database answers again: readiness and the write services SERVING"),
+    ], said
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_readiness_says_not_serving_while_checkpoints_cannot_be_published(
+    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock
+) -> None:
+    """The log can no longer be signed (its log.latest_checkpoint_file cannot be written: here a
+    directory stands in its place): `readiness` turns NOT_SERVING while writes go on (the write services
+    stay SERVING); once the file can be written, the next publication turns it SERVING again."""
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url)
+    config = load(path, env={"TRANSFER_SERVER_HEALTH_PROBE_SECONDS": "0.2"})
+    latest = config.latest_checkpoint_file
+    with running_node(config, pki, clock, path) as node:
+        node.client("province-admin").register_school("S1", "Trường S1")
+        node.client("province-admin").register_school("S2", "Trường S2")
+        s1 = node.client("school-S1", retry=NO_RETRY)
+        signed = wait_for("a first checkpoint", s1.get_checkpoint, timeout=20).tree_size
+        latest.unlink()
+        (latest / "in-the-way").mkdir(parents=True)  # os.replace cannot put the file there
+        code = new_lookup_code()
+        s1.register_record(code, new_national_id(), PRIMARY)
+        s1.initiate_transfer(code, "S2")  # the log grew: a checkpoint is due
+        wait_for("readiness NOT_SERVING", lambda: _health_status(path, "readiness") == 1, timeout=30)
+        assert _health_status(path, "liveness") == 0
+        assert _health_status(path, TRANSFER_SERVICE) == 0
+        assert s1.get_checkpoint().tree_size == signed  # nothing was signed meanwhile
+        (latest / "in-the-way").rmdir()
+        latest.rmdir()
+        wait_for("readiness SERVING again", lambda: _health_status(path, "readiness") == 0, timeout=30)
+        assert s1.get_checkpoint().tree_size > signed
+        assert latest.is_file()

@@ -21,7 +21,7 @@ from storage.database import sync_url
 from tests.support import RunningNode, new_lookup_code, new_national_id, refused
 from transfer.client import ClientTls, RetryPolicy
 from transfer.domain.errors import Unavailable
-from transfer.server.app import SERVICE_NAMES, WRITE_SERVICE_NAMES
+from transfer.server.app import LIVENESS, READINESS, SERVICE_NAMES, WRITE_SERVICE_NAMES
 
 NO_RETRY = RetryPolicy(attempts=1)
 
@@ -68,7 +68,7 @@ def _health(node: RunningNode) -> dict[str, str]:
     out = {}
     with grpc.secure_channel(node.address, creds, options=[("grpc.ssl_target_name_override", "localhost")]) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", LIVENESS, READINESS, *SERVICE_NAMES):
             status = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
             out[name] = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
     return out
@@ -110,8 +110,8 @@ def test_a_log_that_lost_its_signed_tail_takes_no_more_changes(
     assert _log_size(database_url) == 2  # no receipt for a position the signed tree gives another entry
 
     health = _health(node)
-    assert {name for name, status in health.items() if status == "NOT_SERVING"} == set(WRITE_SERVICE_NAMES)
-    assert health[""] == "SERVING"  # the process serves reads: the signed checkpoints, the records
+    assert {name for name, status in health.items() if status == "NOT_SERVING"} == {*WRITE_SERVICE_NAMES, READINESS}
+    assert health[""] == health[LIVENESS] == "SERVING"  # the process serves reads: the signed checkpoints, the records
     assert s1.get_checkpoint().tree_size == 6
     assert s2.get_record(codes[1]).lookup_code == codes[1]
     with pytest.raises(Unavailable) as info:  # nor is anything signed over it

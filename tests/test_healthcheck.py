@@ -24,6 +24,21 @@ def test_healthcheck_reports_a_serving_node_on_ipv4_and_ipv6_loopback(
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_healthcheck_asks_for_liveness_readiness_or_a_service(
+    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--service liveness`, `readiness` and a service's full name are each SERVING on a healthy node
+    (exit 0); a name the node does not serve is unhealthy (exit 1, NOT_FOUND in one line)."""
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=database_url)
+    with running_node(load_config(path), pki, clock, path):
+        for service in ("liveness", "readiness", "transfer.v1.TransferService"):
+            assert healthcheck_main(["--config", str(path), "--service", service]) == 0, service
+            assert capsys.readouterr().out.strip() == "SERVING"
+        assert healthcheck_main(["--config", str(path), "--service", "no-such-service"]) == 1
+        assert capsys.readouterr().err.startswith("unhealthy: NOT_FOUND")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_healthcheck_of_a_stopped_node_is_unhealthy(
     tmp_path: Path, pki: Path, database_url: str, clock: FakeClock, capsys: pytest.CaptureFixture[str]
 ) -> None:

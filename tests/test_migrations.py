@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Connection, create_engine, text
+from sqlalchemy import Connection, create_engine, inspect, text
 
 from storage import migrate
 from storage.database import sync_url
@@ -76,3 +76,73 @@ def test_a_database_with_data_upgrades_from_each_revision(database_url: str, rev
                 assert conn.execute(text("SELECT issuing_province FROM pages")).scalar_one() == "01"
     finally:
         engine.dispose()
+
+
+def _schema_and_rows(database_url: str) -> tuple[list[str], dict[str, list[tuple[Any, ...]]]]:
+    """The database's tables with their columns, and every row of every table."""
+    engine = create_engine(sync_url(database_url))
+    try:
+        with engine.connect() as conn:
+            inspector = inspect(conn)
+            tables = [
+                f"{t}({', '.join(c['name'] for c in inspector.get_columns(t))})" for t in inspector.get_table_names()
+            ]
+            rows = {t: sorted(map(tuple, conn.execute(text(f"SELECT * FROM {t}"))), key=repr)
+                    for t in inspector.get_table_names()}  # fmt: skip
+        return sorted(tables), rows
+    finally:
+        engine.dispose()
+
+
+def test_a_downgrade_is_refused_with_status_2_and_the_database_left_as_it_was(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`transfer-migrate --revision 0005` on a database at head refuses (exit 2, a message naming both
+    revisions and --downgrade) and changes nothing: it printed a line and exited 0 doing nothing before."""
+    migrate.upgrade(database_url)
+    engine = create_engine(sync_url(database_url))
+    try:
+        with engine.begin() as conn:
+            _seed(conn, migrate.head_revision())
+    finally:
+        engine.dispose()
+    before = _schema_and_rows(database_url)
+    capsys.readouterr()
+    assert migrate.main([database_url, "--current"]) == 0
+    assert capsys.readouterr().out.endswith(f" is at revision {migrate.head_revision()}\n")
+    assert migrate.main([database_url, "--revision", "0005"]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert f"is at revision {migrate.head_revision()}, above 0005: refusing to downgrade" in err
+    assert "--downgrade" in err
+    assert migrate.current_revision(database_url) == migrate.head_revision()
+    assert _schema_and_rows(database_url) == before
+    # the same for "base", and a revision at or above the database's is no downgrade
+    assert migrate.main([database_url, "--revision", "base"]) == 2
+    assert migrate.main([database_url, "--revision", migrate.head_revision()]) == 0
+    assert _schema_and_rows(database_url) == before
+
+
+def test_an_explicit_downgrade_runs_the_downgrade_steps_and_the_upgrade_comes_back(database_url: str) -> None:
+    """With --downgrade the migrations above the revision are undone (their tables go), and a later
+    upgrade brings the schema back to the declared one."""
+    migrate.upgrade(database_url)
+    assert migrate.main([database_url, "--revision", "0007", "--downgrade"]) == 0
+    assert migrate.current_revision(database_url) == "0007"
+    tables, _ = _schema_and_rows(database_url)
+    assert not any(t.startswith(("node_secrets(", "log_cosignatures(")) for t in tables)
+    assert migrate.main([database_url]) == 0
+    migrate.check_models(database_url)
+
+
+def test_alembic_check_finds_the_models_and_the_migrations_in_agreement(
+    database_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`alembic check` (transfer-migrate --check) on a fresh database migrated to head finds no
+    difference between storage/schema.py and the migrations; on a database behind head it fails (1)."""
+    migrate.upgrade(database_url)
+    migrate.check_models(database_url)
+    assert migrate.main([database_url, "--check"]) == 0
+    assert "the schema matches the models" in capsys.readouterr().out
+    assert migrate.main([database_url, "--revision", "0008", "--downgrade"]) == 0
+    assert migrate.main([database_url, "--check"]) == 1

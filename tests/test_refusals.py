@@ -215,8 +215,9 @@ def test_expired_transfer_never_accepts(
     code = register(s1)
     t = s1.initiate_transfer(code, "S2").transfer
     assert node.clock is not None and node.node is not None
-    # Created Monday 09:00 (UTC+7): 5 working days -> due end of next Monday.
-    node.clock.advance(timedelta(days=7, hours=14))  # Monday 23:00: still open
+    # Created Monday 23 November 2026, 09:00 (UTC+7): 5 working days, Tuesday 24 November (Vietnam
+    # Cultural Day, a public holiday) not counted -> due at the end of Tuesday 1 December.
+    node.clock.advance(timedelta(days=8, hours=14))  # Tuesday 23:00: still open
     assert s2.get_transfer(t.id).state == transfers_pb2.TRANSFER_STATE_REQUESTED
     node.clock.advance(timedelta(hours=2))
     with refused("FAILED_PRECONDITION", "TRANSFER_EXPIRED", database_url=database_url):

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 
@@ -118,7 +118,7 @@ class Federation:
         page_policy: PagePolicy,
         deadline_days: int,
         clock: Clock,
-        holidays: Collection[date] = (),
+        holidays: Container[date] = (),
         ids: IdSource | None = None,
     ) -> None:
         self.ids = ids if ids is not None else RandomIds()
@@ -129,7 +129,7 @@ class Federation:
         self.page_policy = page_policy
         self.deadline_days = deadline_days
         self.clock = clock
-        self.holidays = frozenset(holidays)
+        self.holidays = holidays
 
     def _deadline(self, now: datetime) -> datetime:
         """The end of the decision period: working days (holidays skipped) in this node's time zone."""

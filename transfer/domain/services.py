@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import os
 from collections import Counter
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import TypeVar
@@ -66,7 +66,7 @@ class TransferPolicy:
 
     province: str
     deadline_working_days: int = 5
-    holidays: Collection[date] = ()
+    holidays: Container[date] = ()  # `day in holidays`: a set, or the node's calendar
     utc_offset: timedelta = timedelta(hours=7)
 
 

@@ -1,7 +1,10 @@
 """Deadlines counted in working days (Monday to Friday, minus holidays).
 
 The regulations give schools a number of working days to answer a transfer
-request; the node's configuration says how many and which days are holidays.
+request; the node's configuration says how many, and the node passes in the
+calendar of holidays: anything that answers `day in holidays` (a set of dates,
+or the node's public-holiday calendar, transfer/server/workcalendar.py). The
+domain knows neither the configuration nor where the holidays come from.
 A deadline is the end of the last allowed working day in the node's local
 time (Vietnam keeps UTC+7 all year, so a fixed offset is exact).
 """
@@ -9,11 +12,11 @@ time (Vietnam keeps UTC+7 all year, so a fixed offset is exact).
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection
+from collections.abc import Container
 from datetime import UTC, date, datetime, time, timedelta, timezone
 
 
-def add_working_days(start: date, days: int, holidays: Collection[date] = ()) -> date:
+def add_working_days(start: date, days: int, holidays: Container[date] = ()) -> date:
     """The date `days` working days after `start` (which itself does not count)."""
     if days < 0:
         raise ValueError("days must not be negative")
@@ -31,7 +34,7 @@ def deadline_after(
     days: int,
     *,
     utc_offset: timedelta = timedelta(hours=7),
-    holidays: Collection[date] = (),
+    holidays: Container[date] = (),
 ) -> datetime:
     """End (exclusive: midnight after) of the `days`-th working day after `instant`'s local date."""
     local_day = instant.astimezone(timezone(utc_offset)).date()
@@ -42,7 +45,7 @@ def deadline_after(
 
 
 @functools.lru_cache(maxsize=64)
-def _deadline(local_day: date, days: int, utc_offset: timedelta, holidays: Collection[date]) -> datetime:
+def _deadline(local_day: date, days: int, utc_offset: timedelta, holidays: Container[date]) -> datetime:
     """Every transfer opened on one local day has the same deadline: computed once."""
     tz = timezone(utc_offset)
     last_day = add_working_days(local_day, days, holidays)

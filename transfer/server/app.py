@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from storage import migrate
 from storage.database import Database, DatabaseUnreachable, describe, open_database
 from storage.store import Store
-from storage.writer import Writer
+from storage.writer import Writer, WriterStopped
 from transfer.domain.errors import DataLoss, NotFound, Unavailable
 from transfer.domain.federation import Federation
 from transfer.domain.logbook import Logbook, LogGate, LogInconsistent, LogInfo, Witness
@@ -69,6 +69,7 @@ from transfer.server.servicers import (
     TransferServicer,
 )
 from transfer.server.witnessing import WitnessAhead, Witnessing
+from transfer.server.workcalendar import WorkCalendar
 from transfer.unavailable import UnavailableLog
 from transfer.v1 import (
     log_pb2,
@@ -88,6 +89,7 @@ from transfer.v1 import (
 )
 
 log = logging.getLogger("transfer.node")
+health_log = logging.getLogger("transfer.health")
 
 SERVICE_NAMES = (
     schools_pb2.DESCRIPTOR.services_by_name["SchoolDirectoryService"].full_name,
@@ -106,6 +108,11 @@ _READ_ONLY_SERVICE_NAMES = (
     peers_pb2.DESCRIPTOR.services_by_name["DeliveryService"].full_name,
 )
 WRITE_SERVICE_NAMES = tuple(name for name in SERVICE_NAMES if name not in _READ_ONLY_SERVICE_NAMES)
+# Health service names for an orchestrator's probes (docs/operations.md, Health). LIVENESS: the process
+# serves (SERVING until it shuts down). READINESS: it can do its work: its database answers the periodic
+# probe, the log is consistent with what it signed, and the latest checkpoint publication did not fail.
+LIVENESS = "liveness"
+READINESS = "readiness"
 
 
 def server_tls(config: Config) -> TlsMaterial:
@@ -259,16 +266,23 @@ class Node:
         self.witness_port = 0  # the [witness] endpoint's bound port, once started
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
+        # What the health statuses are made of (_update_health): the database answered the last probe,
+        # the last checkpoint publication did not fail.
+        self._database_answers = True
+        self._log_signs = True
+        self._probe: asyncio.Future[int] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.db: Database | None = None
         self.writer: Writer | None = None
         self.store: Store | None = None
         self.notifier = Notifier()
         self.watch_quota = StreamQuota(config.limits.max_watch_streams_per_caller)
+        # Public holidays (Tết included) with the configured days added and taken out (docs/operations.md, Calendar).
+        self.calendar = WorkCalendar(config.public_holidays, config.holidays, config.not_holidays)
         self.policy = TransferPolicy(
             province=config.province,
             deadline_working_days=config.deadline_working_days,
-            holidays=frozenset(config.holidays),
+            holidays=self.calendar,
             utc_offset=config.utc_offset,
         )
         self.signing_trust = trust = load_signing_trust(config)
@@ -288,7 +302,7 @@ class Node:
                 raise StartRefused(str(exc)) from None
         self.federation = Federation(
             config.province, peer_keys(self.peers), self.seal_key, trust, page_policy,
-            config.inter_province_deadline_working_days, self.clock, holidays=config.holidays, ids=self.ids,
+            config.inter_province_deadline_working_days, self.clock, holidays=self.calendar, ids=self.ids,
         )  # fmt: skip
         self.transfers = Transfers(self.policy, self.clock, self.ids, self.federation)
         self.pages = Pages(page_policy, trust, self.clock, self.ids, config.province)
@@ -475,9 +489,10 @@ class Node:
                 raise StartRefused(str(exc)) from None
         await server.start()
         self._server = server
-        for name in ("", *SERVICE_NAMES):
+        for name in ("", LIVENESS, READINESS, *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._tasks.append(asyncio.create_task(self._sweep_forever(), name="expiry-sweeper"))
+        self._tasks.append(asyncio.create_task(self._probe_forever(), name="database-probe"))
         self._tasks.append(asyncio.create_task(self._publish_forever(), name="checkpoint-publisher"))
         if self.witnessing is not None:
             self.witnessing.start(await store.read(lambda uow: uow.log.latest_checkpoint()))
@@ -767,14 +782,77 @@ class Node:
             self._tasks.append(asyncio.get_running_loop().create_task(self._stop_changing(), name="log-broke"))
 
     async def _stop_changing(self) -> None:
-        if self._health is not None:
-            for name in WRITE_SERVICE_NAMES:
-                await self._health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._update_health()
         for task in self._tasks:
             if task.get_name() == "expiry-sweeper":
                 task.cancel()
         if self.dispatcher is not None:
             await self.dispatcher.stop()
+
+    async def _update_health(self) -> None:
+        """Set the write services and `readiness` from what the node knows: NOT_SERVING while the log is
+        found inconsistent or the database does not answer; `readiness` also while publications fail.
+        A node stopping leaves them as its graceful shutdown set them (NOT_SERVING)."""
+        if self._health is None or self._stopping is not None:
+            return
+        writes = self.gate.broken is None and self._database_answers
+        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in WRITE_SERVICE_NAMES:
+            await self._health.set(name, serving if writes else not_serving)
+        await self._health.set(READINESS, serving if writes and self._log_signs else not_serving)
+
+    async def _probe_forever(self) -> None:
+        """Every server.health_probe_seconds, one write transaction through the writer that reads the log's
+        size (the write lock, a read, a commit: what every change needs), bounded by twice
+        database.unavailable_after_seconds. The statuses change on a change of outcome only, each with one line."""
+        bound = 2 * self.config.database_unavailable_after_seconds
+        while self.gate.broken is None and self._stopping is None:
+            answers, reason = await self._probe_database(bound)
+            if answers != self._database_answers:
+                self._database_answers = answers
+                if answers:
+                    health_log.info("database answers again: readiness and the write services SERVING")
+                else:
+                    health_log.warning(
+                        "database unavailable: readiness and the write services NOT_SERVING until it answers",
+                        extra={"reason": reason},
+                    )
+                await self._update_health()
+            await asyncio.sleep(self.config.health_probe_seconds)
+
+    async def _probe_database(self, bound: float) -> tuple[bool, str]:
+        assert self.store is not None
+        if self._probe is None or self._probe.done():  # never more than one probe waiting in the writer
+            self._probe = asyncio.ensure_future(self.store.write(lambda uow: uow.log.committed_size()))
+            # a probe that outlived its bound ends unawaited: its outcome is taken here, not reported as lost
+            self._probe.add_done_callback(lambda done: done.cancelled() or done.exception())
+        # asyncio.wait, not wait_for: it leaves the probe running past the bound, and (Python 3.11's
+        # wait_for does not) never swallows this task's cancellation when the probe ends at that moment.
+        done, _ = await asyncio.wait({self._probe}, timeout=bound)
+        if not done:
+            return False, "DATABASE_UNAVAILABLE"
+        try:
+            self._probe.result()
+        except Unavailable as exc:
+            if exc.reason == "LOG_INCONSISTENT":  # not the database: the gate says it, and ends the loop
+                return self._database_answers, ""
+            return False, exc.reason
+        except WriterStopped:
+            return self._database_answers, ""
+        except Exception as exc:
+            health_log.exception("database probe failed")
+            return False, type(exc).__name__
+        return True, ""
+
+    async def _log_signed(self, signs: bool) -> None:
+        """The checkpoint publisher's outcome: `readiness` follows whether the log can be signed."""
+        if signs != self._log_signs:
+            self._log_signs = signs
+            if signs:
+                health_log.info("checkpoints are published again: readiness SERVING")
+            else:
+                health_log.warning("checkpoint publication failed: readiness NOT_SERVING until one succeeds")
+            await self._update_health()
 
     def _save_synced(self, path: Path, checkpoint: StoredCheckpoint) -> None:
         # On a thread, which runs on even when its caller is cancelled (at stop):
@@ -847,6 +925,7 @@ class Node:
         while self.gate.broken is None:  # once it closed, there is nothing the node may sign
             try:
                 await self.publish_checkpoint()
+                await self._log_signed(True)
             except asyncio.CancelledError:
                 raise
             except Unavailable as exc:  # the database is down, locked or full: one line, not one per round
@@ -854,9 +933,11 @@ class Node:
                 if exc.reason == "LOG_INCONSISTENT":  # said once, by _log_broke
                     return
                 self._publish_unavailable.failed(exc)
+                await self._log_signed(False)
             except Exception:
                 self.publish_failures["UNEXPECTED"] += 1
                 log.exception("checkpoint publication failed; will retry")
+                await self._log_signed(False)
             await asyncio.sleep(self.config.checkpoint_interval_seconds)
 
     async def stop(self, grace: float | None = None) -> None:

@@ -25,9 +25,14 @@
     [transfers]
     deadline_working_days = 5       # receiving school's time to decide
     inter_province_deadline_working_days = 8  # the same for transfers from other provinces
-    holidays = ["2026-09-02"]       # days that are not working days
+    holidays = ["2026-09-02"]       # days that are not working days (the same as calendar.extra_holidays)
     utc_offset = "+07:00"           # local time of deadlines
     expiry_sweep_seconds = 30       # how often overdue transfers expire
+
+    [calendar]                      # days that are not working days, for deadlines
+    public_holidays = "VN"          # Vietnam's public holidays (Tết included); "" for none
+    extra_holidays = ["2027-02-11"] # more days off (a province's own, one the government adds)
+    not_holidays = ["2027-11-24"]   # public holidays that are working days here after all
 
     [log]
     key_file = "pki/log.key"        # Ed25519 key signing checkpoints (signed-note skey)
@@ -91,6 +96,7 @@
     [server]
     shutdown_grace_seconds = 10     # in-flight calls get this long on SIGTERM
     max_batch = 128                 # commands per group commit
+    health_probe_seconds = 5        # how often the database is probed for the readiness health status
     handshake_timeout_seconds = 5   # a connection must finish TLS and HTTP/2 set-up within this
     max_connections = 3000          # open connections at once; more are closed at once
     max_concurrent_streams = 100    # calls at once on one connection
@@ -119,7 +125,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -130,6 +136,7 @@ from transfer.domain.provinces import is_province
 from transfer.ledger.note import NoteError
 from transfer.ledger.witnessed import cosignature_verifier
 from transfer.revocation import revoked_entry_problem
+from transfer.server.workcalendar import COUNTRIES
 
 
 class ConfigError(ValueError):
@@ -229,7 +236,9 @@ class Config:
     auto_migrate: bool = True
     database_unavailable_after_seconds: float = UNAVAILABLE_AFTER_S
     deadline_working_days: int = 5
-    holidays: tuple[date, ...] = ()
+    holidays: tuple[date, ...] = ()  # transfers.holidays and calendar.extra_holidays together
+    not_holidays: tuple[date, ...] = ()
+    public_holidays: str = "VN"
     utc_offset: timedelta = timedelta(hours=7)
     expiry_sweep_seconds: float = 30.0
     log_key_file: Path = Path("log.key")
@@ -252,6 +261,7 @@ class Config:
     idempotency_retention_days: int = 30
     shutdown_grace_seconds: float = 10.0
     max_batch: int = 128
+    health_probe_seconds: float = 5.0
     limits: ServerLimits = ServerLimits()
     log_level: str = "INFO"
     log_format: str = "json"
@@ -292,6 +302,7 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
         "utc_offset": (str, False),
         "expiry_sweep_seconds": (float, False),
     },
+    "calendar": {"public_holidays": (str, False), "extra_holidays": (list, False), "not_holidays": (list, False)},
     "log": {
         "key_file": (str, True),
         "origin": (str, False),
@@ -308,6 +319,7 @@ SCHEMA: dict[str, dict[str, tuple[type, bool]]] = {
     "server": {
         "shutdown_grace_seconds": (float, False),
         "max_batch": (int, False),
+        "health_probe_seconds": (float, False),
         **{key: (kind, False) for key, (kind, _, _) in LIMIT_BOUNDS.items()},
     },
     "logging": {"level": (str, False), "format": (str, False), "reads": (str, False)},
@@ -400,6 +412,21 @@ _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # date.fromisoformat alone tak
 _MONTH_DAY = re.compile(r"[0-9]{2}-[0-9]{2}")
 
 
+def _days(get: Callable[[str, str, Any], Any], section: str, key: str) -> list[date]:
+    """A list of YYYY-MM-DD dates (`transfers.holidays`, `calendar.*`), each at most once."""
+    days: list[date] = []
+    for h in get(section, key, []):
+        try:
+            if not _DAY.fullmatch(str(h)):
+                raise ValueError(h)
+            day = date.fromisoformat(str(h))
+        except ValueError:
+            raise ConfigError(f"{section}.{key}: {h!r} is not a YYYY-MM-DD date") from None
+        if day not in days:
+            days.append(day)
+    return days
+
+
 def _sqlite_url_relative_to(url: str, base: Path) -> str:
     """sqlite:///relative.db is taken relative to the config file."""
     prefix = "sqlite:///"
@@ -462,14 +489,14 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     days = get("transfers", "deadline_working_days", 5)
     if not 1 <= days <= 60:
         raise ConfigError("transfers.deadline_working_days: between 1 and 60")
-    holidays = []
-    for h in get("transfers", "holidays", []):
-        try:
-            if not _DAY.fullmatch(str(h)):
-                raise ValueError(h)
-            holidays.append(date.fromisoformat(str(h)))
-        except ValueError:
-            raise ConfigError(f"transfers.holidays: {h!r} is not a YYYY-MM-DD date") from None
+    holidays = _days(get, "transfers", "holidays")
+    holidays += [d for d in _days(get, "calendar", "extra_holidays") if d not in holidays]
+    not_holidays = _days(get, "calendar", "not_holidays")
+    if both := sorted(set(holidays) & set(not_holidays)):
+        raise ConfigError(f"calendar.not_holidays: {both[0]} is also a holiday the configuration adds")
+    public_holidays = get("calendar", "public_holidays", "VN")
+    if public_holidays not in ("", *COUNTRIES):
+        raise ConfigError(f'calendar.public_holidays: one of {", ".join(COUNTRIES)}, or "" for none')
     m = _OFFSET.fullmatch(get("transfers", "utc_offset", "+07:00"))
     if not m or int(m[3]) >= 60:
         raise ConfigError("transfers.utc_offset: like +07:00")
@@ -492,6 +519,9 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
     max_batch = get("server", "max_batch", 128)
     if not 1 <= max_batch <= 10_000:
         raise ConfigError("server.max_batch: between 1 and 10000")
+    health_probe = get("server", "health_probe_seconds", 5.0)
+    if not 0.1 <= health_probe <= 3600:
+        raise ConfigError("server.health_probe_seconds: between 0.1 and 3600")
     port_file = get("node", "port_file", "")
     interval = get("log", "checkpoint_interval_seconds", 1.0)
     if not 0 < interval < math.inf:  # NaN fails this too
@@ -570,6 +600,8 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         database_unavailable_after_seconds=unavailable_after,
         deadline_working_days=days,
         holidays=tuple(holidays),
+        not_holidays=tuple(not_holidays),
+        public_holidays=public_holidays,
         utc_offset=offset,
         expiry_sweep_seconds=sweep,
         log_key_file=base / get("log", "key_file"),
@@ -592,6 +624,7 @@ def load(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
         idempotency_retention_days=retention,
         shutdown_grace_seconds=grace,
         max_batch=max_batch,
+        health_probe_seconds=health_probe,
         limits=limits,
         log_level=level,
         log_format=fmt,

@@ -1,12 +1,16 @@
 """Ask a node whether it is serving, over its own mTLS, via the gRPC health service.
 
-    python -m transfer.server.healthcheck --config /etc/hocba/node.toml
+    python -m transfer.server.healthcheck --config /etc/hocba/node.toml [--service readiness]
 
 Reads the node's configuration to find its port (or port file), CA and
 certificate, connects to the address it listens on (loopback when it listens on
 all addresses) presenting the node's own certificate, and
-exits 0 when the overall health status is SERVING, 1 otherwise. This is the
-Docker image's HEALTHCHECK.
+exits 0 when the health status asked for is SERVING, 1 otherwise. `--service`
+names it: `liveness` (the process serves), `readiness` (it can do its work: its
+database answers, its log can be signed), a service's full name
+(`transfer.v1.TransferService`), or nothing for the overall status, which is
+the liveness's. This is the Docker image's HEALTHCHECK and an orchestrator's
+probe command (docs/operations.md, Health).
 """
 
 from __future__ import annotations
@@ -39,6 +43,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--server-name", default="localhost", help="a DNS name in the node's certificate")
     parser.add_argument("--timeout", type=float, default=3.0)
+    parser.add_argument(
+        "--service",
+        default="",
+        help="liveness, readiness, or a service's full name (default: the overall status, as liveness)",
+    )
     ns = parser.parse_args(argv)
     try:
         cfg = load(ns.config)
@@ -53,7 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     options = [("grpc.ssl_target_name_override", ns.server_name)]
     with grpc.secure_channel(target(cfg.listen, cfg.port_file), creds, options=options) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=ns.timeout)
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=ns.service), timeout=ns.timeout
+            )
         except grpc.RpcError as err:
             print(f"unhealthy: {err.code().name} {err.details()}", file=sys.stderr)
             return 1
