@@ -129,6 +129,30 @@ def test_health_and_reflection_over_mtls(node: RunningNode) -> None:
         } <= names
 
 
+def test_reflection_v1_lists_services(node: RunningNode) -> None:
+    """Reflection answers over grpc.reflection.v1 (what grpcurl asks first) as over v1alpha, naming both."""
+    with _channel(node, "auditor") as ch:
+        info = ch.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )
+        requests = [
+            reflection_pb2.ServerReflectionRequest(list_services=""),
+            reflection_pb2.ServerReflectionRequest(file_containing_symbol="transfer.v1.StaffService"),
+        ]
+        listed, described = list(info(iter(requests), timeout=5))
+    names = {s.name for s in listed.list_services_response.service}
+    assert {
+        "transfer.v1.TransferService",
+        "transfer.v1.StaffService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    } <= names
+    assert described.file_descriptor_response.file_descriptor_proto
+
+
 class _Presented:
     """What gRPC hands the servicer: the client certificate it verified (the Authenticator's input)."""
 

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from storage import migrate
 from storage.database import Database, DatabaseUnreachable, describe, open_database
@@ -60,6 +59,7 @@ from transfer.server.peers import (
     load_seal_signer,
     peer_keys,
 )
+from transfer.server.reflection import enable_reflection
 from transfer.server.servicers import (
     LogServicer,
     PageServicer,
@@ -468,7 +468,7 @@ class Node:
         )
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        enable_reflection((*SERVICE_NAMES, health.SERVICE_NAME), server)
         try:
             self.port = server.add_secure_port(cfg.listen, creds)
         except RuntimeError:  # grpc's "Failed to bind to address"
