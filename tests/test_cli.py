@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import queue
 import re
@@ -524,3 +525,51 @@ def test_cli_log_info(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> 
     assert lines == ["origin     hocba.invalid/province/01/log", f"log vkey   {vkey}", "seal vkey  -", "quorum     0"]
     assert main(["--json", *cli(node, "school-S1", "log-info")]) == 0
     assert json.loads(capsys.readouterr().out) == {"origin": "hocba.invalid/province/01/log", "log_vkey": vkey}
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """transfer-cli as a separate process, as a script would run it."""
+    cmd = [sys.executable, "-m", "transfer.client.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60, check=False)
+
+
+def test_cli_version_is_the_installed_package_version() -> None:
+    """`transfer-cli --version` prints the installed distribution's version and exits 0."""
+    done = _run_cli("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"transfer-cli {importlib.metadata.version('hocba-transfer')}"
+
+
+def test_cli_json_anywhere_and_refusals_as_json(node: RunningNode) -> None:
+    """--json works before or after the command, and with it a refusal is one JSON object on stderr."""
+    code = new_lookup_code()
+    done = _run_cli(*cli(node, "school-S1", "record-register", code, new_national_id(), "primary", "--json"))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["lookup_code"] == code
+    done = _run_cli(*cli(node, "school-S1", "--json", "record-get", code))
+    assert done.returncode == 0 and json.loads(done.stdout)["custodian_school"] == "S1"
+
+    done = _run_cli(*cli(node, "school-S1", "initiate", "nothex", "S2", "--json"))
+    assert done.returncode == 1 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    refusal = json.loads(line)
+    assert refusal["code"] == "INVALID_ARGUMENT" and refusal["reason"] == "INVALID_LOOKUP_CODE"
+    assert refusal["message"] and refusal["transient"] is False
+    assert [v["field"] for v in refusal["field_violations"]] == ["lookup_code"]
+    assert re.fullmatch(r"[0-9a-f]{32}", refusal["trace_id"]), refusal
+
+    done = _run_cli(*cli(node, "school-S2", "--json", "reject", "a" * 32, "--reason", "x"))
+    assert done.returncode == 1
+    assert json.loads(done.stderr)["reason"] == "NOT_RECEIVING_SCHOOL"
+
+    done = _run_cli("--address", node.address, "--pki", str(node.pki), "--as", "nobody", "list", "--incoming", "--json")
+    assert done.returncode == 2
+    assert json.loads(done.stderr)["code"] == "USAGE"
+
+
+def test_cli_unavailable_as_json_names_the_request_id(node: RunningNode) -> None:
+    """With --json, an unreachable node's refusal is transient and carries the request id to retry with."""
+    done = _run_cli(*unreachable(node), "--json", "accept", "a" * 32, "--request-id", "b" * 32)
+    assert done.returncode == 3
+    refusal = json.loads(done.stderr)
+    assert refusal["code"] == "UNAVAILABLE" and refusal["transient"] is True and refusal["request_id"] == "b" * 32

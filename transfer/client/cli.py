@@ -6,9 +6,9 @@
 Credentials come from --ca/--cert/--key, or --pki DIR --as NAME (a dev PKI
 directory and the certificate stem inside it), or the environment variables
 TRANSFER_ADDRESS, TRANSFER_CA, TRANSFER_CERT, TRANSFER_KEY. Output is one
-readable line per object, or JSON with --json. On failure the exit status is
-1 (refused), 3 (unavailable or timed out) or 2 (usage), with a one-line reason
-on stderr.
+readable line per object, or JSON with --json (before or after the command).
+On failure the exit status is 1 (refused), 3 (unavailable or timed out) or 2
+(usage), with a one-line reason on stderr, or one JSON object there with --json.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib.metadata
 import json
 import math
 import os
@@ -168,6 +169,37 @@ def _describe(err: TransferError) -> str:
     return f"{err.code.name} {err.reason}".rstrip() + f": {err.message}"
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+DISTRIBUTION = "hocba-transfer"
+JSON_HELP = "print JSON objects, one per line (and a refusal as one JSON object on stderr)"
+
+
+def refusal_json(err: TransferError, request_id: str | None) -> dict[str, Any]:
+    """A refusal as --json prints it: what a script needs to decide, with the names the node uses."""
+    out: dict[str, Any] = {
+        "code": err.code.name,
+        "reason": err.reason,
+        "message": err.message,
+        "field_violations": [
+            {"field": v.field, "description": v.description, "reason": v.reason} for v in err.violations
+        ],
+        "precondition_violations": [
+            {"type": v.type, "subject": v.subject, "description": v.description} for v in err.preconditions
+        ],
+        "trace_id": err.trace_id,
+        "transient": err.transient,
+    }
+    if err.transient and request_id:
+        out["request_id"] = request_id  # run the command again with it: it is done at most once
+    return out
+
+
 def _progress(line: str) -> None:
     """A line for the person watching, on stderr: stdout holds only the command's output."""
     print(f"transfer-cli: {line}", file=sys.stderr, flush=True)
@@ -212,11 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=_positive(float), default=10.0, help="deadline of each attempt, seconds")
     p.add_argument("--attempts", type=_positive(int), default=5, help="attempts for transient failures")
-    p.add_argument("--json", action="store_true", help="print JSON objects, one per line")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def cmd(name: str, help_: str) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_, description=help_)
+        s = sub.add_parser(name, help=help_, description=help_)
+        # SUPPRESS: absent after the command, it leaves what the main parser set (--json before the command)
+        s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
+        return s
 
     s = cmd("initiate", "send a record your school holds to another school")
     s.add_argument("lookup_code")
@@ -581,28 +617,40 @@ def _positive(kind: Callable[[str], float], *, zero: bool = False) -> Callable[[
 
 def main(argv: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(argv)
+    as_json = bool(ns.json)
+
+    def local_failure(message: str) -> None:
+        if as_json:
+            print(json.dumps({"code": "USAGE", "message": message}, ensure_ascii=False), file=sys.stderr)
+        else:
+            print(f"transfer-cli: {message}", file=sys.stderr)
+
     try:
-        run(ns, Output(ns.json))
+        run(ns, Output(as_json))
     except TransferError as err:
+        request_id = getattr(ns, "request_id", None)
+        if as_json:
+            print(json.dumps(refusal_json(err, request_id), ensure_ascii=False), file=sys.stderr)
+            return 3 if err.transient else 1
         where = "; ".join(f"{v.field}: {v.description}" for v in err.violations)
         line = f"transfer-cli: {_describe(err)}"
         if where and where not in err.message:
             line += f" ({where})"
-        if err.transient and getattr(ns, "request_id", None):
-            line += f"; it may have been done: to retry safely, run it again with --request-id {ns.request_id}"
+        if err.transient and request_id:
+            line += f"; it may have been done: to retry safely, run it again with --request-id {request_id}"
         if err.trace_id:  # what the node's operator greps its log for
             line += f" (trace {err.trace_id})"
         print(line, file=sys.stderr)
         return 3 if err.transient else 1
     except (UsageError, ClientTlsError) as err:
-        print(f"transfer-cli: {err}", file=sys.stderr)
+        local_failure(str(err))
         return 2
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except OSError as err:
-        print(f"transfer-cli: {err.strerror or err}: {getattr(err, 'filename', '') or ''}", file=sys.stderr)
+        local_failure(f"{err.strerror or err}: {getattr(err, 'filename', '') or ''}")
         return 2
     except KeyboardInterrupt:
         return 130
