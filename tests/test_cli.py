@@ -573,3 +573,36 @@ def test_cli_unavailable_as_json_names_the_request_id(node: RunningNode) -> None
     assert done.returncode == 3
     refusal = json.loads(done.stderr)
     assert refusal["code"] == "UNAVAILABLE" and refusal["transient"] is True and refusal["request_id"] == "b" * 32
+
+
+def test_cli_list_commands_page_by_default(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
+    """List commands print the first 100 with a note on stderr that more exist; --limit N and --all change that."""
+    admin = node.client("province-admin")
+    for i in range(98):  # S1, S2, S3 exist: 101 schools in all
+        admin.register_school(f"P{i:03d}", f"Trường {i}")
+    assert main(cli(node, "province-admin", "school-list")) == 0
+    got = capsys.readouterr()
+    assert len(got.out.splitlines()) == 100
+    assert got.err.strip() == (
+        "transfer-cli: showing the first 100; more exist (--limit N to show more, --all for every one)"
+    )
+    assert main(cli(node, "province-admin", "school-list", "--all")) == 0
+    got = capsys.readouterr()
+    assert len(got.out.splitlines()) == 101 and got.err == ""
+    assert main(cli(node, "province-admin", "school-list", "--limit", "101", "--json")) == 0
+    got = capsys.readouterr()
+    assert len([json.loads(line) for line in got.out.splitlines()]) == 101 and got.err == ""
+
+    codes = [new_lookup_code() for _ in range(3)]
+    school = node.client("school-S1")
+    for code in codes:
+        school.register_record(code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
+    assert main(cli(node, "school-S1", "record-list", "--limit", "2")) == 0
+    got = capsys.readouterr()
+    assert len(got.out.splitlines()) == 2 and "more exist" in got.err
+    assert main(cli(node, "school-S1", "record-list", "--limit", "3")) == 0
+    got = capsys.readouterr()
+    assert sorted(line.split()[1] for line in got.out.splitlines()) == sorted(codes) and got.err == ""
+    with pytest.raises(SystemExit) as info:
+        main(cli(node, "school-S1", "record-list", "--limit", "2", "--all"))
+    assert info.value.code == 2

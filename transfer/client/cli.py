@@ -21,10 +21,10 @@ import json
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
@@ -44,6 +44,11 @@ LEVELS = {
     "upper-secondary": common_pb2.RECORD_LEVEL_UPPER_SECONDARY,
 }
 STATES = {name.removeprefix("TRANSFER_STATE_").lower(): num for name, num in transfers_pb2.TransferState.items() if num}
+
+
+DEFAULT_LIMIT = 100  # what a list command prints unless given --limit or --all
+PAGE_SIZE_ALL = 500  # the most a node returns per page (it clamps larger requests)
+T = TypeVar("T")
 
 
 class UsageError(Exception):
@@ -205,6 +210,20 @@ def _progress(line: str) -> None:
     print(f"transfer-cli: {line}", file=sys.stderr, flush=True)
 
 
+def _page_size(ns: argparse.Namespace) -> int:
+    """Ask for one more than the limit, so the first page alone tells whether more exist."""
+    return PAGE_SIZE_ALL if ns.all else min(ns.limit + 1, PAGE_SIZE_ALL)
+
+
+def _shown(items: Iterable[T], ns: argparse.Namespace) -> Iterator[T]:
+    """The first --limit items (all with --all), and a note on stderr when more exist."""
+    for n, item in enumerate(items):
+        if not ns.all and n >= ns.limit:
+            _progress(f"showing the first {ns.limit}; more exist (--limit N to show more, --all for every one)")
+            return
+        yield item
+
+
 def _watch_dropped(limit: int | None) -> Callable[[TransferError, int, float], None]:
     def dropped(err: TransferError, failures: int, delay: float) -> None:
         of = f" of {limit}" if limit else ""
@@ -254,6 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=JSON_HELP)
         return s
 
+    def listing(name: str, help_: str) -> argparse.ArgumentParser:
+        """A list command: it pages, printing the first --limit objects unless given --all."""
+        s = cmd(name, help_)
+        g = s.add_mutually_exclusive_group()
+        g.add_argument(
+            "--limit",
+            type=_positive(int),
+            default=DEFAULT_LIMIT,
+            help=f"print at most this many (default {DEFAULT_LIMIT}); a note on stderr says when more exist",
+        )
+        g.add_argument("--all", action="store_true", help="print every one")
+        return s
+
     s = cmd("initiate", "send a record your school holds to another school")
     s.add_argument("lookup_code")
     s.add_argument("to_school")
@@ -272,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--request-id")
     s = cmd("get", "show one transfer")
     s.add_argument("transfer_id")
-    s = cmd("list", "list incoming or outgoing transfers")
+    s = listing("list", "list incoming or outgoing transfers")
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--incoming", action="store_true")
     g.add_argument("--outgoing", action="store_true")
@@ -313,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--request-id")
     s = cmd("record-get", "show one record")
     s.add_argument("lookup_code")
-    s = cmd("record-list", "list the records a school holds")
+    s = listing("record-list", "list the records a school holds")
     s.add_argument("--school", default="")
 
     s = cmd("school-register", "register a school (province admin)")
@@ -329,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--request-id")
     s = cmd("school-get", "show one school")
     s.add_argument("code")
-    cmd("school-list", "list the node's schools")
+    listing("school-list", "list the node's schools")
 
     s = cmd("teacher-register", "register a teacher with signing certificate(s) (school admin)")
     s.add_argument("code", help="the school's staff code")
@@ -337,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cert", action="append", required=True, type=Path, help="PEM certificate file (repeatable)")
     s.add_argument("--school", default="")
     s.add_argument("--request-id")
-    s = cmd("teacher-list", "list a school's teachers")
+    s = listing("teacher-list", "list a school's teachers")
     s.add_argument("--school", default="")
     s = cmd("teacher-get", "show a teacher and their certificates")
     s.add_argument("teacher_id")
@@ -349,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd("duty-list", "list a school's duties, or those a teacher holds")
     s.add_argument("--school", default="")
     s.add_argument("--teacher", default="")
-    s = cmd("task-list", "list the signatures a teacher still owes")
+    s = listing("task-list", "list the signatures a teacher still owes")
     s.add_argument("teacher_id")
     s = cmd("depart", "record a teacher's departure and hand off their duties (school admin)")
     s.add_argument("teacher_id")
@@ -359,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--replacement", default="", help="teacher taking every duty not named by --duty")
     s.add_argument("--duty", action="append", default=[], help="DUTY_KEY=TEACHER_ID (repeatable)")
     s.add_argument("--request-id")
-    s = cmd("handoff-list", "list a school's handoffs")
+    s = listing("handoff-list", "list a school's handoffs")
     s.add_argument("--school", default="")
     s.add_argument("--teacher", default="")
 
@@ -374,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--supplementary", action="store_true", help="locks at the supplementary date (15 August)")
     s.add_argument("--require", action="append", required=True, help="homeroom | principal | subject:<code>")
     s.add_argument("--request-id")
-    s = cmd("page-list", "list a record's pages")
+    s = listing("page-list", "list a record's pages")
     s.add_argument("lookup_code")
     s = cmd("page-get", "show a page and its signatures")
     s.add_argument("page_id")
@@ -479,7 +511,10 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                     if ns.incoming
                     else transfers_pb2.TRANSFER_DIRECTION_OUTGOING
                 )
-                for t in c.iter_transfers(direction, school=ns.school, states=[STATES[s] for s in ns.state]):
+                transfers = c.iter_transfers(
+                    direction, school=ns.school, states=[STATES[s] for s in ns.state], page_size=_page_size(ns)
+                )
+                for t in _shown(transfers, ns):
                     out.show(t, fmt_transfer)
             case "watch":
                 limit = ns.max_reconnects or None
@@ -503,7 +538,7 @@ def run(ns: argparse.Namespace, out: Output) -> None:
             case "record-get":
                 out.show(c.get_record(ns.lookup_code), fmt_record)
             case "record-list":
-                for r in c.iter_records(ns.school):
+                for r in _shown(c.iter_records(ns.school, page_size=_page_size(ns)), ns):
                     out.show(r, fmt_record)
             case "school-register":
                 out.show(c.register_school(ns.code, ns.name, request_id=ns.request_id), fmt_school)
@@ -523,7 +558,7 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                     tmp.replace(ns.out)
                     print(f"proof bundle of entry {ns.index} written to {ns.out}", file=sys.stderr)
             case "school-list":
-                for school in c.iter_schools():
+                for school in _shown(c.iter_schools(page_size=_page_size(ns)), ns):
                     out.show(school, fmt_school)
             case "teacher-register":
                 certs = [path.read_bytes() for path in ns.cert]
@@ -531,7 +566,7 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                     c.register_teacher(ns.code, ns.name, certs, school=ns.school, request_id=ns.request_id), fmt_teacher
                 )
             case "teacher-list":
-                for teacher in c.iter_teachers(ns.school):
+                for teacher in _shown(c.iter_teachers(ns.school, page_size=_page_size(ns)), ns):
                     out.show(teacher, fmt_teacher)
             case "teacher-get":
                 out.show(c.get_teacher(ns.teacher_id), fmt_teacher)
@@ -542,7 +577,7 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                 for d in c.list_duties(school=ns.school, teacher_id=ns.teacher):
                     out.show(d, fmt_duty)
             case "task-list":
-                for task in c.iter_signing_tasks(ns.teacher_id):
+                for task in _shown(c.iter_signing_tasks(ns.teacher_id, page_size=_page_size(ns)), ns):
                     out.show(task, fmt_task)
             case "depart":
                 pairs = []
@@ -564,7 +599,7 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                 for peer in c.list_deliveries():
                     out.show(peer, fmt_deliveries)
             case "handoff-list":
-                for h in c.iter_handoffs(ns.school, teacher_id=ns.teacher):
+                for h in _shown(c.iter_handoffs(ns.school, teacher_id=ns.teacher, page_size=_page_size(ns)), ns):
                     out.show(h, fmt_handoff)
             case "page-add":
                 track = pages_pb2.LOCK_TRACK_SUPPLEMENTARY if ns.supplementary else pages_pb2.LOCK_TRACK_COMPLETED
@@ -575,7 +610,7 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                 )  # fmt: skip
                 out.show(added.page, fmt_page)
             case "page-list":
-                for page in c.iter_pages(ns.lookup_code):
+                for page in _shown(c.iter_pages(ns.lookup_code, page_size=_page_size(ns)), ns):
                     out.show(page, fmt_page)
             case "page-get":
                 page = c.get_page(ns.page_id)
