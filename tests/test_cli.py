@@ -606,3 +606,53 @@ def test_cli_list_commands_page_by_default(node: RunningNode, capsys: pytest.Cap
     with pytest.raises(SystemExit) as info:
         main(cli(node, "school-S1", "record-list", "--limit", "2", "--all"))
     assert info.value.code == 2
+
+
+def test_cli_teachers_by_staff_code(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
+    """Commands that take a teacher accept the school's staff code (GV-LAN) as well as the node's id."""
+    from datetime import UTC, datetime
+
+    from tests.staffing import YEAR
+    from transfer.devpki import SigningCA
+
+    ca = SigningCA.load(node.pki)
+    admin = node.client("school-admin-S1")
+    ids = {}
+    for code in ("GV-LAN", "GV-HOA"):
+        pem, _ = ca.teacher(code, "ecdsa", not_before=datetime(2026, 1, 1, tzinfo=UTC), write=False)
+        ids[code] = admin.register_teacher(code, f"Cô {code}", [pem]).id
+    assert main(cli(node, "school-admin-S1", "teacher-get", "GV-LAN")) == 0
+    assert capsys.readouterr().out.startswith(f"teacher {ids['GV-LAN']} GV-LAN")
+    assert main(cli(node, "province-admin", "teacher-get", "GV-HOA", "--school", "S1")) == 0
+    assert ids["GV-HOA"] in capsys.readouterr().out
+    assert main(cli(node, "school-admin-S1", "duty-assign", f"homeroom/{YEAR}/3A", "GV-LAN")) == 0
+    assert f"held by {ids['GV-LAN']}" in capsys.readouterr().out
+    assert main(cli(node, "school-admin-S1", "duty-list", "--teacher", "GV-LAN")) == 0
+    assert f"homeroom/{YEAR}/3A" in capsys.readouterr().out
+    depart = ["depart", "GV-LAN", "--reason", "retirement", "--effective", "2026-11-23", "--replacement", "GV-HOA"]
+    assert main(cli(node, "school-admin-S1", *depart)) == 0
+    assert f"teacher {ids['GV-LAN']} retirement" in capsys.readouterr().out
+    assert main(cli(node, "school-admin-S1", "handoff-list", "--teacher", "GV-LAN")) == 0
+    assert f"-> {ids['GV-HOA']}" in capsys.readouterr().out
+    assert main(cli(node, "school-admin-S1", "duty-list", "--teacher", ids["GV-HOA"])) == 0  # ids still work
+    assert f"homeroom/{YEAR}/3A" in capsys.readouterr().out
+
+    assert main(cli(node, "school-admin-S1", "teacher-get", "GV-NOBODY")) == 1
+    assert "NOT_FOUND TEACHER_NOT_FOUND" in capsys.readouterr().err
+    assert main(cli(node, "school-admin-S2", "--json", "task-list", "GV-LAN")) == 1  # codes are per school
+    assert json.loads(capsys.readouterr().err)["reason"] == "TEACHER_NOT_FOUND"
+
+
+def test_cli_spells_levels_and_reasons_as_it_reads_them(node: RunningNode, capsys: pytest.CaptureFixture[str]) -> None:
+    """A level or departure reason prints the way the command line takes it (lower-secondary, not lower_secondary)."""
+    from transfer.client.cli import LEVELS, REASONS, fmt_handoff
+    from transfer.v1 import staff_pb2
+
+    code = new_lookup_code()
+    assert main(cli(node, "school-S1", "record-register", code, new_national_id(), "lower-secondary")) == 0
+    assert f"record {code} lower-secondary " in capsys.readouterr().out
+    assert main(cli(node, "school-S1", "record-list")) == 0
+    assert "lower-secondary" in capsys.readouterr().out
+    assert "lower-secondary" in LEVELS
+    line = fmt_handoff(staff_pb2.Handoff(id="h", teacher_id="t", reason=staff_pb2.DEPARTURE_REASON_MATERNITY_LEAVE))
+    assert " maternity-leave " in line and "maternity-leave" in REASONS

@@ -150,3 +150,47 @@ def test_an_interrupted_import_says_so_in_one_line_and_can_be_rerun(node: Runnin
     assert last.startswith("transfer-import: interrupted") and b"Traceback" not in err, err
     assert import_main(["--config", str(node.config_path), str(data)]) == 0
     assert sum(1 for _ in node.client("school-S3").iter_records(page_size=1000)) == len(rows)
+
+
+def test_progress_bar_only_on_a_terminal(node: RunningNode, tmp_path: Path) -> None:
+    """The redrawn progress bar goes to a terminal only; piped stderr gets plain lines at each tenth, no \\r."""
+    import pty
+
+    assert node.config_path is not None
+    data = _write(
+        tmp_path / "records.csv", [[new_lookup_code(), new_national_id(), "primary", "S3"] for _ in range(40)]
+    )
+    args = [sys.executable, "-m", "transfer.server.importer", "--config", str(node.config_path), str(data)]
+    piped = subprocess.run(args, capture_output=True, cwd=ROOT, timeout=120, check=False)
+    assert piped.returncode == 0, piped.stderr
+    assert b"\r" not in piped.stderr and b"40/40 rows (100%)\n" in piped.stderr, piped.stderr
+
+    again = _write(tmp_path / "more.csv", [[new_lookup_code(), new_national_id(), "primary", "S3"] for _ in range(40)])
+    leader, follower = pty.openpty()
+    try:
+        args[-1] = str(again)
+        proc = subprocess.run(args, stderr=follower, stdout=subprocess.DEVNULL, cwd=ROOT, timeout=120, check=False)
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0, seen
+    assert b"\r[" in seen and b"40/40 rows" in seen, seen
+
+
+def test_import_reads_levels_as_the_cli_spells_them() -> None:
+    """The CSV's level column takes transfer-cli's spelling (lower-secondary) and the older lower_secondary."""
+    from transfer.server.importer import _level
+
+    assert _level("lower-secondary") == _level("lower_secondary") == common_pb2.RECORD_LEVEL_LOWER_SECONDARY
+    assert _level("upper-secondary") == common_pb2.RECORD_LEVEL_UPPER_SECONDARY
+    assert _level("primary") == _level("1") == common_pb2.RECORD_LEVEL_PRIMARY
+    assert _level("lower secondary") == 0  # refused by the checks, with the field named

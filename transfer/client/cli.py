@@ -20,12 +20,14 @@ import importlib.metadata
 import json
 import math
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -69,6 +71,11 @@ def _enum(msg: Message, field: str, prefix: str) -> str:
     return v.name.removeprefix(prefix) if v else str(value)
 
 
+def _word(msg: Message, field: str, prefix: str) -> str:
+    """An enum value as the command line spells it on input: lower case, words joined by '-'."""
+    return _enum(msg, field, prefix).lower().replace("_", "-")
+
+
 def fmt_school(s: schools_pb2.School) -> str:
     return f"school {s.code:<20} {'active' if s.active else 'INACTIVE':<8} province {s.province}  {s.name}"
 
@@ -76,7 +83,7 @@ def fmt_school(s: schools_pb2.School) -> str:
 def fmt_record(r: records_pb2.Record) -> str:
     extra = f" open transfer {r.open_transfer_id}" if r.open_transfer_id else ""
     return (
-        f"record {r.lookup_code} {_enum(r, 'level', 'RECORD_LEVEL_').lower():<15} "
+        f"record {r.lookup_code} {_word(r, 'level', 'RECORD_LEVEL_'):<15} "
         f"custodian {r.custodian_school:<12} {_enum(r, 'status', 'RECORD_STATUS_')}{extra}"
     )
 
@@ -91,7 +98,7 @@ def fmt_transfer(t: transfers_pb2.Transfer) -> str:
     else:
         line += f"  decided {_when(t.decide_time)}"
     if t.delivery_state:
-        line += f"  delivery {_enum(t, 'delivery_state', 'DELIVERY_STATE_').lower()}"
+        line += f"  delivery {_word(t, 'delivery_state', 'DELIVERY_STATE_')}"
     if t.cancel_requested:
         line += "  cancellation requested"
     if t.reason:
@@ -222,6 +229,33 @@ def _shown(items: Iterable[T], ns: argparse.Namespace) -> Iterator[T]:
             _progress(f"showing the first {ns.limit}; more exist (--limit N to show more, --all for every one)")
             return
         yield item
+
+
+TEACHER_ID = re.compile(r"[0-9a-f]{32}")  # the node's ids; staff codes are at most 20 characters
+TEACHER_HELP = "the teacher's staff code (e.g. GV-LAN) or id"
+CODE_SCHOOL_HELP = "the school whose staff codes are meant (province admins; default: your own)"
+
+
+class Teachers:
+    """Turns what the user typed for a teacher (a staff code, or the node's id) into the id the node takes."""
+
+    def __init__(self, client: TransferClient, school: str) -> None:
+        self.client = client
+        self.school = school
+        self.by_code: dict[str, str] | None = None
+
+    def __call__(self, text: str) -> str:
+        if not text or TEACHER_ID.fullmatch(text):
+            return text
+        if self.by_code is None:  # one listing of the school, for every code on the line
+            self.by_code = {t.code: t.id for t in self.client.iter_teachers(self.school, page_size=PAGE_SIZE_ALL)}
+        found = self.by_code.get(text)
+        if found is None:
+            where = f"school {self.school}" if self.school else "your school"
+            raise TransferError(
+                grpc.StatusCode.NOT_FOUND, "TEACHER_NOT_FOUND", f"{where} has no teacher with staff code {text!r}"
+            )
+        return found
 
 
 def _watch_dropped(limit: int | None) -> Callable[[TransferError, int, float], None]:
@@ -372,28 +406,31 @@ def build_parser() -> argparse.ArgumentParser:
     s = listing("teacher-list", "list a school's teachers")
     s.add_argument("--school", default="")
     s = cmd("teacher-get", "show a teacher and their certificates")
-    s.add_argument("teacher_id")
+    s.add_argument("teacher", help=TEACHER_HELP)
+    s.add_argument("--school", default="", help=CODE_SCHOOL_HELP)
     s = cmd("duty-assign", "give a duty to a teacher (school admin)")
     s.add_argument("duty", help="principal | homeroom/<year>/<class> | subject/<year>/<class>/<subject>")
-    s.add_argument("teacher_id")
+    s.add_argument("teacher", help=TEACHER_HELP)
     s.add_argument("--school", default="")
     s.add_argument("--request-id")
     s = cmd("duty-list", "list a school's duties, or those a teacher holds")
     s.add_argument("--school", default="")
-    s.add_argument("--teacher", default="")
+    s.add_argument("--teacher", default="", help=TEACHER_HELP)
     s = listing("task-list", "list the signatures a teacher still owes")
-    s.add_argument("teacher_id")
+    s.add_argument("teacher", help=TEACHER_HELP)
+    s.add_argument("--school", default="", help=CODE_SCHOOL_HELP)
     s = cmd("depart", "record a teacher's departure and hand off their duties (school admin)")
-    s.add_argument("teacher_id")
+    s.add_argument("teacher", help=TEACHER_HELP)
+    s.add_argument("--school", default="", help=CODE_SCHOOL_HELP)
     s.add_argument("--reason", required=True, choices=sorted(REASONS))
     s.add_argument("--effective", required=True, help="YYYY-MM-DD: from this day their signatures are refused")
     s.add_argument("--until", default="", help="YYYY-MM-DD: end of a temporary absence")
-    s.add_argument("--replacement", default="", help="teacher taking every duty not named by --duty")
-    s.add_argument("--duty", action="append", default=[], help="DUTY_KEY=TEACHER_ID (repeatable)")
+    s.add_argument("--replacement", default="", help="teacher (staff code or id) taking every duty not named by --duty")
+    s.add_argument("--duty", action="append", default=[], help="DUTY_KEY=TEACHER (staff code or id; repeatable)")
     s.add_argument("--request-id")
     s = listing("handoff-list", "list a school's handoffs")
     s.add_argument("--school", default="")
-    s.add_argument("--teacher", default="")
+    s.add_argument("--teacher", default="", help=TEACHER_HELP)
 
     s = cmd("page-add", "add a page (one school year) to a record your school holds")
     s.add_argument("lookup_code")
@@ -413,7 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd("page-sign", "sign a page's digest with a teacher's key file and submit it")
     s.add_argument("page_id")
     s.add_argument("requirement", help="homeroom | principal | subject:<code>")
-    s.add_argument("teacher_id")
+    s.add_argument("teacher", help=TEACHER_HELP)
+    s.add_argument("--school", default="", help=CODE_SCHOOL_HELP)
     s.add_argument("--key", required=True, type=Path, help="the teacher's private key (PEM)")
     s.add_argument("--request-id")
     s = cmd("page-lock", "lock a fully signed page")
@@ -482,7 +520,7 @@ def fmt_page(p: pages_pb2.Page) -> str:
 def fmt_handoff(h: staff_pb2.Handoff) -> str:
     until = f" until {h.end_date}" if h.end_date else ""
     return (
-        f"handoff {h.id} teacher {h.teacher_id} {_enum(h, 'reason', 'DEPARTURE_REASON_').lower():<15} "
+        f"handoff {h.id} teacher {h.teacher_id} {_word(h, 'reason', 'DEPARTURE_REASON_'):<15} "
         f"from {h.effective_date}{until} {_enum(h, 'state', 'HANDOFF_STATE_'):<10} moved {h.moved_tasks} task(s)"
         + (f" -> {h.replacement_teacher_id}" if h.replacement_teacher_id else "")
     )
@@ -493,6 +531,7 @@ def run(ns: argparse.Namespace, out: Output) -> None:
         # Drawn here, so that a failure can name it: running the command again with it is safe.
         ns.request_id = new_request_id()
     c = _client(ns)
+    teacher_ref = Teachers(c, getattr(ns, "school", ""))
     with c:
         match ns.command:
             case "initiate":
@@ -569,26 +608,28 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                 for teacher in _shown(c.iter_teachers(ns.school, page_size=_page_size(ns)), ns):
                     out.show(teacher, fmt_teacher)
             case "teacher-get":
-                out.show(c.get_teacher(ns.teacher_id), fmt_teacher)
+                out.show(c.get_teacher(teacher_ref(ns.teacher)), fmt_teacher)
             case "duty-assign":
-                duty = c.assign_duty(parse_duty_key(ns.duty), ns.teacher_id, school=ns.school, request_id=ns.request_id)
+                duty = c.assign_duty(
+                    parse_duty_key(ns.duty), teacher_ref(ns.teacher), school=ns.school, request_id=ns.request_id
+                )
                 out.show(duty, fmt_duty)
             case "duty-list":
-                for d in c.list_duties(school=ns.school, teacher_id=ns.teacher):
+                for d in c.list_duties(school=ns.school, teacher_id=teacher_ref(ns.teacher)):
                     out.show(d, fmt_duty)
             case "task-list":
-                for task in _shown(c.iter_signing_tasks(ns.teacher_id, page_size=_page_size(ns)), ns):
+                for task in _shown(c.iter_signing_tasks(teacher_ref(ns.teacher), page_size=_page_size(ns)), ns):
                     out.show(task, fmt_task)
             case "depart":
                 pairs = []
                 for item in ns.duty:
-                    key, sep, teacher = item.partition("=")
+                    key, sep, who = item.partition("=")
                     if not sep:
-                        raise UsageError(f"--duty wants DUTY_KEY=TEACHER_ID, not {item!r}")
-                    pairs.append((parse_duty_key(key), teacher))
+                        raise UsageError(f"--duty wants DUTY_KEY=TEACHER, not {item!r}")
+                    pairs.append((parse_duty_key(key), teacher_ref(who)))
                 handoff, receipt = c.record_departure(
-                    ns.teacher_id, REASONS[ns.reason], ns.effective, end_date=ns.until,
-                    replacement=ns.replacement, replacements=pairs, request_id=ns.request_id,
+                    teacher_ref(ns.teacher), REASONS[ns.reason], ns.effective, end_date=ns.until,
+                    replacement=teacher_ref(ns.replacement), replacements=pairs, request_id=ns.request_id,
                 )  # fmt: skip
                 out.show(handoff, lambda h: f"{fmt_handoff(h)}  [log entry {receipt.index}]")
             case "peer-receipts":
@@ -599,7 +640,9 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                 for peer in c.list_deliveries():
                     out.show(peer, fmt_deliveries)
             case "handoff-list":
-                for h in _shown(c.iter_handoffs(ns.school, teacher_id=ns.teacher, page_size=_page_size(ns)), ns):
+                for h in _shown(
+                    c.iter_handoffs(ns.school, teacher_id=teacher_ref(ns.teacher), page_size=_page_size(ns)), ns
+                ):
                     out.show(h, fmt_handoff)
             case "page-add":
                 track = pages_pb2.LOCK_TRACK_SUPPLEMENTARY if ns.supplementary else pages_pb2.LOCK_TRACK_COMPLETED
@@ -625,7 +668,7 @@ def run(ns: argparse.Namespace, out: Output) -> None:
                 except (ValueError, TypeError) as exc:  # not PEM, encrypted, or a key type the node does not take
                     raise UsageError(f"--key {ns.key}: cannot sign with this key: {exc}") from None
                 signed = c.sign_page(
-                    ns.page_id, parse_requirement(ns.requirement), ns.teacher_id, page.digest, signature,
+                    ns.page_id, parse_requirement(ns.requirement), teacher_ref(ns.teacher), page.digest, signature,
                     request_id=ns.request_id,
                 )  # fmt: skip
                 out.show(signed, fmt_page)

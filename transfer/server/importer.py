@@ -3,7 +3,8 @@
 For a province bringing its existing records onto a node (and for the
 benchmarks' million-record seeding). The CSV has a header line and the
 columns `lookup_code,national_id,level,custodian_school`; `level` is 1, 2, 3
-or `primary`, `lower_secondary`, `upper_secondary`. Each row gets the checks
+or `primary`, `lower-secondary`, `upper-secondary` (as transfer-cli spells
+them; `lower_secondary` and `upper_secondary` are read too). Each row gets the checks
 of RegisterRecord (formats, an active school of this node, no second record
 with that lookup code, one record per pupil and level).
 
@@ -58,7 +59,7 @@ def _level(text: str) -> int:
     try:
         if not text.isascii():  # "prımary".upper() is "PRIMARY"
             raise KeyError(text)
-        return int(RecordLevel[text.upper()])
+        return int(RecordLevel[text.upper().replace("-", "_")])
     except KeyError:
         return 0  # refused by the checks, with the field named
 
@@ -90,14 +91,27 @@ def _rows(f: TextIO, rejects: list[tuple[int, str, str]]) -> Iterator[tuple[int,
 
 
 class Progress:
-    def __init__(self, total: int, out: TextIO = sys.stderr) -> None:
+    """How far the import is, on stderr: a bar redrawn in place when stderr is a terminal, otherwise (a log
+    file, a pipe) a plain line at each tenth of the rows, so a log holds no carriage returns."""
+
+    def __init__(self, total: int, out: TextIO = sys.stderr, *, terminal: bool | None = None) -> None:
         self.total = total
         self.out = out
+        self.terminal = out.isatty() if terminal is None else terminal
         self.start = time.monotonic()
         self.last = 0.0
         self.open_line = False
+        self.tenths = 0
 
     def show(self, done: int, final: bool = False) -> None:
+        if not self.terminal:
+            tenths = 10 * done // max(self.total, 1)
+            if tenths > self.tenths or (final and done and not self.tenths):
+                self.tenths = tenths
+                pct = 100 * done // max(self.total, 1)
+                self.out.write(f"transfer-import: {done:,}/{self.total:,} rows ({pct}%)\n")
+                self.out.flush()
+            return
         now = time.monotonic()
         if not final and now - self.last < 0.5:
             return
