@@ -24,7 +24,7 @@ COPY transfer ./transfer
 COPY storage ./storage
 RUN if [ -n "$PIP_CERT" ]; then export PIP_CERT; else unset PIP_CERT; fi \
     && python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --quiet -c constraints.txt . \
+    && /opt/venv/bin/pip install --no-cache-dir --quiet -c constraints.txt ".[server]" \
     && /opt/venv/bin/python -c "import transfer.server.app"
 
 RUN useradd --system --uid 10001 --user-group --home-dir /var/lib/hocba --create-home --shell /usr/sbin/nologin node \
