@@ -44,3 +44,11 @@ def test_package_metadata_keeps_the_server_in_an_extra() -> None:
     assert (ROOT / "transfer" / "py.typed").is_file()
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["setuptools"]
     assert "py.typed" in package_data["package-data"]["transfer"]
+
+
+def test_a_server_command_without_the_extra_names_it() -> None:
+    """A client-only install that loads the node is told to install the `server` extra."""
+    code = BLOCKED + "import transfer.server.app\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
+    assert done.returncode == 1
+    assert "pip install 'hocba-transfer[server]'" in done.stderr.splitlines()[-1], done.stderr
