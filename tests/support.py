@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 import psycopg
+import pytest
 from hypothesis import HealthCheck, settings
 
 from transfer.client import ClientTls, RetryPolicy, TransferClient
@@ -248,6 +249,17 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def postgres_base(request: pytest.FixtureRequest) -> str:
+    """TRANSFER_TEST_PG, the server the [postgresql] cases make their databases on; without it the test is
+    skipped (failed under --require-postgres)."""
+    base = os.environ.get("TRANSFER_TEST_PG")
+    if not base:
+        if request.config.getoption("--require-postgres"):
+            pytest.fail("TRANSFER_TEST_PG is not set but --require-postgres was given")
+        pytest.skip("PostgreSQL not configured (set TRANSFER_TEST_PG, or run `make test`)")
+    return base
 
 
 def create_pg_database(base_url: str) -> str:

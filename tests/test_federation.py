@@ -50,6 +50,7 @@ from tests.support import (
     drop_pg_database,
     load_config,
     model_settings,
+    postgres_base,
     running_node,
     write_config,
 )
@@ -77,22 +78,6 @@ FAILED = transfers_pb2.DELIVERY_STATE_FAILED
 INCOMING = transfers_pb2.TRANSFER_DIRECTION_INCOMING
 
 
-@pytest.fixture(scope="session")
-def pki79(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pki79")
-    make_dev_pki(out, "79", ["D1", "D2"])
-    SigningCA(out, not_before=datetime(2020, 1, 1, tzinfo=UTC), not_after=datetime(2040, 1, 1, tzinfo=UTC))
-    return out
-
-
-@pytest.fixture(scope="session")
-def signing_bundle(tmp_path_factory: pytest.TempPathFactory, pki: Path, pki79: Path) -> Path:
-    """Both provinces' teacher CAs: each node trusts the signatures of the other's teachers."""
-    out = tmp_path_factory.mktemp("bundle") / "signing-cas.pem"
-    out.write_bytes((pki / "signing-ca.pem").read_bytes() + (pki79 / "signing-ca.pem").read_bytes())
-    return out
-
-
 StartPair = Callable[..., Pair]
 
 
@@ -118,11 +103,7 @@ def start_pair(
             if engine == "sqlite":
                 urls.append(f"sqlite:///{tmp_path / name / 'node.db'}")
             else:
-                if not base:
-                    if request.config.getoption("--require-postgres"):
-                        pytest.fail("TRANSFER_TEST_PG is not set but --require-postgres was given")
-                    pytest.skip("PostgreSQL not configured (set TRANSFER_TEST_PG, or run `make test`)")
-                urls.append(create_pg_database(base))
+                urls.append(create_pg_database(postgres_base(request)))
                 pg_urls.append(urls[-1])
         port_a, port_b = free_port(), free_port()
         a = make_node(tmp_path / "a", pki, "01", urls[0], port_a, (pki79, "79", a_peer_port or port_b),

@@ -13,14 +13,20 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from tests.federation import Node, free_port, make_node, wait_for
-from tests.support import ROOT, create_pg_database, drop_pg_database, new_lookup_code, new_national_id, write_config
-from transfer.devpki import SigningCA, make_dev_pki
+from tests.support import (
+    ROOT,
+    create_pg_database,
+    drop_pg_database,
+    new_lookup_code,
+    new_national_id,
+    postgres_base,
+    write_config,
+)
 from transfer.ledger.merkle import EMPTY_ROOT
 from transfer.ledger.note import (
     Checkpoint,
@@ -39,21 +45,6 @@ from transfer.v1 import common_pb2
 pytestmark = pytest.mark.slow
 
 SIZE = "text/x.tlog.size"
-
-
-@pytest.fixture(scope="session")
-def pki79(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pki79")
-    make_dev_pki(out, "79", ["D1"])
-    SigningCA(out, not_before=datetime(2020, 1, 1, tzinfo=UTC), not_after=datetime(2040, 1, 1, tzinfo=UTC))
-    return out
-
-
-@pytest.fixture(scope="session")
-def signing_bundle(tmp_path_factory: pytest.TempPathFactory, pki: Path, pki79: Path) -> Path:
-    out = tmp_path_factory.mktemp("bundle") / "signing-cas.pem"
-    out.write_bytes((pki / "signing-ca.pem").read_bytes() + (pki79 / "signing-ca.pem").read_bytes())
-    return out
 
 
 def witness_cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -157,11 +148,7 @@ def start_nodes(
     def database(name: str, engine: str) -> str:
         if engine == "sqlite":
             return f"sqlite:///{tmp_path / name / 'node.db'}"
-        if not base:
-            if request.config.getoption("--require-postgres"):
-                pytest.fail("TRANSFER_TEST_PG is not set but --require-postgres was given")
-            pytest.skip("PostgreSQL not configured (set TRANSFER_TEST_PG, or run `make test`)")
-        pg_urls.append(create_pg_database(base))
+        pg_urls.append(create_pg_database(postgres_base(request)))
         return pg_urls[-1]
 
     def start(engine: str = "sqlite") -> tuple[WitnessingNode, WitnessingNode]:

@@ -14,7 +14,7 @@ import pytest
 from tests.federation import wait_for
 from tests.staffing import new_record
 from tests.support import ServerProcess, new_lookup_code, new_national_id, write_config
-from tests.test_federation import StartPair, pki79, signing_bundle, start_pair  # noqa: F401 (fixtures)
+from tests.test_federation import StartPair, start_pair  # noqa: F401 (fixtures)
 from transfer.client import NO_RETRY, ClientTls, RetryPolicy, TransferClient, TransferError
 from transfer.client.cli import main as cli_main
 from transfer.server.config import ConfigError, load
