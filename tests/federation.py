@@ -18,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.support import ROOT, ServerProcess, db_snapshot, write_config
+from tests.support import PATIENT, ROOT, ServerProcess, db_snapshot, write_config
 from transfer.auditor import pins_from, read_node
 from transfer.client import ClientTls, RetryPolicy, TransferClient, TransferError
 from transfer.domain.custody import check_federation
@@ -27,7 +27,6 @@ from transfer.domain.model import Role
 from transfer.identity import province_uri, role_uri
 from transfer.v1 import peers_pb2_grpc, records_pb2
 
-PATIENT = RetryPolicy(attempts=60, initial_backoff=0.1, max_backoff=0.5, total_seconds=30)
 T = TypeVar("T")
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -24,13 +23,13 @@ from storage.database import sync_url
 from tests.federation import Node, close_all, free_port, make_node, wait_for
 from tests.staffing import new_record
 from tests.support import (
-    ROOT,
     FakeClock,
     RunningNode,
     create_pg_database,
     drop_pg_database,
     load_config,
     postgres_base,
+    run_module,
     running_node,
     write_config,
 )
@@ -370,14 +369,7 @@ key_file = "{pki / "auditor.key"}"
 
 
 def run_audit(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "transfer.auditor", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_module("transfer.auditor", *args, timeout=120)
 
 
 def covered(node: Node) -> None:

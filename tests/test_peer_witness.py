@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.federation import Node, free_port, make_node, wait_for
+from tests.federation import Node, free_port, make_node, peer_block, wait_for
 from tests.support import (
     ROOT,
     create_pg_database,
@@ -25,6 +25,7 @@ from tests.support import (
     new_lookup_code,
     new_national_id,
     postgres_base,
+    run_module,
     write_config,
 )
 from transfer.ledger.merkle import EMPTY_ROOT
@@ -49,14 +50,7 @@ SIZE = "text/x.tlog.size"
 
 def witness_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """`transfer-witness ARGS` as a process."""
-    return subprocess.run(
-        [sys.executable, "-m", "transfer.witness", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_module("transfer.witness", *args, timeout=60)
 
 
 def generate_witness_key(name: str, path: Path, *, keygen: bool = False) -> str:
@@ -344,18 +338,7 @@ def test_a_bad_witness_configuration_is_refused_in_one_line(tmp_path: Path, pki:
     file, and a state file that cannot be opened."""
     key = tmp_path / "witness.key"
     generate_witness_key("hocba.invalid/province/01/witness", key)
-    peers = f"""
-[seal]
-key_file = "{pki / "seal.key"}"
-
-[[peers]]
-province = "79"
-address = "127.0.0.1:1"
-server_name = "localhost"
-ca_file = "{pki79 / "ca.pem"}"
-seal_vkey_file = "{pki79 / "seal.vkey"}"
-log_vkey_file = "{pki79 / "log.vkey"}"
-"""
+    peers = f'\n[seal]\nkey_file = "{pki / "seal.key"}"\n' + peer_block(pki79, "79", 1)
     sqlite = f"sqlite:///{tmp_path / 'node.db'}"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
