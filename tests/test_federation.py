@@ -11,7 +11,6 @@ import collections
 import contextlib
 import dataclasses
 import json
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +31,7 @@ from storage import schema
 from storage.database import sync_url
 from tests.federation import (
     Node,
+    NodeDatabases,
     Pair,
     free_port,
     issue_from_ca,
@@ -46,11 +46,8 @@ from tests.federation import (
 from tests.staffing import HOMEROOM, MATH, PRINCIPAL, add_page, duty, hire, new_record, sign
 from tests.support import (
     FakeClock,
-    create_pg_database,
-    drop_pg_database,
     load_config,
     model_settings,
-    postgres_base,
     running_node,
     write_config,
 )
@@ -86,8 +83,7 @@ def start_pair(
     request: pytest.FixtureRequest, tmp_path: Path, pki: Path, pki79: Path, signing_bundle: Path
 ) -> Iterator[StartPair]:
     nodes: list[Node] = []
-    pg_urls: list[str] = []
-    base = os.environ.get("TRANSFER_TEST_PG", "")
+    databases = NodeDatabases(request, tmp_path)
 
     def start(
         engine: str = "sqlite",
@@ -98,13 +94,7 @@ def start_pair(
         a_peer_port: int | None = None,
         a_more_peers: Sequence[tuple[Path, str, int]] = (),
     ) -> Pair:
-        urls = []
-        for name in ("a", "b"):
-            if engine == "sqlite":
-                urls.append(f"sqlite:///{tmp_path / name / 'node.db'}")
-            else:
-                urls.append(create_pg_database(postgres_base(request)))
-                pg_urls.append(urls[-1])
+        urls = [databases.url(name, engine) for name in ("a", "b")]
         port_a, port_b = free_port(), free_port()
         a = make_node(tmp_path / "a", pki, "01", urls[0], port_a, (pki79, "79", a_peer_port or port_b),
                       signing_bundle, env_a, a_more_peers)  # fmt: skip
@@ -122,8 +112,7 @@ def start_pair(
     finally:
         for n in nodes:
             n.close()
-        for url in pg_urls:
-            drop_pg_database(base, url)
+        databases.drop()
 
 
 def prepared_record(node: Node) -> tuple[str, str]:

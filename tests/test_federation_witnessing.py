@@ -6,7 +6,6 @@ and docs/operations.md ("Witnessing in a federation") configures them."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,8 +15,8 @@ from typing import Protocol
 
 import pytest
 
-from tests.federation import Node, free_port, make_node, wait_for
-from tests.support import create_pg_database, drop_pg_database, new_lookup_code, new_national_id, postgres_base
+from tests.federation import Node, NodeDatabases, free_port, make_node, wait_for
+from tests.support import new_lookup_code, new_national_id
 from tests.test_witness import WitnessProcess
 from transfer.client import TransferClient
 from transfer.devpki import dev_witness_name, make_dev_witness
@@ -78,14 +77,7 @@ def start_federation(
     """A standalone witness of both logs, then nodes 01 and 79, each the other's peer and witness."""
     nodes: list[Node] = []
     witnesses: list[WitnessProcess] = []
-    pg_urls: list[str] = []
-    base = os.environ.get("TRANSFER_TEST_PG", "")
-
-    def database(name: str, engine: str) -> str:
-        if engine == "sqlite":
-            return f"sqlite:///{tmp_path / name / 'node.db'}"
-        pg_urls.append(create_pg_database(postgres_base(request)))
-        return pg_urls[-1]
+    databases = NodeDatabases(request, tmp_path)
 
     def start(engine: str, *, peer_policy: bool = False, env_b: dict[str, str] | None = None) -> Federation:
         """`peer_policy`: each node pins its peer's witnesses (its own witness and the standalone one,
@@ -108,7 +100,7 @@ def start_federation(
             ("b", pki79, "79", port_b, witness_b, (pki, "01", port_a), (pki, "01", witness_a)),
         ):
             (tmp_path / name).mkdir(parents=True, exist_ok=True)
-            url = database(name, engine)
+            url = databases.url(name, engine)
             state = tmp_path / name / "node.witness.sqlite" if engine != "sqlite" else None
             section = witnessing_config(own, witness_port, state, peer_witness, standalone_dir, standalone_url)
             env = env_b if name == "b" else None
@@ -144,8 +136,7 @@ def start_federation(
             n.close()
         for w in witnesses:
             w.stop()
-        for url in pg_urls:
-            drop_pg_database(base, url)
+        databases.drop()
 
 
 @dataclass

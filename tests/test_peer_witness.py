@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
-import os
 import shutil
 import socket
 import subprocess
@@ -17,14 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.federation import Node, free_port, make_node, peer_block, wait_for
+from tests.federation import Node, NodeDatabases, free_port, make_node, peer_block, wait_for
 from tests.support import (
     ROOT,
-    create_pg_database,
-    drop_pg_database,
     new_lookup_code,
     new_national_id,
-    postgres_base,
     run_module,
     write_config,
 )
@@ -136,14 +132,7 @@ def start_nodes(
 ) -> Iterator[StartNodes]:
     """Nodes 01 (A) and 79 (B), each the other's peer and each with a [witness] with a key of its own."""
     nodes: list[Node] = []
-    pg_urls: list[str] = []
-    base = os.environ.get("TRANSFER_TEST_PG", "")
-
-    def database(name: str, engine: str) -> str:
-        if engine == "sqlite":
-            return f"sqlite:///{tmp_path / name / 'node.db'}"
-        pg_urls.append(create_pg_database(postgres_base(request)))
-        return pg_urls[-1]
+    databases = NodeDatabases(request, tmp_path)
 
     def start(engine: str = "sqlite") -> tuple[WitnessingNode, WitnessingNode]:
         started = []
@@ -155,7 +144,7 @@ def start_nodes(
             (tmp_path / name).mkdir(parents=True, exist_ok=True)
             key = tmp_path / name / "witness.key"
             vkey = generate_witness_key(f"hocba.invalid/province/{province}/witness", key, keygen=name == "a")
-            url = database(name, engine)
+            url = databases.url(name, engine)
             # Beside the SQLite database by default; PostgreSQL needs it named.
             state = tmp_path / name / "node.witness.sqlite"
             witness_port = free_port()
@@ -173,8 +162,7 @@ def start_nodes(
     finally:
         for n in nodes:
             n.close()
-        for url in pg_urls:
-            drop_pg_database(base, url)
+        databases.drop()
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
