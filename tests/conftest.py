@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +14,7 @@ from tests.support import (
     create_pg_database,
     drop_pg_database,
     load_config,
+    postgres_base,
     running_node,
     write_config,
 )
@@ -52,17 +52,33 @@ def rogue_pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def pki79(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Province 79's development PKI, for federation tests: CA, node, admins, schools D1-D2 and a teachers'
+    signing CA valid 2020-2040."""
+    out = tmp_path_factory.mktemp("pki79")
+    make_dev_pki(out, "79", ["D1", "D2"])
+    SigningCA(out, not_before=datetime(2020, 1, 1, tzinfo=UTC), not_after=datetime(2040, 1, 1, tzinfo=UTC))
+    return out
+
+
+@pytest.fixture(scope="session")
+def signing_bundle(tmp_path_factory: pytest.TempPathFactory, pki: Path, pki79: Path) -> Path:
+    """Both provinces' teacher CAs: each node trusts the signatures of the other's teachers.
+
+    Made once a session from this file's pki79: a module with a pki79 of its own defines its own bundle."""
+    out = tmp_path_factory.mktemp("bundle") / "signing-cas.pem"
+    out.write_bytes((pki / "signing-ca.pem").read_bytes() + (pki79 / "signing-ca.pem").read_bytes())
+    return out
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh database for one test, on each engine."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'node.db'}"
         return
-    base = os.environ.get("TRANSFER_TEST_PG")
-    if not base:
-        if request.config.getoption("--require-postgres"):
-            pytest.fail("TRANSFER_TEST_PG is not set but --require-postgres was given")
-        pytest.skip("PostgreSQL not configured (set TRANSFER_TEST_PG, or run `make test`)")
+    base = postgres_base(request)
     url = create_pg_database(base)
     try:
         yield url

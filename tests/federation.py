@@ -3,6 +3,7 @@ loopback, each with its own PKI and database, configured as each other's peer.""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -14,11 +15,21 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from tests.support import ROOT, ServerProcess, db_snapshot, write_config
+from tests.support import (
+    PATIENT,
+    ROOT,
+    ServerProcess,
+    create_pg_database,
+    db_snapshot,
+    drop_pg_database,
+    postgres_base,
+    write_config,
+)
 from transfer.auditor import pins_from, read_node
 from transfer.client import ClientTls, RetryPolicy, TransferClient, TransferError
 from transfer.domain.custody import check_federation
@@ -27,7 +38,6 @@ from transfer.domain.model import Role
 from transfer.identity import province_uri, role_uri
 from transfer.v1 import peers_pb2_grpc, records_pb2
 
-PATIENT = RetryPolicy(attempts=60, initial_backoff=0.1, max_backoff=0.5, total_seconds=30)
 T = TypeVar("T")
 
 
@@ -64,6 +74,26 @@ ca_file = "{pki / "ca.pem"}"
 seal_vkey_file = "{pki / "seal.vkey"}"
 log_vkey_file = "{pki / "log.vkey"}"
 """
+
+
+class NodeDatabases:
+    """The nodes' databases in a federation fixture: a SQLite file under tmp_path/NAME, or a fresh PostgreSQL
+    database (the test skipped without TRANSFER_TEST_PG), dropped by drop()."""
+
+    def __init__(self, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+        self.request, self.tmp_path = request, tmp_path
+        self.base = os.environ.get("TRANSFER_TEST_PG", "")
+        self.pg_urls: list[str] = []
+
+    def url(self, name: str, engine: str) -> str:
+        if engine == "sqlite":
+            return f"sqlite:///{self.tmp_path / name / 'node.db'}"
+        self.pg_urls.append(create_pg_database(postgres_base(self.request)))
+        return self.pg_urls[-1]
+
+    def drop(self) -> None:
+        for url in self.pg_urls:
+            drop_pg_database(self.base, url)
 
 
 @dataclass

@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 import psycopg
+import pytest
 from hypothesis import HealthCheck, settings
 
 from transfer.client import ClientTls, RetryPolicy, TransferClient
@@ -248,6 +249,44 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+PATIENT = RetryPolicy(attempts=60, initial_backoff=0.1, max_backoff=0.5, total_seconds=30)
+
+
+def process_client(server: ServerProcess, pki: Path, identity: str, retry: RetryPolicy = PATIENT) -> TransferClient:
+    """A client of the node process `server` as `identity` of `pki`."""
+    return TransferClient(server.address, ClientTls.from_pki(pki, identity), timeout=5, retry=retry)
+
+
+@contextlib.contextmanager
+def with_schools(server: ServerProcess, pki: Path) -> Iterator[ServerProcess]:
+    """The started node process `server` with schools S1 and S2 registered; stopped at the end."""
+    try:
+        with process_client(server, pki, "province-admin") as admin:
+            for code in ("S1", "S2"):
+                admin.register_school(code, f"Trường {code}")
+        yield server
+    finally:
+        server.stop()
+
+
+def run_module(module: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """`python -m MODULE ARGS` in the repository, its output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def postgres_base(request: pytest.FixtureRequest) -> str:
+    """TRANSFER_TEST_PG, the server the [postgresql] cases make their databases on; without it the test is
+    skipped (failed under --require-postgres)."""
+    base = os.environ.get("TRANSFER_TEST_PG")
+    if not base:
+        if request.config.getoption("--require-postgres"):
+            pytest.fail("TRANSFER_TEST_PG is not set but --require-postgres was given")
+        pytest.skip("PostgreSQL not configured (set TRANSFER_TEST_PG, or run `make test`)")
+    return base
 
 
 def create_pg_database(base_url: str) -> str:

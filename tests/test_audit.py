@@ -8,9 +8,7 @@ acknowledgement is missing or names another package fail naming the entries."""
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -25,18 +23,18 @@ from storage.database import sync_url
 from tests.federation import Node, close_all, free_port, make_node, wait_for
 from tests.staffing import new_record
 from tests.support import (
-    ROOT,
     FakeClock,
     RunningNode,
     create_pg_database,
     drop_pg_database,
     load_config,
+    postgres_base,
+    run_module,
     running_node,
     write_config,
 )
 from transfer.auditor import UsageError, pins_from
 from transfer.client.logverify import EntryMismatch, LogVerifier
-from transfer.devpki import make_dev_pki
 from transfer.domain.custody import DEFAULT_HORIZON, Report, Rule, check_federation, read_entries
 from transfer.domain.leaves import (
     NO_PEER_ENTRY,
@@ -334,31 +332,13 @@ def test_one_log_per_province() -> None:
 ORIGIN = "hocba.invalid/province/{}/log"
 
 
-@pytest.fixture(scope="session")
-def pki79(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pki79")
-    make_dev_pki(out, "79", ["D1"])
-    return out
-
-
-@pytest.fixture(scope="session")
-def signing_bundle(tmp_path_factory: pytest.TempPathFactory, pki: Path, pki79: Path) -> Path:
-    out = tmp_path_factory.mktemp("bundle") / "signing-cas.pem"
-    out.write_bytes((pki / "signing-ca.pem").read_bytes() + (pki79 / "signing-ca.pem").read_bytes())
-    return out
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine_urls(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """Two fresh databases, one per province, on each engine."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
         return
-    base = os.environ.get("TRANSFER_TEST_PG")
-    if not base:
-        if request.config.getoption("--require-postgres"):
-            pytest.fail("TRANSFER_TEST_PG is not set but --require-postgres was given")
-        pytest.skip("PostgreSQL not configured (set TRANSFER_TEST_PG, or run `make test`)")
+    base = postgres_base(request)
     urls = (create_pg_database(base), create_pg_database(base))
     try:
         yield urls
@@ -389,14 +369,7 @@ key_file = "{pki / "auditor.key"}"
 
 
 def run_audit(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "transfer.auditor", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    return run_module("transfer.auditor", *args, timeout=120)
 
 
 def covered(node: Node) -> None:

@@ -33,6 +33,7 @@ from tests.support import (
     drop_pg_database,
     new_lookup_code,
     new_national_id,
+    postgres_base,
     write_config,
 )
 from transfer.client import ClientTls, RetryPolicy, TransferClient
@@ -372,11 +373,7 @@ def test_progress_goes_to_stderr_only_on_a_terminal(node_db: Path, tmp_path: Pat
 @pytest.fixture
 def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh PostgreSQL database (the drill's second engine)."""
-    base = os.environ.get("TRANSFER_TEST_PG")
-    if not base:
-        if request.config.getoption("--require-postgres"):
-            pytest.fail("TRANSFER_TEST_PG is not set but --require-postgres was given")
-        pytest.skip("PostgreSQL not configured (set TRANSFER_TEST_PG, or run `make test`)")
+    base = postgres_base(request)
     url = create_pg_database(base)
     try:
         yield url

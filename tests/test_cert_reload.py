@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from tests.federation import close_all, free_port, make_node
 from tests.federation import wait_for as wait_until
 from tests.staffing import new_record
-from tests.support import ServerProcess, new_lookup_code, new_national_id, write_config
-from transfer.client import NO_RETRY, ClientTls, RetryPolicy, TransferClient, TransferError
+from tests.support import ServerProcess, new_lookup_code, new_national_id, with_schools, write_config
+from tests.support import process_client as client
+from transfer.client import NO_RETRY, ClientTls, TransferClient, TransferError
 from transfer.devpki import DevCA, make_dev_pki
 from transfer.revocation import Revocations
 from transfer.server.config import ConfigError, load
@@ -31,7 +32,6 @@ from transfer.v1 import common_pb2, transfers_pb2
 pytestmark = pytest.mark.slow
 
 INCOMING = transfers_pb2.TRANSFER_DIRECTION_INCOMING
-PATIENT = RetryPolicy(attempts=60, initial_backoff=0.1, max_backoff=0.5, total_seconds=30)
 RELOADED = '"TLS material reloaded"'
 REFUSED = "TLS reload refused"
 
@@ -49,17 +49,8 @@ def server(tmp_path: Path, own_pki: Path) -> Iterator[ServerProcess]:
     cfg = write_config(tmp_path / "node.toml", pki=own_pki, database_url=f"sqlite:///{tmp_path / 'node.db'}")
     proc = ServerProcess(cfg, tmp_path / "server.log", env={"TRANSFER_TLS_REVOKED_FILE": str(tmp_path / "revoked.txt")})
     proc.start()
-    try:
-        with client(proc, own_pki, "province-admin") as admin:
-            for code in ("S1", "S2"):
-                admin.register_school(code, f"Trường {code}")
+    with with_schools(proc, own_pki):
         yield proc
-    finally:
-        proc.stop()
-
-
-def client(server: ServerProcess, pki: Path, identity: str, retry: RetryPolicy = PATIENT) -> TransferClient:
-    return TransferClient(server.address, ClientTls.from_pki(pki, identity), timeout=5, retry=retry)
 
 
 def served_serial(server: ServerProcess, pki: Path) -> int:

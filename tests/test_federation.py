@@ -11,7 +11,6 @@ import collections
 import contextlib
 import dataclasses
 import json
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +31,7 @@ from storage import schema
 from storage.database import sync_url
 from tests.federation import (
     Node,
+    NodeDatabases,
     Pair,
     free_port,
     issue_from_ca,
@@ -46,8 +46,6 @@ from tests.federation import (
 from tests.staffing import HOMEROOM, MATH, PRINCIPAL, add_page, duty, hire, new_record, sign
 from tests.support import (
     FakeClock,
-    create_pg_database,
-    drop_pg_database,
     load_config,
     model_settings,
     running_node,
@@ -77,22 +75,6 @@ FAILED = transfers_pb2.DELIVERY_STATE_FAILED
 INCOMING = transfers_pb2.TRANSFER_DIRECTION_INCOMING
 
 
-@pytest.fixture(scope="session")
-def pki79(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pki79")
-    make_dev_pki(out, "79", ["D1", "D2"])
-    SigningCA(out, not_before=datetime(2020, 1, 1, tzinfo=UTC), not_after=datetime(2040, 1, 1, tzinfo=UTC))
-    return out
-
-
-@pytest.fixture(scope="session")
-def signing_bundle(tmp_path_factory: pytest.TempPathFactory, pki: Path, pki79: Path) -> Path:
-    """Both provinces' teacher CAs: each node trusts the signatures of the other's teachers."""
-    out = tmp_path_factory.mktemp("bundle") / "signing-cas.pem"
-    out.write_bytes((pki / "signing-ca.pem").read_bytes() + (pki79 / "signing-ca.pem").read_bytes())
-    return out
-
-
 StartPair = Callable[..., Pair]
 
 
@@ -101,8 +83,7 @@ def start_pair(
     request: pytest.FixtureRequest, tmp_path: Path, pki: Path, pki79: Path, signing_bundle: Path
 ) -> Iterator[StartPair]:
     nodes: list[Node] = []
-    pg_urls: list[str] = []
-    base = os.environ.get("TRANSFER_TEST_PG", "")
+    databases = NodeDatabases(request, tmp_path)
 
     def start(
         engine: str = "sqlite",
@@ -113,17 +94,7 @@ def start_pair(
         a_peer_port: int | None = None,
         a_more_peers: Sequence[tuple[Path, str, int]] = (),
     ) -> Pair:
-        urls = []
-        for name in ("a", "b"):
-            if engine == "sqlite":
-                urls.append(f"sqlite:///{tmp_path / name / 'node.db'}")
-            else:
-                if not base:
-                    if request.config.getoption("--require-postgres"):
-                        pytest.fail("TRANSFER_TEST_PG is not set but --require-postgres was given")
-                    pytest.skip("PostgreSQL not configured (set TRANSFER_TEST_PG, or run `make test`)")
-                urls.append(create_pg_database(base))
-                pg_urls.append(urls[-1])
+        urls = [databases.url(name, engine) for name in ("a", "b")]
         port_a, port_b = free_port(), free_port()
         a = make_node(tmp_path / "a", pki, "01", urls[0], port_a, (pki79, "79", a_peer_port or port_b),
                       signing_bundle, env_a, a_more_peers)  # fmt: skip
@@ -141,8 +112,7 @@ def start_pair(
     finally:
         for n in nodes:
             n.close()
-        for url in pg_urls:
-            drop_pg_database(base, url)
+        databases.drop()
 
 
 def prepared_record(node: Node) -> tuple[str, str]:

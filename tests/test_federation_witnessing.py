@@ -6,22 +6,20 @@ and docs/operations.md ("Witnessing in a federation") configures them."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
 import pytest
 
-from tests.federation import Node, free_port, make_node, wait_for
-from tests.support import create_pg_database, drop_pg_database, new_lookup_code, new_national_id
+from tests.federation import Node, NodeDatabases, free_port, make_node, wait_for
+from tests.support import new_lookup_code, new_national_id
 from tests.test_witness import WitnessProcess
 from transfer.client import TransferClient
-from transfer.devpki import SigningCA, dev_witness_name, make_dev_pki, make_dev_witness
+from transfer.devpki import dev_witness_name, make_dev_witness
 from transfer.ledger.note import Verifier, open_checkpoint, parse_vkey
 from transfer.ledger.receipt import parse_bundle
 from transfer.ledger.witnessed import Witnessed, check_witnessed, cosignature_verifier
@@ -33,21 +31,6 @@ pytestmark = pytest.mark.slow
 STANDALONE = "hocba.invalid/witness"
 INCOMING = transfers_pb2.TRANSFER_DIRECTION_INCOMING
 ACCEPTED = transfers_pb2.TRANSFER_STATE_ACCEPTED
-
-
-@pytest.fixture(scope="session")
-def pki79(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pki79")
-    make_dev_pki(out, "79", ["D1"])
-    SigningCA(out, not_before=datetime(2020, 1, 1, tzinfo=UTC), not_after=datetime(2040, 1, 1, tzinfo=UTC))
-    return out
-
-
-@pytest.fixture(scope="session")
-def signing_bundle(tmp_path_factory: pytest.TempPathFactory, pki: Path, pki79: Path) -> Path:
-    out = tmp_path_factory.mktemp("bundle") / "signing-cas.pem"
-    out.write_bytes((pki / "signing-ca.pem").read_bytes() + (pki79 / "signing-ca.pem").read_bytes())
-    return out
 
 
 def witnessing_config(
@@ -94,18 +77,7 @@ def start_federation(
     """A standalone witness of both logs, then nodes 01 and 79, each the other's peer and witness."""
     nodes: list[Node] = []
     witnesses: list[WitnessProcess] = []
-    pg_urls: list[str] = []
-    base = os.environ.get("TRANSFER_TEST_PG", "")
-
-    def database(name: str, engine: str) -> str:
-        if engine == "sqlite":
-            return f"sqlite:///{tmp_path / name / 'node.db'}"
-        if not base:
-            if request.config.getoption("--require-postgres"):
-                pytest.fail("TRANSFER_TEST_PG is not set but --require-postgres was given")
-            pytest.skip("PostgreSQL not configured (set TRANSFER_TEST_PG, or run `make test`)")
-        pg_urls.append(create_pg_database(base))
-        return pg_urls[-1]
+    databases = NodeDatabases(request, tmp_path)
 
     def start(engine: str, *, peer_policy: bool = False, env_b: dict[str, str] | None = None) -> Federation:
         """`peer_policy`: each node pins its peer's witnesses (its own witness and the standalone one,
@@ -128,7 +100,7 @@ def start_federation(
             ("b", pki79, "79", port_b, witness_b, (pki, "01", port_a), (pki, "01", witness_a)),
         ):
             (tmp_path / name).mkdir(parents=True, exist_ok=True)
-            url = database(name, engine)
+            url = databases.url(name, engine)
             state = tmp_path / name / "node.witness.sqlite" if engine != "sqlite" else None
             section = witnessing_config(own, witness_port, state, peer_witness, standalone_dir, standalone_url)
             env = env_b if name == "b" else None
@@ -164,8 +136,7 @@ def start_federation(
             n.close()
         for w in witnesses:
             w.stop()
-        for url in pg_urls:
-            drop_pg_database(base, url)
+        databases.drop()
 
 
 @dataclass

@@ -47,6 +47,7 @@ from tests.support import (
     db_snapshot,
     drop_pg_database,
     load_config,
+    postgres_base,
     running_node,
     write_config,
 )
@@ -90,14 +91,7 @@ def receiver(
     peer; and the hostile peer 01 connected to it."""
     tmp = tmp_path_factory.mktemp(f"receiver-{request.param}")
     base = os.environ.get("TRANSFER_TEST_PG", "")
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp / 'node.db'}"
-    elif not base:
-        if request.config.getoption("--require-postgres"):
-            pytest.fail("TRANSFER_TEST_PG is not set but --require-postgres was given")
-        pytest.skip("PostgreSQL not configured (set TRANSFER_TEST_PG, or run `make test`)")
-    else:
-        url = create_pg_database(base)
+    url = f"sqlite:///{tmp / 'node.db'}" if request.param == "sqlite" else create_pg_database(postgres_base(request))
     bundle = tmp / "signing-cas.pem"
     bundle.write_bytes((pki / "signing-ca.pem").read_bytes() + (pki79 / "signing-ca.pem").read_bytes())
     extra = f'\n[seal]\nkey_file = "{pki79 / "seal.key"}"\n' + peer_block(pki, "01", free_port())

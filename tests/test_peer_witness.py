@@ -6,21 +6,24 @@ from __future__ import annotations
 import base64
 import hashlib
 import http.client
-import os
 import shutil
 import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from tests.federation import Node, free_port, make_node, wait_for
-from tests.support import ROOT, create_pg_database, drop_pg_database, new_lookup_code, new_national_id, write_config
-from transfer.devpki import SigningCA, make_dev_pki
+from tests.federation import Node, NodeDatabases, free_port, make_node, peer_block, wait_for
+from tests.support import (
+    ROOT,
+    new_lookup_code,
+    new_national_id,
+    run_module,
+    write_config,
+)
 from transfer.ledger.merkle import EMPTY_ROOT
 from transfer.ledger.note import (
     Checkpoint,
@@ -41,31 +44,9 @@ pytestmark = pytest.mark.slow
 SIZE = "text/x.tlog.size"
 
 
-@pytest.fixture(scope="session")
-def pki79(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("pki79")
-    make_dev_pki(out, "79", ["D1"])
-    SigningCA(out, not_before=datetime(2020, 1, 1, tzinfo=UTC), not_after=datetime(2040, 1, 1, tzinfo=UTC))
-    return out
-
-
-@pytest.fixture(scope="session")
-def signing_bundle(tmp_path_factory: pytest.TempPathFactory, pki: Path, pki79: Path) -> Path:
-    out = tmp_path_factory.mktemp("bundle") / "signing-cas.pem"
-    out.write_bytes((pki / "signing-ca.pem").read_bytes() + (pki79 / "signing-ca.pem").read_bytes())
-    return out
-
-
 def witness_cli(*args: str) -> subprocess.CompletedProcess[str]:
     """`transfer-witness ARGS` as a process."""
-    return subprocess.run(
-        [sys.executable, "-m", "transfer.witness", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_module("transfer.witness", *args, timeout=60)
 
 
 def generate_witness_key(name: str, path: Path, *, keygen: bool = False) -> str:
@@ -151,18 +132,7 @@ def start_nodes(
 ) -> Iterator[StartNodes]:
     """Nodes 01 (A) and 79 (B), each the other's peer and each with a [witness] with a key of its own."""
     nodes: list[Node] = []
-    pg_urls: list[str] = []
-    base = os.environ.get("TRANSFER_TEST_PG", "")
-
-    def database(name: str, engine: str) -> str:
-        if engine == "sqlite":
-            return f"sqlite:///{tmp_path / name / 'node.db'}"
-        if not base:
-            if request.config.getoption("--require-postgres"):
-                pytest.fail("TRANSFER_TEST_PG is not set but --require-postgres was given")
-            pytest.skip("PostgreSQL not configured (set TRANSFER_TEST_PG, or run `make test`)")
-        pg_urls.append(create_pg_database(base))
-        return pg_urls[-1]
+    databases = NodeDatabases(request, tmp_path)
 
     def start(engine: str = "sqlite") -> tuple[WitnessingNode, WitnessingNode]:
         started = []
@@ -174,7 +144,7 @@ def start_nodes(
             (tmp_path / name).mkdir(parents=True, exist_ok=True)
             key = tmp_path / name / "witness.key"
             vkey = generate_witness_key(f"hocba.invalid/province/{province}/witness", key, keygen=name == "a")
-            url = database(name, engine)
+            url = databases.url(name, engine)
             # Beside the SQLite database by default; PostgreSQL needs it named.
             state = tmp_path / name / "node.witness.sqlite"
             witness_port = free_port()
@@ -192,8 +162,7 @@ def start_nodes(
     finally:
         for n in nodes:
             n.close()
-        for url in pg_urls:
-            drop_pg_database(base, url)
+        databases.drop()
 
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
@@ -357,18 +326,7 @@ def test_a_bad_witness_configuration_is_refused_in_one_line(tmp_path: Path, pki:
     file, and a state file that cannot be opened."""
     key = tmp_path / "witness.key"
     generate_witness_key("hocba.invalid/province/01/witness", key)
-    peers = f"""
-[seal]
-key_file = "{pki / "seal.key"}"
-
-[[peers]]
-province = "79"
-address = "127.0.0.1:1"
-server_name = "localhost"
-ca_file = "{pki79 / "ca.pem"}"
-seal_vkey_file = "{pki79 / "seal.vkey"}"
-log_vkey_file = "{pki79 / "log.vkey"}"
-"""
+    peers = f'\n[seal]\nkey_file = "{pki / "seal.key"}"\n' + peer_block(pki79, "79", 1)
     sqlite = f"sqlite:///{tmp_path / 'node.db'}"
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

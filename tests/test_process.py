@@ -14,12 +14,11 @@ from typing import Any
 import pytest
 
 from tests.support import ServerProcess, new_lookup_code, new_national_id, write_config
-from transfer.client import NO_RETRY, ClientTls, RetryPolicy, TransferClient, TransferError
+from tests.support import process_client as client
+from transfer.client import NO_RETRY, TransferError
 from transfer.v1 import common_pb2, transfers_pb2
 
 pytestmark = pytest.mark.slow
-
-PATIENT = RetryPolicy(attempts=60, initial_backoff=0.1, max_backoff=0.5, total_seconds=30)
 
 
 @pytest.fixture
@@ -31,10 +30,6 @@ def server(tmp_path: Path, pki: Path, database_url: str) -> Iterator[ServerProce
         yield proc
     finally:
         proc.stop()
-
-
-def client(server: ServerProcess, pki: Path, identity: str, retry: RetryPolicy = PATIENT) -> TransferClient:
-    return TransferClient(server.address, ClientTls.from_pki(pki, identity), timeout=5, retry=retry)
 
 
 def setup_schools(server: ServerProcess, pki: Path) -> None:

@@ -23,10 +23,8 @@ from tests.test_federation import (  # noqa: F401  (fixtures)
     arrived,
     drained,
     offer,
-    pki79,
     prepared_record,
     settled,
-    signing_bundle,
     start_pair,
 )
 from tests.test_witnessing import (  # noqa: F401  (the witnesses fixture)

@@ -13,9 +13,10 @@ import pytest
 
 from tests.federation import wait_for
 from tests.staffing import new_record
-from tests.support import ServerProcess, new_lookup_code, new_national_id, write_config
-from tests.test_federation import StartPair, pki79, signing_bundle, start_pair  # noqa: F401 (fixtures)
-from transfer.client import NO_RETRY, ClientTls, RetryPolicy, TransferClient, TransferError
+from tests.support import ServerProcess, new_lookup_code, new_national_id, with_schools, write_config
+from tests.support import process_client as _client
+from tests.test_federation import StartPair, start_pair  # noqa: F401 (fixtures)
+from transfer.client import NO_RETRY, ClientTls, TransferError
 from transfer.client.cli import main as cli_main
 from transfer.server.config import ConfigError, load
 from transfer.tracecontext import TraceParent, parse
@@ -23,7 +24,6 @@ from transfer.v1 import common_pb2, schools_pb2, transfers_pb2
 
 pytestmark = pytest.mark.slow
 
-PATIENT = RetryPolicy(attempts=60, initial_backoff=0.1, max_backoff=0.5, total_seconds=30)
 SENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
@@ -39,18 +39,8 @@ def _node(tmp_path: Path, pki: Path, logging_extra: str = "", level: str = "INFO
 
 @pytest.fixture
 def server(tmp_path: Path, pki: Path) -> Iterator[ServerProcess]:
-    proc = _node(tmp_path, pki)
-    try:
-        with _client(proc, pki, "province-admin") as admin:
-            for code in ("S1", "S2"):
-                admin.register_school(code, f"Trường {code}")
+    with with_schools(_node(tmp_path, pki), pki) as proc:
         yield proc
-    finally:
-        proc.stop()
-
-
-def _client(server: ServerProcess, pki: Path, identity: str, retry: RetryPolicy = PATIENT) -> TransferClient:
-    return TransferClient(server.address, ClientTls.from_pki(pki, identity), timeout=5, retry=retry)
 
 
 def _lines(log_path: Path) -> list[dict[str, Any]]:

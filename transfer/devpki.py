@@ -125,6 +125,13 @@ def _self_signed_ca(
     )
 
 
+def _read_ca(out: Path, stem: str) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+    """The key and certificate a previous run wrote as `stem`.key and `stem`.pem into `out`."""
+    key = serialization.load_pem_private_key((out / f"{stem}.key").read_bytes(), None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return key, x509.load_pem_x509_certificate((out / f"{stem}.pem").read_bytes())
+
+
 class DevCA:
     def __init__(self, out: Path, *, days: int = 365, common_name: str = "hocba dev CA") -> None:
         self.out = out
@@ -141,10 +148,7 @@ class DevCA:
         """The CA a previous run wrote into `out` (ca.pem / ca.key), to issue more certificates from."""
         ca = cls.__new__(cls)
         ca.out, ca.days = out, days
-        key = serialization.load_pem_private_key((out / "ca.key").read_bytes(), None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        ca.key = key
-        ca.cert = x509.load_pem_x509_certificate((out / "ca.pem").read_bytes())
+        ca.key, ca.cert = _read_ca(out, "ca")
         ca.name = ca.cert.subject
         return ca
 
@@ -259,10 +263,7 @@ class SigningCA:
         """The signing CA a previous run wrote into `out`."""
         ca = cls.__new__(cls)
         ca.out, ca.days = out, days
-        key = serialization.load_pem_private_key((out / "signing-ca.key").read_bytes(), None)
-        assert isinstance(key, ec.EllipticCurvePrivateKey)
-        ca.key = key
-        ca.cert = x509.load_pem_x509_certificate((out / "signing-ca.pem").read_bytes())
+        ca.key, ca.cert = _read_ca(out, "signing-ca")
         ca.name = ca.cert.subject
         return ca
 

@@ -157,6 +157,18 @@ def _is_refusal(leaf: LogLeaf) -> bool:
     return isinstance(leaf, PeerLeaf) and leaf.kind not in (LeafKind.TRANSFER_OFFERED, LeafKind.MESSAGE_ACKNOWLEDGED)
 
 
+def _acknowledgements(entries: list[Indexed], message_kind: MessageKind, peer: str) -> list[tuple[int, PeerLeaf]]:
+    """The entries recording that `peer` acknowledged a message of `message_kind`, with their indexes."""
+    return [
+        (i, leaf)
+        for i, leaf in entries
+        if isinstance(leaf, PeerLeaf)
+        and leaf.kind is LeafKind.MESSAGE_ACKNOWLEDGED
+        and leaf.message_kind == message_kind
+        and leaf.peer == peer
+    ]
+
+
 def _short(digest: bytes) -> str:
     return digest.hex()[:16] + "…"
 
@@ -272,14 +284,7 @@ class _Audit:
         receiver = self.peer_log(Rule.OFFERS, offer.peer)
         if receiver is None:
             return
-        acks = [
-            (i, leaf)
-            for i, leaf in entries
-            if isinstance(leaf, PeerLeaf)
-            and leaf.kind is LeafKind.MESSAGE_ACKNOWLEDGED
-            and leaf.message_kind == MessageKind.OFFER
-            and leaf.peer == offer.peer
-        ]
+        acks = _acknowledgements(entries, MessageKind.OFFER, offer.peer)
         refusals = [(i, leaf) for i, leaf in entries if _is_refusal(leaf) and isinstance(leaf, PeerLeaf)
                     and leaf.peer == offer.peer and leaf.digest == offer.digest]  # fmt: skip
         theirs = [
@@ -433,14 +438,7 @@ class _Audit:
         sender = self.peer_log(Rule.DECISIONS, decided.from_province)
         if sender is None:
             return
-        acks = [
-            (i, x)
-            for i, x in entries
-            if isinstance(x, PeerLeaf)
-            and x.kind is LeafKind.MESSAGE_ACKNOWLEDGED
-            and x.message_kind == MessageKind.RESOLVE
-            and x.peer == sender.province
-        ]
+        acks = _acknowledgements(entries, MessageKind.RESOLVE, sender.province)
         if not acks:
             self.waiting(log, index, decided, f"decision not acknowledged by {sender.province}")
             return

@@ -35,7 +35,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextvars import ContextVar
 from typing import Any, TypeAlias
 
@@ -45,6 +45,7 @@ from google.rpc import error_details_pb2, status_pb2
 
 from transfer.domain.errors import DomainError
 from transfer.server.auth import Authenticator
+from transfer.server.interceptors import WrappingInterceptor, rewrapped
 from transfer.tracecontext import TRACEPARENT, TraceParent, current_trace_id, new_span_id, new_trace, parse
 
 log = logging.getLogger("transfer.call")
@@ -121,7 +122,7 @@ class _Method:
         self.mutation = self.has_request_id or name.startswith(_MUTATING_SERVICES)
 
 
-class CallLog(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class CallLog(WrappingInterceptor):
     """Logs every call once, when it ends, and gives it a trace id (see the module's docstring).
 
     `read_share`: the share of successful reads logged at INFO (0: all at DEBUG). `draw`
@@ -136,27 +137,14 @@ class CallLog(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         draw: Callable[[], float] = random.random,
         enabled: bool = True,
     ) -> None:
+        super().__init__()
         self.auth = auth
         self.read_share = read_share
         self.draw = draw
         self.enabled = enabled
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(details)
-        if handler is None or not self.enabled:
-            return handler
-        method: str = details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(_Method(method, handler), handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+    def _intercepting(self) -> bool:
+        return self.enabled
 
     # -- one call ------------------------------------------------------------
 
@@ -277,17 +265,6 @@ class CallLog(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return stream
         return None
 
-    def _wrap(self, method: _Method, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-        kinds = (
-            (handler.unary_unary, False, grpc.unary_unary_rpc_method_handler),
-            (handler.unary_stream, False, grpc.unary_stream_rpc_method_handler),
-            (handler.stream_unary, True, grpc.stream_unary_rpc_method_handler),
-            (handler.stream_stream, True, grpc.stream_stream_rpc_method_handler),
-        )
-        for behavior, stream_in, make in kinds:
-            if behavior is not None:
-                guarded = self._guarded(method, behavior, stream_in)
-                if guarded is None:
-                    return handler
-                return make(guarded, handler.request_deserializer, handler.response_serializer)
-        return handler
+    def _wrap(self, name: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        method = _Method(name, handler)
+        return rewrapped(handler, lambda behavior, _kind, stream_in: self._guarded(method, behavior, stream_in))

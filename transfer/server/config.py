@@ -125,7 +125,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -667,6 +667,21 @@ def _limits(server: Mapping[str, Any]) -> ServerLimits:
     return ServerLimits(**values)
 
 
+def _tables(raw: Any, name: str, known: set[str]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """The tables of the array of tables [[name]] with where each stands ("name[i]"), each checked, as it
+    comes, to be a table of `known` keys only."""
+    if not isinstance(raw, list):
+        raise ConfigError(f"{name} must be an array of tables: [[{name}]]")
+    for i, item in enumerate(raw):
+        where = f"{name}[{i}]"
+        if not isinstance(item, Mapping):
+            raise ConfigError(f"{where} must be a table")
+        unknown = set(item) - known
+        if unknown:
+            raise ConfigError(f"unknown key {where}.{sorted(unknown)[0]}; known: {', '.join(sorted(known))}")
+        yield where, item
+
+
 PEER_KEYS = {
     "province", "address", "server_name", "ca_file", "seal_vkey_file", "log_vkey_file", "log_origin",
     "witness_vkey_files", "witness_quorum",
@@ -675,16 +690,8 @@ OPTIONAL_PEER_KEYS = {"server_name", "log_origin", "witness_vkey_files", "witnes
 
 
 def _peers(raw: Any, base: Path, own: str) -> tuple[PeerConfig, ...]:
-    if not isinstance(raw, list):
-        raise ConfigError("peers must be an array of tables: [[peers]]")
     out: list[PeerConfig] = []
-    for i, item in enumerate(raw):
-        where = f"peers[{i}]"
-        if not isinstance(item, Mapping):
-            raise ConfigError(f"{where} must be a table")
-        unknown = set(item) - PEER_KEYS
-        if unknown:
-            raise ConfigError(f"unknown key {where}.{sorted(unknown)[0]}; known: {', '.join(sorted(PEER_KEYS))}")
+    for where, item in _tables(raw, "peers", PEER_KEYS):
         for key in PEER_KEYS - OPTIONAL_PEER_KEYS:
             if not isinstance(item.get(key), str) or not item[key]:
                 raise ConfigError(f"{where}.{key} is required (a string)")
@@ -753,16 +760,8 @@ _WITNESS_URL = re.compile(r"https?://[^\s/?#@]+(/[^\s?#]*)?")
 def _witnesses(raw: Any, base: Path) -> tuple[WitnessConfig, ...]:
     """[[log.witnesses]]: each with a name, a cosignature/v1 vkey (inline or vkey_file) named so, and an
     http(s) URL; names, keys and URLs each once."""
-    if not isinstance(raw, list):
-        raise ConfigError("log.witnesses must be an array of tables: [[log.witnesses]]")
     out: list[WitnessConfig] = []
-    for i, item in enumerate(raw):
-        where = f"log.witnesses[{i}]"
-        if not isinstance(item, Mapping):
-            raise ConfigError(f"{where} must be a table")
-        unknown = set(item) - WITNESS_KEYS
-        if unknown:
-            raise ConfigError(f"unknown key {where}.{sorted(unknown)[0]}; known: {', '.join(sorted(WITNESS_KEYS))}")
+    for where, item in _tables(raw, "log.witnesses", WITNESS_KEYS):
         for key, text in item.items():
             if not isinstance(text, str) or not text:
                 raise ConfigError(f"{where}.{key}: a non-empty string")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from datetime import datetime
 from typing import Any, TypeAlias
 
@@ -29,6 +29,7 @@ from transfer.domain.errors import InvalidArgument
 from transfer.domain.ports import Clock
 from transfer.server.calllog import traced
 from transfer.server.errors import to_status
+from transfer.server.interceptors import WrappingInterceptor, rewrapped
 
 log = logging.getLogger("transfer.rpc")
 
@@ -83,32 +84,15 @@ def _lenient(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
     return decode
 
 
-class RefuseMalformed(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class RefuseMalformed(WrappingInterceptor):
     """Answers undecodable requests of every method with INVALID_ARGUMENT MALFORMED_REQUEST.
 
     Handlers written as coroutines or async generators (all of this server's)
     are covered; a synchronous one is left as gRPC made it."""
 
     def __init__(self, clock: Clock) -> None:
+        super().__init__()
         self._log = _Throttled(clock)
-        # method -> (the handler gRPC resolved, its wrapped version): wrapped once per method.
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        method: str = details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
 
     async def _refuse(self, method: str, context: Context, malformed: Malformed) -> None:
         self._log.refused(method)
@@ -171,16 +155,8 @@ class RefuseMalformed(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         if handler.request_deserializer is None:  # raw bytes: nothing to decode
             return handler
-        kinds = (
-            (handler.unary_unary, False, grpc.unary_unary_rpc_method_handler),
-            (handler.unary_stream, False, grpc.unary_stream_rpc_method_handler),
-            (handler.stream_unary, True, grpc.stream_unary_rpc_method_handler),
-            (handler.stream_stream, True, grpc.stream_stream_rpc_method_handler),
+        return rewrapped(
+            handler,
+            lambda behavior, _kind, stream_in: self._guarded(method, behavior, stream_in),
+            _lenient(handler.request_deserializer),
         )
-        for behavior, stream_in, make in kinds:
-            if behavior is not None:
-                guarded = self._guarded(method, behavior, stream_in)
-                if guarded is None:
-                    return handler
-                return make(guarded, _lenient(handler.request_deserializer), handler.response_serializer)
-        return handler

@@ -35,7 +35,7 @@ import inspect
 import logging
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -62,6 +62,7 @@ from transfer import __version__
 from transfer.domain.model import OutboxBacklog, OutboxMessage, StoredCheckpoint
 from transfer.domain.ports import UnitOfWork
 from transfer.server.certs import TlsMaterial
+from transfer.server.interceptors import WrappingInterceptor, rewrapped
 
 if TYPE_CHECKING:
     from transfer.server.app import Node
@@ -134,7 +135,7 @@ class _MethodCounters:
         child.inc()
 
 
-class CallMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class CallMetrics(WrappingInterceptor):
     """Counts and times every call by service, method, kind (grpc_type) and status code.
 
     A server interceptor apart from the node's others, first in the server's
@@ -144,6 +145,7 @@ class CallMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     of this server's) are left uncounted."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        super().__init__()
         names = ["grpc_service", "grpc_method", "grpc_type"]
         self.started = Counter("hocba_grpc_server_started", "Calls started, by method", names, registry=registry)
         self.handled = Counter(
@@ -165,40 +167,13 @@ class CallMetrics(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.received = Counter(
             "hocba_grpc_server_msg_received", "Messages received by the node on streams", names, registry=registry
         )
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        method: str = details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
 
     def _wrap(self, full_method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         service, method = _split_method(full_method)
-        kinds = (
-            (handler.unary_unary, "unary", False, grpc.unary_unary_rpc_method_handler),
-            (handler.unary_stream, "server_stream", False, grpc.unary_stream_rpc_method_handler),
-            (handler.stream_unary, "client_stream", True, grpc.stream_unary_rpc_method_handler),
-            (handler.stream_stream, "bidi_stream", True, grpc.stream_stream_rpc_method_handler),
+        return rewrapped(
+            handler,
+            lambda behavior, kind, stream_in: _timed(behavior, _MethodCounters(self, service, method, kind), stream_in),
         )
-        for behavior, kind, stream_in, make in kinds:
-            if behavior is None:
-                continue
-            timed = _timed(behavior, _MethodCounters(self, service, method, kind), stream_in)
-            if timed is None:
-                return handler
-            return make(timed, handler.request_deserializer, handler.response_serializer)
-        return handler
 
 
 def _ended(context: Context, exc: BaseException | None) -> str:
