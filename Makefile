@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: help install gen check test test-sqlite test-shifted fuzz demo bench clean
+.PHONY: help install gen lock check test test-sqlite test-shifted fuzz demo bench clean
 
 help:
 	@echo "make demo         create the environment, run a node with two schools, show transfers"
@@ -12,6 +12,7 @@ help:
 	@echo "make test-shifted DAYS=N   the SQLite suite with the wall clock N days ahead (or SHIFT_TO=2028-02-29T09:00:00Z)"
 	@echo "make fuzz         a longer fuzz of every RPC on SQLite (FUZZ_EXAMPLES=2000; make test runs 60)"
 	@echo "make gen          regenerate transfer/v1 from proto/"
+	@echo "make lock         regenerate the image's hash locks (requirements/*.lock) from constraints.txt"
 	@echo "make bench        the standard benchmark set (about 10 minutes; bench/results/latest.md)"
 
 # The environment: a virtualenv with the project and its pinned tools.
@@ -25,6 +26,9 @@ install: $(BIN)/.installed
 
 gen: install
 	$(BIN)/python scripts/gen_protos.py
+
+lock:
+	scripts/lock-requirements.sh
 
 check: install
 	$(BIN)/python scripts/gen_protos.py --check
