@@ -49,8 +49,9 @@ RUN /opt/venv/bin/pip install --no-cache-dir --quiet --disable-pip-version-check
 
 FROM ${BASE_IMAGE}
 
+# ca-certificates: for https:// witness URLs (log.witnesses[].url); gRPC trusts only the configured CAs.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3 \
+    && apt-get install -y --no-install-recommends python3 ca-certificates \
     && apt-get clean \
     && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/cache/debconf/*-old /var/log/apt /var/log/dpkg.log
 

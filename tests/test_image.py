@@ -103,7 +103,7 @@ def test_dockerfile_installs_from_the_locks_into_a_runtime_without_installers() 
     assert "-r requirements/build.lock -r requirements/server.lock" in builder
     assert "--no-deps --no-index --no-build-isolation ." in builder
     assert "pip uninstall --quiet --yes setuptools pip" in builder
-    assert "install -y --no-install-recommends python3 \\" in runtime
+    assert "install -y --no-install-recommends python3 ca-certificates \\" in runtime
     assert "python3-venv" not in runtime and " pip " not in runtime
     assert "rm -rf /var/lib/apt/lists/*" in runtime
     assert "COPY --from=builder /opt/venv /opt/venv" in runtime
