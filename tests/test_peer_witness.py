@@ -369,17 +369,7 @@ def test_a_peers_origin_is_its_log_keys_name_unless_configured(tmp_path: Path, p
     two peers, is refused."""
     key = tmp_path / "witness.key"
     generate_witness_key("hocba.invalid/province/01/witness", key)
-    peer = f"""
-[seal]
-key_file = "{pki / "seal.key"}"
-
-[[peers]]
-province = "79"
-address = "127.0.0.1:1"
-ca_file = "{pki79 / "ca.pem"}"
-seal_vkey_file = "{pki79 / "seal.vkey"}"
-log_vkey_file = "{pki79 / "log.vkey"}"
-"""
+    peer = f'\n[seal]\nkey_file = "{pki / "seal.key"}"\n' + peer_block(pki79, "79", 1)
     url = f"sqlite:///{tmp_path / 'node.db'}"
     config = load(write_config(tmp_path / "a.toml", pki=pki, database_url=url, extra=witness_section(0, key) + peer))
     assert config.witness is not None and config.witness.state_file == tmp_path / "node.witness.sqlite"
