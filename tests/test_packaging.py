@@ -52,3 +52,16 @@ def test_a_server_command_without_the_extra_names_it() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=False)
     assert done.returncode == 1
     assert "pip install 'hocba-transfer[server]'" in done.stderr.splitlines()[-1], done.stderr
+
+
+def test_the_server_and_the_cli_say_the_same_version() -> None:
+    """transfer-server --version names the version transfer-cli --version and the package metadata give."""
+    said = {}
+    for module in ("transfer.server", "transfer.client"):
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--version"], capture_output=True, text=True, cwd=ROOT, check=False
+        )
+        assert done.returncode == 0, done.stderr
+        said[module] = done.stdout.split()[-1]
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    assert said == {"transfer.server": project["version"], "transfer.client": project["version"]}

@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from transfer import __version__
 from transfer.server import logs
 from transfer.server.app import Node, StartRefused, load_log_keys, server_tls
 from transfer.server.config import Config, ConfigError, load
@@ -53,6 +54,7 @@ async def _serve(node: Node, path: Path | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="transfer-server", description="Run a school-record transfer node.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--config", type=Path, help="TOML configuration (environment variables override it)")
     parser.add_argument("--check-config", action="store_true", help="validate the configuration and exit")
     parser.add_argument(

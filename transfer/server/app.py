@@ -24,6 +24,7 @@ from storage import migrate
 from storage.database import Database, DatabaseUnreachable, describe, open_database
 from storage.store import Store
 from storage.writer import Writer, WriterStopped
+from transfer import __version__
 from transfer.domain.errors import DataLoss, NotFound, Unavailable
 from transfer.domain.federation import Federation
 from transfer.domain.logbook import Logbook, LogGate, LogInconsistent, LogInfo, Witness
@@ -379,6 +380,7 @@ class Node:
         log.info(
             "node started",
             extra={
+                "version": __version__,
                 "province": cfg.province,
                 "listen": cfg.listen,
                 "port": self.port,
