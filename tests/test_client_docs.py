@@ -7,9 +7,13 @@ import importlib
 import inspect
 import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import grpc
 
+from tests.support import RunningNode, new_lookup_code, new_national_id
 from tests.test_docs import ROOT, _codes_in_code, _reasons_in_code
 from transfer.client import client as client_module
 from transfer.client.client import ClientTls, TransferClient
@@ -219,3 +223,81 @@ def test_every_link_of_the_doc_leads_to_a_heading() -> None:
         if anchor not in {_slug(h) for h in re.findall(r"^#+ (.*)$", text, re.M)}:
             missing.append(f"{target}#{anchor}")
     assert missing == []
+
+
+def _example(title: str) -> str:
+    """The Python code block under the doc's `### <title>` heading."""
+    section = _doc().split(f"### {title}\n", 1)[1].split("\n#", 1)[0]
+    return section.split("```python\n", 1)[1].split("\n```", 1)[0]
+
+
+def test_the_transfer_and_verification_examples_run(node: RunningNode, tmp_path: Path, monkeypatch: Any) -> None:
+    """The doc's transfer example (initiate, list incoming, accept) and its receipt and bundle checks run on a real node."""
+    from transfer.v1 import common_pb2, transfers_pb2
+
+    (tmp_path / "example").mkdir()
+    (tmp_path / "example" / "pki").symlink_to(node.pki)
+    monkeypatch.chdir(tmp_path / "example")  # the examples read the dev PKI from ./pki
+    lookup_code = new_lookup_code()
+    node.client("school-S1").register_record(lookup_code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
+    kept: list[Any] = []
+    stored: list[str] = []
+    ns: dict[str, Any] = {"NODE": node.address, "lookup_code": lookup_code, "keep": kept.append}
+    ns["acceptable"] = lambda t: t.lookup_code == lookup_code
+    try:
+        exec(_example("A transfer between two schools"), ns)  # the doc's own code
+        ns.update(client=ns["sender"], store_with_record=stored.append, LOG_ORIGIN="hocba.invalid/province/01/log")
+        ns["LOG_VKEY"] = (node.pki / "log.vkey").read_text().strip()
+        exec(_example("Verifying receipts and proof bundles"), ns)
+        accepted = ns["sender"].get_transfer(ns["transfer_id"])
+    finally:
+        for name in ("sender", "receiver"):
+            if name in ns:
+                ns[name].close()
+    assert accepted.state == transfers_pb2.TRANSFER_STATE_ACCEPTED
+    assert [r.index for r in kept] == [ns["change"].receipt.index]
+    assert ns["checked"].bundle.index == ns["change"].receipt.index and stored
+
+
+def test_the_handoff_example_runs(node: RunningNode, tmp_path: Path, monkeypatch: Any) -> None:
+    """The doc's handoff example (two teachers, a duty, a maternity leave handing it over) runs on a real node."""
+    from transfer.devpki import SigningCA
+
+    (tmp_path / "example").mkdir()
+    (tmp_path / "example" / "pki").symlink_to(node.pki)
+    monkeypatch.chdir(tmp_path / "example")
+    ca = SigningCA.load(node.pki)
+    valid = {"not_before": datetime(2020, 1, 1, tzinfo=UTC), "not_after": datetime(2100, 1, 1, tzinfo=UTC)}
+    ns: dict[str, Any] = {"NODE": node.address}
+    ns["lan_cert_pem"] = ca.teacher("lan", **valid, write=False)[0]  # type: ignore[arg-type]
+    ns["binh_cert_pem"] = ca.teacher("binh", **valid, write=False)[0]  # type: ignore[arg-type]
+    try:
+        exec(_example("A teacher's handoff"), ns)  # the doc's own code
+    finally:
+        if "admin" in ns:
+            ns["admin"].close()
+    assert ns["handoff"].teacher_id == ns["lan"].id and ns["receipt"].signed_entry
+
+
+def test_the_signing_example_runs(node: RunningNode) -> None:
+    """The doc's signing example signs every task a teacher owes, and the page is then fully signed."""
+    from cryptography.hazmat.primitives import serialization
+
+    from transfer.devpki import SigningCA
+    from transfer.v1 import common_pb2, pages_pb2
+
+    valid = {"not_before": datetime(2020, 1, 1, tzinfo=UTC), "not_after": datetime(2100, 1, 1, tzinfo=UTC)}
+    pem, key = SigningCA.load(node.pki).teacher("hoa", **valid, write=False)  # type: ignore[arg-type]
+    admin, client = node.client("school-admin-S1"), node.client("school-S1")
+    teacher = admin.register_teacher("GV-HOA", "Lê Thị Hoa", [pem])
+    admin.assign_duty((pages_pb2.SIGNER_ROLE_HOMEROOM, "2025-2026", "1A", ""), teacher.id)
+    lookup_code = new_lookup_code()
+    client.register_record(lookup_code, new_national_id(), common_pb2.RECORD_LEVEL_PRIMARY)
+    added = client.add_page(
+        lookup_code, "2025-2026", 1, "1A", b"%PDF-1.7 hoc ba", [(pages_pb2.SIGNER_ROLE_HOMEROOM, "")]
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    exec(_example("Signing a page"), {"client": client, "teacher_id": teacher.id, "key_pem": key_pem})
+    assert client.get_page(added.page.id).state == pages_pb2.PAGE_STATE_SIGNED
