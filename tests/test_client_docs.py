@@ -226,8 +226,8 @@ def test_every_link_of_the_doc_leads_to_a_heading() -> None:
 
 
 def _example(title: str) -> str:
-    """The Python code block under the doc's `### <title>` heading."""
-    section = _doc().split(f"### {title}\n", 1)[1].split("\n#", 1)[0]
+    """The first Python code block under the doc's heading `title`."""
+    section = re.split(rf"^#+ {re.escape(title)}\n", _doc(), maxsplit=1, flags=re.M)[1].split("\n#", 1)[0]
     return section.split("```python\n", 1)[1].split("\n```", 1)[0]
 
 
@@ -280,7 +280,7 @@ def test_the_handoff_example_runs(node: RunningNode, tmp_path: Path, monkeypatch
 
 
 def test_the_signing_example_runs(node: RunningNode) -> None:
-    """The doc's signing example signs every task a teacher owes, and the page is then fully signed."""
+    """The doc's signing example signs every task a teacher owes (the page is then SIGNED); its paging example lists."""
     from cryptography.hazmat.primitives import serialization
 
     from transfer.devpki import SigningCA
@@ -301,3 +301,6 @@ def test_the_signing_example_runs(node: RunningNode) -> None:
     )
     exec(_example("Signing a page"), {"client": client, "teacher_id": teacher.id, "key_pem": key_pem})
     assert client.get_page(added.page.id).state == pages_pb2.PAGE_STATE_SIGNED
+    handled: list[Any] = []
+    exec(_example("Paging"), {"client": client, "handle": handled.extend})  # the paging example too
+    assert [r.lookup_code for r in handled] == [lookup_code]
