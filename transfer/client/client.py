@@ -103,6 +103,7 @@ class ClientTls:
         return cls.from_files(d / "ca.pem", d / f"{name}.pem", d / f"{name}.key")
 
     def credentials(self) -> grpc.ChannelCredentials:
+        """The gRPC channel credentials of the three PEM values."""
         return grpc.ssl_channel_credentials(
             root_certificates=self.ca, private_key=self.key, certificate_chain=self.cert
         )
@@ -135,15 +136,19 @@ Duty = tuple[int, str, str, str]  # (SignerRole, school year, class, subject)
 
 
 def duty_ref(duty: Duty) -> staff_pb2.DutyRef:
+    """A duty (SignerRole, school year, class, subject) as its DutyRef message."""
     role, year, klass, subject = duty
     return staff_pb2.DutyRef(role=role, school_year=year, class_name=klass, subject=subject)  # type: ignore[arg-type]
 
 
 def new_request_id() -> str:
+    """A new request_id (a random UUID) for one logical mutation."""
     return str(uuid.uuid4())
 
 
 class TransferClient:
+    """A client of one node: each method one logical call with deadline, retries and traceparent (docs/client.md)."""
+
     def __init__(
         self,
         address: str,
@@ -196,6 +201,7 @@ class TransferClient:
         self._connect(tls)
 
     def close(self) -> None:
+        """Close the current channel; calls still in flight on it are cancelled."""
         self._channel.close()
 
     def __enter__(self) -> TransferClient:
@@ -226,6 +232,7 @@ class TransferClient:
     # -- schools ------------------------------------------------------------
 
     def register_school(self, code: str, name: str, *, request_id: str | None = None) -> School:
+        """RegisterSchool (province admins): the new school, active."""
         req = schools_pb2.RegisterSchoolRequest(request_id=request_id or new_request_id(), code=code, name=name)
         resp: schools_pb2.RegisterSchoolResponse = self._call(self.schools.RegisterSchool, req)
         return resp.school
@@ -233,6 +240,7 @@ class TransferClient:
     def update_school(
         self, code: str, *, name: str | None = None, active: bool | None = None, request_id: str | None = None
     ) -> School:
+        """UpdateSchool (province admins): change the name and/or active flag given; the school as it now is."""
         paths = [p for p, v in (("name", name), ("active", active)) if v is not None]
         req = schools_pb2.UpdateSchoolRequest(
             request_id=request_id or new_request_id(),
@@ -243,18 +251,21 @@ class TransferClient:
         return resp.school
 
     def get_school(self, code: str) -> School:
+        """GetSchool: the school with this code (SCHOOL_NOT_FOUND otherwise)."""
         resp: schools_pb2.GetSchoolResponse = self._call(
             self.schools.GetSchool, schools_pb2.GetSchoolRequest(code=code)
         )
         return resp.school
 
     def list_schools(self, *, page_size: int = 0, page_token: str = "") -> schools_pb2.ListSchoolsResponse:
+        """ListSchools: one page of the directory, by code, with next_page_token."""
         resp: schools_pb2.ListSchoolsResponse = self._call(
             self.schools.ListSchools, schools_pb2.ListSchoolsRequest(page_size=page_size, page_token=page_token)
         )
         return resp
 
     def iter_schools(self, *, page_size: int = 0) -> Iterator[School]:
+        """Every school of the directory, by code, page after page (ListSchools)."""
         return _pages(lambda tok: self.list_schools(page_size=page_size, page_token=tok), "schools")
 
     # -- records ------------------------------------------------------------
@@ -268,6 +279,7 @@ class TransferClient:
         *,
         request_id: str | None = None,
     ) -> Record:
+        """RegisterRecord: a new record held by `custodian_school` (empty: the caller's school)."""
         req = records_pb2.RegisterRecordRequest(
             request_id=request_id or new_request_id(),
             lookup_code=lookup_code,
@@ -279,6 +291,7 @@ class TransferClient:
         return resp.record
 
     def get_record(self, lookup_code: str) -> Record:
+        """GetRecord: the record, for its custodian, the receiver of its open transfer or a province admin."""
         resp: records_pb2.GetRecordResponse = self._call(
             self.records.GetRecord, records_pb2.GetRecordRequest(lookup_code=lookup_code)
         )
@@ -287,17 +300,19 @@ class TransferClient:
     def list_records(
         self, school: str = "", *, page_size: int = 0, page_token: str = ""
     ) -> records_pb2.ListRecordsResponse:
+        """ListRecords: one page of the school's records, by lookup code, with next_page_token."""
         req = records_pb2.ListRecordsRequest(school=school, page_size=page_size, page_token=page_token)
         resp: records_pb2.ListRecordsResponse = self._call(self.records.ListRecords, req)
         return resp
 
     def iter_records(self, school: str = "", *, page_size: int = 0) -> Iterator[Record]:
+        """Every record the school holds, by lookup code, page after page (ListRecords)."""
         return _pages(lambda tok: self.list_records(school, page_size=page_size, page_token=tok), "records")
 
     # -- deliveries to peer nodes ---------------------------------------------
 
     def list_peer_receipts(self, transfer_id: str) -> list[peers_pb2.DeliveredReceipt]:
-        """The receipts peers sealed for the transfer's delivered messages, each with its proof
+        """ListPeerReceipts: the receipts peers sealed for the transfer's delivered messages, each with its proof
         bundle when the peer sent one (province admins). Not verified here: transfer-verify-receipt
         checks a bundle with the peer's log key."""
         resp: peers_pb2.ListPeerReceiptsResponse = self._call(
@@ -306,7 +321,7 @@ class TransferClient:
         return list(resp.receipts)
 
     def list_deliveries(self) -> list[peers_pb2.PeerDeliveries]:
-        """The node's outgoing messages to other provinces' nodes, per peer (province admins)."""
+        """ListDeliveries: the node's outgoing messages to other provinces' nodes, per peer (province admins)."""
         resp: peers_pb2.ListDeliveriesResponse = self._call(
             self.deliveries.ListDeliveries, peers_pb2.ListDeliveriesRequest()
         )
@@ -317,6 +332,7 @@ class TransferClient:
     def initiate_transfer(
         self, lookup_code: str, to_school: str, to_province: str = "", *, request_id: str | None = None
     ) -> TransferChange:
+        """InitiateTransfer: send the record to `to_school` (in `to_province` when another); the transfer and its receipt."""
         req = transfers_pb2.InitiateTransferRequest(
             request_id=request_id or new_request_id(),
             lookup_code=lookup_code,
@@ -327,6 +343,7 @@ class TransferClient:
         return TransferChange(resp.transfer, resp.receipt)
 
     def get_transfer(self, transfer_id: str) -> Transfer:
+        """GetTransfer: the transfer, for its sending or receiving school or a province admin."""
         req = transfers_pb2.GetTransferRequest(transfer_id=transfer_id)
         resp: transfers_pb2.GetTransferResponse = self._call(self.transfers.GetTransfer, req)
         return resp.transfer
@@ -340,6 +357,7 @@ class TransferClient:
         page_size: int = 0,
         page_token: str = "",
     ) -> transfers_pb2.ListTransfersResponse:
+        """ListTransfers: one page of the school's incoming or outgoing transfers (`states` filters), with next_page_token."""
         req = transfers_pb2.ListTransfersRequest(
             school=school,
             direction=direction,  # type: ignore[arg-type]
@@ -353,6 +371,7 @@ class TransferClient:
     def iter_transfers(
         self, direction: int, *, school: str = "", states: Iterable[int] = (), page_size: int = 0
     ) -> Iterator[Transfer]:
+        """Every incoming or outgoing transfer of the school, in order of creation, page after page (ListTransfers)."""
         states = list(states)
         return _pages(
             lambda tok: self.list_transfers(
@@ -362,11 +381,13 @@ class TransferClient:
         )
 
     def accept_transfer(self, transfer_id: str, *, request_id: str | None = None) -> TransferChange:
+        """AcceptTransfer (the receiving school): custody moves to it; the transfer and its receipt."""
         req = transfers_pb2.AcceptTransferRequest(request_id=request_id or new_request_id(), transfer_id=transfer_id)
         resp: transfers_pb2.AcceptTransferResponse = self._call(self.transfers.AcceptTransfer, req)
         return TransferChange(resp.transfer, resp.receipt)
 
     def reject_transfer(self, transfer_id: str, reason: str, *, request_id: str | None = None) -> TransferChange:
+        """RejectTransfer (the receiving school), with a reason of 1-500 characters; the transfer and its receipt."""
         req = transfers_pb2.RejectTransferRequest(
             request_id=request_id or new_request_id(), transfer_id=transfer_id, reason=reason
         )
@@ -374,6 +395,7 @@ class TransferClient:
         return TransferChange(resp.transfer, resp.receipt)
 
     def cancel_transfer(self, transfer_id: str, reason: str = "", *, request_id: str | None = None) -> TransferChange:
+        """CancelTransfer (the sending school), while open; between provinces only a request (no receipt)."""
         req = transfers_pb2.CancelTransferRequest(
             request_id=request_id or new_request_id(), transfer_id=transfer_id, reason=reason
         )
@@ -396,7 +418,7 @@ class TransferClient:
         lock_track: int = pages_pb2.LOCK_TRACK_COMPLETED,
         request_id: str | None = None,
     ) -> PageChange:
-        """Add a page; `required_signatures` are (SignerRole, subject) pairs."""
+        """AddPage (the custodian school); `required_signatures` are (SignerRole, subject) pairs."""
         req = pages_pb2.AddPageRequest(
             request_id=request_id or new_request_id(),
             lookup_code=lookup_code,
@@ -419,6 +441,7 @@ class TransferClient:
     def replace_page(
         self, page_id: str, payload: bytes, *, media_type: str = "application/pdf", request_id: str | None = None
     ) -> PageChange:
+        """ReplacePage (the issuing school): a new version; signatures given are voided and owed again."""
         req = pages_pb2.ReplacePageRequest(
             request_id=request_id or new_request_id(),
             page_id=page_id,
@@ -430,11 +453,13 @@ class TransferClient:
         return PageChange(resp.page, resp.receipt)
 
     def get_page(self, page_id: str, *, include_payload: bool = False) -> pages_pb2.Page:
+        """GetPage: the page and its signing tasks (its payload with `include_payload`)."""
         req = pages_pb2.GetPageRequest(page_id=page_id, include_payload=include_payload)
         resp: pages_pb2.GetPageResponse = self._call(self.pages.GetPage, req)
         return resp.page
 
     def iter_pages(self, lookup_code: str, *, page_size: int = 0) -> Iterator[pages_pb2.Page]:
+        """Every page of the record the caller may see, by id, page after page (ListPages)."""
         return _pages(
             lambda tok: self._call(
                 self.pages.ListPages,
@@ -454,6 +479,7 @@ class TransferClient:
         certificate_sha256: str = "",
         request_id: str | None = None,
     ) -> pages_pb2.Page:
+        """SignPage (the issuing school): a teacher's signature over the page's digest; no log entry."""
         role, subject = requirement
         req = pages_pb2.SignPageRequest(
             request_id=request_id or new_request_id(),
@@ -468,6 +494,7 @@ class TransferClient:
         return resp.page
 
     def lock_page(self, page_id: str, *, request_id: str | None = None) -> PageChange:
+        """LockPage (the issuing school), once every required signature is given; the page and its receipt."""
         req = pages_pb2.LockPageRequest(request_id=request_id or new_request_id(), page_id=page_id)
         resp: pages_pb2.LockPageResponse = self._call(self.pages.LockPage, req)
         return PageChange(resp.page, resp.receipt)
@@ -477,6 +504,7 @@ class TransferClient:
     def register_teacher(
         self, code: str, name: str, certificates: Iterable[bytes], *, school: str = "", request_id: str | None = None
     ) -> staff_pb2.Teacher:
+        """RegisterTeacher (school admins): a teacher with staff code `code` and 1-5 PEM signing certificates."""
         req = staff_pb2.RegisterTeacherRequest(
             request_id=request_id or new_request_id(),
             school=school,
@@ -490,6 +518,7 @@ class TransferClient:
     def add_teacher_certificate(
         self, teacher_id: str, certificate: bytes, *, request_id: str | None = None
     ) -> staff_pb2.Teacher:
+        """AddTeacherCertificate (school admins): one more PEM signing certificate for the teacher."""
         req = staff_pb2.AddTeacherCertificateRequest(
             request_id=request_id or new_request_id(), teacher_id=teacher_id, certificate=certificate
         )
@@ -497,12 +526,14 @@ class TransferClient:
         return resp.teacher
 
     def get_teacher(self, teacher_id: str) -> staff_pb2.Teacher:
+        """GetTeacher: the teacher and its certificates."""
         resp: staff_pb2.GetTeacherResponse = self._call(
             self.staff.GetTeacher, staff_pb2.GetTeacherRequest(teacher_id=teacher_id)
         )
         return resp.teacher
 
     def iter_teachers(self, school: str = "", *, page_size: int = 0) -> Iterator[staff_pb2.Teacher]:
+        """Every teacher of the school, by code, page after page (ListTeachers)."""
         return _pages(
             lambda tok: self._call(
                 self.staff.ListTeachers,
@@ -514,7 +545,7 @@ class TransferClient:
     def assign_duty(
         self, duty: Duty, teacher_id: str, *, school: str = "", request_id: str | None = None
     ) -> staff_pb2.Duty:
-        """Give a duty, (SignerRole, school year, class, subject), to a teacher."""
+        """AssignDuty (school admins): give a duty, (SignerRole, school year, class, subject), to a teacher."""
         req = staff_pb2.AssignDutyRequest(
             request_id=request_id or new_request_id(), school=school, duty=duty_ref(duty), teacher_id=teacher_id
         )
@@ -522,11 +553,13 @@ class TransferClient:
         return resp.duty
 
     def list_duties(self, *, school: str = "", teacher_id: str = "") -> list[staff_pb2.Duty]:
+        """ListDuties (not paged): the duties `teacher_id` holds, or all of the school's."""
         req = staff_pb2.ListDutiesRequest(school=school, teacher_id=teacher_id)
         resp: staff_pb2.ListDutiesResponse = self._call(self.staff.ListDuties, req)
         return list(resp.duties)
 
     def iter_signing_tasks(self, teacher_id: str, *, page_size: int = 0) -> Iterator[pages_pb2.SigningTask]:
+        """Every signature the teacher still owes, with the digest to sign, page after page (ListSigningTasks)."""
         return _pages(
             lambda tok: self._call(
                 self.staff.ListSigningTasks,
@@ -546,7 +579,7 @@ class TransferClient:
         replacements: Iterable[tuple[Duty, str]] = (),
         request_id: str | None = None,
     ) -> tuple[staff_pb2.Handoff, log_pb2.LogReceipt]:
-        """Record a departure; `replacement` takes everything not named in `replacements` ((duty, teacher))."""
+        """RecordDeparture (school admins): `replacement` takes every duty not named in `replacements` ((duty, teacher))."""
         req = staff_pb2.RecordDepartureRequest(
             request_id=request_id or new_request_id(),
             teacher_id=teacher_id,
@@ -560,6 +593,7 @@ class TransferClient:
         return resp.handoff, resp.receipt
 
     def get_handoff(self, handoff_id: str) -> staff_pb2.Handoff:
+        """GetHandoff: the handoff, for its school or a province admin."""
         resp: staff_pb2.GetHandoffResponse = self._call(
             self.staff.GetHandoff, staff_pb2.GetHandoffRequest(handoff_id=handoff_id)
         )
@@ -568,6 +602,7 @@ class TransferClient:
     def iter_handoffs(
         self, school: str = "", *, teacher_id: str = "", page_size: int = 0
     ) -> Iterator[staff_pb2.Handoff]:
+        """Every handoff of the school (of `teacher_id` when given), page after page (ListHandoffs)."""
         return _pages(
             lambda tok: self._call(
                 self.staff.ListHandoffs,
@@ -581,20 +616,20 @@ class TransferClient:
     # -- the log --------------------------------------------------------------
 
     def get_log_info(self) -> log_pb2.GetLogInfoResponse:
-        """The log's origin, verifier keys and witness policy, as the node serves them (not verified:
+        """GetLogInfo: the log's origin, verifier keys and witness policy, as the node serves them (not verified:
         compare them with values obtained out of band, see LogVerifier.check_log_info)."""
         resp: log_pb2.GetLogInfoResponse = self._call(self.log.GetLogInfo, log_pb2.GetLogInfoRequest())
         return resp
 
     def get_checkpoint(self, tree_size: int = 0) -> log_pb2.GetCheckpointResponse:
-        """The latest signed checkpoint, or the one signed at `tree_size` (not verified here)."""
+        """GetCheckpoint: the latest signed checkpoint, or the one signed at `tree_size` (not verified here)."""
         resp: log_pb2.GetCheckpointResponse = self._call(
             self.log.GetCheckpoint, log_pb2.GetCheckpointRequest(tree_size=tree_size)
         )
         return resp
 
     def get_proof_bundle(self, index: int, tree_size: int = 0) -> str:
-        """Entry `index`'s proof bundle (docs/log.md): in the latest checkpoint (tree_size 0) or the
+        """GetProofBundle: entry `index`'s proof bundle (docs/log.md): in the latest checkpoint (tree_size 0) or the
         one signed at `tree_size`. Not verified here: `transfer-verify-receipt` checks it offline."""
         resp: log_pb2.GetProofBundleResponse = self._call(
             self.log.GetProofBundle, log_pb2.GetProofBundleRequest(index=index, tree_size=tree_size)
@@ -602,7 +637,7 @@ class TransferClient:
         return resp.bundle
 
     def iter_entries(self, start: int = 0, end: int = 0, *, page_size: int = 0) -> Iterator[log_pb2.LogEntry]:
-        """Log entries [start, end) in order (end 0: up to the log's current size)."""
+        """Log entries [start, end) in order (end 0: up to the log's current size), page after page (ListEntries)."""
         return _pages(
             lambda tok: self._call(
                 self.log.ListEntries,
@@ -612,11 +647,13 @@ class TransferClient:
         )
 
     def inclusion_proof(self, index: int, tree_size: int) -> list[bytes]:
+        """GetInclusionProof: entry `index`'s audit path in the tree of `tree_size` (not verified here)."""
         req = log_pb2.GetInclusionProofRequest(index=index, tree_size=tree_size)
         resp: log_pb2.GetInclusionProofResponse = self._call(self.log.GetInclusionProof, req)
         return list(resp.proof)
 
     def consistency_proof(self, first_size: int, second_size: int) -> list[bytes]:
+        """GetConsistencyProof: the tree of `first_size` is a prefix of that of `second_size` (not verified here)."""
         req = log_pb2.GetConsistencyProofRequest(first_size=first_size, second_size=second_size)
         resp: log_pb2.GetConsistencyProofResponse = self._call(self.log.GetConsistencyProof, req)
         return list(resp.proof)
@@ -632,7 +669,7 @@ class TransferClient:
         on_drop: Callable[[TransferError, int, float], None] | None = None,
         on_resume: Callable[[str, int], None] | None = None,
     ) -> Generator[WatchTransfersResponse, None, None]:
-        """Events of the school's transfers, in commit order, as they happen.
+        """WatchTransfers: events of the school's transfers, in commit order, as they happen.
 
         With `resume`, a dropped stream (node restart, network failure) is
         reopened from the last cursor received, after a pause that doubles
