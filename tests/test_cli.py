@@ -656,3 +656,24 @@ def test_cli_spells_levels_and_reasons_as_it_reads_them(node: RunningNode, capsy
     assert "lower-secondary" in LEVELS
     line = fmt_handoff(staff_pb2.Handoff(id="h", teacher_id="t", reason=staff_pb2.DEPARTURE_REASON_MATERNITY_LEAVE))
     assert " maternity-leave " in line and "maternity-leave" in REASONS
+
+
+def test_cli_usage_errors_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """With --json anywhere on the line, a line argparse refuses is one JSON object on stderr (USAGE, exit 2) too."""
+    for line in (
+        ["--json", "record-list", "--limit", "0"],
+        ["record-register", "abc", "123", "middle", "--json"],
+        ["--json", "no-such-command"],
+        ["school-list", "--limit", "5", "--all", "--json"],
+    ):
+        assert main(line) == 2, line
+        got = capsys.readouterr()
+        refusal = json.loads(got.err)
+        assert got.out == "" and refusal["code"] == "USAGE" and refusal["message"].startswith("transfer-cli"), got.err
+    assert main(["--json", "record-register", "abc", "123", "middle"]) == 2
+    assert "invalid choice: 'middle'" in json.loads(capsys.readouterr().err)["message"]
+    with pytest.raises(SystemExit) as info:  # without --json: argparse's usage line and message, as before
+        main(["record-list", "--limit", "0"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: transfer-cli record-list") and "argument --limit: must be above 0" in err
