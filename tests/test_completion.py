@@ -166,19 +166,57 @@ def test_the_generator_reads_any_parser(tmp_path: Path) -> None:
         ]  # fmt: skip
 
 
+# Drives an interactive zsh in a pseudo-terminal: $1 the script, $2 a file for the matches, $3 the line. TAB runs
+# a widget that completes and then prints a marker; compadd also appends each match it adds to the file.
+ZSH_HARNESS = r"""
+zmodload zsh/zpty
+zpty z zsh -f -i
+zpty -w z 'PROMPT=""; RPROMPT=""; autoload -U compinit; compinit -u -D'
+zpty -w z "source ${(q)1}; __hits_file=${(q)2}"
+zpty -w z 'compadd() { if [[ ${@[1,(i)(-|--)]} == *-(O|A|D)\ * ]]; then builtin compadd "$@"; return $?; fi
+  local -a __hits; builtin compadd -A __hits "$@"; (( $#__hits )) && print -rl -- $__hits >> $__hits_file
+  builtin compadd "$@" }'
+zpty -w z '_capture() { zle complete-word; print -- "@@DONE""@@" }; zle -N _capture; bindkey "^I" _capture'
+zpty -w z 'print -- "@@READY""@@"'
+zpty -r z out '*@@READY@@*'
+zpty -w -n z "$3"$'\t'
+zpty -r z out '*@@DONE@@*'
+zpty -d z
+"""
+
+
 @pytest.mark.skipif(ZSH is None, reason="zsh is not installed")
-def test_zsh_script_is_valid_zsh(tmp_path: Path) -> None:
-    """The zsh script parses (zsh -n) and, sourced after compinit, registers its function for transfer-cli."""
+def test_zsh_script_completes_in_zsh(tmp_path: Path) -> None:
+    """The zsh script parses (zsh -n), and an interactive zsh completes commands, options, choices and files with it."""
     assert ZSH is not None
     path = tmp_path / "_transfer-cli"
     path.write_text(_script("zsh"), encoding="utf-8")
     done = subprocess.run([ZSH, "-n", str(path)], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
-    program = 'autoload -U compinit && compinit -u -D && source "$1" && print -r -- "$_comps[transfer-cli]"'
-    done = subprocess.run(
-        [ZSH, "-f", "-c", program, "zsh", str(path)], capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0 and done.stdout.strip() == "_transfer_cli", done.stderr
+    (tmp_path / "ca.pem").write_text("x", encoding="utf-8")
+    harness = tmp_path / "harness.zsh"
+    harness.write_text(ZSH_HARNESS, encoding="utf-8")
+    hits = tmp_path / "hits"
+
+    def complete(line: str) -> list[str]:
+        hits.unlink(missing_ok=True)
+        subprocess.run(
+            [ZSH, "-f", str(harness), str(path), str(hits), line],
+            capture_output=True, cwd=tmp_path, timeout=60, check=True,
+        )  # fmt: skip
+        return sorted(set(hits.read_text(encoding="utf-8").split())) if hits.exists() else []
+
+    assert complete("transfer-cli rec") == ["record-get", "record-list", "record-register"]
+    assert complete("transfer-cli --address 127.0.0.1:50051 --as school-S1 page-s") == ["page-sign"]
+    assert complete("transfer-cli --a") == ["--address", "--as", "--attempts"]
+    assert complete("transfer-cli list --state=re") == ["rejected", "requested"]
+    # --incoming and --outgoing exclude each other, --state may be given again
+    assert complete("transfer-cli list --incoming --state accepted --") == [
+        "--all", "--help", "--json", "--limit", "--school", "--state",
+    ]  # fmt: skip
+    assert complete("transfer-cli record-register abc 123 ") == ["lower-secondary", "primary", "upper-secondary"]
+    assert complete("transfer-cli record-register abc ") == []
+    assert complete("transfer-cli --ca c") == ["ca.pem"]
 
 
 @pytest.mark.skipif(FISH is None, reason="fish is not installed")
