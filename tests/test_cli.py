@@ -677,3 +677,15 @@ def test_cli_usage_errors_as_json(capsys: pytest.CaptureFixture[str]) -> None:
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: transfer-cli record-list") and "argument --limit: must be above 0" in err
+
+
+def test_cli_list_takes_a_state_as_a_transfer_line_prints_it() -> None:
+    """`list --state` reads the state word of a transfer's line (ACCEPTED) as well as its lower-case spelling."""
+    from transfer.client.cli import STATES, build_parser, fmt_transfer
+    from transfer.v1 import transfers_pb2
+
+    for name, number in STATES.items():
+        printed = fmt_transfer(transfers_pb2.Transfer(id="t", state=number)).split()[2]
+        assert printed == name.upper()
+        ns = build_parser().parse_args(["list", "--incoming", "--state", printed, "--state", name])
+        assert ns.state == [name, name]

@@ -361,7 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--incoming", action="store_true")
     g.add_argument("--outgoing", action="store_true")
-    s.add_argument("--state", action="append", choices=sorted(STATES), default=[])
+    s.add_argument(
+        "--state",
+        action="append",
+        type=str.lower,  # as a transfer's line prints it (ACCEPTED) or in lower case
+        choices=sorted(STATES),
+        default=[],
+        help="only transfers in this state (repeatable)",
+    )
     s.add_argument("--school", default="", help="school code (province admins)")
     s = cmd("watch", "print transfer events as they happen (Ctrl-C to stop)")
     s.add_argument("--school", default="")
