@@ -656,3 +656,80 @@ def test_cli_spells_levels_and_reasons_as_it_reads_them(node: RunningNode, capsy
     assert "lower-secondary" in LEVELS
     line = fmt_handoff(staff_pb2.Handoff(id="h", teacher_id="t", reason=staff_pb2.DEPARTURE_REASON_MATERNITY_LEAVE))
     assert " maternity-leave " in line and "maternity-leave" in REASONS
+
+
+def test_cli_usage_errors_as_json(capsys: pytest.CaptureFixture[str]) -> None:
+    """With --json anywhere on the line, a line argparse refuses is one JSON object on stderr (USAGE, exit 2) too."""
+    for line in (
+        ["--json", "record-list", "--limit", "0"],
+        ["record-register", "abc", "123", "middle", "--json"],
+        ["--json", "no-such-command"],
+        ["school-list", "--limit", "5", "--all", "--json"],
+    ):
+        assert main(line) == 2, line
+        got = capsys.readouterr()
+        refusal = json.loads(got.err)
+        assert got.out == "" and refusal["code"] == "USAGE" and refusal["message"].startswith("transfer-cli"), got.err
+    assert main(["--json", "record-register", "abc", "123", "middle"]) == 2
+    assert "invalid choice: 'middle'" in json.loads(capsys.readouterr().err)["message"]
+    with pytest.raises(SystemExit) as info:  # without --json: argparse's usage line and message, as before
+        main(["record-list", "--limit", "0"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: transfer-cli record-list") and "argument --limit: must be above 0" in err
+
+
+def test_cli_list_takes_a_state_as_a_transfer_line_prints_it() -> None:
+    """`list --state` reads the state word of a transfer's line (ACCEPTED) as well as its lower-case spelling."""
+    from transfer.client.cli import STATES, build_parser, fmt_transfer
+    from transfer.v1 import transfers_pb2
+
+    for name, number in STATES.items():
+        printed = fmt_transfer(transfers_pb2.Transfer(id="t", state=number)).split()[2]
+        assert printed == name.upper()
+        ns = build_parser().parse_args(["list", "--incoming", "--state", printed, "--state", name])
+        assert ns.state == [name, name]
+
+
+def test_cli_signs_and_hands_off_by_staff_code(
+    node: RunningNode, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """task-list, `depart --duty KEY=CODE` and page-sign take staff codes, looked up in the caller's school."""
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives import serialization
+
+    from tests.staffing import YEAR
+    from transfer.devpki import SigningCA
+
+    ca = SigningCA.load(node.pki)
+    admin = node.client("school-admin-S1")
+    ids = {}
+    for code in ("GV-LAN", "GV-HOA"):
+        pem, key = ca.teacher(code, "ecdsa", not_before=datetime(2026, 1, 1, tzinfo=UTC), write=False)
+        pkcs8 = serialization.PrivateFormat.PKCS8
+        (tmp_path / f"{code}.key").write_bytes(
+            key.private_bytes(serialization.Encoding.PEM, pkcs8, serialization.NoEncryption())
+        )
+        ids[code] = admin.register_teacher(code, f"Cô {code}", [pem]).id
+    duty = f"homeroom/{YEAR}/3A"
+    assert main(cli(node, "school-admin-S1", "duty-assign", duty, "GV-LAN")) == 0
+    capsys.readouterr()
+    lookup = new_lookup_code()
+    assert main(cli(node, "school-S1", "record-register", lookup, new_national_id(), "primary")) == 0
+    capsys.readouterr()
+    (tmp_path / "page.pdf").write_bytes(b"%PDF-1.7 lop 3A")
+    add = ["--json", "page-add", lookup, YEAR, "3", "3A", str(tmp_path / "page.pdf"), "--require", "homeroom"]
+    assert main(cli(node, "school-S1", *add)) == 0
+    page_id = json.loads(capsys.readouterr().out)["id"]
+    assert main(cli(node, "school-S1", "task-list", "GV-LAN")) == 0
+    assert f"owed by {ids['GV-LAN']}" in capsys.readouterr().out
+
+    depart = ["depart", "GV-LAN", "--reason", "resignation", "--effective", "2026-11-23", "--duty", f"{duty}=GV-HOA"]
+    assert main(cli(node, "school-admin-S1", *depart)) == 0
+    assert "moved 1 task" in capsys.readouterr().out
+    assert main(cli(node, "school-S1", "task-list", "GV-HOA")) == 0
+    assert page_id in capsys.readouterr().out
+    sign = ["page-sign", page_id, "homeroom", "GV-HOA", "--key", str(tmp_path / "GV-HOA.key")]
+    assert main(cli(node, "school-S1", *sign)) == 0
+    assert "1/1 signed" in capsys.readouterr().out

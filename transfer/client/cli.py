@@ -9,6 +9,7 @@ TRANSFER_ADDRESS, TRANSFER_CA, TRANSFER_CERT, TRANSFER_KEY. Output is one
 readable line per object, or JSON with --json (before or after the command).
 On failure the exit status is 1 (refused), 3 (unavailable or timed out) or 2
 (usage), with a one-line reason on stderr, or one JSON object there with --json.
+`transfer-cli completion bash|zsh|fish` prints a shell completion script.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from transfer.client import completion
 from transfer.client.client import ClientTls, ClientTlsError, TransferChange, TransferClient, new_request_id
 from transfer.client.errors import TransferError
 from transfer.client.retry import RetryPolicy
@@ -55,6 +57,22 @@ T = TypeVar("T")
 
 class UsageError(Exception):
     """A command line the parser accepted but that cannot be run (exit status 2)."""
+
+
+class BadCommandLine(Exception):
+    """A command line the parser refused; main() prints it as argparse does, or as JSON with --json."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's parser (and its commands' parsers), raising what it refuses to main() instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise BadCommandLine(self, message)
 
 
 def _when(ts: Timestamp) -> str:
@@ -286,12 +304,13 @@ def _client(ns: argparse.Namespace) -> TransferClient:
 
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ.get
-    p = argparse.ArgumentParser(prog="transfer-cli", description="School-record transfer service client.")
+    p = Parser(prog="transfer-cli", description="School-record transfer service client.")
     p.add_argument("--address", default=env("TRANSFER_ADDRESS"), help="node address host:port")
-    p.add_argument("--ca", default=env("TRANSFER_CA"), help="CA certificate (PEM)")
-    p.add_argument("--cert", default=env("TRANSFER_CERT"), help="client certificate (PEM)")
-    p.add_argument("--key", default=env("TRANSFER_KEY"), help="client private key (PEM)")
-    p.add_argument("--pki", default=env("TRANSFER_PKI"), help="dev PKI directory (with --as)")
+    # metavar FILE and DIR: what shell completion offers for them (transfer/client/completion.py)
+    p.add_argument("--ca", metavar="FILE", default=env("TRANSFER_CA"), help="CA certificate (PEM)")
+    p.add_argument("--cert", metavar="FILE", default=env("TRANSFER_CERT"), help="client certificate (PEM)")
+    p.add_argument("--key", metavar="FILE", default=env("TRANSFER_KEY"), help="client private key (PEM)")
+    p.add_argument("--pki", metavar="DIR", default=env("TRANSFER_PKI"), help="dev PKI directory (with --as)")
     p.add_argument(
         "--as", dest="identity", default=env("TRANSFER_AS"), help="certificate stem in --pki, e.g. school-S1"
     )
@@ -342,7 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
     g = s.add_mutually_exclusive_group(required=True)
     g.add_argument("--incoming", action="store_true")
     g.add_argument("--outgoing", action="store_true")
-    s.add_argument("--state", action="append", choices=sorted(STATES), default=[])
+    s.add_argument(
+        "--state",
+        action="append",
+        type=str.lower,  # as a transfer's line prints it (ACCEPTED) or in lower case
+        choices=sorted(STATES),
+        default=[],
+        help="only transfers in this state (repeatable)",
+    )
     s.add_argument("--school", default="", help="school code (province admins)")
     s = cmd("watch", "print transfer events as they happen (Ctrl-C to stop)")
     s.add_argument("--school", default="")
@@ -364,7 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmd("deliveries", "messages to other provinces' nodes, per peer (province admin)")
     s = cmd("peer-receipts", "the receipts peers gave for a transfer's messages, as proof bundles (province admin)")
     s.add_argument("transfer_id")
-    s.add_argument("--out-dir", type=Path, help="write each bundle to DIR/<transfer>-<kind>-<peer>.bundle")
+    s.add_argument(
+        "--out-dir", type=Path, metavar="DIR", help="write each bundle to DIR/<transfer>-<kind>-<peer>.bundle"
+    )
     cmd("log-info", "the log's origin, verifier keys and witnesses (compare them with the values you pinned)")
     s = cmd("proof-bundle", "save a log entry's proof bundle, to verify offline with transfer-verify-receipt")
     s.add_argument("index", type=_positive(int, zero=True), help="the entry's index (a receipt's log entry)")
@@ -457,6 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = cmd("page-lock", "lock a fully signed page")
     s.add_argument("page_id")
     s.add_argument("--request-id")
+
+    help_ = "print transfer-cli's completion script for a shell (how to install it: README, Shell completion)"
+    s = sub.add_parser("completion", help=help_, description=help_)
+    s.add_argument("shell", choices=completion.SHELLS)
     return p
 
 
@@ -694,7 +726,19 @@ def _positive(kind: Callable[[str], float], *, zero: bool = False) -> Callable[[
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ns = build_parser().parse_args(argv)
+    args = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    try:
+        ns = parser.parse_args(args)
+    except BadCommandLine as bad:
+        if "--json" not in args:
+            argparse.ArgumentParser.error(bad.parser, bad.message)  # usage and message on stderr, exit status 2
+        message = f"{bad.parser.prog}: {bad.message}"
+        print(json.dumps({"code": "USAGE", "message": message}, ensure_ascii=False), file=sys.stderr)
+        return 2
+    if ns.command == "completion":
+        sys.stdout.write(completion.script(ns.shell, parser))
+        return 0
     as_json = bool(ns.json)
 
     def local_failure(message: str) -> None:
