@@ -545,6 +545,8 @@ class Node:
         if self.links is not None:
             self.links.renew(material)
         log.info("TLS material reloaded", extra=material.describe())
+        if self.dispatcher is not None:  # peers that refused the old certificate may take the new one
+            await self.dispatcher.tls_renewed()
         return True
 
     async def sweep_once(self) -> int:

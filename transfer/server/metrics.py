@@ -275,7 +275,7 @@ class DeliveryMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.attempts = Counter(
             "hocba_peer_delivery_attempts",
-            "Delivery attempts to a peer, by outcome (delivered, retry, refused, crashed)",
+            "Delivery attempts to a peer, by outcome (delivered, retry, auth_refused, refused, crashed)",
             ["peer", "outcome"],
             registry=registry,
         )
