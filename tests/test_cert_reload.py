@@ -20,12 +20,13 @@ from pathlib import Path
 import grpc
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.federation import NodeDatabases, Pair, close_all, free_port, make_node, peer_block
 from tests.federation import wait_for as wait_until
-from tests.staffing import new_record
+from tests.staffing import new_record, teacher_certificate
 from tests.support import (
     FakeClock,
     ServerProcess,
@@ -38,7 +39,7 @@ from tests.support import (
 )
 from tests.support import process_client as client
 from transfer.client import NO_RETRY, ClientTls, TransferClient, TransferError
-from transfer.devpki import DevCA, make_dev_pki
+from transfer.devpki import DevCA, SigningCA, make_dev_pki
 from transfer.revocation import Revocations
 from transfer.server.config import ConfigError, load
 from transfer.server.peers import PERMANENT, refuses_caller
@@ -465,3 +466,51 @@ def test_which_refusals_of_a_delivery_are_about_the_caller() -> None:
     assert grpc.StatusCode.PERMISSION_DENIED in PERMANENT and grpc.StatusCode.UNAUTHENTICATED not in PERMANENT
     for code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE):
         assert not refuses_caller(code, "")
+
+
+def signing_cas_exported(port: int) -> set[str]:
+    """The fingerprints (first 16 hex digits) of the signing CAs the node's expiry metrics list."""
+    return {
+        s.labels["sha256"]
+        for family in text_string_to_metric_families(scrape_metrics(port))
+        for s in family.samples
+        if s.name == "hocba_certificate_expiry_timestamp_seconds" and s.labels["role"] == "signing_ca"
+    }
+
+
+def test_signing_ca_bundle_reloads_on_sighup(tmp_path: Path, own_pki: Path) -> None:
+    """A teacher certificate from a new signing CA is refused (UNTRUSTED_CERTIFICATE) until that CA is added to
+    signing.ca_file and SIGHUP sent, then accepted, and the expiry metrics list the new CA; a bundle without a
+    certificate is refused on the next SIGHUP as a whole: the trust in service, and its metrics, stay."""
+    metrics = free_port()
+    cfg = write_config(tmp_path / "node.toml", pki=own_pki, database_url=f"sqlite:///{tmp_path / 'node.db'}",
+                       extra=f'\n[metrics]\nlisten = "127.0.0.1:{metrics}"\n')  # fmt: skip
+    proc = ServerProcess(cfg, tmp_path / "server.log")
+    proc.start()
+    with with_schools(proc, own_pki), client(proc, own_pki, "school-admin-S1", retry=NO_RETRY) as admin:
+        bundle = own_pki / "signing-ca.pem"
+        first = x509.load_pem_x509_certificate(bundle.read_bytes()).fingerprint(hashes.SHA256()).hex()[:16]
+        second = SigningCA(tmp_path / "second-ca", common_name="second signing CA")
+        added = second.cert.fingerprint(hashes.SHA256()).hex()[:16]
+        pem, _ = teacher_certificate(second, "GV-NEW")
+        with pytest.raises(TransferError) as refused:
+            admin.register_teacher("GV-NEW", "Giáo viên mới", [pem])
+        assert refused.value.reason == "UNTRUSTED_CERTIFICATE"
+        assert signing_cas_exported(metrics) == {first}
+
+        (tmp_path / "bundle.pem").write_bytes(
+            bundle.read_bytes() + (tmp_path / "second-ca" / "signing-ca.pem").read_bytes()
+        )
+        os.replace(tmp_path / "bundle.pem", bundle)
+        hang_up(proc, reloaded=1)
+        assert admin.register_teacher("GV-NEW", "Giáo viên mới", [pem]).code == "GV-NEW"
+        assert signing_cas_exported(metrics) == {first, added}
+
+        bundle.write_text("not a certificate\n")
+        hang_up(proc, refused=1)
+        line = next(x for x in proc.log_path.read_text(encoding="utf-8").splitlines() if REFUSED in x)
+        assert "signing.ca_file" in line
+        later, _ = teacher_certificate(second, "GV-LATER")  # the trust in service still holds the second CA
+        assert admin.register_teacher("GV-LATER", "Giáo viên sau", [later]).code == "GV-LATER"
+        assert signing_cas_exported(metrics) == {first, added}
+        assert log_count(proc, RELOADED) == 1
