@@ -645,8 +645,8 @@ class Dispatcher:
         self.wake.set()
 
     async def _attempt(self, message: OutboxMessage) -> None:
-        generation = self.links.generation
         stub = self.links.stub(message.peer)
+        generation = self.links.generation  # of the credentials this stub's channel presents
         # Each attempt, however late, continues the trace of the call that wrote the message (a message
         # stored before traces were kept gets a new one), as a span of its own.
         trace = TraceParent(message.trace_id, new_span_id()) if message.trace_id else new_trace()
