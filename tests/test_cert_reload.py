@@ -3,6 +3,8 @@ SIGHUP while it serves; a client takes new credentials without a new process."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -11,29 +13,46 @@ import socket
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.federation import close_all, free_port, make_node
+from tests.federation import NodeDatabases, Pair, close_all, free_port, make_node, peer_block
 from tests.federation import wait_for as wait_until
-from tests.staffing import new_record
-from tests.support import ServerProcess, new_lookup_code, new_national_id, with_schools, write_config
+from tests.staffing import new_record, teacher_certificate
+from tests.support import (
+    FakeClock,
+    ServerProcess,
+    load_config,
+    new_lookup_code,
+    new_national_id,
+    running_node,
+    with_schools,
+    write_config,
+)
 from tests.support import process_client as client
 from transfer.client import NO_RETRY, ClientTls, TransferClient, TransferError
-from transfer.devpki import DevCA, make_dev_pki
+from transfer.devpki import DevCA, SigningCA, make_dev_pki
 from transfer.revocation import Revocations
 from transfer.server.config import ConfigError, load
-from transfer.v1 import common_pb2, transfers_pb2
+from transfer.server.peers import PERMANENT, refuses_caller
+from transfer.v1 import common_pb2, records_pb2, transfers_pb2
 
 pytestmark = pytest.mark.slow
 
 INCOMING = transfers_pb2.TRANSFER_DIRECTION_INCOMING
 RELOADED = '"TLS material reloaded"'
 REFUSED = "TLS reload refused"
+AUTH_REFUSED = "peer refuses this node's certificate"
+DUE_AFTER_RELOAD = "waiting messages are due now: this node's TLS material was reloaded"
+ACCEPTED = transfers_pb2.TRANSFER_STATE_ACCEPTED
 
 
 @pytest.fixture
@@ -65,6 +84,11 @@ def served_serial(server: ServerProcess, pki: Path) -> int:
         der = tls.getpeercert(binary_form=True)
     assert der is not None
     return x509.load_der_x509_certificate(der).serial_number
+
+
+def scrape_metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        return str(resp.read().decode("utf-8"))
 
 
 def serial_of(path: Path) -> int:
@@ -305,3 +329,188 @@ def test_peer_links_present_the_renewed_certificate(tmp_path: Path, own_pki: Pat
         assert s1.get_transfer(second).delivery_state == transfers_pb2.DELIVERY_STATE_DELIVERED
     finally:
         close_all([a, b])
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_offer_waits_while_the_peer_refuses_our_certificate(
+    request: pytest.FixtureRequest, tmp_path: Path, own_pki: Path, pki79: Path, signing_bundle: Path, engine: str
+) -> None:
+    """79 puts 01's node certificate on its deny list: 01's offer is not ended (no refusal for good) but waits,
+    retried, with one ERROR line naming CERTIFICATE_REVOKED and its attempts counted as auth_refused; 01 renews
+    its certificate and reloads (SIGHUP): its waiting messages to 79 are due at once, the offer is delivered,
+    79 accepts, and both logs agree."""
+    databases = NodeDatabases(request, tmp_path)
+    (tmp_path / "revoked79.txt").write_text("")
+    port_a, port_b, metrics_a = free_port(), free_port(), free_port()
+    a = make_node(tmp_path / "a", own_pki, "01", databases.url("a", engine), port_a, (pki79, "79", port_b),
+                  signing_bundle, more_config=f'\n[metrics]\nlisten = "127.0.0.1:{metrics_a}"\n')  # fmt: skip
+    b = make_node(tmp_path / "b", pki79, "79", databases.url("b", engine), port_b, (own_pki, "01", port_a),
+                  signing_bundle, env={"TRANSFER_TLS_REVOKED_FILE": str(tmp_path / "revoked79.txt")})  # fmt: skip
+    try:
+        a.proc.start()
+        b.proc.start()
+        a.admin.register_school("S1", "Trường Tiểu học Số 1 (Hà Nội)")
+        b.admin.register_school("D1", "Trường Tiểu học Quận 1")
+        s1, d1, admin = a.client("school-S1"), b.client("school-D1"), a.admin
+        (tmp_path / "revoked79.txt").write_text(f"serial:0x{serial_of(own_pki / 'node.pem'):x}\n")
+        hang_up(b.proc, reloaded=1)
+
+        code = new_record(s1)
+        t = s1.initiate_transfer(code, "D1", "79").transfer
+        wait_until(
+            "79 to refuse 01's first attempt",
+            lambda: (
+                s1.get_transfer(t.id).state != transfers_pb2.TRANSFER_STATE_REQUESTED
+                or any("CERTIFICATE_REVOKED" in d.last_error for d in admin.list_deliveries())
+            ),
+        )
+        waiting = s1.get_transfer(t.id)  # not ended: nothing is wrong with the message
+        assert (waiting.state, waiting.delivery_state) == (
+            transfers_pb2.TRANSFER_STATE_REQUESTED,
+            transfers_pb2.DELIVERY_STATE_PENDING,
+        ), waiting.delivery_error
+        wait_until(
+            "01 to try the offer three times",
+            lambda: any(d.peer_province == "79" and d.max_attempts >= 3 for d in admin.list_deliveries()),
+        )
+        (to79,) = [d for d in admin.list_deliveries() if d.peer_province == "79"]
+        assert "CERTIFICATE_REVOKED" in to79.last_error
+        assert (to79.pending, to79.failed) == (1, 0)
+        assert s1.get_transfer(t.id).state == transfers_pb2.TRANSFER_STATE_REQUESTED
+        assert s1.get_record(code).status == records_pb2.RECORD_STATUS_FROZEN
+        assert log_count(a.proc, AUTH_REFUSED) == 1  # once per streak, not per attempt
+        assert "CERTIFICATE_REVOKED" in next(
+            line for line in a.proc.log_path.read_text(encoding="utf-8").splitlines() if AUTH_REFUSED in line
+        )
+        samples = {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(scrape_metrics(metrics_a))
+            for s in family.samples
+        }
+        assert samples[("hocba_peer_delivery_attempts_total", (("outcome", "auth_refused"), ("peer", "79")))] >= 3
+        assert ("hocba_peer_delivery_attempts_total", (("outcome", "refused"), ("peer", "79"))) not in samples
+        assert samples[("hocba_peer_messages_pending", (("peer", "79"),))] == 1
+
+        DevCA.load(own_pki).renew("node", into=tmp_path / "renewed")
+        install(tmp_path / "renewed", own_pki, "node")
+        hang_up(a.proc, reloaded=1)
+        assert log_count(a.proc, DUE_AFTER_RELOAD) == 1
+        wait_until("the offer to arrive at 79", lambda: any(x.id == t.id for x in d1.iter_transfers(INCOMING)))
+        d1.accept_transfer(t.id)
+        wait_until("79's decision to reach 01", lambda: s1.get_transfer(t.id).state == ACCEPTED)
+        delivered = s1.get_transfer(t.id)
+        assert delivered.delivery_state == transfers_pb2.DELIVERY_STATE_DELIVERED
+        Pair(a, b).assert_consistent(code)
+    finally:
+        close_all([a, b])
+        databases.drop()
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_reload_makes_messages_refused_for_our_certificate_due_at_once(
+    request: pytest.FixtureRequest, tmp_path: Path, own_pki: Path, pki79: Path, signing_bundle: Path, engine: str
+) -> None:
+    """In-process nodes on a fake clock that does not move: after 79 refused 01's certificate, 01's offer waits
+    for a retry time that never comes; 01's TLS reload with a renewed certificate makes it due, and it arrives."""
+    clock = FakeClock()
+    databases = NodeDatabases(request, tmp_path)
+    ports = {"01": free_port(), "79": free_port()}
+    nodes = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            for province, own, other, peer in (("01", own_pki, pki79, "79"), ("79", pki79, own_pki, "01")):
+                (tmp_path / province).mkdir()
+                path = write_config(
+                    tmp_path / province / "node.toml", pki=own, database_url=databases.url(province, engine),
+                    province=province, listen=f"127.0.0.1:{ports[province]}",
+                    extra=f'\n[seal]\nkey_file = "{own / "seal.key"}"\n' + peer_block(other, peer, ports[peer]),
+                    signing_ca=signing_bundle,
+                )  # fmt: skip
+                nodes[province] = stack.enter_context(running_node(load_config(path), own, clock, path))
+            a, b = nodes["01"], nodes["79"]
+            assert a.node is not None and b.node is not None
+            a.client("province-admin").register_school("S1", "Trường Số 1")
+            b.client("province-admin").register_school("D1", "Trường Quận 1")
+            revoked = dataclasses.replace(b.node.config, tls_revoked=(f"serial:{serial_of(own_pki / 'node.pem')}",))
+            assert b.run(lambda: b.node.reload_tls(revoked))  # type: ignore[union-attr]
+            s1, admin = a.client("school-S1"), a.client("province-admin")
+            t = s1.initiate_transfer(new_record(s1), "D1", "79").transfer
+            wait_until(
+                "79 to refuse 01's certificate",
+                lambda: any("CERTIFICATE_REVOKED" in d.last_error for d in admin.list_deliveries()),
+            )
+            (to79,) = admin.list_deliveries()
+            assert (to79.pending, to79.failed, to79.max_attempts) == (1, 0, 1)  # its retry is in the fake future
+
+            DevCA.load(own_pki).renew("node", into=tmp_path / "renewed")
+            install(tmp_path / "renewed", own_pki, "node")
+            assert a.run(a.node.reload_tls)
+            d1 = b.client("school-D1")
+            wait_until("the offer to arrive at 79", lambda: any(x.id == t.id for x in d1.iter_transfers(INCOMING)))
+            wait_until(
+                "01 to record the receipt",
+                lambda: s1.get_transfer(t.id).delivery_state == transfers_pb2.DELIVERY_STATE_DELIVERED,
+            )
+    finally:
+        databases.drop()
+
+
+def test_which_refusals_of_a_delivery_are_about_the_caller() -> None:
+    """UNAUTHENTICATED, and PERMISSION_DENIED for any reason but NOT_YOUR_TRANSFER (the one PeerService gives
+    about a message), refuse this node as a caller: retried. Other refusals are final or transient as before."""
+    assert refuses_caller(grpc.StatusCode.UNAUTHENTICATED, "CERTIFICATE_REVOKED")
+    assert refuses_caller(grpc.StatusCode.UNAUTHENTICATED, "")
+    for reason in ("PEER_IDENTITY", "PEERS_ONLY", "WRONG_PROVINCE", "ROLE_NOT_ALLOWED", "", "SOMETHING_NEW"):
+        assert refuses_caller(grpc.StatusCode.PERMISSION_DENIED, reason), reason
+    assert not refuses_caller(grpc.StatusCode.PERMISSION_DENIED, "NOT_YOUR_TRANSFER")
+    assert grpc.StatusCode.PERMISSION_DENIED in PERMANENT and grpc.StatusCode.UNAUTHENTICATED not in PERMANENT
+    for code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNAVAILABLE):
+        assert not refuses_caller(code, "")
+
+
+def signing_cas_exported(port: int) -> set[str]:
+    """The fingerprints (first 16 hex digits) of the signing CAs the node's expiry metrics list."""
+    return {
+        s.labels["sha256"]
+        for family in text_string_to_metric_families(scrape_metrics(port))
+        for s in family.samples
+        if s.name == "hocba_certificate_expiry_timestamp_seconds" and s.labels["role"] == "signing_ca"
+    }
+
+
+def test_signing_ca_bundle_reloads_on_sighup(tmp_path: Path, own_pki: Path) -> None:
+    """A teacher certificate from a new signing CA is refused (UNTRUSTED_CERTIFICATE) until that CA is added to
+    signing.ca_file and SIGHUP sent, then accepted, and the expiry metrics list the new CA; a bundle without a
+    certificate is refused on the next SIGHUP as a whole: the trust in service, and its metrics, stay."""
+    metrics = free_port()
+    cfg = write_config(tmp_path / "node.toml", pki=own_pki, database_url=f"sqlite:///{tmp_path / 'node.db'}",
+                       extra=f'\n[metrics]\nlisten = "127.0.0.1:{metrics}"\n')  # fmt: skip
+    proc = ServerProcess(cfg, tmp_path / "server.log")
+    proc.start()
+    with with_schools(proc, own_pki), client(proc, own_pki, "school-admin-S1", retry=NO_RETRY) as admin:
+        bundle = own_pki / "signing-ca.pem"
+        first = x509.load_pem_x509_certificate(bundle.read_bytes()).fingerprint(hashes.SHA256()).hex()[:16]
+        second = SigningCA(tmp_path / "second-ca", common_name="second signing CA")
+        added = second.cert.fingerprint(hashes.SHA256()).hex()[:16]
+        pem, _ = teacher_certificate(second, "GV-NEW")
+        with pytest.raises(TransferError) as refused:
+            admin.register_teacher("GV-NEW", "Giáo viên mới", [pem])
+        assert refused.value.reason == "UNTRUSTED_CERTIFICATE"
+        assert signing_cas_exported(metrics) == {first}
+
+        (tmp_path / "bundle.pem").write_bytes(
+            bundle.read_bytes() + (tmp_path / "second-ca" / "signing-ca.pem").read_bytes()
+        )
+        os.replace(tmp_path / "bundle.pem", bundle)
+        hang_up(proc, reloaded=1)
+        assert admin.register_teacher("GV-NEW", "Giáo viên mới", [pem]).code == "GV-NEW"
+        assert signing_cas_exported(metrics) == {first, added}
+
+        bundle.write_text("not a certificate\n")
+        hang_up(proc, refused=1)
+        line = next(x for x in proc.log_path.read_text(encoding="utf-8").splitlines() if REFUSED in x)
+        assert "signing.ca_file" in line
+        later, _ = teacher_certificate(second, "GV-LATER")  # the trust in service still holds the second CA
+        assert admin.register_teacher("GV-LATER", "Giáo viên sau", [later]).code == "GV-LATER"
+        assert signing_cas_exported(metrics) == {first, added}
+        assert log_count(proc, RELOADED) == 1

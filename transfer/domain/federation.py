@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Container, Mapping
+from collections.abc import Container, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 
@@ -312,6 +312,13 @@ class Federation:
                 peer_log_index,
             ),
         )
+
+    def due_now(self, uow: UnitOfWork, peers: Sequence[str]) -> None:
+        """The pending messages to `peers` are due now: what held them back (this node's credentials, the
+        peer unreachable) may have been put right, so they do not wait out the backoff they grew."""
+        now = self.clock.now()
+        for peer in peers:
+            uow.outbox.bring_forward(peer, now)
 
     def retry(self, uow: UnitOfWork, message: OutboxMessage, error: str, next_at: datetime) -> None:
         pending = self._still_pending(uow, message)

@@ -133,6 +133,12 @@ class SigningTrust:
             self._verified.popitem(last=False)
         return True
 
+    def replace_anchors(self, anchors: Sequence[x509.Certificate]) -> None:
+        """Trust these CAs from now on (a reload of `signing.ca_file`): every later check uses them.
+
+        The remembered links stay: a link says that a signature verified, whatever is trusted."""
+        self.anchors = list(anchors)
+
     @classmethod
     def from_pem(cls, pem: bytes) -> SigningTrust:
         return cls(x509.load_pem_x509_certificates(pem) if pem.strip() else [])

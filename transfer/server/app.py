@@ -128,7 +128,8 @@ def server_tls(config: Config) -> TlsMaterial:
 
 
 def _tls_part(running: Config, read: Config) -> Config:
-    """`running` with the reloadable part of `read`: [tls], and the ca_file of each peer both name."""
+    """`running` with the reloadable part of `read`: [tls], signing.ca_file, and the ca_file of each peer
+    both name."""
     ca_files = {p.province: p.ca_file for p in read.peers}
     return dataclasses.replace(
         running,
@@ -137,6 +138,7 @@ def _tls_part(running: Config, read: Config) -> Config:
         key_file=read.key_file,
         tls_revoked=read.tls_revoked,
         tls_revoked_file=read.tls_revoked_file,
+        signing_ca_file=read.signing_ca_file,
         peers=tuple(dataclasses.replace(p, ca_file=ca_files.get(p.province, p.ca_file)) for p in running.peers),
     )
 
@@ -335,6 +337,7 @@ class Node:
     async def start(self) -> int:
         cfg = self.config
         tls = server_tls(cfg)  # fail early on unreadable keys
+        self.signing_trust.replace_anchors(tls.signing_cas)  # the bundle as this material read it
         files_problem = raise_open_file_limit(cfg.limits)
         if files_problem is not None:
             raise StartRefused(files_problem)
@@ -513,8 +516,9 @@ class Node:
         """SIGHUP: read the TLS material again and use it for every new connection and call.
 
         `config` is the configuration file read again (None: the files this node was started with): of it,
-        [tls] (the certificate, key, CA file and deny list) and each configured peer's `ca_file` are taken;
-        anything else needs a restart, and a line says so. Connections already open keep their handshake
+        [tls] (the certificate, key, CA file and deny list), `signing.ca_file` (the teachers' signing CAs)
+        and each configured peer's `ca_file` are taken; anything else needs a restart (the seal and log
+        keys among it: docs/operations.md, Renewal), and a line says so. Connections already open keep their handshake
         and their calls run on; every later call is judged by the new CAs and deny list; the peer links
         make new calls with the new certificate. Material that cannot be used whole keeps the old one in
         service, with one error line saying why. Returns whether the new material is in service."""
@@ -538,15 +542,19 @@ class Node:
             ignored = [f.name for f in dataclasses.fields(Config) if getattr(config, f.name) != getattr(wanted, f.name)]
             if ignored:
                 log.warning(
-                    "configuration changes outside [tls] and the peers' ca_file take effect at the next start",
+                    "configuration changes outside [tls], signing.ca_file and the peers' ca_file take effect at "
+                    "the next start",
                     extra={"fields": ignored},
                 )
         self.config = wanted
         self.certificates.replace(material)
         self.auth.trust(material.peer_cas, material.own_cas, material.revoked)
+        self.signing_trust.replace_anchors(material.signing_cas)
         if self.links is not None:
             self.links.renew(material)
         log.info("TLS material reloaded", extra=material.describe())
+        if self.dispatcher is not None:  # peers that refused the old certificate may take the new one
+            await self.dispatcher.tls_renewed()
         return True
 
     async def sweep_once(self) -> int:

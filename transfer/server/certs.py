@@ -1,6 +1,7 @@
 """The node's TLS material, read at start and again on SIGHUP: its certificate and key, the CAs
 whose certificates it accepts (its own `tls.ca_file`, each peer's `ca_file`) and the deny list of
-client certificates (`tls.revoked`, `tls.revoked_file`).
+client certificates (`tls.revoked`, `tls.revoked_file`); with them, the CAs of teachers' signing
+certificates (`signing.ca_file`), a trust the node reloads at the same moment.
 
 The server's credentials are gRPC's dynamic SSL credentials: gRPC asks `ServerCertificates` for a
 new configuration before every new connection's handshake, and gets one once after each reload.
@@ -37,6 +38,7 @@ class TlsMaterial:
     peer_ca: dict[str, bytes] = field(default_factory=dict)  # province -> its ca_file
     peer_cas: dict[str, tuple[x509.Certificate, ...]] = field(default_factory=dict)
     revoked: Revocations = field(default_factory=Revocations)
+    signing_cas: tuple[x509.Certificate, ...] = ()  # signing.ca_file: not TLS, but reloaded with it
 
     @property
     def leaf(self) -> x509.Certificate:
@@ -58,6 +60,7 @@ class TlsMaterial:
             "own_cas": len(self.own_cas),
             "peer_cas": sum(len(c) for c in self.peer_cas.values()),
             "revoked": len(self.revoked),
+            "signing_cas": len(self.signing_cas),
         }
 
     def expires(self) -> datetime:
@@ -112,9 +115,15 @@ def load_tls(config: Config) -> TlsMaterial:
             raise TlsRefused(f"tls.revoked_file {config.tls_revoked_file}: not UTF-8 text") from None
         except ValueError as exc:
             raise TlsRefused(f"tls.revoked_file {config.tls_revoked_file}: {exc}") from None
+    signing_cas: tuple[x509.Certificate, ...] = ()
+    if config.signing_ca_file is not None:
+        pem = _read(config.signing_ca_file, "signing.ca_file")
+        # An empty bundle is allowed (nobody can sign), as at start; a bundle without a certificate is not.
+        signing_cas = _certificates(pem, "signing.ca_file", config.signing_ca_file) if pem.strip() else ()
     return TlsMaterial(
-        cert, key, own_ca, _certificates(own_ca, "tls.ca_file", config.ca_file), peer_ca, peer_cas, revoked
-    )
+        cert, key, own_ca, _certificates(own_ca, "tls.ca_file", config.ca_file), peer_ca, peer_cas, revoked,
+        signing_cas,
+    )  # fmt: skip
 
 
 class ServerCertificates:

@@ -275,7 +275,7 @@ class DeliveryMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.attempts = Counter(
             "hocba_peer_delivery_attempts",
-            "Delivery attempts to a peer, by outcome (delivered, retry, refused, crashed)",
+            "Delivery attempts to a peer, by outcome (delivered, retry, auth_refused, refused, crashed)",
             ["peer", "outcome"],
             registry=registry,
         )
@@ -541,7 +541,8 @@ class _NodeCollector(Collector):
             found += _described(material.own_cas, "ca")
             for province, cas in sorted(material.peer_cas.items()):
                 found += _described(cas, "peer_ca", province)
-        found += _described(self.node.signing_trust.anchors, "signing_ca")
+        found += _described(material.signing_cas if material is not None else self.node.signing_trust.anchors,
+                             "signing_ca")  # fmt: skip
         unique = {(c.role, c.peer, c.sha256): c for c in found}
         return list(unique.values())
 

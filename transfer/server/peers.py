@@ -8,8 +8,11 @@ back to the database, so a restarted node resumes where it stopped. Transient
 failures are retried with tenacity's exponential backoff with jitter; when a
 peer that could not be reached answers again, its other waiting messages are
 made due at once rather than each waiting out the backoff it grew meanwhile. A
-permanent refusal is recorded (and, for an offer, ends the transfer where both
-schools see it).
+peer that refuses this node as a caller (its certificate or identity, not the
+message: `refuses_caller`) is treated like one that cannot be reached: its
+messages wait, retried, and a reload of this node's TLS material makes them due
+at once. A permanent refusal of a message is recorded (and, for an offer, ends
+the transfer where both schools see it).
 """
 
 from __future__ import annotations
@@ -73,9 +76,10 @@ ATTEMPT_DEADLINE = 10.0  # seconds per delivery attempt
 PER_PEER = 32  # attempts in flight to one peer: a peer that hangs holds these, never another's
 BATCH = 64  # due messages looked up at a time
 VERIFIED_CHECKPOINTS = 256  # peers' checkpoint notes remembered as verified
-# Codes after which the same message can never succeed: recorded, not retried.
 # How long a message rests when its attempt crashed and not even the retry could be recorded.
 CRASH_REST_SECONDS = 5.0
+# Codes after which the same message can never succeed: recorded, not retried (for an offer: the transfer
+# ends as refused). Not UNAUTHENTICATED, and not every PERMISSION_DENIED: see `refuses_caller`.
 PERMANENT = frozenset(
     {
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -83,11 +87,18 @@ PERMANENT = frozenset(
         grpc.StatusCode.PERMISSION_DENIED,
         grpc.StatusCode.NOT_FOUND,
         grpc.StatusCode.ALREADY_EXISTS,
-        grpc.StatusCode.UNAUTHENTICATED,
         grpc.StatusCode.OUT_OF_RANGE,
         grpc.StatusCode.UNIMPLEMENTED,
     }
 )
+# The one PERMISSION_DENIED reason PeerService gives about a message: the transfer it names is not
+# between the two nodes (Federation.open_offer, receive_cancel, receive_decision). Every other
+# PERMISSION_DENIED it gives is about the caller, decided before the message is read, from our
+# certificate and the peer's configuration: PEER_IDENTITY (a certificate from our CA that is not our
+# node's, or our CA configured as the peer's own), PEERS_ONLY (we are not among its configured peers),
+# the certificate-name refusals of transfer/identity.py (NO_ROLE, UNKNOWN_ROLE, BAD_PROVINCE, BAD_SCHOOL,
+# WRONG_PROVINCE) and ROLE_NOT_ALLOWED.
+MESSAGE_DENIED_REASONS = frozenset({"NOT_YOUR_TRANSFER"})
 BACKOFF = wait_exponential_jitter(multiplier=0.2, max=60.0, jitter=0.5)
 # Failures that say the peer as a whole could not be reached or could not serve (down, restarting,
 # its database unavailable), not that this message failed: the peer's messages back off for its
@@ -96,6 +107,20 @@ BACKOFF = wait_exponential_jitter(multiplier=0.2, max=60.0, jitter=0.5)
 # another one is delivered.
 UNREACHABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED})
 PEER_WIDE_REASONS = frozenset({"", "DATABASE_UNAVAILABLE", "DATABASE_BUSY", "SHUTTING_DOWN"})
+
+
+def refuses_caller(code: grpc.StatusCode, reason: str) -> bool:
+    """The peer refused this node as a caller, not the message: a peer-wide condition, retried.
+
+    UNAUTHENTICATED is always about the caller (our certificate revoked, expired or untrusted on the
+    peer's side: CERTIFICATE_REVOKED, UNTRUSTED_CLIENT_CERTIFICATE, …), and so is PERMISSION_DENIED
+    with any reason but those of MESSAGE_DENIED_REASONS (no reason, or one this node does not know, from
+    another implementation, included: a refusal is final only where it is known to be about the
+    message). The same message goes through once the operators fix the certificate or the
+    configuration, so it waits (nothing lost) rather than ending its transfer."""
+    if code is grpc.StatusCode.UNAUTHENTICATED:
+        return True
+    return code is grpc.StatusCode.PERMISSION_DENIED and reason not in MESSAGE_DENIED_REASONS
 
 
 def _reason_of(err: grpc.aio.AioRpcError) -> str:
@@ -194,6 +219,7 @@ class PeerLinks:
         self._log_stubs: dict[str, log_pb2_grpc.LogServiceStub] = {}
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._retiring: set[asyncio.Task[None]] = set()
+        self.generation = 0  # renewals so far: an attempt made before the latest one used older credentials
 
     def log_stub(self, province: str) -> log_pb2_grpc.LogServiceStub:
         """The peer's LogService, on the same channel as its PeerService (renewed with it)."""
@@ -230,6 +256,7 @@ class PeerLinks:
         """Use `material` (the node's certificate, key and peers' CAs) for every call from now on."""
         old = list(self._channels.values())
         self.material = material
+        self.generation += 1
         self._stubs, self._log_stubs, self._channels = {}, {}, {}
         for channel in old:
             task = asyncio.get_running_loop().create_task(channel.close(grace=ATTEMPT_DEADLINE))
@@ -423,7 +450,9 @@ class DeliveryObserver(Protocol):
     """Hears of each delivery attempt's end (the node's metrics): on the event loop, quick, never raising."""
 
     def attempt_ended(self, peer: str, outcome: str, message: OutboxMessage, at: datetime) -> None:
-        """`outcome`: delivered, retry (a transient failure, tried again later), refused (for good) or crashed."""
+        """`outcome`: delivered, retry (a transient failure, tried again later), auth_refused (the peer refused
+        this node's certificate or identity: tried again later, `refuses_caller`), refused (for good) or
+        crashed."""
 
 
 class Dispatcher:
@@ -460,6 +489,9 @@ class Dispatcher:
         # Peers whose messages may be backed off for the peer's sake (it could not be reached): all
         # of them at start, since the schedule in the database may come from before a restart.
         self._unreachable: set[str] = set(peers)
+        # Peers refusing this node as a caller (`refuses_caller`), with the reason they gave: said at ERROR
+        # once per streak, which ends with a delivery to the peer or a reload of this node's TLS material.
+        self._refusing: dict[str, str] = {}
         self._unavailable = UnavailableLog(log, "dispatcher loop failed: database unavailable; retrying")
         self._outcome_unavailable = UnavailableLog(
             log, "delivery outcome not recorded: database unavailable; the message is retried later"
@@ -591,8 +623,30 @@ class Dispatcher:
             elif was_full:
                 self.wake.set()  # the peer's messages may be looked up again
 
+    async def tls_renewed(self) -> None:
+        """This node's TLS material was reloaded (PeerLinks.renew): the messages of the peers that refused
+        it or could not be reached (a handshake failing on an expired certificate looks like that) are
+        due now, not after the backoff they grew."""
+        peers = sorted(set(self._refusing) | self._unreachable)
+        self._refusing.clear()  # a refusal of the new certificate is said again
+        if not peers:
+            return
+        try:
+            await self.store.write(functools.partial(self.federation.due_now, peers=peers))
+        except Exception as exc:  # the reload stands; the messages go when their backoff ends
+            if isinstance(exc, Unavailable):
+                self._unavailable.failed(exc)
+            else:
+                log.exception("cannot make the waiting messages due after the TLS reload")
+            return
+        log.info(
+            "waiting messages are due now: this node's TLS material was reloaded", extra={"peers": ",".join(peers)}
+        )
+        self.wake.set()
+
     async def _attempt(self, message: OutboxMessage) -> None:
         stub = self.links.stub(message.peer)
+        generation = self.links.generation  # of the credentials this stub's channel presents
         # Each attempt, however late, continues the trace of the call that wrote the message (a message
         # stored before traces were kept gets a new one), as a span of its own.
         trace = TraceParent(message.trace_id, new_span_id()) if message.trace_id else new_trace()
@@ -621,12 +675,16 @@ class Dispatcher:
                 )
         except grpc.aio.AioRpcError as err:
             reason = _reason_of(err)
+            caller = refuses_caller(err.code(), reason)
             await self._failed_attempt(
                 message,
                 err.code(),
                 f"{reason}: {err.details() or ''}" if reason else err.details() or "",
-                peer_down=err.code() in UNREACHABLE and reason in PEER_WIDE_REASONS,
+                peer_down=caller or (err.code() in UNREACHABLE and reason in PEER_WIDE_REASONS),
                 reason=reason,
+                caller_refused=caller,
+                # Refused with credentials a reload has replaced since: the next attempt goes at once.
+                at_once=caller and generation != self.links.generation,
             )
             return
         try:
@@ -640,6 +698,8 @@ class Dispatcher:
         # at a time as PER_PEER allows, instead of each waiting out the backoff it grew meanwhile.
         peer_back = message.peer in self._unreachable
         self._unreachable.discard(message.peer)
+        if self._refusing.pop(message.peer, None) is not None:
+            log.info("peer takes this node's certificate again", extra={"peer": message.peer})
         witness_bundle = body.logged and self.peers[message.peer].witnessed
         try:
             await self.store.write(
@@ -736,16 +796,29 @@ class Dispatcher:
         peer_down: bool = False,
         observed: bool = False,
         reason: str = "",
+        caller_refused: bool = False,
+        at_once: bool = False,
     ) -> None:
-        """Record a failed attempt; `peer_down`: it failed because the peer could not be reached;
-        `observed`: the observer has heard of it already (a crashed attempt); `reason`: the ErrorInfo
-        reason the peer gave (unchecked: the domain keeps it only if well-formed)."""
+        """Record a failed attempt; `peer_down`: it failed because the peer could not be reached or
+        refused this node as a caller; `observed`: the observer has heard of it already (a crashed
+        attempt); `reason`: the ErrorInfo reason the peer gave (unchecked: the domain keeps it only if
+        well-formed); `caller_refused`: the peer refused this node's certificate or identity
+        (`refuses_caller`): retried, never final; `at_once`: retry without backing off."""
+        final = code in PERMANENT and not caller_refused
         if not observed:
-            self._observe(message, "refused" if code in PERMANENT else "retry")
+            self._observe(message, "auth_refused" if caller_refused else "refused" if final else "retry")
         if peer_down:
             self._unreachable.add(message.peer)
         error = f"{code.name}: {details}"[:500]
-        if code in PERMANENT:
+        if caller_refused and message.peer not in self._refusing:
+            self._refusing[message.peer] = reason
+            # The reason code only (a stable UPPER_SNAKE word, or none): the peer's words are not logged.
+            log.error(
+                "peer refuses this node's certificate: its messages wait and are retried; renew or fix the "
+                "certificate (or the peer's configuration of this node), then reload (SIGHUP)",
+                extra={"peer": message.peer, "code": code.name, "reason": reason_code(reason) or "UNSPECIFIED"},
+            )
+        if final:
             log.warning(
                 "delivery refused for good", extra={"peer": message.peer, "kind": message.kind.name, "code": code.name}
             )
@@ -755,7 +828,7 @@ class Dispatcher:
                 )
             )
             return
-        wait = BACKOFF(SimpleNamespace(attempt_number=message.attempts + 1))  # type: ignore[arg-type]
+        wait = 0.0 if at_once else BACKOFF(SimpleNamespace(attempt_number=message.attempts + 1))  # type: ignore[arg-type]
         next_at = self.clock.now() + timedelta(seconds=wait)
         log.info("delivery will be retried", extra={"peer": message.peer, "code": code.name, "in_s": round(wait, 2)})
         await self.store.write(functools.partial(self.federation.retry, message=message, error=error, next_at=next_at))
