@@ -272,7 +272,7 @@ def test_alert_rules_name_only_exported_metrics(exported: set[str]) -> None:
         assert rule["annotations"]["summary"] and rule["labels"]["severity"] in ("warning", "critical"), name
     assert {
         "HocbaDeliveriesStuck", "HocbaCheckpointStale", "HocbaWitnessedCheckpointStale",
-        "HocbaCertificateExpiresSoon", "HocbaCallErrorRateHigh",
+        "HocbaCertificateExpiresSoon", "HocbaCallErrorRateHigh", "HocbaNodeDown", "HocbaNotReady",
     } <= set(alerts)  # fmt: skip
 
 
@@ -282,7 +282,9 @@ PROMTOOL = os.environ.get("PROMTOOL") or shutil.which("promtool")
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus; or set PROMTOOL)")
 def test_alert_rules_pass_promtool() -> None:
     """promtool accepts deploy/prometheus/alerts.yml, and its unit tests pass: deliveries stuck past 15 min fire,
-    an idle log's old checkpoint does not, one with entries waiting does, a certificate 20 days from expiry warns."""
+    an idle log's old checkpoint does not, one with entries waiting does, a certificate 20 days from expiry warns,
+    a peer's first refusal and a first publication failure (series from 0) fire, the witnessed checkpoint's
+    staleness fires after a restart and when none was ever witnessed, a node down and a node not ready fire."""
     assert PROMTOOL is not None
     for args in (["check", "rules", str(ALERTS)], ["test", "rules", str(ALERTS.with_name("alerts_test.yml"))]):
         done = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False)
