@@ -498,8 +498,18 @@ def test_the_witnessed_checkpoint_survives_a_restart_during_a_witness_outage(
 ) -> None:
     """On both engines: a checkpoint cosigned by the quorum, then the node restarted while its witness is down:
     from the first scrape, the witnessed checkpoint is that one (its size and signing time), read from the
-    database's cosignatures, not forgotten until the witness answers again."""
-    from tests.test_witnessing import Witnesses, cosigned_note, entry, grow, node_config, publish, witness_block
+    database's cosignatures, not forgotten until the witness answers again. Restarted with another witness
+    configured instead, the stored cosignatures make no quorum of it: no witnessed checkpoint is exported."""
+    from tests.test_witnessing import (
+        Witnesses,
+        cosigned_note,
+        down_witness,
+        entry,
+        grow,
+        node_config,
+        publish,
+        witness_block,
+    )
 
     ws = Witnesses(tmp_path / "witnesses", pki)
     try:
@@ -528,6 +538,15 @@ def test_the_witnessed_checkpoint_survives_a_restart_during_a_witness_outage(
             assert value(m, "hocba_log_witnessed_checkpoint_entries") == size
             assert value(m, "hocba_log_witnessed_checkpoint_timestamp_seconds") == signed
             assert value(m, "hocba_log_checkpoint_timestamp_seconds") == signed  # the latest is the witnessed one
+        other = node_config(tmp_path, pki, database_url, witness_block([down_witness()], quorum=1, startup=0.5),
+                            name="other")  # fmt: skip
+        other.write_text(other.read_text(encoding="utf-8") + metrics_section(0), encoding="utf-8")
+        with running_node(load_config(other), pki, clock, other) as node:
+            assert node.node is not None
+            m = scrape(node.node.metrics_port)
+            assert value(m, "hocba_log_checkpoint_entries") == size
+            assert value(m, "hocba_log_witnessed_checkpoint_entries") is None
+            assert value(m, "hocba_log_witnessed_checkpoint_timestamp_seconds") is None
     finally:
         ws.stop()
 
