@@ -46,6 +46,10 @@ T = TypeVar("T")
 SQLITE_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 # How long SQLite waits for a lock another process holds before answering SQLITE_BUSY.
 BUSY_TIMEOUT_MS = 5000
+# The reasons of the UNAVAILABLE refusals this module gives: the database down, silent, short of room or
+# locked, the node closing it. The node's metrics create their series from this list (tests/test_metrics.py
+# checks it names every reason the module gives).
+UNAVAILABLE_REASONS = ("DATABASE_UNAVAILABLE", "DATABASE_BUSY", "SHUTTING_DOWN")
 # How long a connection to PostgreSQL may take: an unreachable host is an error, soon.
 CONNECT_TIMEOUT_S = 10
 # How long the node waits on PostgreSQL for one transaction (a write batch, a read) before

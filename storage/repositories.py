@@ -702,6 +702,18 @@ class SqlLog:
 
         return [str(r[0]) for r in self.db.all("cosignatures_at", build, {"size": size})]
 
+    def cosigned_sizes(self, limit: int) -> list[int]:
+        def build() -> Select[Any]:
+            return (
+                select(log_cosignatures.c.size)
+                .distinct()
+                .order_by(log_cosignatures.c.size.desc())
+                .limit(P("limit"))
+                .offset(_NO_OFFSET)
+            )
+
+        return [int(r[0]) for r in self.db.all("cosigned_sizes", build, {"limit": limit})]
+
     def add_cosignature(self, size: int, witness: str, key_id: bytes, line: str, received_at: datetime) -> bool:
         key = {"size": size, "witness": witness, "key_id": key_id}
         if self.db.one("cosignature_get", key) is not None:

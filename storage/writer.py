@@ -27,7 +27,7 @@ from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import Connection
 
-from storage.database import Database
+from storage.database import UNAVAILABLE_REASONS, Database
 from storage.repositories import LogState, SqlUnitOfWork
 from transfer.domain.errors import DomainError, Unavailable
 from transfer.domain.logbook import LogGate, LogInconsistent
@@ -36,6 +36,9 @@ from transfer.unavailable import UnavailableLog
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+
+# The reasons WriterObserver.failed is told: the database's, the log gate's, a command's rollback, anything else.
+FAILURE_REASONS = (*UNAVAILABLE_REASONS, "LOG_INCONSISTENT", "ROLLED_BACK", "UNEXPECTED")
 
 Command = Callable[[UnitOfWork], Any]
 IdempotencyKey = tuple[str, str]  # (principal, request_id)

@@ -11,8 +11,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
@@ -270,7 +272,7 @@ def test_alert_rules_name_only_exported_metrics(exported: set[str]) -> None:
         assert rule["annotations"]["summary"] and rule["labels"]["severity"] in ("warning", "critical"), name
     assert {
         "HocbaDeliveriesStuck", "HocbaCheckpointStale", "HocbaWitnessedCheckpointStale",
-        "HocbaCertificateExpiresSoon", "HocbaCallErrorRateHigh",
+        "HocbaCertificateExpiresSoon", "HocbaCallErrorRateHigh", "HocbaNodeDown", "HocbaNotReady",
     } <= set(alerts)  # fmt: skip
 
 
@@ -280,7 +282,9 @@ PROMTOOL = os.environ.get("PROMTOOL") or shutil.which("promtool")
 @pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (Debian package prometheus; or set PROMTOOL)")
 def test_alert_rules_pass_promtool() -> None:
     """promtool accepts deploy/prometheus/alerts.yml, and its unit tests pass: deliveries stuck past 15 min fire,
-    an idle log's old checkpoint does not, one with entries waiting does, a certificate 20 days from expiry warns."""
+    an idle log's old checkpoint does not, one with entries waiting does, a certificate 20 days from expiry warns,
+    a peer's first refusal and a first publication failure (series from 0) fire, the witnessed checkpoint's
+    staleness fires after a restart and when none was ever witnessed, a node down and a node not ready fire."""
     assert PROMTOOL is not None
     for args in (["check", "rules", str(ALERTS)], ["test", "rules", str(ALERTS.with_name("alerts_test.yml"))]):
         done = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False)
@@ -431,3 +435,169 @@ def test_certificate_expiry_follows_a_reload(tmp_path: Path, pki: Path, clock: F
         os.replace(renewed.cert, own / "node.pem")
         assert node.run(node.node.reload_tls)
         assert node_certificate() == fingerprint(own / "node.pem")
+
+
+@pytest.mark.slow
+def test_labelled_counters_start_at_zero(tmp_path: Path, pki: Path, pki79: Path) -> None:
+    """A node process with a peer and a witness exports, from its first scrape, each labelled failure counter an
+    alert watches at 0: every peer x every delivery outcome, every publication and writer failure reason, every
+    witness x every failure kind (so a first refusal or failure is an increase); no witnessed checkpoint while
+    none in its database is; health SERVING."""
+    from storage.writer import FAILURE_REASONS
+    from tests.test_witnessing import down_witness, witness_block
+    from transfer.server.app import PUBLICATION_FAILURE_REASONS
+    from transfer.server.peers import OUTCOMES
+    from transfer.server.witnessing import FAILURE_KINDS
+
+    port, metrics_port = free_port(), free_port()
+    bundle = tmp_path / "signing-cas.pem"
+    bundle.write_bytes((pki / "signing-ca.pem").read_bytes() + (pki79 / "signing-ca.pem").read_bytes())
+    witness = down_witness()
+    head, _, tables = witness_block([witness], quorum=1, startup=0.5).partition("\x00")
+    node = make_node(tmp_path / "a", pki, "01", f"sqlite:///{tmp_path / 'a' / 'node.db'}", port,
+                     (pki79, "79", free_port()), bundle, more_config=metrics_section(metrics_port) + tables)  # fmt: skip
+    text = node.config.read_text(encoding="utf-8")
+    assert "checkpoint_interval_seconds = 0.2\n" in text
+    node.config.write_text(text.replace("checkpoint_interval_seconds = 0.2\n",
+                                        f"checkpoint_interval_seconds = 0.2\n{head}"), encoding="utf-8")  # fmt: skip
+    try:
+        node.proc.start()
+        m = scrape(metrics_port)
+    finally:
+        close_all([node])
+    for outcome in OUTCOMES:
+        assert value(m, "hocba_peer_delivery_attempts_total", peer="79", outcome=outcome) == 0, outcome
+    assert value(m, "hocba_peer_delivery_seconds_count", peer="79") == 0
+    for reason in PUBLICATION_FAILURE_REASONS:
+        assert value(m, "hocba_log_publication_failures_total", reason=reason) == 0, reason
+    for reason in FAILURE_REASONS:
+        assert value(m, "hocba_writer_failed_transactions_total", reason=reason) == 0, reason
+    for kind in FAILURE_KINDS:
+        found = value(m, "hocba_witness_submission_failures_total", witness=witness[0], kind=kind.replace(" ", "_"))
+        # nothing listens at the witness's address: its submissions fail as unreachable from the start
+        assert found is not None and (found >= 1 if kind == "unreachable" else found == 0), (kind, found)
+    assert value(m, "hocba_log_witnessed_checkpoint_entries") is None
+    assert value(m, "hocba_log_witnessed_checkpoint_timestamp_seconds") is None
+    for service in ("liveness", "readiness", TRANSFERS, "transfer.v1.LogService"):
+        assert value(m, "hocba_health_serving", service=service) == 1, service
+
+
+def test_every_database_refusal_reason_is_known() -> None:
+    """storage.database.UNAVAILABLE_REASONS, from which the failure series are created at 0, names every reason of
+    the UNAVAILABLE refusals the storage package gives."""
+    from storage.database import UNAVAILABLE_REASONS
+
+    given = set()
+    for source in (ROOT / "storage").glob("*.py"):
+        given |= set(re.findall(r'Unavailable\(\s*"([A-Z_]+)"', source.read_text(encoding="utf-8")))
+    assert given and given <= set(UNAVAILABLE_REASONS), given - set(UNAVAILABLE_REASONS)
+
+
+def test_the_witnessed_checkpoint_survives_a_restart_during_a_witness_outage(
+    tmp_path: Path, pki: Path, database_url: str
+) -> None:
+    """On both engines: a checkpoint cosigned by the quorum, then the node restarted while its witness is down:
+    from the first scrape, the witnessed checkpoint is that one (its size and signing time), read from the
+    database's cosignatures, not forgotten until the witness answers again. Restarted with another witness
+    configured instead, the stored cosignatures make no quorum of it: no witnessed checkpoint is exported."""
+    from tests.test_witnessing import (
+        Witnesses,
+        cosigned_note,
+        down_witness,
+        entry,
+        grow,
+        node_config,
+        publish,
+        witness_block,
+    )
+
+    ws = Witnesses(tmp_path / "witnesses", pki)
+    try:
+        w1 = ws.start("w1.example/w")
+        path = node_config(tmp_path, pki, database_url, witness_block([entry(w1)], quorum=1, startup=0.5))
+        path.write_text(path.read_text(encoding="utf-8") + metrics_section(0), encoding="utf-8")
+        clock = FakeClock()
+        with running_node(load_config(path), pki, clock, path) as node:
+            assert node.node is not None
+            grow(node, 2)
+            size = publish(node)
+            cosigned_note(node, ["w1.example/w"], size)
+            signed = wait_for(
+                "the checkpoint witnessed",
+                lambda: (
+                    (m := scrape(node.node.metrics_port))  # type: ignore[union-attr]
+                    and value(m, "hocba_log_witnessed_checkpoint_entries") == size
+                    and value(m, "hocba_log_witnessed_checkpoint_timestamp_seconds")
+                ),
+            )
+        ws.stop()
+        clock.advance(timedelta(hours=1))
+        with running_node(load_config(path), pki, clock, path) as node:
+            assert node.node is not None
+            m = scrape(node.node.metrics_port)
+            assert value(m, "hocba_log_witnessed_checkpoint_entries") == size
+            assert value(m, "hocba_log_witnessed_checkpoint_timestamp_seconds") == signed
+            assert value(m, "hocba_log_checkpoint_timestamp_seconds") == signed  # the latest is the witnessed one
+        other = node_config(tmp_path, pki, database_url, witness_block([down_witness()], quorum=1, startup=0.5),
+                            name="other")  # fmt: skip
+        other.write_text(other.read_text(encoding="utf-8") + metrics_section(0), encoding="utf-8")
+        with running_node(load_config(other), pki, clock, other) as node:
+            assert node.node is not None
+            m = scrape(node.node.metrics_port)
+            assert value(m, "hocba_log_checkpoint_entries") == size
+            assert value(m, "hocba_log_witnessed_checkpoint_entries") is None
+            assert value(m, "hocba_log_witnessed_checkpoint_timestamp_seconds") is None
+    finally:
+        ws.stop()
+
+
+def test_health_serving_follows_the_database(
+    tmp_path: Path, pki: Path, database_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On both engines: hocba_health_serving{service="readiness"} and the write services' turn 0 while the database
+    does not answer (SQLite: another process holds the write lock; PostgreSQL: the link to the server is cut),
+    while liveness stays 1 and the log's metrics leave the scrape; back to 1 once it answers again."""
+    from tests.test_database_faults import _link_down, _Switch, write_lock_held
+
+    monkeypatch.setattr("storage.database.BUSY_TIMEOUT_MS", 100)  # the fault is real; the wait for it shorter
+    switch: _Switch | None = None
+    url = database_url
+    if database_url.startswith("postgresql"):
+        parts = urllib.parse.urlsplit(database_url)
+        switch = _Switch((parts.hostname or "127.0.0.1", parts.port or 5432))
+        url = parts._replace(netloc=f"{parts.username}@127.0.0.1:{switch.port}", query="sslmode=disable").geturl()
+    path = write_config(tmp_path / "node.toml", pki=pki, database_url=url, extra=metrics_section(0))
+    config = load(path, env={"TRANSFER_SERVER_HEALTH_PROBE_SECONDS": "0.2"})
+    try:
+        with running_node(config, pki, clock, path) as node:
+            assert node.node is not None
+            port = node.node.metrics_port
+            node.client("province-admin").register_school("S1", "Trường S1")
+            m = scrape(port)
+            assert value(m, "hocba_health_serving", service="readiness") == 1
+            assert value(m, "hocba_health_serving", service=TRANSFERS) == 1
+            assert value(m, "hocba_log_entries") is not None
+            with write_lock_held(database_url) if switch is None else _link_down(switch):
+                down = wait_for(
+                    "readiness 0 in the scrape",
+                    lambda: (m := scrape(port)) and value(m, "hocba_health_serving", service="readiness") == 0 and m,
+                    timeout=30,
+                )
+                assert value(down, "hocba_health_serving", service=TRANSFERS) == 0
+                assert value(down, "hocba_health_serving", service="liveness") == 1
+                if switch is not None:  # SQLite's readers are not held by a write lock: the log's metrics stay
+                    gone = wait_for(
+                        "the log's metrics gone from the scrape",
+                        lambda: (m := scrape(port)) and value(m, "hocba_log_entries") is None and m,
+                        timeout=30,
+                    )
+                    assert (value(gone, "hocba_metrics_database_read_failures_total") or 0) >= 1
+            up = wait_for(
+                "readiness 1 again",
+                lambda: (m := scrape(port)) and value(m, "hocba_health_serving", service="readiness") == 1 and m,
+                timeout=30,
+            )
+            assert value(up, "hocba_health_serving", service=TRANSFERS) == 1
+    finally:
+        if switch is not None:
+            switch.close()

@@ -193,6 +193,10 @@ class LogRepository(Protocol):
         """The witnesses' cosignature lines stored for the checkpoint of `size` (each ending in a newline)."""
         ...
 
+    def cosigned_sizes(self, limit: int) -> list[int]:
+        """The sizes of the `limit` largest checkpoints with a stored cosignature, largest first."""
+        ...
+
     def add_cosignature(self, size: int, witness: str, key_id: bytes, line: str, received_at: datetime) -> bool:
         """Store a witness's cosignature line of the checkpoint of `size`; False when that key's is stored already."""
         ...

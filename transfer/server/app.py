@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from storage import migrate
-from storage.database import Database, DatabaseUnreachable, describe, open_database
+from storage.database import UNAVAILABLE_REASONS, Database, DatabaseUnreachable, describe, open_database
 from storage.store import Store
 from storage.writer import Writer, WriterStopped
 from transfer import __version__
@@ -114,6 +114,8 @@ WRITE_SERVICE_NAMES = tuple(name for name in SERVICE_NAMES if name not in _READ_
 # probe, the log is consistent with what it signed, and the latest checkpoint publication did not fail.
 LIVENESS = "liveness"
 READINESS = "readiness"
+# The reasons a round of the checkpoint publisher fails with (hocba_log_publication_failures_total, each from 0).
+PUBLICATION_FAILURE_REASONS = (*UNAVAILABLE_REASONS, "LOG_INCONSISTENT", "UNEXPECTED")
 
 
 def server_tls(config: Config) -> TlsMaterial:
@@ -330,7 +332,11 @@ class Node:
         self.certificates: ServerCertificates | None = None
         self._reload_lock = asyncio.Lock()
         # [metrics]: Prometheus metrics on an HTTP endpoint of their own (metrics.py); None when off.
-        self.publish_failures: collections.Counter[str] = collections.Counter()  # by reason
+        self.publish_failures: collections.Counter[str] = collections.Counter(
+            dict.fromkeys(PUBLICATION_FAILURE_REASONS, 0)
+        )  # by reason
+        # What the gRPC health service says of each name (LIVENESS, READINESS, SERVICE_NAMES), for the metrics.
+        self.health_serving = dict.fromkeys((LIVENESS, READINESS, *SERVICE_NAMES), False)
         self.metrics = NodeMetrics(self) if config.metrics is not None else None
         self.metrics_port = 0
 
@@ -495,7 +501,7 @@ class Node:
         await server.start()
         self._server = server
         for name in ("", LIVENESS, READINESS, *SERVICE_NAMES):
-            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self._set_health(name, True)
         self._tasks.append(asyncio.create_task(self._sweep_forever(), name="expiry-sweeper"))
         self._tasks.append(asyncio.create_task(self._probe_forever(), name="database-probe"))
         self._tasks.append(asyncio.create_task(self._publish_forever(), name="checkpoint-publisher"))
@@ -695,9 +701,12 @@ class Node:
         cfg = self.config
         if not cfg.witnesses:
             return
-        self.witnessing = Witnessing(
+        self.witnessing = witnessing = Witnessing(
             [(w.name, w.vkey, w.url) for w in cfg.witnesses], cfg.witness_quorum, logbook, store
         )
+        # The latest checkpoint a quorum cosigned, from the database: a restart during a witness outage keeps it.
+        log_keys = log_verifiers(cfg)
+        witnessing.latest_witnessed = await store.read(lambda uow: witnessing.recall(uow, log_keys))
         latest, size = await store.read(lambda uow: (uow.log.latest_checkpoint(), uow.log.committed_size()))
         probe = latest or StoredCheckpoint(
             0, EMPTY_ROOT, sign_note(Checkpoint(logbook.origin, 0, EMPTY_ROOT).text(), signer), self.clock.now()
@@ -806,10 +815,15 @@ class Node:
         if self._health is None or self._stopping is not None:
             return
         writes = self.gate.broken is None and self._database_answers
-        serving, not_serving = health_pb2.HealthCheckResponse.SERVING, health_pb2.HealthCheckResponse.NOT_SERVING
         for name in WRITE_SERVICE_NAMES:
-            await self._health.set(name, serving if writes else not_serving)
-        await self._health.set(READINESS, serving if writes and self._log_signs else not_serving)
+            await self._set_health(name, writes)
+        await self._set_health(READINESS, writes and self._log_signs)
+
+    async def _set_health(self, name: str, serving: bool) -> None:
+        assert self._health is not None
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self._health.set(name, status)
+        self.health_serving[name] = serving
 
     async def _probe_forever(self) -> None:
         """Every server.health_probe_seconds, one write transaction through the writer that reads the log's
@@ -968,6 +982,7 @@ class Node:
         log.info("node stopping", extra={"grace_seconds": grace})
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
+            self.health_serving = dict.fromkeys(self.health_serving, False)
         self.notifier.close()
         if self._server is not None:
             await self._server.stop(grace)

@@ -22,6 +22,14 @@ Where the numbers come from:
   checkpoint, the undelivered outbox messages by peer), run on the event loop
   and shared by the scrapes of SNAPSHOT_TTL_SECONDS.
 
+Labelled counters an alert watches are created at 0 when the node starts, for
+every label value the code knows (every configured peer x every delivery
+outcome, every writer and publication failure reason, every configured witness
+x every failure kind): a first failure is then an increase, which a series born
+at 1 is not (the Prometheus instrumentation guide, "Avoid missing metrics").
+`hocba_health_serving` says what the gRPC health service says, without the
+database: it stays in the scrape while the database does not answer.
+
 Instants are exported as Unix timestamps (`..._timestamp_seconds`), never as
 ages: Prometheus computes the age (`time() - metric`), and a timestamp stays
 right between scrapes (the Prometheus instrumentation guide, "Timestamps, not
@@ -58,11 +66,13 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from storage.writer import FAILURE_REASONS
 from transfer import __version__
 from transfer.domain.model import OutboxBacklog, OutboxMessage, StoredCheckpoint
 from transfer.domain.ports import UnitOfWork
 from transfer.server.certs import TlsMaterial
 from transfer.server.interceptors import WrappingInterceptor, rewrapped
+from transfer.server.peers import OUTCOMES
 
 if TYPE_CHECKING:
     from transfer.server.app import Node
@@ -260,6 +270,8 @@ class WriterMetrics:
             ["reason"],
             registry=registry,
         )
+        for reason in FAILURE_REASONS:  # every series from 0: a first failure is an increase (alerts.yml)
+            self.failures.labels(reason)
 
     def committed(self, commands: int, seconds: float) -> None:
         self.batch.observe(commands)
@@ -272,7 +284,7 @@ class WriterMetrics:
 class DeliveryMetrics:
     """`peers.DeliveryObserver`: attempts by outcome, the time from the outbox to the receipt, the last delivery."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, peers: Iterable[str] = ()) -> None:
         self.attempts = Counter(
             "hocba_peer_delivery_attempts",
             "Delivery attempts to a peer, by outcome (delivered, retry, auth_refused, refused, crashed)",
@@ -292,6 +304,10 @@ class DeliveryMetrics:
             ["peer"],
             registry=registry,
         )
+        for peer in peers:  # every configured peer's series from 0: a first refusal is an increase (alerts.yml)
+            for outcome in OUTCOMES:
+                self.attempts.labels(peer, outcome)
+            self.seconds.labels(peer)
 
     def attempt_ended(self, peer: str, outcome: str, message: OutboxMessage, at: datetime) -> None:
         self.attempts.labels(peer, outcome).inc()
@@ -410,9 +426,23 @@ class _NodeCollector(Collector):
         for reason, count in sorted(node.publish_failures.items()):
             failures.add_metric([reason], count)
         yield failures
+        yield self._health()
         yield from self._witnessing()
         yield from self._database()
         yield from self._certificate_expiry()
+
+    def _health(self) -> GaugeMetricFamily:
+        """What the gRPC health service says, read from the node (no database read: it stays right while the
+        database does not answer, when the log and outbox metrics are missing)."""
+        health = GaugeMetricFamily(
+            "hocba_health_serving",
+            "1 while the gRPC health service says SERVING for the name (liveness, readiness, each service), else 0",
+            labels=["service"],
+        )
+        for name, serving in list(self.node.health_serving.items()):
+            if name:  # the overall status ("") is liveness's
+                health.add_metric([name], 1 if serving else 0)
+        return health
 
     def _witnessing(self) -> Iterator[Any]:
         """Every family is there, without samples when the node has no log.witnesses: the names stay the same."""
@@ -476,12 +506,12 @@ class _NodeCollector(Collector):
             return snapshot
 
     def _database(self) -> Iterator[Any]:
+        snapshot = self._read()  # first: a scrape whose read failed counts itself
         yield CounterMetricFamily(
             "hocba_metrics_database_read_failures",
             "Scrapes whose database read failed or timed out (their log and outbox metrics are missing)",
             value=self.snapshot_failures,
         )
-        snapshot = self._read()
         size = GaugeMetricFamily("hocba_log_entries", "Entries in the node's log (committed)")
         checkpoint = GaugeMetricFamily("hocba_log_checkpoint_entries", "Size of the latest signed checkpoint")
         signed = GaugeMetricFamily("hocba_log_checkpoint_timestamp_seconds", "When the latest checkpoint was signed")
@@ -566,7 +596,7 @@ class NodeMetrics:
         GCCollector(registry=self.registry)
         self.calls = CallMetrics(self.registry)
         self.writer = WriterMetrics(self.registry)
-        self.deliveries = DeliveryMetrics(self.registry)
+        self.deliveries = DeliveryMetrics(self.registry, sorted(node.peers))
         self.port = 0
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None

@@ -446,6 +446,10 @@ def _next_attempt(uow: UnitOfWork, skip: set[str]) -> datetime | None:
     return uow.outbox.next_attempt(skip)
 
 
+# The outcomes of a delivery attempt told to a DeliveryObserver.
+OUTCOMES = ("delivered", "retry", "auth_refused", "refused", "crashed")
+
+
 class DeliveryObserver(Protocol):
     """Hears of each delivery attempt's end (the node's metrics): on the event loop, quick, never raising."""
 
@@ -835,6 +839,7 @@ class Dispatcher:
 
 
 __all__ = [
+    "OUTCOMES",
     "DeliveryObserver",
     "DeliveryServicer",
     "Dispatcher",

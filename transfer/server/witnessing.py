@@ -42,15 +42,28 @@ from storage.store import Store
 from transfer.domain.errors import DomainError
 from transfer.domain.logbook import Logbook
 from transfer.domain.model import StoredCheckpoint
+from transfer.domain.ports import UnitOfWork
 from transfer.ledger.note import NoteError, Verifier
-from transfer.ledger.witnessed import cosignature_verifier
+from transfer.ledger.witnessed import check_witnessed, cosignature_verifier
 
 log = logging.getLogger("transfer.node.witnessing")
 
-__all__ = ["Answer", "WitnessAhead", "Witnessing", "add_checkpoint_body", "post_add_checkpoint"]
+__all__ = [
+    "FAILURE_KINDS",
+    "Answer",
+    "WitnessAhead",
+    "Witnessing",
+    "add_checkpoint_body",
+    "post_add_checkpoint",
+]
 
 SIZE_TYPE = "text/x.tlog.size"
 MAX_ANSWER = 64 * 1024  # a cosignature answer is a few lines; a 409 one number
+# The kinds of failed submission counted per witness (metrics: hocba_witness_submission_failures_total), each
+# from 0; besides them, "http <status>" for an answer with an unexpected status, counted from its first one.
+FAILURE_KINDS = ("unreachable", "ahead", "error", "conflicts", "bad cosignature", "not stored")
+# At start, the latest checkpoint a quorum cosigned is sought among this many of the largest cosigned ones.
+RECALL_CHECKPOINTS = 64
 
 
 @dataclass(frozen=True)
@@ -129,7 +142,8 @@ class _Link:
     cosigned: int = -1  # the largest size whose cosignature by it we hold
     failing: str = ""  # the kind of the last failure, "" when the last attempt succeeded
     attempts: int = 0  # requests sent
-    failures: Counter[str] = field(default_factory=Counter)  # failed submissions, by kind (for metrics)
+    # failed submissions, by kind (for metrics; every one of FAILURE_KINDS from 0)
+    failures: Counter[str] = field(default_factory=lambda: Counter(dict.fromkeys(FAILURE_KINDS, 0)))
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     pending: list[tuple[int, str]] = field(default_factory=list)  # answers got before the writer ran
 
@@ -211,6 +225,25 @@ class Witnessing:
             link.old = size
             return size
         self._failed(link, f"http {answer.status}", _first_line(answer.body))
+        return None
+
+    def recall(self, uow: UnitOfWork, log_keys: Sequence[Verifier]) -> tuple[int, datetime] | None:
+        """At start (a read): the latest stored checkpoint whose stored cosignatures make a quorum of the
+        configured witnesses (`check_witnessed`, the one rule), sought among the RECALL_CHECKPOINTS largest
+        cosigned ones, as (size, when the node signed it); None when none does. The caller makes it
+        `latest_witnessed`, so a restart during a witness outage does not forget it (metrics export it)."""
+        witnesses = [link.verifier for link in self.links]
+        for size in uow.log.cosigned_sizes(RECALL_CHECKPOINTS):
+            stored = uow.log.checkpoint(size)
+            if stored is None:
+                continue
+            note = stored.note + "".join(uow.log.cosignatures(size))
+            try:
+                found = check_witnessed(note, log_keys, witnesses, max(self.quorum, 1), origin=self.logbook.origin)
+            except NoteError:  # signed by a log key no longer configured: not this log's any more
+                continue
+            if found.witnessed:
+                return size, stored.created_at
         return None
 
     # -- running ------------------------------------------------------------
