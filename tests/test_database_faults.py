@@ -748,8 +748,10 @@ def test_readiness_and_the_write_services_follow_the_database_and_liveness_stays
                 assert _health_status(path, service) == 0, service
             outage = write_lock_held(database_url) if switch is None else _link_down(switch)
             with outage:
+                # A checkpoint publication that fails turns readiness alone NOT_SERVING, and can come first; the
+                # probe then turns the write services too.
                 wait_for("readiness NOT_SERVING", lambda: _health_status(path, "readiness") == 1, timeout=30)
-                assert _health_status(path, TRANSFER_SERVICE) == 1
+                wait_for("writes NOT_SERVING", lambda: _health_status(path, TRANSFER_SERVICE) == 1, timeout=30)
                 for service in ("liveness", "", LOG_SERVICE):
                     assert _health_status(path, service) == 0, service
                 refused = _outcome(s1.register_record, new_lookup_code(), new_national_id(), PRIMARY)
