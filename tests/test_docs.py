@@ -173,3 +173,30 @@ def test_readme_quick_start_targets_exist() -> None:
         assert f"make {target}" in readme
         assert re.search(rf"^{target}:", makefile, re.M)
     assert "make test" in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+def _anchors(text: str) -> set[str]:
+    """GitHub's anchors of a Markdown text's headings (outside code blocks): lower case, punctuation dropped,
+    spaces as hyphens, a repeated heading numbered -1, -2, …"""
+    seen: dict[str, int] = {}
+    found: set[str] = set()
+    for heading in re.findall(r"^#{1,6} (.*)$", re.sub(r"^```.*?^```", "", text, flags=re.M | re.S), re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        found.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return found
+
+
+def test_every_link_between_the_docs_leads_somewhere() -> None:
+    """Each relative link in README.md and docs/*.md names a file that exists and, with `#anchor`, a heading of it:
+    moving or renaming a section cannot leave a link behind."""
+    broken = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = doc.read_text(encoding="utf-8")
+        for target, anchor in re.findall(r"\]\((?!https?:|mailto:)([^)#\s]*)(?:#([^)\s]+))?\)", text):
+            path = (doc.parent / target).resolve() if target else doc
+            if not path.exists():
+                broken.append(f"{doc.name}: {target}")
+            elif anchor and path.suffix == ".md" and anchor not in _anchors(path.read_text(encoding="utf-8")):
+                broken.append(f"{doc.name}: {target}#{anchor}")
+    assert broken == []
