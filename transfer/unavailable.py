@@ -21,9 +21,10 @@ UNAVAILABLE_LOG_SECONDS = 10.0
 class UnavailableLog:
     """One throttled log line per kind of failure (`message`) of one loop."""
 
-    def __init__(self, logger: logging.Logger, message: str) -> None:
+    def __init__(self, logger: logging.Logger, message: str, *, detailed: bool = False) -> None:
         self._logger = logger
         self._message = message
+        self._detailed = detailed  # the reason and the failure's message in the line's text too
         self._logged_at = -UNAVAILABLE_LOG_SECONDS
         self._unlogged = 0
 
@@ -33,7 +34,7 @@ class UnavailableLog:
             self._unlogged += 1
             return
         self._logger.error(
-            self._message,
+            f"{self._message} ({exc.reason}: {exc.message})" if self._detailed else self._message,
             extra={**extra, "reason": exc.reason, "detail": exc.message, "not_logged": self._unlogged},
         )
         self._logged_at, self._unlogged = now, 0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transfer import __version__
 from transfer.server import logs
-from transfer.server.app import Node, StartRefused, load_log_keys, server_tls
+from transfer.server.app import Node, StartRefused, checkpoint_file_problem, load_log_keys, server_tls
 from transfer.server.config import Config, ConfigError, load
 from transfer.server.limits import raise_open_file_limit
 
@@ -77,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
             files_problem = raise_open_file_limit(config.limits)
             if files_problem is not None:
                 raise StartRefused(files_problem)
+            # where the start will write it (nothing is written: no file, no directory)
+            unwritable = checkpoint_file_problem(config.latest_checkpoint_file, make=False)
+            if unwritable is not None:
+                raise StartRefused(unwritable)
         except (OSError, StartRefused) as exc:
             print(f"transfer-server: configuration error: {exc}", file=sys.stderr)
             return 1

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import errno
 import functools
 import hashlib
 import logging
 import os
+import tempfile
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -37,7 +39,16 @@ from transfer.domain.signatures import SigningTrust
 from transfer.domain.staff import Staff
 from transfer.domain.validation import MAX_MESSAGE
 from transfer.ledger.merkle import EMPTY_ROOT
-from transfer.ledger.note import Checkpoint, Ed25519Signer, NoteError, Verifier, parse_skey, parse_vkey, sign_note
+from transfer.ledger.note import (
+    Checkpoint,
+    Ed25519Signer,
+    NoteError,
+    Verifier,
+    parse_note,
+    parse_skey,
+    parse_vkey,
+    sign_note,
+)
 from transfer.ledger.receipt import ProofBundle
 from transfer.server import faults
 from transfer.server.auth import Authenticator
@@ -59,6 +70,7 @@ from transfer.server.peers import (
     load_peers,
     load_seal_signer,
     peer_keys,
+    read_key_file,
 )
 from transfer.server.reflection import enable_reflection
 from transfer.server.servicers import (
@@ -115,7 +127,7 @@ WRITE_SERVICE_NAMES = tuple(name for name in SERVICE_NAMES if name not in _READ_
 LIVENESS = "liveness"
 READINESS = "readiness"
 # The reasons a round of the checkpoint publisher fails with (hocba_log_publication_failures_total, each from 0).
-PUBLICATION_FAILURE_REASONS = (*UNAVAILABLE_REASONS, "LOG_INCONSISTENT", "UNEXPECTED")
+PUBLICATION_FAILURE_REASONS = (*UNAVAILABLE_REASONS, "LATEST_CHECKPOINT_UNWRITABLE", "LOG_INCONSISTENT", "UNEXPECTED")
 
 
 def server_tls(config: Config) -> TlsMaterial:
@@ -185,41 +197,103 @@ def digest_key(logbook: Logbook) -> bytes:
     return hashlib.sha256(logbook.signer.sign(_DIGEST_KEY_TEXT)).digest()
 
 
-def load_log_signer(config: Config, path: Path | None = None) -> Ed25519Signer:
-    """The log key (log.key_file), or the key at `path` (log.next_key_file)."""
+def load_log_signer(config: Config, path: Path | None = None, what: str = "log.key_file") -> Ed25519Signer:
+    """The log key (log.key_file), or the key at `path` (`what`: log.next_key_file)."""
     path = path or config.log_key_file
     try:
-        signer = parse_skey(path.read_text(encoding="utf-8").strip())
+        signer = parse_skey(read_key_file(path, what))
         if not isinstance(signer, Ed25519Signer):
             raise NoteError("the log key must be an Ed25519 key")
         return signer
     except NoteError as exc:
-        raise OSError(f"{path}: not a signed-note private key: {exc}") from None
+        raise OSError(f"{what} {path}: not a signed-note private key: {exc}") from None
 
 
 def load_log_keys(config: Config) -> tuple[Ed25519Signer, Ed25519Signer | None, list[str]]:
     """The log key, the next key (during a rotation) and the previous keys' vkeys (after one)."""
     signer = load_log_signer(config)
-    following = load_log_signer(config, config.log_next_key_file) if config.log_next_key_file else None
+    following = None
+    if config.log_next_key_file:
+        following = load_log_signer(config, config.log_next_key_file, "log.next_key_file")
     if following is not None and following.vkey == signer.vkey:
-        raise OSError(f"{config.log_next_key_file}: log.next_key_file is the log key itself")
+        raise OSError(f"log.next_key_file {config.log_next_key_file}: is the log key itself")
     previous = []
     for path in config.log_previous_vkey_files:
+        vkey = read_key_file(path, "log.previous_vkey_files")
         try:
-            vkey = path.read_text(encoding="utf-8").strip()
             parse_vkey(vkey)
-        except (NoteError, UnicodeDecodeError) as exc:
-            raise OSError(f"{path}: not a signed-note verifier key: {exc}") from None
+        except NoteError as exc:
+            raise OSError(f"log.previous_vkey_files {path}: not a signed-note verifier key: {exc}") from None
         if vkey in (signer.vkey, following.vkey if following else ""):
-            raise OSError(f"{path}: log.previous_vkey_files names a key the log signs with")
+            raise OSError(f"log.previous_vkey_files {path}: names a key the log signs with")
         previous.append(vkey)
     return signer, following, previous
+
+
+def check_key_roles(config: Config, seal: Ed25519Signer | None) -> None:
+    """Refuse a log key (or next log key) that is the seal key: each role needs a key of its own (a seal
+    signature must never pass for a checkpoint signature, nor the other way round)."""
+    if seal is None:
+        return
+    own, following, _ = load_log_keys(config)
+    for what, path, key in (
+        ("log.key_file", config.log_key_file, own),
+        ("log.next_key_file", config.log_next_key_file, following),
+    ):
+        if key is not None and key.public_key == seal.public_key:
+            raise StartRefused(
+                f"{what} {path} and seal.key_file {config.seal_key_file} hold the same key: the log and the "
+                "seal each need a key of their own (docs/operations.md, Log keys)"
+            )
+
+
+def checkpoint_file_problem(path: Path, *, make: bool) -> str | None:
+    """Whether the node can write log.latest_checkpoint_file `path`: a file of a name of its own is made
+    and removed in its directory (`make`: the directory is made first, as the start does; otherwise, while
+    it does not exist, a directory is made and removed in the nearest parent that does). The file itself
+    is never written. One line naming the file when it cannot be, the same at --check-config and at start."""
+    directory = existing = path.parent
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+        if make:
+            directory.mkdir(parents=True, exist_ok=True)
+            existing = directory
+        if existing == directory:
+            fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=directory)
+            os.close(fd)
+            os.unlink(probe)
+        else:  # --check-config before the first start: the start makes the directory here
+            os.rmdir(tempfile.mkdtemp(prefix=".hocba-", suffix=".probe", dir=existing))
+    except OSError as exc:
+        return f"log.latest_checkpoint_file {path}: cannot be written: {exc.strerror or exc} (in {existing})"
+    return None
 
 
 def log_verifiers(config: Config) -> list[Verifier]:
     """Every key a checkpoint of this log may be signed with: the current, the next and the previous ones."""
     signer, following, previous = load_log_keys(config)
     return [parse_vkey(v) for v in (signer.vkey, *([following.vkey] if following else []), *previous)]
+
+
+def _key_name(vkey: str) -> str:
+    """`<name>+<key hash>` of a vkey: how an operator tells keys apart (the start of its vkey file)."""
+    return "+".join(vkey.split("+")[:2])
+
+
+def _unknown_signers(note: str, verifiers: list[Verifier]) -> list[str]:
+    """The keys (`<name>+<key hash>`) that signed `note` when none of them is one of `verifiers`; [] when
+    one is, or the note does not parse."""
+    try:
+        signatures = parse_note(note).signatures
+    except NoteError:
+        return []
+    known = {(v.name, bytes(v.key_id)) for v in verifiers}
+    if any((sig.name, sig.key_id) in known for sig in signatures):
+        return []
+    return [f"{sig.name}+{sig.key_id.hex()}" for sig in signatures]
 
 
 _RECOVERY = (
@@ -294,6 +368,7 @@ class Node:
         page_policy = PagePolicy(config.lock_completed, config.lock_supplementary, config.utc_offset)
         self.peers = load_peers(config)
         seal = load_seal_signer(config)
+        check_key_roles(config, seal)
         self.seal_key = None if seal is None else seal._key
         self.seal_vkey = "" if seal is None else seal.vkey
         # [witness]: the node cosigns its peers' checkpoints on an HTTP endpoint of its own (peer_witness.py).
@@ -327,6 +402,8 @@ class Node:
         self._publish_unavailable = UnavailableLog(
             log, "checkpoint publication failed: database unavailable; will retry"
         )
+        # The file and the OS error in the line itself: the one thing the operator has to fix.
+        self._publish_unwritable = UnavailableLog(log, "checkpoint publication failed; will retry", detailed=True)
         self.witnessing: Witnessing | None = None
         self.auth: Authenticator | None = None
         self.certificates: ServerCertificates | None = None
@@ -670,7 +747,13 @@ class Node:
                 raise self.gate.refusal() from None
             if signed is None:
                 return None
-            await asyncio.to_thread(self._save_synced, path, signed)
+            try:
+                await asyncio.to_thread(self._save_synced, path, signed)
+            except OSError as exc:  # e.g. a directory in its place, a read-only or full disk
+                raise Unavailable(
+                    "LATEST_CHECKPOINT_UNWRITABLE",
+                    f"log.latest_checkpoint_file {path}: cannot be written: {exc.strerror or exc}",
+                ) from None
             checkpoint = await self.store.write(lambda uow: logbook.store(uow, signed))
         if checkpoint is not None:
             log.info("checkpoint published", extra={"tree_size": checkpoint.size, "root": checkpoint.root.hex()})
@@ -738,8 +821,10 @@ class Node:
             saved = None
         except (OSError, UnicodeDecodeError) as exc:
             raise StartRefused(f"log.latest_checkpoint_file {path}: cannot be read: {exc}") from None
-        if saved is None:
-            self._check_writable(path)
+        if saved is None:  # a file the node will have to write at its first checkpoint: refused now if it cannot
+            unwritable = checkpoint_file_problem(path, make=True)
+            if unwritable is not None:
+                raise StartRefused(unwritable)
             if latest is not None:
                 if not self.accept_missing_checkpoint_file:
                     missing = DataLoss(
@@ -762,6 +847,9 @@ class Node:
         try:
             signed = await store.read(lambda uow: logbook.check_signed_before(uow, saved, verifier))
         except DataLoss as exc:
+            signers = _unknown_signers(saved, verifier)
+            if exc.reason == "LATEST_CHECKPOINT_UNREADABLE" and signers:
+                raise StartRefused(f"{exc.reason}: {self._other_key_advice(path, signers)}; {_RECOVERY}") from None
             raise StartRefused(
                 f"{exc.reason}: {exc.message} (log.latest_checkpoint_file {path}); {_RECOVERY}"
             ) from None
@@ -772,22 +860,29 @@ class Node:
             self._remember_signed(latest)
             await asyncio.to_thread(self._save_synced, path, latest)
 
+    def _other_key_advice(self, path: Path, signers: list[str]) -> str:
+        """LATEST_CHECKPOINT_UNREADABLE for a file signed by none of the configured keys: most often a key
+        configuration mistake (another key file, a rotation without log.previous_vkey_files), so what to
+        check comes before the restore advice."""
+        cfg = self.config
+        configured = [f"log.key_file {cfg.log_key_file} ({_key_name(self.log_vkey)})"]
+        if self.next_log_vkey:
+            configured.append(f"log.next_key_file {cfg.log_next_key_file} ({_key_name(self.next_log_vkey)})")
+        previous = ", ".join(_key_name(v) for v in self.previous_log_vkeys) or "none"
+        configured.append(f"log.previous_vkey_files: {previous}")
+        by = f"the key {signers[0]}" if len(signers) == 1 else f"the keys {', '.join(signers)}"
+        return (
+            f"log.latest_checkpoint_file {path} is signed by {by}, none of the keys configured for the log "
+            f"({'; '.join(configured)}): first check log.key_file and log.previous_vkey_files against the log's "
+            "published vkey (log_vkey in GetLogInfo, the log.vkey given to peers and auditors; after a log key "
+            "rotation the retired key's vkey goes in log.previous_vkey_files: docs/operations.md, Log keys). "
+            "If they are right, the file is not this log's checkpoint"
+        )
+
     def _remember_signed(self, checkpoint: StoredCheckpoint) -> None:
         """The writer refuses to append below a tree this node signed (storage.repositories.LogState)."""
         assert self.writer is not None
         self.writer.log_state.signed_at_least(checkpoint)
-
-    @staticmethod
-    def _check_writable(path: Path) -> None:
-        """A file the node will have to write at its first checkpoint: refused now, in one line, if it cannot."""
-        probe = path.with_name(path.name + ".tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(probe, "w", encoding="utf-8"):
-                pass
-            probe.unlink()
-        except OSError as exc:
-            raise StartRefused(f"log.latest_checkpoint_file {path}: cannot be written: {exc}") from None
 
     def _log_broke(self, cause: LogInconsistent) -> None:
         """The gate closed (once): one line with the sizes and roots, the write services NOT_SERVING,
@@ -956,7 +1051,10 @@ class Node:
                 self.publish_failures[exc.reason] += 1
                 if exc.reason == "LOG_INCONSISTENT":  # said once, by _log_broke
                     return
-                self._publish_unavailable.failed(exc)
+                if exc.reason == "LATEST_CHECKPOINT_UNWRITABLE":
+                    self._publish_unwritable.failed(exc)
+                else:
+                    self._publish_unavailable.failed(exc)
                 await self._log_signed(False)
             except Exception:
                 self.publish_failures["UNEXPECTED"] += 1
@@ -1006,7 +1104,10 @@ class Node:
                 await self.publish_checkpoint()
             except Unavailable as exc:
                 if exc.reason != "LOG_INCONSISTENT":  # that one was said once, by _log_broke
-                    log.exception("final checkpoint failed; the next start publishes it")
+                    log.error(
+                        "final checkpoint failed; the next start publishes it: %s: %s", exc.reason, exc.message,
+                        extra={"reason": exc.reason},
+                    )  # fmt: skip
             except Exception:
                 log.exception("final checkpoint failed; the next start publishes it")
         if self.writer is not None:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Protocol
 
@@ -186,14 +187,26 @@ def load_peers(config: Config) -> dict[str, Peer]:
     return peers
 
 
+def read_key_file(path: Path, what: str) -> str:
+    """The text of a key file the configuration names at `what` (e.g. `seal.key_file`); OSError in one line
+    naming `what` and the file when it cannot be read, or is not text."""
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise OSError(f"{what} {path}: cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise OSError(f"{what} {path}: not a signed-note key: not UTF-8 text") from None
+
+
 def load_seal_signer(config: Config) -> Ed25519Signer | None:
     if config.seal_key_file is None:
         return None
     try:
-        signer = parse_skey(config.seal_key_file.read_text(encoding="utf-8").strip())
+        signer = parse_skey(read_key_file(config.seal_key_file, "seal.key_file"))
+        if not isinstance(signer, Ed25519Signer):
+            raise NoteError("the seal key must be an Ed25519 key")
     except NoteError as exc:
-        raise OSError(f"{config.seal_key_file}: not a signed-note private key: {exc}") from None
-    assert isinstance(signer, Ed25519Signer)
+        raise OSError(f"seal.key_file {config.seal_key_file}: not a signed-note private key: {exc}") from None
     return signer
 
 
@@ -849,4 +862,5 @@ __all__ = [
     "load_peers",
     "load_seal_key",
     "peer_keys",
+    "read_key_file",
 ]
