@@ -14,6 +14,7 @@ import pytest
 from tests.federation import wait_for
 from tests.support import (
     FakeClock,
+    ServerProcess,
     load_config,
     new_lookup_code,
     new_national_id,
@@ -235,3 +236,30 @@ def test_a_checkpoint_file_that_cannot_be_written_is_said_with_its_reason_at_mos
         assert latest.is_file()
     said = [r.getMessage() for r in caplog.records if r.name == "transfer.health"]
     assert "checkpoints are published again: readiness SERVING" in said
+
+
+def test_a_misspelt_section_in_the_environment_is_named_not_ignored_in_silence(
+    tmp_path: Path, pki: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRANSFER_DATBASE_URL (a section misspelt) would leave the node on its configured database without a word:
+    --check-config and the start name it in a warning; the CLI's and the tests' own TRANSFER_* variables are not
+    named (a misspelt key of a known section is refused outright, as tests/test_config.py shows)."""
+    from transfer.server.config import unused_environment
+
+    env = {"TRANSFER_DATBASE_URL": "postgresql://x/y", "TRANSFER_PKI": "pki", "TRANSFER_TEST_PG": "x",
+           "TRANSFER_DATABASE_URL": "sqlite:///n.db", "HOME": "/root"}  # fmt: skip
+    assert unused_environment(env) == ["TRANSFER_DATBASE_URL"]
+    monkeypatch.setenv("TRANSFER_DATBASE_URL", "postgresql://x/y")
+    config = _config(tmp_path, pki)
+    checked = run_module("transfer.server", "--check-config", "--config", str(config))
+    assert (checked.returncode, checked.stdout) == (0, "configuration is valid\n"), checked.stderr
+    assert checked.stderr.splitlines() == [
+        "transfer-server: warning: environment variable TRANSFER_DATBASE_URL names no configuration section and is "
+        "ignored (TRANSFER_<SECTION>_<KEY>: docs/operations.md, Configuration)"
+    ]
+    server = ServerProcess(config, tmp_path / "server.log")
+    server.start()
+    server.stop()
+    lines = [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines() if line.startswith("{")]
+    warned = [e for e in lines if e.get("variable") == "TRANSFER_DATBASE_URL"]
+    assert len(warned) == 1 and warned[0]["level"] == "WARNING", lines

@@ -12,7 +12,7 @@ from pathlib import Path
 from transfer import __version__
 from transfer.server import logs
 from transfer.server.app import Node, StartRefused, checkpoint_file_problem, load_log_keys, server_tls
-from transfer.server.config import Config, ConfigError, load
+from transfer.server.config import Config, ConfigError, load, unused_environment
 from transfer.server.limits import raise_open_file_limit
 
 log = logging.getLogger("transfer.node")
@@ -52,6 +52,12 @@ async def _serve(node: Node, path: Path | None) -> None:
     await node.stop()
 
 
+_UNUSED = (
+    "environment variable {name} names no configuration section and is ignored "
+    "(TRANSFER_<SECTION>_<KEY>: docs/operations.md, Configuration)"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="transfer-server", description="Run a school-record transfer node.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -84,9 +90,13 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, StartRefused) as exc:
             print(f"transfer-server: configuration error: {exc}", file=sys.stderr)
             return 1
+        for name in unused_environment():
+            print(f"transfer-server: warning: {_UNUSED.format(name=name)}", file=sys.stderr)
         print("configuration is valid")
         return 0
     logs.configure(config.log_level, config.log_format)
+    for name in unused_environment():
+        logging.getLogger("transfer.node").warning(_UNUSED.format(name=name), extra={"variable": name})
     try:
         asyncio.run(_serve(Node(config, accept_missing_checkpoint_file=ns.accept_missing_checkpoint_file), ns.config))
     except (OSError, StartRefused) as exc:

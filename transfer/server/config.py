@@ -407,6 +407,28 @@ def _merge(raw: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, dict[str
     return merged
 
 
+# TRANSFER_* variables that are not the node's configuration: the CLI's (transfer-cli), the fault injection of the
+# tests (TRANSFER_FAULTS, which the node reads itself), the test suite's and the benchmarks' databases.
+OTHER_TOOLS_VARIABLES = frozenset(
+    {"TRANSFER_ADDRESS", "TRANSFER_AS", "TRANSFER_PKI", "TRANSFER_CA", "TRANSFER_CERT", "TRANSFER_KEY",
+     "TRANSFER_FAULTS", "TRANSFER_TEST_PG", "TRANSFER_BENCH_PG"}
+)  # fmt: skip
+
+
+def unused_environment(env: Mapping[str, str] | None = None) -> list[str]:
+    """The TRANSFER_* variables that name no section of the configuration and no other tool's setting: most likely
+    a misspelt section (TRANSFER_DATBASE_URL), which the node would otherwise run without. A misspelt key of a
+    known section is refused by load() itself."""
+    env = os.environ if env is None else env
+    return sorted(
+        name
+        for name in env
+        if name.startswith(ENV_PREFIX)
+        and name not in OTHER_TOOLS_VARIABLES
+        and name[len(ENV_PREFIX) :].lower().partition("_")[0] not in SCHEMA
+    )
+
+
 _OFFSET = re.compile(r"([+-])([0-9]{2}):([0-9]{2})")  # ASCII digits: \d also takes "０７"
 _DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # date.fromisoformat alone takes "2026-W36-3"
 _MONTH_DAY = re.compile(r"[0-9]{2}-[0-9]{2}")
