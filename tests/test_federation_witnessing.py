@@ -432,8 +432,9 @@ def test_transfer_audit_checks_each_nodes_witness_policy(start_federation: Start
     assert "(2 of quorum 2)" in line and "RESULT: BROKEN" in done.stdout
 
 
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
 def test_witnessing_and_split_views_are_in_the_metrics_and_survive_a_restart(
-    start_federation: StartFederation, tmp_path: Path, pki: Path, signing_bundle: Path
+    start_federation: StartFederation, tmp_path: Path, pki: Path, signing_bundle: Path, engine: str
 ) -> None:
     """79's witness cosigning 01's checkpoints moves 79's cosigned-entries gauge (01's log size) and cosigned
     answers; a split view seen by 01 in 79's witnessed bundle (injected fault) and one seen by 79's witness (a
@@ -444,7 +445,7 @@ def test_witnessing_and_split_views_are_in_the_metrics_and_survive_a_restart(
     from tests.test_metrics import scrape, value
     from tests.test_peer_witness import body, grow
 
-    fed = start_federation("sqlite", peer_policy=True, env_b={"TRANSFER_FAULTS": "bad_consistency"}, metrics=True)
+    fed = start_federation(engine, peer_policy=True, env_b={"TRANSFER_FAULTS": "bad_consistency"}, metrics=True)
     m01, m79 = fed.metrics["01"], fed.metrics["79"]
     before = scrape(m79)
     assert value(before, "hocba_peer_split_view_evidence", peer="01", source="witness") == 0
