@@ -438,8 +438,8 @@ def test_witnessing_and_split_views_are_in_the_metrics_and_survive_a_restart(
 ) -> None:
     """79's witness cosigning 01's checkpoints moves 79's cosigned-entries gauge (01's log size) and cosigned
     answers; a split view seen by 01 in 79's witnessed bundle (injected fault) and one seen by 79's witness (a
-    forked 01's checkpoint whose proof does not join the cosigned one) are each 1 in a scrape, by source, and
-    still 1 after both nodes restart (read from the stored evidence; the answers count from 0 again)."""
+    forked 01's checkpoint whose proof does not join the cosigned one, logged at ERROR) are each 1 in a scrape, by
+    source, and still 1 after both nodes restart (read from the stored evidence; the answers count from 0 again)."""
     import tomllib
 
     from tests.test_metrics import scrape, value
@@ -501,6 +501,13 @@ def test_witnessing_and_split_views_are_in_the_metrics_and_survive_a_restart(
         assert status == 422 and "does not verify" in reason, reason
     finally:
         fork.close()
+    logged = [
+        json.loads(text)
+        for text in fed.b.proc.log_path.read_text(encoding="utf-8").splitlines()
+        if text.startswith("{")
+    ]
+    (line,) = [entry for entry in logged if entry["msg"].startswith("split view kept as evidence for")]
+    assert line["level"] == "ERROR" and "does not verify" in line["msg"], line
     m = scrape(m79)
     assert value(m, "hocba_peer_split_view_evidence", peer="01", source="witness") == 1
     assert value(m, "hocba_peer_witness_requests_total", peer="01", outcome="split_view") == 1

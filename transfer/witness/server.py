@@ -163,7 +163,7 @@ class Witness:
             else:
                 tx.put(checkpoint.origin, checkpoint.size, checkpoint.root, request.note, line, timestamp)
         if contradiction is not None:
-            log.warning("split view kept as evidence for %s: %s", checkpoint.origin, contradiction.reason)
+            log.error("split view kept as evidence for %s: %s", checkpoint.origin, contradiction.reason)
             raise contradiction
         log.info("cosigned %s at size %d", checkpoint.origin, checkpoint.size)
         return Response(HTTPStatus.OK, TEXT, line.encode())
