@@ -28,8 +28,9 @@ Labelled counters an alert watches are created at 0 when the node starts, for
 every label value the code knows (every configured peer x every delivery
 outcome, every writer and publication failure reason, every configured witness
 x every failure kind, every configured peer x every answer of the node's
-witness and x every source of split-view evidence): a first failure is then an increase, which a series born
-at 1 is not (the Prometheus instrumentation guide, "Avoid missing metrics").
+witness and x every source of split-view evidence): a first failure is then an
+increase, which a series born at 1 is not (the Prometheus instrumentation
+guide, "Avoid missing metrics").
 `hocba_health_serving` says what the gRPC health service says, without the
 database: it stays in the scrape while the database does not answer.
 
