@@ -287,7 +287,8 @@ def test_alert_rules_pass_promtool() -> None:
     a peer's first refusal and a first publication failure (series from 0) fire, the witnessed checkpoint's
     staleness fires after a restart and when none was ever witnessed, a node down and a node not ready fire, a
     peer's split-view evidence fires at once (a second piece as a new alert, again after a restart), and a peer
-    whose checkpoints this node's witness stopped cosigning fires while a busy, a quiet and an unknown one do not."""
+    whose checkpoints this node's witness stopped cosigning fires (deliveries going on, or one 40 min after the
+    last cosignature) while a busy one, two quiet ones and one that never submitted here do not."""
     assert PROMTOOL is not None
     for args in (["check", "rules", str(ALERTS)], ["test", "rules", str(ALERTS.with_name("alerts_test.yml"))]):
         done = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False)
