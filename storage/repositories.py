@@ -1418,6 +1418,17 @@ class SqlPeerBundles:
         rows = self.db.all("peer_bundles_of_transfer", build, {"transfer_id": transfer_id})
         return {b.outbox_id: b for b in map(_peer_bundle, rows)}
 
+    def split_views(self) -> dict[str, int]:
+        def build() -> Select[Any]:
+            split: ColumnElement[Any] = literal_column(str(int(PeerBundleState.SPLIT_VIEW)))
+            return (
+                select(peer_bundles.c.peer, func.count())
+                .where(peer_bundles.c.state == split)
+                .group_by(peer_bundles.c.peer)
+            )
+
+        return {str(peer): int(count) for peer, count in self.db.all("peer_bundles_split_views", build, {})}
+
 
 class SqlInbound:
     def __init__(self, runner: Runner) -> None:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from transfer.ledger.witness import Evidence, Stored
 
-__all__ = ["StateUnavailable", "WitnessState", "WitnessTransaction"]
+__all__ = ["LogSummary", "StateUnavailable", "WitnessState", "WitnessTransaction"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cosigned (
@@ -35,6 +36,15 @@ CREATE TABLE IF NOT EXISTS evidence (
     document TEXT NOT NULL        -- Evidence.to_json()
 );
 """
+
+
+@dataclass(frozen=True)
+class LogSummary:
+    """What the state says of one log: the size last cosigned and when (None: never), the evidence kept."""
+
+    cosigned_size: int | None
+    cosigned_at: int | None
+    evidence: int
 
 
 class StateUnavailable(Exception):
@@ -128,3 +138,21 @@ class WitnessState:
         finally:
             conn.close()
         return [Evidence.from_json(row[0]) for row in rows]
+
+    def summary(self) -> dict[str, LogSummary]:
+        """Per origin: the size and time of its last cosigned checkpoint and the split-view evidence kept (two
+        small reads, for the node's metrics); StateUnavailable if the file cannot be read."""
+        try:
+            conn = self._connect()
+            try:
+                cosigned = conn.execute("SELECT origin, size, cosigned_at FROM cosigned").fetchall()
+                kept = conn.execute("SELECT origin, count(*) FROM evidence GROUP BY origin").fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error as exc:
+            raise StateUnavailable(str(exc)) from None
+        out = {origin: LogSummary(int(size), int(at), 0) for origin, size, at in cosigned}
+        for origin, count in kept:
+            found = out.get(origin, LogSummary(None, None, 0))
+            out[origin] = LogSummary(found.cosigned_size, found.cosigned_at, int(count))
+        return out

@@ -5,6 +5,7 @@ and docs/operations.md ("Witnessing in a federation") configures them."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import subprocess
 import sys
@@ -62,11 +63,12 @@ class Federation:
     a: Node  # 01
     b: Node  # 79
     standalone: WitnessProcess
+    metrics: dict[str, int]  # province -> its metrics port (with `metrics=True`)
 
 
 class StartFederation(Protocol):
     def __call__(
-        self, engine: str, *, peer_policy: bool = False, env_b: dict[str, str] | None = None
+        self, engine: str, *, peer_policy: bool = False, env_b: dict[str, str] | None = None, metrics: bool = False
     ) -> Federation: ...
 
 
@@ -79,9 +81,13 @@ def start_federation(
     witnesses: list[WitnessProcess] = []
     databases = NodeDatabases(request, tmp_path)
 
-    def start(engine: str, *, peer_policy: bool = False, env_b: dict[str, str] | None = None) -> Federation:
+    def start(
+        engine: str, *, peer_policy: bool = False, env_b: dict[str, str] | None = None, metrics: bool = False
+    ) -> Federation:
         """`peer_policy`: each node pins its peer's witnesses (its own witness and the standalone one,
-        quorum 2) in its [[peers]] table; `env_b`: 79's environment (injected faults)."""
+        quorum 2) in its [[peers]] table; `env_b`: 79's environment (injected faults); `metrics`: each node
+        serves /metrics on a port of its own."""
+        metrics_ports: dict[str, int] = {}
         standalone_dir = tmp_path / "standalone"
         standalone_url = f"http://127.0.0.1:{free_port()}"
         make_dev_witness(
@@ -103,6 +109,9 @@ def start_federation(
             url = databases.url(name, engine)
             state = tmp_path / name / "node.witness.sqlite" if engine != "sqlite" else None
             section = witnessing_config(own, witness_port, state, peer_witness, standalone_dir, standalone_url)
+            if metrics:
+                metrics_ports[province] = free_port()
+                section += f'\n[metrics]\nlisten = "127.0.0.1:{metrics_ports[province]}"\n'
             env = env_b if name == "b" else None
             node = make_node(
                 tmp_path / name, own, province, url, port, peer, signing_bundle, env=env, more_config=section
@@ -127,7 +136,7 @@ def start_federation(
         a, b = started
         a.admin.register_school("S1", "Trường Tiểu học Số 1 (Hà Nội)")
         b.admin.register_school("D1", "Trường Tiểu học Quận 1")
-        return Federation(a, b, standalone)
+        return Federation(a, b, standalone, metrics_ports)
 
     try:
         yield start
@@ -421,3 +430,94 @@ def test_transfer_audit_checks_each_nodes_witness_policy(start_federation: Start
     assert f"NOT WITNESSED: cosigned by 1 of 2 needed, missing: {STANDALONE}" in done.stdout
     line = next(x for x in done.stdout.splitlines() if x.startswith("node 79 "))
     assert "(2 of quorum 2)" in line and "RESULT: BROKEN" in done.stdout
+
+
+@pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
+def test_witnessing_and_split_views_are_in_the_metrics_and_survive_a_restart(
+    start_federation: StartFederation, tmp_path: Path, pki: Path, signing_bundle: Path, engine: str
+) -> None:
+    """79's witness cosigning 01's checkpoints moves 79's cosigned-entries gauge (01's log size) and cosigned
+    answers; a split view seen by 01 in 79's witnessed bundle (injected fault) and one seen by 79's witness (a
+    forked 01's checkpoint whose proof does not join the cosigned one, logged at ERROR) are each 1 in a scrape, by
+    source, and still 1 after both nodes restart (read from the stored evidence; the answers count from 0 again)."""
+    import tomllib
+
+    from tests.test_metrics import scrape, value
+    from tests.test_peer_witness import body, grow
+
+    fed = start_federation(engine, peer_policy=True, env_b={"TRANSFER_FAULTS": "bad_consistency"}, metrics=True)
+    m01, m79 = fed.metrics["01"], fed.metrics["79"]
+    before = scrape(m79)
+    assert value(before, "hocba_peer_split_view_evidence", peer="01", source="witness") == 0
+    assert value(before, "hocba_peer_split_view_evidence", peer="01", source="bundle") == 0
+    transfer_id = _transfer(fed)
+    size = log_size(fed.a)
+
+    def cosigned() -> bool:
+        m = scrape(m79)
+        return value(m, "hocba_peer_witness_cosigned_entries", peer="01") == size
+
+    wait_for(f"79's witness to cosign 01's checkpoint of {size}", cosigned, timeout=60)
+    m = scrape(m79)
+    assert (value(m, "hocba_peer_witness_requests_total", peer="01", outcome="cosigned") or 0) >= 1
+    assert value(m, "hocba_peer_witness_cosigned_timestamp_seconds", peer="01") is not None
+    assert value(m, "hocba_peer_witness_requests_total", peer="01", outcome="split_view") == 0
+
+    def held_split_view() -> bool:
+        (held,) = fed.a.admin.list_peer_receipts(transfer_id)
+        return held.bundle_state == peers_pb2.PEER_BUNDLE_STATE_SPLIT_VIEW
+
+    wait_for("01 to find a split view in 79's bundle", held_split_view, timeout=90)
+    wait_for(
+        "01's scrape to count it",
+        lambda: value(scrape(m01), "hocba_peer_split_view_evidence", peer="79", source="bundle") == 1,
+    )
+    assert value(scrape(m01), "hocba_peer_split_view_evidence", peer="79", source="witness") == 0
+
+    # A forked 01 (another database under 01's log key) shows 79's witness a tree that does not extend the one
+    # it cosigned. 01 is stopped first: nothing else submits to 79's witness meanwhile.
+    assert fed.a.proc.terminate() == 0
+    witness_port = int(tomllib.loads(fed.b.config.read_text())["witness"]["listen"].rsplit(":", 1)[1])
+
+    def post(data: bytes) -> tuple[int, str]:
+        conn = http.client.HTTPConnection("127.0.0.1", witness_port, timeout=30)
+        try:
+            conn.request("POST", "/add-checkpoint", body=data)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode()
+        finally:
+            conn.close()
+
+    fork = make_node(tmp_path / "fork", pki, "01", f"sqlite:///{tmp_path / 'fork' / 'node.db'}", free_port(), None,
+                     signing_bundle)  # fmt: skip
+    try:
+        fork.proc.start()
+        fork.admin.register_school("S1", "Trường Tiểu học Số 1 (Hà Nội)")
+        larger = grow(fork, size + 1)
+        status, stored = post(body(0, [], larger))
+        assert (status, stored) == (409, f"{size}\n")
+        fork_size = fork.admin.get_checkpoint().tree_size
+        status, reason = post(body(size, fork.admin.consistency_proof(size, fork_size), larger))
+        assert status == 422 and "does not verify" in reason, reason
+    finally:
+        fork.close()
+    logged = [
+        json.loads(text)
+        for text in fed.b.proc.log_path.read_text(encoding="utf-8").splitlines()
+        if text.startswith("{")
+    ]
+    (line,) = [entry for entry in logged if entry["msg"].startswith("split view kept as evidence for")]
+    assert line["level"] == "ERROR" and "does not verify" in line["msg"], line
+    m = scrape(m79)
+    assert value(m, "hocba_peer_split_view_evidence", peer="01", source="witness") == 1
+    assert value(m, "hocba_peer_witness_requests_total", peer="01", outcome="split_view") == 1
+    assert (value(m, "hocba_peer_witness_requests_total", peer="01", outcome="conflict") or 0) >= 1
+
+    assert fed.b.proc.terminate() == 0
+    fed.b.proc.start()
+    fed.a.proc.start()
+    m = scrape(m79)
+    assert value(m, "hocba_peer_split_view_evidence", peer="01", source="witness") == 1
+    assert value(m, "hocba_peer_witness_requests_total", peer="01", outcome="split_view") == 0
+    assert value(m, "hocba_peer_witness_cosigned_entries", peer="01") == size
+    assert value(scrape(m01), "hocba_peer_split_view_evidence", peer="79", source="bundle") == 1

@@ -273,6 +273,7 @@ def test_alert_rules_name_only_exported_metrics(exported: set[str]) -> None:
     assert {
         "HocbaDeliveriesStuck", "HocbaCheckpointStale", "HocbaWitnessedCheckpointStale",
         "HocbaCertificateExpiresSoon", "HocbaCallErrorRateHigh", "HocbaNodeDown", "HocbaNotReady",
+        "HocbaPeerSplitView", "HocbaPeerCheckpointsNotWitnessed",
     } <= set(alerts)  # fmt: skip
 
 
@@ -284,7 +285,10 @@ def test_alert_rules_pass_promtool() -> None:
     """promtool accepts deploy/prometheus/alerts.yml, and its unit tests pass: deliveries stuck past 15 min fire,
     an idle log's old checkpoint does not, one with entries waiting does, a certificate 20 days from expiry warns,
     a peer's first refusal and a first publication failure (series from 0) fire, the witnessed checkpoint's
-    staleness fires after a restart and when none was ever witnessed, a node down and a node not ready fire."""
+    staleness fires after a restart and when none was ever witnessed, a node down and a node not ready fire, a
+    peer's split-view evidence fires at once (a second piece as a new alert, again after a restart), and a peer
+    whose checkpoints this node's witness stopped cosigning fires (deliveries going on, or one 40 min after the
+    last cosignature) while a busy one, two quiet ones and one that never submitted here do not."""
     assert PROMTOOL is not None
     for args in (["check", "rules", str(ALERTS)], ["test", "rules", str(ALERTS.with_name("alerts_test.yml"))]):
         done = subprocess.run([PROMTOOL, *args], capture_output=True, text=True, timeout=60, check=False)
@@ -439,23 +443,31 @@ def test_certificate_expiry_follows_a_reload(tmp_path: Path, pki: Path, clock: F
 
 @pytest.mark.slow
 def test_labelled_counters_start_at_zero(tmp_path: Path, pki: Path, pki79: Path) -> None:
-    """A node process with a peer and a witness exports, from its first scrape, each labelled failure counter an
-    alert watches at 0: every peer x every delivery outcome, every publication and writer failure reason, every
-    witness x every failure kind (so a first refusal or failure is an increase); no witnessed checkpoint while
-    none in its database is; health SERVING."""
+    """A node process with a peer, a witness and a [witness] of its own exports, from its first scrape, each
+    labelled series an alert watches at 0: every peer x every delivery outcome, every publication and writer
+    failure reason, every witness x every failure kind, every peer x every answer of its own witness and x every
+    source of split-view evidence, and the peer's cosigned entries (so a first refusal, failure or piece of
+    evidence is an increase); no witnessed checkpoint while none in its database is, no cosignature time of a
+    peer never cosigned; health SERVING."""
     from storage.writer import FAILURE_REASONS
+    from tests.test_peer_witness import generate_witness_key, witness_section
     from tests.test_witnessing import down_witness, witness_block
     from transfer.server.app import PUBLICATION_FAILURE_REASONS
     from transfer.server.peers import OUTCOMES
     from transfer.server.witnessing import FAILURE_KINDS
+    from transfer.witness.server import OUTCOMES as WITNESS_OUTCOMES
 
     port, metrics_port = free_port(), free_port()
     bundle = tmp_path / "signing-cas.pem"
     bundle.write_bytes((pki / "signing-ca.pem").read_bytes() + (pki79 / "signing-ca.pem").read_bytes())
     witness = down_witness()
     head, _, tables = witness_block([witness], quorum=1, startup=0.5).partition("\x00")
+    (tmp_path / "a").mkdir()
+    generate_witness_key("hocba.invalid/province/01/witness", tmp_path / "a" / "witness.key")
+    own = witness_section(free_port(), tmp_path / "a" / "witness.key")
     node = make_node(tmp_path / "a", pki, "01", f"sqlite:///{tmp_path / 'a' / 'node.db'}", port,
-                     (pki79, "79", free_port()), bundle, more_config=metrics_section(metrics_port) + tables)  # fmt: skip
+                     (pki79, "79", free_port()), bundle,
+                     more_config=metrics_section(metrics_port) + tables + own)  # fmt: skip
     text = node.config.read_text(encoding="utf-8")
     assert "checkpoint_interval_seconds = 0.2\n" in text
     node.config.write_text(text.replace("checkpoint_interval_seconds = 0.2\n",
@@ -476,6 +488,12 @@ def test_labelled_counters_start_at_zero(tmp_path: Path, pki: Path, pki79: Path)
         found = value(m, "hocba_witness_submission_failures_total", witness=witness[0], kind=kind.replace(" ", "_"))
         # nothing listens at the witness's address: its submissions fail as unreachable from the start
         assert found is not None and (found >= 1 if kind == "unreachable" else found == 0), (kind, found)
+    for outcome in WITNESS_OUTCOMES:
+        assert value(m, "hocba_peer_witness_requests_total", peer="79", outcome=outcome) == 0, outcome
+    assert value(m, "hocba_peer_witness_cosigned_entries", peer="79") == 0
+    assert value(m, "hocba_peer_witness_cosigned_timestamp_seconds", peer="79") is None
+    for source in ("witness", "bundle"):
+        assert value(m, "hocba_peer_split_view_evidence", peer="79", source=source) == 0, source
     assert value(m, "hocba_log_witnessed_checkpoint_entries") is None
     assert value(m, "hocba_log_witnessed_checkpoint_timestamp_seconds") is None
     for service in ("liveness", "readiness", TRANSFERS, "transfer.v1.LogService"):

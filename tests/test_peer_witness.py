@@ -78,6 +78,7 @@ class WitnessingNode:
     witness_port: int
     witness_vkey: str
     state_file: Path
+    metrics_port: int = 0  # its /metrics (0: none)
 
     def post(self, data: bytes, path: str = "/add-checkpoint") -> tuple[int, str, str]:
         """(status, content type, body) of one request to the node's witness."""
@@ -134,7 +135,7 @@ def start_nodes(
     nodes: list[Node] = []
     databases = NodeDatabases(request, tmp_path)
 
-    def start(engine: str = "sqlite") -> tuple[WitnessingNode, WitnessingNode]:
+    def start(engine: str = "sqlite", metrics: bool = False) -> tuple[WitnessingNode, WitnessingNode]:
         started = []
         port_a, port_b = free_port(), free_port()
         for name, own, province, port, peer in (
@@ -149,10 +150,13 @@ def start_nodes(
             state = tmp_path / name / "node.witness.sqlite"
             witness_port = free_port()
             section = witness_section(witness_port, key, state if engine != "sqlite" else None)
+            metrics_port = free_port() if metrics else 0
+            if metrics:
+                section += f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
             node = make_node(tmp_path / name, own, province, url, port, peer, signing_bundle, more_config=section)
             nodes.append(node)
             node.proc.start()
-            started.append(WitnessingNode(node, witness_port, vkey, state))
+            started.append(WitnessingNode(node, witness_port, vkey, state, metrics_port))
         a, b = started
         a.node.admin.register_school("S1", "Trường Tiểu học Số 1 (Hà Nội)")
         return a, b
@@ -205,8 +209,10 @@ def test_a_peer_cosigns_the_nodes_real_checkpoints(start_nodes: StartNodes, engi
 def test_the_c2sp_answers_one_by_one(start_nodes: StartNodes) -> None:
     """B's witness answers as C2SP tlog-witness says: 400 malformed, 404 an origin it does not witness (B's own
     log), 403 A's checkpoint signed by another key, 200, 409 with the stored size, 422 a bad proof, 200, and
-    503 when its state file cannot be used."""
-    a, b = start_nodes()
+    503 when its state file cannot be used; B's scrape counts each answer by peer and outcome."""
+    from tests.test_metrics import scrape, value
+
+    a, b = start_nodes(metrics=True)
     first = grow(a.node, 2)
 
     status, _, reason = b.post(b"no blank line")
@@ -251,6 +257,21 @@ def test_the_c2sp_answers_one_by_one(start_nodes: StartNodes) -> None:
     b.state_file.mkdir()
     status, _, reason = b.post(body(4, [], second))
     assert status == 503, reason
+
+    m = scrape(b.metrics_port)
+    answered = {
+        (peer, outcome): value(m, "hocba_peer_witness_requests_total", peer=peer, outcome=outcome)
+        for peer in ("01", "unknown")
+        for outcome in ("cosigned", "malformed", "bad_signature", "unknown_origin", "conflict", "split_view",
+                        "inconsistent", "unavailable")
+    }  # fmt: skip
+    assert {k: v for k, v in answered.items() if v} == {
+        ("unknown", "malformed"): 1, ("unknown", "unknown_origin"): 1, ("01", "bad_signature"): 1,
+        ("01", "cosigned"): 2, ("01", "conflict"): 2, ("01", "split_view"): 1, ("01", "malformed"): 1,
+        ("01", "unavailable"): 1,
+    }  # fmt: skip
+    # The state file is a directory: what the witness cosigned and kept cannot be read, and is not exported.
+    assert value(m, "hocba_peer_witness_cosigned_entries", peer="01") is None
     shutil.rmtree(b.state_file)
 
 

@@ -330,6 +330,10 @@ class PeerBundleRepository(Protocol):
         """The transfer's bundles, by outbox message id."""
         ...
 
+    def split_views(self) -> dict[str, int]:
+        """Per peer, the rows in SPLIT_VIEW: the peer's checkpoints found inconsistent, each kept as evidence."""
+        ...
+
 
 class InboundRepository(Protocol):
     def get(self, peer: str, transfer_id: str, kind: MessageKind) -> InboundMessage | None: ...

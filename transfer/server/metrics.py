@@ -17,16 +17,20 @@ Where the numbers come from:
   node's objects keep (open watch streams, witness failures, publication
   failures), the certificates in service (those a SIGHUP reload put in service
   once it did), TCP connections to the gRPC port (Linux `/proc/net/tcp`,
-  counted at most every CONNECTIONS_TTL_SECONDS), and one
-  read transaction of three indexed queries (the log's size, its latest
-  checkpoint, the undelivered outbox messages by peer), run on the event loop
-  and shared by the scrapes of SNAPSHOT_TTL_SECONDS.
+  counted at most every CONNECTIONS_TTL_SECONDS), the node's witness's
+  answers and its state file ([witness]: what it cosigned of each peer's log,
+  the split-view evidence it kept), and one read transaction of four indexed
+  queries (the log's size, its latest checkpoint, the undelivered outbox
+  messages by peer, the peers' split views found in their witnessed bundles),
+  run on the event loop and shared by the scrapes of SNAPSHOT_TTL_SECONDS.
 
 Labelled counters an alert watches are created at 0 when the node starts, for
 every label value the code knows (every configured peer x every delivery
 outcome, every writer and publication failure reason, every configured witness
-x every failure kind): a first failure is then an increase, which a series born
-at 1 is not (the Prometheus instrumentation guide, "Avoid missing metrics").
+x every failure kind, every configured peer x every answer of the node's
+witness and x every source of split-view evidence): a first failure is then an
+increase, which a series born at 1 is not (the Prometheus instrumentation
+guide, "Avoid missing metrics").
 `hocba_health_serving` says what the gRPC health service says, without the
 database: it stays in the scrape while the database does not answer.
 
@@ -73,6 +77,7 @@ from transfer.domain.ports import UnitOfWork
 from transfer.server.certs import TlsMaterial
 from transfer.server.interceptors import WrappingInterceptor, rewrapped
 from transfer.server.peers import OUTCOMES
+from transfer.witness.server import OUTCOMES as WITNESS_OUTCOMES
 
 if TYPE_CHECKING:
     from transfer.server.app import Node
@@ -321,15 +326,19 @@ class DeliveryMetrics:
 
 @dataclass(frozen=True)
 class _Snapshot:
-    """What one read transaction says: the log's size, its latest checkpoint, the outbox's backlog."""
+    """What one read transaction says: the log's size, its latest checkpoint, the outbox's backlog, the peers'
+    checkpoints found inconsistent with their receipts' (split views, by peer)."""
 
     log_size: int
     checkpoint: StoredCheckpoint | None
     backlog: list[OutboxBacklog]
+    split_views: dict[str, int]
 
 
 def _read_snapshot(uow: UnitOfWork) -> _Snapshot:
-    return _Snapshot(uow.log.committed_size(), uow.log.latest_checkpoint(), uow.outbox.backlog())
+    return _Snapshot(
+        uow.log.committed_size(), uow.log.latest_checkpoint(), uow.outbox.backlog(), uow.peer_bundles.split_views()
+    )
 
 
 @dataclass(frozen=True)
@@ -428,7 +437,9 @@ class _NodeCollector(Collector):
         yield failures
         yield self._health()
         yield from self._witnessing()
-        yield from self._database()
+        snapshot = self._read()
+        yield from self._peer_witness(snapshot)
+        yield from self._database(snapshot)
         yield from self._certificate_expiry()
 
     def _health(self) -> GaugeMetricFamily:
@@ -505,8 +516,59 @@ class _NodeCollector(Collector):
             self._snapshot, self._snapshot_at = snapshot, time.monotonic()
             return snapshot
 
-    def _database(self) -> Iterator[Any]:
-        snapshot = self._read()  # first: a scrape whose read failed counts itself
+    def _peer_witness(self, snapshot: _Snapshot | None) -> Iterator[Any]:
+        """The node as its peers' witness ([witness]): what it answered, the largest checkpoint of each peer's
+        log it cosigned and when, and the split-view evidence kept of each peer, by `source`: `witness` (its
+        state file) and `bundle` (a peer's witnessed checkpoint inconsistent with its receipt's, in the
+        database). Evidence and cosigned sizes are read from where they are stored: a restart keeps them. Every
+        configured peer's series start at 0; a family without samples when its source is not there (no
+        [witness]; the state file or the database did not answer)."""
+        node = self.node
+        peers = sorted(node.peers)
+        requests = CounterMetricFamily(
+            "hocba_peer_witness_requests",
+            "add-checkpoint requests the node's witness answered (since the node started), by peer and outcome: "
+            + ", ".join(WITNESS_OUTCOMES),
+            labels=["peer", "outcome"],
+        )
+        cosigned = GaugeMetricFamily(
+            "hocba_peer_witness_cosigned_entries",
+            "The largest checkpoint (in entries) of the peer's log the node's witness cosigned (0: none yet)",
+            labels=["peer"],
+        )
+        cosigned_at = GaugeMetricFamily(
+            "hocba_peer_witness_cosigned_timestamp_seconds",
+            "When the node's witness last cosigned a checkpoint of the peer's log (absent: never)",
+            labels=["peer"],
+        )
+        evidence = GaugeMetricFamily(
+            "hocba_peer_split_view_evidence",
+            "Pieces of evidence kept that the peer's log showed two histories, by source: witness (the node's "
+            "witness refused a checkpoint contradicting one it cosigned) or bundle (a witnessed checkpoint "
+            "inconsistent with the peer's receipt). docs/operations.md, A peer's log shows two histories",
+            labels=["peer", "source"],
+        )
+        witness = node.peer_witness.observed() if node.peer_witness is not None else None
+        if witness is not None:
+            answered = dict(witness.answered)
+            for peer in peers:
+                for outcome in WITNESS_OUTCOMES:
+                    answered.setdefault((peer, outcome), 0)
+            for (peer, outcome), count in sorted(answered.items()):
+                requests.add_metric([peer, outcome], count)
+            if witness.logs is not None:
+                for peer in peers:
+                    summary = witness.logs.get(peer)
+                    cosigned.add_metric([peer], (summary.cosigned_size or 0) if summary is not None else 0)
+                    if summary is not None and summary.cosigned_at is not None:
+                        cosigned_at.add_metric([peer], summary.cosigned_at)
+                    evidence.add_metric([peer, "witness"], summary.evidence if summary is not None else 0)
+        if snapshot is not None:
+            for peer in sorted(set(peers) | set(snapshot.split_views)):
+                evidence.add_metric([peer, "bundle"], snapshot.split_views.get(peer, 0))
+        yield from (requests, cosigned, cosigned_at, evidence)
+
+    def _database(self, snapshot: _Snapshot | None) -> Iterator[Any]:
         yield CounterMetricFamily(
             "hocba_metrics_database_read_failures",
             "Scrapes whose database read failed or timed out (their log and outbox metrics are missing)",

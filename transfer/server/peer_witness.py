@@ -6,7 +6,8 @@ The logs it witnesses are the configured peers': each peer's origin (`peers[].lo
 name of the peer's log key, which C2SP tlog-checkpoint says is the origin) with the key in
 `peers[].log_vkey_file`, the same key the node checks its peers' receipts with. Its state is its own SQLite
 file (storage/witness.py), never the node's database: restoring the node's database does not touch what its
-witness cosigned, and the other way round.
+witness cosigned, and the other way round. `observed` gives the node's metrics what the witness answered (by
+peer province) and, read from that file, what it cosigned and the split-view evidence it kept.
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from storage.witness import StateUnavailable, WitnessState
+from storage.witness import LogSummary, StateUnavailable, WitnessState
 from transfer.ledger.note import CosignatureV1Signer, Verifier
 from transfer.server.config import PeerWitnessConfig
 from transfer.server.peers import Peer
 from transfer.witness.server import BackgroundWitness, KeyFileError, Witness, load_signer
 
-__all__ = ["PeerWitness", "WitnessStartRefused", "peer_logs"]
+__all__ = ["UNKNOWN_PEER", "PeerWitness", "WitnessStartRefused", "Witnessed", "peer_logs", "peer_origins"]
 
 log = logging.getLogger("transfer.node")
+
+# The peer label of answers to requests about no configured peer's log (provinces are two-digit codes).
+UNKNOWN_PEER = "unknown"
 
 
 class WitnessStartRefused(Exception):
@@ -43,6 +47,20 @@ def peer_logs(peers: Mapping[str, Peer]) -> dict[str, list[Verifier]]:
     return logs
 
 
+def peer_origins(peers: Mapping[str, Peer]) -> dict[str, str]:
+    """Each witnessed log's origin -> the peer's province (the metrics' label)."""
+    return {peer.config.log_origin or peer.log_key.name: province for province, peer in peers.items()}
+
+
+@dataclass(frozen=True)
+class Witnessed:
+    """What the node's witness answered since the node started, by (peer province, outcome); what its state
+    file holds by peer province (None when the file could not be read)."""
+
+    answered: dict[tuple[str, str], int]
+    logs: dict[str, LogSummary] | None
+
+
 @dataclass
 class PeerWitness:
     """The [witness] of a node: its key and the peers' logs, loaded when the node is made; bound and
@@ -51,6 +69,7 @@ class PeerWitness:
     config: PeerWitnessConfig
     signer: CosignatureV1Signer
     logs: dict[str, list[Verifier]]
+    origins: dict[str, str]
     running: BackgroundWitness | None = None
 
     @classmethod
@@ -70,7 +89,7 @@ class PeerWitness:
             raise WitnessStartRefused(
                 f"witness.name: {config.name!r}, but the key in {config.key_file} is named {signer.name!r}"
             )
-        return cls(config, signer, peer_logs(peers))
+        return cls(config, signer, peer_logs(peers), peer_origins(peers))
 
     @property
     def vkey(self) -> str:
@@ -98,6 +117,24 @@ class PeerWitness:
             extra={"witness_port": running.port, "witness_vkey": self.vkey, "witnessed_logs": sorted(self.logs)},
         )
         return running.port
+
+    def observed(self) -> Witnessed | None:
+        """The answers counted and the state file's summary, by peer province (None before `start`). Reads the
+        state file (its own connection: safe on any thread)."""
+        running = self.running
+        if running is None:
+            return None
+        witness = running.witness
+        counted = witness.answers()
+        answered: dict[tuple[str, str], int] = {}
+        for (origin, outcome), count in counted:
+            peer = self.origins.get(origin, UNKNOWN_PEER) if origin is not None else UNKNOWN_PEER
+            answered[(peer, outcome)] = answered.get((peer, outcome), 0) + count
+        try:
+            summary = witness.state.summary()
+        except StateUnavailable:
+            return Witnessed(answered, None)
+        return Witnessed(answered, {self.origins[o]: s for o, s in summary.items() if o in self.origins})
 
     def stop(self) -> None:
         if self.running is not None:

@@ -9,6 +9,7 @@ endpoint (`GET <prefix>/<origin hash>/checkpoint`). `make_server` wraps both in 
 SQLite's write lock orders racing requests. `load_signer` reads the witness's key, and
 `BackgroundWitness` runs the server on a thread of a host program: a node that witnesses
 its peers (transfer/server/peer_witness.py) uses exactly this witness, not a copy of it.
+`Witness.answered` counts the add-checkpoint answers by log and OUTCOMES (the node's metrics).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -24,10 +26,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from storage.witness import StateUnavailable, WitnessState
-from transfer.ledger.note import CosignatureV1Signer, NoteError, Verifier, cosignature_signer, signature_line
+from transfer.ledger.note import (
+    CosignatureV1Signer,
+    NoteError,
+    Verifier,
+    cosignature_signer,
+    parse_checkpoint,
+    parse_note,
+    signature_line,
+)
 from transfer.ledger.witness import Refusal, check_consistency, open_submitted, parse_add_checkpoint
 
-__all__ = ["MAX_BODY", "BackgroundWitness", "KeyFileError", "Response", "Witness", "load_signer", "make_server"]
+__all__ = [
+    "MAX_BODY",
+    "OUTCOMES",
+    "BackgroundWitness",
+    "KeyFileError",
+    "Response",
+    "Witness",
+    "load_signer",
+    "make_server",
+]
 
 log = logging.getLogger("transfer.witness")
 
@@ -36,6 +55,14 @@ log = logging.getLogger("transfer.witness")
 MAX_BODY = 64 * 1024
 
 TEXT = "text/plain; charset=utf-8"
+# How an add-checkpoint request was answered (c2sp.org/tlog-witness): 200 cosigned, 400 (and 411, 413)
+# malformed, 403 bad_signature, 404 unknown_origin, 409 conflict (the log's old size is not the witness's),
+# 422 split_view (it contradicts the cosigned checkpoint: evidence kept) or inconsistent (any other 422),
+# 503 unavailable (the state file).
+OUTCOMES = (
+    "cosigned", "malformed", "bad_signature", "unknown_origin", "conflict", "inconsistent", "split_view", "unavailable",
+)  # fmt: skip
+_BY_STATUS = {400: "malformed", 403: "bad_signature", 404: "unknown_origin", 409: "conflict", 422: "inconsistent"}
 SIZE = "text/x.tlog.size"
 
 
@@ -63,19 +90,38 @@ class Witness:
         self.logs = logs
         self._clock = clock
         self._by_hash = {hashlib.sha256(origin.encode()).hexdigest(): origin for origin in logs}
+        # Answers by (origin, outcome); origin None when the request names no log this witness witnesses.
+        self.answered: Counter[tuple[str | None, str]] = Counter()
+        self._answered_lock = threading.Lock()
+
+    def count(self, origin: str | None, outcome: str) -> None:
+        """One more answer of `outcome` (OUTCOMES) about the log `origin` (None: none witnessed here)."""
+        with self._answered_lock:
+            self.answered[(origin if origin in self.logs else None, outcome)] += 1
+
+    def answers(self) -> list[tuple[tuple[str | None, str], int]]:
+        """A copy of `answered`, taken under its lock (for another thread)."""
+        with self._answered_lock:
+            return list(self.answered.items())
 
     def add_checkpoint(self, body: bytes) -> Response:
+        about: list[str] = []  # the submitted checkpoint's origin, once read
         try:
-            return self._add(body)
+            response = self._add(body, about)
         except Refusal as refusal:
             log.info("add-checkpoint refused: %d %s", refusal.status, refusal.reason)
+            outcome = "split_view" if refusal.evidence is not None else _BY_STATUS.get(refusal.status, "malformed")
+            self.count(about[0] if about else None, outcome)
             if refusal.status == HTTPStatus.CONFLICT:
                 return Response(refusal.status, SIZE, f"{refusal.stored_size}\n".encode())
             return Response(refusal.status, TEXT, f"{refusal.reason}\n".encode())
         except StateUnavailable as exc:
             # Nothing was cosigned: the log may retry.
             log.error("state file unavailable: %s", exc)
+            self.count(about[0] if about else None, "unavailable")
             return Response(HTTPStatus.SERVICE_UNAVAILABLE, TEXT, b"the witness's state is unavailable\n")
+        self.count(about[0], "cosigned")
+        return response
 
     def latest(self, origin_hash: str) -> Response:
         """`GET <prefix>/<hex SHA-256 of the origin>/checkpoint`: the last checkpoint cosigned for that log, with
@@ -91,9 +137,15 @@ class Witness:
         stored, cosignature = found
         return Response(HTTPStatus.OK, TEXT, (stored.note + cosignature).encode())
 
-    def _add(self, body: bytes) -> Response:
+    def _add(self, body: bytes, about: list[str]) -> Response:
         request = parse_add_checkpoint(body)
-        checkpoint = open_submitted(request.note, self.logs)
+        try:
+            checkpoint = open_submitted(request.note, self.logs)
+        except Refusal as refusal:
+            if refusal.status == HTTPStatus.FORBIDDEN:  # a witnessed log's origin, not signed by its key
+                about.append(parse_checkpoint(parse_note(request.note).text).origin)
+            raise
+        about.append(checkpoint.origin)
         # A cosignature must carry a time (tlog-witness: "the timestamp MUST NOT be zero").
         timestamp = max(1, int(self._clock()))
         text = checkpoint.text()
@@ -111,7 +163,7 @@ class Witness:
             else:
                 tx.put(checkpoint.origin, checkpoint.size, checkpoint.root, request.note, line, timestamp)
         if contradiction is not None:
-            log.warning("split view kept as evidence for %s: %s", checkpoint.origin, contradiction.reason)
+            log.error("split view kept as evidence for %s: %s", checkpoint.origin, contradiction.reason)
             raise contradiction
         log.info("cosigned %s at size %d", checkpoint.origin, checkpoint.size)
         return Response(HTTPStatus.OK, TEXT, line.encode())
@@ -128,9 +180,11 @@ class _Handler(BaseHTTPRequestHandler):
             return
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
+            self.server.witness.count(None, "malformed")
             self._send(Response(HTTPStatus.LENGTH_REQUIRED, TEXT, b"Content-Length required\n"))
             return
         if int(length) > MAX_BODY:
+            self.server.witness.count(None, "malformed")
             self.close_connection = True
             self._send(Response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, TEXT, b"body too large\n"))
             return
