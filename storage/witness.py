@@ -11,7 +11,8 @@ check against the same old size (c2sp.org/tlog-witness asks for exactly this ato
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ class LogSummary:
 
     cosigned_size: int | None
     cosigned_at: int | None
-    evidence: int
+    evidence: Mapping[str, int]  # evidence kind (KIND_SAME_SIZE, KIND_BAD_PROOF) -> pieces kept
 
 
 class StateUnavailable(Exception):
@@ -146,13 +147,20 @@ class WitnessState:
             conn = self._connect()
             try:
                 cosigned = conn.execute("SELECT origin, size, cosigned_at FROM cosigned").fetchall()
-                kept = conn.execute("SELECT origin, count(*) FROM evidence GROUP BY origin").fetchall()
+                kept = conn.execute("SELECT origin, document FROM evidence").fetchall()
             finally:
                 conn.close()
         except sqlite3.Error as exc:
             raise StateUnavailable(str(exc)) from None
-        out = {origin: LogSummary(int(size), int(at), 0) for origin, size, at in cosigned}
-        for origin, count in kept:
-            found = out.get(origin, LogSummary(None, None, 0))
-            out[origin] = LogSummary(found.cosigned_size, found.cosigned_at, int(count))
+        counts: dict[str, Counter[str]] = {}
+        for origin, document in kept:  # a few rows, if any: a split view is rare
+            try:
+                kind = Evidence.from_json(document).kind
+            except ValueError:
+                kind = "unreadable"
+            counts.setdefault(origin, Counter())[kind] += 1
+        out = {origin: LogSummary(int(size), int(at), {}) for origin, size, at in cosigned}
+        for origin, by_kind in counts.items():
+            found = out.get(origin, LogSummary(None, None, {}))
+            out[origin] = LogSummary(found.cosigned_size, found.cosigned_at, dict(by_kind))
         return out

@@ -509,15 +509,17 @@ def test_witnessing_and_split_views_are_in_the_metrics_and_survive_a_restart(
     (line,) = [entry for entry in logged if entry["msg"].startswith("split view kept as evidence for")]
     assert line["level"] == "ERROR" and "does not verify" in line["msg"], line
     m = scrape(m79)
-    assert value(m, "hocba_peer_split_view_evidence", peer="01", source="witness") == 1
-    assert value(m, "hocba_peer_witness_requests_total", peer="01", outcome="split_view") == 1
+    # A fork at a larger size: the witness sees a proof that fails, which it cannot tell from a garbled one.
+    assert value(m, "hocba_peer_split_view_evidence", peer="01", source="witness", kind="proof_fails") == 1
+    assert value(m, "hocba_peer_split_view_evidence", peer="01", source="witness", kind="same_size_different_root") == 0
+    assert value(m, "hocba_peer_witness_requests_total", peer="01", outcome="proof_fails") == 1
     assert (value(m, "hocba_peer_witness_requests_total", peer="01", outcome="conflict") or 0) >= 1
 
     assert fed.b.proc.terminate() == 0
     fed.b.proc.start()
     fed.a.proc.start()
     m = scrape(m79)
-    assert value(m, "hocba_peer_split_view_evidence", peer="01", source="witness") == 1
-    assert value(m, "hocba_peer_witness_requests_total", peer="01", outcome="split_view") == 0
+    assert value(m, "hocba_peer_split_view_evidence", peer="01", source="witness", kind="proof_fails") == 1
+    assert value(m, "hocba_peer_witness_requests_total", peer="01", outcome="proof_fails") == 0
     assert value(m, "hocba_peer_witness_cosigned_entries", peer="01") == size
     assert value(scrape(m01), "hocba_peer_split_view_evidence", peer="79", source="bundle") == 1

@@ -74,10 +74,14 @@ from storage.writer import FAILURE_REASONS
 from transfer import __version__
 from transfer.domain.model import OutboxBacklog, OutboxMessage, StoredCheckpoint
 from transfer.domain.ports import UnitOfWork
+from transfer.ledger.witness import KIND_BAD_PROOF, KIND_SAME_SIZE
 from transfer.server.certs import TlsMaterial
 from transfer.server.interceptors import WrappingInterceptor, rewrapped
 from transfer.server.peers import OUTCOMES
 from transfer.witness.server import OUTCOMES as WITNESS_OUTCOMES
+
+# The witness's evidence kinds as metric label values.
+EVIDENCE_KINDS = {KIND_SAME_SIZE: "same_size_different_root", KIND_BAD_PROOF: "proof_fails"}
 
 if TYPE_CHECKING:
     from transfer.server.app import Node
@@ -543,10 +547,11 @@ class _NodeCollector(Collector):
         )
         evidence = GaugeMetricFamily(
             "hocba_peer_split_view_evidence",
-            "Pieces of evidence kept that the peer's log showed two histories, by source: witness (the node's "
-            "witness refused a checkpoint contradicting one it cosigned) or bundle (a witnessed checkpoint "
-            "inconsistent with the peer's receipt). docs/operations.md, A peer's log shows two histories",
-            labels=["peer", "source"],
+            "Pieces of evidence kept that the peer's log showed two histories, by source and kind: witness "
+            "same_size_different_root (a fork by itself) or proof_fails (a submitted consistency proof failed: "
+            "a fork once the log cannot prove consistency), bundle inconsistent_with_receipt (the peer's own "
+            "signed checkpoints and proof disagree). docs/operations.md, A peer's log shows two histories",
+            labels=["peer", "source", "kind"],
         )
         witness = node.peer_witness.observed() if node.peer_witness is not None else None
         if witness is not None:
@@ -562,10 +567,12 @@ class _NodeCollector(Collector):
                     cosigned.add_metric([peer], (summary.cosigned_size or 0) if summary is not None else 0)
                     if summary is not None and summary.cosigned_at is not None:
                         cosigned_at.add_metric([peer], summary.cosigned_at)
-                    evidence.add_metric([peer, "witness"], summary.evidence if summary is not None else 0)
+                    kept = summary.evidence if summary is not None else {}
+                    for kind, label in EVIDENCE_KINDS.items():
+                        evidence.add_metric([peer, "witness", label], kept.get(kind, 0))
         if snapshot is not None:
             for peer in sorted(set(peers) | set(snapshot.split_views)):
-                evidence.add_metric([peer, "bundle"], snapshot.split_views.get(peer, 0))
+                evidence.add_metric([peer, "bundle", "inconsistent_with_receipt"], snapshot.split_views.get(peer, 0))
         yield from (requests, cosigned, cosigned_at, evidence)
 
     def _database(self, snapshot: _Snapshot | None) -> Iterator[Any]:

@@ -35,7 +35,14 @@ from transfer.ledger.note import (
     parse_note,
     signature_line,
 )
-from transfer.ledger.witness import Refusal, check_consistency, open_submitted, parse_add_checkpoint
+from transfer.ledger.witness import (
+    KIND_BAD_PROOF,
+    KIND_SAME_SIZE,
+    Refusal,
+    check_consistency,
+    open_submitted,
+    parse_add_checkpoint,
+)
 
 __all__ = [
     "MAX_BODY",
@@ -57,11 +64,15 @@ MAX_BODY = 64 * 1024
 TEXT = "text/plain; charset=utf-8"
 # How an add-checkpoint request was answered (c2sp.org/tlog-witness): 200 cosigned, 400 (and 411, 413)
 # malformed, 403 bad_signature, 404 unknown_origin, 409 conflict (the log's old size is not the witness's),
-# 422 split_view (it contradicts the cosigned checkpoint: evidence kept) or inconsistent (any other 422),
+# 422 split_view (another root at the cosigned size: evidence kept, a fork by itself), proof_fails (a larger
+# checkpoint whose consistency proof fails: evidence kept, a fork only once the log cannot prove consistency,
+# since anyone holding two of its checkpoints can send a garbled proof) or inconsistent (any other 422),
 # 503 unavailable (the state file).
 OUTCOMES = (
-    "cosigned", "malformed", "bad_signature", "unknown_origin", "conflict", "inconsistent", "split_view", "unavailable",
+    "cosigned", "malformed", "bad_signature", "unknown_origin", "conflict", "inconsistent", "split_view", "proof_fails",
+    "unavailable",
 )  # fmt: skip
+_BY_EVIDENCE = {KIND_SAME_SIZE: "split_view", KIND_BAD_PROOF: "proof_fails"}
 _BY_STATUS = {400: "malformed", 403: "bad_signature", 404: "unknown_origin", 409: "conflict", 422: "inconsistent"}
 SIZE = "text/x.tlog.size"
 
@@ -110,7 +121,11 @@ class Witness:
             response = self._add(body, about)
         except Refusal as refusal:
             log.info("add-checkpoint refused: %d %s", refusal.status, refusal.reason)
-            outcome = "split_view" if refusal.evidence is not None else _BY_STATUS.get(refusal.status, "malformed")
+            outcome = (
+                _BY_EVIDENCE[refusal.evidence.kind]
+                if refusal.evidence is not None
+                else _BY_STATUS.get(refusal.status, "malformed")
+            )
             self.count(about[0] if about else None, outcome)
             if refusal.status == HTTPStatus.CONFLICT:
                 return Response(refusal.status, SIZE, f"{refusal.stored_size}\n".encode())
