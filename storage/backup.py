@@ -35,6 +35,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, func, select, text
 
+from storage.database import connect_readonly
 from storage.schema import log_checkpoints, log_leaves, records, transfers
 
 __all__ = [
@@ -112,18 +113,11 @@ def _open_readonly(path: Path) -> sqlite3.Connection:
     if not path.is_file():
         raise NotANodeDatabase(f"{path}: no such database file")
     try:
-        # mode=ro: never creates or writes the file (SQLite may make the -shm a WAL reader needs).
-        conn = _connect_readonly(path)
+        conn = connect_readonly(path)
         conn.execute("PRAGMA busy_timeout = 5000")
     except sqlite3.Error as exc:
         raise NotANodeDatabase(f"{path}: cannot open it read-only ({exc})") from None
     return conn
-
-
-def _connect_readonly(path: Path) -> sqlite3.Connection:
-    return sqlite3.connect(
-        f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
-    )
 
 
 def _sha256(path: Path) -> str:
@@ -159,7 +153,7 @@ def describe(path: Path) -> CopyDescription:
         integrity = "; ".join(str(r[0]) for r in conn.execute("PRAGMA quick_check").fetchmany(5))
     finally:
         conn.close()
-    engine = create_engine("sqlite://", creator=lambda: _connect_readonly(path))
+    engine = create_engine("sqlite://", creator=lambda: connect_readonly(path))
     try:
         # One read transaction: the numbers describe one state of the file.
         with engine.connect() as db:

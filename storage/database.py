@@ -116,6 +116,14 @@ def describe(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
+def connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection to the SQLite file `path` that can only read it (mode=ro: it never creates or writes the
+    file; SQLite may make the -shm a WAL reader needs), in autocommit: transactions are begun explicitly."""
+    return sqlite3.connect(
+        f"{path.resolve().as_uri()}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+    )
+
+
 def sqlite_engine(
     url: str, *, writer: bool, synchronous: str = "FULL", pool_size: int = 1, readonly: bool = False
 ) -> Engine:
@@ -133,8 +141,8 @@ def sqlite_engine(
     extra: dict[str, Any] = {}
     path = sqlite_file(url)
     if readonly and path is not None:
-        uri = f"{Path(path).resolve().as_uri()}?mode=ro"
-        extra["creator"] = lambda: sqlite3.connect(uri, uri=True, check_same_thread=False)
+        file = Path(path)
+        extra["creator"] = lambda: connect_readonly(file)
     engine = create_engine(
         sync_url(url),
         paramstyle="named",

@@ -121,6 +121,11 @@ def _salts(blob: bytes | None) -> tuple[bytes, ...]:
     return tuple(data[i : i + 16] for i in range(0, len(data), 16))
 
 
+def _salts_blob(salts: tuple[bytes, ...]) -> bytes | None:
+    """The `page_salts` column of a record's salts (`_salts` reads it back): 16 bytes each, None for none."""
+    return b"".join(salts) or None
+
+
 def _transfer(row: Sequence[Any]) -> Transfer:
     (tid, code, from_school, from_prov, to_school, to_prov, scope, state, reason, created, deadline, decided,
      initiated_by, decided_by, cancel_requested, delivery, delivery_error, salt) = row  # fmt: skip
@@ -265,7 +270,7 @@ class SqlRecords:
                     "lookup_code": r.lookup_code, "national_id": r.national_id, "level": int(r.level),
                     "custodian_school": r.custodian_school, "open_transfer_id": r.open_transfer_id,
                     "created_at_us": to_us(r.created_at), "updated_at_us": to_us(r.updated_at),
-                    "transferred_out": r.transferred_out, "page_salts": b"".join(r.page_salts) or None,
+                    "transferred_out": r.transferred_out, "page_salts": _salts_blob(r.page_salts),
                 }
                 for r in rs
             ],
@@ -284,7 +289,7 @@ class SqlRecords:
                 "created_at_us": to_us(r.created_at),
                 "updated_at_us": to_us(r.updated_at),
                 "transferred_out": r.transferred_out,
-                "page_salts": b"".join(r.page_salts) or None,
+                "page_salts": _salts_blob(r.page_salts),
             },
         )
 
@@ -298,7 +303,7 @@ class SqlRecords:
                 "open_transfer_id": r.open_transfer_id,
                 "updated_at_us": to_us(r.updated_at),
                 "transferred_out": r.transferred_out,
-                "page_salts": b"".join(r.page_salts) or None,
+                "page_salts": _salts_blob(r.page_salts),
             },
         )
 

@@ -88,7 +88,7 @@ class BundleRefresher:
                 by_peer: dict[str, list[tuple[PeerBundle, bytes]]] = {}
                 for row, receipt in due:
                     by_peer.setdefault(row.peer, []).append((row, receipt))
-                await asyncio.gather(*(self._refresh_peer(p, rows) for p, rows in by_peer.items()))
+                await asyncio.gather(*(self._refresh_peer(rows) for rows in by_peer.values()))
                 if len(due) >= BATCH:
                     continue
                 nxt = await self.store.read(lambda uow: uow.peer_bundles.next_attempt())
@@ -104,7 +104,7 @@ class BundleRefresher:
                 log.exception("peer bundle refresh failed; retrying")
                 await asyncio.sleep(1.0)
 
-    async def _refresh_peer(self, province: str, rows: list[tuple[PeerBundle, bytes]]) -> None:
+    async def _refresh_peer(self, rows: list[tuple[PeerBundle, bytes]]) -> None:
         for row, receipt in rows:
             try:
                 updated = await self._refresh(row, receipt)
