@@ -40,11 +40,10 @@ from contextvars import ContextVar
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf.message import DecodeError
-from google.rpc import error_details_pb2, status_pb2
 
 from transfer.domain.errors import DomainError
 from transfer.server.auth import Authenticator
+from transfer.server.errors import reason_in
 from transfer.server.interceptors import WrappingInterceptor, rewrapped
 from transfer.tracecontext import TRACEPARENT, TraceParent, current_trace_id, new_span_id, new_trace, parse
 
@@ -52,7 +51,6 @@ log = logging.getLogger("transfer.call")
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
-_STATUS_DETAILS = "grpc-status-details-bin"
 # Services whose every call changes something although their requests carry no request_id.
 _MUTATING_SERVICES = ("/transfer.v1.PeerService/",)
 REQUEST_ID_CHARS = 100  # a request_id longer than this (refused anyway) is clipped in the line
@@ -89,21 +87,6 @@ def _trace_of(context: Context) -> TraceParent:
     if seen == 1 and found is not None:
         return TraceParent(found.trace_id, new_span_id(), found.flags)
     return new_trace()
-
-
-def _reason(trailing: Any) -> str:
-    for key, value in trailing or ():
-        if key == _STATUS_DETAILS and isinstance(value, bytes):
-            try:
-                status = status_pb2.Status.FromString(value)
-            except DecodeError:
-                return ""
-            for detail in status.details:
-                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                    info = error_details_pb2.ErrorInfo()
-                    detail.Unpack(info)
-                    return str(info.reason)
-    return ""
 
 
 def _request_type(deserializer: Callable[[bytes], Any] | None) -> Any:
@@ -171,7 +154,7 @@ class CallLog(WrappingInterceptor):
         elif isinstance(error, grpc.aio.AbortError):
             code = context.code() or grpc.StatusCode.UNKNOWN
             trailing = tuple(context.trailing_metadata() or ())
-            reason = _reason(trailing)
+            reason = reason_in(trailing)
         elif isinstance(error, asyncio.CancelledError):
             code = grpc.StatusCode.CANCELLED
         else:
