@@ -45,7 +45,7 @@ from transfer.domain.errors import DomainError
 from transfer.server.auth import Authenticator
 from transfer.server.errors import reason_in
 from transfer.server.interceptors import WrappingInterceptor, rewrapped
-from transfer.tracecontext import TRACEPARENT, TraceParent, current_trace_id, new_span_id, new_trace, parse
+from transfer.tracecontext import TRACEPARENT, TraceParent, current_trace_id, new_trace, parse
 
 log = logging.getLogger("transfer.call")
 
@@ -85,7 +85,7 @@ def _trace_of(context: Context) -> TraceParent:
             seen += 1
             found = parse(value) if isinstance(value, str) else None
     if seen == 1 and found is not None:
-        return TraceParent(found.trace_id, new_span_id(), found.flags)
+        return found.child()
     return new_trace()
 
 
