@@ -108,23 +108,14 @@ class _Method:
 class CallLog(WrappingInterceptor):
     """Logs every call once, when it ends, and gives it a trace id (see the module's docstring).
 
-    `read_share`: the share of successful reads logged at INFO (0: all at DEBUG). `draw`
-    gives a number in [0, 1) per read, for the sampling. `enabled` False passes calls
-    through untouched (for benchmarks)."""
+    `read_share`: the share of successful reads logged at INFO (0: all at DEBUG), drawn at
+    random per read. `enabled` set False passes calls through untouched (for benchmarks)."""
 
-    def __init__(
-        self,
-        auth: Authenticator | None,
-        read_share: float = 0.0,
-        *,
-        draw: Callable[[], float] = random.random,
-        enabled: bool = True,
-    ) -> None:
+    def __init__(self, auth: Authenticator | None, read_share: float = 0.0) -> None:
         super().__init__()
         self.auth = auth
         self.read_share = read_share
-        self.draw = draw
-        self.enabled = enabled
+        self.enabled = True
 
     def _intercepting(self) -> bool:
         return self.enabled
@@ -181,7 +172,7 @@ class CallLog(WrappingInterceptor):
         log.log(level, "call", extra=fields)
 
     def _sampled(self) -> bool:
-        return self.read_share > 0 and (self.read_share >= 1 or self.draw() < self.read_share)
+        return self.read_share > 0 and (self.read_share >= 1 or random.random() < self.read_share)
 
     def _principal(self, context: Context) -> str:
         """The caller as the servicers know it; "" when its certificate names nobody this node accepts."""
