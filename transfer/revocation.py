@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -63,9 +63,28 @@ class Revocations:
     @classmethod
     def parse(cls, entries: Iterable[object]) -> Revocations:
         """From entries as written in `tls.revoked` (ValueError naming the first bad one)."""
+        return cls._of(_parse(entry) for entry in entries)
+
+    @classmethod
+    def parse_file(cls, text: str) -> Revocations:
+        """From a `tls.revoked_file`: one entry a line, blank lines and '#' comments ignored
+        (ValueError naming the line of the first bad entry)."""
+
+        def parsed() -> Iterator[tuple[str, int | bytes]]:
+            for number, line in enumerate(text.splitlines(), 1):
+                entry = line.split("#", 1)[0].strip()
+                if entry:
+                    try:
+                        yield _parse(entry)
+                    except ValueError as exc:
+                        raise ValueError(f"line {number}: {exc}") from None
+
+        return cls._of(parsed())
+
+    @classmethod
+    def _of(cls, parsed: Iterable[tuple[str, int | bytes]]) -> Revocations:
         serials, fingerprints = set(), set()
-        for entry in entries:
-            kind, value = _parse(entry)
+        for kind, value in parsed:
             if kind == "serial":
                 assert isinstance(value, int)
                 serials.add(value)
@@ -73,20 +92,6 @@ class Revocations:
                 assert isinstance(value, bytes)
                 fingerprints.add(value)
         return cls(frozenset(serials), frozenset(fingerprints))
-
-    @classmethod
-    def parse_file(cls, text: str) -> Revocations:
-        """From a `tls.revoked_file`: one entry a line, blank lines and '#' comments ignored
-        (ValueError naming the line of the first bad entry)."""
-        entries = []
-        for number, line in enumerate(text.splitlines(), 1):
-            entry = line.split("#", 1)[0].strip()
-            if entry:
-                problem = revoked_entry_problem(entry)
-                if problem is not None:
-                    raise ValueError(f"line {number}: {problem}")
-                entries.append(entry)
-        return cls.parse(entries)
 
     def __or__(self, other: Revocations) -> Revocations:
         return Revocations(self.serials | other.serials, self.fingerprints | other.fingerprints)

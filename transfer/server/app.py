@@ -449,8 +449,8 @@ class Node:
         store = self.store = Store(self.db, self.writer)
         try:
             await self._check_origin(store, logbook)
-            await self._check_witnesses(store, logbook, signer)
             verifiers = [parse_vkey(v) for v in (signer.vkey, self.next_log_vkey, *previous) if v]
+            await self._check_witnesses(store, logbook, signer, verifiers)
             await self._check_signed_before(store, logbook, verifiers)
             self.tokens = Tokens(await store.node_secret(TOKEN_SECRET))
         except BaseException:
@@ -774,7 +774,9 @@ class Node:
             own_witness_vkey=self.peer_witness.vkey if self.peer_witness is not None else "",
         )
 
-    async def _check_witnesses(self, store: Store, logbook: Logbook, signer: Ed25519Signer) -> None:
+    async def _check_witnesses(
+        self, store: Store, logbook: Logbook, signer: Ed25519Signer, log_keys: list[Verifier]
+    ) -> None:
         """Refuse to start on a database behind a checkpoint a witness cosigned (log.witnesses).
 
         The latest stored checkpoint (a signed size-0 one when there is none: it is
@@ -788,7 +790,6 @@ class Node:
             [(w.name, w.vkey, w.url) for w in cfg.witnesses], cfg.witness_quorum, logbook, store
         )
         # The latest checkpoint a quorum cosigned, from the database: a restart during a witness outage keeps it.
-        log_keys = log_verifiers(cfg)
         witnessing.latest_witnessed = await store.read(lambda uow: witnessing.recall(uow, log_keys))
         latest, size = await store.read(lambda uow: (uow.log.latest_checkpoint(), uow.log.committed_size()))
         probe = latest or StoredCheckpoint(

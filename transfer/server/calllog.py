@@ -40,19 +40,17 @@ from contextvars import ContextVar
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf.message import DecodeError
-from google.rpc import error_details_pb2, status_pb2
 
 from transfer.domain.errors import DomainError
 from transfer.server.auth import Authenticator
+from transfer.server.errors import reason_in
 from transfer.server.interceptors import WrappingInterceptor, rewrapped
-from transfer.tracecontext import TRACEPARENT, TraceParent, current_trace_id, new_span_id, new_trace, parse
+from transfer.tracecontext import TRACEPARENT, TraceParent, current_trace_id, new_trace, parse
 
 log = logging.getLogger("transfer.call")
 
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
-_STATUS_DETAILS = "grpc-status-details-bin"
 # Services whose every call changes something although their requests carry no request_id.
 _MUTATING_SERVICES = ("/transfer.v1.PeerService/",)
 REQUEST_ID_CHARS = 100  # a request_id longer than this (refused anyway) is clipped in the line
@@ -87,23 +85,8 @@ def _trace_of(context: Context) -> TraceParent:
             seen += 1
             found = parse(value) if isinstance(value, str) else None
     if seen == 1 and found is not None:
-        return TraceParent(found.trace_id, new_span_id(), found.flags)
+        return found.child()
     return new_trace()
-
-
-def _reason(trailing: Any) -> str:
-    for key, value in trailing or ():
-        if key == _STATUS_DETAILS and isinstance(value, bytes):
-            try:
-                status = status_pb2.Status.FromString(value)
-            except DecodeError:
-                return ""
-            for detail in status.details:
-                if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-                    info = error_details_pb2.ErrorInfo()
-                    detail.Unpack(info)
-                    return str(info.reason)
-    return ""
 
 
 def _request_type(deserializer: Callable[[bytes], Any] | None) -> Any:
@@ -125,23 +108,14 @@ class _Method:
 class CallLog(WrappingInterceptor):
     """Logs every call once, when it ends, and gives it a trace id (see the module's docstring).
 
-    `read_share`: the share of successful reads logged at INFO (0: all at DEBUG). `draw`
-    gives a number in [0, 1) per read, for the sampling. `enabled` False passes calls
-    through untouched (for benchmarks)."""
+    `read_share`: the share of successful reads logged at INFO (0: all at DEBUG), drawn at
+    random per read. `enabled` set False passes calls through untouched (for benchmarks)."""
 
-    def __init__(
-        self,
-        auth: Authenticator | None,
-        read_share: float = 0.0,
-        *,
-        draw: Callable[[], float] = random.random,
-        enabled: bool = True,
-    ) -> None:
+    def __init__(self, auth: Authenticator | None, read_share: float = 0.0) -> None:
         super().__init__()
         self.auth = auth
         self.read_share = read_share
-        self.draw = draw
-        self.enabled = enabled
+        self.enabled = True
 
     def _intercepting(self) -> bool:
         return self.enabled
@@ -171,7 +145,7 @@ class CallLog(WrappingInterceptor):
         elif isinstance(error, grpc.aio.AbortError):
             code = context.code() or grpc.StatusCode.UNKNOWN
             trailing = tuple(context.trailing_metadata() or ())
-            reason = _reason(trailing)
+            reason = reason_in(trailing)
         elif isinstance(error, asyncio.CancelledError):
             code = grpc.StatusCode.CANCELLED
         else:
@@ -198,7 +172,7 @@ class CallLog(WrappingInterceptor):
         log.log(level, "call", extra=fields)
 
     def _sampled(self) -> bool:
-        return self.read_share > 0 and (self.read_share >= 1 or self.draw() < self.read_share)
+        return self.read_share > 0 and (self.read_share >= 1 or random.random() < self.read_share)
 
     def _principal(self, context: Context) -> str:
         """The caller as the servicers know it; "" when its certificate names nobody this node accepts."""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import grpc
 from cryptography import x509
@@ -63,9 +62,6 @@ class TlsMaterial:
             "signing_cas": len(self.signing_cas),
         }
 
-    def expires(self) -> datetime:
-        return self.leaf.not_valid_after_utc
-
 
 def _read(path: object, what: str) -> bytes:
     try:
@@ -102,7 +98,6 @@ def load_tls(config: Config) -> TlsMaterial:
         pem = _read(peer.ca_file, what)
         peer_cas[peer.province] = _certificates(pem, what, peer.ca_file)
         peer_ca[peer.province] = pem
-    revoked = Revocations()
     try:
         revoked = Revocations.parse(config.tls_revoked)
     except ValueError as exc:

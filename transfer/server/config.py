@@ -753,6 +753,7 @@ def _peer_witnesses(item: Mapping[str, Any], base: Path, where: str) -> dict[str
     if not isinstance(files, list) or not all(isinstance(f, str) and f and "\0" not in f for f in files):
         raise ConfigError(f"{where}.witness_vkey_files: a list of file names")
     vkeys: list[str] = []
+    names: set[str] = set()
     for f in files:
         try:
             vkey = (base / f).read_text(encoding="utf-8").strip()
@@ -762,8 +763,9 @@ def _peer_witnesses(item: Mapping[str, Any], base: Path, where: str) -> dict[str
             name = cosignature_verifier(vkey).name
         except NoteError as exc:
             raise ConfigError(f"{where}.witness_vkey_files: {f}: {exc}") from None
-        if any(cosignature_verifier(v).name == name for v in vkeys):
+        if name in names:
             raise ConfigError(f"{where}.witness_vkey_files: the witness {name!r} is named twice")
+        names.add(name)
         vkeys.append(vkey)
     quorum = item.get("witness_quorum", len(vkeys))
     if not isinstance(quorum, int) or isinstance(quorum, bool):

@@ -16,8 +16,12 @@ non-ASCII letters) both trailers together stay under 4.5 KiB.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import Any
+
 import grpc
 from google.protobuf import any_pb2
+from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -152,3 +156,20 @@ def to_status(err: DomainError) -> grpc.Status:
         info = error_details_pb2.ErrorInfo(reason=clip(err.reason, TEXT_BYTES), domain=ERROR_DOMAIN)
         status = status_pb2.Status(code=status.code, message=status.message, details=[_pack(info)])
     return rpc_status.to_status(status)
+
+
+def reason_in(trailing_metadata: Iterable[tuple[str, Any]] | None) -> str:
+    """The ErrorInfo reason a status in `trailing_metadata` (its `grpc-status-details-bin` entry) carries, if any:
+    what `to_status` put there, read back (a peer's refusal, a call this node aborted)."""
+    for key, value in trailing_metadata or ():
+        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+        except DecodeError:
+            return ""
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            if detail.Unpack(info):
+                return str(info.reason)
+    return ""

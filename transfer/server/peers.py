@@ -37,7 +37,6 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 from google.protobuf.message import DecodeError
-from google.rpc import error_details_pb2, status_pb2
 from tenacity import wait_exponential_jitter
 
 from storage.store import Store
@@ -65,6 +64,7 @@ from transfer.server import convert, faults
 from transfer.server.auth import Authenticator
 from transfer.server.certs import TlsMaterial
 from transfer.server.config import Config, PeerConfig
+from transfer.server.errors import reason_in
 from transfer.server.servicers import _Base, _guard
 from transfer.tracecontext import TRACEPARENT, TraceParent, current_trace_id, new_span_id, new_trace
 from transfer.unavailable import UnavailableLog
@@ -126,18 +126,7 @@ def refuses_caller(code: grpc.StatusCode, reason: str) -> bool:
 
 def _reason_of(err: grpc.aio.AioRpcError) -> str:
     """The ErrorInfo reason a peer gave with its refusal, if any."""
-    for key, value in err.trailing_metadata() or ():
-        if key != "grpc-status-details-bin" or not isinstance(value, bytes):
-            continue
-        try:
-            status = status_pb2.Status.FromString(value)
-        except DecodeError:
-            return ""
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                return str(info.reason)
-    return ""
+    return reason_in(err.trailing_metadata())
 
 
 def receipt_message(body: bytes) -> bytes:
