@@ -34,6 +34,7 @@ from tests.support import (
     drop_pg_database,
     new_lookup_code,
     new_national_id,
+    with_schools,
     write_config,
 )
 from transfer.client import ClientTls, TransferClient
@@ -163,18 +164,13 @@ def test_a_backup_under_load_verifies_and_is_refused_once_the_node_signed_more(t
     place of the database after the node signed further, the node refuses to start (LOG_BEHIND_SIGNED_CHECKPOINT)."""
     server, config, db = _node(tmp_path, pki)
     server.start()
-    try:
-        with _client(server, pki, "province-admin") as admin:
-            for code in ("S1", "S2"):
-                admin.register_school(code, f"Trường {code}")
+    with with_schools(server, pki):
         copy = tmp_path / "backups" / "node-copy.db"
         copy.parent.mkdir()
         made, after_backup = _under_load(
             server, pki, lambda: _backup("--config", str(config), str(copy), "--json", "--step-pages", "8")
         )
         assert server.terminate() == 0
-    finally:
-        server.stop()
 
     assert made.returncode == 0, made.stderr
     printed = json.loads(made.stdout)
@@ -229,10 +225,7 @@ def test_a_backup_after_the_last_checkpoint_restores_and_starts(tmp_path: Path, 
     verifies against the node's latest-checkpoint file, the node starts, goes on, and its log verifies again."""
     server, config, db = _node(tmp_path, pki)
     server.start()
-    try:
-        with _client(server, pki, "province-admin") as admin:
-            for code in ("S1", "S2"):
-                admin.register_school(code, f"Trường {code}")
+    with with_schools(server, pki):
         _transfers(server, pki, 5)
         assert server.terminate() == 0
         latest = tmp_path / "node.latest-checkpoint"
@@ -254,8 +247,6 @@ def test_a_backup_after_the_last_checkpoint_restores_and_starts(tmp_path: Path, 
         assert int(latest.read_text(encoding="utf-8").splitlines()[1]) == 12
         verified = _verify(config)
         assert verified.returncode == 0 and "log verified: 12 entries" in verified.stdout, verified.stdout
-    finally:
-        server.stop()
 
 
 @pytest.fixture
