@@ -612,6 +612,39 @@ def test_unusable_node_tables_are_refused(tmp_path: Path, pki: Path, table: dict
         pins_from(config, [twice])
 
 
+@pytest.mark.parametrize(
+    ("witness", "message"),
+    [
+        pytest.param("witness_vkey_file={pki}/log.vkey", "must be a cosignature/v1 key", id="not-a-witness-key"),
+        pytest.param("witness_vkey_file={tmp}/absent.vkey", "absent.vkey", id="absent-key-file"),
+        pytest.param("witness_vkey_file={tmp}/garbage.vkey", "can't decode", id="not-text"),
+        pytest.param("witness_vkey_file={tmp}/text.vkey", "malformed verifier key", id="not-a-key"),
+        pytest.param(
+            "witness_vkey_file={pki}/witness.vkey,witness_vkey_file={pki}/witness.vkey", "named twice", id="twice"
+        ),
+        pytest.param("witness_vkey_file={pki}/witness.vkey,witness_quorum=2", "between 1 and 1", id="quorum-too-big"),
+        pytest.param("witness_vkey_file={pki}/witness.vkey,witness_quorum=0", "between 1 and 1", id="quorum-zero"),
+        pytest.param("witness_vkey_file={pki}/witness.vkey,witness_quorum=-1", "whole number", id="quorum-negative"),
+        pytest.param("witness_vkey_file={pki}/witness.vkey,witness_quorum=x", "whole number", id="quorum-not-a-number"),
+    ],
+)
+def test_unusable_witness_pins_on_the_command_line_are_refused(
+    tmp_path: Path, pki: Path, witness: str, message: str
+) -> None:
+    """A --node witness policy with a key file that is absent, no key, not a cosignature/v1 key or given twice, or a
+    quorum that is no whole number between 1 and the witnesses given, is refused before any node is called."""
+    (tmp_path / "garbage.vkey").write_bytes(b"\xff not a key\n")
+    (tmp_path / "text.vkey").write_text("not a key\n", encoding="utf-8")
+    node = f"province=01,address=x,origin=o,vkey_file={pki / 'log.vkey'},pki={pki}"
+    spec = f"{node},{witness.format(pki=pki, tmp=tmp_path)}"
+    with pytest.raises(UsageError) as info:
+        pins_from(None, [spec])
+    assert str(info.value).startswith(f"--node {spec}: "), info.value
+    assert message in str(info.value).removeprefix(f"--node {spec}: "), info.value
+    pins, _ = pins_from(None, [f"{node},witness_vkey_file={pki / 'witness.vkey'}"])
+    assert [(p.province, p.witness_quorum, len(p.witnesses)) for p in pins] == [("01", 1, 1)]
+
+
 def test_an_acknowledgement_of_a_message_never_sent_is_named() -> None:
     """An acknowledgement of an offer or a decision its node never logged, or of an unknown message kind, fails."""
     h = clean()

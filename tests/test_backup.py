@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,23 +27,23 @@ import pytest
 
 from storage.migrate import head_revision, upgrade
 from tests.support import (
+    PATIENT,
     ROOT,
     ServerProcess,
     create_pg_database,
     drop_pg_database,
     new_lookup_code,
     new_national_id,
-    postgres_base,
+    with_schools,
     write_config,
 )
-from transfer.client import ClientTls, RetryPolicy, TransferClient
+from transfer.client import ClientTls, TransferClient
 from transfer.server.backup import main as backup_main
 from transfer.v1 import common_pb2
 
 pytestmark = pytest.mark.slow
 
 T = TypeVar("T")
-PATIENT = RetryPolicy(attempts=60, initial_backoff=0.1, max_backoff=0.5, total_seconds=30)
 
 
 def _client(server: ServerProcess, pki: Path, identity: str) -> TransferClient:
@@ -164,18 +164,13 @@ def test_a_backup_under_load_verifies_and_is_refused_once_the_node_signed_more(t
     place of the database after the node signed further, the node refuses to start (LOG_BEHIND_SIGNED_CHECKPOINT)."""
     server, config, db = _node(tmp_path, pki)
     server.start()
-    try:
-        with _client(server, pki, "province-admin") as admin:
-            for code in ("S1", "S2"):
-                admin.register_school(code, f"Trường {code}")
+    with with_schools(server, pki):
         copy = tmp_path / "backups" / "node-copy.db"
         copy.parent.mkdir()
         made, after_backup = _under_load(
             server, pki, lambda: _backup("--config", str(config), str(copy), "--json", "--step-pages", "8")
         )
         assert server.terminate() == 0
-    finally:
-        server.stop()
 
     assert made.returncode == 0, made.stderr
     printed = json.loads(made.stdout)
@@ -230,10 +225,7 @@ def test_a_backup_after_the_last_checkpoint_restores_and_starts(tmp_path: Path, 
     verifies against the node's latest-checkpoint file, the node starts, goes on, and its log verifies again."""
     server, config, db = _node(tmp_path, pki)
     server.start()
-    try:
-        with _client(server, pki, "province-admin") as admin:
-            for code in ("S1", "S2"):
-                admin.register_school(code, f"Trường {code}")
+    with with_schools(server, pki):
         _transfers(server, pki, 5)
         assert server.terminate() == 0
         latest = tmp_path / "node.latest-checkpoint"
@@ -255,8 +247,6 @@ def test_a_backup_after_the_last_checkpoint_restores_and_starts(tmp_path: Path, 
         assert int(latest.read_text(encoding="utf-8").splitlines()[1]) == 12
         verified = _verify(config)
         assert verified.returncode == 0 and "log verified: 12 entries" in verified.stdout, verified.stdout
-    finally:
-        server.stop()
 
 
 @pytest.fixture
@@ -370,27 +360,17 @@ def test_progress_goes_to_stderr_only_on_a_terminal(node_db: Path, tmp_path: Pat
     assert piped.returncode == 0 and piped.stderr == "" and "backup written" in piped.stdout
 
 
-@pytest.fixture
-def pg_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh PostgreSQL database (the drill's second engine)."""
-    base = postgres_base(request)
-    url = create_pg_database(base)
-    try:
-        yield url
-    finally:
-        drop_pg_database(base, url)
-
-
 def _pg(*args: str) -> None:
     done = subprocess.run(list(args), capture_output=True, text=True, check=False, timeout=120)
     assert done.returncode == 0, done.stderr
 
 
-def test_the_restore_drill_on_postgresql_with_a_logical_copy(tmp_path: Path, pki: Path, pg_url: str) -> None:
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # the drill's second engine
+def test_the_restore_drill_on_postgresql_with_a_logical_copy(tmp_path: Path, pki: Path, database_url: str) -> None:
     """docs/operations.md's drill on PostgreSQL: pg_dump under load restored with pg_restore into a new database
     verifies with transfer-verify-log --database; the node pointed at it after signing more refuses to start
     (LOG_BEHIND_SIGNED_CHECKPOINT); a dump of the stopped node, restored, starts, goes on and verifies."""
-    base = os.environ["TRANSFER_TEST_PG"]
+    base, pg_url = os.environ["TRANSFER_TEST_PG"], database_url
     latest = tmp_path / "state" / "latest-checkpoint"  # apart from the database, as PostgreSQL requires
     config = write_config(tmp_path / "node.toml", pki=pki, database_url=pg_url, latest_checkpoint_file=latest)
     servers = [ServerProcess(config, tmp_path / "server.log")]

@@ -39,7 +39,7 @@ from tests.support import (
 )
 from tests.support import process_client as client
 from transfer.client import NO_RETRY, ClientTls, TransferClient, TransferError
-from transfer.devpki import DevCA, SigningCA, make_dev_pki
+from transfer.devpki import DevCA, SigningCA
 from transfer.revocation import Revocations
 from transfer.server.config import ConfigError, load
 from transfer.server.peers import PERMANENT, refuses_caller
@@ -292,20 +292,18 @@ def test_config_refuses_a_bad_revoked_entry(tmp_path: Path, pki: Path) -> None:
     assert load(path, env={"TRANSFER_TLS_REVOKED": "serial:0x1f, serial:3"}).tls_revoked == ("serial:0x1f", "serial:3")
 
 
-def test_peer_links_present_the_renewed_certificate(tmp_path: Path, own_pki: Path) -> None:
+def test_peer_links_present_the_renewed_certificate(
+    tmp_path: Path, own_pki: Path, pki79: Path, signing_bundle: Path
+) -> None:
     """After 01 renews its node certificate (SIGHUP) and 79 revokes the old one (SIGHUP), 01's next offer
     reaches 79: the link 01 had open to 79 was rebuilt with the new certificate."""
-    pki79 = tmp_path / "pki79"
-    make_dev_pki(pki79, "79", ["D1"])
-    bundle = tmp_path / "signing-cas.pem"
-    bundle.write_bytes((own_pki / "signing-ca.pem").read_bytes() + (pki79 / "signing-ca.pem").read_bytes())
     (tmp_path / "revoked79.txt").write_text("")
     port_a, port_b = free_port(), free_port()
     a = make_node(
-        tmp_path / "a", own_pki, "01", f"sqlite:///{tmp_path / 'a.db'}", port_a, (pki79, "79", port_b), bundle
+        tmp_path / "a", own_pki, "01", f"sqlite:///{tmp_path / 'a.db'}", port_a, (pki79, "79", port_b), signing_bundle
     )
     b = make_node(tmp_path / "b", pki79, "79", f"sqlite:///{tmp_path / 'b.db'}", port_b, (own_pki, "01", port_a),
-                  bundle, env={"TRANSFER_TLS_REVOKED_FILE": str(tmp_path / "revoked79.txt")})  # fmt: skip
+                  signing_bundle, env={"TRANSFER_TLS_REVOKED_FILE": str(tmp_path / "revoked79.txt")})  # fmt: skip
     try:
         a.proc.start()
         b.proc.start()

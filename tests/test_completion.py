@@ -84,6 +84,17 @@ def test_bash_completes_choices() -> None:
 
 
 @needs_bash
+def test_bash_runs_nothing_the_typed_words_hold(tmp_path: Path) -> None:
+    """Words with command substitutions, quotes and globs, at the cursor or before it, match nothing and run nothing."""
+    hostile = ["$(touch ran1)", "`touch ran2`", "'; touch ran3; '", "*", "--state=$(touch ran4)"]
+    for word in hostile:
+        assert complete_bash("transfer-cli", "list", "--state", word, cwd=tmp_path) == []
+        assert complete_bash("transfer-cli", word, cwd=tmp_path) == []
+        complete_bash("transfer-cli", word, "--", cwd=tmp_path)  # a word before the cursor: read, not run
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@needs_bash
 def test_bash_completes_file_names_where_a_file_is_taken(tmp_path: Path) -> None:
     """--ca, --cert, --key, a page's payload and --cert of teacher-register complete file names; --pki directories."""
     for name in ("ca.pem", "cert.pem", "notes.txt"):

@@ -697,6 +697,16 @@ class _Switch(_Relay):
                 (server if end is client else client).sendall(data)
 
 
+def _switchable(database_url: str) -> tuple[_Switch | None, str]:
+    """The URL a node is given for `database_url`: SQLite's file itself (no switch), or the PostgreSQL database
+    reached through a new _Switch that can take the link down (the caller closes it)."""
+    if not database_url.startswith("postgresql"):
+        return None, database_url
+    parts = urllib.parse.urlsplit(database_url)
+    switch = _Switch((parts.hostname or "127.0.0.1", parts.port or 5432))
+    return switch, parts._replace(netloc=f"{parts.username}@127.0.0.1:{switch.port}", query="sslmode=disable").geturl()
+
+
 @contextlib.contextmanager
 def _link_down(switch: _Switch) -> Iterator[None]:
     switch.down.set()
@@ -732,12 +742,7 @@ def test_readiness_and_the_write_services_follow_the_database_and_liveness_stays
     answers again they are SERVING again, without a restart, each change said in one line."""
     monkeypatch.setattr("storage.database.BUSY_TIMEOUT_MS", 100)  # the fault is real; the wait for it shorter
     caplog.set_level(logging.INFO, logger="transfer.health")
-    switch: _Switch | None = None
-    url = database_url
-    if database_url.startswith("postgresql"):
-        parts = urllib.parse.urlsplit(database_url)
-        switch = _Switch((parts.hostname or "127.0.0.1", parts.port or 5432))
-        url = parts._replace(netloc=f"{parts.username}@127.0.0.1:{switch.port}", query="sslmode=disable").geturl()
+    switch, url = _switchable(database_url)
     path = write_config(tmp_path / "node.toml", pki=pki, database_url=url)
     config = load(path, env={"TRANSFER_SERVER_HEALTH_PROBE_SECONDS": "0.2"})
     try:

@@ -575,15 +575,10 @@ def test_health_serving_follows_the_database(
     """On both engines: hocba_health_serving{service="readiness"} and the write services' turn 0 while the database
     does not answer (SQLite: another process holds the write lock; PostgreSQL: the link to the server is cut),
     while liveness stays 1 and the log's metrics leave the scrape; back to 1 once it answers again."""
-    from tests.test_database_faults import _link_down, _Switch, write_lock_held
+    from tests.test_database_faults import _link_down, _switchable, write_lock_held
 
     monkeypatch.setattr("storage.database.BUSY_TIMEOUT_MS", 100)  # the fault is real; the wait for it shorter
-    switch: _Switch | None = None
-    url = database_url
-    if database_url.startswith("postgresql"):
-        parts = urllib.parse.urlsplit(database_url)
-        switch = _Switch((parts.hostname or "127.0.0.1", parts.port or 5432))
-        url = parts._replace(netloc=f"{parts.username}@127.0.0.1:{switch.port}", query="sslmode=disable").geturl()
+    switch, url = _switchable(database_url)
     path = write_config(tmp_path / "node.toml", pki=pki, database_url=url, extra=metrics_section(0))
     config = load(path, env={"TRANSFER_SERVER_HEALTH_PROBE_SECONDS": "0.2"})
     try:
